@@ -1,0 +1,47 @@
+import { formatHostPort } from "../router/host.js";
+
+/** One address of a backend, with the health state the balancer reads. */
+export class Endpoint {
+  readonly address: string;
+  /** Requests in flight (least-outstanding-requests balancing). */
+  outstanding = 0;
+  /** Until this time (ms) the endpoint is skipped after a failed dial. */
+  badUntil = 0;
+  private failures = 0;
+
+  constructor(
+    readonly host: string,
+    readonly port: number,
+  ) {
+    this.address = formatHostPort(host, port);
+  }
+
+  get healthy(): boolean {
+    return this.badUntil <= performance.now();
+  }
+
+  /** Backoff doubles per consecutive failure: base, 2×base, … up to max. */
+  markFailed(baseMs: number, maxMs: number): void {
+    const backoff = Math.min(maxMs, baseMs * 2 ** Math.min(this.failures, 16));
+    this.failures++;
+    this.badUntil = performance.now() + backoff;
+  }
+
+  markHealthy(): void {
+    this.failures = 0;
+    this.badUntil = 0;
+  }
+}
+
+/** What a resolver emits: the full current set of addresses. */
+export interface ResolvedAddress {
+  host: string;
+  port: number;
+}
+
+/** A Resolver watches a name and reports the complete address set whenever it changes. */
+export interface Resolver {
+  start(onUpdate: (addresses: ResolvedAddress[]) => void, onError: (message: string) => void): void;
+  stop(): void;
+  readonly description: string;
+}

@@ -1,0 +1,109 @@
+/** Parsed command line: a subcommand and flag values by canonical name. */
+export interface Args {
+  command: string;
+  flags: Map<string, string>;
+  positional: string[];
+}
+
+/**
+ * Canonical flag → accepted spellings. kedge Go's flag names are aliases so its deployment
+ * manifests keep working unchanged.
+ */
+export const flagAliases: Record<string, readonly string[]> = {
+  config: ["config", "c"],
+  "director-config": ["director-config", "kedge_config_director_config_path"],
+  "backendpool-config": ["backendpool-config", "kedge_config_backendpool_config_path"],
+  "http-tls-port": ["http-tls-port", "server_http_tls_port"],
+  "http-port": ["http-port", "server_http_port"],
+  "grpc-tls-port": ["grpc-tls-port", "server_grpc_tls_port"],
+  "admin-port": ["admin-port", "server_http_debug_port", "server_debug_port"],
+  "tls-cert-file": ["tls-cert-file", "server_tls_cert_file"],
+  "tls-key-file": ["tls-key-file", "server_tls_key_file"],
+  "bind-address": ["bind-address", "server_bind_address"],
+  "log-level": ["log-level", "log_level"],
+  help: ["help", "h"],
+};
+
+const canonicalByAlias = new Map<string, string>();
+for (const [canonical, aliases] of Object.entries(flagAliases)) for (const a of aliases) canonicalByAlias.set(a, canonical);
+
+const booleanFlags = new Set(["help"]);
+const commands = new Set(["serve", "validate", "version", "help"]);
+
+export class UsageError extends Error {}
+
+export function parseArgs(argv: readonly string[]): Args {
+  const flags = new Map<string, string>();
+  const positional: string[] = [];
+  let command = "serve";
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i];
+    if (!arg.startsWith("-")) {
+      if (positional.length === 0 && flags.size === 0 && commands.has(arg)) command = arg;
+      else positional.push(arg);
+      continue;
+    }
+    const body = arg.replace(/^--?/, "");
+    const eq = body.indexOf("=");
+    const name = eq >= 0 ? body.slice(0, eq) : body;
+    const canonical = canonicalByAlias.get(name);
+    if (!canonical) throw new UsageError(`unknown flag --${name} (see kedge --help)`);
+    if (booleanFlags.has(canonical)) {
+      flags.set(canonical, eq >= 0 ? body.slice(eq + 1) : "true");
+      continue;
+    }
+    const value = eq >= 0 ? body.slice(eq + 1) : argv[++i];
+    if (value === undefined) throw new UsageError(`flag --${name} needs a value`);
+    flags.set(canonical, value);
+  }
+  if (flags.get("help") === "true") command = "help";
+  return { command, flags, positional };
+}
+
+/** Server settings given as flags override the config file's server section. */
+export function serverOverrides(flags: Map<string, string>): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  const port = (flag: string, field: string) => {
+    const v = flags.get(flag);
+    if (v === undefined) return;
+    if (!/^\d{1,5}$/.test(v) || Number(v) > 65535) throw new UsageError(`--${flag}: "${v}" is not a port number`);
+    out[field] = Number(v);
+  };
+  port("http-tls-port", "http_tls_port");
+  port("http-port", "http_port");
+  port("grpc-tls-port", "grpc_tls_port");
+  port("admin-port", "admin_port");
+  const str = (flag: string, field: string) => {
+    const v = flags.get(flag);
+    if (v !== undefined) out[field] = v;
+  };
+  str("tls-cert-file", "tls_cert_file");
+  str("tls-key-file", "tls_key_file");
+  str("bind-address", "bind_address");
+  str("log-level", "log_level");
+  return out;
+}
+
+export const usage = `kedge — Kubernetes edge proxy for gRPC and HTTP
+
+Usage:
+  kedge [serve] [--config routes.json|yaml] [flags]   run the proxy (no config: embedded demo config)
+  kedge validate --config F                           check a config; exit 0 when valid, 1 with field-path errors
+  kedge version                                       print the version
+
+Config files:
+  --config F                 one file with server, http, grpc (JSON or YAML)
+  --director-config F        kedge Go's director file   (alias --kedge_config_director_config_path)
+  --backendpool-config F     kedge Go's backendpool file (alias --kedge_config_backendpool_config_path)
+
+Server flags (override the config's server section; kedge Go names in parentheses):
+  --http-tls-port N          (--server_http_tls_port)    HTTPS, ALPN h2 + http/1.1
+  --http-port N              (--server_http_port)        plaintext HTTP/1.1
+  --admin-port N             (--server_http_debug_port)  /_healthz /_version /metrics /debug/config
+  --tls-cert-file F          (--server_tls_cert_file)
+  --tls-key-file F           (--server_tls_key_file)
+  --bind-address A           (--server_bind_address)
+  --log-level L              (--log_level)               debug, info, warn, error
+
+Signals: SIGHUP reloads the config (also on file change); SIGTERM drains and exits.
+`;

@@ -1,0 +1,28 @@
+import { parseDocument } from "yaml";
+
+/** A config error that names where it is: a file line, or a field path. */
+export class ConfigError extends Error {
+  constructor(readonly problems: readonly string[]) {
+    super(problems.join("\n"));
+    this.name = "ConfigError";
+  }
+}
+
+/**
+ * Parses JSON or YAML text. JSON is parsed with YAML's JSON schema, so both report
+ * "line L, column C" (JSON.parse under Bun reports no position).
+ */
+export function parseConfigText(text: string, fileName: string): unknown {
+  const json = fileName.endsWith(".json") || /^\s*[{[]/.test(text);
+  const doc = parseDocument(text, { schema: json ? "json" : "core", uniqueKeys: true, prettyErrors: false });
+  if (doc.errors.length > 0) {
+    throw new ConfigError(
+      doc.errors.slice(0, 3).map((e) => {
+        const pos = e.linePos?.[0];
+        const where = pos ? `line ${pos.line}, column ${pos.col}` : "somewhere";
+        return `${fileName}: ${where}: invalid ${json ? "JSON" : "YAML"}: ${e.message.split(" at line")[0]}`;
+      }),
+    );
+  }
+  return doc.toJS() ?? {};
+}

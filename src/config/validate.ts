@@ -1,0 +1,129 @@
+import * as v from "valibot";
+import type { Config } from "../gen/kedge/config/v1/config_pb.js";
+import { parseHostPort } from "../router/host.js";
+
+// kedge Go's name pattern, widened with "-" because generated names embed Kubernetes names.
+const namePattern = /^[a-z0-9_.-]{2,64}$/;
+
+const port = v.pipe(v.number(), v.integer(), v.minValue(1, "port must be 1-65535"), v.maxValue(65535, "port must be 1-65535"));
+const optionalPort = v.pipe(v.number(), v.integer(), v.maxValue(65535, "port must be 0-65535"));
+const backendName = v.pipe(v.string(), v.regex(namePattern, "must match ^[a-z0-9_.-]{2,64}$"));
+const regexpSource = v.pipe(
+  v.string(),
+  v.check((s) => compiles(s), "is not a valid regular expression"),
+);
+
+const resolver = v.variant("case", [
+  v.looseObject({ case: v.literal("host"), value: v.looseObject({ dnsName: v.pipe(v.string(), v.nonEmpty("dns_name is required")), port }) }),
+  v.looseObject({ case: v.literal("srv"), value: v.looseObject({ dnsName: v.pipe(v.string(), v.nonEmpty("dns_name is required")), portOverride: optionalPort }) }),
+  v.looseObject({ case: v.literal("k8s"), value: v.looseObject({ dnsPortName: v.pipe(v.string(), v.nonEmpty("dns_port_name is required")) }) }),
+  v.looseObject({
+    case: v.literal("static"),
+    value: v.looseObject({
+      addresses: v.pipe(
+        v.array(v.pipe(v.string(), v.check((a) => parseHostPort(a, 0)?.port !== 0, 'must be "host:port"'))),
+        v.minLength(1, "needs at least one address"),
+      ),
+    }),
+  }),
+], "missing resolver: set one of host, srv, k8s, static");
+
+const security = v.optional(
+  v.pipe(
+    v.looseObject({ clientCertFile: v.string(), clientKeyFile: v.string() }),
+    v.check((s) => (s.clientCertFile === "") === (s.clientKeyFile === ""), "client_cert_file and client_key_file go together"),
+  ),
+);
+
+const backend = v.looseObject({ name: backendName, resolver, security });
+
+const pathRule = v.pipe(
+  v.string(),
+  v.startsWith("/", 'must start with "/"'),
+  v.check((p) => !p.slice(0, -1).includes("*"), '"*" may only end a path rule'),
+);
+
+const httpRoute = v.looseObject({ backendName, pathRules: v.array(pathRule), portMatcher: optionalPort, hostMatcher: v.pipe(v.string(), v.regex(/^\S*$/, "must not contain spaces")) });
+const grpcRoute = v.looseObject({ backendName, authorityPortMatcher: optionalPort });
+
+const adhoc = v.looseObject({
+  dnsNameMatcher: v.pipe(v.string(), v.nonEmpty("dns_name_matcher is required")),
+  port: v.optional(v.looseObject({
+    default: optionalPort,
+    allowed: v.array(port),
+    allowedRanges: v.array(v.pipe(
+      v.looseObject({ from: port, to: port }),
+      v.check((r) => r.from <= r.to, "from must not exceed to"),
+    )),
+  })),
+  dnsNameReplace: v.optional(v.looseObject({ pattern: regexpSource })),
+});
+
+const server = v.optional(v.pipe(
+  v.looseObject({
+    httpTlsPort: v.optional(optionalPort),
+    httpPort: v.optional(optionalPort),
+    grpcTlsPort: v.optional(optionalPort),
+    adminPort: v.optional(optionalPort),
+    demoBackendPort: v.optional(optionalPort),
+    logLevel: v.picklist(["", "debug", "info", "warn", "warning", "error"], "must be debug, info, warn or error"),
+    tlsCertFile: v.string(),
+    tlsKeyFile: v.string(),
+  }),
+  v.check(
+    (s) => (s.httpTlsPort === undefined && s.grpcTlsPort === undefined) || (s.tlsCertFile !== "" && s.tlsKeyFile !== ""),
+    "a TLS port needs tls_cert_file and tls_key_file",
+  ),
+));
+
+const configSchema = v.looseObject({
+  server,
+  http: v.optional(v.looseObject({ routes: v.array(httpRoute), backends: v.array(backend), adhocRules: v.array(adhoc) })),
+  grpc: v.optional(v.looseObject({ routes: v.array(grpcRoute), backends: v.array(backend), adhocRules: v.array(adhoc) })),
+});
+
+/** Semantic checks beyond the schema: patterns, ranges, resolvers and cross references. Returns "path: problem" lines. */
+export function validateConfig(config: Config): string[] {
+  const problems: string[] = [];
+  const result = v.safeParse(configSchema, config, { abortEarly: false });
+  if (!result.success) {
+    for (const issue of result.issues) problems.push(`${issuePath(issue.path)}: ${issue.message}`);
+  }
+  for (const kind of ["http", "grpc"] as const) {
+    const section = config[kind];
+    if (!section) continue;
+    const names = new Map<string, number>();
+    section.backends.forEach((b, i) => {
+      const first = names.get(b.name);
+      if (first !== undefined) problems.push(`${kind}.backends[${i}].name: duplicate backend name "${b.name}" (also ${kind}.backends[${first}])`);
+      else names.set(b.name, i);
+    });
+    section.routes.forEach((r, i) => {
+      if (namePattern.test(r.backendName) && !names.has(r.backendName)) {
+        problems.push(`${kind}.routes[${i}].backend_name: unknown backend "${r.backendName}"`);
+      }
+    });
+  }
+  return problems;
+}
+
+function issuePath(path: v.IssuePathItem[] | undefined): string {
+  if (!path) return "(top level)";
+  let out = "";
+  for (const item of path) {
+    const key = item.key;
+    if (typeof key === "number") out += `[${key}]`;
+    else if (key === "value" || key === "case") continue; // a oneof's wrapper is not in the user's file
+    else out += (out === "" ? "" : ".") + String(key).replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
+  }
+  return out;
+}
+
+function compiles(source: string): boolean {
+  try {
+    new RegExp(source);
+    return true;
+  } catch {
+    return false;
+  }
+}

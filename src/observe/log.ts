@@ -1,0 +1,25 @@
+/** JSON-lines logger on stderr. Fields never carry secrets: callers pass names, not tokens. */
+export type LogLevel = "debug" | "info" | "warn" | "error";
+
+const order: Record<LogLevel, number> = { debug: 10, info: 20, warn: 30, error: 40 };
+let threshold = order.info;
+
+export function setLogLevel(level: string): void {
+  const normalised = (level === "warning" ? "warn" : level) as LogLevel;
+  threshold = order[normalised] ?? order.info;
+}
+
+function emit(level: LogLevel, msg: string, fields?: Record<string, unknown>): void {
+  if (order[level] < threshold) return;
+  process.stderr.write(`${JSON.stringify({ time: new Date().toISOString(), level, msg, ...fields })}\n`);
+}
+
+export const log = {
+  debug: (msg: string, fields?: Record<string, unknown>) => emit("debug", msg, fields),
+  info: (msg: string, fields?: Record<string, unknown>) => emit("info", msg, fields),
+  warn: (msg: string, fields?: Record<string, unknown>) => emit("warn", msg, fields),
+  error: (msg: string, fields?: Record<string, unknown>) => emit("error", msg, fields),
+  get debugEnabled() {
+    return threshold <= order.debug;
+  },
+};

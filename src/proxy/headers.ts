@@ -1,0 +1,78 @@
+import type { IncomingHttpHeaders, OutgoingHttpHeaders } from "node:http";
+
+// RFC 9110 §7.6.1 connection-specific fields, plus what kedge sets itself and what must not
+// leave kedge (Proxy-Authorization is kedge's own credential, never the backend's).
+const notForwardedUpstream = new Set([
+  "connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade",
+  "proxy-authorization", "proxy-authenticate", "host", "content-length",
+  "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-kedge-request-id", "http2-settings",
+]);
+
+const notForwardedDownstream = new Set([
+  "connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade",
+  "proxy-authenticate", "x-kedge-backend-name", "x-kedge-request-id",
+]);
+
+export interface UpstreamHeadInput {
+  method: string;
+  path: string;
+  host: string;
+  headers: IncomingHttpHeaders;
+  clientIp: string;
+  scheme: string;
+  requestId: string;
+  /** -1: chunked; 0: no body; n: Content-Length. */
+  bodyLength: number;
+}
+
+/** Field names the client listed in its Connection header are hop-by-hop too (RFC 9110 §7.6.1). */
+function connectionTokens(headers: IncomingHttpHeaders): Set<string> | undefined {
+  const value = headers.connection;
+  if (!value) return undefined;
+  const tokens = new Set<string>();
+  for (const t of String(value).split(",")) {
+    const token = t.trim().toLowerCase();
+    if (token !== "" && token !== "close" && token !== "keep-alive") tokens.add(token);
+  }
+  return tokens.size > 0 ? tokens : undefined;
+}
+
+/** The whole HTTP/1.1 request head as one latin1 string (header bytes pass through unchanged). */
+export function buildUpstreamHead(input: UpstreamHeadInput): string {
+  const { headers } = input;
+  const extra = connectionTokens(headers);
+  let head = `${input.method} ${input.path} HTTP/1.1\r\nhost: ${input.host}\r\n`;
+  for (const name in headers) {
+    if (name.charCodeAt(0) === 58 /* ":" */ || notForwardedUpstream.has(name) || extra?.has(name)) continue;
+    const value = headers[name];
+    if (value === undefined) continue;
+    if (typeof value === "string") head += `${name}: ${value}\r\n`;
+    else if (name === "cookie") head += `cookie: ${value.join("; ")}\r\n`;
+    else for (const v of value) head += `${name}: ${v}\r\n`;
+  }
+  const xff = headers["x-forwarded-for"];
+  head += `x-forwarded-for: ${xff ? `${xff}, ${input.clientIp}` : input.clientIp}\r\n`;
+  head += `x-forwarded-proto: ${input.scheme}\r\nx-forwarded-host: ${input.host}\r\nx-kedge-request-id: ${input.requestId}\r\n`;
+  if (input.bodyLength > 0) head += `content-length: ${input.bodyLength}\r\n`;
+  else if (input.bodyLength < 0) head += "transfer-encoding: chunked\r\n";
+  return `${head}\r\n`;
+}
+
+/**
+ * The backend's response headers for the client. HTTP/2 needs lower-case names and no
+ * connection-specific fields (RFC 9113 §8.2.2); HTTP/1.1 keeps the backend's spelling.
+ */
+export function downstreamHeaders(rawHeaders: readonly string[], lowerCase: boolean): OutgoingHttpHeaders {
+  const out: OutgoingHttpHeaders = {};
+  for (let i = 0; i < rawHeaders.length; i += 2) {
+    const name = rawHeaders[i];
+    const lower = name.toLowerCase();
+    if (notForwardedDownstream.has(lower)) continue;
+    const key = lowerCase ? lower : name;
+    const prev = out[key];
+    if (prev === undefined) out[key] = rawHeaders[i + 1];
+    else if (Array.isArray(prev)) prev.push(rawHeaders[i + 1]);
+    else out[key] = [String(prev), rawHeaders[i + 1]];
+  }
+  return out;
+}

@@ -1,0 +1,295 @@
+import type { OutgoingHttpHeaders } from "node:http";
+import type { Endpoint } from "../backend/endpoint.js";
+import type { HttpBackend } from "../backend/http-backend.js";
+import { KedgeError, noRoute } from "../errors.js";
+import type { Metrics } from "../observe/metrics.js";
+import { parseHostPort } from "../router/host.js";
+import type { RequestFacts } from "../router/match.js";
+import type { Runtime } from "../runtime.js";
+import type { H1Connection, UpstreamError } from "../upstream/h1-pool.js";
+import type { ResponseHead } from "../upstream/response-parser.js";
+import { buildUpstreamHead, downstreamHeaders } from "./headers.js";
+import type { IngressRequest, IngressResponse } from "./ingress.js";
+
+export interface ProxyContext {
+  /** The live runtime; a request keeps the one it started with. */
+  runtime(): Runtime;
+  readonly metrics: Metrics;
+}
+
+const maxEndpointAttempts = 3;
+const crlf = Buffer.from("\r\n");
+const lastChunk = Buffer.from("0\r\n\r\n");
+
+/** Requests in flight, for graceful shutdown. */
+export const inflight = { count: 0 };
+
+let requestCounter = 0;
+const requestIdPrefix = crypto.randomUUID().slice(0, 18);
+
+/** Unique per process start and request, cheaper than a UUID per request. */
+function newRequestId(): string {
+  requestCounter = (requestCounter + 1) % 0x1000000000000;
+  return `${requestIdPrefix}${requestCounter.toString(16).padStart(12, "0")}`;
+}
+
+interface ParsedRequest extends RequestFacts {
+  /** The client named a port (adhoc rules apply their default port otherwise). */
+  explicitPort: boolean;
+  /** Origin-form target for the backend: path and query. */
+  origin: string;
+  /** What the client addressed; becomes the backend's Host header. */
+  authority: string;
+}
+
+/** The request line's target → host, port and path, for reverse (origin-form) and forward (absolute-form) requests. */
+function requestFacts(req: IngressRequest): ParsedRequest {
+  let target = req.target;
+  let authority = req.authority;
+  let scheme: string = req.scheme;
+  let forwardProxy = false;
+  if (target.charCodeAt(0) !== 47 /* "/" */ && target !== "*") {
+    const m = /^(https?):\/\/([^/?#]*)(.*)$/i.exec(target);
+    if (!m) throw new KedgeError("bad-request", 400, "malformed request target");
+    scheme = m[1].toLowerCase();
+    authority = m[2]; // RFC 9112 §3.2.2: the absolute URI's authority replaces Host
+    target = m[3] === "" ? "/" : m[3].charCodeAt(0) === 47 ? m[3] : `/${m[3]}`;
+    forwardProxy = true;
+  }
+  if (!authority) throw new KedgeError("bad-request", 400, "missing Host header");
+  const hostPort = parseHostPort(authority, scheme === "https" ? 443 : 80);
+  if (!hostPort) throw new KedgeError("bad-request", 400, `malformed host ${JSON.stringify(authority.slice(0, 100))}`);
+  const q = target.indexOf("?");
+  return {
+    host: hostPort.host,
+    port: hostPort.port,
+    explicitPort: /:\d+$/.test(authority),
+    path: q >= 0 ? target.slice(0, q) : target,
+    forwardProxy,
+    headers: req.headers,
+    origin: target,
+    authority,
+  };
+}
+
+/** Writes kedge's error contract: status, x-kedge-error(-type) headers and a short text body. */
+export function sendError(res: IngressResponse, err: KedgeError, requestId: string): void {
+  if (res.headersSent) {
+    res.abort();
+    return;
+  }
+  const body = Buffer.from(`${err.message}\n`);
+  res.writeHead(err.status, {
+    "content-type": "text/plain; charset=utf-8",
+    "content-length": body.length,
+    "x-kedge-error": err.message.replace(/[\r\n]/g, " "),
+    "x-kedge-error-type": err.type,
+    "x-kedge-request-id": requestId,
+  });
+  res.write(body);
+  res.end();
+}
+
+/** One proxied request: picks endpoints, retries what is safe to retry, streams both ways. */
+class HttpExchange {
+  private readonly started = performance.now();
+  private requestId = "";
+  private backend: HttpBackend | undefined;
+  private backendLabel = "none";
+  private head: Uint8Array | undefined;
+  private bodyLength = 0;
+  private endpoint: Endpoint | undefined;
+  private conn: H1Connection | undefined;
+  private failedOn: Set<Endpoint> | undefined;
+  private attempts = 0;
+  private staleRetried = false;
+  private bodyStarted = false;
+  private finished = false;
+  private status = 0;
+
+  constructor(
+    private readonly ctx: ProxyContext,
+    private readonly req: IngressRequest,
+    private readonly res: IngressResponse,
+  ) {}
+
+  run(): void {
+    inflight.count++;
+    const incomingId = this.req.headers["x-kedge-request-id"];
+    this.requestId = typeof incomingId === "string" && incomingId.length <= 128 ? incomingId : newRequestId();
+    try {
+      this.route(this.ctx.runtime());
+    } catch (e) {
+      this.fail(e instanceof KedgeError ? e : new KedgeError("internal", 500, "internal error"));
+      return;
+    }
+    this.res.onGone(() => this.clientGone());
+    this.attempt();
+  }
+
+  private route(runtime: Runtime): void {
+    const facts = requestFacts(this.req);
+    const route = runtime.httpRoutes.match(facts);
+    if (route) {
+      this.backend = runtime.httpBackends.get(route.backendName);
+      if (!this.backend) throw new KedgeError("no-backend", 502, `unknown backend ${route.backendName}`);
+      this.backendLabel = route.backendName;
+    } else {
+      const target = runtime.httpAdhoc.match(facts.host, facts.explicitPort ? facts.port : undefined);
+      if (!target) throw noRoute(`${facts.host}:${facts.port}${facts.path}`);
+      this.backend = runtime.adhocBackend(target.host, target.port);
+      this.backendLabel = "adhoc";
+    }
+    this.bodyLength = this.req.hasBody ? this.req.contentLength : 0;
+    this.head = Buffer.from(
+      buildUpstreamHead({
+        method: this.req.method,
+        path: facts.origin,
+        host: facts.authority,
+        headers: this.req.headers,
+        clientIp: this.req.remoteAddress,
+        scheme: this.req.scheme,
+        requestId: this.requestId,
+        bodyLength: this.bodyLength,
+      }),
+      "latin1",
+    );
+  }
+
+  private attempt(): void {
+    if (this.finished) return;
+    let picked;
+    try {
+      picked = this.backend!.pick(this.failedOn);
+    } catch (e) {
+      this.fail(e as KedgeError);
+      return;
+    }
+    this.attempts++;
+    this.endpoint = picked.endpoint;
+    this.endpoint.outstanding++;
+    const endpoint = this.endpoint;
+    picked.pool.acquire(
+      (conn) => this.send(conn),
+      (err) => this.upstreamFailed(err, endpoint),
+    );
+  }
+
+  private send(conn: H1Connection): void {
+    if (this.finished) {
+      conn.pool.release(conn);
+      return;
+    }
+    this.conn = conn;
+    const bodyless = this.bodyLength === 0;
+    conn.begin(this.head!, this.req.method === "HEAD", this, bodyless);
+    if (!bodyless) this.pipeBody(conn);
+  }
+
+  private pipeBody(conn: H1Connection): void {
+    const body = this.req.body;
+    const chunked = this.bodyLength < 0;
+    const onData = (chunk: Buffer) => {
+      if (this.conn !== conn) return;
+      this.bodyStarted = true;
+      if (chunked) conn.write(Buffer.from(`${chunk.length.toString(16)}\r\n`));
+      let ok = conn.write(chunk);
+      if (chunked) ok = conn.write(crlf) && ok;
+      if (!ok) {
+        body.pause();
+        conn.onWritable(() => body.resume());
+      }
+    };
+    const onEnd = () => {
+      if (this.conn !== conn) return;
+      if (chunked) conn.write(lastChunk);
+      conn.endRequest();
+    };
+    body.on("data", onData);
+    body.once("end", onEnd);
+    body.resume();
+  }
+
+  // ExchangeHandlers, called by the connection.
+  onHead(head: ResponseHead): void {
+    this.status = head.status;
+    const headers: OutgoingHttpHeaders = downstreamHeaders(head.rawHeaders, this.req.protocol === "h2");
+    headers["x-kedge-backend-name"] = this.backendLabel;
+    headers["x-kedge-request-id"] = this.requestId;
+    this.res.writeHead(head.status, headers);
+  }
+
+  onBody(chunk: Uint8Array): boolean {
+    if (this.res.write(chunk)) return true;
+    const conn = this.conn;
+    this.res.onceDrain(() => conn?.resume());
+    return false;
+  }
+
+  onEnd(): void {
+    this.endpoint!.outstanding--;
+    this.endpoint!.markHealthy();
+    this.res.end();
+    // The backend may answer before reading the whole request body: discard the rest.
+    this.conn = undefined;
+    if (this.req.hasBody) this.req.body.resume();
+    this.done(this.status);
+  }
+
+  onError(err: UpstreamError): void {
+    this.upstreamFailed(err, this.endpoint!);
+  }
+
+  private upstreamFailed(err: UpstreamError, endpoint: Endpoint): void {
+    endpoint.outstanding--;
+    this.conn = undefined;
+    if (this.finished) return;
+    const nothingSent = err.failure === "connect" || err.failure === "connect-timeout" || err.failure === "pool-timeout";
+    if (nothingSent) {
+      if (err.failure !== "pool-timeout") endpoint.markFailed(this.backend!.failureBackoffMs, 30_000);
+      (this.failedOn ??= new Set()).add(endpoint);
+      if (this.attempts < Math.min(maxEndpointAttempts, this.backend!.endpointCount)) return this.attempt();
+      return this.fail(new KedgeError("no-connection-to-all-resolved-addresses", 502, `backend ${this.backendLabel}: ${err.message}`));
+    }
+    if (err.failure === "stale" && !this.bodyStarted && !this.staleRetried) {
+      // A pooled keep-alive connection the backend had closed: resend on a fresh one.
+      this.staleRetried = true;
+      const pool = this.backend!.poolFor(endpoint);
+      if (pool) {
+        endpoint.outstanding++;
+        return pool.dial((c) => this.send(c), (e) => this.upstreamFailed(e, endpoint));
+      }
+    }
+    if (err.failure === "response-timeout") return this.fail(new KedgeError("backend-timeout", 504, `backend ${this.backendLabel}: ${err.message}`));
+    this.fail(new KedgeError("backend-transport-closed", 502, `backend ${this.backendLabel}: ${err.message}`));
+  }
+
+  private clientGone(): void {
+    if (this.finished) return;
+    this.conn?.abort();
+    if (this.conn) this.endpoint!.outstanding--;
+    this.conn = undefined;
+    this.done(499);
+  }
+
+  private fail(err: KedgeError): void {
+    if (this.finished) return;
+    this.ctx.metrics.proxyErrors.inc([this.backendLabel, err.type]);
+    sendError(this.res, err, this.requestId);
+    if (this.req.hasBody) this.req.body.resume();
+    this.done(err.status);
+  }
+
+  private done(status: number): void {
+    if (this.finished) return;
+    this.finished = true;
+    inflight.count--;
+    const code = String(status);
+    this.ctx.metrics.httpRequests.inc([this.backendLabel, code]);
+    this.ctx.metrics.httpLatency.observe([this.backendLabel, code], (performance.now() - this.started) / 1000);
+  }
+}
+
+export function proxyHttp(ctx: ProxyContext, req: IngressRequest, res: IngressResponse): void {
+  new HttpExchange(ctx, req, res).run();
+}

@@ -1,0 +1,36 @@
+import type { IncomingHttpHeaders, OutgoingHttpHeaders } from "node:http";
+import type { Readable } from "node:stream";
+
+/** One client request as the proxy sees it, whatever protocol carried it. */
+export interface IngressRequest {
+  readonly protocol: "http/1.1" | "h2";
+  readonly method: string;
+  /** The request-target: origin-form ("/p?q") or absolute-form ("http://h/p") for forward proxying. */
+  readonly target: string;
+  /** Host header or :authority. */
+  readonly authority: string;
+  readonly scheme: "http" | "https";
+  /** The port the client connected to (the listener's port). */
+  readonly localPort: number;
+  readonly headers: IncomingHttpHeaders;
+  readonly remoteAddress: string;
+  /** The request carries a body (Content-Length > 0, chunked, or an HTTP/2 stream not ended with its headers). */
+  readonly hasBody: boolean;
+  /** Content-Length, or -1 when the length is unknown. */
+  readonly contentLength: number;
+  readonly body: Readable;
+}
+
+/** The response side; its methods never throw when the client has gone away. */
+export interface IngressResponse {
+  readonly headersSent: boolean;
+  /** The client went away (reset, closed, timed out). */
+  readonly gone: boolean;
+  writeHead(status: number, headers: OutgoingHttpHeaders): void;
+  write(chunk: Uint8Array): boolean;
+  onceDrain(cb: () => void): void;
+  end(): void;
+  /** Ends the exchange abnormally so the client sees a truncated response, not a complete one. */
+  abort(): void;
+  onGone(cb: () => void): void;
+}

@@ -1,0 +1,121 @@
+import { watch, type FSWatcher } from "node:fs";
+import { dirname, basename, resolve } from "node:path";
+import type { Config } from "../gen/kedge/config/v1/config_pb.js";
+import { durationMs } from "../backend/http-backend.js";
+import { ConfigError } from "../config/parse.js";
+import { configFiles, loadConfig, type ConfigSources } from "../config/load.js";
+import { startDemoBackend } from "../demo/backend.js";
+import { log, setLogLevel } from "../observe/log.js";
+import { createMetrics } from "../observe/metrics.js";
+import { inflight } from "../proxy/http.js";
+import { buildRuntime, type Runtime } from "../runtime.js";
+import { adminApp } from "./admin.js";
+import { startDataListeners, type DataListeners } from "./listeners.js";
+
+export interface KedgeServer {
+  readonly ports: Record<string, number>;
+  /** The live runtime (tests and the admin API read it). */
+  runtime(): Runtime;
+  /** Re-reads the config files; a bad config is rejected and the old one keeps serving. Returns the error, if any. */
+  reload(): Promise<ConfigError | undefined>;
+  /** Graceful: stop accepting, wait for in-flight requests up to the deadline, then close everything. */
+  shutdown(): Promise<void>;
+}
+
+/** Starts kedge serve from config sources; throws ConfigError before binding anything when the config is bad. */
+export async function startKedge(sources: ConfigSources, options: { watchFiles?: boolean } = {}): Promise<KedgeServer> {
+  const first = loadConfig(sources);
+  setLogLevel(first.server?.logLevel || "info");
+  const metrics = createMetrics();
+  let current = buildRuntime(first, 1);
+  let draining = false;
+  const server = first.server!;
+  const ports: Record<string, number> = {};
+
+  const demo = server.demoBackendPort !== undefined ? startDemoBackend(server.demoBackendPort) : undefined;
+  if (demo) ports.demo = demo.port;
+  const ctx = { runtime: () => current, metrics };
+  let data: DataListeners;
+  try {
+    data = await startDataListeners(server, ctx);
+  } catch (e) {
+    demo?.stop();
+    current.retire(undefined);
+    throw e;
+  }
+  Object.assign(ports, data.ports);
+
+  const admin = server.adminPort !== undefined
+    ? Bun.serve({ hostname: server.bindAddress || "0.0.0.0", port: server.adminPort, fetch: adminApp({ runtime: () => current, metrics, draining: () => draining }).fetch })
+    : undefined;
+  if (admin) ports.admin = admin.port!;
+
+  let reloading: Promise<ConfigError | undefined> = Promise.resolve(undefined);
+  const reloadOnce = async (): Promise<ConfigError | undefined> => {
+    let next: Runtime;
+    try {
+      const config = loadConfig(sources);
+      warnAboutListenerChanges(current.config, config);
+      next = buildRuntime(config, current.version + 1, current);
+    } catch (e) {
+      const err = e instanceof ConfigError ? e : new ConfigError([(e as Error).message]);
+      metrics.reloads.inc(["failure"]);
+      log.error("config rejected; the previous config keeps serving", { problems: err.problems, version: current.version });
+      return err;
+    }
+    const previous = current;
+    current = next; // one reference swap: new requests see the new runtime, in-flight ones keep theirs
+    previous.retire(next);
+    metrics.reloads.inc(["success"]);
+    log.info("config reloaded", { version: next.version });
+    return undefined;
+  };
+  const reload = () => (reloading = reloading.then(reloadOnce));
+
+  const watchers: FSWatcher[] = [];
+  if (options.watchFiles) watchers.push(...watchConfigFiles(configFiles(sources), () => void reload()));
+
+  return {
+    ports,
+    runtime: () => current,
+    reload,
+    async shutdown() {
+      if (draining) return;
+      draining = true;
+      for (const w of watchers) w.close();
+      data.stopAccepting();
+      const deadline = performance.now() + durationMs(server.gracefulShutdown, 10_000);
+      while (inflight.count > 0 && performance.now() < deadline) await Bun.sleep(25);
+      if (inflight.count > 0) log.warn("shutdown deadline reached with requests in flight", { inflight: inflight.count });
+      data.closeAll();
+      admin?.stop(true);
+      demo?.stop();
+      current.retire(undefined);
+    },
+  };
+}
+
+/**
+ * Watches the directories, not the files: editors and Kubernetes ConfigMaps replace files by
+ * rename, which a watch on the old inode never reports. Changes are debounced.
+ */
+function watchConfigFiles(files: string[], onChange: () => void): FSWatcher[] {
+  let timer: Timer | undefined;
+  const names = new Set(files.map((f) => basename(f)));
+  const dirs = new Set(files.map((f) => dirname(resolve(f))));
+  return [...dirs].map((dir) =>
+    watch(dir, (_event, name) => {
+      if (name && !names.has(String(name)) && !String(name).startsWith("..")) return;
+      clearTimeout(timer);
+      timer = setTimeout(onChange, 200);
+    }),
+  );
+}
+
+function warnAboutListenerChanges(before: Config, after: Config): void {
+  const b = before.server;
+  const a = after.server;
+  if (b?.httpTlsPort !== a?.httpTlsPort || b?.httpPort !== a?.httpPort || b?.adminPort !== a?.adminPort || b?.bindAddress !== a?.bindAddress) {
+    log.warn("listener changes in the server section take effect on restart");
+  }
+}

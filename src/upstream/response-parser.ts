@@ -1,0 +1,252 @@
+/**
+ * Incremental HTTP/1.1 response parser: head, then a body framed by Content-Length, chunked
+ * encoding or connection close (RFC 9112 §6.3). Body bytes are handed out as views of the input,
+ * never copied; chunked framing is removed.
+ */
+export interface ResponseHead {
+  status: number;
+  reason: string;
+  /** Flat [name, value, name, value, …] as received; names keep their case. */
+  rawHeaders: string[];
+  /** The connection must close after this response (Connection: close, HTTP/1.0, close-delimited body). */
+  close: boolean;
+  /** Content-Length when the body is length-framed, else -1. */
+  contentLength: number;
+  chunked: boolean;
+}
+
+export interface ResponseSink {
+  onHead(head: ResponseHead): void;
+  /** Returns false to ask the caller to stop feeding until the sink drains. */
+  onBody(chunk: Uint8Array): boolean;
+  onEnd(): void;
+}
+
+export class ParseError extends Error {}
+
+const enum State { Head, Fixed, ChunkSize, ChunkData, ChunkDataEnd, Trailers, UntilClose, Done }
+
+const CR = 13;
+const LF = 10;
+const maxHeadBytes = 64 * 1024;
+const decoder = new TextDecoder("latin1");
+
+export class ResponseParser {
+  private state = State.Head;
+  private pending: Uint8Array | undefined; // an incomplete head, size line or trailer line
+  private remaining = 0;
+  private sink: ResponseSink | undefined;
+  private noBody = false;
+
+  /** Arms the parser for the next response; `noBody` for HEAD requests. */
+  expect(sink: ResponseSink, noBody: boolean): void {
+    this.sink = sink;
+    this.noBody = noBody;
+    this.state = State.Head;
+    this.pending = undefined;
+  }
+
+  get done(): boolean {
+    return this.state === State.Done;
+  }
+
+  /** True when the body runs until the connection closes. */
+  get untilClose(): boolean {
+    return this.state === State.UntilClose;
+  }
+
+  /**
+   * Feeds bytes. Returns the number consumed: less than `data.length` only once the response
+   * is complete (the rest would be a protocol violation by the backend). Throws ParseError.
+   */
+  feed(data: Uint8Array): number {
+    let offset = 0;
+    while (offset < data.length) {
+      switch (this.state) {
+        case State.Head: {
+          const end = this.findHeadEnd(data, offset);
+          if (end < 0) return data.length;
+          offset = end;
+          break;
+        }
+        case State.Fixed: {
+          const n = Math.min(this.remaining, data.length - offset);
+          this.remaining -= n;
+          const chunk = data.subarray(offset, offset + n);
+          offset += n;
+          if (this.remaining === 0) this.finish(chunk);
+          else this.sink!.onBody(chunk);
+          break;
+        }
+        case State.UntilClose:
+          this.sink!.onBody(offset === 0 ? data : data.subarray(offset));
+          return data.length;
+        case State.ChunkSize:
+        case State.Trailers:
+        case State.ChunkDataEnd: {
+          const lineEnd = this.readLine(data, offset);
+          if (lineEnd < 0) return data.length;
+          offset = lineEnd;
+          break;
+        }
+        case State.ChunkData: {
+          const n = Math.min(this.remaining, data.length - offset);
+          this.remaining -= n;
+          if (n > 0) this.sink!.onBody(data.subarray(offset, offset + n));
+          offset += n;
+          if (this.remaining === 0) this.state = State.ChunkDataEnd;
+          break;
+        }
+        case State.Done:
+          return offset;
+      }
+    }
+    return offset;
+  }
+
+  /** The connection closed: completes a close-delimited body, else reports truncation. */
+  eof(): boolean {
+    if (this.state === State.UntilClose) {
+      this.state = State.Done;
+      this.sink!.onEnd();
+      return true;
+    }
+    return this.state === State.Done;
+  }
+
+  private finish(last?: Uint8Array): void {
+    this.state = State.Done;
+    if (last && last.length > 0) this.sink!.onBody(last);
+    this.sink!.onEnd();
+  }
+
+  private concatPending(data: Uint8Array, offset: number): { buf: Uint8Array; base: number } {
+    if (!this.pending) return { buf: data, base: offset };
+    const joined = new Uint8Array(this.pending.length + data.length - offset);
+    joined.set(this.pending, 0);
+    joined.set(data.subarray(offset), this.pending.length);
+    const base = this.pending.length;
+    this.pending = undefined;
+    return { buf: joined, base: -base };
+  }
+
+  /** Returns the offset in `data` just past the head, or -1 when more bytes are needed. */
+  private findHeadEnd(data: Uint8Array, offset: number): number {
+    const { buf, base } = this.concatPending(data, offset);
+    const start = base < 0 ? 0 : base;
+    let end = -1;
+    for (let i = start + 3; i < buf.length; i++) {
+      if (buf[i] === LF && buf[i - 1] === CR && buf[i - 2] === LF && buf[i - 3] === CR) {
+        end = i + 1;
+        break;
+      }
+    }
+    if (end < 0) {
+      if (buf.length - start > maxHeadBytes) throw new ParseError("response head too large");
+      this.pending = buf.slice(start);
+      return -1;
+    }
+    this.parseHead(decoder.decode(buf.subarray(start, end - 4)));
+    // Map the end back into `data`: when pending bytes were prepended, buf is shifted by -base.
+    return base < 0 ? offset + end + base : end;
+  }
+
+  private parseHead(text: string): void {
+    const lines = text.split("\r\n");
+    const statusLine = lines[0];
+    const m = /^HTTP\/1\.([01]) (\d{3})(?: (.*))?$/.exec(statusLine);
+    if (!m) throw new ParseError(`malformed status line ${JSON.stringify(statusLine.slice(0, 64))}`);
+    const status = Number(m[2]);
+    const rawHeaders: string[] = [];
+    let contentLength = -1;
+    let chunked = false;
+    let close = m[1] === "0";
+    for (let i = 1; i < lines.length; i++) {
+      const line = lines[i];
+      const colon = line.indexOf(":");
+      if (colon <= 0 || line.charCodeAt(0) === 32 || line.charCodeAt(0) === 9) {
+        throw new ParseError("malformed response header line");
+      }
+      const name = line.slice(0, colon);
+      const value = line.slice(colon + 1).trim();
+      const lower = name.toLowerCase();
+      if (lower === "content-length") {
+        if (!/^\d+$/.test(value) || (contentLength >= 0 && contentLength !== Number(value))) {
+          throw new ParseError("invalid content-length from backend");
+        }
+        contentLength = Number(value);
+      } else if (lower === "transfer-encoding") {
+        chunked = value.toLowerCase().split(",").map((s) => s.trim()).at(-1) === "chunked";
+        if (!chunked) close = true; // a non-chunked transfer coding is delimited by close
+      } else if (lower === "connection") {
+        const tokens = value.toLowerCase();
+        if (tokens.includes("close")) close = true;
+        else if (tokens.includes("keep-alive") && m[1] === "0") close = false;
+      }
+      rawHeaders.push(name, value);
+    }
+    if (chunked) contentLength = -1; // RFC 9112 §6.3: Transfer-Encoding overrides Content-Length
+    if (status < 200) {
+      // Interim response (100 Continue, 103 Early Hints): skipped; the final head follows.
+      if (status === 101) throw new ParseError("protocol upgrade is not supported");
+      this.state = State.Head;
+      return;
+    }
+    const head: ResponseHead = { status, reason: m[3] ?? "", rawHeaders, close, contentLength, chunked };
+    const bodyless = this.noBody || status === 204 || status === 304;
+    if (!bodyless && !chunked && contentLength < 0) head.close = true;
+    this.sink!.onHead(head);
+    if (bodyless || contentLength === 0) this.finish();
+    else if (chunked) this.state = State.ChunkSize;
+    else if (contentLength > 0) {
+      this.state = State.Fixed;
+      this.remaining = contentLength;
+    } else this.state = State.UntilClose;
+  }
+
+  /** Reads one CRLF-terminated line for the chunk states; returns the offset after it or -1. */
+  private readLine(data: Uint8Array, offset: number): number {
+    const { buf, base } = this.concatPending(data, offset);
+    const start = base < 0 ? 0 : base;
+    let lf = -1;
+    for (let i = start; i < buf.length; i++) {
+      if (buf[i] === LF) {
+        lf = i;
+        break;
+      }
+    }
+    if (lf < 0) {
+      if (buf.length - start > 8192) throw new ParseError("chunk line too long");
+      this.pending = buf.slice(start);
+      return -1;
+    }
+    if (lf === start || buf[lf - 1] !== CR) throw new ParseError("bare LF in chunked body");
+    const line = decoder.decode(buf.subarray(start, lf - 1));
+    this.onLine(line);
+    return base < 0 ? offset + lf + 1 + base : lf + 1;
+  }
+
+  private onLine(line: string): void {
+    switch (this.state) {
+      case State.ChunkDataEnd:
+        if (line !== "") throw new ParseError("missing CRLF after chunk data");
+        this.state = State.ChunkSize;
+        return;
+      case State.ChunkSize: {
+        const semi = line.indexOf(";");
+        const sizeText = (semi >= 0 ? line.slice(0, semi) : line).trim();
+        if (!/^[0-9a-fA-F]{1,12}$/.test(sizeText)) throw new ParseError("invalid chunk size");
+        const size = parseInt(sizeText, 16);
+        if (size === 0) this.state = State.Trailers;
+        else {
+          this.remaining = size;
+          this.state = State.ChunkData;
+        }
+        return;
+      }
+      case State.Trailers:
+        // Trailer fields are dropped: HTTP/1.1 clients rarely read them and gRPC uses HTTP/2.
+        if (line === "") this.finish();
+    }
+  }
+}
