@@ -14,7 +14,7 @@ export class ConfigError extends Error {
  */
 export function parseConfigText(text: string, fileName: string): unknown {
   const json = fileName.endsWith(".json") || /^\s*[{[]/.test(text);
-  const doc = parseDocument(text, { schema: json ? "json" : "core", uniqueKeys: true, prettyErrors: false });
+  const doc = parseDocument(text, { schema: json ? "json" : "core", uniqueKeys: true });
   if (doc.errors.length > 0) {
     throw new ConfigError(
       doc.errors.slice(0, 3).map((e) => {

@@ -110,11 +110,23 @@ export function validateConfig(config: Config): string[] {
 function issuePath(path: v.IssuePathItem[] | undefined): string {
   if (!path) return "(top level)";
   let out = "";
+  let skipNext = false;
   for (const item of path) {
     const key = item.key;
+    if (skipNext) {
+      skipNext = false;
+      continue;
+    }
+    let name = String(key);
+    // A oneof is {case, value} in code but one field named by its case in the user's file.
+    const oneof = item.value as { case?: unknown } | undefined;
+    if (typeof key === "string" && oneof && typeof oneof === "object" && "case" in oneof) {
+      skipNext = true;
+      if (typeof oneof.case !== "string") continue;
+      name = oneof.case;
+    }
     if (typeof key === "number") out += `[${key}]`;
-    else if (key === "value" || key === "case") continue; // a oneof's wrapper is not in the user's file
-    else out += (out === "" ? "" : ".") + String(key).replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
+    else out += (out === "" ? "" : ".") + name.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
   }
   return out;
 }

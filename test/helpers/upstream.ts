@@ -13,6 +13,8 @@ export interface Upstream {
   port: number;
   name: string;
   seen: SeenRequest[];
+  /** TCP connections accepted so far. */
+  connections(): number;
   close(): Promise<void>;
 }
 
@@ -80,11 +82,14 @@ export async function startUpstream(name: string, options: { tls?: { cert: strin
     });
   };
   const server = options.tls ? https.createServer({ ...options.tls }, handler) : http.createServer(handler);
+  let connections = 0;
+  server.on(options.tls ? "secureConnection" : "connection", () => connections++);
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
   return {
     port: (server.address() as AddressInfo).port,
     name,
     seen,
+    connections: () => connections,
     close: () =>
       new Promise((resolve) => {
         server.closeAllConnections?.();

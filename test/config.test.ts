@@ -1,0 +1,104 @@
+import { describe, expect, it } from "bun:test";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { loadConfig } from "../src/config/load.ts";
+import { ConfigError } from "../src/config/parse.ts";
+
+const referenceDir = join(import.meta.dir, "../../shared/reference/kedge-go-configs");
+const dir = mkdtempSync(join(tmpdir(), "kedge-config-"));
+
+function file(name: string, text: string): string {
+  const path = join(dir, name);
+  writeFileSync(path, text);
+  return path;
+}
+
+function problemsOf(text: string, name = "c.json"): string[] {
+  try {
+    loadConfig({ configFile: file(name, text) });
+  } catch (e) {
+    if (e instanceof ConfigError) return [...e.problems];
+    throw e;
+  }
+  return [];
+}
+
+const okBackend = { name: "web", host: { dns_name: "localhost", port: 8080 } };
+
+describe("config loading", () => {
+  it("loads kedge Go's director and backendpool files unchanged", () => {
+    const config = loadConfig({
+      directorFile: join(referenceDir, "director.json"),
+      backendpoolFile: join(referenceDir, "backendpool.json"),
+    });
+    expect(config.http!.routes.map((r) => r.hostMatcher)).toContain("test_endpoint.localhost.internal.example.com");
+    expect(config.http!.routes[0].portMatcher).toBe(18270);
+    expect(config.http!.backends[0].resolver).toMatchObject({ case: "host", value: { dnsName: "localhost", port: 18270 } });
+    expect(config.grpc!.routes[0].authorityPortMatcher).toBe(18271);
+    expect(config.grpc!.backends[0].name).toBe("test_endpoint");
+  });
+
+  it("accepts lowerCamelCase as well as snake_case field names", () => {
+    const config = loadConfig({
+      configFile: file("camel.json", JSON.stringify({ http: { backends: [{ name: "web", host: { dnsName: "localhost", port: 80 } }], routes: [{ backendName: "web", hostMatcher: "a.b" }] } })),
+    });
+    expect(config.http!.routes[0].backendName).toBe("web");
+  });
+
+  it("loads YAML", () => {
+    const config = loadConfig({ configFile: file("c.yaml", "http:\n  backends:\n    - name: web\n      static: { addresses: ['127.0.0.1:80', '[::1]:81'] }\n  routes:\n    - backend_name: web\n") });
+    expect(config.http!.backends[0].resolver.case).toBe("static");
+  });
+
+  it("lets command-line flags override the file's server section", () => {
+    const config = loadConfig({ configFile: file("s.json", JSON.stringify({ server: { http_port: 1000, bind_address: "0.0.0.0" } })), serverOverrides: { http_port: 2000 } });
+    expect(config.server!.httpPort).toBe(2000);
+    expect(config.server!.bindAddress).toBe("0.0.0.0");
+  });
+});
+
+describe("config validation names the field path", () => {
+  const cases: Array<[string, unknown, string]> = [
+    ["unknown backend in a route", { http: { backends: [okBackend], routes: [{ backend_name: "web" }, { backend_name: "nope" }] } }, 'http.routes[1].backend_name: unknown backend "nope"'],
+    ["duplicate backend names", { http: { backends: [okBackend, okBackend] } }, 'http.backends[1].name: duplicate backend name "web"'],
+    ["bad name pattern", { http: { backends: [{ ...okBackend, name: "Web Server" }] } }, "http.backends[0].name: must match"],
+    ["missing resolver", { grpc: { backends: [{ name: "g1" }] } }, "grpc.backends[0]: missing resolver: set one of host, srv, k8s, static"],
+    ["port out of range", { http: { backends: [{ name: "web", host: { dns_name: "x", port: 70000 } }] } }, "http.backends[0].host.port: port must be 1-65535"],
+    ["route port out of range", { http: { backends: [okBackend], routes: [{ backend_name: "web", port_matcher: 65536 }] } }, "http.routes[0].port_matcher: port must be 0-65535"],
+    ["unknown field", { http: { routes: [{ backend_name: "web", hots_matcher: "x" }] } }, "http.routes[0].hots_matcher: unknown field"],
+    ["bad enum", { http: { backends: [{ ...okBackend, balancer: "RANDOM" }] } }, 'http.backends[0].balancer: "RANDOM" is not one of ROUND_ROBIN, LEAST_OUTSTANDING_REQUESTS'],
+    ["wrong type", { server: { http_port: "eighty" } }, 'server.http_port: expected a number, got string "eighty"'],
+    ["two resolvers", { http: { backends: [{ name: "web", host: { dns_name: "x", port: 1 }, srv: { dns_name: "y" } }] } }, "http.backends[0].srv: only one of host and srv may be set"],
+    ["bad path rule", { http: { backends: [okBackend], routes: [{ backend_name: "web", path_rules: ["/a/*/b"] }] } }, 'http.routes[0].path_rules[0]: "*" may only end a path rule'],
+    ["bad static address", { http: { backends: [{ name: "web", static: { addresses: ["no-port"] } }] } }, 'http.backends[0].static.addresses[0]: must be "host:port"'],
+    ["bad duration", { http: { backends: [{ ...okBackend, timeouts: { connect: "5 seconds" } }] } }, 'http.backends[0].timeouts.connect: expected a duration such as "1.5s"'],
+    ["TLS port without a cert", { server: { http_tls_port: 8443 } }, "server: a TLS port needs tls_cert_file and tls_key_file"],
+    ["bad adhoc regexp", { http: { adhoc_rules: [{ dns_name_matcher: "*.x", dns_name_replace: { pattern: "(" } }] } }, "http.adhoc_rules[0].dns_name_replace.pattern: is not a valid regular expression"],
+  ];
+  for (const [what, config, expected] of cases) {
+    it(`rejects ${what}`, () => {
+      const problems = problemsOf(JSON.stringify(config));
+      expect(problems.join("\n")).toContain(expected);
+    });
+  }
+
+  it("reports every problem at once, not just the first", () => {
+    const problems = problemsOf(JSON.stringify({ http: { backends: [{ name: "A" }], routes: [{ backend_name: "zz" }] } }));
+    expect(problems.length).toBeGreaterThanOrEqual(3);
+  });
+
+  it("reports invalid JSON with its line and column", () => {
+    const problems = problemsOf('{\n  "http": {\n    "routes": [,]\n  }\n}\n');
+    expect(problems[0]).toMatch(/c\.json: line 3, column \d+: invalid JSON/);
+  });
+
+  it("reports invalid YAML with its line", () => {
+    const problems = problemsOf("http:\n  routes:\n    - backend_name: a\n   bad: [\n", "c.yaml");
+    expect(problems[0]).toMatch(/c\.yaml: line \d+, column \d+: invalid YAML/);
+  });
+
+  it("reports an unreadable file", () => {
+    expect(() => loadConfig({ configFile: join(dir, "missing.json") })).toThrow(/missing\.json: cannot read: ENOENT/);
+  });
+});
