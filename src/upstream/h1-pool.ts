@@ -59,6 +59,7 @@ const socketHandlers: SocketHandler<H1Connection> = {
   error: (socket, err) => socket.data.onClose(err),
   timeout: (socket) => socket.data.onTimeout(),
   connectError: (socket, err) => socket.data?.onClose(err),
+  handshake: (socket, success, authorizationError) => socket.data.onHandshake(success, authorizationError),
 };
 
 /**
@@ -79,8 +80,17 @@ export class H1Connection {
   private paused = false;
   closed = false;
   uses = 0;
+  /** Set while a TLS connection waits for its handshake: dial() is not done until it succeeds. */
+  handshakeWaiter: ((err: Error | undefined) => void) | undefined;
 
   constructor(readonly pool: H1Pool) {}
+
+  onHandshake(success: boolean, authorizationError: Error | null): void {
+    const waiter = this.handshakeWaiter;
+    this.handshakeWaiter = undefined;
+    const rejected = !success || (authorizationError && this.pool.options.tls?.rejectUnauthorized !== false);
+    waiter?.(rejected ? (authorizationError ?? new Error("TLS handshake failed")) : undefined);
+  }
 
   /** Starts an exchange: writes the request head. The body follows with write()/end(). */
   begin(head: Uint8Array, noResponseBody: boolean, handlers: ExchangeHandlers, bodyless: boolean): void {
@@ -189,6 +199,7 @@ export class H1Connection {
   }
 
   onClose(err?: Error): void {
+    if (this.handshakeWaiter) return this.onHandshake(false, err ?? new Error("closed during the TLS handshake"));
     // Before Bun.connect resolves, dial() owns failures (the promise rejects too).
     if (this.closed || !this.socket) return;
     this.closed = true;
@@ -271,42 +282,32 @@ export class H1Pool {
 
   /** Always dials a new connection (used to retry after a stale keep-alive connection). */
   dial(grant: (conn: H1Connection) => void, fail: (err: UpstreamError) => void): void {
+    const { host, port, tls, connectTimeoutMs } = this.options;
     this.open++;
     const conn = new H1Connection(this);
     let settled = false;
-    const timer = setTimeout(() => {
+    // Exactly one outcome per dial: granted, or failed and its slot given back.
+    const settle = (err: UpstreamError | undefined) => {
       if (settled) return;
       settled = true;
-      this.open--;
+      clearTimeout(timer);
+      if (!err) return grant(conn);
       conn.closed = true;
-      fail(new UpstreamError("connect-timeout", `dial ${this.options.host}:${this.options.port} timed out`, false));
-    }, this.options.connectTimeoutMs);
-    Bun.connect<H1Connection>({
-      hostname: this.options.host,
-      port: this.options.port,
-      tls: this.options.tls,
-      data: conn,
-      socket: socketHandlers,
-    }).then(
+      conn.socket?.terminate();
+      this.open--;
+      fail(err);
+    };
+    const timer = setTimeout(() => settle(new UpstreamError("connect-timeout", `dial ${host}:${port} timed out`, false)), connectTimeoutMs);
+    Bun.connect<H1Connection>({ hostname: host, port, tls, data: conn, socket: socketHandlers }).then(
       (socket) => {
         conn.socket = socket;
-        if (settled) {
-          socket.terminate();
-          return;
-        }
-        settled = true;
-        clearTimeout(timer);
+        if (settled) return void socket.terminate();
         socket.setNoDelay(true);
-        grant(conn);
+        if (!tls) return settle(undefined);
+        conn.handshakeWaiter = (err) =>
+          settle(err ? new UpstreamError("connect", `TLS to ${host}:${port}: ${err.message}`, false) : undefined);
       },
-      (err: Error) => {
-        if (settled) return;
-        settled = true;
-        clearTimeout(timer);
-        this.open--;
-        conn.closed = true;
-        fail(new UpstreamError("connect", `dial ${this.options.host}:${this.options.port}: ${err.message}`, false));
-      },
+      (err: Error) => settle(new UpstreamError("connect", `dial ${host}:${port}: ${err.message}`, false)),
     );
   }
 
