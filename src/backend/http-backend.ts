@@ -57,6 +57,7 @@ export class HttpBackend {
   private readonly resolver: Resolver;
   private resolveError: string | undefined;
   private resolved = false;
+  private firstAnswer: { promise: Promise<void>; resolve: () => void } | undefined = Promise.withResolvers<void>();
   readonly poolOptions: Omit<PoolOptions, "host" | "port">;
   readonly failureBackoffMs: number;
 
@@ -84,13 +85,28 @@ export class HttpBackend {
       (addresses) => this.update(addresses),
       (message) => {
         this.resolveError = message;
+        this.settleFirstAnswer();
         log.warn("backend resolution failed", { backend: this.name, error: message });
       },
     );
   }
 
+  private settleFirstAnswer(): void {
+    this.firstAnswer?.resolve();
+    this.firstAnswer = undefined;
+  }
+
+  /**
+   * Resolves once the resolver answered for the first time (addresses or an error), so requests
+   * arriving right after start or a reload wait for DNS instead of failing. Undefined when it has.
+   */
+  get pendingResolution(): Promise<void> | undefined {
+    return this.firstAnswer?.promise;
+  }
+
   private update(addresses: ResolvedAddress[]): void {
     this.resolved = true;
+    this.settleFirstAnswer();
     this.resolveError = undefined;
     const byAddress = new Map(this.endpoints.map((e) => [e.address, e]));
     const next: Endpoint[] = [];
@@ -150,6 +166,7 @@ export class HttpBackend {
 
   close(): void {
     this.resolver.stop();
+    this.settleFirstAnswer();
     for (const pool of this.pools.values()) pool.close();
     this.pools.clear();
     this.endpoints = [];

@@ -124,7 +124,17 @@ class HttpExchange {
       return;
     }
     this.res.onGone(() => this.clientGone());
-    this.attempt();
+    const pending = this.backend!.pendingResolution;
+    if (!pending) return this.attempt();
+    let waited = false;
+    const go = () => {
+      if (waited) return;
+      waited = true;
+      clearTimeout(timer);
+      this.attempt();
+    };
+    const timer = setTimeout(go, this.backend!.poolOptions.connectTimeoutMs);
+    void pending.then(go);
   }
 
   private route(runtime: Runtime): void {

@@ -146,6 +146,8 @@ export class ResponseParser {
       this.pending = buf.slice(start);
       return -1;
     }
+    // Also when the whole head came at once: the limit must not depend on how the bytes were split.
+    if (end - start > maxHeadBytes) throw new ParseError("response head too large");
     this.parseHead(decoder.decode(buf.subarray(start, end - 4)));
     // Map the end back into `data`: when pending bytes were prepended, buf is shifted by -base.
     return base < 0 ? offset + end + base : end;

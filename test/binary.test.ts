@@ -1,0 +1,146 @@
+import { afterAll, beforeAll, describe, expect, it } from "bun:test";
+import { existsSync, mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { startDemoBackend } from "../src/demo/backend.ts";
+import { makeTestPki, type TestPki } from "./helpers/certs.ts";
+import { curl } from "./helpers/curl.ts";
+
+const root = join(import.meta.dir, "..");
+const binary = join(root, "dist/kedge");
+const reference = join(root, "../shared/reference/kedge-go-configs");
+let pki: TestPki;
+const dir = mkdtempSync(join(tmpdir(), "kedge-bin-"));
+
+beforeAll(() => {
+  if (!existsSync(binary)) {
+    const build = Bun.spawnSync(["npm", "run", "build"], { cwd: root, stdout: "inherit", stderr: "inherit" });
+    if (build.exitCode !== 0) throw new Error("npm run build failed");
+  }
+  pki = makeTestPki();
+});
+
+interface Running {
+  proc: ReturnType<typeof Bun.spawn>;
+  stdout: () => string;
+  stderr: () => string;
+}
+
+/** Runs dist/kedge with a minimal environment (no bun or node on PATH) and collects its output. */
+function run(args: string[]): Running {
+  const proc = Bun.spawn([binary, ...args], { stdout: "pipe", stderr: "pipe", env: { PATH: "/usr/bin:/bin", HOME: dir } });
+  let out = "";
+  let err = "";
+  const dec = new TextDecoder();
+  void (async () => {
+    for await (const c of proc.stdout as ReadableStream<Uint8Array>) out += dec.decode(c);
+  })();
+  void (async () => {
+    for await (const c of proc.stderr as ReadableStream<Uint8Array>) err += dec.decode(c);
+  })();
+  return { proc, stdout: () => out, stderr: () => err };
+}
+
+async function waitFor(cond: () => boolean | Promise<boolean>, what: string, proc?: Running): Promise<void> {
+  for (let i = 0; i < 300; i++) {
+    if (await cond()) return;
+    await Bun.sleep(20);
+  }
+  throw new Error(`timed out waiting for ${what}${proc ? `\nstdout: ${proc.stdout()}\nstderr: ${proc.stderr()}` : ""}`);
+}
+
+const healthy = (port: number) => async () => (await fetch(`http://127.0.0.1:${port}/_healthz`).catch(() => undefined))?.status === 200;
+
+describe("the compiled binary", () => {
+  it("prints its version", () => {
+    const r = Bun.spawnSync([binary, "version"], { env: { PATH: "/usr/bin:/bin" } });
+    expect(r.exitCode).toBe(0);
+    expect(r.stdout.toString()).toMatch(/^kedge \d+\.\d+\.\d+/);
+  });
+
+  it("validates configs: exit 0 when valid, 1 with the field path when not", () => {
+    const good = Bun.spawnSync([binary, "validate", "--director-config", join(reference, "director.json"), "--backendpool-config", join(reference, "backendpool.json")]);
+    expect(good.exitCode).toBe(0);
+    const bad = join(dir, "bad.json");
+    writeFileSync(bad, JSON.stringify({ http: { routes: [{ backend_name: "missing" }] } }));
+    const r = Bun.spawnSync([binary, "validate", "--config", bad]);
+    expect(r.exitCode).toBe(1);
+    expect(r.stderr.toString()).toContain('http.routes[0].backend_name: unknown backend "missing"');
+  });
+
+  it("serves kedge Go's reference configs with kedge Go's flag names", async () => {
+    const backend = startDemoBackend(18270);
+    const k = run([
+      "--kedge_config_director_config_path", join(reference, "director.json"),
+      "--kedge_config_backendpool_config_path", join(reference, "backendpool.json"),
+      "--server_http_tls_port=0", "--server_http_debug_port", "18170", "--server_bind_address", "127.0.0.1",
+      "--server_tls_cert_file", pki.serverCertFile, "--server_tls_key_file", pki.serverKeyFile, "--log_level", "warn",
+    ]);
+    try {
+      await waitFor(healthy(18170), "kedge to become healthy", k);
+      const port = Number(/tls=(\d+)/.exec(k.stdout())![1]);
+      // The cert names localhost; the route matches the Host header, as behind winch.
+      const r = await curl([
+        "--cacert", pki.caFile, "-H", "Host: test_endpoint.localhost.internal.example.com:18270",
+        `https://localhost:${port}/?name=kedge`,
+      ]);
+      expect(r.body).toBe("Hello kedge!\n");
+      expect(r.headers["x-kedge-backend-name"]).toBe("test_endpoint");
+    } finally {
+      k.proc.kill("SIGKILL");
+      backend.stop();
+    }
+  });
+
+  it("runs the embedded demo config and the curl command it prints works", async () => {
+    const k = run([]);
+    try {
+      await waitFor(() => k.stdout().includes("curl"), "the printed curl command", k);
+      const command = /curl .*$/m.exec(k.stdout())![0];
+      const r = Bun.spawnSync(["sh", "-c", command]);
+      expect(r.stdout.toString()).toBe("Hello kedge!\n");
+    } finally {
+      k.proc.kill("SIGKILL");
+    }
+  });
+
+  it("reloads on SIGHUP and drains in-flight requests on SIGTERM", async () => {
+    const backend = startDemoBackend(0);
+    const slow = Bun.serve({
+      hostname: "127.0.0.1",
+      port: 0,
+      fetch: async () => {
+        await Bun.sleep(400);
+        return new Response("slow done");
+      },
+    });
+    const config = join(dir, "sighup.json");
+    const write = (port: number) =>
+      writeFileSync(config, JSON.stringify({
+        server: { bind_address: "127.0.0.1", http_port: 0, admin_port: 0, log_level: "info" },
+        http: { backends: [{ name: "web", static: { addresses: [`127.0.0.1:${port}`] } }], routes: [{ backend_name: "web" }] },
+      }));
+    write(backend.port);
+    const k = run(["--config", config]);
+    try {
+      await waitFor(() => /http=\d+/.test(k.stdout()), "kedge to listen", k);
+      const port = Number(/http=(\d+)/.exec(k.stdout())![1]);
+      expect(await (await fetch(`http://127.0.0.1:${port}/?name=a`)).text()).toBe("Hello a!\n");
+      write(slow.port!);
+      k.proc.kill("SIGHUP");
+      await waitFor(() => k.stderr().includes("config reloaded"), "the SIGHUP reload", k);
+      const inflight = fetch(`http://127.0.0.1:${port}/`);
+      await Bun.sleep(100);
+      k.proc.kill("SIGTERM");
+      const res = await inflight;
+      expect(await res.text()).toBe("slow done");
+      expect(await k.proc.exited).toBe(0);
+    } finally {
+      k.proc.kill("SIGKILL");
+      backend.stop();
+      slow.stop(true);
+    }
+  });
+});
+
+afterAll(() => {});
