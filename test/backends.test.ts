@@ -3,7 +3,7 @@ import net from "node:net";
 import { makeTestPki, type TestPki } from "./helpers/certs.ts";
 import { plainServer, startTestKedge, type TestKedge } from "./helpers/kedge.ts";
 import { rawHttp } from "./helpers/raw-http.ts";
-import { startUpstream, type Upstream } from "./helpers/upstream.ts";
+import { json, startUpstream, type Upstream } from "./helpers/upstream.ts";
 
 let pki: TestPki;
 let ups: Upstream[];
@@ -135,7 +135,7 @@ describe("backends", () => {
   it("speaks TLS to the backend with a CA, SNI and a client certificate", async () => {
     const res = await get("mtls.test", "/over-tls");
     expect(res.status).toBe(200);
-    expect((await res.json()).upstream).toBe("tls");
+    expect((await json(res)).upstream).toBe("tls");
   });
 
   it("refuses a backend whose certificate the configured CA did not sign", async () => {

@@ -7,7 +7,7 @@ import { makeTestPki, type TestPki } from "./helpers/certs.ts";
 import { curl } from "./helpers/curl.ts";
 import { plainServer, startTestKedge, type TestKedge } from "./helpers/kedge.ts";
 import { rawHttp } from "./helpers/raw-http.ts";
-import { startUpstream, type Upstream } from "./helpers/upstream.ts";
+import { json, startUpstream, type Upstream } from "./helpers/upstream.ts";
 
 let pki: TestPki;
 let up: Upstream;
@@ -96,11 +96,11 @@ describe("http proxying", () => {
 
   it("generates a request id, passes it upstream and returns it; keeps one the client sent", async () => {
     const res = await fetch(kedge.url("/id"));
-    const seen = (await res.json()).headers;
+    const seen = (await json(res)).headers;
     expect(seen["x-kedge-request-id"]).toBeTruthy();
     expect(res.headers.get("x-kedge-request-id")).toBe(seen["x-kedge-request-id"]);
     const given = await fetch(kedge.url("/id"), { headers: { "x-kedge-request-id": "abc-123" } });
-    expect((await given.json()).headers["x-kedge-request-id"]).toBe("abc-123");
+    expect((await json(given)).headers["x-kedge-request-id"]).toBe("abc-123");
   });
 
   it("keeps repeated response headers such as Set-Cookie", async () => {
@@ -158,6 +158,14 @@ describe("http proxying", () => {
     expect(r.text.endsWith("status 201\n") || r.text.includes("status 201")).toBe(true);
   });
 
+  it("ends an HTTP/2 response with a stream error when the backend dies mid-body", async () => {
+    const r = await curl(["--http2", "--cacert", pki.caFile, kedge.url("/die", "tls")]);
+    expect(r.status).toBe(200);
+    expect(r.exitCode).toBe(92); // curl: HTTP/2 stream not closed cleanly
+    const after = await curl(["--http2", "--cacert", pki.caFile, kedge.url("/after", "tls")]);
+    expect(after.status).toBe(200);
+  });
+
   it("reuses client keep-alive connections", async () => {
     const r = await curl(["-v", kedge.url("/a"), kedge.url("/b")]);
     expect(r.stderr).toContain("Re-using existing connection");
@@ -175,11 +183,11 @@ describe("http proxying", () => {
   it("serves the admin endpoints", async () => {
     const admin = `http://127.0.0.1:${kedge.ports.admin}`;
     expect(await (await fetch(`${admin}/_healthz`)).text()).toBe("ok\n");
-    expect((await (await fetch(`${admin}/_version`)).json()).kedge).toMatch(/^\d+\.\d+\.\d+/);
+    expect((await json(await fetch(`${admin}/_version`))).kedge).toMatch(/^\d+\.\d+\.\d+/);
     const metrics = await (await fetch(`${admin}/metrics`)).text();
     expect(metrics).toMatch(/kedge_http_requests_total\{backend_name="up",code="200"\} \d+/);
     expect(metrics).toContain('kedge_http_request_duration_seconds_bucket{backend_name="up",code="200",le="+Inf"}');
-    const config = await (await fetch(`${admin}/debug/config`)).json();
+    const config = await json(await fetch(`${admin}/debug/config`));
     expect(config.config.http.routes[1].backend_name).toBe("up");
   });
 });

@@ -97,3 +97,6 @@ export async function startUpstream(name: string, options: { tls?: { cert: strin
       }),
   };
 }
+
+/** A response body as loosely typed JSON, for assertions on what the upstream echoed. */
+export const json = (res: Response): Promise<any> => res.json();
