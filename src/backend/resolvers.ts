@@ -9,6 +9,17 @@ const minRefreshMs = 1_000;
 const maxRefreshMs = 300_000;
 const retryMs = 2_000;
 
+/**
+ * The DNS client for SRV and TTL queries. KEDGE_DNS_SERVERS ("ip[:port],…") points it at specific
+ * servers, e.g. a cluster DNS from outside the cluster; unset, the system's resolv.conf is used.
+ */
+function dnsClient(): dns.Resolver {
+  const resolver = new dns.Resolver({ timeout: 2_000, tries: 2 });
+  const servers = process.env.KEDGE_DNS_SERVERS;
+  if (servers) resolver.setServers(servers.split(",").map((s) => s.trim()).filter(Boolean));
+  return resolver;
+}
+
 /** A fixed address list. */
 export class StaticResolver implements Resolver {
   constructor(private readonly addresses: ResolvedAddress[]) {}
@@ -74,6 +85,8 @@ export class HostResolver extends PollingResolver {
 
 /** SRV records, each target resolved to its addresses; port_override replaces the record's port. */
 export class SrvResolver extends PollingResolver {
+  private readonly dns = dnsClient();
+
   constructor(
     private readonly dnsName: string,
     private readonly portOverride: number,
@@ -84,7 +97,7 @@ export class SrvResolver extends PollingResolver {
     return `srv ${this.dnsName}`;
   }
   protected async lookup() {
-    const records = await dns.resolveSrv(this.dnsName);
+    const records = await this.dns.resolveSrv(this.dnsName);
     const addresses: ResolvedAddress[] = [];
     for (const r of records) {
       const ips = isIP(r.name) ? [{ address: r.name }] : await dns.lookup(r.name, { all: true });
@@ -97,7 +110,7 @@ export class SrvResolver extends PollingResolver {
 async function ttlOf(name: string): Promise<number> {
   if (isIP(name) || name === "localhost") return maxRefreshMs;
   try {
-    const records = await dns.resolve4(name, { ttl: true });
+    const records = await dnsClient().resolve4(name, { ttl: true });
     const ttl = Math.min(...records.map((r) => r.ttl));
     return Number.isFinite(ttl) ? ttl * 1000 : defaultRefreshMs;
   } catch {
