@@ -40,7 +40,7 @@ beforeAll(async () => {
         { name: "all_dead", static: { addresses: [dead] } },
         { name: "unresolvable", host: { dns_name: "no-such-host.invalid", port: 80 } },
         { name: "localhost", host: { dns_name: "localhost", port: ups[2].port } },
-        { name: "slow", static: { addresses: [at(ups[0])] }, timeouts: { response_header: "1s" } },
+        { name: "slow", static: { addresses: [at(ups[0])] }, timeouts: { response_header: "1s", idle: "1s" } },
         { name: "mtls", static: { addresses: [at(tlsUp)] }, security: { ca_files: [pki.caFile], server_name: "localhost", client_cert_file: pki.clientCertFile, client_key_file: pki.clientKeyFile } },
         { name: "wrong_ca", static: { addresses: [at(tlsUp)] }, security: { ca_files: [otherPki.caFile], server_name: "localhost", client_cert_file: pki.clientCertFile, client_key_file: pki.clientKeyFile } },
       ],
@@ -122,6 +122,14 @@ describe("backends", () => {
     const res = await get("slow.test", "/hang");
     expect(res.status).toBe(504);
     expect(res.headers.get("x-kedge-error-type")).toBe("backend-timeout");
+  });
+
+  it("cuts the response short when the backend goes silent mid-body past the idle timeout", async () => {
+    const r = await rawHttp(kedge.ports.http, "GET /slow-chunks?n=3&ms=2500 HTTP/1.1\r\nHost: slow.test\r\nConnection: close\r\n\r\n");
+    expect(r.status).toBe(200);
+    expect(r.text).toContain("chunk 0");
+    expect(r.text).not.toContain("chunk 1");
+    expect(r.text.endsWith("0\r\n\r\n")).toBe(false); // no terminating chunk: the client knows it is truncated
   });
 
   it("cuts the client's response short when the backend dies mid-body, and keeps serving", async () => {

@@ -42,6 +42,7 @@ beforeAll(async () => {
       ],
       routes: [
         { backend_name: "gz", path_rules: ["/gz", "/gated"] },
+        { backend_name: "gz", host_matcher: "port443.test", port_matcher: 443 },
         { backend_name: "up" },
       ],
     },
@@ -65,6 +66,11 @@ describe("http proxying", () => {
     const h1 = await curl(["--http1.1", "--cacert", pki.caFile, kedge.url("/hello", "tls")]);
     expect(h1.httpVersion).toBe("1.1");
     expect(JSON.parse(h1.body).upstream).toBe("up");
+  });
+
+  it("takes 443 as the port of an https request whose Host names none", async () => {
+    const r = await curl(["--cacert", pki.caFile, "-H", "Host: port443.test", kedge.url("/gz", "tls")]);
+    expect(r.headers["content-encoding"]).toBe("gzip");
   });
 
   it("refuses TLS below 1.2", async () => {
@@ -188,6 +194,6 @@ describe("http proxying", () => {
     expect(metrics).toMatch(/kedge_http_requests_total\{backend_name="up",code="200"\} \d+/);
     expect(metrics).toContain('kedge_http_request_duration_seconds_bucket{backend_name="up",code="200",le="+Inf"}');
     const config = await json(await fetch(`${admin}/debug/config`));
-    expect(config.config.http.routes[1].backend_name).toBe("up");
+    expect(config.config.http.routes[2].backend_name).toBe("up");
   });
 });
