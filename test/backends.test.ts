@@ -11,6 +11,7 @@ let tlsUp: Upstream;
 let otherPki: TestPki;
 let kedge: TestKedge;
 let deadPort: number;
+let hangUp: net.Server;
 
 /** A port nothing listens on: bind, read the port, close. */
 async function freePort(): Promise<number> {
@@ -29,6 +30,10 @@ beforeAll(async () => {
   ups = await Promise.all(["a", "b", "c"].map((n) => startUpstream(n)));
   tlsUp = await startUpstream("tls", { tls: { cert: pki.serverCert, key: pki.serverKey, ca: pki.ca, requestCert: true } });
   deadPort = await freePort();
+  // Accepts, reads the request, and closes without a word.
+  hangUp = net.createServer((s) => s.once("data", () => s.destroy()));
+  await new Promise<void>((r) => hangUp.listen(0, "127.0.0.1", r));
+  const hangUpAt = `127.0.0.1:${(hangUp.address() as net.AddressInfo).port}`;
   const dead = `127.0.0.1:${deadPort}`;
   kedge = await startTestKedge({
     server: plainServer,
@@ -38,13 +43,14 @@ beforeAll(async () => {
         { name: "lor", balancer: "LEAST_OUTSTANDING_REQUESTS", static: { addresses: [at(ups[0]), at(ups[1])] } },
         { name: "half_dead", static: { addresses: [dead, at(ups[0])] }, failure_backoff: "30s" },
         { name: "all_dead", static: { addresses: [dead] } },
+        { name: "hang_up", static: { addresses: [hangUpAt] } },
         { name: "unresolvable", host: { dns_name: "no-such-host.invalid", port: 80 } },
         { name: "localhost", host: { dns_name: "localhost", port: ups[2].port } },
         { name: "slow", static: { addresses: [at(ups[0])] }, timeouts: { response_header: "1s", idle: "1s" } },
         { name: "mtls", static: { addresses: [at(tlsUp)] }, security: { ca_files: [pki.caFile], server_name: "localhost", client_cert_file: pki.clientCertFile, client_key_file: pki.clientKeyFile } },
         { name: "wrong_ca", static: { addresses: [at(tlsUp)] }, security: { ca_files: [otherPki.caFile], server_name: "localhost", client_cert_file: pki.clientCertFile, client_key_file: pki.clientKeyFile } },
       ],
-      routes: ["rr", "lor", "half_dead", "all_dead", "unresolvable", "localhost", "slow", "mtls", "wrong_ca"].map((b) => ({ backend_name: b, host_matcher: `${b.replace("_", "-")}.test` })),
+      routes: ["rr", "lor", "half_dead", "all_dead", "hang_up", "unresolvable", "localhost", "slow", "mtls", "wrong_ca"].map((b) => ({ backend_name: b, host_matcher: `${b.replace("_", "-")}.test` })),
       adhoc_rules: [
         { dns_name_matcher: "*.adhoc.test", dns_name_replace: { pattern: "^.*$", substitution: "127.0.0.1" }, port: { allowed: [ups[1].port] } },
       ],
@@ -55,6 +61,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await kedge.shutdown();
   await Promise.all([...ups, tlsUp].map((u) => u.close()));
+  hangUp.close();
 });
 
 async function get(host: string, path = "/"): Promise<Response> {
@@ -104,6 +111,12 @@ describe("backends", () => {
     expect(res.status).toBe(502);
     expect(res.headers.get("x-kedge-error-type")).toBe("no-connection-to-all-resolved-addresses");
     expect(await res.text()).toContain("all_dead");
+  });
+
+  it("answers 502 backend-transport-closed when the backend closes before answering", async () => {
+    const res = await get("hang-up.test");
+    expect(res.status).toBe(502);
+    expect(res.headers.get("x-kedge-error-type")).toBe("backend-transport-closed");
   });
 
   it("answers 503 no-resolution-available when the name does not resolve", async () => {

@@ -4,8 +4,18 @@
  */
 type Labels = Record<string, string>;
 
+const escape = (v: string) => v.replace(/\\/g, "\\\\").replace(/"/g, '\\"').replace(/\n/g, "\\n");
+const keyCache = new Map<string, string>();
+
+/** The rendered label set; cached because the hot path sees the same few label values again and again. */
 function labelKey(names: readonly string[], values: readonly string[]): string {
-  return names.map((n, i) => `${n}="${values[i].replace(/\\/g, "\\\\").replace(/"/g, '\\"').replace(/\n/g, "\\n")}"`).join(",");
+  const lookup = `${names.join("\u0000")}\u0001${values.join("\u0000")}`;
+  let key = keyCache.get(lookup);
+  if (key === undefined) {
+    key = names.map((n, i) => `${n}="${escape(values[i])}"`).join(",");
+    if (keyCache.size < 10_000) keyCache.set(lookup, key);
+  }
+  return key;
 }
 
 interface Metric {
