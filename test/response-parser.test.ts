@@ -5,6 +5,7 @@ import { ParseError, ResponseParser, type ResponseHead, type ResponseSink } from
 // PROP_SEED=<seed> (it becomes the first case). PROP_RUNS scales the number of cases.
 const baseSeed = Number(process.env.PROP_SEED ?? 0x6b656467);
 const runs = Number(process.env.PROP_RUNS ?? 200);
+const timeout = Math.max(5000, runs * 40); // ms per property
 
 type Rng = () => number;
 function mulberry32(seed: number): Rng {
@@ -204,18 +205,18 @@ function expectParseError(wire: Uint8Array, rng: Rng): void {
 }
 
 describe("upstream response parser", () => {
-  it("decodes any Content-Length body however the bytes are split", () => forAll(runs, (rng) => checkOne(rng, "content-length")));
+  it("decodes any Content-Length body however the bytes are split", () => forAll(runs, (rng) => checkOne(rng, "content-length")), timeout);
 
-  it("decodes any chunked body (extensions, trailers) however the bytes are split", () => forAll(runs, (rng) => checkOne(rng, "chunked")));
+  it("decodes any chunked body (extensions, trailers) however the bytes are split", () => forAll(runs, (rng) => checkOne(rng, "chunked")), timeout);
 
-  it("reads a close-delimited body until eof() however the bytes are split", () => forAll(runs, (rng) => checkOne(rng, "close")));
+  it("reads a close-delimited body until eof() however the bytes are split", () => forAll(runs, (rng) => checkOne(rng, "close")), timeout);
 
   it("skips 1xx interim responses (100, 102, 103 with headers) before the final one", () =>
-    forAll(runs, (rng) => checkOne(rng, pick(rng, ["content-length", "chunked", "close", "head", "204"] as const), int(rng, 1, 3))));
+    forAll(runs, (rng) => checkOne(rng, pick(rng, ["content-length", "chunked", "close", "head", "204"] as const), int(rng, 1, 3))), timeout);
 
   it("parses pipelined keep-alive responses on one parser and reports the bytes each feed consumed", () =>
     forAll(runs, (rng) => {
-      const kinds = Array.from({ length: int(rng, 2, 4) }, () => pick(rng, ["content-length", "chunked", "head", "204", "304"] as const));
+      const kinds: Kind[] = Array.from({ length: int(rng, 2, 4) }, () => pick(rng, ["content-length", "chunked", "head", "204", "304"] as const));
       if (rng() < 0.3) kinds.push("close");
       const resps = kinds.map((k) => randomResponse(rng, k, rng() < 0.2 ? 1 : 0));
       const wire = concat(resps.map((r) => r.wire));
@@ -229,7 +230,7 @@ describe("upstream response parser", () => {
       single.expect(new Recorder(), resps[0].noBody);
       expect(single.feed(wire)).toBe(resps[0].wire.length);
       expect(single.done).toBe(true);
-    }));
+    }), timeout);
 
   it("ends HEAD, 204 and 304 responses right after the head even with Content-Length", () =>
     forAll(runs, (rng) => {
@@ -239,13 +240,13 @@ describe("upstream response parser", () => {
       expect(recs.length).toBe(2);
       checkResponse(recs[0], first);
       checkResponse(recs[1], second);
-    }));
+    }), timeout);
 
   const malformed: [string, (rng: Rng) => string][] = [
     ["bad status line", (rng) => pick(rng, ["HTTP/1.1 20 OK", "HTTP/2 200 OK", "HTTP/1.1 200OK", "http/1.1 200 OK", "ICY 200 OK", "HTTP/1.1 2000 OK", "<html>"]) + "\r\nContent-Length: 0\r\n\r\n"],
     ["header line without colon", () => "HTTP/1.1 200 OK\r\nX-Foo bar\r\nContent-Length: 0\r\n\r\n"],
     ["header line with empty name", () => "HTTP/1.1 200 OK\r\n: bar\r\nContent-Length: 0\r\n\r\n"],
-    ["obs-fold header continuation", (rng) => `HTTP/1.1 200 OK\r\nX-Foo: a\r\n${pick(rng, [" ", "\t"])}b\r\nContent-Length: 0\r\n\r\n`],
+    ["obs-fold header continuation", (rng) => `HTTP/1.1 200 OK\r\nX-Foo: a\r\n${pick(rng, [" ", "\t"])}b: c\r\nContent-Length: 0\r\n\r\n`],
     ["invalid chunk size", (rng) => `HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n${pick(rng, ["zz", "-1", "", "0x10", "+5", "1234567890abc", "5 5"])}\r\nhello\r\n0\r\n\r\n`],
     ["bare LF in a chunk size line", (rng) => `HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n${pick(rng, ["5\nhello\r\n0\r\n\r\n", "5\r\nhello\r\n0\n\r\n", "5;ext\nhello\r\n0\r\n\r\n"])}`],
     ["chunk data not followed by CRLF", () => "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhelloX\r\n0\r\n\r\n"],
@@ -254,7 +255,7 @@ describe("upstream response parser", () => {
     ["101 Switching Protocols", () => "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"],
     ["head larger than 64 KiB", (rng) => {
       const lines: string[] = [];
-      for (let size = 0; size < 64 * 1024 + 16; size += 1012) lines.push(`X-Big-${lines.length}: ${"v".repeat(int(rng, 900, 1000))}\r\n`);
+      for (let size = 0; size <= 64 * 1024; size += lines.at(-1)!.length) lines.push(`X-Big-${lines.length}: ${"v".repeat(int(rng, 1, 1000))}\r\n`);
       return `HTTP/1.1 200 OK\r\n${lines.join("")}Content-Length: 2\r\n\r\nhi`;
     }],
   ];
@@ -272,16 +273,14 @@ describe("upstream response parser", () => {
   it("eof() reports truncation of a Content-Length or chunked response, cut anywhere", () =>
     forAll(runs, (rng) => {
       const want = randomResponse(rng, pick(rng, ["content-length", "chunked"] as const));
-      if (want.wire.length === 0) return;
       const cut = rng() < 0.5 ? int(rng, 0, want.wire.length - 1) : want.wire.length - int(rng, 1, Math.min(want.wire.length, 8));
       const { parser, recs } = drive(split(rng, want.wire.subarray(0, cut)));
-      if (recs[0].heads.length === 0 && want.contentLength === 0) return; // nothing to truncate but the head
       expect(parser.eof()).toBe(false);
       expect(parser.done).toBe(false);
       expect(recs[0].ends).toBe(0);
       const got = recs[0].body;
       assertSameBytes(got, want.body.subarray(0, got.length));
-    }));
+    }), timeout);
 
   it("eof() completes a close-delimited body after any amount of it, but not a truncated head", () =>
     forAll(runs, (rng) => {
@@ -292,5 +291,5 @@ describe("upstream response parser", () => {
       expect(parser.eof()).toBe(cut >= headLen);
       expect(recs[0].ends).toBe(cut >= headLen ? 1 : 0);
       assertSameBytes(recs[0].body, want.body.subarray(0, Math.max(0, cut - headLen)));
-    }));
+    }), timeout);
 });
