@@ -13,14 +13,6 @@ let kedge: TestKedge;
 let deadPort: number;
 let hangUp: net.Server;
 
-/** A port nothing listens on: bind, read the port, close. */
-async function freePort(): Promise<number> {
-  const s = net.createServer();
-  await new Promise<void>((r) => s.listen(0, "127.0.0.1", r));
-  const port = (s.address() as net.AddressInfo).port;
-  await new Promise((r) => s.close(r));
-  return port;
-}
 
 const at = (u: Upstream) => `127.0.0.1:${u.port}`;
 
@@ -29,7 +21,8 @@ beforeAll(async () => {
   otherPki = makeTestPki();
   ups = await Promise.all(["a", "b", "c"].map((n) => startUpstream(n)));
   tlsUp = await startUpstream("tls", { tls: { cert: pki.serverCert, key: pki.serverKey, ca: pki.ca, requestCert: true } });
-  deadPort = await freePort();
+  // tcpmux's port: nothing listens there, and unlike a freed ephemeral port no later listener can take it.
+  deadPort = 1;
   // Accepts, reads the request, and closes without a word.
   hangUp = net.createServer((s) => s.once("data", () => s.destroy()));
   await new Promise<void>((r) => hangUp.listen(0, "127.0.0.1", r));

@@ -147,8 +147,9 @@ class Recorder implements ResponseSink {
     this.chunks.push(chunk.slice());
     return true;
   }
-  onEnd(): void {
+  onEnd(last?: Uint8Array): void {
     if (!this.heads.length) throw new Error("onEnd before onHead");
+    if (last) this.chunks.push(last.slice());
     this.ends++;
   }
   get body(): Uint8Array {

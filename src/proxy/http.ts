@@ -236,10 +236,10 @@ class HttpExchange {
     return false;
   }
 
-  onEnd(): void {
+  onEnd(last?: Uint8Array): void {
     this.endpoint!.outstanding--;
     this.endpoint!.markHealthy();
-    this.res.end();
+    this.res.end(last);
     // The backend may answer before reading the whole request body: discard the rest.
     this.conn = undefined;
     if (this.req.hasBody) this.req.body.resume();

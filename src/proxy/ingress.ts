@@ -29,7 +29,8 @@ export interface IngressResponse {
   writeHead(status: number, headers: OutgoingHttpHeaders): void;
   write(chunk: Uint8Array): boolean;
   onceDrain(cb: () => void): void;
-  end(): void;
+  /** Ends the response, writing `last` first when given. */
+  end(last?: Uint8Array): void;
   /** Ends the exchange abnormally so the client sees a truncated response, not a complete one. */
   abort(): void;
   onGone(cb: () => void): void;

@@ -45,8 +45,8 @@ export class H1Response implements IngressResponse {
     this.res.once("drain", cb);
   }
 
-  end(): void {
-    if (!this.res.destroyed) this.res.end();
+  end(last?: Uint8Array): void {
+    if (!this.res.destroyed) this.res.end(last);
   }
 
   abort(): void {

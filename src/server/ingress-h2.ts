@@ -53,8 +53,8 @@ export class H2Response implements IngressResponse {
     this.stream.once("drain", cb);
   }
 
-  end(): void {
-    if (!this.gone) this.stream.end();
+  end(last?: Uint8Array): void {
+    if (!this.gone) this.stream.end(last);
   }
 
   abort(): void {

@@ -28,7 +28,8 @@ export interface ExchangeHandlers {
   onHead(head: ResponseHead): void;
   /** Returns false when the client is not keeping up; call `exchange.resume()` when it drains. */
   onBody(chunk: Uint8Array): boolean;
-  onEnd(): void;
+  /** The response is complete; `last` is its final body bytes, if they came with the end. */
+  onEnd(last?: Uint8Array): void;
   onError(err: UpstreamError): void;
 }
 
@@ -164,11 +165,11 @@ export class H1Connection {
     return more;
   }
 
-  onEnd(): void {
+  onEnd(last?: Uint8Array): void {
     const handlers = this.handlers;
     if (this.requestEnded) this.finishExchange();
     else this.mustClose = true; // the backend answered before reading the whole request
-    handlers?.onEnd();
+    handlers?.onEnd(last);
   }
 
   // Socket events.

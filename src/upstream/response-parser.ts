@@ -19,7 +19,11 @@ export interface ResponseSink {
   onHead(head: ResponseHead): void;
   /** Returns false to ask the caller to stop feeding until the sink drains. */
   onBody(chunk: Uint8Array): boolean;
-  onEnd(): void;
+  /**
+   * The response is complete. `last` carries the final body bytes when they arrived together with
+   * the end, so the sink can write them and end in one go (one syscall for small responses).
+   */
+  onEnd(last?: Uint8Array): void;
 }
 
 export class ParseError extends Error {}
@@ -29,7 +33,11 @@ const enum State { Head, Fixed, ChunkSize, ChunkData, ChunkDataEnd, Trailers, Un
 const CR = 13;
 const LF = 10;
 const maxHeadBytes = 64 * 1024;
-const decoder = new TextDecoder("latin1");
+/**
+ * True ISO-8859-1: one char per byte, so header bytes survive the round trip to the client.
+ * (TextDecoder("latin1") is windows-1252 per the Encoding Standard and remaps 0x80–0x9F.)
+ */
+const latin1 = (bytes: Uint8Array) => Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString("latin1");
 
 export class ResponseParser {
   private state = State.Head;
@@ -116,8 +124,7 @@ export class ResponseParser {
 
   private finish(last?: Uint8Array): void {
     this.state = State.Done;
-    if (last && last.length > 0) this.sink!.onBody(last);
-    this.sink!.onEnd();
+    this.sink!.onEnd(last && last.length > 0 ? last : undefined);
   }
 
   private concatPending(data: Uint8Array, offset: number): { buf: Uint8Array; base: number } {
@@ -148,7 +155,7 @@ export class ResponseParser {
     }
     // Also when the whole head came at once: the limit must not depend on how the bytes were split.
     if (end - start > maxHeadBytes) throw new ParseError("response head too large");
-    this.parseHead(decoder.decode(buf.subarray(start, end - 4)));
+    this.parseHead(latin1(buf.subarray(start, end - 4)));
     // Map the end back into `data`: when pending bytes were prepended, buf is shifted by -base.
     return base < 0 ? offset + end + base : end;
   }
@@ -223,7 +230,7 @@ export class ResponseParser {
       return -1;
     }
     if (lf === start || buf[lf - 1] !== CR) throw new ParseError("bare LF in chunked body");
-    const line = decoder.decode(buf.subarray(start, lf - 1));
+    const line = latin1(buf.subarray(start, lf - 1));
     this.onLine(line);
     return base < 0 ? offset + lf + 1 + base : lf + 1;
   }
