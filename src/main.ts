@@ -41,6 +41,9 @@ async function main(argv: string[]): Promise<number> {
         process.stdout.write(`Embedded demo config. Try:\n  curl -s 'http://127.0.0.1:${kedge.ports.http}/?name=kedge'\n`);
       }
       process.on("SIGHUP", () => void kedge.reload());
+      // One request's bug must not take down every other client's connection: log and keep serving.
+      process.on("uncaughtException", (e) => log.error("uncaught exception", { error: e.stack ?? String(e) }));
+      process.on("unhandledRejection", (e) => log.error("unhandled rejection", { error: (e as Error)?.stack ?? String(e) }));
       const stop = async () => {
         log.info("shutting down: draining in-flight requests");
         await kedge.shutdown();

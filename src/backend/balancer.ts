@@ -7,7 +7,7 @@ export interface Balancer {
 }
 
 /** Healthy endpoints first; when every endpoint is backing off, try them anyway rather than fail outright. */
-function candidates(endpoints: readonly Endpoint[], skip: ReadonlySet<Endpoint> | undefined, healthyOnly: boolean) {
+function candidates(skip: ReadonlySet<Endpoint> | undefined, healthyOnly: boolean) {
   return (e: Endpoint) => (!skip || !skip.has(e)) && (!healthyOnly || e.healthy);
 }
 
@@ -16,7 +16,7 @@ export class RoundRobin implements Balancer {
   pick(endpoints: readonly Endpoint[], skip: ReadonlySet<Endpoint> | undefined): Endpoint | undefined {
     const n = endpoints.length;
     for (const healthyOnly of [true, false]) {
-      const ok = candidates(endpoints, skip, healthyOnly);
+      const ok = candidates(skip, healthyOnly);
       for (let i = 0; i < n; i++) {
         const e = endpoints[(this.next + i) % n];
         if (ok(e)) {
@@ -36,7 +36,7 @@ export class LeastOutstanding implements Balancer {
     // Rotating the scan start spreads ties instead of always favouring the first endpoint.
     this.offset = (this.offset + 1) % Math.max(n, 1);
     for (const healthyOnly of [true, false]) {
-      const ok = candidates(endpoints, skip, healthyOnly);
+      const ok = candidates(skip, healthyOnly);
       let best: Endpoint | undefined;
       for (let i = 0; i < n; i++) {
         const e = endpoints[(this.offset + i) % n];
