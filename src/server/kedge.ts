@@ -56,6 +56,13 @@ export async function startKedge(sources: ConfigSources, options: { watchFiles?:
     try {
       const config = loadConfig(sources);
       warnAboutListenerChanges(current.config, config);
+      if (config.server?.httpTlsPort !== undefined) {
+        try {
+          data.reloadTls(config.server);
+        } catch (e) {
+          throw new ConfigError([`server.tls_cert_file/tls_key_file: ${(e as Error).message}`]);
+        }
+      }
       next = buildRuntime(config, current.version + 1, current);
     } catch (e) {
       const err = e instanceof ConfigError ? e : new ConfigError([(e as Error).message]);
@@ -73,7 +80,9 @@ export async function startKedge(sources: ConfigSources, options: { watchFiles?:
   const reload = () => (reloading = reloading.then(reloadOnce));
 
   const watchers: FSWatcher[] = [];
-  if (options.watchFiles) watchers.push(...watchConfigFiles(configFiles(sources), () => void reload()));
+  // Cert files too: cert-manager and friends rotate them in place.
+  const watched = [...configFiles(sources), server.tlsCertFile, server.tlsKeyFile].filter(Boolean);
+  if (options.watchFiles) watchers.push(...watchConfigFiles(watched, () => void reload()));
 
   return {
     ports,

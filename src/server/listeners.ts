@@ -14,12 +14,18 @@ import { H2Response, h2Request } from "./ingress-h2.js";
 export interface DataListeners {
   /** Bound ports, by listener name (tls, http). */
   readonly ports: Record<string, number>;
+  /** Serves new TLS handshakes with the cert and key the config names now (rotation without restart). Throws if unreadable. */
+  reloadTls(server: ServerConfig): void;
   /** Stops accepting, lets in-flight requests finish, closes idle client connections. */
   stopAccepting(): void;
   closeAll(): void;
 }
 
 const defaultClientIdleMs = 120_000;
+
+function tlsFiles(server: ServerConfig): { cert: Buffer; key: Buffer } {
+  return { cert: readFileSync(server.tlsCertFile), key: readFileSync(server.tlsKeyFile) };
+}
 
 function listen(server: { listen: (port: number, host: string, cb: () => void) => unknown; once: (e: string, cb: (err: Error) => void) => unknown; address: () => AddressInfo | string | null }, port: number, host: string): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -52,6 +58,7 @@ export async function startDataListeners(server: ServerConfig, ctx: ProxyContext
   const maxHeaderSize = server.maxRequestHeaderBytes || 16_384;
   const ports: Record<string, number> = {};
   const closers: Array<{ stop: () => void; kill: () => void }> = [];
+  let tlsServer: tls.Server | undefined;
 
   if (server.httpTlsPort !== undefined) {
     const h1 = h1Server(ctx, "https", () => ports.tls, idleMs, maxHeaderSize);
@@ -71,10 +78,9 @@ export async function startDataListeners(server: ServerConfig, ctx: ProxyContext
       }
       proxyHttp(ctx, h2Request(stream, headers, flags, ports.tls), res);
     });
-    const tlsServer = tls.createServer(
+    tlsServer = tls.createServer(
       {
-        cert: readFileSync(server.tlsCertFile),
-        key: readFileSync(server.tlsKeyFile),
+        ...tlsFiles(server),
         ALPNProtocols: ["h2", "http/1.1"],
         minVersion: "TLSv1.2",
       },
@@ -86,9 +92,10 @@ export async function startDataListeners(server: ServerConfig, ctx: ProxyContext
     );
     tlsServer.on("tlsClientError", (err: Error) => log.debug("TLS handshake failed", { error: err.message }));
     ports.tls = await listen(tlsServer, server.httpTlsPort, bind);
+    const listening = tlsServer;
     closers.push({
       stop: () => {
-        tlsServer.close();
+        listening.close();
         h1.closeIdleConnections();
         for (const s of sessions) s.close(); // GOAWAY: no new streams, in-flight ones finish
       },
@@ -114,6 +121,7 @@ export async function startDataListeners(server: ServerConfig, ctx: ProxyContext
 
   return {
     ports,
+    reloadTls: (next) => tlsServer?.setSecureContext({ ...tlsFiles(next), minVersion: "TLSv1.2" }),
     stopAccepting: () => closers.forEach((c) => c.stop()),
     closeAll: () => closers.forEach((c) => c.kill()),
   };
