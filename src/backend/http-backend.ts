@@ -2,13 +2,10 @@ import { readFileSync } from "node:fs";
 import type { TLSOptions } from "bun";
 import type { Duration } from "@bufbuild/protobuf/wkt";
 import type { HttpBackend as HttpBackendConfig } from "../gen/kedge/config/v1/backend_pb.js";
-import { KedgeError } from "../errors.js";
-import { log } from "../observe/log.js";
 import { H1Pool, type PoolOptions, type PoolStats } from "../upstream/h1-pool.js";
-import { balancerFor, type Balancer } from "./balancer.js";
-import { Endpoint, type ResolvedAddress, type Resolver } from "./endpoint.js";
+import { Backend } from "./backend.js";
+import { balancerFor } from "./balancer.js";
 import { resolverFor } from "./resolvers.js";
-import { formatHostPort } from "../router/host.js";
 
 export const defaults = {
   connectTimeoutMs: 5_000,
@@ -38,32 +35,19 @@ export function backendTls(security: HttpBackendConfig["security"]): TLSOptions 
   };
 }
 
-export interface EndpointView {
-  address: string;
-  healthy: boolean;
-  outstanding: number;
-  pool: PoolStats;
+/** SNI defaults to the configured DNS name, not the resolved IP. */
+export function sniName(config: { resolver: HttpBackendConfig["resolver"] }, host: string): string {
+  const r = config.resolver;
+  return r.case === "host" || r.case === "srv" ? r.value.dnsName : host;
 }
 
-/**
- * A named HTTP backend: a resolver feeding endpoints, a balancer picking among them, and a warm
- * connection pool per endpoint. Endpoint updates keep the pools of addresses that remain, so
- * in-flight requests and warm connections survive re-resolution and config reloads.
- */
-export class HttpBackend {
-  private endpoints: Endpoint[] = [];
-  private readonly pools = new Map<Endpoint, H1Pool>();
-  private readonly balancer: Balancer;
-  private readonly resolver: Resolver;
-  private resolveError: string | undefined;
-  private resolved = false;
-  private firstAnswer: { promise: Promise<void>; resolve: () => void } | undefined = Promise.withResolvers<void>();
+/** A named HTTP/1.1 backend: endpoints from its resolver, each with a warm keep-alive pool. */
+export class HttpBackend extends Backend<PoolStats, H1Pool> {
   readonly poolOptions: Omit<PoolOptions, "host" | "port">;
-  readonly failureBackoffMs: number;
 
   constructor(readonly config: HttpBackendConfig) {
     const t = config.timeouts;
-    this.poolOptions = {
+    const poolOptions = {
       tls: backendTls(config.security),
       maxConnections: config.maxConnectionsPerEndpoint || defaults.maxConnectionsPerEndpoint,
       connectTimeoutMs: durationMs(t?.connect, defaults.connectTimeoutMs),
@@ -71,104 +55,16 @@ export class HttpBackend {
       idleTimeoutMs: durationMs(t?.idle, defaults.idleTimeoutMs),
       keepAliveMs: durationMs(t?.keepalive, defaults.keepAliveMs),
     };
-    this.failureBackoffMs = durationMs(config.failureBackoff, defaults.failureBackoffMs);
-    this.balancer = balancerFor(config.balancer);
-    this.resolver = resolverFor(config);
-  }
-
-  get name(): string {
-    return this.config.name;
-  }
-
-  start(): void {
-    this.resolver.start(
-      (addresses) => this.update(addresses),
-      (message) => {
-        this.resolveError = message;
-        this.settleFirstAnswer();
-        log.warn("backend resolution failed", { backend: this.name, error: message });
+    super(
+      config.name,
+      resolverFor(config),
+      balancerFor(config.balancer),
+      (host, port) => {
+        const tls = poolOptions.tls && !poolOptions.tls.serverName ? { ...poolOptions.tls, serverName: sniName(config, host) } : poolOptions.tls;
+        return new H1Pool({ ...poolOptions, host, port, tls });
       },
+      durationMs(config.failureBackoff, defaults.failureBackoffMs),
     );
-  }
-
-  private settleFirstAnswer(): void {
-    this.firstAnswer?.resolve();
-    this.firstAnswer = undefined;
-  }
-
-  /**
-   * Resolves once the resolver answered for the first time (addresses or an error), so requests
-   * arriving right after start or a reload wait for DNS instead of failing. Undefined when it has.
-   */
-  get pendingResolution(): Promise<void> | undefined {
-    return this.firstAnswer?.promise;
-  }
-
-  private update(addresses: ResolvedAddress[]): void {
-    this.resolved = true;
-    this.settleFirstAnswer();
-    this.resolveError = undefined;
-    const byAddress = new Map(this.endpoints.map((e) => [e.address, e]));
-    const next: Endpoint[] = [];
-    for (const a of addresses) {
-      const existing = byAddress.get(formatHostPort(a.host, a.port));
-      if (existing) {
-        byAddress.delete(existing.address);
-        next.push(existing);
-      } else {
-        const e = new Endpoint(a.host, a.port);
-        this.pools.set(e, new H1Pool({ ...this.poolOptions, host: a.host, port: a.port, tls: this.tlsFor(a.host) }));
-        next.push(e);
-      }
-    }
-    for (const gone of byAddress.values()) {
-      this.pools.get(gone)?.close();
-      this.pools.delete(gone);
-    }
-    this.endpoints = next;
-    log.debug("backend endpoints updated", { backend: this.name, endpoints: next.map((e) => e.address) });
-  }
-
-  private tlsFor(host: string): TLSOptions | undefined {
-    const tls = this.poolOptions.tls;
-    // SNI defaults to the configured name, not the resolved IP.
-    if (!tls || tls.serverName) return tls;
-    const r = this.config.resolver;
-    const name = r.case === "host" || r.case === "srv" ? r.value.dnsName : host;
-    return { ...tls, serverName: name };
-  }
-
-  /** Picks an endpoint, skipping ones this request already failed on. Throws KedgeError when none is left. */
-  pick(skip?: ReadonlySet<Endpoint>): { endpoint: Endpoint; pool: H1Pool } {
-    if (this.endpoints.length === 0) {
-      const why = this.resolveError ?? (this.resolved ? "resolver returned no addresses" : "resolution in progress");
-      throw new KedgeError("no-resolution-available", 503, `backend ${this.name}: no endpoints (${why})`);
-    }
-    const endpoint = this.balancer.pick(this.endpoints, skip);
-    if (!endpoint) {
-      throw new KedgeError("no-connection-to-all-resolved-addresses", 502, `backend ${this.name}: no connection to any of ${this.endpoints.length} resolved addresses`);
-    }
-    return { endpoint, pool: this.pools.get(endpoint)! };
-  }
-
-  /** The pool of an endpoint still in the set; undefined once re-resolution dropped it. */
-  poolFor(endpoint: Endpoint): H1Pool | undefined {
-    return this.pools.get(endpoint);
-  }
-
-  get endpointCount(): number {
-    return this.endpoints.length;
-  }
-
-  view(): EndpointView[] {
-    return this.endpoints.map((e) => ({ address: e.address, healthy: e.healthy, outstanding: e.outstanding, pool: this.pools.get(e)!.stats }));
-  }
-
-  close(): void {
-    this.resolver.stop();
-    this.settleFirstAnswer();
-    for (const pool of this.pools.values()) pool.close();
-    this.pools.clear();
-    this.endpoints = [];
+    this.poolOptions = poolOptions;
   }
 }

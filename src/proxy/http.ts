@@ -1,6 +1,6 @@
 import type { OutgoingHttpHeaders } from "node:http";
 import type { Endpoint } from "../backend/endpoint.js";
-import type { HttpBackend } from "../backend/http-backend.js";
+import { defaults, type HttpBackend } from "../backend/http-backend.js";
 import { KedgeError, noRoute } from "../errors.js";
 import type { Metrics } from "../observe/metrics.js";
 import { parseHostPort } from "../router/host.js";
@@ -256,7 +256,7 @@ class HttpExchange {
     if (this.finished) return;
     const nothingSent = err.failure === "connect" || err.failure === "connect-timeout" || err.failure === "pool-timeout";
     if (nothingSent) {
-      if (err.failure !== "pool-timeout") endpoint.markFailed(this.backend!.failureBackoffMs, 30_000);
+      if (err.failure !== "pool-timeout") endpoint.markFailed(this.backend!.failureBackoffMs, defaults.maxFailureBackoffMs);
       (this.failedOn ??= new Set()).add(endpoint);
       if (this.attempts < Math.min(maxEndpointAttempts, this.backend!.endpointCount)) return this.attempt();
       return this.fail(new KedgeError("no-connection-to-all-resolved-addresses", 502, `backend ${this.backendLabel}: ${err.message}`));

@@ -1,0 +1,123 @@
+import { KedgeError } from "../errors.js";
+import { log } from "../observe/log.js";
+import { formatHostPort } from "../router/host.js";
+import type { Balancer } from "./balancer.js";
+import { Endpoint, type ResolvedAddress, type Resolver } from "./endpoint.js";
+
+/** What a backend keeps per endpoint: a connection pool (HTTP/1.1) or a shared session (HTTP/2). */
+export interface EndpointPool<Stats> {
+  readonly stats: Stats;
+  close(): void;
+}
+
+export interface EndpointView<Stats> {
+  address: string;
+  healthy: boolean;
+  outstanding: number;
+  pool: Stats;
+}
+
+/**
+ * A named backend: a resolver feeding endpoints, a balancer picking among them, and a warm pool
+ * per endpoint. Endpoint updates keep the pools of addresses that remain, so in-flight requests
+ * and warm connections survive re-resolution and config reloads.
+ */
+export class Backend<Stats, Pool extends EndpointPool<Stats>> {
+  private endpoints: Endpoint[] = [];
+  private readonly pools = new Map<Endpoint, Pool>();
+  private resolveError: string | undefined;
+  private resolved = false;
+  private firstAnswer: { promise: Promise<void>; resolve: () => void } | undefined = Promise.withResolvers<void>();
+
+  constructor(
+    readonly name: string,
+    private readonly resolver: Resolver,
+    private readonly balancer: Balancer,
+    private readonly makePool: (host: string, port: number) => Pool,
+    /** How long an endpoint whose dial failed is skipped at first (doubling per failure). */
+    readonly failureBackoffMs: number,
+  ) {}
+
+  start(): void {
+    this.resolver.start(
+      (addresses) => this.update(addresses),
+      (message) => {
+        this.resolveError = message;
+        this.settleFirstAnswer();
+        log.warn("backend resolution failed", { backend: this.name, error: message });
+      },
+    );
+  }
+
+  private settleFirstAnswer(): void {
+    this.firstAnswer?.resolve();
+    this.firstAnswer = undefined;
+  }
+
+  /**
+   * Resolves once the resolver answered for the first time (addresses or an error), so requests
+   * arriving right after start or a reload wait for DNS instead of failing. Undefined when it has.
+   */
+  get pendingResolution(): Promise<void> | undefined {
+    return this.firstAnswer?.promise;
+  }
+
+  private update(addresses: ResolvedAddress[]): void {
+    this.resolved = true;
+    this.settleFirstAnswer();
+    this.resolveError = undefined;
+    const byAddress = new Map(this.endpoints.map((e) => [e.address, e]));
+    const next: Endpoint[] = [];
+    for (const a of addresses) {
+      const existing = byAddress.get(formatHostPort(a.host, a.port));
+      if (existing) {
+        byAddress.delete(existing.address);
+        next.push(existing);
+      } else {
+        const e = new Endpoint(a.host, a.port);
+        this.pools.set(e, this.makePool(a.host, a.port));
+        next.push(e);
+      }
+    }
+    for (const gone of byAddress.values()) {
+      this.pools.get(gone)?.close();
+      this.pools.delete(gone);
+    }
+    this.endpoints = next;
+    log.debug("backend endpoints updated", { backend: this.name, endpoints: next.map((e) => e.address) });
+  }
+
+  /** Picks an endpoint, skipping ones this request already failed on. Throws KedgeError when none is left. */
+  pick(skip?: ReadonlySet<Endpoint>): { endpoint: Endpoint; pool: Pool } {
+    if (this.endpoints.length === 0) {
+      const why = this.resolveError ?? (this.resolved ? "resolver returned no addresses" : "resolution in progress");
+      throw new KedgeError("no-resolution-available", 503, `backend ${this.name}: no endpoints (${why})`);
+    }
+    const endpoint = this.balancer.pick(this.endpoints, skip);
+    if (!endpoint) {
+      throw new KedgeError("no-connection-to-all-resolved-addresses", 502, `backend ${this.name}: no connection to any of ${this.endpoints.length} resolved addresses`);
+    }
+    return { endpoint, pool: this.pools.get(endpoint)! };
+  }
+
+  /** The pool of an endpoint still in the set; undefined once re-resolution dropped it. */
+  poolFor(endpoint: Endpoint): Pool | undefined {
+    return this.pools.get(endpoint);
+  }
+
+  get endpointCount(): number {
+    return this.endpoints.length;
+  }
+
+  view(): EndpointView<Stats>[] {
+    return this.endpoints.map((e) => ({ address: e.address, healthy: e.healthy, outstanding: e.outstanding, pool: this.pools.get(e)!.stats }));
+  }
+
+  close(): void {
+    this.resolver.stop();
+    this.settleFirstAnswer();
+    for (const pool of this.pools.values()) pool.close();
+    this.pools.clear();
+    this.endpoints = [];
+  }
+}
