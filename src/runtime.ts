@@ -1,10 +1,11 @@
-import { toJsonString } from "@bufbuild/protobuf";
-import { create } from "@bufbuild/protobuf";
+import { create, toJsonString, type DescMessage, type MessageShape } from "@bufbuild/protobuf";
 import { ConfigSchema, type Config } from "./gen/kedge/config/v1/config_pb.js";
-import { HttpBackendSchema } from "./gen/kedge/config/v1/backend_pb.js";
+import { GrpcBackendSchema, HttpBackendSchema } from "./gen/kedge/config/v1/backend_pb.js";
+import { GrpcBackend } from "./backend/grpc-backend.js";
 import { HttpBackend } from "./backend/http-backend.js";
 import { ConfigError } from "./config/parse.js";
 import { compileAdhocRules, type AdhocTable } from "./router/adhoc.js";
+import { compileGrpcRoutes, type GrpcRouteTable } from "./router/grpc.js";
 import { compileHttpRoutes, type HttpRouteTable } from "./router/http.js";
 import { formatHostPort } from "./router/host.js";
 
@@ -14,16 +15,19 @@ const maxAdhocBackends = 1024;
 export class Runtime {
   readonly httpRoutes: HttpRouteTable;
   readonly httpAdhoc: AdhocTable;
+  readonly grpcRoutes: GrpcRouteTable;
 
   constructor(
     readonly version: number,
     readonly config: Config,
     readonly httpBackends: ReadonlyMap<string, HttpBackend>,
+    readonly grpcBackends: ReadonlyMap<string, GrpcBackend>,
     /** Shared by every runtime of a process: adhoc targets do not depend on the config version. */
     readonly adhocBackends: Map<string, HttpBackend>,
   ) {
     this.httpRoutes = compileHttpRoutes(config.http?.routes ?? []);
     this.httpAdhoc = compileAdhocRules(config.http?.adhocRules ?? []);
+    this.grpcRoutes = compileGrpcRoutes(config.grpc?.routes ?? []);
   }
 
   /** A backend for an adhoc target, resolved by DNS like kedge Go; kept warm for reuse, bounded. */
@@ -45,41 +49,60 @@ export class Runtime {
 
   /** Stops what the next runtime did not take over. */
   retire(next: Runtime | undefined): void {
-    for (const [name, backend] of this.httpBackends) {
-      if (next?.httpBackends.get(name) !== backend) backend.close();
-    }
+    for (const [name, backend] of this.httpBackends) if (next?.httpBackends.get(name) !== backend) backend.close();
+    for (const [name, backend] of this.grpcBackends) if (next?.grpcBackends.get(name) !== backend) backend.close();
     if (!next) for (const b of this.adhocBackends.values()) b.close();
   }
 }
 
+interface Startable {
+  start(): void;
+  close(): void;
+}
+
 /**
- * Builds a runtime from a validated config. Backends whose config is unchanged are carried over
- * from `previous` with their warm connections; new ones start resolving now.
+ * Builds the backends of one kind, carrying over from the previous runtime every backend whose
+ * config is unchanged (with its warm connections). New ones are returned unstarted.
  */
-export function buildRuntime(config: Config, version: number, previous?: Runtime): Runtime {
-  const backends = new Map<string, HttpBackend>();
-  const created: HttpBackend[] = [];
-  const problems: string[] = [];
-  (config.http?.backends ?? []).forEach((b, i) => {
-    const old = previous?.httpBackends.get(b.name);
-    if (old && toJsonString(HttpBackendSchema, old.config) === toJsonString(HttpBackendSchema, b)) {
-      backends.set(b.name, old);
+function buildBackends<Desc extends DescMessage, B extends Startable & { config: MessageShape<Desc> }>(
+  kind: string,
+  schema: Desc,
+  configs: readonly (MessageShape<Desc> & { name: string })[],
+  previous: ReadonlyMap<string, B> | undefined,
+  make: (config: MessageShape<Desc>) => B,
+  problems: string[],
+  created: Startable[],
+): Map<string, B> {
+  const backends = new Map<string, B>();
+  configs.forEach((config, i) => {
+    const old = previous?.get(config.name);
+    if (old && toJsonString(schema, old.config) === toJsonString(schema, config)) {
+      backends.set(config.name, old);
       return;
     }
     try {
-      const backend = new HttpBackend(b);
+      const backend = make(config);
       created.push(backend);
-      backends.set(b.name, backend);
+      backends.set(config.name, backend);
     } catch (e) {
-      problems.push(`http.backends[${i}]: ${(e as Error).message}`);
+      problems.push(`${kind}.backends[${i}]: ${(e as Error).message}`);
     }
   });
+  return backends;
+}
+
+/** Builds a runtime from a validated config; throws ConfigError (and starts nothing) when a backend cannot be built. */
+export function buildRuntime(config: Config, version: number, previous?: Runtime): Runtime {
+  const problems: string[] = [];
+  const created: Startable[] = [];
+  const http = buildBackends("http", HttpBackendSchema, config.http?.backends ?? [], previous?.httpBackends, (c) => new HttpBackend(c), problems, created);
+  const grpc = buildBackends("grpc", GrpcBackendSchema, config.grpc?.backends ?? [], previous?.grpcBackends, (c) => new GrpcBackend(c), problems, created);
   if (problems.length > 0) {
     for (const b of created) b.close();
     throw new ConfigError(problems);
   }
   for (const b of created) b.start();
-  return new Runtime(version, config, backends, previous?.adhocBackends ?? new Map());
+  return new Runtime(version, config, http, grpc, previous?.adhocBackends ?? new Map());
 }
 
 export function configToJson(config: Config): unknown {

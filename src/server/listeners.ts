@@ -6,6 +6,7 @@ import tls from "node:tls";
 import type { ServerConfig } from "../gen/kedge/config/v1/server_pb.js";
 import { durationMs } from "../backend/http-backend.js";
 import { log } from "../observe/log.js";
+import { proxyGrpc } from "../proxy/grpc.js";
 import { proxyHttp, sendError, type ProxyContext } from "../proxy/http.js";
 import { KedgeError } from "../errors.js";
 import { H1Response, h1Request } from "./ingress-h1.js";
@@ -22,6 +23,12 @@ export interface DataListeners {
 }
 
 const defaultClientIdleMs = 120_000;
+
+/** gRPC by content-type; grpc-web stays HTTP (browsers' calls are plain HTTP requests to backends that speak it). */
+function isGrpc(headers: IncomingHttpHeaders): boolean {
+  const ct = headers["content-type"];
+  return ct !== undefined && ct.startsWith("application/grpc") && !ct.startsWith("application/grpc-web");
+}
 
 function tlsFiles(server: ServerConfig): { cert: Buffer; key: Buffer } {
   return { cert: readFileSync(server.tlsCertFile), key: readFileSync(server.tlsKeyFile) };
@@ -71,6 +78,7 @@ export async function startDataListeners(server: ServerConfig, ctx: ProxyContext
       session.setTimeout(idleMs, () => session.close());
     });
     h2.on("stream", (stream: ServerHttp2Stream, headers: IncomingHttpHeaders, flags: number) => {
+      if (isGrpc(headers)) return proxyGrpc(ctx, stream, headers);
       const res = new H2Response(stream);
       if (headers[":method"] === "CONNECT") {
         sendError(res, new KedgeError("bad-request", 405, "CONNECT is not supported on this listener"), "");

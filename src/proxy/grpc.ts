@@ -1,0 +1,150 @@
+import { constants, type ClientHttp2Stream, type IncomingHttpHeaders, type OutgoingHttpHeaders, type ServerHttp2Stream } from "node:http2";
+import type { GrpcBackend } from "../backend/grpc-backend.js";
+import type { Endpoint } from "../backend/endpoint.js";
+import { KedgeError } from "../errors.js";
+import { parseHostPort } from "../router/host.js";
+import type { Runtime } from "../runtime.js";
+import type { ProxyContext } from "./http.js";
+
+/** gRPC status codes kedge itself answers with. */
+export const GrpcStatus = { UNIMPLEMENTED: 12, UNAVAILABLE: 14, INTERNAL: 13, DEADLINE_EXCEEDED: 4, CANCELLED: 1 } as const;
+
+// Connection-specific fields never cross an HTTP/2 hop (RFC 9113 §8.2.2); Proxy-Authorization is kedge's own.
+const notForwarded = new Set(["connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "host", "proxy-authorization", "http2-settings"]);
+
+function forwardable(headers: IncomingHttpHeaders, into: OutgoingHttpHeaders): OutgoingHttpHeaders {
+  for (const name in headers) {
+    if (name.charCodeAt(0) === 58 /* ":" */ || notForwarded.has(name)) continue;
+    const v = headers[name];
+    if (v !== undefined) into[name] = v;
+  }
+  return into;
+}
+
+/** A trailers-only response: the whole answer in one HEADERS frame with END_STREAM (gRPC over HTTP/2 spec). */
+function answerStatus(stream: ServerHttp2Stream, code: number, message: string): void {
+  if (stream.destroyed || stream.closed || stream.headersSent) return;
+  stream.respond(
+    { ":status": 200, "content-type": "application/grpc", "grpc-status": String(code), "grpc-message": encodeURIComponent(message) },
+    { endStream: true },
+  );
+}
+
+function statusFor(err: KedgeError): number {
+  return err.type === "no-route" || err.type === "no-backend" ? GrpcStatus.UNIMPLEMENTED : GrpcStatus.UNAVAILABLE;
+}
+
+/** Where a call goes: its backend from the first route that matches service, authority and metadata. */
+function routeCall(runtime: Runtime, headers: IncomingHttpHeaders): { backend: GrpcBackend; backendName: string } {
+  const path = (headers[":path"] as string | undefined) ?? "";
+  const slash = path.indexOf("/", 1);
+  const service = slash > 0 ? path.slice(1, slash) : path.slice(1);
+  const method = slash > 0 ? path.slice(slash + 1) : "";
+  const authority = ((headers[":authority"] ?? headers.host) as string | undefined) ?? "";
+  const hostPort = parseHostPort(authority, 0) ?? { host: "", port: 0 };
+  const route = runtime.grpcRoutes.match({ service, method, host: hostPort.host, port: hostPort.port, metadata: headers });
+  if (!route) throw new KedgeError("no-route", 502, "unknown route to service");
+  const backend = runtime.grpcBackends.get(route.backendName);
+  if (!backend) throw new KedgeError("no-backend", 502, "unknown backend");
+  return { backend, backendName: route.backendName };
+}
+
+/**
+ * Proxies one gRPC call without decoding messages: headers, DATA frames both ways with
+ * backpressure (pipe), and trailers forwarded through waitForTrailers. Bun cannot send
+ * RST_STREAM from a server stream, so every failure is answered with a grpc-status instead.
+ */
+export function proxyGrpc(ctx: ProxyContext, stream: ServerHttp2Stream, headers: IncomingHttpHeaders): void {
+  stream.on("error", () => {});
+  let routed;
+  try {
+    routed = routeCall(ctx.runtime(), headers);
+  } catch (e) {
+    const err = e instanceof KedgeError ? e : new KedgeError("internal", 500, "internal error");
+    ctx.metrics.proxyErrors.inc(["none", err.type]);
+    return answerStatus(stream, statusFor(err), err.message);
+  }
+  const { backend, backendName } = routed;
+  const start = () => {
+    let picked: { endpoint: Endpoint; pool: import("../upstream/h2-session.js").H2Session };
+    try {
+      picked = backend.pick();
+    } catch (e) {
+      ctx.metrics.proxyErrors.inc([backendName, (e as KedgeError).type]);
+      return answerStatus(stream, GrpcStatus.UNAVAILABLE, (e as Error).message);
+    }
+    const { endpoint, pool } = picked;
+    const upstreamHeaders = forwardable(headers, {
+      ":method": "POST",
+      ":path": headers[":path"],
+      ":authority": headers[":authority"] ?? headers.host,
+      ":scheme": pool.options.tls ? "https" : "http",
+    });
+    endpoint.outstanding++;
+    pool.request(upstreamHeaders).then(
+      (upstream) => {
+        endpoint.markHealthy();
+        relay(stream, upstream, backendName, () => endpoint.outstanding--);
+      },
+      (err: Error) => {
+        endpoint.outstanding--;
+        endpoint.markFailed(backend.failureBackoffMs, 30_000);
+        ctx.metrics.proxyErrors.inc([backendName, "no-connection-to-all-resolved-addresses"]);
+        answerStatus(stream, GrpcStatus.UNAVAILABLE, `backend ${backendName}: ${err.message}`);
+      },
+    );
+  };
+  const pending = backend.pendingResolution;
+  if (pending) void pending.then(start);
+  else start();
+}
+
+function relay(stream: ServerHttp2Stream, upstream: ClientHttp2Stream, backendName: string, done: () => void): void {
+  let trailers: OutgoingHttpHeaders | undefined;
+  let finished = false;
+  const finish = () => {
+    if (!finished) {
+      finished = true;
+      done();
+    }
+  };
+  upstream.on("response", (responseHeaders, flags) => {
+    if (stream.destroyed || stream.closed) return;
+    const out = forwardable(responseHeaders, { ":status": responseHeaders[":status"] ?? 200, "x-kedge-backend-name": backendName });
+    if (flags & constants.NGHTTP2_FLAG_END_STREAM) {
+      stream.respond(out, { endStream: true }); // trailers-only: status in the headers
+      return;
+    }
+    stream.respond(out, { waitForTrailers: true });
+    upstream.pipe(stream);
+  });
+  upstream.on("trailers", (t) => {
+    trailers = forwardable(t, {});
+  });
+  stream.on("wantTrailers", () => {
+    stream.sendTrailers(trailers ?? { "grpc-status": String(GrpcStatus.INTERNAL), "grpc-message": encodeURIComponent("backend sent no trailers") });
+  });
+  upstream.on("error", (err) => {
+    finish();
+    if (!stream.headersSent) return answerStatus(stream, GrpcStatus.UNAVAILABLE, `backend ${backendName}: ${err.message}`);
+    trailers = { "grpc-status": String(GrpcStatus.UNAVAILABLE), "grpc-message": encodeURIComponent(`backend ${backendName}: ${err.message}`) };
+    if (!stream.writableEnded) stream.end();
+  });
+  upstream.on("close", () => {
+    finish();
+    if (stream.headersSent || stream.destroyed || stream.closed) {
+      // The backend reset the stream mid-call: end the client's call with a status, never a hang.
+      if (!trailers && stream.headersSent && !stream.writableEnded) {
+        trailers = { "grpc-status": String(GrpcStatus.UNAVAILABLE), "grpc-message": encodeURIComponent(`backend ${backendName} closed the stream`) };
+        stream.end();
+      }
+      return;
+    }
+    answerStatus(stream, GrpcStatus.UNAVAILABLE, `backend ${backendName} closed the stream`);
+  });
+  // Client → backend, with backpressure; a client cancel cancels the backend call.
+  stream.pipe(upstream);
+  stream.on("close", () => {
+    if (!upstream.closed) upstream.close(constants.NGHTTP2_CANCEL);
+  });
+}

@@ -1,0 +1,70 @@
+import * as grpc from "@grpc/grpc-js";
+
+/** JSON on the wire: kedge never decodes messages, so any serialization proves pass-through. */
+const json = {
+  requestSerialize: (v: unknown) => Buffer.from(JSON.stringify(v)),
+  requestDeserialize: (b: Buffer) => JSON.parse(b.toString()),
+  responseSerialize: (v: unknown) => Buffer.from(JSON.stringify(v)),
+  responseDeserialize: (b: Buffer) => JSON.parse(b.toString()),
+};
+
+/** e2e.helloworld.Greeter as kedge Go's tests used it, plus the other three call kinds. */
+export const greeterService = {
+  sayHello: { path: "/e2e.helloworld.Greeter/SayHello", requestStream: false, responseStream: false, ...json },
+  countTo: { path: "/e2e.helloworld.Greeter/CountTo", requestStream: false, responseStream: true, ...json },
+  sum: { path: "/e2e.helloworld.Greeter/Sum", requestStream: true, responseStream: false, ...json },
+  chat: { path: "/e2e.helloworld.Greeter/Chat", requestStream: true, responseStream: true, ...json },
+} satisfies grpc.ServiceDefinition;
+
+export const GreeterClient = grpc.makeGenericClientConstructor(greeterService, "Greeter");
+
+export interface GreeterServer {
+  port: number;
+  name: string;
+  close(): Promise<void>;
+}
+
+/** A real gRPC server (grpc-js, h2c) implementing the Greeter; "fail" as a name returns an app error with trailers. */
+export async function startGreeter(name: string): Promise<GreeterServer> {
+  const server = new grpc.Server();
+  server.addService(greeterService, {
+    sayHello: (call: grpc.ServerUnaryCall<{ name: string }, unknown>, cb: grpc.sendUnaryData<unknown>) => {
+      if (call.request.name === "fail") {
+        const trailer = new grpc.Metadata();
+        trailer.set("x-detail", "because");
+        trailer.set("x-detail-bin", Buffer.from([1, 2, 3]));
+        return cb({ code: grpc.status.FAILED_PRECONDITION, details: "greeting refused", metadata: trailer });
+      }
+      const auth = call.metadata.get("authorization")[0];
+      cb(null, { message: `Hello ${call.request.name}!`, server: name, authority: call.getPath(), auth: auth ?? null });
+    },
+    countTo: (call: grpc.ServerWritableStream<{ n: number }, unknown>) => {
+      for (let i = 1; i <= call.request.n; i++) call.write({ i, server: name });
+      call.end();
+    },
+    sum: (call: grpc.ServerReadableStream<{ n: number }, unknown>, cb: grpc.sendUnaryData<unknown>) => {
+      let total = 0;
+      call.on("data", (m: { n: number }) => (total += m.n));
+      call.on("end", () => cb(null, { total, server: name }));
+    },
+    chat: (call: grpc.ServerDuplexStream<{ text: string }, unknown>) => {
+      call.on("data", (m: { text: string }) => call.write({ echo: m.text, server: name }));
+      call.on("end", () => call.end());
+    },
+  });
+  const port = await new Promise<number>((resolve, reject) =>
+    server.bindAsync("127.0.0.1:0", grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))),
+  );
+  return { port, name, close: () => new Promise((r) => server.tryShutdown(() => r())) };
+}
+
+/** Calls a unary method and resolves with the response or the error, never throws. */
+export function unary(client: grpc.Client, method: string, request: unknown, metadata = new grpc.Metadata()): Promise<{ response?: any; error?: grpc.ServiceError; headers?: grpc.Metadata }> {
+  return new Promise((resolve) => {
+    let headers: grpc.Metadata | undefined;
+    const call = (client as any)[method](request, metadata, { deadline: Date.now() + 10_000 }, (error: grpc.ServiceError | null, response: unknown) =>
+      resolve({ response, error: error ?? undefined, headers }),
+    );
+    call.on("metadata", (m: grpc.Metadata) => (headers = m));
+  });
+}
