@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from "bun:test";
 import * as grpc from "@grpc/grpc-js";
+import http2 from "node:http2";
 import { makeTestPki, type TestPki } from "./helpers/certs.ts";
 import { GreeterClient, startGreeter, unary, type GreeterServer } from "./helpers/grpc.ts";
 import { plainServer, startTestKedge, type TestKedge } from "./helpers/kedge.ts";
@@ -8,10 +9,23 @@ let pki: TestPki;
 let greeters: GreeterServer[];
 let kedge: TestKedge;
 let client: grpc.Client;
+let doomed: GreeterServer;
+// A backend that ignores grpc-timeout and never answers (grpc-js servers enforce deadlines
+// themselves, which would hide whether kedge does); counts the streams cancelled on it.
+let blackhole: http2.Http2Server;
+let blackholeCancelled = 0;
 
 beforeAll(async () => {
   pki = makeTestPki();
   greeters = await Promise.all(["g1", "g2", "g3"].map((n) => startGreeter(n)));
+  doomed = await startGreeter("doomed");
+  blackhole = http2.createServer();
+  blackhole.on("stream", (stream) => {
+    stream.on("error", () => {});
+    stream.on("close", () => blackholeCancelled++);
+    stream.resume();
+  });
+  await new Promise<void>((r) => blackhole.listen(0, "127.0.0.1", r));
   kedge = await startTestKedge({
     server: { ...plainServer, http_tls_port: 0, tls_cert_file: pki.serverCertFile, tls_key_file: pki.serverKeyFile },
     grpc: {
@@ -19,31 +33,39 @@ beforeAll(async () => {
         { name: "greeters", static: { addresses: greeters.map((g) => `127.0.0.1:${g.port}`) } },
         { name: "one", static: { addresses: [`127.0.0.1:${greeters[0].port}`] } },
         { name: "down", static: { addresses: ["127.0.0.1:1"] } },
+        { name: "doomed", static: { addresses: [`127.0.0.1:${doomed.port}`] } },
+        { name: "blackhole", static: { addresses: [`127.0.0.1:${(blackhole.address() as import("node:net").AddressInfo).port}`] } },
       ],
       routes: [
         { backend_name: "down", authority_host_matcher: "down.test" },
+        { backend_name: "doomed", authority_host_matcher: "doomed.test" },
+        { backend_name: "blackhole", authority_host_matcher: "blackhole.test" },
         { backend_name: "one", service_name_matcher: "e2e.helloworld.Greeter/Sum" },
         { backend_name: "one", metadata_matcher: { "x-pin": "one" } },
         { backend_name: "greeters", service_name_matcher: "e2e.helloworld.Greeter", authority_host_matcher: "localhost" },
       ],
     },
   });
-  client = new GreeterClient(`localhost:${kedge.ports.tls}`, grpc.credentials.createSsl(Buffer.from(pki.ca)));
+  client = new GreeterClient(`localhost:${kedge.ports.tls}`, grpc.credentials.createSsl(Buffer.from(pki.ca)), {
+    "grpc.max_receive_message_length": -1,
+    "grpc.max_send_message_length": -1,
+  });
 });
 
 afterAll(async () => {
   client.close();
   await kedge.shutdown();
   await Promise.all(greeters.map((g) => g.close()));
+  blackhole.close();
 });
 
 /** A SayHello with another :authority, over TLS verified for localhost. */
-async function callWithAuthority(authority: string) {
+async function callWithAuthority(authority: string, method = "sayHello", request: unknown = { name: "x" }) {
   const other = new GreeterClient(`127.0.0.1:${kedge.ports.tls}`, grpc.credentials.createSsl(Buffer.from(pki.ca)), {
     "grpc.ssl_target_name_override": "localhost",
     "grpc.default_authority": authority,
   });
-  const r = await unary(other, "sayHello", { name: "x" });
+  const r = await unary(other, method, request);
   other.close();
   return r;
 }
@@ -124,5 +146,64 @@ describe("grpc proxying", () => {
     const r = await callWithAuthority("down.test");
     expect(r.error?.code).toBe(grpc.status.UNAVAILABLE); // a hang would end in DEADLINE_EXCEEDED
     expect(r.error?.details).toContain("down");
+  });
+
+  it("enforces grpc-timeout itself: DEADLINE_EXCEEDED to a client that does not, and the backend call is cancelled", async () => {
+    const session = http2.connect(`https://localhost:${kedge.ports.tls}`, { ca: pki.ca });
+    const body = Buffer.from(JSON.stringify({ ms: 30_000 }));
+    const frame = Buffer.concat([Buffer.from([0, 0, 0, 0, body.length]), body]);
+    const req = session.request({
+      ":method": "POST", ":path": "/e2e.helloworld.Greeter/Sleep", ":authority": "blackhole.test",
+      "content-type": "application/grpc", te: "trailers", "grpc-timeout": "200m",
+    });
+    req.end(frame);
+    const status = await new Promise<string>((resolve) => {
+      req.on("response", (h) => h["grpc-status"] && resolve(String(h["grpc-status"])));
+      req.on("trailers", (t) => resolve(String(t["grpc-status"])));
+      req.resume();
+    });
+    session.close();
+    expect(status).toBe(String(grpc.status.DEADLINE_EXCEEDED));
+    for (let i = 0; i < 100 && blackholeCancelled === 0; i++) await Bun.sleep(20);
+    expect(blackholeCancelled).toBe(1);
+  });
+
+  it("propagates a client's cancellation to the backend", async () => {
+    const before = greeters.reduce((n, g) => n + g.cancelled, 0);
+    const call = (client as any).sleep({ ms: 30_000 }, () => {});
+    await Bun.sleep(200);
+    call.cancel();
+    for (let i = 0; i < 100 && greeters.reduce((n, g) => n + g.cancelled, 0) === before; i++) await Bun.sleep(20);
+    expect(greeters.reduce((n, g) => n + g.cancelled, 0)).toBe(before + 1);
+  });
+
+  it("carries a 16 MB message each way", async () => {
+    const payload = "k".repeat(16 * 1024 * 1024);
+    const r = await unary(client, "big", { payload });
+    expect(r.error).toBeUndefined();
+    expect(r.response.length).toBe(payload.length);
+    expect(r.response.payload === payload).toBe(true);
+  });
+
+  it("handles 1,000 concurrent calls", async () => {
+    const results = await Promise.all(Array.from({ length: 1000 }, (_, i) => unary(client, "sayHello", { name: `n${i}` })));
+    expect(results.filter((r) => r.error).map((r) => r.error!.message)).toEqual([]);
+    expect(results[999].response.message).toBe("Hello n999!");
+  });
+
+  it("ends a call with UNAVAILABLE when the backend dies mid-stream", async () => {
+    const other = new GreeterClient(`127.0.0.1:${kedge.ports.tls}`, grpc.credentials.createSsl(Buffer.from(pki.ca)), {
+      "grpc.ssl_target_name_override": "localhost",
+      "grpc.default_authority": "doomed.test",
+    });
+    const call = (other as any).chat();
+    const code = await new Promise<number>((resolve) => {
+      call.on("data", () => doomed.kill());
+      call.on("error", (e: grpc.ServiceError) => resolve(e.code));
+      call.on("end", () => resolve(-1));
+      call.write({ text: "hello" });
+    });
+    other.close();
+    expect([grpc.status.UNAVAILABLE, grpc.status.INTERNAL]).toContain(code);
   });
 });

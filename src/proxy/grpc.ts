@@ -84,7 +84,7 @@ export function proxyGrpc(ctx: ProxyContext, stream: ServerHttp2Stream, headers:
     pool.request(upstreamHeaders).then(
       (upstream) => {
         endpoint.markHealthy();
-        relay(stream, upstream, backendName, () => endpoint.outstanding--);
+        relay(stream, upstream, backendName, grpcTimeoutMs(headers["grpc-timeout"]), () => endpoint.outstanding--);
       },
       (err: Error) => {
         endpoint.outstanding--;
@@ -99,15 +99,41 @@ export function proxyGrpc(ctx: ProxyContext, stream: ServerHttp2Stream, headers:
   else start();
 }
 
-function relay(stream: ServerHttp2Stream, upstream: ClientHttp2Stream, backendName: string, done: () => void): void {
+const timeoutUnitMs: Record<string, number> = { H: 3_600_000, M: 60_000, S: 1_000, m: 1, u: 0.001, n: 0.000001 };
+
+/** grpc-timeout ("100m", "5S", …: at most 8 digits and a unit, per the gRPC over HTTP/2 spec) in ms. */
+export function grpcTimeoutMs(value: string | string[] | undefined): number | undefined {
+  if (typeof value !== "string") return undefined;
+  const m = /^(\d{1,8})([HMSmun])$/.exec(value);
+  return m ? Number(m[1]) * timeoutUnitMs[m[2]] : undefined;
+}
+
+function statusTrailers(code: number, message: string): OutgoingHttpHeaders {
+  return { "grpc-status": String(code), "grpc-message": encodeURIComponent(message) };
+}
+
+function relay(stream: ServerHttp2Stream, upstream: ClientHttp2Stream, backendName: string, timeoutMs: number | undefined, done: () => void): void {
   let trailers: OutgoingHttpHeaders | undefined;
   let finished = false;
+  let deadline: Timer | undefined;
   const finish = () => {
     if (!finished) {
       finished = true;
+      clearTimeout(deadline);
       done();
     }
   };
+  // kedge enforces the deadline itself too: a client that does not (or a backend that ignores
+  // grpc-timeout) must not hold a call open forever.
+  if (timeoutMs !== undefined) {
+    deadline = setTimeout(() => {
+      if (finished) return;
+      upstream.close(constants.NGHTTP2_CANCEL);
+      if (!stream.headersSent) return answerStatus(stream, GrpcStatus.DEADLINE_EXCEEDED, "deadline exceeded");
+      trailers = statusTrailers(GrpcStatus.DEADLINE_EXCEEDED, "deadline exceeded");
+      if (!stream.writableEnded) stream.end();
+    }, timeoutMs);
+  }
   upstream.on("response", (responseHeaders, flags) => {
     if (stream.destroyed || stream.closed) return;
     const out = forwardable(responseHeaders, { ":status": responseHeaders[":status"] ?? 200, "x-kedge-backend-name": backendName });
@@ -122,12 +148,12 @@ function relay(stream: ServerHttp2Stream, upstream: ClientHttp2Stream, backendNa
     trailers = forwardable(t, {});
   });
   stream.on("wantTrailers", () => {
-    stream.sendTrailers(trailers ?? { "grpc-status": String(GrpcStatus.INTERNAL), "grpc-message": encodeURIComponent("backend sent no trailers") });
+    stream.sendTrailers(trailers ?? statusTrailers(GrpcStatus.INTERNAL, "backend sent no trailers"));
   });
   upstream.on("error", (err) => {
     finish();
     if (!stream.headersSent) return answerStatus(stream, GrpcStatus.UNAVAILABLE, `backend ${backendName}: ${err.message}`);
-    trailers = { "grpc-status": String(GrpcStatus.UNAVAILABLE), "grpc-message": encodeURIComponent(`backend ${backendName}: ${err.message}`) };
+    trailers ??= statusTrailers(GrpcStatus.UNAVAILABLE, `backend ${backendName}: ${err.message}`);
     if (!stream.writableEnded) stream.end();
   });
   upstream.on("close", () => {
@@ -135,7 +161,7 @@ function relay(stream: ServerHttp2Stream, upstream: ClientHttp2Stream, backendNa
     if (stream.headersSent || stream.destroyed || stream.closed) {
       // The backend reset the stream mid-call: end the client's call with a status, never a hang.
       if (!trailers && stream.headersSent && !stream.writableEnded) {
-        trailers = { "grpc-status": String(GrpcStatus.UNAVAILABLE), "grpc-message": encodeURIComponent(`backend ${backendName} closed the stream`) };
+        trailers = statusTrailers(GrpcStatus.UNAVAILABLE, `backend ${backendName} closed the stream`);
         stream.end();
       }
       return;

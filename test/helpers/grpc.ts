@@ -14,6 +14,8 @@ export const greeterService = {
   countTo: { path: "/e2e.helloworld.Greeter/CountTo", requestStream: false, responseStream: true, ...json },
   sum: { path: "/e2e.helloworld.Greeter/Sum", requestStream: true, responseStream: false, ...json },
   chat: { path: "/e2e.helloworld.Greeter/Chat", requestStream: true, responseStream: true, ...json },
+  sleep: { path: "/e2e.helloworld.Greeter/Sleep", requestStream: false, responseStream: false, ...json },
+  big: { path: "/e2e.helloworld.Greeter/Big", requestStream: false, responseStream: false, ...json },
 } satisfies grpc.ServiceDefinition;
 
 export const GreeterClient = grpc.makeGenericClientConstructor(greeterService, "Greeter");
@@ -21,13 +23,27 @@ export const GreeterClient = grpc.makeGenericClientConstructor(greeterService, "
 export interface GreeterServer {
   port: number;
   name: string;
+  /** Calls to Sleep that ended because the caller cancelled them. */
+  cancelled: number;
   close(): Promise<void>;
+  kill(): void;
 }
 
 /** A real gRPC server (grpc-js, h2c) implementing the Greeter; "fail" as a name returns an app error with trailers. */
 export async function startGreeter(name: string): Promise<GreeterServer> {
-  const server = new grpc.Server();
+  const unlimited = { "grpc.max_receive_message_length": -1, "grpc.max_send_message_length": -1 };
+  const server = new grpc.Server(unlimited);
+  const state = { cancelled: 0 };
   server.addService(greeterService, {
+    sleep: (call: grpc.ServerUnaryCall<{ ms: number }, unknown>, cb: grpc.sendUnaryData<unknown>) => {
+      const timer = setTimeout(() => cb(null, { slept: call.request.ms }), call.request.ms);
+      call.on("cancelled", () => {
+        clearTimeout(timer);
+        state.cancelled++;
+      });
+    },
+    big: (call: grpc.ServerUnaryCall<{ payload: string }, unknown>, cb: grpc.sendUnaryData<unknown>) =>
+      cb(null, { payload: call.request.payload, length: call.request.payload.length }),
     sayHello: (call: grpc.ServerUnaryCall<{ name: string }, unknown>, cb: grpc.sendUnaryData<unknown>) => {
       if (call.request.name === "fail") {
         const trailer = new grpc.Metadata();
@@ -55,7 +71,15 @@ export async function startGreeter(name: string): Promise<GreeterServer> {
   const port = await new Promise<number>((resolve, reject) =>
     server.bindAsync("127.0.0.1:0", grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))),
   );
-  return { port, name, close: () => new Promise((r) => server.tryShutdown(() => r())) };
+  return {
+    port,
+    name,
+    get cancelled() {
+      return state.cancelled;
+    },
+    close: () => new Promise((r) => server.tryShutdown(() => r())),
+    kill: () => server.forceShutdown(),
+  };
 }
 
 /** Calls a unary method and resolves with the response or the error, never throws. */
