@@ -27,7 +27,7 @@ beforeAll(async () => {
   });
   await new Promise<void>((r) => blackhole.listen(0, "127.0.0.1", r));
   kedge = await startTestKedge({
-    server: { ...plainServer, http_tls_port: 0, tls_cert_file: pki.serverCertFile, tls_key_file: pki.serverKeyFile },
+    server: { ...plainServer, http_tls_port: 0, grpc_tls_port: 0, h2c_port: 0, tls_cert_file: pki.serverCertFile, tls_key_file: pki.serverKeyFile },
     grpc: {
       backends: [
         { name: "greeters", static: { addresses: greeters.map((g) => `127.0.0.1:${g.port}`) } },
@@ -76,6 +76,16 @@ describe("grpc proxying", () => {
     expect(r.error).toBeUndefined();
     expect(r.response.message).toBe("Hello kedge!");
     expect(r.headers?.get("x-kedge-backend-name")).toEqual(["greeters"]);
+  });
+
+  it("serves gRPC on kedge Go's dedicated gRPC TLS port and on the h2c port", async () => {
+    const viaGrpcPort = new GreeterClient(`localhost:${kedge.ports.grpc_tls}`, grpc.credentials.createSsl(Buffer.from(pki.ca)));
+    const viaH2c = new GreeterClient(`localhost:${kedge.ports.h2c}`, grpc.credentials.createInsecure());
+    const [a, b] = await Promise.all([unary(viaGrpcPort, "sayHello", { name: "tls" }), unary(viaH2c, "sayHello", { name: "h2c" })]);
+    viaGrpcPort.close();
+    viaH2c.close();
+    expect(a.response?.message).toBe("Hello tls!");
+    expect(b.response?.message).toBe("Hello h2c!");
   });
 
   it("balances calls round robin across endpoints", async () => {

@@ -16,6 +16,7 @@ export const flagAliases: Record<string, readonly string[]> = {
   "http-tls-port": ["http-tls-port", "server_http_tls_port"],
   "http-port": ["http-port", "server_http_port"],
   "grpc-tls-port": ["grpc-tls-port", "server_grpc_tls_port"],
+  "h2c-port": ["h2c-port"],
   "admin-port": ["admin-port", "server_http_debug_port", "server_debug_port"],
   "tls-cert-file": ["tls-cert-file", "server_tls_cert_file"],
   "tls-key-file": ["tls-key-file", "server_tls_key_file"],
@@ -72,6 +73,7 @@ export function serverOverrides(flags: Map<string, string>): Record<string, unkn
   port("http-tls-port", "http_tls_port");
   port("http-port", "http_port");
   port("grpc-tls-port", "grpc_tls_port");
+  port("h2c-port", "h2c_port");
   port("admin-port", "admin_port");
   const str = (flag: string, field: string) => {
     const v = flags.get(flag);
@@ -99,6 +101,8 @@ Config files:
 Server flags (override the config's server section; kedge Go names in parentheses):
   --http-tls-port N          (--server_http_tls_port)    HTTPS, ALPN h2 + http/1.1
   --http-port N              (--server_http_port)        plaintext HTTP/1.1
+  --grpc-tls-port N          (--server_grpc_tls_port)    gRPC over TLS, ALPN h2 only
+  --h2c-port N                                           HTTP/2 without TLS (gRPC and HTTP)
   --admin-port N             (--server_http_debug_port)  /_healthz /_version /metrics /debug/config
   --tls-cert-file F          (--server_tls_cert_file)
   --tls-key-file F           (--server_tls_key_file)

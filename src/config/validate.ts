@@ -64,6 +64,7 @@ const server = v.optional(v.pipe(
     httpTlsPort: v.optional(optionalPort),
     httpPort: v.optional(optionalPort),
     grpcTlsPort: v.optional(optionalPort),
+    h2cPort: v.optional(optionalPort),
     adminPort: v.optional(optionalPort),
     demoBackendPort: v.optional(optionalPort),
     logLevel: v.picklist(["", "debug", "info", "warn", "warning", "error"], "must be debug, info, warn or error"),

@@ -56,7 +56,7 @@ export async function startKedge(sources: ConfigSources, options: { watchFiles?:
     try {
       const config = loadConfig(sources);
       warnAboutListenerChanges(current.config, config);
-      if (config.server?.httpTlsPort !== undefined) {
+      if (config.server?.httpTlsPort !== undefined || config.server?.grpcTlsPort !== undefined) {
         try {
           data.reloadTls(config.server);
         } catch (e) {
@@ -124,7 +124,8 @@ function watchConfigFiles(files: string[], onChange: () => void): FSWatcher[] {
 function warnAboutListenerChanges(before: Config, after: Config): void {
   const b = before.server;
   const a = after.server;
-  if (b?.httpTlsPort !== a?.httpTlsPort || b?.httpPort !== a?.httpPort || b?.adminPort !== a?.adminPort || b?.bindAddress !== a?.bindAddress) {
+  const listenerFields = ["httpTlsPort", "httpPort", "grpcTlsPort", "h2cPort", "adminPort", "bindAddress"] as const;
+  if (listenerFields.some((f) => b?.[f] !== a?.[f])) {
     log.warn("listener changes in the server section take effect on restart");
   }
 }

@@ -54,10 +54,40 @@ function h1Server(ctx: ProxyContext, scheme: "http" | "https", port: () => numbe
   return server;
 }
 
+interface H2Ingress {
+  server: http2.Http2Server;
+  sessions: Set<Http2Session>;
+}
+
+/** An HTTP/2 server fed connections by a listener; streams go to the gRPC or the HTTP proxy by content-type. */
+function h2Ingress(ctx: ProxyContext, port: () => number, idleMs: number): H2Ingress {
+  const server = http2.createServer({ maxSessionMemory: 64 });
+  const sessions = new Set<Http2Session>();
+  server.on("session", (session: Http2Session) => {
+    sessions.add(session);
+    session.on("close", () => sessions.delete(session));
+    session.on("error", () => {});
+    session.setTimeout(idleMs, () => session.close());
+  });
+  server.on("stream", (stream: ServerHttp2Stream, headers: IncomingHttpHeaders, flags: number) => {
+    if (isGrpc(headers)) return proxyGrpc(ctx, stream, headers);
+    const res = new H2Response(stream);
+    if (headers[":method"] === "CONNECT") {
+      sendError(res, new KedgeError("bad-request", 405, "CONNECT is not supported on this listener"), "");
+      return;
+    }
+    proxyHttp(ctx, h2Request(stream, headers, flags, port()), res);
+  });
+  return { server, sessions };
+}
+
 /**
- * Starts the TLS port (ALPN h2 + http/1.1 on one port, dispatched per connection) and the
- * optional plaintext HTTP/1.1 port. node:http2 and Bun.serve cannot share a port, hence the
- * TLS server feeding sockets to an h2 and an h1 server by the negotiated protocol.
+ * Starts the listeners the server section names:
+ * - http_tls_port: TLS with ALPN h2 + http/1.1 on one port, each connection handed to an h2 or an
+ *   h1 server by the negotiated protocol (node:http2 and Bun.serve cannot share a port);
+ * - grpc_tls_port: kedge Go's dedicated gRPC port, TLS with ALPN h2 only;
+ * - h2c_port: HTTP/2 with prior knowledge, no TLS (in-cluster and tests);
+ * - http_port: plaintext HTTP/1.1.
  */
 export async function startDataListeners(server: ServerConfig, ctx: ProxyContext): Promise<DataListeners> {
   const bind = server.bindAddress || "0.0.0.0";
@@ -65,52 +95,59 @@ export async function startDataListeners(server: ServerConfig, ctx: ProxyContext
   const maxHeaderSize = server.maxRequestHeaderBytes || 16_384;
   const ports: Record<string, number> = {};
   const closers: Array<{ stop: () => void; kill: () => void }> = [];
-  let tlsServer: tls.Server | undefined;
+  const tlsServers: tls.Server[] = [];
 
-  if (server.httpTlsPort !== undefined) {
-    const h1 = h1Server(ctx, "https", () => ports.tls, idleMs, maxHeaderSize);
-    const h2 = http2.createServer({ maxSessionMemory: 64 });
-    const sessions = new Set<Http2Session>();
-    h2.on("session", (session: Http2Session) => {
-      sessions.add(session);
-      session.on("close", () => sessions.delete(session));
-      session.on("error", () => {});
-      session.setTimeout(idleMs, () => session.close());
-    });
-    h2.on("stream", (stream: ServerHttp2Stream, headers: IncomingHttpHeaders, flags: number) => {
-      if (isGrpc(headers)) return proxyGrpc(ctx, stream, headers);
-      const res = new H2Response(stream);
-      if (headers[":method"] === "CONNECT") {
-        sendError(res, new KedgeError("bad-request", 405, "CONNECT is not supported on this listener"), "");
-        return;
-      }
-      proxyHttp(ctx, h2Request(stream, headers, flags, ports.tls), res);
-    });
-    tlsServer = tls.createServer(
-      {
-        ...tlsFiles(server),
-        ALPNProtocols: ["h2", "http/1.1"],
-        minVersion: "TLSv1.2",
-      },
+  const closeH2 = (h2: H2Ingress) => ({
+    stop: () => {
+      for (const s of h2.sessions) s.close(); // GOAWAY: no new streams, in-flight ones finish
+    },
+    kill: () => {
+      for (const s of h2.sessions) s.destroy();
+    },
+  });
+
+  const startTls = async (name: string, port: number, h1: http.Server | undefined) => {
+    const h2 = h2Ingress(ctx, () => ports[name], idleMs);
+    const listener = tls.createServer(
+      { ...tlsFiles(server), ALPNProtocols: h1 ? ["h2", "http/1.1"] : ["h2"], minVersion: "TLSv1.2" },
       (socket: tls.TLSSocket) => {
         socket.on("error", () => {});
-        if (socket.alpnProtocol === "h2") h2.emit("connection", socket);
+        if (socket.alpnProtocol === "h2" || !h1) h2.server.emit("connection", socket);
         else h1.emit("connection", socket);
       },
     );
-    tlsServer.on("tlsClientError", (err: Error) => log.debug("TLS handshake failed", { error: err.message }));
-    ports.tls = await listen(tlsServer, server.httpTlsPort, bind);
-    const listening = tlsServer;
+    listener.on("tlsClientError", (err: Error) => log.debug("TLS handshake failed", { listener: name, error: err.message }));
+    ports[name] = await listen(listener, port, bind);
+    tlsServers.push(listener);
+    const h2Closer = closeH2(h2);
     closers.push({
       stop: () => {
-        listening.close();
-        h1.closeIdleConnections();
-        for (const s of sessions) s.close(); // GOAWAY: no new streams, in-flight ones finish
+        listener.close();
+        h1?.closeIdleConnections();
+        h2Closer.stop();
       },
       kill: () => {
-        h1.closeAllConnections();
-        for (const s of sessions) s.destroy();
+        h1?.closeAllConnections();
+        h2Closer.kill();
       },
+    });
+  };
+
+  if (server.httpTlsPort !== undefined) {
+    await startTls("tls", server.httpTlsPort, h1Server(ctx, "https", () => ports.tls, idleMs, maxHeaderSize));
+  }
+  if (server.grpcTlsPort !== undefined) await startTls("grpc_tls", server.grpcTlsPort, undefined);
+
+  if (server.h2cPort !== undefined) {
+    const h2 = h2Ingress(ctx, () => ports.h2c, idleMs);
+    ports.h2c = await listen(h2.server, server.h2cPort, bind);
+    const h2Closer = closeH2(h2);
+    closers.push({
+      stop: () => {
+        h2.server.close();
+        h2Closer.stop();
+      },
+      kill: h2Closer.kill,
     });
   }
 
@@ -129,7 +166,9 @@ export async function startDataListeners(server: ServerConfig, ctx: ProxyContext
 
   return {
     ports,
-    reloadTls: (next) => tlsServer?.setSecureContext({ ...tlsFiles(next), minVersion: "TLSv1.2" }),
+    reloadTls: (next) => {
+      for (const listener of tlsServers) listener.setSecureContext({ ...tlsFiles(next), minVersion: "TLSv1.2" });
+    },
     stopAccepting: () => closers.forEach((c) => c.stop()),
     closeAll: () => closers.forEach((c) => c.kill()),
   };

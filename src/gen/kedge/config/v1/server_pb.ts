@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file kedge/config/v1/server.proto.
  */
 export const file_kedge_config_v1_server: GenFile = /*@__PURE__*/
-  fileDesc("ChxrZWRnZS9jb25maWcvdjEvc2VydmVyLnByb3RvEg9rZWRnZS5jb25maWcudjEikwQKDFNlcnZlckNvbmZpZxIUCgxiaW5kX2FkZHJlc3MYASABKAkSGgoNaHR0cF90bHNfcG9ydBgCIAEoDUgAiAEBEhYKCWh0dHBfcG9ydBgDIAEoDUgBiAEBEhoKDWdycGNfdGxzX3BvcnQYBCABKA1IAogBARIXCgphZG1pbl9wb3J0GAUgASgNSAOIAQESFQoNdGxzX2NlcnRfZmlsZRgGIAEoCRIUCgx0bHNfa2V5X2ZpbGUYByABKAkSGwoTdGxzX2NsaWVudF9jYV9maWxlcxgIIAMoCRIgChh0bHNfY2xpZW50X2NlcnRfcmVxdWlyZWQYCSABKAgSNAoRZ3JhY2VmdWxfc2h1dGRvd24YCiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SEQoJbG9nX2xldmVsGAsgASgJEh4KEWRlbW9fYmFja2VuZF9wb3J0GAwgASgNSASIAQESIAoYbWF4X3JlcXVlc3RfaGVhZGVyX2J5dGVzGA0gASgNEjYKE2NsaWVudF9pZGxlX3RpbWVvdXQYDiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb25CEAoOX2h0dHBfdGxzX3BvcnRCDAoKX2h0dHBfcG9ydEIQCg5fZ3JwY190bHNfcG9ydEINCgtfYWRtaW5fcG9ydEIUChJfZGVtb19iYWNrZW5kX3BvcnRiBnByb3RvMw", [file_google_protobuf_duration]);
+  fileDesc("ChxrZWRnZS9jb25maWcvdjEvc2VydmVyLnByb3RvEg9rZWRnZS5jb25maWcudjEitwQKDFNlcnZlckNvbmZpZxIUCgxiaW5kX2FkZHJlc3MYASABKAkSGgoNaHR0cF90bHNfcG9ydBgCIAEoDUgAiAEBEhYKCWh0dHBfcG9ydBgDIAEoDUgBiAEBEhoKDWdycGNfdGxzX3BvcnQYBCABKA1IAogBARIXCgphZG1pbl9wb3J0GAUgASgNSAOIAQESFQoNdGxzX2NlcnRfZmlsZRgGIAEoCRIUCgx0bHNfa2V5X2ZpbGUYByABKAkSGwoTdGxzX2NsaWVudF9jYV9maWxlcxgIIAMoCRIgChh0bHNfY2xpZW50X2NlcnRfcmVxdWlyZWQYCSABKAgSNAoRZ3JhY2VmdWxfc2h1dGRvd24YCiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SEQoJbG9nX2xldmVsGAsgASgJEh4KEWRlbW9fYmFja2VuZF9wb3J0GAwgASgNSASIAQESIAoYbWF4X3JlcXVlc3RfaGVhZGVyX2J5dGVzGA0gASgNEjYKE2NsaWVudF9pZGxlX3RpbWVvdXQYDiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SFQoIaDJjX3BvcnQYDyABKA1IBYgBAUIQCg5faHR0cF90bHNfcG9ydEIMCgpfaHR0cF9wb3J0QhAKDl9ncnBjX3Rsc19wb3J0Qg0KC19hZG1pbl9wb3J0QhQKEl9kZW1vX2JhY2tlbmRfcG9ydEILCglfaDJjX3BvcnRiBnByb3RvMw", [file_google_protobuf_duration]);
 
 /**
  * ServerConfig sets up kedge's listeners. An absent port is off; 0 picks a free port.
@@ -42,7 +42,7 @@ export type ServerConfig = Message<"kedge.config.v1.ServerConfig"> & {
   httpPort?: number | undefined;
 
   /**
-   * grpc_tls_port is kedge Go's dedicated gRPC TLS port.
+   * grpc_tls_port is kedge Go's dedicated gRPC TLS port (ALPN h2 only).
    *
    * @generated from field: optional uint32 grpc_tls_port = 4;
    */
@@ -109,6 +109,13 @@ export type ServerConfig = Message<"kedge.config.v1.ServerConfig"> & {
    * @generated from field: google.protobuf.Duration client_idle_timeout = 14;
    */
   clientIdleTimeout?: Duration | undefined;
+
+  /**
+   * h2c_port serves HTTP/2 without TLS (prior knowledge): gRPC and HTTP, for in-cluster use and tests. Off unless set.
+   *
+   * @generated from field: optional uint32 h2c_port = 15;
+   */
+  h2cPort?: number | undefined;
 };
 
 /**
