@@ -1,3 +1,4 @@
+import { runAdmin } from "./cli/admin.js";
 import { parseArgs, serverOverrides, usage, UsageError } from "./cli/args.js";
 import { ConfigError } from "./config/parse.js";
 import { loadConfig, type ConfigSources } from "./config/load.js";
@@ -24,6 +25,9 @@ async function main(argv: string[]): Promise<number> {
       return 0;
     case "version":
       process.stdout.write(`kedge ${version.kedge} (${version.runtime})\n`);
+      return 0;
+    case "admin":
+      process.stdout.write(await runAdmin(args.positional[0], args.flags.get("admin-address") ?? "127.0.0.1:8081"));
       return 0;
     case "validate": {
       const sources = sourcesFrom(args.flags);

@@ -38,6 +38,11 @@ export class Backend<Stats, Pool extends EndpointPool<Stats>> {
     readonly failureBackoffMs: number,
   ) {}
 
+  /** What the resolver follows, for the admin API: "host web.internal:8080", "srv …", "static …". */
+  get resolverDescription(): string {
+    return this.resolver.description;
+  }
+
   start(): void {
     this.resolver.start(
       (addresses) => this.update(addresses),

@@ -22,6 +22,7 @@ export const flagAliases: Record<string, readonly string[]> = {
   "tls-key-file": ["tls-key-file", "server_tls_key_file"],
   "bind-address": ["bind-address", "server_bind_address"],
   "log-level": ["log-level", "log_level"],
+  "admin-address": ["admin-address"],
   help: ["help", "h"],
 };
 
@@ -29,7 +30,7 @@ const canonicalByAlias = new Map<string, string>();
 for (const [canonical, aliases] of Object.entries(flagAliases)) for (const a of aliases) canonicalByAlias.set(a, canonical);
 
 const booleanFlags = new Set(["help"]);
-const commands = new Set(["serve", "validate", "version", "help"]);
+const commands = new Set(["serve", "validate", "version", "admin", "help"]);
 
 export class UsageError extends Error {}
 
@@ -92,6 +93,8 @@ Usage:
   kedge [serve] [--config routes.json|yaml] [flags]   run the proxy (no config: embedded demo config)
   kedge validate --config F                           check a config; exit 0 when valid, 1 with field-path errors
   kedge version                                       print the version
+  kedge admin backends|routes|config [--admin-address 127.0.0.1:8081]
+                                                      ask a running kedge (AdminService over Connect)
 
 Config files:
   --config F                 one file with server, http, grpc (JSON or YAML)

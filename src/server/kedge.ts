@@ -10,6 +10,7 @@ import { createMetrics } from "../observe/metrics.js";
 import { inflight } from "../proxy/http.js";
 import { buildRuntime, type Runtime } from "../runtime.js";
 import { adminApp } from "./admin.js";
+import { startAdminListener } from "./admin-listener.js";
 import { startDataListeners, type DataListeners } from "./listeners.js";
 
 export interface KedgeServer {
@@ -46,9 +47,9 @@ export async function startKedge(sources: ConfigSources, options: { watchFiles?:
   Object.assign(ports, data.ports);
 
   const admin = server.adminPort !== undefined
-    ? Bun.serve({ hostname: server.bindAddress || "0.0.0.0", port: server.adminPort, fetch: adminApp({ runtime: () => current, metrics, draining: () => draining }).fetch })
+    ? await startAdminListener(adminApp({ runtime: () => current, metrics, draining: () => draining }), () => current, server.bindAddress || "0.0.0.0", server.adminPort)
     : undefined;
-  if (admin) ports.admin = admin.port!;
+  if (admin) ports.admin = admin.port;
 
   let reloading: Promise<ConfigError | undefined> = Promise.resolve(undefined);
   const reloadOnce = async (): Promise<ConfigError | undefined> => {
@@ -97,7 +98,7 @@ export async function startKedge(sources: ConfigSources, options: { watchFiles?:
       while (inflight.count > 0 && performance.now() < deadline) await Bun.sleep(25);
       if (inflight.count > 0) log.warn("shutdown deadline reached with requests in flight", { inflight: inflight.count });
       data.closeAll();
-      admin?.stop(true);
+      admin?.close();
       demo?.stop();
       current.retire(undefined);
     },

@@ -1,0 +1,45 @@
+import { ConnectError, createClient } from "@connectrpc/connect";
+import { createConnectTransport } from "@connectrpc/connect-node";
+import { AdminService } from "../gen/kedge/admin/v1/admin_pb.js";
+import { UsageError } from "./args.js";
+
+/** Lays rows out in aligned columns, the first row being the header. */
+export function table(rows: string[][]): string {
+  const widths = rows[0].map((_, c) => Math.max(...rows.map((r) => r[c].length)));
+  return rows.map((r) => r.map((cell, c) => cell.padEnd(widths[c])).join("  ").trimEnd()).join("\n") + "\n";
+}
+
+/** `kedge admin backends|routes|config`: asks a running kedge's AdminService over Connect. */
+export async function runAdmin(what: string | undefined, adminAddress: string): Promise<string> {
+  try {
+    return await query(what, adminAddress);
+  } catch (e) {
+    if (e instanceof ConnectError) throw new UsageError(`kedge admin: cannot query ${adminAddress}: ${e.message}`);
+    throw e;
+  }
+}
+
+async function query(what: string | undefined, adminAddress: string): Promise<string> {
+  const client = createClient(AdminService, createConnectTransport({ baseUrl: `http://${adminAddress}`, httpVersion: "1.1" }));
+  switch (what) {
+    case "backends": {
+      const { backends } = await client.listBackends({});
+      const rows = [["KIND", "BACKEND", "RESOLVER", "ENDPOINT", "HEALTHY", "IN FLIGHT", "OPEN"]];
+      for (const b of backends) {
+        if (b.endpoints.length === 0) rows.push([b.kind, b.name, b.resolver, "-", "-", "-", "-"]);
+        for (const e of b.endpoints) rows.push([b.kind, b.name, b.resolver, e.address, e.healthy ? "yes" : "no", String(e.outstanding), String(e.open)]);
+      }
+      return table(rows);
+    }
+    case "routes": {
+      const { routes } = await client.listRoutes({});
+      return table([["KIND", "#", "BACKEND", "MATCHES"], ...routes.map((r) => [r.kind, String(r.index), r.backendName, r.matcher])]);
+    }
+    case "config": {
+      const { version, config } = await client.getConfig({});
+      return `${JSON.stringify({ version: Number(version), config }, null, 2)}\n`;
+    }
+    default:
+      throw new UsageError("usage: kedge admin backends|routes|config [--admin-address host:port]");
+  }
+}
