@@ -11,47 +11,77 @@ import { formatHostPort } from "./router/host.js";
 
 const maxAdhocBackends = 1024;
 
+/** Backends made on demand for adhoc targets ("host:port"), kept warm for reuse; the oldest go first past the bound. */
+export class AdhocBackends<B extends { start(): void; close(): void }> {
+  private readonly byTarget = new Map<string, B>();
+
+  constructor(private readonly make: (host: string, port: number) => B) {}
+
+  get(host: string, port: number): B {
+    const key = formatHostPort(host, port);
+    let backend = this.byTarget.get(key);
+    if (!backend) {
+      if (this.byTarget.size >= maxAdhocBackends) {
+        const [oldestKey, oldest] = this.byTarget.entries().next().value!;
+        this.byTarget.delete(oldestKey);
+        oldest.close();
+      }
+      backend = this.make(host, port);
+      backend.start();
+      this.byTarget.set(key, backend);
+    }
+    return backend;
+  }
+
+  close(): void {
+    for (const b of this.byTarget.values()) b.close();
+    this.byTarget.clear();
+  }
+}
+
+/** Adhoc backends do not depend on the config version: one set per process, shared by every runtime. */
+export interface AdhocPools {
+  http: AdhocBackends<HttpBackend>;
+  grpc: AdhocBackends<GrpcBackend>;
+}
+
+const hostResolver = (host: string, port: number) => ({ case: "host" as const, value: { dnsName: host, port } });
+
+function newAdhocPools(): AdhocPools {
+  return {
+    http: new AdhocBackends((host, port) => new HttpBackend(create(HttpBackendSchema, { name: "adhoc", resolver: hostResolver(host, port) }))),
+    grpc: new AdhocBackends((host, port) => new GrpcBackend(create(GrpcBackendSchema, { name: "adhoc", resolver: hostResolver(host, port) }))),
+  };
+}
+
 /** The compiled, immutable form of one config version; the hot path reads only this. */
 export class Runtime {
   readonly httpRoutes: HttpRouteTable;
   readonly httpAdhoc: AdhocTable;
   readonly grpcRoutes: GrpcRouteTable;
+  readonly grpcAdhoc: AdhocTable;
 
   constructor(
     readonly version: number,
     readonly config: Config,
     readonly httpBackends: ReadonlyMap<string, HttpBackend>,
     readonly grpcBackends: ReadonlyMap<string, GrpcBackend>,
-    /** Shared by every runtime of a process: adhoc targets do not depend on the config version. */
-    readonly adhocBackends: Map<string, HttpBackend>,
+    readonly adhoc: AdhocPools,
   ) {
     this.httpRoutes = compileHttpRoutes(config.http?.routes ?? []);
     this.httpAdhoc = compileAdhocRules(config.http?.adhocRules ?? []);
     this.grpcRoutes = compileGrpcRoutes(config.grpc?.routes ?? []);
-  }
-
-  /** A backend for an adhoc target, resolved by DNS like kedge Go; kept warm for reuse, bounded. */
-  adhocBackend(host: string, port: number): HttpBackend {
-    const key = formatHostPort(host, port);
-    let backend = this.adhocBackends.get(key);
-    if (!backend) {
-      if (this.adhocBackends.size >= maxAdhocBackends) {
-        const [oldestKey, oldest] = this.adhocBackends.entries().next().value!;
-        this.adhocBackends.delete(oldestKey);
-        oldest.close();
-      }
-      backend = new HttpBackend(create(HttpBackendSchema, { name: "adhoc", resolver: { case: "host", value: { dnsName: host, port } } }));
-      backend.start();
-      this.adhocBackends.set(key, backend);
-    }
-    return backend;
+    this.grpcAdhoc = compileAdhocRules(config.grpc?.adhocRules ?? []);
   }
 
   /** Stops what the next runtime did not take over. */
   retire(next: Runtime | undefined): void {
     for (const [name, backend] of this.httpBackends) if (next?.httpBackends.get(name) !== backend) backend.close();
     for (const [name, backend] of this.grpcBackends) if (next?.grpcBackends.get(name) !== backend) backend.close();
-    if (!next) for (const b of this.adhocBackends.values()) b.close();
+    if (!next) {
+      this.adhoc.http.close();
+      this.adhoc.grpc.close();
+    }
   }
 }
 
@@ -102,7 +132,7 @@ export function buildRuntime(config: Config, version: number, previous?: Runtime
     throw new ConfigError(problems);
   }
   for (const b of created) b.start();
-  return new Runtime(version, config, http, grpc, previous?.adhocBackends ?? new Map());
+  return new Runtime(version, config, http, grpc, previous?.adhoc ?? newAdhocPools());
 }
 
 export function configToJson(config: Config): unknown {

@@ -36,10 +36,14 @@ beforeAll(async () => {
         { name: "doomed", static: { addresses: [`127.0.0.1:${doomed.port}`] } },
         { name: "blackhole", static: { addresses: [`127.0.0.1:${(blackhole.address() as import("node:net").AddressInfo).port}`] } },
       ],
+      adhoc_rules: [
+        { dns_name_matcher: "*.adhoc.test", dns_name_replace: { pattern: "^.*$", substitution: "127.0.0.1" }, port: { allowed: [greeters[1].port] } },
+      ],
       routes: [
         { backend_name: "down", authority_host_matcher: "down.test" },
         { backend_name: "doomed", authority_host_matcher: "doomed.test" },
         { backend_name: "blackhole", authority_host_matcher: "blackhole.test" },
+        { backend_name: "one", authority_host_matcher: "port.test", authority_port_matcher: 9999 },
         { backend_name: "one", service_name_matcher: "e2e.helloworld.Greeter/Sum" },
         { backend_name: "one", metadata_matcher: { "x-pin": "one" } },
         { backend_name: "greeters", service_name_matcher: "e2e.helloworld.Greeter", authority_host_matcher: "localhost" },
@@ -144,6 +148,18 @@ describe("grpc proxying", () => {
     const md = new grpc.Metadata();
     md.set("x-pin", "one");
     for (let i = 0; i < 3; i++) expect((await unary(client, "sayHello", { name: "pinned" }, md)).response.server).toBe("g1");
+  });
+
+  it("routes by :authority port", async () => {
+    expect((await callWithAuthority("port.test:9999")).response?.server).toBe("g1");
+    expect((await callWithAuthority("port.test:9998")).error?.code).toBe(grpc.status.UNIMPLEMENTED);
+  });
+
+  it("proxies adhoc to the host named in :authority when the rule allows its port", async () => {
+    const ok = await callWithAuthority(`svc.adhoc.test:${greeters[1].port}`);
+    expect(ok.response?.server).toBe("g2");
+    const refused = await callWithAuthority(`svc.adhoc.test:${greeters[0].port}`);
+    expect(refused.error?.code).toBe(grpc.status.PERMISSION_DENIED);
   });
 
   it("answers UNIMPLEMENTED for a call no route matches", async () => {

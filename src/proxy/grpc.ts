@@ -7,7 +7,7 @@ import type { Runtime } from "../runtime.js";
 import type { ProxyContext } from "./http.js";
 
 /** gRPC status codes kedge itself answers with. */
-export const GrpcStatus = { UNIMPLEMENTED: 12, UNAVAILABLE: 14, INTERNAL: 13, DEADLINE_EXCEEDED: 4, CANCELLED: 1 } as const;
+export const GrpcStatus = { UNIMPLEMENTED: 12, UNAVAILABLE: 14, INTERNAL: 13, DEADLINE_EXCEEDED: 4, PERMISSION_DENIED: 7 } as const;
 
 // Connection-specific fields never cross an HTTP/2 hop (RFC 9113 §8.2.2); Proxy-Authorization is kedge's own.
 const notForwarded = new Set(["connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "host", "proxy-authorization", "http2-settings"]);
@@ -31,7 +31,9 @@ function answerStatus(stream: ServerHttp2Stream, code: number, message: string):
 }
 
 function statusFor(err: KedgeError): number {
-  return err.type === "no-route" || err.type === "no-backend" ? GrpcStatus.UNIMPLEMENTED : GrpcStatus.UNAVAILABLE;
+  if (err.type === "no-route" || err.type === "no-backend") return GrpcStatus.UNIMPLEMENTED;
+  if (err.type === "adhoc-port-not-allowed") return GrpcStatus.PERMISSION_DENIED;
+  return GrpcStatus.UNAVAILABLE;
 }
 
 /** Where a call goes: its backend from the first route that matches service, authority and metadata. */
@@ -43,7 +45,11 @@ function routeCall(runtime: Runtime, headers: IncomingHttpHeaders): { backend: G
   const authority = ((headers[":authority"] ?? headers.host) as string | undefined) ?? "";
   const hostPort = parseHostPort(authority, 0) ?? { host: "", port: 0 };
   const route = runtime.grpcRoutes.match({ service, method, host: hostPort.host, port: hostPort.port, metadata: headers });
-  if (!route) throw new KedgeError("no-route", 502, "unknown route to service");
+  if (!route) {
+    const target = runtime.grpcAdhoc.match(hostPort.host, hostPort.port || undefined);
+    if (!target) throw new KedgeError("no-route", 502, "unknown route to service");
+    return { backend: runtime.adhoc.grpc.get(target.host, target.port), backendName: "adhoc" };
+  }
   const backend = runtime.grpcBackends.get(route.backendName);
   if (!backend) throw new KedgeError("no-backend", 502, "unknown backend");
   return { backend, backendName: route.backendName };

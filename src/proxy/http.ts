@@ -147,7 +147,7 @@ class HttpExchange {
     } else {
       const target = runtime.httpAdhoc.match(facts.host, facts.explicitPort ? facts.port : undefined);
       if (!target) throw noRoute(`${facts.host}:${facts.port}${facts.path}`);
-      this.backend = runtime.adhocBackend(target.host, target.port);
+      this.backend = runtime.adhoc.http.get(target.host, target.port);
       this.backendLabel = "adhoc";
     }
     this.bodyLength = this.req.hasBody ? this.req.contentLength : 0;
