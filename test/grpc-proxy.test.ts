@@ -10,6 +10,7 @@ let greeters: GreeterServer[];
 let kedge: TestKedge;
 let client: grpc.Client;
 let doomed: GreeterServer;
+let secure: GreeterServer;
 // A backend that ignores grpc-timeout and never answers (grpc-js servers enforce deadlines
 // themselves, which would hide whether kedge does); counts the streams cancelled on it.
 let blackhole: http2.Http2Server;
@@ -19,6 +20,7 @@ beforeAll(async () => {
   pki = makeTestPki();
   greeters = await Promise.all(["g1", "g2", "g3"].map((n) => startGreeter(n)));
   doomed = await startGreeter("doomed");
+  secure = await startGreeter("secure", { ca: pki.ca, cert: pki.serverCert, key: pki.serverKey });
   blackhole = http2.createServer();
   blackhole.on("stream", (stream) => {
     stream.on("error", () => {});
@@ -33,6 +35,11 @@ beforeAll(async () => {
         { name: "greeters", static: { addresses: greeters.map((g) => `127.0.0.1:${g.port}`) } },
         { name: "one", static: { addresses: [`127.0.0.1:${greeters[0].port}`] } },
         { name: "down", static: { addresses: ["127.0.0.1:1"] } },
+        {
+          name: "secure",
+          static: { addresses: [`127.0.0.1:${secure.port}`] },
+          security: { ca_files: [pki.caFile], server_name: "localhost", client_cert_file: pki.clientCertFile, client_key_file: pki.clientKeyFile },
+        },
         { name: "doomed", static: { addresses: [`127.0.0.1:${doomed.port}`] } },
         { name: "blackhole", static: { addresses: [`127.0.0.1:${(blackhole.address() as import("node:net").AddressInfo).port}`] } },
       ],
@@ -42,6 +49,7 @@ beforeAll(async () => {
       routes: [
         { backend_name: "down", authority_host_matcher: "down.test" },
         { backend_name: "doomed", authority_host_matcher: "doomed.test" },
+        { backend_name: "secure", authority_host_matcher: "secure.test" },
         { backend_name: "blackhole", authority_host_matcher: "blackhole.test" },
         { backend_name: "one", authority_host_matcher: "port.test", authority_port_matcher: 9999 },
         { backend_name: "one", service_name_matcher: "e2e.helloworld.Greeter/Sum" },
@@ -59,7 +67,7 @@ beforeAll(async () => {
 afterAll(async () => {
   client.close();
   await kedge.shutdown();
-  await Promise.all(greeters.map((g) => g.close()));
+  await Promise.all([...greeters, secure].map((g) => g.close()));
   blackhole.close();
 });
 
@@ -148,6 +156,10 @@ describe("grpc proxying", () => {
     const md = new grpc.Metadata();
     md.set("x-pin", "one");
     for (let i = 0; i < 3; i++) expect((await unary(client, "sayHello", { name: "pinned" }, md)).response.server).toBe("g1");
+  });
+
+  it("speaks TLS to a gRPC backend with a CA, SNI and a client certificate", async () => {
+    expect((await callWithAuthority("secure.test")).response?.server).toBe("secure");
   });
 
   it("routes by :authority port", async () => {

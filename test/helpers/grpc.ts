@@ -29,8 +29,11 @@ export interface GreeterServer {
   kill(): void;
 }
 
-/** A real gRPC server (grpc-js, h2c) implementing the Greeter; "fail" as a name returns an app error with trailers. */
-export async function startGreeter(name: string): Promise<GreeterServer> {
+/**
+ * A real gRPC server (grpc-js) implementing the Greeter, h2c or TLS requiring a client cert;
+ * "fail" as a name returns an app error with trailers.
+ */
+export async function startGreeter(name: string, tls?: { ca: string; cert: string; key: string }): Promise<GreeterServer> {
   const unlimited = { "grpc.max_receive_message_length": -1, "grpc.max_send_message_length": -1 };
   const server = new grpc.Server(unlimited);
   const state = { cancelled: 0 };
@@ -69,7 +72,13 @@ export async function startGreeter(name: string): Promise<GreeterServer> {
     },
   });
   const port = await new Promise<number>((resolve, reject) =>
-    server.bindAsync("127.0.0.1:0", grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))),
+    server.bindAsync(
+      "127.0.0.1:0",
+      tls
+        ? grpc.ServerCredentials.createSsl(Buffer.from(tls.ca), [{ cert_chain: Buffer.from(tls.cert), private_key: Buffer.from(tls.key) }], true)
+        : grpc.ServerCredentials.createInsecure(),
+      (err, p) => (err ? reject(err) : resolve(p)),
+    ),
   );
   return {
     port,
