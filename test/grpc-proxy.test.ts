@@ -15,6 +15,8 @@ let secure: GreeterServer;
 // themselves, which would hide whether kedge does); counts the streams cancelled on it.
 let blackhole: http2.Http2Server;
 let blackholeCancelled = 0;
+/** Bytes the firehose backend wrote before HTTP/2 flow control stopped it (-1 until it stops). */
+let firehoseWritten = -1;
 
 beforeAll(async () => {
   pki = makeTestPki();
@@ -22,8 +24,25 @@ beforeAll(async () => {
   doomed = await startGreeter("doomed");
   secure = await startGreeter("secure", { ca: pki.ca, cert: pki.serverCert, key: pki.serverKey });
   blackhole = http2.createServer();
-  blackhole.on("stream", (stream) => {
+  blackhole.on("stream", (stream, headers) => {
     stream.on("error", () => {});
+    if (headers[":path"] === "/firehose.Stream/Flood") {
+      // Streams gRPC messages as fast as flow control allows: stops when write() says the peer is full.
+      stream.respond({ ":status": 200, "content-type": "application/grpc" });
+      const message = Buffer.concat([Buffer.from([0, 0, 1, 0, 0]), Buffer.alloc(65536, 120)]);
+      let written = 0;
+      const pump = () => {
+        while (written < 512 * 1024 * 1024) {
+          written += message.length;
+          if (!stream.write(message)) {
+            firehoseWritten = written;
+            return;
+          }
+        }
+      };
+      pump();
+      return;
+    }
     stream.on("close", () => blackholeCancelled++);
     stream.resume();
   });
@@ -204,6 +223,19 @@ describe("grpc proxying", () => {
     expect(status).toBe(String(grpc.status.DEADLINE_EXCEEDED));
     for (let i = 0; i < 100 && blackholeCancelled === 0; i++) await Bun.sleep(20);
     expect(blackholeCancelled).toBe(1);
+  });
+
+  it("respects flow control: a client that does not read stops the backend instead of kedge buffering", async () => {
+    const session = http2.connect(`https://localhost:${kedge.ports.tls}`, { ca: pki.ca });
+    const req = session.request({ ":method": "POST", ":path": "/firehose.Stream/Flood", ":authority": "blackhole.test", "content-type": "application/grpc", te: "trailers" });
+    req.end(Buffer.from([0, 0, 0, 0, 0]));
+    req.pause(); // never read
+    for (let i = 0; i < 250 && firehoseWritten < 0; i++) await Bun.sleep(20);
+    req.close();
+    session.close();
+    expect(firehoseWritten).toBeGreaterThan(0);
+    // Windows and socket buffers along the way hold a few MB; unbounded buffering would reach 512 MB.
+    expect(firehoseWritten).toBeLessThan(32 * 1024 * 1024);
   });
 
   it("propagates a client's cancellation to the backend", async () => {
