@@ -24,7 +24,7 @@ beforeAll(async () => {
   doomed = await startGreeter("doomed");
   secure = await startGreeter("secure", { ca: pki.ca, cert: pki.serverCert, key: pki.serverKey });
   blackhole = http2.createServer();
-  blackhole.on("stream", (stream, headers) => {
+  blackhole.on("stream", (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders) => {
     stream.on("error", () => {});
     if (headers[":path"] === "/firehose.Stream/Flood") {
       // Streams gRPC messages as fast as flow control allows: stops when write() says the peer is full.
@@ -54,6 +54,7 @@ beforeAll(async () => {
         { name: "greeters", static: { addresses: greeters.map((g) => `127.0.0.1:${g.port}`) } },
         { name: "one", static: { addresses: [`127.0.0.1:${greeters[0].port}`] } },
         { name: "down", static: { addresses: ["127.0.0.1:1"] } },
+        { name: "half_down", static: { addresses: ["127.0.0.1:1", `127.0.0.1:${greeters[2].port}`] } },
         {
           name: "secure",
           static: { addresses: [`127.0.0.1:${secure.port}`] },
@@ -67,6 +68,7 @@ beforeAll(async () => {
       ],
       routes: [
         { backend_name: "down", authority_host_matcher: "down.test" },
+        { backend_name: "half_down", authority_host_matcher: "half-down.test" },
         { backend_name: "doomed", authority_host_matcher: "doomed.test" },
         { backend_name: "secure", authority_host_matcher: "secure.test" },
         { backend_name: "blackhole", authority_host_matcher: "blackhole.test" },
@@ -179,6 +181,10 @@ describe("grpc proxying", () => {
 
   it("speaks TLS to a gRPC backend with a CA, SNI and a client certificate", async () => {
     expect((await callWithAuthority("secure.test")).response?.server).toBe("secure");
+  });
+
+  it("fails over to another endpoint when one cannot be reached", async () => {
+    for (let i = 0; i < 4; i++) expect((await callWithAuthority("half-down.test")).response?.server).toBe("g3");
   });
 
   it("routes by :authority port", async () => {

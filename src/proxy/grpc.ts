@@ -1,10 +1,14 @@
 import { constants, type ClientHttp2Stream, type IncomingHttpHeaders, type OutgoingHttpHeaders, type ServerHttp2Stream } from "node:http2";
 import type { GrpcBackend } from "../backend/grpc-backend.js";
+import { defaults } from "../backend/http-backend.js";
+import type { H2Session } from "../upstream/h2-session.js";
 import type { Endpoint } from "../backend/endpoint.js";
 import { KedgeError } from "../errors.js";
 import { parseHostPort } from "../router/host.js";
 import type { Runtime } from "../runtime.js";
 import type { ProxyContext } from "./http.js";
+
+const maxEndpointAttempts = 3;
 
 /** gRPC status codes kedge itself answers with. */
 export const GrpcStatus = { UNIMPLEMENTED: 12, UNAVAILABLE: 14, INTERNAL: 13, DEADLINE_EXCEEDED: 4, PERMISSION_DENIED: 7 } as const;
@@ -71,10 +75,12 @@ export function proxyGrpc(ctx: ProxyContext, stream: ServerHttp2Stream, headers:
     return answerStatus(stream, statusFor(err), err.message);
   }
   const { backend, backendName } = routed;
-  const start = () => {
-    let picked: { endpoint: Endpoint; pool: import("../upstream/h2-session.js").H2Session };
+  const failedOn = new Set<Endpoint>();
+  // A call whose session could not be opened has sent nothing: it is safe to try another endpoint.
+  const attempt = () => {
+    let picked: { endpoint: Endpoint; pool: H2Session };
     try {
-      picked = backend.pick();
+      picked = backend.pick(failedOn);
     } catch (e) {
       ctx.metrics.proxyErrors.inc([backendName, (e as KedgeError).type]);
       return answerStatus(stream, GrpcStatus.UNAVAILABLE, (e as Error).message);
@@ -94,15 +100,17 @@ export function proxyGrpc(ctx: ProxyContext, stream: ServerHttp2Stream, headers:
       },
       (err: Error) => {
         endpoint.outstanding--;
-        endpoint.markFailed(backend.failureBackoffMs, 30_000);
+        endpoint.markFailed(backend.failureBackoffMs, defaults.maxFailureBackoffMs);
+        failedOn.add(endpoint);
+        if (failedOn.size < Math.min(maxEndpointAttempts, backend.endpointCount) && !stream.closed) return attempt();
         ctx.metrics.proxyErrors.inc([backendName, "no-connection-to-all-resolved-addresses"]);
         answerStatus(stream, GrpcStatus.UNAVAILABLE, `backend ${backendName}: ${err.message}`);
       },
     );
   };
   const pending = backend.pendingResolution;
-  if (pending) void pending.then(start);
-  else start();
+  if (pending) void pending.then(attempt);
+  else attempt();
 }
 
 const timeoutUnitMs: Record<string, number> = { H: 3_600_000, M: 60_000, S: 1_000, m: 1, u: 0.001, n: 0.000001 };
