@@ -107,6 +107,8 @@ export function createMetrics() {
     proxyErrors: registry.add(new Counter("kedge_proxy_errors_total", "Requests kedge answered with an error, by backend and error type.", ["backend_name", "type"])),
     reloads: registry.add(new Counter("kedge_config_reloads_total", "Config reloads, by result.", ["result"])),
     configVersion: registry.add(new Gauge("kedge_config_version", "The version number of the live config.", [])),
+    grpcRequests: registry.add(new Counter("kedge_grpc_requests_total", "gRPC calls handled, by backend, method and the grpc-status the client got.", ["backend_name", "grpc_method", "grpc_code"])),
+    grpcLatency: registry.add(new Histogram("kedge_grpc_request_duration_seconds", "Time from call start to its status, by backend and grpc-status.", ["backend_name", "grpc_code"], latencyBuckets)),
     backendChanges: registry.add(new Counter("kedge_http_backend_configuration_changes_total", "HTTP backends created or replaced by config changes.", ["backend_name"])),
   };
 }

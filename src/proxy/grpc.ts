@@ -25,8 +25,31 @@ function forwardable(headers: IncomingHttpHeaders, into: OutgoingHttpHeaders): O
   return into;
 }
 
+/** Counts each call once, by backend, method and the grpc-status its client got. */
+class CallRecord {
+  private readonly started = performance.now();
+  private recorded = false;
+  backendName = "none";
+
+  constructor(
+    private readonly ctx: ProxyContext,
+    private readonly method: string,
+  ) {}
+
+  record(code: string | number | string[] | undefined): void {
+    if (this.recorded) return;
+    this.recorded = true;
+    const grpcCode = String(code ?? "unknown");
+    // Unrouted calls name any path a client makes up: one label keeps the series bounded.
+    const method = this.backendName === "none" ? "unrouted" : this.method;
+    this.ctx.metrics.grpcRequests.inc([this.backendName, method, grpcCode]);
+    this.ctx.metrics.grpcLatency.observe([this.backendName, grpcCode], (performance.now() - this.started) / 1000);
+  }
+}
+
 /** A trailers-only response: the whole answer in one HEADERS frame with END_STREAM (gRPC over HTTP/2 spec). */
-function answerStatus(stream: ServerHttp2Stream, code: number, message: string): void {
+function answerStatus(stream: ServerHttp2Stream, code: number, message: string, call: CallRecord): void {
+  call.record(code);
   if (stream.destroyed || stream.closed || stream.headersSent) return;
   stream.respond(
     { ":status": 200, "content-type": "application/grpc", "grpc-status": String(code), "grpc-message": encodeURIComponent(message) },
@@ -66,15 +89,17 @@ function routeCall(runtime: Runtime, headers: IncomingHttpHeaders): { backend: G
  */
 export function proxyGrpc(ctx: ProxyContext, stream: ServerHttp2Stream, headers: IncomingHttpHeaders): void {
   stream.on("error", () => {});
+  const call = new CallRecord(ctx, (headers[":path"] as string | undefined) ?? "");
   let routed;
   try {
     routed = routeCall(ctx.runtime(), headers);
   } catch (e) {
     const err = e instanceof KedgeError ? e : new KedgeError("internal", 500, "internal error");
     ctx.metrics.proxyErrors.inc(["none", err.type]);
-    return answerStatus(stream, statusFor(err), err.message);
+    return answerStatus(stream, statusFor(err), err.message, call);
   }
   const { backend, backendName } = routed;
+  call.backendName = backendName;
   const failedOn = new Set<Endpoint>();
   // A call whose session could not be opened has sent nothing: it is safe to try another endpoint.
   const attempt = () => {
@@ -83,7 +108,7 @@ export function proxyGrpc(ctx: ProxyContext, stream: ServerHttp2Stream, headers:
       picked = backend.pick(failedOn);
     } catch (e) {
       ctx.metrics.proxyErrors.inc([backendName, (e as KedgeError).type]);
-      return answerStatus(stream, GrpcStatus.UNAVAILABLE, (e as Error).message);
+      return answerStatus(stream, GrpcStatus.UNAVAILABLE, (e as Error).message, call);
     }
     const { endpoint, pool } = picked;
     const upstreamHeaders = forwardable(headers, {
@@ -96,7 +121,7 @@ export function proxyGrpc(ctx: ProxyContext, stream: ServerHttp2Stream, headers:
     pool.request(upstreamHeaders).then(
       (upstream) => {
         endpoint.markHealthy();
-        relay(stream, upstream, backendName, grpcTimeoutMs(headers["grpc-timeout"]), () => endpoint.outstanding--);
+        relay(stream, upstream, call, grpcTimeoutMs(headers["grpc-timeout"]), () => endpoint.outstanding--);
       },
       (err: Error) => {
         endpoint.outstanding--;
@@ -104,7 +129,7 @@ export function proxyGrpc(ctx: ProxyContext, stream: ServerHttp2Stream, headers:
         failedOn.add(endpoint);
         if (failedOn.size < Math.min(maxEndpointAttempts, backend.endpointCount) && !stream.closed) return attempt();
         ctx.metrics.proxyErrors.inc([backendName, "no-connection-to-all-resolved-addresses"]);
-        answerStatus(stream, GrpcStatus.UNAVAILABLE, `backend ${backendName}: ${err.message}`);
+        answerStatus(stream, GrpcStatus.UNAVAILABLE, `backend ${backendName}: ${err.message}`, call);
       },
     );
   };
@@ -126,7 +151,8 @@ function statusTrailers(code: number, message: string): OutgoingHttpHeaders {
   return { "grpc-status": String(code), "grpc-message": encodeURIComponent(message) };
 }
 
-function relay(stream: ServerHttp2Stream, upstream: ClientHttp2Stream, backendName: string, timeoutMs: number | undefined, done: () => void): void {
+function relay(stream: ServerHttp2Stream, upstream: ClientHttp2Stream, call: CallRecord, timeoutMs: number | undefined, done: () => void): void {
+  const backendName = call.backendName;
   let trailers: OutgoingHttpHeaders | undefined;
   let finished = false;
   let deadline: Timer | undefined;
@@ -143,7 +169,7 @@ function relay(stream: ServerHttp2Stream, upstream: ClientHttp2Stream, backendNa
     deadline = setTimeout(() => {
       if (finished) return;
       upstream.close(constants.NGHTTP2_CANCEL);
-      if (!stream.headersSent) return answerStatus(stream, GrpcStatus.DEADLINE_EXCEEDED, "deadline exceeded");
+      if (!stream.headersSent) return answerStatus(stream, GrpcStatus.DEADLINE_EXCEEDED, "deadline exceeded", call);
       trailers = statusTrailers(GrpcStatus.DEADLINE_EXCEEDED, "deadline exceeded");
       if (!stream.writableEnded) stream.end();
     }, timeoutMs);
@@ -152,6 +178,7 @@ function relay(stream: ServerHttp2Stream, upstream: ClientHttp2Stream, backendNa
     if (stream.destroyed || stream.closed) return;
     const out = forwardable(responseHeaders, { ":status": responseHeaders[":status"] ?? 200, "x-kedge-backend-name": backendName });
     if (flags & constants.NGHTTP2_FLAG_END_STREAM) {
+      call.record(responseHeaders["grpc-status"]);
       stream.respond(out, { endStream: true }); // trailers-only: status in the headers
       return;
     }
@@ -162,11 +189,13 @@ function relay(stream: ServerHttp2Stream, upstream: ClientHttp2Stream, backendNa
     trailers = forwardable(t, {});
   });
   stream.on("wantTrailers", () => {
-    stream.sendTrailers(trailers ?? statusTrailers(GrpcStatus.INTERNAL, "backend sent no trailers"));
+    const final = trailers ?? statusTrailers(GrpcStatus.INTERNAL, "backend sent no trailers");
+    call.record(final["grpc-status"] as string);
+    stream.sendTrailers(final);
   });
   upstream.on("error", (err) => {
     finish();
-    if (!stream.headersSent) return answerStatus(stream, GrpcStatus.UNAVAILABLE, `backend ${backendName}: ${err.message}`);
+    if (!stream.headersSent) return answerStatus(stream, GrpcStatus.UNAVAILABLE, `backend ${backendName}: ${err.message}`, call);
     trailers ??= statusTrailers(GrpcStatus.UNAVAILABLE, `backend ${backendName}: ${err.message}`);
     if (!stream.writableEnded) stream.end();
   });
@@ -180,11 +209,12 @@ function relay(stream: ServerHttp2Stream, upstream: ClientHttp2Stream, backendNa
       }
       return;
     }
-    answerStatus(stream, GrpcStatus.UNAVAILABLE, `backend ${backendName} closed the stream`);
+    answerStatus(stream, GrpcStatus.UNAVAILABLE, `backend ${backendName} closed the stream`, call);
   });
   // Client → backend, with backpressure; a client cancel cancels the backend call.
   stream.pipe(upstream);
   stream.on("close", () => {
     if (!upstream.closed) upstream.close(constants.NGHTTP2_CANCEL);
+    call.record("cancelled"); // no-op when a status was already recorded
   });
 }
