@@ -6,7 +6,7 @@ import type { Metrics } from "../observe/metrics.js";
 import { parseHostPort } from "../router/host.js";
 import type { RequestFacts } from "../router/match.js";
 import type { Runtime } from "../runtime.js";
-import type { H1Connection, UpstreamError } from "../upstream/h1-pool.js";
+import type { H1Connection, UpstreamError } from "../upstream/h1-connection.js";
 import type { ResponseHead } from "../upstream/response-parser.js";
 import { buildUpstreamHead, downstreamHeaders } from "./headers.js";
 import type { IngressRequest, IngressResponse } from "./ingress.js";

@@ -1,0 +1,235 @@
+import type { Socket, SocketHandler } from "bun";
+import { ParseError, ResponseParser, type ResponseHead } from "./response-parser.js";
+import type { H1Pool } from "./h1-pool.js";
+
+/** Why an exchange with a backend failed, and whether the request may be sent elsewhere. */
+export type UpstreamFailure =
+  | "connect" // dial or TLS handshake failed: nothing was sent
+  | "connect-timeout"
+  | "pool-timeout" // waited too long for a free connection: nothing was sent
+  | "stale" // a reused keep-alive connection closed before any response byte
+  | "closed" // the backend closed mid-exchange
+  | "response-timeout" // no response head in time
+  | "idle-timeout" // silence mid-response
+  | "protocol"; // the backend spoke broken HTTP
+
+export class UpstreamError extends Error {
+  constructor(
+    readonly failure: UpstreamFailure,
+    message: string,
+    /** The response head was already handed out. */
+    readonly responseStarted: boolean,
+  ) {
+    super(message);
+    this.name = "UpstreamError";
+  }
+}
+
+export interface ExchangeHandlers {
+  onHead(head: ResponseHead): void;
+  /** Returns false when the client is not keeping up; call `exchange.resume()` when it drains. */
+  onBody(chunk: Uint8Array): boolean;
+  /** The response is complete; `last` is its final body bytes, if they came with the end. */
+  onEnd(last?: Uint8Array): void;
+  onError(err: UpstreamError): void;
+}
+
+/** Bun.connect handlers shared by every connection; the connection is the socket's data. */
+export const socketHandlers: SocketHandler<H1Connection> = {
+  data: (socket, data) => socket.data.onData(data),
+  drain: (socket) => socket.data.onDrain(),
+  close: (socket, err) => socket.data.onClose(err),
+  end: (socket) => socket.data.onClose(),
+  error: (socket, err) => socket.data.onClose(err),
+  timeout: (socket) => socket.data.onTimeout(),
+  connectError: (socket, err) => socket.data?.onClose(err),
+  handshake: (socket, success, authorizationError) => socket.data.onHandshake(success, authorizationError),
+};
+
+/**
+ * One HTTP/1.1 connection to a backend, carrying one exchange at a time. Written against
+ * Bun.connect: socket.write may take only part of a buffer, so the rest waits for `drain`.
+ */
+export class H1Connection {
+  socket!: Socket<H1Connection>;
+  private readonly parser = new ResponseParser();
+  private handlers: ExchangeHandlers | undefined;
+  private pendingWrites: Uint8Array[] = [];
+  private drainWaiter: (() => void) | undefined;
+  private headerTimer: Timer | undefined;
+  private responseStarted = false;
+  private responseBytes = 0;
+  private requestEnded = false;
+  private mustClose = false;
+  private paused = false;
+  closed = false;
+  uses = 0;
+  /** Set while a TLS connection waits for its handshake: dial() is not done until it succeeds. */
+  handshakeWaiter: ((err: Error | undefined) => void) | undefined;
+
+  constructor(readonly pool: H1Pool) {}
+
+  onHandshake(success: boolean, authorizationError: Error | null): void {
+    const waiter = this.handshakeWaiter;
+    this.handshakeWaiter = undefined;
+    const rejected = !success || (authorizationError && this.pool.options.tls?.rejectUnauthorized !== false);
+    waiter?.(rejected ? (authorizationError ?? new Error("TLS handshake failed")) : undefined);
+  }
+
+  /** Starts an exchange: writes the request head. The body follows with write()/end(). */
+  begin(head: Uint8Array, noResponseBody: boolean, handlers: ExchangeHandlers, bodyless: boolean): void {
+    this.uses++;
+    this.handlers = handlers;
+    this.responseStarted = false;
+    this.responseBytes = 0;
+    this.requestEnded = bodyless;
+    this.mustClose = false;
+    this.parser.expect(this, noResponseBody);
+    this.socket.timeout(0);
+    this.headerTimer = setTimeout(() => this.timeoutHeader(), this.pool.options.responseHeaderTimeoutMs);
+    this.write(head);
+  }
+
+  /** Writes request bytes; false means wait for `onWritable` before writing more. */
+  write(data: Uint8Array): boolean {
+    if (this.closed) return false;
+    if (this.pendingWrites.length > 0) {
+      this.pendingWrites.push(data);
+      return false;
+    }
+    const n = this.socket.write(data);
+    if (n >= data.length) return true;
+    this.pendingWrites.push(n > 0 ? data.subarray(n) : data);
+    return false;
+  }
+
+  onWritable(cb: () => void): void {
+    this.drainWaiter = cb;
+  }
+
+  /** The request body is complete. */
+  endRequest(): void {
+    this.requestEnded = true;
+    if (this.parser.done) this.finishExchange();
+  }
+
+  pause(): void {
+    if (!this.paused) {
+      this.paused = true;
+      this.socket.pause();
+    }
+  }
+
+  resume(): void {
+    if (this.paused) {
+      this.paused = false;
+      this.socket.resume();
+    }
+  }
+
+  /** The client went away or the proxy gave up: the connection cannot be reused. */
+  abort(): void {
+    this.handlers = undefined;
+    this.destroy();
+  }
+
+  // ResponseSink, called by the parser.
+  onHead(head: ResponseHead): void {
+    clearTimeout(this.headerTimer);
+    this.responseStarted = true;
+    this.mustClose = head.close;
+    this.socket.timeout(Math.max(1, Math.ceil(this.pool.options.idleTimeoutMs / 1000)));
+    this.handlers?.onHead(head);
+  }
+
+  onBody(chunk: Uint8Array): boolean {
+    const more = this.handlers?.onBody(chunk) ?? true;
+    if (!more) this.pause();
+    return more;
+  }
+
+  onEnd(last?: Uint8Array): void {
+    const handlers = this.handlers;
+    if (this.requestEnded) this.finishExchange();
+    else this.mustClose = true; // the backend answered before reading the whole request
+    handlers?.onEnd(last);
+  }
+
+  // Socket events.
+  onData(data: Uint8Array): void {
+    this.responseBytes += data.length;
+    try {
+      const used = this.parser.feed(data);
+      if (used < data.length && this.parser.done) this.mustClose = true; // bytes after the response: not reusable
+    } catch (e) {
+      const err = e instanceof ParseError ? e : new ParseError(String(e));
+      this.fail(new UpstreamError("protocol", `backend sent invalid HTTP: ${err.message}`, this.responseStarted));
+    }
+  }
+
+  onDrain(): void {
+    while (this.pendingWrites.length > 0) {
+      const data = this.pendingWrites[0];
+      const n = this.socket.write(data);
+      if (n < data.length) {
+        this.pendingWrites[0] = data.subarray(Math.max(n, 0));
+        return;
+      }
+      this.pendingWrites.shift();
+    }
+    const waiter = this.drainWaiter;
+    this.drainWaiter = undefined;
+    waiter?.();
+  }
+
+  onClose(err?: Error): void {
+    if (this.handshakeWaiter) return this.onHandshake(false, err ?? new Error("closed during the TLS handshake"));
+    // Before Bun.connect resolves, dial() owns failures (the promise rejects too).
+    if (this.closed || !this.socket) return;
+    this.closed = true;
+    clearTimeout(this.headerTimer);
+    this.pool.forget(this);
+    if (!this.handlers) return;
+    if (this.parser.eof()) return; // a close-delimited body ended
+    const stale = this.uses > 1 && this.responseBytes === 0;
+    const reason = err ? `: ${err.message}` : "";
+    this.fail(new UpstreamError(stale ? "stale" : "closed", `backend closed the connection${reason}`, this.responseStarted));
+  }
+
+  onTimeout(): void {
+    if (!this.handlers) {
+      this.destroy(); // idle keep-alive expired
+      return;
+    }
+    this.fail(new UpstreamError("idle-timeout", "backend went silent mid-response", true));
+  }
+
+  private timeoutHeader(): void {
+    this.fail(new UpstreamError("response-timeout", "backend sent no response in time", false));
+  }
+
+  private fail(err: UpstreamError): void {
+    const handlers = this.handlers;
+    this.handlers = undefined;
+    this.destroy();
+    handlers?.onError(err);
+  }
+
+  private finishExchange(): void {
+    this.handlers = undefined;
+    this.pendingWrites.length = 0;
+    this.drainWaiter = undefined;
+    this.resume();
+    if (this.mustClose || this.closed) this.destroy();
+    else this.pool.release(this);
+  }
+
+  destroy(): void {
+    clearTimeout(this.headerTimer);
+    if (!this.closed) {
+      this.closed = true;
+      this.pool.forget(this);
+      this.socket?.terminate();
+    }
+  }
+}
