@@ -1,0 +1,52 @@
+import { KedgeError } from "../errors.js";
+import { parseHostPort } from "../router/host.js";
+import type { RequestFacts } from "../router/match.js";
+import type { IngressRequest } from "./ingress.js";
+
+let requestCounter = 0;
+const requestIdPrefix = crypto.randomUUID().slice(0, 18);
+
+/** Unique per process start and request, cheaper than a UUID per request. */
+export function newRequestId(): string {
+  requestCounter = (requestCounter + 1) % 0x1000000000000;
+  return `${requestIdPrefix}${requestCounter.toString(16).padStart(12, "0")}`;
+}
+
+export interface ParsedRequest extends RequestFacts {
+  /** The client named a port (adhoc rules apply their default port otherwise). */
+  explicitPort: boolean;
+  /** Origin-form target for the backend: path and query. */
+  origin: string;
+  /** What the client addressed; becomes the backend's Host header. */
+  authority: string;
+}
+
+/** The request line's target → host, port and path, for reverse (origin-form) and forward (absolute-form) requests. */
+export function requestFacts(req: IngressRequest): ParsedRequest {
+  let target = req.target;
+  let authority = req.authority;
+  let scheme: string = req.scheme;
+  let forwardProxy = false;
+  if (target.charCodeAt(0) !== 47 /* "/" */ && target !== "*") {
+    const m = /^(https?):\/\/([^/?#]*)(.*)$/i.exec(target);
+    if (!m) throw new KedgeError("bad-request", 400, "malformed request target");
+    scheme = m[1].toLowerCase();
+    authority = m[2]; // RFC 9112 §3.2.2: the absolute URI's authority replaces Host
+    target = m[3] === "" ? "/" : m[3].charCodeAt(0) === 47 ? m[3] : `/${m[3]}`;
+    forwardProxy = true;
+  }
+  if (!authority) throw new KedgeError("bad-request", 400, "missing Host header");
+  const hostPort = parseHostPort(authority, scheme === "https" ? 443 : 80);
+  if (!hostPort) throw new KedgeError("bad-request", 400, `malformed host ${JSON.stringify(authority.slice(0, 100))}`);
+  const q = target.indexOf("?");
+  return {
+    host: hostPort.host,
+    port: hostPort.port,
+    explicitPort: /:\d+$/.test(authority),
+    path: q >= 0 ? target.slice(0, q) : target,
+    forwardProxy,
+    headers: req.headers,
+    origin: target,
+    authority,
+  };
+}
