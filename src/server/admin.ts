@@ -24,8 +24,8 @@ export function adminApp(state: AdminState): Hono {
   });
   app.get("/debug/backends", (c) => {
     const runtime = state.runtime();
-    const backends = [...runtime.httpBackends.values()].map((b) => ({ name: b.name, endpoints: b.view() }));
-    return c.json({ http: backends });
+    const view = (b: { name: string; view(): unknown }) => ({ name: b.name, endpoints: b.view() });
+    return c.json({ http: [...runtime.httpBackends.values()].map(view), grpc: [...runtime.grpcBackends.values()].map(view) });
   });
   return app;
 }
