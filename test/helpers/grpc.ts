@@ -33,9 +33,13 @@ export interface GreeterServer {
  * A real gRPC server (grpc-js) implementing the Greeter, h2c or TLS requiring a client cert;
  * "fail" as a name returns an app error with trailers.
  */
-export async function startGreeter(name: string, tls?: { ca: string; cert: string; key: string }): Promise<GreeterServer> {
+export async function startGreeter(
+  name: string,
+  tls?: { ca: string; cert: string; key: string },
+  options: { port?: number; serverOptions?: grpc.ServerOptions } = {},
+): Promise<GreeterServer> {
   const unlimited = { "grpc.max_receive_message_length": -1, "grpc.max_send_message_length": -1 };
-  const server = new grpc.Server(unlimited);
+  const server = new grpc.Server({ ...unlimited, ...options.serverOptions });
   const state = { cancelled: 0 };
   server.addService(greeterService, {
     sleep: (call: grpc.ServerUnaryCall<{ ms: number }, unknown>, cb: grpc.sendUnaryData<unknown>) => {
@@ -73,7 +77,7 @@ export async function startGreeter(name: string, tls?: { ca: string; cert: strin
   });
   const port = await new Promise<number>((resolve, reject) =>
     server.bindAsync(
-      "127.0.0.1:0",
+      `127.0.0.1:${options.port ?? 0}`,
       tls
         ? grpc.ServerCredentials.createSsl(Buffer.from(tls.ca), [{ cert_chain: Buffer.from(tls.cert), private_key: Buffer.from(tls.key) }], true)
         : grpc.ServerCredentials.createInsecure(),
