@@ -1,61 +1,18 @@
-import { constants, type ClientHttp2Stream, type IncomingHttpHeaders, type OutgoingHttpHeaders, type ServerHttp2Stream } from "node:http2";
+import type { IncomingHttpHeaders, ServerHttp2Stream } from "node:http2";
+import type { Endpoint } from "../backend/endpoint.js";
 import type { GrpcBackend } from "../backend/grpc-backend.js";
 import { defaults } from "../backend/http-backend.js";
-import type { H2Session } from "../upstream/h2-session.js";
-import type { Endpoint } from "../backend/endpoint.js";
 import { KedgeError } from "../errors.js";
 import { parseHostPort } from "../router/host.js";
 import type { Runtime } from "../runtime.js";
+import type { H2Session } from "../upstream/h2-session.js";
+import { answerStatus, CallRecord, forwardable, GrpcStatus } from "./grpc-call.js";
+import { relay, RequestReplay } from "./grpc-relay.js";
 import type { ProxyContext } from "./http.js";
 
 const maxEndpointAttempts = 3;
-
-/** gRPC status codes kedge itself answers with. */
-export const GrpcStatus = { UNIMPLEMENTED: 12, UNAVAILABLE: 14, INTERNAL: 13, DEADLINE_EXCEEDED: 4, PERMISSION_DENIED: 7 } as const;
-
-// Connection-specific fields never cross an HTTP/2 hop (RFC 9113 §8.2.2); Proxy-Authorization is kedge's own.
-const notForwarded = new Set(["connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "host", "proxy-authorization", "http2-settings"]);
-
-function forwardable(headers: IncomingHttpHeaders, into: OutgoingHttpHeaders): OutgoingHttpHeaders {
-  for (const name in headers) {
-    if (name.charCodeAt(0) === 58 /* ":" */ || notForwarded.has(name)) continue;
-    const v = headers[name];
-    if (v !== undefined) into[name] = v;
-  }
-  return into;
-}
-
-/** Counts each call once, by backend, method and the grpc-status its client got. */
-class CallRecord {
-  private readonly started = performance.now();
-  private recorded = false;
-  backendName = "none";
-
-  constructor(
-    private readonly ctx: ProxyContext,
-    private readonly method: string,
-  ) {}
-
-  record(code: string | number | string[] | undefined): void {
-    if (this.recorded) return;
-    this.recorded = true;
-    const grpcCode = String(code ?? "unknown");
-    // Unrouted calls name any path a client makes up: one label keeps the series bounded.
-    const method = this.backendName === "none" ? "unrouted" : this.method;
-    this.ctx.metrics.grpcRequests.inc([this.backendName, method, grpcCode]);
-    this.ctx.metrics.grpcLatency.observe([this.backendName, grpcCode], (performance.now() - this.started) / 1000);
-  }
-}
-
-/** A trailers-only response: the whole answer in one HEADERS frame with END_STREAM (gRPC over HTTP/2 spec). */
-function answerStatus(stream: ServerHttp2Stream, code: number, message: string, call: CallRecord): void {
-  call.record(code);
-  if (stream.destroyed || stream.closed || stream.headersSent) return;
-  stream.respond(
-    { ":status": 200, "content-type": "application/grpc", "grpc-status": String(code), "grpc-message": encodeURIComponent(message) },
-    { endStream: true },
-  );
-}
+/** Refused-unprocessed streams replayed per call (a GOAWAY race needs one). */
+const maxReplays = 2;
 
 function statusFor(err: KedgeError): number {
   if (err.type === "no-route" || err.type === "no-backend") return GrpcStatus.UNIMPLEMENTED;
@@ -82,11 +39,7 @@ function routeCall(runtime: Runtime, headers: IncomingHttpHeaders): { backend: G
   return { backend, backendName: route.backendName };
 }
 
-/**
- * Proxies one gRPC call without decoding messages: headers, DATA frames both ways with
- * backpressure (pipe), and trailers forwarded through waitForTrailers. Bun cannot send
- * RST_STREAM from a server stream, so every failure is answered with a grpc-status instead.
- */
+/** Proxies one gRPC call to the backend its route names, failing over between endpoints. */
 export function proxyGrpc(ctx: ProxyContext, stream: ServerHttp2Stream, headers: IncomingHttpHeaders): void {
   stream.on("error", () => {});
   const call = new CallRecord(ctx, (headers[":path"] as string | undefined) ?? "");
@@ -101,6 +54,15 @@ export function proxyGrpc(ctx: ProxyContext, stream: ServerHttp2Stream, headers:
   const { backend, backendName } = routed;
   call.backendName = backendName;
   const failedOn = new Set<Endpoint>();
+  const timeoutMs = grpcTimeoutMs(headers["grpc-timeout"]);
+  const deadlineAt = timeoutMs === undefined ? undefined : performance.now() + timeoutMs;
+  const replay = new RequestReplay(stream);
+  let replays = 0;
+  const retry = () => {
+    if (replays++ >= maxReplays || stream.closed || stream.destroyed) return false;
+    attempt();
+    return true;
+  };
   // A call whose session could not be opened has sent nothing: it is safe to try another endpoint.
   const attempt = () => {
     let picked: { endpoint: Endpoint; pool: H2Session };
@@ -121,7 +83,7 @@ export function proxyGrpc(ctx: ProxyContext, stream: ServerHttp2Stream, headers:
     pool.request(upstreamHeaders).then(
       (upstream) => {
         endpoint.markHealthy();
-        relay(stream, upstream, call, grpcTimeoutMs(headers["grpc-timeout"]), () => endpoint.outstanding--);
+        relay(stream, upstream, call, { deadlineAt, replay, retry, done: () => endpoint.outstanding-- });
       },
       (err: Error) => {
         endpoint.outstanding--;
@@ -145,76 +107,4 @@ export function grpcTimeoutMs(value: string | string[] | undefined): number | un
   if (typeof value !== "string") return undefined;
   const m = /^(\d{1,8})([HMSmun])$/.exec(value);
   return m ? Number(m[1]) * timeoutUnitMs[m[2]] : undefined;
-}
-
-function statusTrailers(code: number, message: string): OutgoingHttpHeaders {
-  return { "grpc-status": String(code), "grpc-message": encodeURIComponent(message) };
-}
-
-function relay(stream: ServerHttp2Stream, upstream: ClientHttp2Stream, call: CallRecord, timeoutMs: number | undefined, done: () => void): void {
-  const backendName = call.backendName;
-  let trailers: OutgoingHttpHeaders | undefined;
-  let finished = false;
-  let deadline: Timer | undefined;
-  const finish = () => {
-    if (!finished) {
-      finished = true;
-      clearTimeout(deadline);
-      done();
-    }
-  };
-  // kedge enforces the deadline itself too: a client that does not (or a backend that ignores
-  // grpc-timeout) must not hold a call open forever.
-  if (timeoutMs !== undefined) {
-    deadline = setTimeout(() => {
-      if (finished) return;
-      upstream.close(constants.NGHTTP2_CANCEL);
-      if (!stream.headersSent) return answerStatus(stream, GrpcStatus.DEADLINE_EXCEEDED, "deadline exceeded", call);
-      trailers = statusTrailers(GrpcStatus.DEADLINE_EXCEEDED, "deadline exceeded");
-      if (!stream.writableEnded) stream.end();
-    }, timeoutMs);
-  }
-  upstream.on("response", (responseHeaders, flags) => {
-    if (stream.destroyed || stream.closed) return;
-    const out = forwardable(responseHeaders, { ":status": responseHeaders[":status"] ?? 200, "x-kedge-backend-name": backendName });
-    if (flags & constants.NGHTTP2_FLAG_END_STREAM) {
-      call.record(responseHeaders["grpc-status"]);
-      stream.respond(out, { endStream: true }); // trailers-only: status in the headers
-      return;
-    }
-    stream.respond(out, { waitForTrailers: true });
-    upstream.pipe(stream);
-  });
-  upstream.on("trailers", (t) => {
-    trailers = forwardable(t, {});
-  });
-  stream.on("wantTrailers", () => {
-    const final = trailers ?? statusTrailers(GrpcStatus.INTERNAL, "backend sent no trailers");
-    call.record(final["grpc-status"] as string);
-    stream.sendTrailers(final);
-  });
-  upstream.on("error", (err) => {
-    finish();
-    if (!stream.headersSent) return answerStatus(stream, GrpcStatus.UNAVAILABLE, `backend ${backendName}: ${err.message}`, call);
-    trailers ??= statusTrailers(GrpcStatus.UNAVAILABLE, `backend ${backendName}: ${err.message}`);
-    if (!stream.writableEnded) stream.end();
-  });
-  upstream.on("close", () => {
-    finish();
-    if (stream.headersSent || stream.destroyed || stream.closed) {
-      // The backend reset the stream mid-call: end the client's call with a status, never a hang.
-      if (!trailers && stream.headersSent && !stream.writableEnded) {
-        trailers = statusTrailers(GrpcStatus.UNAVAILABLE, `backend ${backendName} closed the stream`);
-        stream.end();
-      }
-      return;
-    }
-    answerStatus(stream, GrpcStatus.UNAVAILABLE, `backend ${backendName} closed the stream`, call);
-  });
-  // Client → backend, with backpressure; a client cancel cancels the backend call.
-  stream.pipe(upstream);
-  stream.on("close", () => {
-    if (!upstream.closed) upstream.close(constants.NGHTTP2_CANCEL);
-    call.record("cancelled"); // no-op when a status was already recorded
-  });
 }

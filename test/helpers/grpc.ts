@@ -41,6 +41,8 @@ export async function startGreeter(
   const unlimited = { "grpc.max_receive_message_length": -1, "grpc.max_send_message_length": -1 };
   const server = new grpc.Server({ ...unlimited, ...options.serverOptions });
   const state = { cancelled: 0 };
+  // A call asked to hang never answers; only the caller's cancellation (or a kill) ends it.
+  const hang = (call: { on(event: "cancelled", listener: () => void): unknown }) => call.on("cancelled", () => state.cancelled++);
   server.addService(greeterService, {
     sleep: (call: grpc.ServerUnaryCall<{ ms: number }, unknown>, cb: grpc.sendUnaryData<unknown>) => {
       const timer = setTimeout(() => cb(null, { slept: call.request.ms }), call.request.ms);
@@ -52,27 +54,41 @@ export async function startGreeter(
     big: (call: grpc.ServerUnaryCall<{ payload: string }, unknown>, cb: grpc.sendUnaryData<unknown>) =>
       cb(null, { payload: call.request.payload, length: call.request.payload.length }),
     sayHello: (call: grpc.ServerUnaryCall<{ name: string }, unknown>, cb: grpc.sendUnaryData<unknown>) => {
-      if (call.request.name === "fail") {
-        const trailer = new grpc.Metadata();
-        trailer.set("x-detail", "because");
-        trailer.set("x-detail-bin", Buffer.from([1, 2, 3]));
-        return cb({ code: grpc.status.FAILED_PRECONDITION, details: "greeting refused", metadata: trailer });
-      }
+      if (call.request.name === "fail") return cb(appError());
+      if (call.request.name === "hang") return hang(call);
       const auth = call.metadata.get("authorization")[0];
       cb(null, { message: `Hello ${call.request.name}!`, server: name, authority: call.getPath(), auth: auth ?? null });
     },
-    countTo: (call: grpc.ServerWritableStream<{ n: number }, unknown>) => {
+    countTo: (call: grpc.ServerWritableStream<{ n: number; then?: "fail" | "hang" }, unknown>) => {
       for (let i = 1; i <= call.request.n; i++) call.write({ i, server: name });
-      call.end();
+      if (call.request.then === "fail") call.emit("error", appError());
+      else if (call.request.then === "hang") hang(call);
+      else call.end();
     },
-    sum: (call: grpc.ServerReadableStream<{ n: number }, unknown>, cb: grpc.sendUnaryData<unknown>) => {
+    sum: (call: grpc.ServerReadableStream<{ n: number; then?: "fail" | "hang" }, unknown>, cb: grpc.sendUnaryData<unknown>) => {
       let total = 0;
-      call.on("data", (m: { n: number }) => (total += m.n));
-      call.on("end", () => cb(null, { total, server: name }));
+      let then: string | undefined;
+      call.on("data", (m: { n: number; then?: string }) => {
+        total += m.n;
+        then ??= m.then;
+        if (then === "hang") hang(call);
+      });
+      call.on("end", () => {
+        if (then === "fail") cb(appError());
+        else if (then !== "hang") cb(null, { total, server: name });
+      });
     },
     chat: (call: grpc.ServerDuplexStream<{ text: string }, unknown>) => {
-      call.on("data", (m: { text: string }) => call.write({ echo: m.text, server: name }));
-      call.on("end", () => call.end());
+      let hanging = false;
+      call.on("data", (m: { text: string }) => {
+        if (m.text === "fail") return call.emit("error", appError());
+        if (m.text === "hang" && !hanging) {
+          hanging = true;
+          hang(call);
+        }
+        call.write({ echo: m.text, server: name });
+      });
+      call.on("end", () => hanging || call.end());
     },
   });
   const port = await new Promise<number>((resolve, reject) =>
@@ -93,6 +109,14 @@ export async function startGreeter(
     close: () => new Promise((r) => server.tryShutdown(() => r())),
     kill: () => server.forceShutdown(),
   };
+}
+
+/** An application error with details in the trailers, binary ones included. */
+function appError(): grpc.ServerErrorResponse {
+  const trailer = new grpc.Metadata();
+  trailer.set("x-detail", "because");
+  trailer.set("x-detail-bin", Buffer.from([1, 2, 3]));
+  return Object.assign(new Error("greeting refused"), { code: grpc.status.FAILED_PRECONDITION, details: "greeting refused", metadata: trailer });
 }
 
 /** Calls a unary method and resolves with the response or the error, never throws. */

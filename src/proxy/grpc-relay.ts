@@ -1,0 +1,155 @@
+import { constants, type ClientHttp2Stream, type OutgoingHttpHeaders, type ServerHttp2Stream } from "node:http2";
+import { answerStatus, forwardable, GrpcStatus, statusTrailers, type CallRecord } from "./grpc-call.js";
+
+/** A call whose body outgrows this is never replayed; it fails as UNAVAILABLE if refused. */
+const replayLimitBytes = 64 * 1024;
+
+/**
+ * The client's request bytes sent upstream before the backend answered. A backend that refuses
+ * a stream it never processed (REFUSED_STREAM, or streams above a GOAWAY's last-stream-id:
+ * RFC 9113 §8.7) leaves the call safe to retry; with these bytes kedge replays it on a fresh
+ * session instead of failing it, as gRPC clients do with transparent retry.
+ */
+export class RequestReplay {
+  private chunks: Buffer[] | undefined = [];
+  private size = 0;
+  private recording = false;
+
+  constructor(private readonly client: ServerHttp2Stream) {}
+
+  private readonly record = (chunk: Buffer) => {
+    if (!this.chunks) return;
+    this.size += chunk.length;
+    if (this.size > replayLimitBytes) this.stop();
+    else this.chunks.push(chunk);
+  };
+
+  get replayable(): boolean {
+    return this.chunks !== undefined;
+  }
+
+  /** The backend answered, or the body outgrew the limit: nothing is kept any more. */
+  stop(): void {
+    this.chunks = undefined;
+    this.client.off("data", this.record);
+  }
+
+  /** Sends the client's body to this upstream: what earlier attempts sent, then the rest as it arrives. */
+  attach(upstream: ClientHttp2Stream): void {
+    for (const c of this.chunks ?? []) upstream.write(c);
+    if (this.chunks && !this.recording) {
+      this.recording = true;
+      this.client.on("data", this.record);
+    }
+    if (this.client.readableEnded) upstream.end();
+    else this.client.pipe(upstream);
+  }
+
+  /** Stops the flow into a refused upstream; the client's further bytes wait in its stream. */
+  detach(upstream: ClientHttp2Stream): void {
+    this.client.unpipe(upstream);
+    this.client.pause();
+  }
+}
+
+export interface RelayOptions {
+  /** Absolute deadline (performance.now() ms) from grpc-timeout. */
+  deadlineAt: number | undefined;
+  replay: RequestReplay;
+  /** Called once when the upstream stream ends for good. */
+  done: () => void;
+  /** The backend refused the stream unprocessed; returns true when the call was started again elsewhere. */
+  retry: () => boolean;
+}
+
+function refusedUnprocessed(upstream: ClientHttp2Stream, err?: Error): boolean {
+  return upstream.rstCode === constants.NGHTTP2_REFUSED_STREAM || (err as { code?: string } | undefined)?.code === "ERR_HTTP2_GOAWAY_SESSION";
+}
+
+/**
+ * Proxies one gRPC call on an open upstream stream without decoding messages: headers, DATA
+ * frames both ways with backpressure (pipe), trailers through waitForTrailers. Bun cannot send
+ * RST_STREAM from a server stream, so every failure is answered with a grpc-status instead.
+ */
+export function relay(stream: ServerHttp2Stream, upstream: ClientHttp2Stream, call: CallRecord, options: RelayOptions): void {
+  const backendName = call.backendName;
+  let trailers: OutgoingHttpHeaders | undefined;
+  let finished = false;
+  let responded = false;
+  let replayed = false;
+  let deadline: Timer | undefined;
+  const finish = () => {
+    if (!finished) {
+      finished = true;
+      clearTimeout(deadline);
+      options.done();
+    }
+  };
+  const replayedElsewhere = (err?: Error): boolean => {
+    if (responded || !options.replay.replayable || !refusedUnprocessed(upstream, err)) return false;
+    options.replay.detach(upstream);
+    replayed = options.retry();
+    return replayed;
+  };
+  // kedge enforces the deadline itself too: a client that does not (or a backend that ignores
+  // grpc-timeout) must not hold a call open forever.
+  if (options.deadlineAt !== undefined) {
+    deadline = setTimeout(() => {
+      if (finished) return;
+      upstream.close(constants.NGHTTP2_CANCEL);
+      if (!stream.headersSent) return answerStatus(stream, GrpcStatus.DEADLINE_EXCEEDED, "deadline exceeded", call);
+      trailers = statusTrailers(GrpcStatus.DEADLINE_EXCEEDED, "deadline exceeded");
+      if (!stream.writableEnded) stream.end();
+    }, Math.max(0, options.deadlineAt - performance.now()));
+  }
+  upstream.on("response", (responseHeaders, flags) => {
+    responded = true;
+    options.replay.stop();
+    if (stream.destroyed || stream.closed) return;
+    const out = forwardable(responseHeaders, { ":status": responseHeaders[":status"] ?? 200, "x-kedge-backend-name": backendName });
+    if (flags & constants.NGHTTP2_FLAG_END_STREAM) {
+      call.record(responseHeaders["grpc-status"]);
+      stream.respond(out, { endStream: true }); // trailers-only: status in the headers
+      return;
+    }
+    stream.respond(out, { waitForTrailers: true });
+    upstream.pipe(stream);
+  });
+  upstream.on("trailers", (t) => {
+    trailers = forwardable(t, {});
+  });
+  stream.on("wantTrailers", () => {
+    if (replayed) return;
+    const final = trailers ?? statusTrailers(GrpcStatus.INTERNAL, "backend sent no trailers");
+    call.record(final["grpc-status"] as string);
+    stream.sendTrailers(final);
+  });
+  upstream.on("error", (err) => {
+    if (replayed) return;
+    finish();
+    if (replayedElsewhere(err)) return;
+    if (!stream.headersSent) return answerStatus(stream, GrpcStatus.UNAVAILABLE, `backend ${backendName}: ${err.message}`, call);
+    trailers ??= statusTrailers(GrpcStatus.UNAVAILABLE, `backend ${backendName}: ${err.message}`);
+    if (!stream.writableEnded) stream.end();
+  });
+  upstream.on("close", () => {
+    if (replayed) return;
+    finish();
+    if (stream.headersSent || stream.destroyed || stream.closed) {
+      // The backend reset the stream mid-call: end the client's call with a status, never a hang.
+      if (!trailers && stream.headersSent && !stream.writableEnded) {
+        trailers = statusTrailers(GrpcStatus.UNAVAILABLE, `backend ${backendName} closed the stream`);
+        stream.end();
+      }
+      return;
+    }
+    if (replayedElsewhere()) return;
+    answerStatus(stream, GrpcStatus.UNAVAILABLE, `backend ${backendName} closed the stream`, call);
+  });
+  // Client → backend, with backpressure; a client cancel cancels the backend call.
+  options.replay.attach(upstream);
+  stream.on("close", () => {
+    if (!upstream.closed) upstream.close(constants.NGHTTP2_CANCEL);
+    call.record("cancelled"); // no-op when a status was already recorded
+  });
+}
