@@ -62,8 +62,11 @@ export interface RelayOptions {
   retry: () => boolean;
 }
 
+/** Errors that mean the stream never reached the backend's application (RFC 9113 §8.7). */
+const unprocessedErrors = new Set(["ERR_HTTP2_GOAWAY_SESSION", "ERR_HTTP2_INVALID_SESSION"]);
+
 function refusedUnprocessed(upstream: ClientHttp2Stream, err?: Error): boolean {
-  return upstream.rstCode === constants.NGHTTP2_REFUSED_STREAM || (err as { code?: string } | undefined)?.code === "ERR_HTTP2_GOAWAY_SESSION";
+  return upstream.rstCode === constants.NGHTTP2_REFUSED_STREAM || unprocessedErrors.has((err as { code?: string } | undefined)?.code ?? "");
 }
 
 /**

@@ -110,33 +110,19 @@ export class H2Session {
   /** Opens a stream for one call; rejects when the endpoint cannot be reached. */
   async request(headers: OutgoingHttpHeaders): Promise<ClientHttp2Stream> {
     if (this.closed) throw new Error("backend pool closed");
-    const session = await this.connect();
+    let session = await this.connect();
+    let stream: ClientHttp2Stream;
     try {
-      return await this.open(session, headers);
+      stream = session.request(headers, { endStream: false });
     } catch {
-      // The session received GOAWAY (or died) before its event reached us. The stream never
-      // opened, so nothing of the call was sent: move it to a fresh session, once.
+      // The session received GOAWAY (or died) before its event reached us; nothing was sent.
       this.detach(session);
-      return this.open(await this.connect(), headers);
+      session = await this.connect();
+      stream = session.request(headers, { endStream: false });
     }
-  }
-
-  /** Resolves once the stream is open on the wire, so the caller never writes into a stillborn one. */
-  private open(session: ClientHttp2Session, headers: OutgoingHttpHeaders): Promise<ClientHttp2Stream> {
-    const stream = session.request(headers, { endStream: false });
-    stream.on("error", () => {}); // the relay reports errors; none may go unhandled before it listens
-    return new Promise((resolve, reject) => {
-      const failed = (err?: Error) => reject(err ?? new Error("stream closed before it opened"));
-      stream.once("error", failed);
-      stream.once("close", failed);
-      stream.once("ready", () => {
-        stream.off("error", failed);
-        stream.off("close", failed);
-        this.active++;
-        stream.once("close", () => this.active--);
-        resolve(stream);
-      });
-    });
+    this.active++;
+    stream.once("close", () => this.active--);
+    return stream;
   }
 
   private detach(session: ClientHttp2Session): void {
