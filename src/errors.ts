@@ -9,6 +9,8 @@ export type KedgeErrorType =
   | "backend-timeout"
   | "adhoc-port-not-allowed"
   | "shutting-down"
+  | "unauthorized"
+  | "forbidden"
   | "internal";
 
 /** An error a client sees: made in one place, rendered in one place (headers or grpc-status). */
@@ -24,3 +26,13 @@ export class KedgeError extends Error {
 }
 
 export const noRoute = (what: string) => new KedgeError("no-route", 502, `unknown route to service: ${what}`);
+
+/** Bad or missing credentials: 401 (gRPC UNAUTHENTICATED). Messages are kedge Go's. */
+export const unauthorized = (message: string) => new KedgeError("unauthorized", 401, message);
+/** A valid identity without the permission a route needs: 403 (gRPC PERMISSION_DENIED). */
+export const forbidden = (message: string) => new KedgeError("forbidden", 403, message);
+
+/** Anything thrown on the request path, as the error a client may see (never an internal message). */
+export function asKedgeError(e: unknown): KedgeError {
+  return e instanceof KedgeError ? e : new KedgeError("internal", 500, "internal error");
+}

@@ -1,3 +1,4 @@
+import { AccessControl } from "./auth/access.js";
 import { create, toJsonString, type DescMessage, type MessageShape } from "@bufbuild/protobuf";
 import { ConfigSchema, type Config } from "./gen/kedge/config/v1/config_pb.js";
 import { GrpcBackendSchema, HttpBackendSchema } from "./gen/kedge/config/v1/backend_pb.js";
@@ -67,6 +68,7 @@ export class Runtime {
     readonly httpBackends: ReadonlyMap<string, HttpBackend>,
     readonly grpcBackends: ReadonlyMap<string, GrpcBackend>,
     readonly adhoc: AdhocPools,
+    readonly access: AccessControl,
   ) {
     this.httpRoutes = compileHttpRoutes(config.http?.routes ?? []);
     this.httpAdhoc = compileAdhocRules(config.http?.adhocRules ?? []);
@@ -127,12 +129,18 @@ export function buildRuntime(config: Config, version: number, previous?: Runtime
   const created: Startable[] = [];
   const http = buildBackends("http", HttpBackendSchema, config.http?.backends ?? [], previous?.httpBackends, (c) => new HttpBackend(c), problems, created);
   const grpc = buildBackends("grpc", GrpcBackendSchema, config.grpc?.backends ?? [], previous?.grpcBackends, (c) => new GrpcBackend(c), problems, created);
-  if (problems.length > 0) {
+  let access: AccessControl | undefined;
+  try {
+    access = new AccessControl(config.auth, previous?.access);
+  } catch (e) {
+    problems.push(`auth: ${(e as Error).message}`);
+  }
+  if (problems.length > 0 || !access) {
     for (const b of created) b.close();
     throw new ConfigError(problems);
   }
   for (const b of created) b.start();
-  return new Runtime(version, config, http, grpc, previous?.adhoc ?? newAdhocPools());
+  return new Runtime(version, config, http, grpc, previous?.adhoc ?? newAdhocPools(), access);
 }
 
 export function configToJson(config: Config): unknown {

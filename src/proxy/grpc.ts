@@ -2,7 +2,9 @@ import type { IncomingHttpHeaders, ServerHttp2Stream } from "node:http2";
 import type { Endpoint } from "../backend/endpoint.js";
 import type { GrpcBackend } from "../backend/grpc-backend.js";
 import { defaults } from "../backend/http-backend.js";
-import { KedgeError } from "../errors.js";
+import { peerCertOf } from "../auth/identity.js";
+import type { RoutePolicy } from "../auth/policy.js";
+import { asKedgeError, KedgeError } from "../errors.js";
 import { parseHostPort } from "../router/host.js";
 import type { Runtime } from "../runtime.js";
 import type { H2Session } from "../upstream/h2-session.js";
@@ -16,12 +18,21 @@ const maxReplays = 2;
 
 function statusFor(err: KedgeError): number {
   if (err.type === "no-route" || err.type === "no-backend") return GrpcStatus.UNIMPLEMENTED;
-  if (err.type === "adhoc-port-not-allowed") return GrpcStatus.PERMISSION_DENIED;
+  if (err.type === "adhoc-port-not-allowed" || err.type === "forbidden") return GrpcStatus.PERMISSION_DENIED;
+  if (err.type === "unauthorized") return GrpcStatus.UNAUTHENTICATED;
   return GrpcStatus.UNAVAILABLE;
 }
 
+interface Routed {
+  backend: GrpcBackend | undefined;
+  backendName: string;
+  policy: RoutePolicy | undefined;
+  /** No route matched: answered once authentication has passed. */
+  unrouted?: KedgeError;
+}
+
 /** Where a call goes: its backend from the first route that matches service, authority and metadata. */
-function routeCall(runtime: Runtime, headers: IncomingHttpHeaders): { backend: GrpcBackend; backendName: string } {
+function routeCall(runtime: Runtime, headers: IncomingHttpHeaders): Routed {
   const path = (headers[":path"] as string | undefined) ?? "";
   const slash = path.indexOf("/", 1);
   const service = slash > 0 ? path.slice(1, slash) : path.slice(1);
@@ -31,28 +42,48 @@ function routeCall(runtime: Runtime, headers: IncomingHttpHeaders): { backend: G
   const route = runtime.grpcRoutes.match({ service, method, host: hostPort.host, port: hostPort.port, metadata: headers });
   if (!route) {
     const target = runtime.grpcAdhoc.match(hostPort.host, hostPort.port || undefined);
-    if (!target) throw new KedgeError("no-route", 502, "unknown route to service");
-    return { backend: runtime.adhoc.grpc.get(target.host, target.port), backendName: "adhoc" };
+    if (!target) return { backend: undefined, backendName: "none", policy: undefined, unrouted: new KedgeError("no-route", 502, "unknown route to service") };
+    return { backend: runtime.adhoc.grpc.get(target.host, target.port), backendName: "adhoc", policy: undefined };
   }
   const backend = runtime.grpcBackends.get(route.backendName);
   if (!backend) throw new KedgeError("no-backend", 502, "unknown backend");
-  return { backend, backendName: route.backendName };
+  return { backend, backendName: route.backendName, policy: route.policy };
 }
 
-/** Proxies one gRPC call to the backend its route names, failing over between endpoints. */
+/** Proxies one gRPC call: authentication, then the backend its route names. */
 export function proxyGrpc(ctx: ProxyContext, stream: ServerHttp2Stream, headers: IncomingHttpHeaders): void {
   stream.on("error", () => {});
   const call = new CallRecord(ctx, (headers[":path"] as string | undefined) ?? "");
-  let routed;
+  const refuse = (e: unknown) => {
+    const err = asKedgeError(e);
+    ctx.metrics.proxyErrors.inc([call.backendName, err.type]);
+    answerStatus(stream, statusFor(err), err.message, call);
+  };
+  let routed: Routed;
+  let decision: Promise<unknown> | undefined;
   try {
-    routed = routeCall(ctx.runtime(), headers);
+    const runtime = ctx.runtime();
+    routed = routeCall(runtime, headers);
+    const proxyAuthorization = headers["proxy-authorization"];
+    decision = runtime.access.check(routed.policy, {
+      proxyAuthorization: typeof proxyAuthorization === "string" ? proxyAuthorization : undefined,
+      peerCert: peerCertOf(stream.session?.socket),
+    });
   } catch (e) {
-    const err = e instanceof KedgeError ? e : new KedgeError("internal", 500, "internal error");
-    ctx.metrics.proxyErrors.inc(["none", err.type]);
-    return answerStatus(stream, statusFor(err), err.message, call);
+    return refuse(e);
   }
-  const { backend, backendName } = routed;
-  call.backendName = backendName;
+  const go = () => {
+    if (routed.unrouted) return refuse(routed.unrouted);
+    call.backendName = routed.backendName;
+    forward(ctx, stream, headers, call, routed.backend!);
+  };
+  if (decision) decision.then(go, refuse);
+  else go();
+}
+
+/** Sends the call to one of the backend's endpoints, failing over when an endpoint cannot be reached. */
+function forward(ctx: ProxyContext, stream: ServerHttp2Stream, headers: IncomingHttpHeaders, call: CallRecord, backend: GrpcBackend): void {
+  const backendName = call.backendName;
   const failedOn = new Set<Endpoint>();
   const timeoutMs = grpcTimeoutMs(headers["grpc-timeout"]);
   const deadlineAt = timeoutMs === undefined ? undefined : performance.now() + timeoutMs;

@@ -1,7 +1,7 @@
 import type { OutgoingHttpHeaders } from "node:http";
 import type { Endpoint } from "../backend/endpoint.js";
 import { defaults, type HttpBackend } from "../backend/http-backend.js";
-import { KedgeError, noRoute } from "../errors.js";
+import { asKedgeError, KedgeError, noRoute } from "../errors.js";
 import type { Metrics } from "../observe/metrics.js";
 import type { Runtime } from "../runtime.js";
 import type { H1Connection, UpstreamError } from "../upstream/h1-connection.js";
@@ -9,6 +9,8 @@ import type { ResponseHead } from "../upstream/response-parser.js";
 import { buildUpstreamHead, downstreamHeaders } from "./headers.js";
 import type { IngressRequest, IngressResponse } from "./ingress.js";
 import { newRequestId, requestFacts } from "./request.js";
+import { peerCertOf } from "../auth/identity.js";
+import type { RoutePolicy } from "../auth/policy.js";
 
 export interface ProxyContext {
   /** The live runtime; a request keeps the one it started with. */
@@ -57,6 +59,8 @@ class HttpExchange {
   private bodyStarted = false;
   private finished = false;
   private status = 0;
+  /** No route matched: answered once authentication has passed. */
+  private unrouted: KedgeError | undefined;
 
   constructor(
     private readonly ctx: ProxyContext,
@@ -68,13 +72,31 @@ class HttpExchange {
     inflight.count++;
     const incomingId = this.req.headers["x-kedge-request-id"];
     this.requestId = typeof incomingId === "string" && incomingId.length <= 128 ? incomingId : newRequestId();
+    let decision: Promise<unknown> | undefined;
     try {
-      this.route(this.ctx.runtime());
+      const runtime = this.ctx.runtime();
+      const policy = this.route(runtime);
+      // Authentication comes before a no-route answer: unauthenticated callers learn nothing of the routes.
+      decision = runtime.access.check(policy, {
+        proxyAuthorization: this.req.headers["proxy-authorization"],
+        peerCert: peerCertOf(this.req.socket),
+      });
     } catch (e) {
-      this.fail(e instanceof KedgeError ? e : new KedgeError("internal", 500, "internal error"));
+      this.fail(asKedgeError(e));
       return;
     }
     this.res.onGone(() => this.clientGone());
+    if (decision) {
+      decision.then(
+        () => this.proceed(),
+        (e) => this.fail(asKedgeError(e)),
+      );
+    } else this.proceed();
+  }
+
+  private proceed(): void {
+    if (this.finished) return;
+    if (this.unrouted) return this.fail(this.unrouted);
     const pending = this.backend!.pendingResolution;
     if (!pending) return this.attempt();
     let waited = false;
@@ -88,7 +110,8 @@ class HttpExchange {
     void pending.then(go);
   }
 
-  private route(runtime: Runtime): void {
+  /** Finds the backend; returns the route's access policy (undefined: the global one). */
+  private route(runtime: Runtime): RoutePolicy | undefined {
     const facts = requestFacts(this.req);
     const route = runtime.httpRoutes.match(facts);
     if (route) {
@@ -97,7 +120,10 @@ class HttpExchange {
       this.backendLabel = route.backendName;
     } else {
       const target = runtime.httpAdhoc.match(facts.host, facts.explicitPort ? facts.port : undefined);
-      if (!target) throw noRoute(`${facts.host}:${facts.port}${facts.path}`);
+      if (!target) {
+        this.unrouted = noRoute(`${facts.host}:${facts.port}${facts.path}`);
+        return undefined;
+      }
       this.backend = runtime.adhoc.http.get(target.host, target.port);
       this.backendLabel = "adhoc";
     }
@@ -115,6 +141,7 @@ class HttpExchange {
       }),
       "latin1",
     );
+    return route?.policy;
   }
 
   private attempt(): void {

@@ -14,6 +14,8 @@ export interface IngressRequest {
   readonly localPort: number;
   readonly headers: IncomingHttpHeaders;
   readonly remoteAddress: string;
+  /** The client connection (a TLSSocket on TLS listeners): where its certificate is read. */
+  readonly socket: object | undefined;
   /** The request carries a body (Content-Length > 0, chunked, or an HTTP/2 stream not ended with its headers). */
   readonly hasBody: boolean;
   /** Content-Length, or -1 when the length is unknown. */

@@ -1,4 +1,5 @@
 import type { GrpcRoute } from "../gen/kedge/config/v1/routes_pb.js";
+import { compileRoutePolicy, type RoutePolicy } from "../auth/policy.js";
 import { compileHeaderMatcher, type RequestFacts } from "./match.js";
 
 /** What a gRPC call is routed on: its method path, :authority and metadata. */
@@ -16,6 +17,8 @@ export interface GrpcCallFacts {
 export interface CompiledGrpcRoute {
   readonly index: number;
   readonly backendName: string;
+  /** The route's own access rules; undefined: the global policy. */
+  readonly policy: RoutePolicy | undefined;
   matches(call: GrpcCallFacts): boolean;
 }
 
@@ -55,6 +58,7 @@ export function compileGrpcRoutes(routes: readonly GrpcRoute[]): GrpcRouteTable 
     return {
       index,
       backendName: route.backendName,
+      policy: compileRoutePolicy(route.auth),
       matches(call) {
         if (serviceMatches && !serviceMatches(call)) return false;
         if (host !== "" && call.host !== host) return false;

@@ -1,10 +1,13 @@
 import type { HttpRoute } from "../gen/kedge/config/v1/routes_pb.js";
 import { HttpRoute_ProxyMode } from "../gen/kedge/config/v1/routes_pb.js";
+import { compileRoutePolicy, type RoutePolicy } from "../auth/policy.js";
 import { compileHeaderMatcher, type RequestFacts } from "./match.js";
 
 export interface CompiledHttpRoute {
   readonly index: number;
   readonly backendName: string;
+  /** The route's own access rules; undefined: the global policy. */
+  readonly policy: RoutePolicy | undefined;
   matches(facts: RequestFacts): boolean;
 }
 
@@ -40,6 +43,7 @@ export function compileHttpRoute(route: HttpRoute, index: number): CompiledHttpR
   return {
     index,
     backendName: route.backendName,
+    policy: compileRoutePolicy(route.auth),
     matches(facts) {
       if (host !== "" && facts.host !== host) return false;
       if (port !== 0 && facts.port !== port) return false;

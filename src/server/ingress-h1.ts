@@ -16,6 +16,7 @@ export function h1Request(req: IncomingMessage, scheme: "http" | "https", localP
     localPort,
     headers,
     remoteAddress: req.socket.remoteAddress ?? "",
+    socket: req.socket,
     hasBody: chunked || contentLength > 0,
     contentLength,
     body: req,

@@ -15,6 +15,7 @@ export function h2Request(stream: ServerHttp2Stream, headers: IncomingHttpHeader
     localPort,
     headers,
     remoteAddress: stream.session?.socket?.remoteAddress ?? "",
+    socket: stream.session?.socket,
     hasBody: !ended,
     contentLength: ended ? 0 : lengthHeader !== undefined ? Number(lengthHeader) : -1,
     body: stream,

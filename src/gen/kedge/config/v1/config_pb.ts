@@ -4,6 +4,8 @@
 
 import type { GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
 import { fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
+import type { AuthConfig } from "./auth_pb.js";
+import { file_kedge_config_v1_auth } from "./auth_pb.js";
 import type { GrpcBackend, HttpBackend } from "./backend_pb.js";
 import { file_kedge_config_v1_backend } from "./backend_pb.js";
 import type { AdhocRule, GrpcRoute, HttpRoute } from "./routes_pb.js";
@@ -16,7 +18,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file kedge/config/v1/config.proto.
  */
 export const file_kedge_config_v1_config: GenFile = /*@__PURE__*/
-  fileDesc("ChxrZWRnZS9jb25maWcvdjEvY29uZmlnLnByb3RvEg9rZWRnZS5jb25maWcudjEi7QEKBkNvbmZpZxItCgZzZXJ2ZXIYASABKAsyHS5rZWRnZS5jb25maWcudjEuU2VydmVyQ29uZmlnEikKBGF1dGgYAiABKAsyGy5rZWRnZS5jb25maWcudjEuQXV0aENvbmZpZxIpCgRncnBjGAMgASgLMhsua2VkZ2UuY29uZmlnLnYxLkdycGNDb25maWcSKQoEaHR0cBgEIAEoCzIbLmtlZGdlLmNvbmZpZy52MS5IdHRwQ29uZmlnEjMKCWRpc2NvdmVyeRgFIAEoCzIgLmtlZGdlLmNvbmZpZy52MS5EaXNjb3ZlcnlDb25maWcimQEKCkh0dHBDb25maWcSKgoGcm91dGVzGAEgAygLMhoua2VkZ2UuY29uZmlnLnYxLkh0dHBSb3V0ZRIvCgthZGhvY19ydWxlcxgCIAMoCzIaLmtlZGdlLmNvbmZpZy52MS5BZGhvY1J1bGUSLgoIYmFja2VuZHMYAyADKAsyHC5rZWRnZS5jb25maWcudjEuSHR0cEJhY2tlbmQimQEKCkdycGNDb25maWcSKgoGcm91dGVzGAEgAygLMhoua2VkZ2UuY29uZmlnLnYxLkdycGNSb3V0ZRIvCgthZGhvY19ydWxlcxgCIAMoCzIaLmtlZGdlLmNvbmZpZy52MS5BZGhvY1J1bGUSLgoIYmFja2VuZHMYAyADKAsyHC5rZWRnZS5jb25maWcudjEuR3JwY0JhY2tlbmQiDAoKQXV0aENvbmZpZyIRCg9EaXNjb3ZlcnlDb25maWdiBnByb3RvMw", [file_kedge_config_v1_backend, file_kedge_config_v1_routes, file_kedge_config_v1_server]);
+  fileDesc("ChxrZWRnZS9jb25maWcvdjEvY29uZmlnLnByb3RvEg9rZWRnZS5jb25maWcudjEi7QEKBkNvbmZpZxItCgZzZXJ2ZXIYASABKAsyHS5rZWRnZS5jb25maWcudjEuU2VydmVyQ29uZmlnEikKBGF1dGgYAiABKAsyGy5rZWRnZS5jb25maWcudjEuQXV0aENvbmZpZxIpCgRncnBjGAMgASgLMhsua2VkZ2UuY29uZmlnLnYxLkdycGNDb25maWcSKQoEaHR0cBgEIAEoCzIbLmtlZGdlLmNvbmZpZy52MS5IdHRwQ29uZmlnEjMKCWRpc2NvdmVyeRgFIAEoCzIgLmtlZGdlLmNvbmZpZy52MS5EaXNjb3ZlcnlDb25maWcimQEKCkh0dHBDb25maWcSKgoGcm91dGVzGAEgAygLMhoua2VkZ2UuY29uZmlnLnYxLkh0dHBSb3V0ZRIvCgthZGhvY19ydWxlcxgCIAMoCzIaLmtlZGdlLmNvbmZpZy52MS5BZGhvY1J1bGUSLgoIYmFja2VuZHMYAyADKAsyHC5rZWRnZS5jb25maWcudjEuSHR0cEJhY2tlbmQimQEKCkdycGNDb25maWcSKgoGcm91dGVzGAEgAygLMhoua2VkZ2UuY29uZmlnLnYxLkdycGNSb3V0ZRIvCgthZGhvY19ydWxlcxgCIAMoCzIaLmtlZGdlLmNvbmZpZy52MS5BZGhvY1J1bGUSLgoIYmFja2VuZHMYAyADKAsyHC5rZWRnZS5jb25maWcudjEuR3JwY0JhY2tlbmQiEQoPRGlzY292ZXJ5Q29uZmlnYgZwcm90bzM", [file_kedge_config_v1_auth, file_kedge_config_v1_backend, file_kedge_config_v1_routes, file_kedge_config_v1_server]);
 
 /**
  * Config is everything `kedge --config F` reads from one file. kedge Go's director and
@@ -113,21 +115,6 @@ export const GrpcConfigSchema: GenMessage<GrpcConfig> = /*@__PURE__*/
   messageDesc(file_kedge_config_v1_config, 2);
 
 /**
- * AuthConfig is filled in by the authentication release.
- *
- * @generated from message kedge.config.v1.AuthConfig
- */
-export type AuthConfig = Message<"kedge.config.v1.AuthConfig"> & {
-};
-
-/**
- * Describes the message kedge.config.v1.AuthConfig.
- * Use `create(AuthConfigSchema)` to create a new message.
- */
-export const AuthConfigSchema: GenMessage<AuthConfig> = /*@__PURE__*/
-  messageDesc(file_kedge_config_v1_config, 3);
-
-/**
  * DiscoveryConfig is filled in by the Kubernetes release.
  *
  * @generated from message kedge.config.v1.DiscoveryConfig
@@ -140,5 +127,5 @@ export type DiscoveryConfig = Message<"kedge.config.v1.DiscoveryConfig"> & {
  * Use `create(DiscoveryConfigSchema)` to create a new message.
  */
 export const DiscoveryConfigSchema: GenMessage<DiscoveryConfig> = /*@__PURE__*/
-  messageDesc(file_kedge_config_v1_config, 4);
+  messageDesc(file_kedge_config_v1_config, 3);
 

@@ -1,0 +1,83 @@
+import { readFileSync } from "node:fs";
+import { toJsonString } from "@bufbuild/protobuf";
+import { OidcAuthSchema, type AuthConfig } from "../gen/kedge/config/v1/auth_pb.js";
+import { unauthorized } from "../errors.js";
+import type { Identity, PeerCert, TokenIdentity } from "./identity.js";
+import { OidcVerifier } from "./oidc.js";
+import { authorizeRoute, requirePermissions, type RoutePolicy } from "./policy.js";
+import { StaticToken } from "./static-token.js";
+
+/** The credentials a request carries. */
+export interface Credentials {
+  /** The Proxy-Authorization header (HTTP) or proxy-authorization metadata (gRPC). */
+  readonly proxyAuthorization: string | undefined;
+  readonly peerCert: PeerCert | undefined;
+}
+
+const bearerPrefix = /^bearer /i;
+
+/**
+ * Authentication and authorization for one config: the authenticators it names (static token,
+ * OIDC) and the global policy that routes without rules of their own inherit. Built with the
+ * runtime on every reload; the OIDC verifier (and its key cache) is kept while its config is unchanged.
+ */
+export class AccessControl {
+  private readonly staticToken: StaticToken | undefined;
+  readonly oidc: OidcVerifier | undefined;
+  private readonly whitelist: readonly string[];
+  /** Any token authenticator is configured: routes without rules need a valid token. */
+  readonly requiresToken: boolean;
+
+  constructor(config: AuthConfig | undefined, previous?: AccessControl) {
+    const token = config?.bearerTokenFile ? readFileSync(config.bearerTokenFile, "utf8").trim() : config?.bearerToken;
+    this.staticToken = token ? new StaticToken(token) : undefined;
+    const oidc = config?.oidc;
+    if (oidc && (oidc.providerUrl || oidc.jwksFile || oidc.jwksUrl)) {
+      const same = previous?.oidc && !oidc.jwksFile && toJsonString(OidcAuthSchema, previous.oidc.config) === toJsonString(OidcAuthSchema, oidc);
+      this.oidc = same ? previous.oidc : new OidcVerifier(oidc);
+    }
+    this.whitelist = config?.whitelistPermissions ?? [];
+    this.requiresToken = !!this.staticToken || !!this.oidc;
+  }
+
+  /**
+   * Decides one request. Returns undefined when it is allowed without async work (the common
+   * no-auth and public-route cases stay off the promise path), a promise of the identity when a
+   * token must be verified; throws (or rejects with) KedgeError 401/403.
+   */
+  check(policy: RoutePolicy | undefined, creds: Credentials): Promise<Identity> | undefined {
+    if (policy?.public) return undefined;
+    if (creds.peerCert && !creds.peerCert.verified) {
+      throw unauthorized(`Verification failed. Client certificate: ${creds.peerCert.reason}.`);
+    }
+    const cert = creds.peerCert?.identity;
+    const needsToken = policy ? policy.needsToken : this.requiresToken;
+    if (creds.proxyAuthorization === undefined) {
+      if (needsToken) throw unauthorized("Unauthenticated. No Proxy-Authorization header.");
+      if (policy) authorizeRoute({ cert }, policy);
+      return undefined;
+    }
+    if (!bearerPrefix.test(creds.proxyAuthorization)) {
+      throw unauthorized("Unauthenticated. Proxy-Authorization header does not have Bearer format.");
+    }
+    if (!this.requiresToken) {
+      // A token nobody can verify is not an identity; refusing it says so instead of ignoring it.
+      if (needsToken || policy?.needsToken) throw unauthorized("Verification failed. No token authenticator is configured.");
+      if (policy) authorizeRoute({ cert }, policy);
+      return undefined;
+    }
+    return this.verifyToken(creds.proxyAuthorization.slice(7).trim()).then((token) => {
+      const identity: Identity = { cert, token };
+      if (policy) authorizeRoute(identity, policy);
+      else if (token.kind === "jwt") requirePermissions(token.permissions, this.whitelist, []);
+      return identity;
+    });
+  }
+
+  private async verifyToken(token: string): Promise<TokenIdentity> {
+    if (token === "") throw unauthorized("Unauthenticated. Proxy-Authorization header does not have Bearer format.");
+    if (this.staticToken?.matches(token)) return { kind: "static", subject: "static-token", permissions: new Set() };
+    if (this.oidc) return this.oidc.verify(token);
+    throw unauthorized("Verification failed. Token does not match.");
+  }
+}
