@@ -30,8 +30,20 @@ function isGrpc(headers: IncomingHttpHeaders): boolean {
   return ct !== undefined && ct.startsWith("application/grpc") && !ct.startsWith("application/grpc-web");
 }
 
-function tlsFiles(server: ServerConfig): { cert: Buffer; key: Buffer } {
-  return { cert: readFileSync(server.tlsCertFile), key: readFileSync(server.tlsKeyFile) };
+/**
+ * The listener's TLS material. With client CAs, clients are asked for a certificate; a missing or
+ * untrusted one fails the handshake only when required, otherwise the request path refuses an
+ * untrusted one and treats a missing one as no identity.
+ */
+function tlsFiles(server: ServerConfig): tls.SecureContextOptions & { requestCert: boolean; rejectUnauthorized: boolean } {
+  const clientCas = server.tlsClientCaFiles.map((f) => readFileSync(f));
+  return {
+    cert: readFileSync(server.tlsCertFile),
+    key: readFileSync(server.tlsKeyFile),
+    ca: clientCas.length > 0 ? clientCas : undefined,
+    requestCert: clientCas.length > 0,
+    rejectUnauthorized: clientCas.length > 0 && server.tlsClientCertRequired,
+  };
 }
 
 function listen(server: { listen: (port: number, host: string, cb: () => void) => unknown; once: (e: string, cb: (err: Error) => void) => unknown; address: () => AddressInfo | string | null }, port: number, host: string): Promise<number> {
