@@ -1,5 +1,5 @@
 import { runAdmin } from "./cli/admin.js";
-import { parseArgs, serverOverrides, usage, UsageError } from "./cli/args.js";
+import { authOverrides, parseArgs, serverOverrides, usage, UsageError } from "./cli/args.js";
 import { ConfigError } from "./config/parse.js";
 import { loadConfig, type ConfigSources } from "./config/load.js";
 import { embeddedDefaultConfig } from "./config/default.js";
@@ -14,6 +14,7 @@ function sourcesFrom(flags: Map<string, string>): ConfigSources {
     backendpoolFile: flags.get("backendpool-config"),
     embedded: embeddedDefaultConfig,
     serverOverrides: serverOverrides(flags),
+    authOverrides: authOverrides(flags),
   };
 }
 

@@ -2,6 +2,7 @@ import { describe, expect, it } from "bun:test";
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { authOverrides, parseArgs, serverOverrides } from "../src/cli/args.ts";
 import { loadConfig } from "../src/config/load.ts";
 import { ConfigError } from "../src/config/parse.ts";
 
@@ -56,6 +57,23 @@ describe("config loading", () => {
     expect(config.server!.httpPort).toBe(2000);
     expect(config.server!.bindAddress).toBe("0.0.0.0");
   });
+
+  it("takes kedge Go's auth flags", () => {
+    const { flags } = parseArgs([
+      "--server_tls_client_ca_files=/a.pem,/b.pem", "--server_tls_client_cert_required",
+      "--server_oidc_provider_url", "https://issuer.example", "--server_oidc_client_id", "kedge",
+      "--server_oidc_perms_claim", "perms", "--server_oidc_whitelist_perms", "proxy:use,admin",
+      "--server_enable_oidc_for_debug_endpoints=true",
+    ]);
+    const config = loadConfig({ embedded: {}, serverOverrides: serverOverrides(flags), authOverrides: authOverrides(flags) });
+    expect(config.server!.tlsClientCaFiles).toEqual(["/a.pem", "/b.pem"]);
+    expect(config.server!.tlsClientCertRequired).toBe(true);
+    expect(config.auth!.oidc).toMatchObject({ providerUrl: "https://issuer.example", clientId: "kedge", permsClaim: "perms" });
+    expect(config.auth!.whitelistPermissions).toEqual(["proxy:use", "admin"]);
+    expect(config.auth!.admin!.enabled).toBe(true);
+    const token = loadConfig({ embedded: {}, authOverrides: authOverrides(parseArgs(["--unsafe_bearer_token_proxy_auth", "s3cret"]).flags) });
+    expect(token.auth!.bearerToken).toBe("s3cret");
+  });
 });
 
 describe("config validation names the field path", () => {
@@ -74,6 +92,14 @@ describe("config validation names the field path", () => {
     ["bad static address", { http: { backends: [{ name: "web", static: { addresses: ["no-port"] } }] } }, 'http.backends[0].static.addresses[0]: must be "host:port"'],
     ["bad duration", { http: { backends: [{ ...okBackend, timeouts: { connect: "5 seconds" } }] } }, 'http.backends[0].timeouts.connect: expected a duration such as "1.5s"'],
     ["TLS port without a cert", { server: { http_tls_port: 8443 } }, "server: a TLS port needs tls_cert_file and tls_key_file"],
+    ["an OIDC config without client_id", { auth: { oidc: { provider_url: "https://issuer.example" } } }, "auth.oidc.client_id: required"],
+    ["alg none", { auth: { oidc: { provider_url: "https://i.example", client_id: "k", allowed_algorithms: ["RS256", "none"] } } }, 'auth.oidc.allowed_algorithms[1]: "none" is refused'],
+    ["HMAC algorithms", { auth: { oidc: { provider_url: "https://i.example", client_id: "k", allowed_algorithms: ["HS256"] } } }, 'auth.oidc.allowed_algorithms[0]: "HS256" is refused'],
+    ["a huge clock skew", { auth: { oidc: { provider_url: "https://i.example", client_id: "k", clock_skew: "3600s" } } }, "auth.oidc.clock_skew: at most 5m"],
+    ["a whitelist without a perms claim", { auth: { bearer_token: "t", whitelist_permissions: ["p"] } }, "auth.whitelist_permissions: needs auth.oidc with perms_claim"],
+    ["permission rules without OIDC", { http: { backends: [okBackend], routes: [{ backend_name: "web", auth: { any_of_permissions: ["p"] } }] } }, "http.routes[0].auth: permission rules need auth.oidc with perms_claim"],
+    ["certificate rules without client CAs", { grpc: { backends: [okBackend], routes: [{ backend_name: "web", auth: { allowed_client_sans: ["spiffe://x"] } }] } }, "grpc.routes[0].auth: client certificate rules need server.tls_client_ca_files"],
+    ["admin auth without a token authenticator", { auth: { admin: { enabled: true } } }, "auth.admin.enabled: needs a token authenticator"],
     ["bad adhoc regexp", { http: { adhoc_rules: [{ dns_name_matcher: "*.x", dns_name_replace: { pattern: "(" } }] } }, "http.adhoc_rules[0].dns_name_replace.pattern: is not a valid regular expression"],
   ];
   for (const [what, config, expected] of cases) {

@@ -1,10 +1,10 @@
 import { readFileSync } from "node:fs";
-import { toJsonString } from "@bufbuild/protobuf";
-import { OidcAuthSchema, type AuthConfig } from "../gen/kedge/config/v1/auth_pb.js";
+import { create, toJsonString } from "@bufbuild/protobuf";
+import { OidcAuthSchema, RouteAuthSchema, type AdminAuth, type AuthConfig } from "../gen/kedge/config/v1/auth_pb.js";
 import { unauthorized } from "../errors.js";
 import type { Identity, PeerCert, TokenIdentity } from "./identity.js";
 import { OidcVerifier } from "./oidc.js";
-import { authorizeRoute, requirePermissions, type RoutePolicy } from "./policy.js";
+import { authorizeRoute, compileRoutePolicy, requirePermissions, type RoutePolicy } from "./policy.js";
 import { StaticToken } from "./static-token.js";
 
 /** The credentials a request carries. */
@@ -27,6 +27,10 @@ export class AccessControl {
   private readonly whitelist: readonly string[];
   /** Any token authenticator is configured: routes without rules need a valid token. */
   readonly requiresToken: boolean;
+  /** The admin port's settings; undefined when it is open. */
+  readonly admin: AdminAuth | undefined;
+  /** The admin port's own permissions; undefined: the global policy. */
+  readonly adminPolicy: RoutePolicy | undefined;
 
   constructor(config: AuthConfig | undefined, previous?: AccessControl) {
     const token = config?.bearerTokenFile ? readFileSync(config.bearerTokenFile, "utf8").trim() : config?.bearerToken;
@@ -38,6 +42,8 @@ export class AccessControl {
     }
     this.whitelist = config?.whitelistPermissions ?? [];
     this.requiresToken = !!this.staticToken || !!this.oidc;
+    this.admin = config?.admin?.enabled ? config.admin : undefined;
+    this.adminPolicy = compileRoutePolicy(create(RouteAuthSchema, { anyOfPermissions: this.admin?.permissions ?? [] }));
   }
 
   /**

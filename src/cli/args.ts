@@ -22,6 +22,14 @@ export const flagAliases: Record<string, readonly string[]> = {
   "tls-key-file": ["tls-key-file", "server_tls_key_file"],
   "bind-address": ["bind-address", "server_bind_address"],
   "log-level": ["log-level", "log_level"],
+  "tls-client-ca-files": ["tls-client-ca-files", "server_tls_client_ca_files"],
+  "tls-client-cert-required": ["tls-client-cert-required", "server_tls_client_cert_required"],
+  "oidc-provider-url": ["oidc-provider-url", "server_oidc_provider_url"],
+  "oidc-client-id": ["oidc-client-id", "server_oidc_client_id"],
+  "oidc-perms-claim": ["oidc-perms-claim", "server_oidc_perms_claim"],
+  "oidc-whitelist-perms": ["oidc-whitelist-perms", "server_oidc_whitelist_perms"],
+  "bearer-token": ["bearer-token", "unsafe_bearer_token_proxy_auth"],
+  "admin-auth": ["admin-auth", "server_enable_oidc_for_debug_endpoints"],
   "admin-address": ["admin-address"],
   help: ["help", "h"],
 };
@@ -29,7 +37,7 @@ export const flagAliases: Record<string, readonly string[]> = {
 const canonicalByAlias = new Map<string, string>();
 for (const [canonical, aliases] of Object.entries(flagAliases)) for (const a of aliases) canonicalByAlias.set(a, canonical);
 
-const booleanFlags = new Set(["help"]);
+const booleanFlags = new Set(["help", "tls-client-cert-required", "admin-auth"]);
 const commands = new Set(["serve", "validate", "version", "admin", "help"]);
 
 export class UsageError extends Error {}
@@ -84,7 +92,42 @@ export function serverOverrides(flags: Map<string, string>): Record<string, unkn
   str("tls-key-file", "tls_key_file");
   str("bind-address", "bind_address");
   str("log-level", "log_level");
+  const list = flags.get("tls-client-ca-files");
+  if (list !== undefined) out.tls_client_ca_files = commaList(list);
+  const required = flags.get("tls-client-cert-required");
+  if (required !== undefined) out.tls_client_cert_required = bool("tls-client-cert-required", required);
   return out;
+}
+
+/** kedge Go's auth flags, as an `auth` section that overrides the config file's. */
+export function authOverrides(flags: Map<string, string>): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  const oidc: Record<string, unknown> = {};
+  const set = (flag: string, into: Record<string, unknown>, field: string) => {
+    const v = flags.get(flag);
+    if (v !== undefined) into[field] = v;
+  };
+  set("oidc-provider-url", oidc, "provider_url");
+  set("oidc-client-id", oidc, "client_id");
+  set("oidc-perms-claim", oidc, "perms_claim");
+  if (Object.keys(oidc).length > 0) out.oidc = oidc;
+  set("bearer-token", out, "bearer_token");
+  const perms = flags.get("oidc-whitelist-perms");
+  if (perms !== undefined) out.whitelist_permissions = commaList(perms);
+  const admin = flags.get("admin-auth");
+  if (admin !== undefined) out.admin = { enabled: bool("admin-auth", admin) };
+  return out;
+}
+
+/** kedge Go's list flags: comma-separated. */
+function commaList(value: string): string[] {
+  return value.split(",").map((v) => v.trim()).filter(Boolean);
+}
+
+function bool(flag: string, value: string): boolean {
+  if (value === "true" || value === "1") return true;
+  if (value === "false" || value === "0") return false;
+  throw new UsageError(`--${flag}: "${value}" is not true or false`);
 }
 
 export const usage = `kedge — Kubernetes edge proxy for gRPC and HTTP
@@ -111,6 +154,16 @@ Server flags (override the config's server section; kedge Go names in parenthese
   --tls-key-file F           (--server_tls_key_file)
   --bind-address A           (--server_bind_address)
   --log-level L              (--log_level)               debug, info, warn, error
+  --tls-client-ca-files F,F  (--server_tls_client_ca_files)      CAs for client certificates
+  --tls-client-cert-required (--server_tls_client_cert_required) fail handshakes without one
+
+Auth flags (override the config's auth section):
+  --oidc-provider-url U      (--server_oidc_provider_url)    OIDC issuer
+  --oidc-client-id ID        (--server_oidc_client_id)       expected audience
+  --oidc-perms-claim C       (--server_oidc_perms_claim)     claim holding permissions
+  --oidc-whitelist-perms P,P (--server_oidc_whitelist_perms) any one of these grants access
+  --bearer-token T           (--unsafe_bearer_token_proxy_auth) static Proxy-Authorization token
+  --admin-auth               (--server_enable_oidc_for_debug_endpoints) admin port behind auth
 
 Signals: SIGHUP reloads the config (also on file change); SIGTERM drains and exits.
 `;

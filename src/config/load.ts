@@ -14,6 +14,8 @@ export interface ConfigSources {
   embedded?: unknown;
   /** Server fields from command-line flags; they win over the files. */
   serverOverrides?: Record<string, unknown>;
+  /** Auth fields from command-line flags (kedge Go's names); they win over the files. */
+  authOverrides?: Record<string, unknown>;
 }
 
 export function configFiles(sources: ConfigSources): string[] {
@@ -41,6 +43,9 @@ export function loadConfig(sources: ConfigSources): Config {
   }
   if (sources.serverOverrides && Object.keys(sources.serverOverrides).length > 0) {
     parts.push({ where: "command-line flags", json: { server: sources.serverOverrides } });
+  }
+  if (sources.authOverrides && Object.keys(sources.authOverrides).length > 0) {
+    parts.push({ where: "command-line flags", json: { auth: sources.authOverrides } });
   }
   for (const { where, json } of parts) {
     try {

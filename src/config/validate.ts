@@ -1,6 +1,7 @@
 import * as v from "valibot";
 import type { Config } from "../gen/kedge/config/v1/config_pb.js";
 import { parseHostPort } from "../router/host.js";
+import { validateAuth } from "./validate-auth.js";
 
 // kedge Go's name pattern, widened with "-" because generated names embed Kubernetes names.
 const namePattern = /^[a-z0-9_.-]{2,64}$/;
@@ -105,6 +106,7 @@ export function validateConfig(config: Config): string[] {
       }
     });
   }
+  problems.push(...validateAuth(config));
   return problems;
 }
 

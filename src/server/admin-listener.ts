@@ -5,6 +5,7 @@ import { connectNodeAdapter } from "@connectrpc/connect-node";
 import type { Hono } from "hono";
 import type { Runtime } from "../runtime.js";
 import { adminRoutes } from "./admin-api.js";
+import { guardAdmin } from "./admin-auth.js";
 
 /** Hands a node request to the Hono app (admin traffic is light, so the Fetch conversion is fine here). */
 function honoHandler(app: Hono) {
@@ -27,7 +28,7 @@ function honoHandler(app: Hono) {
  * h2c, since gRPC needs HTTP/2), and everything else (/_healthz, /metrics, …) by the Hono app.
  */
 export async function startAdminListener(app: Hono, runtime: () => Runtime, host: string, port: number): Promise<{ port: number; close: () => void }> {
-  const handler = connectNodeAdapter({ routes: adminRoutes(runtime), fallback: honoHandler(app) as never });
+  const handler = guardAdmin(runtime, connectNodeAdapter({ routes: adminRoutes(runtime), fallback: honoHandler(app) as never }) as never);
   const h1 = http.createServer(handler as never);
   const h2 = http2.createServer(handler as never);
   // node:http2 offers allowHTTP1 only with TLS: tell h2c from HTTP/1.1 by the client preface.

@@ -57,14 +57,15 @@ export async function startKedge(sources: ConfigSources, options: { watchFiles?:
     try {
       const config = loadConfig(sources);
       warnAboutListenerChanges(current.config, config);
+      next = buildRuntime(config, current.version + 1, current);
       if (config.server?.httpTlsPort !== undefined || config.server?.grpcTlsPort !== undefined) {
         try {
           data.reloadTls(config.server);
         } catch (e) {
-          throw new ConfigError([`server.tls_cert_file/tls_key_file: ${(e as Error).message}`]);
+          next.retire(current); // closes only what the rejected runtime started
+          throw new ConfigError([`server.tls_cert_file/tls_key_file/tls_client_ca_files: ${(e as Error).message}`]);
         }
       }
-      next = buildRuntime(config, current.version + 1, current);
     } catch (e) {
       const err = e instanceof ConfigError ? e : new ConfigError([(e as Error).message]);
       metrics.reloads.inc(["failure"]);
@@ -82,7 +83,15 @@ export async function startKedge(sources: ConfigSources, options: { watchFiles?:
 
   const watchers: FSWatcher[] = [];
   // Cert files too: cert-manager and friends rotate them in place.
-  const watched = [...configFiles(sources), server.tlsCertFile, server.tlsKeyFile].filter(Boolean);
+  const auth = first.auth;
+  const watched = [
+    ...configFiles(sources),
+    server.tlsCertFile,
+    server.tlsKeyFile,
+    ...server.tlsClientCaFiles,
+    auth?.bearerTokenFile ?? "",
+    auth?.oidc?.jwksFile ?? "",
+  ].filter(Boolean);
   if (options.watchFiles) watchers.push(...watchConfigFiles(watched, () => void reload()));
 
   return {

@@ -1,0 +1,255 @@
+import { afterAll, beforeAll, describe, expect, it } from "bun:test";
+import * as grpc from "@grpc/grpc-js";
+import { curl } from "./helpers/curl.ts";
+import { GreeterClient, startGreeter, unary, type GreeterServer } from "./helpers/grpc.ts";
+import { plainServer, startTestKedge, type TestKedge } from "./helpers/kedge.ts";
+import { hmacToken, startTestIssuer, tamper, unsignedToken, type TestIssuer } from "./helpers/oidc-issuer.ts";
+import { startUpstream, type Upstream } from "./helpers/upstream.ts";
+
+// OIDC/JWT authentication against a real issuer started here (discovery + JWKS, tokens signed
+// with jose), the global whitelist, per-route permissions over HTTP and gRPC, the attacks a
+// verifier must refuse, key rotation, and the admin port behind auth.
+
+let issuer: TestIssuer;
+let upstream: Upstream;
+let greeter: GreeterServer;
+let kedge: TestKedge;
+
+const now = () => Math.floor(Date.now() / 1000);
+
+beforeAll(async () => {
+  issuer = await startTestIssuer();
+  upstream = await startUpstream("app");
+  greeter = await startGreeter("greeter");
+  const app = [{ name: "app", static: { addresses: [`127.0.0.1:${upstream.port}`] } }];
+  kedge = await startTestKedge({
+    server: { ...plainServer, h2c_port: 0 },
+    auth: {
+      oidc: { provider_url: issuer.url, client_id: "kedge", perms_claim: "perms", clock_skew: "5s", jwks_refresh_interval: "1s" },
+      whitelist_permissions: ["proxy:use"],
+      admin: { enabled: true },
+    },
+    http: {
+      backends: app,
+      routes: [
+        { backend_name: "app", host_matcher: "public.test", auth: { public: true } },
+        { backend_name: "app", host_matcher: "admins.test", auth: { all_of_permissions: ["admin", "write"] } },
+        { backend_name: "app", host_matcher: "readers.test", auth: { any_of_permissions: ["read", "admin"] } },
+        { backend_name: "app", host_matcher: "app.test" },
+      ],
+    },
+    grpc: {
+      backends: [{ name: "greeter", static: { addresses: [`127.0.0.1:${greeter.port}`] } }],
+      routes: [
+        { backend_name: "greeter", authority_host_matcher: "admins.test", auth: { all_of_permissions: ["admin", "write"] } },
+        { backend_name: "greeter", authority_host_matcher: "readers.test", auth: { any_of_permissions: ["read", "admin"] } },
+        { backend_name: "greeter", authority_host_matcher: "public.test", auth: { public: true } },
+        { backend_name: "greeter", authority_host_matcher: "app.test" },
+      ],
+    },
+  });
+});
+
+afterAll(async () => {
+  await kedge?.shutdown();
+  await upstream?.close();
+  greeter?.kill();
+  await issuer?.close();
+});
+
+function get(host: string, headers: Record<string, string> = {}, path = "/who") {
+  return curl([...Object.entries(headers).flatMap(([k, v]) => ["-H", `${k}: ${v}`]), "-H", `host: ${host}`, kedge.url(path)]);
+}
+
+const bearer = (token: string) => ({ "proxy-authorization": `Bearer ${token}` });
+
+describe("OIDC / JWT authentication over HTTP", () => {
+  it("accepts RS256 and ES256 tokens, strips Proxy-Authorization and passes Authorization through untouched", async () => {
+    for (const alg of ["RS256", "ES256"] as const) {
+      const token = await issuer.sign({ perms: ["proxy:use"] }, { alg });
+      const r = await get("app.test", { ...bearer(token), authorization: "Bearer for-the-backend" });
+      expect(r.status).toBe(200);
+      const seen = JSON.parse(r.body).headers;
+      expect(seen["proxy-authorization"]).toBeUndefined();
+      expect(seen.authorization).toBe("Bearer for-the-backend");
+    }
+    expect(issuer.discoveryFetches).toBe(1);
+  });
+
+  it("answers 401 with kedge Go's messages when the credential is missing or not a bearer token", async () => {
+    const none = await get("app.test");
+    expect(none.status).toBe(401);
+    expect(none.headers["x-kedge-error-type"]).toBe("unauthorized");
+    expect(none.headers["x-kedge-error"]).toBe("Unauthenticated. No Proxy-Authorization header.");
+    const basic = await get("app.test", { "proxy-authorization": "Basic YWxpY2U6cHc=" });
+    expect(basic.status).toBe(401);
+    expect(basic.headers["x-kedge-error"]).toBe("Unauthenticated. Proxy-Authorization header does not have Bearer format.");
+  });
+
+  it("answers 401, not no-route, to an unauthenticated request for an unknown host", async () => {
+    const r = await get("nowhere.test");
+    expect(r.status).toBe(401);
+    const token = await issuer.sign({ perms: ["proxy:use"] });
+    expect((await get("nowhere.test", bearer(token))).headers["x-kedge-error-type"]).toBe("no-route");
+  });
+
+  it("tolerates the configured clock skew and no more", async () => {
+    const justExpired = await issuer.sign({ perms: ["proxy:use"], exp: now() - 2 });
+    expect((await get("app.test", bearer(justExpired))).status).toBe(200);
+  });
+
+  const attacks: Array<[string, () => Promise<{ headers: Record<string, string> }>]> = [
+    ["alg none", async () => bearer(unsignedToken({ iss: issuer.url, aud: "kedge", sub: "alice", perms: ["proxy:use"], exp: now() + 300 }))],
+    ["HS256 signed with the RSA public key", async () => bearer(await hmacToken({ iss: issuer.url, aud: "kedge", sub: "alice", perms: ["proxy:use"], exp: now() + 300 }, await issuer.rsaPublicKeyPem()))],
+    ["expired", async () => bearer(await issuer.sign({ perms: ["proxy:use"], exp: now() - 60 }))],
+    ["not yet valid", async () => bearer(await issuer.sign({ perms: ["proxy:use"], nbf: now() + 60 }))],
+    ["issued in the future", async () => bearer(await issuer.sign({ perms: ["proxy:use"], iat: now() + 60 }))],
+    ["without exp", async () => bearer(await issuer.sign({ perms: ["proxy:use"], exp: undefined }))],
+    ["wrong audience", async () => bearer(await issuer.sign({ perms: ["proxy:use"], aud: "someone-else" }))],
+    ["wrong issuer", async () => bearer(await issuer.sign({ perms: ["proxy:use"], iss: "https://evil.example" }))],
+    ["unknown kid", async () => bearer(await issuer.signWithUnpublishedKey({ iss: issuer.url, aud: "kedge", perms: ["proxy:use"] }))],
+    ["tampered payload", async () => bearer(tamper(await issuer.sign({ perms: ["proxy:use"] })))],
+    ["oversized", async () => bearer(await issuer.sign({ perms: ["proxy:use"], padding: "x".repeat(9000) }))],
+    ["garbage", async () => bearer("not.a.jwt")],
+  ].map(([name, make]) => [name as string, async () => ({ headers: await (make as () => Promise<Record<string, string>>)() })]);
+
+  for (const [name, make] of attacks) {
+    it(`refuses a token: ${name}`, async () => {
+      const r = await get("app.test", (await make()).headers);
+      expect(r.status).toBe(401);
+      expect(r.headers["x-kedge-error-type"]).toBe("unauthorized");
+      expect(r.headers["x-kedge-error"]).toStartWith("Verification failed.");
+      expect(upstream.seen.some((s) => s.headers["proxy-authorization"] !== undefined)).toBe(false);
+    });
+  }
+
+  it("refuses a valid token in the wrong header", async () => {
+    const token = await issuer.sign({ perms: ["proxy:use"] });
+    const r = await get("app.test", { authorization: `Bearer ${token}` });
+    expect(r.status).toBe(401);
+    expect(r.headers["x-kedge-error"]).toBe("Unauthenticated. No Proxy-Authorization header.");
+  });
+
+  it("answers 403 naming the permission when a valid token lacks the global whitelist", async () => {
+    const r = await get("app.test", bearer(await issuer.sign({ perms: ["read"] })));
+    expect(r.status).toBe(403);
+    expect(r.headers["x-kedge-error-type"]).toBe("forbidden");
+    expect(r.headers["x-kedge-error"]).toContain('"proxy:use"');
+  });
+});
+
+describe("per-route permissions", () => {
+  // perms held → expected status on [admins.test (all of admin+write), readers.test (any of read/admin), public.test, app.test (global)]
+  const matrix: Array<[string[] | null, number[]]> = [
+    [null, [401, 401, 200, 401]],
+    [[], [403, 403, 200, 403]],
+    [["read"], [403, 200, 200, 403]],
+    [["admin"], [403, 200, 200, 403]],
+    [["admin", "write"], [200, 200, 200, 403]],
+    [["proxy:use"], [403, 403, 200, 200]],
+    [["admin", "write", "proxy:use"], [200, 200, 200, 200]],
+  ];
+  const hosts = ["admins.test", "readers.test", "public.test", "app.test"];
+
+  for (const [perms, expected] of matrix) {
+    it(`HTTP with permissions ${JSON.stringify(perms)}`, async () => {
+      const headers = perms === null ? {} : bearer(await issuer.sign({ perms }));
+      const got = await Promise.all(hosts.map(async (h) => (await get(h, headers)).status));
+      expect(got).toEqual(expected);
+    });
+
+    it(`gRPC with permissions ${JSON.stringify(perms)}`, async () => {
+      const md = new grpc.Metadata();
+      if (perms !== null) md.set("proxy-authorization", `bearer ${await issuer.sign({ perms })}`);
+      const codes = await Promise.all(
+        hosts.map(async (h) => {
+          const client = new GreeterClient(`127.0.0.1:${kedge.ports.h2c}`, grpc.credentials.createInsecure(), { "grpc.default_authority": h });
+          const r = await unary(client, "sayHello", { name: "x" }, md);
+          client.close();
+          return r.error?.code ?? 0;
+        }),
+      );
+      const asGrpc = { 200: grpc.status.OK, 401: grpc.status.UNAUTHENTICATED, 403: grpc.status.PERMISSION_DENIED } as Record<number, number>;
+      expect(codes).toEqual(expected.map((s) => asGrpc[s]));
+    });
+  }
+
+  it("gRPC: the backend gets the caller's authorization metadata and never proxy-authorization", async () => {
+    const md = new grpc.Metadata();
+    md.set("proxy-authorization", `bearer ${await issuer.sign({ perms: ["proxy:use"] })}`);
+    md.set("authorization", "Bearer for-the-backend");
+    const client = new GreeterClient(`127.0.0.1:${kedge.ports.h2c}`, grpc.credentials.createInsecure(), { "grpc.default_authority": "app.test" });
+    const r = await unary(client, "sayHello", { name: "x" }, md);
+    client.close();
+    expect(r.response?.auth).toBe("Bearer for-the-backend");
+    const none = new GreeterClient(`127.0.0.1:${kedge.ports.h2c}`, grpc.credentials.createInsecure(), { "grpc.default_authority": "app.test" });
+    const denied = await unary(none, "sayHello", { name: "x" });
+    none.close();
+    expect(denied.error?.code).toBe(grpc.status.UNAUTHENTICATED);
+    expect(denied.error?.details).toBe("Unauthenticated. No Proxy-Authorization header.");
+  });
+});
+
+describe("issuer keys", () => {
+  it("follows a key rotation: an unknown kid refetches the JWKS, at most once per refresh interval", async () => {
+    await Bun.sleep(1100); // past the refresh interval since the first fetch
+    await issuer.rotate({ dropOld: true });
+    const before = issuer.jwksFetches;
+    const rotated = await issuer.sign({ perms: ["proxy:use"] }, { alg: "ES256" });
+    expect((await get("app.test", bearer(rotated))).status).toBe(200);
+    expect(issuer.jwksFetches).toBe(before + 1);
+    // A flood of forged key ids right after must not turn into a flood of JWKS fetches.
+    const forged = await Promise.all(Array.from({ length: 20 }, () => issuer.signWithUnpublishedKey({ iss: issuer.url, aud: "kedge", perms: ["proxy:use"] })));
+    const statuses = await Promise.all(forged.map(async (t) => (await get("app.test", bearer(t))).status));
+    expect(statuses.every((s) => s === 401)).toBe(true);
+    expect(issuer.jwksFetches).toBeLessThanOrEqual(before + 2);
+  });
+
+  it("verifies offline from a local JWKS file", async () => {
+    const offline = await startTestKedge({
+      server: plainServer,
+      auth: { oidc: { provider_url: issuer.url, client_id: "kedge", perms_claim: "perms", jwks_file: issuer.jwksFile } },
+      http: { backends: [{ name: "app", static: { addresses: [`127.0.0.1:${upstream.port}`] } }], routes: [{ backend_name: "app" }] },
+    });
+    try {
+      const fetches = issuer.jwksFetches + issuer.discoveryFetches;
+      const ok = await curl(["-H", `proxy-authorization: Bearer ${await issuer.sign({})}`, offline.url("/")]);
+      expect(ok.status).toBe(200);
+      const forged = await curl(["-H", `proxy-authorization: Bearer ${await issuer.signWithUnpublishedKey({ iss: issuer.url, aud: "kedge" })}`, offline.url("/")]);
+      expect(forged.status).toBe(401);
+      expect(issuer.jwksFetches + issuer.discoveryFetches).toBe(fetches);
+    } finally {
+      await offline.shutdown();
+    }
+  });
+});
+
+describe("admin port behind auth", () => {
+  const admin = (path: string, headers: Record<string, string> = {}) =>
+    curl([...Object.entries(headers).flatMap(([k, v]) => ["-H", `${k}: ${v}`]), `http://127.0.0.1:${kedge.ports.admin}${path}`]);
+
+  it("refuses /debug/config without a token and serves it with one (Authorization or Proxy-Authorization)", async () => {
+    const denied = await admin("/debug/config");
+    expect(denied.status).toBe(401);
+    expect(denied.headers["x-kedge-error-type"]).toBe("unauthorized");
+    const token = await issuer.sign({ perms: ["proxy:use"] });
+    expect((await admin("/debug/config", { authorization: `Bearer ${token}` })).status).toBe(200);
+    expect((await admin("/debug/config", bearer(token))).status).toBe(200);
+    expect((await admin("/debug/config", bearer(await issuer.sign({ perms: [] })))).status).toBe(403);
+  });
+
+  it("keeps /_healthz and /metrics open for probes and scrapers", async () => {
+    expect((await admin("/_healthz")).status).toBe(200);
+    expect((await admin("/metrics")).status).toBe(200);
+  });
+
+  it("guards the Connect admin API too", async () => {
+    const call = (headers: Record<string, string>) =>
+      curl(["-X", "POST", "-H", "content-type: application/json", "-d", "{}", ...Object.entries(headers).flatMap(([k, v]) => ["-H", `${k}: ${v}`]),
+        `http://127.0.0.1:${kedge.ports.admin}/kedge.admin.v1.AdminService/ListRoutes`]);
+    expect((await call({})).status).toBe(401);
+    const ok = await call({ authorization: `Bearer ${await issuer.sign({ perms: ["proxy:use"] })}` });
+    expect(ok.status).toBe(200);
+    expect(JSON.parse(ok.body).routes.length).toBe(8); // 4 HTTP and 4 gRPC routes
+  });
+});
