@@ -32,7 +32,7 @@ beforeAll(async () => {
   }) as typeof process.stderr.write;
   kedge = await startTestKedge({
     server: { ...plainServer, h2c_port: 0, log_level: "debug" },
-    auth: { bearer_token_file: tokenFile },
+    auth: { bearer_token_file: tokenFile, admin: { enabled: true, protect_metrics: true } },
     http: { backends: [{ name: "app", static: { addresses: [`127.0.0.1:${upstream.port}`] } }], routes: [{ backend_name: "app" }] },
     grpc: { backends: [{ name: "greeter", static: { addresses: [`127.0.0.1:${greeter.port}`] } }], routes: [{ backend_name: "greeter" }] },
   });
@@ -83,6 +83,13 @@ describe("static bearer token", () => {
     expect(await kedge.reload()).toBeUndefined();
     expect((await get(`Bearer ${firstToken}`)).status).toBe(401);
     expect((await get(`Bearer ${secondToken}`)).status).toBe(200);
+  });
+
+  it("guards /metrics on the admin port when asked, and keeps /_healthz open", async () => {
+    const admin = (path: string, headers: string[] = []) => curl([...headers, `http://127.0.0.1:${kedge.ports.admin}${path}`]);
+    expect((await admin("/metrics")).status).toBe(401);
+    expect((await admin("/metrics", ["-H", `authorization: Bearer ${secondToken}`])).status).toBe(200);
+    expect((await admin("/_healthz")).status).toBe(200);
   });
 
   it("never writes a token to the log", () => {
