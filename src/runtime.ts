@@ -131,7 +131,7 @@ export function buildRuntime(config: Config, version: number, previous?: Runtime
   const grpc = buildBackends("grpc", GrpcBackendSchema, config.grpc?.backends ?? [], previous?.grpcBackends, (c) => new GrpcBackend(c), problems, created);
   let access: AccessControl | undefined;
   try {
-    access = new AccessControl(config.auth, previous?.access);
+    access = new AccessControl(config.auth, (config.server?.tlsClientCaFiles.length ?? 0) > 0, previous?.access);
   } catch (e) {
     problems.push(`auth: ${(e as Error).message}`);
   }

@@ -2,7 +2,7 @@ import { readFileSync } from "node:fs";
 import { create, toJsonString } from "@bufbuild/protobuf";
 import { OidcAuthSchema, RouteAuthSchema, type AdminAuth, type AuthConfig } from "../gen/kedge/config/v1/auth_pb.js";
 import { unauthorized } from "../errors.js";
-import type { Identity, PeerCert, TokenIdentity } from "./identity.js";
+import { peerCertOf, type Identity, type TokenIdentity } from "./identity.js";
 import { OidcVerifier } from "./oidc.js";
 import { authorizeRoute, compileRoutePolicy, requirePermissions, type RoutePolicy } from "./policy.js";
 import { StaticToken } from "./static-token.js";
@@ -11,7 +11,8 @@ import { StaticToken } from "./static-token.js";
 export interface Credentials {
   /** The Proxy-Authorization header (HTTP) or proxy-authorization metadata (gRPC). */
   readonly proxyAuthorization: string | undefined;
-  readonly peerCert: PeerCert | undefined;
+  /** The client connection; its certificate is read only when client CAs are configured. */
+  readonly socket: object | undefined | null;
 }
 
 const bearerPrefix = /^bearer /i;
@@ -32,7 +33,13 @@ export class AccessControl {
   /** The admin port's own permissions; undefined: the global policy. */
   readonly adminPolicy: RoutePolicy | undefined;
 
-  constructor(config: AuthConfig | undefined, previous?: AccessControl) {
+  /** Client CAs are configured, so TLS clients may present certificates. */
+  private readonly clientCerts: boolean;
+  /** Nothing to check for routes without rules: no authenticator, no client certificates. */
+  private readonly open: boolean;
+
+  constructor(config: AuthConfig | undefined, clientCerts: boolean, previous?: AccessControl) {
+    this.clientCerts = clientCerts;
     const token = config?.bearerTokenFile ? readFileSync(config.bearerTokenFile, "utf8").trim() : config?.bearerToken;
     this.staticToken = token ? new StaticToken(token) : undefined;
     const oidc = config?.oidc;
@@ -42,6 +49,7 @@ export class AccessControl {
     }
     this.whitelist = config?.whitelistPermissions ?? [];
     this.requiresToken = !!this.staticToken || !!this.oidc;
+    this.open = !this.requiresToken && !clientCerts;
     this.admin = config?.admin?.enabled ? config.admin : undefined;
     this.adminPolicy = compileRoutePolicy(create(RouteAuthSchema, { anyOfPermissions: this.admin?.permissions ?? [] }));
   }
@@ -52,11 +60,10 @@ export class AccessControl {
    * token must be verified; throws (or rejects with) KedgeError 401/403.
    */
   check(policy: RoutePolicy | undefined, creds: Credentials): Promise<Identity> | undefined {
-    if (policy?.public) return undefined;
-    if (creds.peerCert && !creds.peerCert.verified) {
-      throw unauthorized(`Verification failed. Client certificate: ${creds.peerCert.reason}.`);
-    }
-    const cert = creds.peerCert?.identity;
+    if (policy?.public || (this.open && !policy)) return undefined;
+    const peerCert = this.clientCerts ? peerCertOf(creds.socket) : undefined;
+    if (peerCert && !peerCert.verified) throw unauthorized(`Verification failed. Client certificate: ${peerCert.reason}.`);
+    const cert = peerCert?.identity;
     const needsToken = policy ? policy.needsToken : this.requiresToken;
     if (creds.proxyAuthorization === undefined) {
       if (needsToken) throw unauthorized("Unauthenticated. No Proxy-Authorization header.");

@@ -2,7 +2,6 @@ import type { IncomingHttpHeaders, ServerHttp2Stream } from "node:http2";
 import type { Endpoint } from "../backend/endpoint.js";
 import type { GrpcBackend } from "../backend/grpc-backend.js";
 import { defaults } from "../backend/http-backend.js";
-import { peerCertOf } from "../auth/identity.js";
 import type { RoutePolicy } from "../auth/policy.js";
 import { asKedgeError, KedgeError } from "../errors.js";
 import { parseHostPort } from "../router/host.js";
@@ -67,7 +66,7 @@ export function proxyGrpc(ctx: ProxyContext, stream: ServerHttp2Stream, headers:
     const proxyAuthorization = headers["proxy-authorization"];
     decision = runtime.access.check(routed.policy, {
       proxyAuthorization: typeof proxyAuthorization === "string" ? proxyAuthorization : undefined,
-      peerCert: peerCertOf(stream.session?.socket),
+      socket: stream.session?.socket,
     });
   } catch (e) {
     return refuse(e);

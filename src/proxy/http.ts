@@ -9,7 +9,6 @@ import type { ResponseHead } from "../upstream/response-parser.js";
 import { buildUpstreamHead, downstreamHeaders } from "./headers.js";
 import type { IngressRequest, IngressResponse } from "./ingress.js";
 import { newRequestId, requestFacts } from "./request.js";
-import { peerCertOf } from "../auth/identity.js";
 import type { RoutePolicy } from "../auth/policy.js";
 
 export interface ProxyContext {
@@ -79,7 +78,7 @@ class HttpExchange {
       // Authentication comes before a no-route answer: unauthenticated callers learn nothing of the routes.
       decision = runtime.access.check(policy, {
         proxyAuthorization: this.req.headers["proxy-authorization"],
-        peerCert: peerCertOf(this.req.socket),
+        socket: this.req.socket,
       });
     } catch (e) {
       this.fail(asKedgeError(e));

@@ -40,7 +40,7 @@ export function guardAdmin(runtime: () => Runtime, next: Handler): Handler {
     try {
       decision = rt.access.check(rt.access.adminPolicy, {
         proxyAuthorization: headerOf(req, "proxy-authorization") ?? headerOf(req, "authorization"),
-        peerCert: undefined,
+        socket: undefined, // plaintext: no client certificates
       });
     } catch (e) {
       return deny(e);
