@@ -1,5 +1,5 @@
 import { runAdmin } from "./cli/admin.js";
-import { authOverrides, parseArgs, serverOverrides, usage, UsageError } from "./cli/args.js";
+import { authOverrides, kubernetesOverrides, parseArgs, serverOverrides, usage, UsageError } from "./cli/args.js";
 import { ConfigError } from "./config/parse.js";
 import { loadConfig, type ConfigSources } from "./config/load.js";
 import { embeddedDefaultConfig } from "./config/default.js";
@@ -15,6 +15,7 @@ function sourcesFrom(flags: Map<string, string>): ConfigSources {
     embedded: embeddedDefaultConfig,
     serverOverrides: serverOverrides(flags),
     authOverrides: authOverrides(flags),
+    kubernetesOverrides: kubernetesOverrides(flags),
   };
 }
 

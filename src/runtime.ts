@@ -1,4 +1,5 @@
 import { AccessControl } from "./auth/access.js";
+import { useKubernetesConfig } from "./k8s/shared-client.js";
 import { create, toJsonString, type DescMessage, type MessageShape } from "@bufbuild/protobuf";
 import { ConfigSchema, type Config } from "./gen/kedge/config/v1/config_pb.js";
 import { GrpcBackendSchema, HttpBackendSchema } from "./gen/kedge/config/v1/backend_pb.js";
@@ -127,6 +128,7 @@ function buildBackends<Desc extends DescMessage, B extends Startable & { config:
 export function buildRuntime(config: Config, version: number, previous?: Runtime): Runtime {
   const problems: string[] = [];
   const created: Startable[] = [];
+  useKubernetesConfig(config.kubernetes);
   const http = buildBackends("http", HttpBackendSchema, config.http?.backends ?? [], previous?.httpBackends, (c) => new HttpBackend(c), problems, created);
   const grpc = buildBackends("grpc", GrpcBackendSchema, config.grpc?.backends ?? [], previous?.grpcBackends, (c) => new GrpcBackend(c), problems, created);
   let access: AccessControl | undefined;

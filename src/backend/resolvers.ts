@@ -2,6 +2,8 @@ import { promises as dns } from "node:dns";
 import { isIP } from "node:net";
 import type { HttpBackend, GrpcBackend } from "../gen/kedge/config/v1/backend_pb.js";
 import { parseHostPort } from "../router/host.js";
+import { K8sResolver } from "../k8s/endpoints-resolver.js";
+import { kubeClient } from "../k8s/shared-client.js";
 import type { ResolvedAddress, Resolver } from "./endpoint.js";
 
 const defaultRefreshMs = 30_000;
@@ -140,7 +142,7 @@ export function resolverFor(backend: HttpBackend | GrpcBackend): Resolver {
     case "static":
       return new StaticResolver(r.value.addresses.map((a) => parseHostPort(a, 0)!));
     case "k8s":
-      throw new Error("the k8s resolver is not available in this build yet");
+      return new K8sResolver(r.value.dnsPortName, kubeClient);
     default:
       throw new Error("missing resolver");
   }

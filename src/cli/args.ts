@@ -30,6 +30,12 @@ export const flagAliases: Record<string, readonly string[]> = {
   "oidc-whitelist-perms": ["oidc-whitelist-perms", "server_oidc_whitelist_perms"],
   "bearer-token": ["bearer-token", "unsafe_bearer_token_proxy_auth"],
   "admin-auth": ["admin-auth", "server_enable_oidc_for_debug_endpoints"],
+  "kube-api-url": ["kube-api-url", "k8sclient_kubeapi_url"],
+  "kube-ca-file": ["kube-ca-file", "k8sclient_ca_file"],
+  "kube-tls-insecure": ["kube-tls-insecure", "k8sclient_tls_insecure"],
+  "kube-token-file": ["kube-token-file", "k8client_token_file", "k8sclient_token_file"],
+  "kubeconfig": ["kubeconfig", "k8sclient_kubeconfig_path"],
+  "kubeconfig-user": ["kubeconfig-user", "k8sclient_kubeconfig_user"],
   "admin-address": ["admin-address"],
   help: ["help", "h"],
 };
@@ -37,7 +43,7 @@ export const flagAliases: Record<string, readonly string[]> = {
 const canonicalByAlias = new Map<string, string>();
 for (const [canonical, aliases] of Object.entries(flagAliases)) for (const a of aliases) canonicalByAlias.set(a, canonical);
 
-const booleanFlags = new Set(["help", "tls-client-cert-required", "admin-auth"]);
+const booleanFlags = new Set(["help", "tls-client-cert-required", "admin-auth", "kube-tls-insecure"]);
 const commands = new Set(["serve", "validate", "version", "admin", "help"]);
 
 export class UsageError extends Error {}
@@ -119,6 +125,25 @@ export function authOverrides(flags: Map<string, string>): Record<string, unknow
   return out;
 }
 
+/** kedge Go's k8sclient flags, as a `kubernetes` section that overrides the config file's. */
+export function kubernetesOverrides(flags: Map<string, string>): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  const fields: Array<[string, string]> = [
+    ["kube-api-url", "api_url"],
+    ["kube-ca-file", "ca_file"],
+    ["kube-token-file", "token_file"],
+    ["kubeconfig", "kubeconfig_path"],
+    ["kubeconfig-user", "kubeconfig_user"],
+  ];
+  for (const [flag, field] of fields) {
+    const v = flags.get(flag);
+    if (v !== undefined) out[field] = v;
+  }
+  const insecure = flags.get("kube-tls-insecure");
+  if (insecure !== undefined) out.tls_insecure = bool("kube-tls-insecure", insecure);
+  return out;
+}
+
 /** kedge Go's list flags: comma-separated. */
 function commaList(value: string): string[] {
   return value.split(",").map((v) => v.trim()).filter(Boolean);
@@ -164,6 +189,14 @@ Auth flags (override the config's auth section):
   --oidc-whitelist-perms P,P (--server_oidc_whitelist_perms) any one of these grants access
   --bearer-token T           (--unsafe_bearer_token_proxy_auth) static Proxy-Authorization token
   --admin-auth               (--server_enable_oidc_for_debug_endpoints) admin port behind auth
+
+Kubernetes API flags (override the config's kubernetes section; default: in-cluster):
+  --kube-api-url U           (--k8sclient_kubeapi_url)
+  --kube-ca-file F           (--k8sclient_ca_file)
+  --kube-tls-insecure        (--k8sclient_tls_insecure)
+  --kube-token-file F        (--k8client_token_file)
+  --kubeconfig F             (--k8sclient_kubeconfig_path)
+  --kubeconfig-user U        (--k8sclient_kubeconfig_user)
 
 Signals: SIGHUP reloads the config (also on file change); SIGTERM drains and exits.
 `;

@@ -16,6 +16,8 @@ export interface ConfigSources {
   serverOverrides?: Record<string, unknown>;
   /** Auth fields from command-line flags (kedge Go's names); they win over the files. */
   authOverrides?: Record<string, unknown>;
+  /** Kubernetes API settings from command-line flags. */
+  kubernetesOverrides?: Record<string, unknown>;
 }
 
 export function configFiles(sources: ConfigSources): string[] {
@@ -44,8 +46,9 @@ export function loadConfig(sources: ConfigSources): Config {
   if (sources.serverOverrides && Object.keys(sources.serverOverrides).length > 0) {
     parts.push({ where: "command-line flags", json: { server: sources.serverOverrides } });
   }
-  if (sources.authOverrides && Object.keys(sources.authOverrides).length > 0) {
-    parts.push({ where: "command-line flags", json: { auth: sources.authOverrides } });
+  const flagSections = { auth: sources.authOverrides, kubernetes: sources.kubernetesOverrides };
+  for (const [section, overrides] of Object.entries(flagSections)) {
+    if (overrides && Object.keys(overrides).length > 0) parts.push({ where: "command-line flags", json: { [section]: overrides } });
   }
   for (const { where, json } of parts) {
     try {

@@ -1,6 +1,7 @@
 import * as v from "valibot";
 import type { Config } from "../gen/kedge/config/v1/config_pb.js";
 import { parseHostPort } from "../router/host.js";
+import { parseK8sTarget } from "../k8s/target.js";
 import { validateAuth } from "./validate-auth.js";
 
 // kedge Go's name pattern, widened with "-" because generated names embed Kubernetes names.
@@ -17,7 +18,16 @@ const regexpSource = v.pipe(
 const resolver = v.variant("case", [
   v.looseObject({ case: v.literal("host"), value: v.looseObject({ dnsName: v.pipe(v.string(), v.nonEmpty("dns_name is required")), port }) }),
   v.looseObject({ case: v.literal("srv"), value: v.looseObject({ dnsName: v.pipe(v.string(), v.nonEmpty("dns_name is required")), portOverride: optionalPort }) }),
-  v.looseObject({ case: v.literal("k8s"), value: v.looseObject({ dnsPortName: v.pipe(v.string(), v.nonEmpty("dns_port_name is required")) }) }),
+  v.looseObject({
+    case: v.literal("k8s"),
+    value: v.looseObject({
+      dnsPortName: v.pipe(
+        v.string(),
+        v.nonEmpty("dns_port_name is required"),
+        v.check((t) => targetProblem(t) === undefined, (issue) => targetProblem(issue.input as string) ?? ""),
+      ),
+    }),
+  }),
   v.looseObject({
     case: v.literal("static"),
     value: v.looseObject({
@@ -107,6 +117,7 @@ export function validateConfig(config: Config): string[] {
     });
   }
   problems.push(...validateAuth(config));
+  if (config.kubernetes?.apiUrl && config.kubernetes.kubeconfigPath) problems.push("kubernetes: set api_url or kubeconfig_path, not both");
   return problems;
 }
 
@@ -132,6 +143,15 @@ function issuePath(path: v.IssuePathItem[] | undefined): string {
     else out += (out === "" ? "" : ".") + name.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
   }
   return out;
+}
+
+function targetProblem(target: string): string | undefined {
+  try {
+    parseK8sTarget(target);
+    return undefined;
+  } catch (e) {
+    return (e as Error).message;
+  }
 }
 
 function compiles(source: string): boolean {

@@ -98,6 +98,16 @@ export class Registry {
 const latencyBuckets = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
 
 /** kedge's metrics; names follow kedge Go where it had one. */
+/**
+ * The Kubernetes resolver's metrics, kedge Go's names. Process-wide: resolvers outlive a single
+ * runtime and every kedge instance in the process registers the same series.
+ */
+export const k8sMetrics = {
+  upAddresses: new Gauge("kedge_k8sresolver_up_addresses", "Addresses the Kubernetes resolver currently serves, by target.", ["target"]),
+  watchErrors: new Counter("kedge_k8sresolver_watcher_errors_total", "List or watch failures against the API server, by target.", ["target"]),
+  changes: new Counter("kedge_k8sresolver_watcher_changes_total", "Endpoint changes received from the API server, by target.", ["target"]),
+};
+
 export function createMetrics() {
   const registry = new Registry();
   return {
@@ -110,6 +120,9 @@ export function createMetrics() {
     grpcRequests: registry.add(new Counter("kedge_grpc_requests_total", "gRPC calls handled, by backend, method and the grpc-status the client got.", ["backend_name", "grpc_method", "grpc_code"])),
     grpcLatency: registry.add(new Histogram("kedge_grpc_request_duration_seconds", "Time from call start to its status, by backend and grpc-status.", ["backend_name", "grpc_code"], latencyBuckets)),
     backendChanges: registry.add(new Counter("kedge_http_backend_configuration_changes_total", "HTTP backends created or replaced by config changes.", ["backend_name"])),
+    k8sUpAddresses: registry.add(k8sMetrics.upAddresses),
+    k8sWatchErrors: registry.add(k8sMetrics.watchErrors),
+    k8sChanges: registry.add(k8sMetrics.changes),
   };
 }
 

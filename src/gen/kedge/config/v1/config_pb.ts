@@ -18,7 +18,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file kedge/config/v1/config.proto.
  */
 export const file_kedge_config_v1_config: GenFile = /*@__PURE__*/
-  fileDesc("ChxrZWRnZS9jb25maWcvdjEvY29uZmlnLnByb3RvEg9rZWRnZS5jb25maWcudjEi7QEKBkNvbmZpZxItCgZzZXJ2ZXIYASABKAsyHS5rZWRnZS5jb25maWcudjEuU2VydmVyQ29uZmlnEikKBGF1dGgYAiABKAsyGy5rZWRnZS5jb25maWcudjEuQXV0aENvbmZpZxIpCgRncnBjGAMgASgLMhsua2VkZ2UuY29uZmlnLnYxLkdycGNDb25maWcSKQoEaHR0cBgEIAEoCzIbLmtlZGdlLmNvbmZpZy52MS5IdHRwQ29uZmlnEjMKCWRpc2NvdmVyeRgFIAEoCzIgLmtlZGdlLmNvbmZpZy52MS5EaXNjb3ZlcnlDb25maWcimQEKCkh0dHBDb25maWcSKgoGcm91dGVzGAEgAygLMhoua2VkZ2UuY29uZmlnLnYxLkh0dHBSb3V0ZRIvCgthZGhvY19ydWxlcxgCIAMoCzIaLmtlZGdlLmNvbmZpZy52MS5BZGhvY1J1bGUSLgoIYmFja2VuZHMYAyADKAsyHC5rZWRnZS5jb25maWcudjEuSHR0cEJhY2tlbmQimQEKCkdycGNDb25maWcSKgoGcm91dGVzGAEgAygLMhoua2VkZ2UuY29uZmlnLnYxLkdycGNSb3V0ZRIvCgthZGhvY19ydWxlcxgCIAMoCzIaLmtlZGdlLmNvbmZpZy52MS5BZGhvY1J1bGUSLgoIYmFja2VuZHMYAyADKAsyHC5rZWRnZS5jb25maWcudjEuR3JwY0JhY2tlbmQiEQoPRGlzY292ZXJ5Q29uZmlnYgZwcm90bzM", [file_kedge_config_v1_auth, file_kedge_config_v1_backend, file_kedge_config_v1_routes, file_kedge_config_v1_server]);
+  fileDesc("ChxrZWRnZS9jb25maWcvdjEvY29uZmlnLnByb3RvEg9rZWRnZS5jb25maWcudjEipAIKBkNvbmZpZxItCgZzZXJ2ZXIYASABKAsyHS5rZWRnZS5jb25maWcudjEuU2VydmVyQ29uZmlnEikKBGF1dGgYAiABKAsyGy5rZWRnZS5jb25maWcudjEuQXV0aENvbmZpZxIpCgRncnBjGAMgASgLMhsua2VkZ2UuY29uZmlnLnYxLkdycGNDb25maWcSKQoEaHR0cBgEIAEoCzIbLmtlZGdlLmNvbmZpZy52MS5IdHRwQ29uZmlnEjMKCWRpc2NvdmVyeRgFIAEoCzIgLmtlZGdlLmNvbmZpZy52MS5EaXNjb3ZlcnlDb25maWcSNQoKa3ViZXJuZXRlcxgGIAEoCzIhLmtlZGdlLmNvbmZpZy52MS5LdWJlcm5ldGVzQ29uZmlnIqwBChBLdWJlcm5ldGVzQ29uZmlnEg8KB2FwaV91cmwYASABKAkSDwoHY2FfZmlsZRgCIAEoCRIUCgx0bHNfaW5zZWN1cmUYAyABKAgSEgoKdG9rZW5fZmlsZRgEIAEoCRIXCg9rdWJlY29uZmlnX3BhdGgYBSABKAkSFwoPa3ViZWNvbmZpZ191c2VyGAYgASgJEhoKEmt1YmVjb25maWdfY29udGV4dBgHIAEoCSKZAQoKSHR0cENvbmZpZxIqCgZyb3V0ZXMYASADKAsyGi5rZWRnZS5jb25maWcudjEuSHR0cFJvdXRlEi8KC2FkaG9jX3J1bGVzGAIgAygLMhoua2VkZ2UuY29uZmlnLnYxLkFkaG9jUnVsZRIuCghiYWNrZW5kcxgDIAMoCzIcLmtlZGdlLmNvbmZpZy52MS5IdHRwQmFja2VuZCKZAQoKR3JwY0NvbmZpZxIqCgZyb3V0ZXMYASADKAsyGi5rZWRnZS5jb25maWcudjEuR3JwY1JvdXRlEi8KC2FkaG9jX3J1bGVzGAIgAygLMhoua2VkZ2UuY29uZmlnLnYxLkFkaG9jUnVsZRIuCghiYWNrZW5kcxgDIAMoCzIcLmtlZGdlLmNvbmZpZy52MS5HcnBjQmFja2VuZCIRCg9EaXNjb3ZlcnlDb25maWdiBnByb3RvMw", [file_kedge_config_v1_auth, file_kedge_config_v1_backend, file_kedge_config_v1_routes, file_kedge_config_v1_server]);
 
 /**
  * Config is everything `kedge --config F` reads from one file. kedge Go's director and
@@ -51,6 +51,11 @@ export type Config = Message<"kedge.config.v1.Config"> & {
    * @generated from field: kedge.config.v1.DiscoveryConfig discovery = 5;
    */
   discovery?: DiscoveryConfig | undefined;
+
+  /**
+   * @generated from field: kedge.config.v1.KubernetesConfig kubernetes = 6;
+   */
+  kubernetes?: KubernetesConfig | undefined;
 };
 
 /**
@@ -59,6 +64,64 @@ export type Config = Message<"kedge.config.v1.Config"> & {
  */
 export const ConfigSchema: GenMessage<Config> = /*@__PURE__*/
   messageDesc(file_kedge_config_v1_config, 0);
+
+/**
+ * KubernetesConfig says how kedge reaches the API server (k8s resolver, discovery). Nothing set:
+ * in-cluster (KUBERNETES_SERVICE_HOST/PORT, the service-account token and CA).
+ *
+ * @generated from message kedge.config.v1.KubernetesConfig
+ */
+export type KubernetesConfig = Message<"kedge.config.v1.KubernetesConfig"> & {
+  /**
+   * api_url of the API server, e.g. https://10.0.0.1:6443 (kedge Go --k8sclient_kubeapi_url).
+   *
+   * @generated from field: string api_url = 1;
+   */
+  apiUrl: string;
+
+  /**
+   * @generated from field: string ca_file = 2;
+   */
+  caFile: string;
+
+  /**
+   * @generated from field: bool tls_insecure = 3;
+   */
+  tlsInsecure: boolean;
+
+  /**
+   * token_file is re-read when it changes (kedge Go --k8client_token_file).
+   *
+   * @generated from field: string token_file = 4;
+   */
+  tokenFile: string;
+
+  /**
+   * kubeconfig_path: server and credentials from a kubeconfig (out of cluster).
+   *
+   * @generated from field: string kubeconfig_path = 5;
+   */
+  kubeconfigPath: string;
+
+  /**
+   * kubeconfig_user picks another user of the kubeconfig than the context's.
+   *
+   * @generated from field: string kubeconfig_user = 6;
+   */
+  kubeconfigUser: string;
+
+  /**
+   * @generated from field: string kubeconfig_context = 7;
+   */
+  kubeconfigContext: string;
+};
+
+/**
+ * Describes the message kedge.config.v1.KubernetesConfig.
+ * Use `create(KubernetesConfigSchema)` to create a new message.
+ */
+export const KubernetesConfigSchema: GenMessage<KubernetesConfig> = /*@__PURE__*/
+  messageDesc(file_kedge_config_v1_config, 1);
 
 /**
  * @generated from message kedge.config.v1.HttpConfig
@@ -85,7 +148,7 @@ export type HttpConfig = Message<"kedge.config.v1.HttpConfig"> & {
  * Use `create(HttpConfigSchema)` to create a new message.
  */
 export const HttpConfigSchema: GenMessage<HttpConfig> = /*@__PURE__*/
-  messageDesc(file_kedge_config_v1_config, 1);
+  messageDesc(file_kedge_config_v1_config, 2);
 
 /**
  * @generated from message kedge.config.v1.GrpcConfig
@@ -112,7 +175,7 @@ export type GrpcConfig = Message<"kedge.config.v1.GrpcConfig"> & {
  * Use `create(GrpcConfigSchema)` to create a new message.
  */
 export const GrpcConfigSchema: GenMessage<GrpcConfig> = /*@__PURE__*/
-  messageDesc(file_kedge_config_v1_config, 2);
+  messageDesc(file_kedge_config_v1_config, 3);
 
 /**
  * DiscoveryConfig is filled in by the Kubernetes release.
@@ -127,5 +190,5 @@ export type DiscoveryConfig = Message<"kedge.config.v1.DiscoveryConfig"> & {
  * Use `create(DiscoveryConfigSchema)` to create a new message.
  */
 export const DiscoveryConfigSchema: GenMessage<DiscoveryConfig> = /*@__PURE__*/
-  messageDesc(file_kedge_config_v1_config, 3);
+  messageDesc(file_kedge_config_v1_config, 4);
 

@@ -1,0 +1,36 @@
+import { readFileSync } from "node:fs";
+import { toJsonString } from "@bufbuild/protobuf";
+import { KubernetesConfigSchema, type KubernetesConfig } from "../gen/kedge/config/v1/config_pb.js";
+import { KubeClient, type KubeClientOptions } from "./client.js";
+import { fromKubeconfig } from "./kubeconfig.js";
+
+let configured: KubernetesConfig | undefined;
+let current: { key: string; client: KubeClient } | undefined;
+
+/**
+ * Records the live config's API server settings (buildRuntime calls this before building
+ * backends). One API server per process: every k8s resolver and the discovery watch share it.
+ */
+export function useKubernetesConfig(config: KubernetesConfig | undefined): void {
+  configured = config;
+}
+
+export function clientOptions(config: KubernetesConfig | undefined, env: NodeJS.ProcessEnv = process.env): KubeClientOptions {
+  if (config?.kubeconfigPath) {
+    return fromKubeconfig(config.kubeconfigPath, { user: config.kubeconfigUser, context: config.kubeconfigContext });
+  }
+  const base: KubeClientOptions = config?.apiUrl ? { server: config.apiUrl } : KubeClient.inCluster(env);
+  return {
+    ...base,
+    ca: config?.caFile ? readFileSync(config.caFile, "utf8") : base.ca,
+    insecure: config?.tlsInsecure || undefined,
+    tokenFile: config?.tokenFile || base.tokenFile,
+  };
+}
+
+/** The client for the recorded settings, rebuilt only when they change. Throws when none can be made. */
+export function kubeClient(): KubeClient {
+  const key = configured ? toJsonString(KubernetesConfigSchema, configured) : "";
+  if (current?.key !== key) current = { key, client: new KubeClient(clientOptions(configured)) };
+  return current.client;
+}
