@@ -47,6 +47,29 @@ export const socketHandlers: SocketHandler<H1Connection> = {
 };
 
 /**
+ * Connections streaming a response body, checked for backend silence by one coarse timer. Bun's
+ * socket timeouts fire seconds late (uSockets checks them at a 4 s granularity), and a timer reset
+ * per chunk would cost more on the hot path than this sweep.
+ */
+const streaming = new Set<H1Connection>();
+let sweeper: ReturnType<typeof setInterval> | undefined;
+const sweepMs = 250;
+
+function watchSilence(conn: H1Connection): void {
+  streaming.add(conn);
+  if (sweeper) return;
+  sweeper = setInterval(() => {
+    const now = performance.now();
+    for (const c of streaming) c.checkSilence(now);
+    if (streaming.size === 0) {
+      clearInterval(sweeper);
+      sweeper = undefined;
+    }
+  }, sweepMs);
+  sweeper.unref?.();
+}
+
+/**
  * One HTTP/1.1 connection to a backend, carrying one exchange at a time. Written against
  * Bun.connect: socket.write may take only part of a buffer, so the rest waits for `drain`.
  */
@@ -62,6 +85,8 @@ export class H1Connection {
   private requestEnded = false;
   private mustClose = false;
   private paused = false;
+  /** When the backend last sent bytes (performance.now()), for the mid-body silence check. */
+  private lastActivity = 0;
   closed = false;
   uses = 0;
   /** Set while a TLS connection waits for its handshake: dial() is not done until it succeeds. */
@@ -138,8 +163,19 @@ export class H1Connection {
     clearTimeout(this.headerTimer);
     this.responseStarted = true;
     this.mustClose = head.close;
-    this.socket.timeout(Math.max(1, Math.ceil(this.pool.options.idleTimeoutMs / 1000)));
+    this.lastActivity = performance.now();
+    watchSilence(this);
     this.handlers?.onHead(head);
+  }
+
+  /** Called by the silence sweeper: the backend sent nothing for longer than the idle timeout mid-body. */
+  checkSilence(now: number): void {
+    if (!this.handlers || this.closed) return void streaming.delete(this);
+    // A paused connection waits for a slow client, not for the backend.
+    if (this.paused) this.lastActivity = now;
+    else if (now - this.lastActivity > this.pool.options.idleTimeoutMs) {
+      this.fail(new UpstreamError("idle-timeout", "backend went silent mid-response", true));
+    }
   }
 
   onBody(chunk: Uint8Array): boolean {
@@ -158,6 +194,7 @@ export class H1Connection {
   // Socket events.
   onData(data: Uint8Array): void {
     this.responseBytes += data.length;
+    this.lastActivity = performance.now();
     try {
       const used = this.parser.feed(data);
       if (used < data.length && this.parser.done) this.mustClose = true; // bytes after the response: not reusable
@@ -216,6 +253,7 @@ export class H1Connection {
   }
 
   private finishExchange(): void {
+    streaming.delete(this);
     this.handlers = undefined;
     this.pendingWrites.length = 0;
     this.drainWaiter = undefined;
@@ -226,6 +264,7 @@ export class H1Connection {
 
   destroy(): void {
     clearTimeout(this.headerTimer);
+    streaming.delete(this);
     if (!this.closed) {
       this.closed = true;
       this.pool.forget(this);
