@@ -1,5 +1,5 @@
 import { runAdmin } from "./cli/admin.js";
-import { authOverrides, kubernetesOverrides, parseArgs, serverOverrides, usage, UsageError } from "./cli/args.js";
+import { authOverrides, discoveryOverrides, kubernetesOverrides, parseArgs, serverOverrides, usage, UsageError } from "./cli/args.js";
 import { ConfigError } from "./config/parse.js";
 import { loadConfig, type ConfigSources } from "./config/load.js";
 import { embeddedDefaultConfig } from "./config/default.js";
@@ -16,6 +16,7 @@ function sourcesFrom(flags: Map<string, string>): ConfigSources {
     serverOverrides: serverOverrides(flags),
     authOverrides: authOverrides(flags),
     kubernetesOverrides: kubernetesOverrides(flags),
+    discoveryOverrides: discoveryOverrides(flags),
   };
 }
 

@@ -2,7 +2,7 @@ import { describe, expect, it } from "bun:test";
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { authOverrides, parseArgs, serverOverrides } from "../src/cli/args.ts";
+import { authOverrides, discoveryOverrides, kubernetesOverrides, parseArgs, serverOverrides } from "../src/cli/args.ts";
 import { loadConfig } from "../src/config/load.ts";
 import { ConfigError } from "../src/config/parse.ts";
 
@@ -74,6 +74,17 @@ describe("config loading", () => {
     const token = loadConfig({ embedded: {}, authOverrides: authOverrides(parseArgs(["--unsafe_bearer_token_proxy_auth", "s3cret"]).flags) });
     expect(token.auth!.bearerToken).toBe("s3cret");
   });
+
+  it("takes kedge Go's Kubernetes client and discovery flags", () => {
+    const { flags } = parseArgs([
+      "--k8sclient_kubeapi_url=https://10.0.0.1:6443", "--k8sclient_ca_file", "/ca.pem", "--k8sclient_tls_insecure",
+      "--k8client_token_file", "/token", "--kedge_dynamic_routings_enabled",
+      "--discovery_external_domain_suffix", "cluster.example.com", "--discovery_label_annotation_prefix", "corp.io/",
+    ]);
+    const config = loadConfig({ embedded: {}, kubernetesOverrides: kubernetesOverrides(flags), discoveryOverrides: discoveryOverrides(flags) });
+    expect(config.kubernetes).toMatchObject({ apiUrl: "https://10.0.0.1:6443", caFile: "/ca.pem", tlsInsecure: true, tokenFile: "/token" });
+    expect(config.discovery).toMatchObject({ enabled: true, externalDomainSuffix: "cluster.example.com", labelAnnotationPrefix: "corp.io/" });
+  });
 });
 
 describe("config validation names the field path", () => {
@@ -99,6 +110,8 @@ describe("config validation names the field path", () => {
     ["a whitelist without a perms claim", { auth: { bearer_token: "t", whitelist_permissions: ["p"] } }, "auth.whitelist_permissions: needs auth.oidc with perms_claim"],
     ["permission rules without OIDC", { http: { backends: [okBackend], routes: [{ backend_name: "web", auth: { any_of_permissions: ["p"] } }] } }, "http.routes[0].auth: permission rules need auth.oidc with perms_claim"],
     ["certificate rules without client CAs", { grpc: { backends: [okBackend], routes: [{ backend_name: "web", auth: { allowed_client_sans: ["spiffe://x"] } }] } }, "grpc.routes[0].auth: client certificate rules need server.tls_client_ca_files"],
+    ["a bad k8s target", { http: { backends: [{ name: "web", k8s: { dns_port_name: "http://web" } }] } }, "http.backends[0].k8s.dns_port_name: Bad targetEntry name"],
+    ["discovery without a domain suffix", { discovery: { enabled: true } }, "discovery.external_domain_suffix: required when discovery is enabled"],
     ["admin auth without a token authenticator", { auth: { admin: { enabled: true } } }, "auth.admin.enabled: needs a token authenticator"],
     ["bad adhoc regexp", { http: { adhoc_rules: [{ dns_name_matcher: "*.x", dns_name_replace: { pattern: "(" } }] } }, "http.adhoc_rules[0].dns_name_replace.pattern: is not a valid regular expression"],
   ];

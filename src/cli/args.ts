@@ -36,6 +36,9 @@ export const flagAliases: Record<string, readonly string[]> = {
   "kube-token-file": ["kube-token-file", "k8client_token_file", "k8sclient_token_file"],
   "kubeconfig": ["kubeconfig", "k8sclient_kubeconfig_path"],
   "kubeconfig-user": ["kubeconfig-user", "k8sclient_kubeconfig_user"],
+  discovery: ["discovery", "kedge_dynamic_routings_enabled"],
+  "discovery-domain-suffix": ["discovery-domain-suffix", "discovery_external_domain_suffix"],
+  "discovery-prefix": ["discovery-prefix", "discovery_label_annotation_prefix"],
   "admin-address": ["admin-address"],
   help: ["help", "h"],
 };
@@ -43,7 +46,7 @@ export const flagAliases: Record<string, readonly string[]> = {
 const canonicalByAlias = new Map<string, string>();
 for (const [canonical, aliases] of Object.entries(flagAliases)) for (const a of aliases) canonicalByAlias.set(a, canonical);
 
-const booleanFlags = new Set(["help", "tls-client-cert-required", "admin-auth", "kube-tls-insecure"]);
+const booleanFlags = new Set(["help", "tls-client-cert-required", "admin-auth", "kube-tls-insecure", "discovery"]);
 const commands = new Set(["serve", "validate", "version", "admin", "help"]);
 
 export class UsageError extends Error {}
@@ -144,6 +147,18 @@ export function kubernetesOverrides(flags: Map<string, string>): Record<string, 
   return out;
 }
 
+/** kedge Go's dynamic routing discovery flags, as a `discovery` section. */
+export function discoveryOverrides(flags: Map<string, string>): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  const enabled = flags.get("discovery");
+  if (enabled !== undefined) out.enabled = bool("discovery", enabled);
+  const suffix = flags.get("discovery-domain-suffix");
+  if (suffix !== undefined) out.external_domain_suffix = suffix;
+  const prefix = flags.get("discovery-prefix");
+  if (prefix !== undefined) out.label_annotation_prefix = prefix;
+  return out;
+}
+
 /** kedge Go's list flags: comma-separated. */
 function commaList(value: string): string[] {
   return value.split(",").map((v) => v.trim()).filter(Boolean);
@@ -197,6 +212,11 @@ Kubernetes API flags (override the config's kubernetes section; default: in-clus
   --kube-token-file F        (--k8client_token_file)
   --kubeconfig F             (--k8sclient_kubeconfig_path)
   --kubeconfig-user U        (--k8sclient_kubeconfig_user)
+
+Dynamic routing discovery (labelled Services become routes; overrides the discovery section):
+  --discovery                (--kedge_dynamic_routings_enabled)
+  --discovery-domain-suffix S (--discovery_external_domain_suffix) hosts <svc>.<ns>.svc.S
+  --discovery-prefix P       (--discovery_label_annotation_prefix) default kedge.com/
 
 Signals: SIGHUP reloads the config (also on file change); SIGTERM drains and exits.
 `;

@@ -18,6 +18,8 @@ export interface ConfigSources {
   authOverrides?: Record<string, unknown>;
   /** Kubernetes API settings from command-line flags. */
   kubernetesOverrides?: Record<string, unknown>;
+  /** Discovery settings from command-line flags. */
+  discoveryOverrides?: Record<string, unknown>;
 }
 
 export function configFiles(sources: ConfigSources): string[] {
@@ -46,7 +48,7 @@ export function loadConfig(sources: ConfigSources): Config {
   if (sources.serverOverrides && Object.keys(sources.serverOverrides).length > 0) {
     parts.push({ where: "command-line flags", json: { server: sources.serverOverrides } });
   }
-  const flagSections = { auth: sources.authOverrides, kubernetes: sources.kubernetesOverrides };
+  const flagSections = { auth: sources.authOverrides, kubernetes: sources.kubernetesOverrides, discovery: sources.discoveryOverrides };
   for (const [section, overrides] of Object.entries(flagSections)) {
     if (overrides && Object.keys(overrides).length > 0) parts.push({ where: "command-line flags", json: { [section]: overrides } });
   }

@@ -118,6 +118,9 @@ export function validateConfig(config: Config): string[] {
   }
   problems.push(...validateAuth(config));
   if (config.kubernetes?.apiUrl && config.kubernetes.kubeconfigPath) problems.push("kubernetes: set api_url or kubeconfig_path, not both");
+  if (config.discovery?.enabled && !config.discovery.externalDomainSuffix) {
+    problems.push("discovery.external_domain_suffix: required when discovery is enabled (kedge Go --discovery_external_domain_suffix)");
+  }
   return problems;
 }
 

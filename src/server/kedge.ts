@@ -3,7 +3,10 @@ import { dirname, basename, resolve } from "node:path";
 import type { Config } from "../gen/kedge/config/v1/config_pb.js";
 import { durationMs } from "../backend/http-backend.js";
 import { ConfigError } from "../config/parse.js";
+import { withDiscovered } from "../config/compose.js";
 import { configFiles, loadConfig, type ConfigSources } from "../config/load.js";
+import { RoutingDiscovery } from "../k8s/discovery.js";
+import { kubeClient, useKubernetesConfig } from "../k8s/shared-client.js";
 import { startDemoBackend } from "../demo/backend.js";
 import { log, setLogLevel } from "../observe/log.js";
 import { createMetrics } from "../observe/metrics.js";
@@ -23,12 +26,35 @@ export interface KedgeServer {
   shutdown(): Promise<void>;
 }
 
+/** How long start waits for discovery's first listing, so generated routes serve from the first request. */
+const firstSyncWaitMs = 5_000;
+
+function startDiscovery(config: Config, onChange: () => void): RoutingDiscovery | undefined {
+  if (!config.discovery?.enabled) return undefined;
+  useKubernetesConfig(config.kubernetes);
+  const discovery = new RoutingDiscovery(kubeClient(), config.discovery, onChange);
+  discovery.start();
+  return discovery;
+}
+
 /** Starts kedge serve from config sources; throws ConfigError before binding anything when the config is bad. */
 export async function startKedge(sources: ConfigSources, options: { watchFiles?: boolean } = {}): Promise<KedgeServer> {
-  const first = loadConfig(sources);
-  setLogLevel(first.server?.logLevel || "info");
+  const base = loadConfig(sources);
+  setLogLevel(base.server?.logLevel || "info");
   const metrics = createMetrics();
-  let current = buildRuntime(first, 1);
+  let reload: () => Promise<ConfigError | undefined> = async () => undefined;
+  const discovery = startDiscovery(base, () => void reload());
+  if (discovery) await discovery.waitForFirstSync(firstSyncWaitMs);
+  const compose = (config: Config) => (discovery ? withDiscovered(config, discovery.current) : config);
+  let first: Config;
+  let current: Runtime;
+  try {
+    first = compose(base);
+    current = buildRuntime(first, 1);
+  } catch (e) {
+    discovery?.stop();
+    throw e;
+  }
   let draining = false;
   const server = first.server!;
   const ports: Record<string, number> = {};
@@ -41,6 +67,7 @@ export async function startKedge(sources: ConfigSources, options: { watchFiles?:
     data = await startDataListeners(server, ctx);
   } catch (e) {
     demo?.stop();
+    discovery?.stop();
     current.retire(undefined);
     throw e;
   }
@@ -55,7 +82,7 @@ export async function startKedge(sources: ConfigSources, options: { watchFiles?:
   const reloadOnce = async (): Promise<ConfigError | undefined> => {
     let next: Runtime;
     try {
-      const config = loadConfig(sources);
+      const config = compose(loadConfig(sources));
       warnAboutListenerChanges(current.config, config);
       next = buildRuntime(config, current.version + 1, current);
       if (config.server?.httpTlsPort !== undefined || config.server?.grpcTlsPort !== undefined) {
@@ -79,7 +106,7 @@ export async function startKedge(sources: ConfigSources, options: { watchFiles?:
     log.info("config reloaded", { version: next.version });
     return undefined;
   };
-  const reload = () => (reloading = reloading.then(reloadOnce));
+  reload = () => (reloading = reloading.then(reloadOnce));
 
   const watchers: FSWatcher[] = [];
   // Cert files too: cert-manager and friends rotate them in place.
@@ -102,6 +129,7 @@ export async function startKedge(sources: ConfigSources, options: { watchFiles?:
       if (draining) return;
       draining = true;
       for (const w of watchers) w.close();
+      discovery?.stop();
       data.stopAccepting();
       const deadline = performance.now() + durationMs(server.gracefulShutdown, 10_000);
       while (inflight.count > 0 && performance.now() < deadline) await Bun.sleep(25);

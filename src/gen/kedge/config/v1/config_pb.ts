@@ -12,13 +12,15 @@ import type { AdhocRule, GrpcRoute, HttpRoute } from "./routes_pb.js";
 import { file_kedge_config_v1_routes } from "./routes_pb.js";
 import type { ServerConfig } from "./server_pb.js";
 import { file_kedge_config_v1_server } from "./server_pb.js";
+import type { Duration } from "@bufbuild/protobuf/wkt";
+import { file_google_protobuf_duration } from "@bufbuild/protobuf/wkt";
 import type { Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file kedge/config/v1/config.proto.
  */
 export const file_kedge_config_v1_config: GenFile = /*@__PURE__*/
-  fileDesc("ChxrZWRnZS9jb25maWcvdjEvY29uZmlnLnByb3RvEg9rZWRnZS5jb25maWcudjEipAIKBkNvbmZpZxItCgZzZXJ2ZXIYASABKAsyHS5rZWRnZS5jb25maWcudjEuU2VydmVyQ29uZmlnEikKBGF1dGgYAiABKAsyGy5rZWRnZS5jb25maWcudjEuQXV0aENvbmZpZxIpCgRncnBjGAMgASgLMhsua2VkZ2UuY29uZmlnLnYxLkdycGNDb25maWcSKQoEaHR0cBgEIAEoCzIbLmtlZGdlLmNvbmZpZy52MS5IdHRwQ29uZmlnEjMKCWRpc2NvdmVyeRgFIAEoCzIgLmtlZGdlLmNvbmZpZy52MS5EaXNjb3ZlcnlDb25maWcSNQoKa3ViZXJuZXRlcxgGIAEoCzIhLmtlZGdlLmNvbmZpZy52MS5LdWJlcm5ldGVzQ29uZmlnIqwBChBLdWJlcm5ldGVzQ29uZmlnEg8KB2FwaV91cmwYASABKAkSDwoHY2FfZmlsZRgCIAEoCRIUCgx0bHNfaW5zZWN1cmUYAyABKAgSEgoKdG9rZW5fZmlsZRgEIAEoCRIXCg9rdWJlY29uZmlnX3BhdGgYBSABKAkSFwoPa3ViZWNvbmZpZ191c2VyGAYgASgJEhoKEmt1YmVjb25maWdfY29udGV4dBgHIAEoCSKZAQoKSHR0cENvbmZpZxIqCgZyb3V0ZXMYASADKAsyGi5rZWRnZS5jb25maWcudjEuSHR0cFJvdXRlEi8KC2FkaG9jX3J1bGVzGAIgAygLMhoua2VkZ2UuY29uZmlnLnYxLkFkaG9jUnVsZRIuCghiYWNrZW5kcxgDIAMoCzIcLmtlZGdlLmNvbmZpZy52MS5IdHRwQmFja2VuZCKZAQoKR3JwY0NvbmZpZxIqCgZyb3V0ZXMYASADKAsyGi5rZWRnZS5jb25maWcudjEuR3JwY1JvdXRlEi8KC2FkaG9jX3J1bGVzGAIgAygLMhoua2VkZ2UuY29uZmlnLnYxLkFkaG9jUnVsZRIuCghiYWNrZW5kcxgDIAMoCzIcLmtlZGdlLmNvbmZpZy52MS5HcnBjQmFja2VuZCIRCg9EaXNjb3ZlcnlDb25maWdiBnByb3RvMw", [file_kedge_config_v1_auth, file_kedge_config_v1_backend, file_kedge_config_v1_routes, file_kedge_config_v1_server]);
+  fileDesc("ChxrZWRnZS9jb25maWcvdjEvY29uZmlnLnByb3RvEg9rZWRnZS5jb25maWcudjEipAIKBkNvbmZpZxItCgZzZXJ2ZXIYASABKAsyHS5rZWRnZS5jb25maWcudjEuU2VydmVyQ29uZmlnEikKBGF1dGgYAiABKAsyGy5rZWRnZS5jb25maWcudjEuQXV0aENvbmZpZxIpCgRncnBjGAMgASgLMhsua2VkZ2UuY29uZmlnLnYxLkdycGNDb25maWcSKQoEaHR0cBgEIAEoCzIbLmtlZGdlLmNvbmZpZy52MS5IdHRwQ29uZmlnEjMKCWRpc2NvdmVyeRgFIAEoCzIgLmtlZGdlLmNvbmZpZy52MS5EaXNjb3ZlcnlDb25maWcSNQoKa3ViZXJuZXRlcxgGIAEoCzIhLmtlZGdlLmNvbmZpZy52MS5LdWJlcm5ldGVzQ29uZmlnIqwBChBLdWJlcm5ldGVzQ29uZmlnEg8KB2FwaV91cmwYASABKAkSDwoHY2FfZmlsZRgCIAEoCRIUCgx0bHNfaW5zZWN1cmUYAyABKAgSEgoKdG9rZW5fZmlsZRgEIAEoCRIXCg9rdWJlY29uZmlnX3BhdGgYBSABKAkSFwoPa3ViZWNvbmZpZ191c2VyGAYgASgJEhoKEmt1YmVjb25maWdfY29udGV4dBgHIAEoCSKZAQoKSHR0cENvbmZpZxIqCgZyb3V0ZXMYASADKAsyGi5rZWRnZS5jb25maWcudjEuSHR0cFJvdXRlEi8KC2FkaG9jX3J1bGVzGAIgAygLMhoua2VkZ2UuY29uZmlnLnYxLkFkaG9jUnVsZRIuCghiYWNrZW5kcxgDIAMoCzIcLmtlZGdlLmNvbmZpZy52MS5IdHRwQmFja2VuZCKZAQoKR3JwY0NvbmZpZxIqCgZyb3V0ZXMYASADKAsyGi5rZWRnZS5jb25maWcudjEuR3JwY1JvdXRlEi8KC2FkaG9jX3J1bGVzGAIgAygLMhoua2VkZ2UuY29uZmlnLnYxLkFkaG9jUnVsZRIuCghiYWNrZW5kcxgDIAMoCzIcLmtlZGdlLmNvbmZpZy52MS5HcnBjQmFja2VuZCKoAQoPRGlzY292ZXJ5Q29uZmlnEg8KB2VuYWJsZWQYASABKAgSHwoXbGFiZWxfYW5ub3RhdGlvbl9wcmVmaXgYAiABKAkSHgoWZXh0ZXJuYWxfZG9tYWluX3N1ZmZpeBgDIAEoCRISCgpuYW1lc3BhY2VzGAQgAygJEi8KDHF1aWV0X3BlcmlvZBgFIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbmIGcHJvdG8z", [file_kedge_config_v1_auth, file_kedge_config_v1_backend, file_kedge_config_v1_routes, file_kedge_config_v1_server, file_google_protobuf_duration]);
 
 /**
  * Config is everything `kedge --config F` reads from one file. kedge Go's director and
@@ -178,11 +180,47 @@ export const GrpcConfigSchema: GenMessage<GrpcConfig> = /*@__PURE__*/
   messageDesc(file_kedge_config_v1_config, 3);
 
 /**
- * DiscoveryConfig is filled in by the Kubernetes release.
+ * DiscoveryConfig turns labelled Kubernetes Services into routes and backends (kedge Go's
+ * dynamic routing discovery). Generated routes come after the static ones; a static backend
+ * wins over a generated one of the same name.
  *
  * @generated from message kedge.config.v1.DiscoveryConfig
  */
 export type DiscoveryConfig = Message<"kedge.config.v1.DiscoveryConfig"> & {
+  /**
+   * enabled: watch Services labelled `<prefix>kedge-exposed` (kedge Go --kedge_dynamic_routings_enabled).
+   *
+   * @generated from field: bool enabled = 1;
+   */
+  enabled: boolean;
+
+  /**
+   * label_annotation_prefix for the label and the `<prefix>host-matcher` annotation. Default "kedge.com/".
+   *
+   * @generated from field: string label_annotation_prefix = 2;
+   */
+  labelAnnotationPrefix: string;
+
+  /**
+   * external_domain_suffix: generated hosts are `<service>.<namespace>.svc.<suffix>`. Required when enabled.
+   *
+   * @generated from field: string external_domain_suffix = 3;
+   */
+  externalDomainSuffix: string;
+
+  /**
+   * namespaces to watch; empty: all.
+   *
+   * @generated from field: repeated string namespaces = 4;
+   */
+  namespaces: string[];
+
+  /**
+   * quiet_period: changes are applied once the API has been quiet this long. Default 300ms.
+   *
+   * @generated from field: google.protobuf.Duration quiet_period = 5;
+   */
+  quietPeriod?: Duration | undefined;
 };
 
 /**
