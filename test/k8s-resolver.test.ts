@@ -203,6 +203,30 @@ describe("kubernetes endpoints resolver", () => {
     }
   });
 
+  it("runs in-cluster from KUBERNETES_SERVICE_HOST/PORT and the mounted service-account token and CA", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "kedge-serviceaccount-"));
+    writeFileSync(join(dir, "token"), "rotated-token");
+    writeFileSync(join(dir, "ca.crt"), kube.ca);
+    const saved = { ...process.env };
+    Object.assign(process.env, { KUBERNETES_SERVICE_HOST: "127.0.0.1", KUBERNETES_SERVICE_PORT: String(kube.port), KEDGE_SERVICEACCOUNT_DIR: dir });
+    try {
+      const inCluster = await startTestKedge({
+        server: plainServer,
+        http: { backends: [{ name: "web", k8s: { dns_port_name: "web.prod:http" } }], routes: [{ backend_name: "web" }] },
+      });
+      try {
+        expect((await fetch(inCluster.url("/"))).headers.get("x-upstream")).toBe("b");
+      } finally {
+        await inCluster.shutdown();
+      }
+    } finally {
+      for (const k of ["KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT", "KEDGE_SERVICEACCOUNT_DIR"]) {
+        if (saved[k] === undefined) delete process.env[k];
+        else process.env[k] = saved[k];
+      }
+    }
+  });
+
   it("rejects a config with a k8s backend when no API server can be found", async () => {
     const previous = process.env.KUBERNETES_SERVICE_HOST;
     delete process.env.KUBERNETES_SERVICE_HOST;

@@ -13,8 +13,8 @@ export interface KubeClientOptions {
   key?: string;
 }
 
-export const inClusterTokenFile = "/var/run/secrets/kubernetes.io/serviceaccount/token";
-export const inClusterCaFile = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt";
+/** Where the kubelet mounts the service-account token and CA; KEDGE_SERVICEACCOUNT_DIR moves it (custom mounts, tests). */
+const serviceAccountDir = "/var/run/secrets/kubernetes.io/serviceaccount";
 
 /** Thrown for a non-2xx answer; `status` lets callers tell 404 (not served) and 410 (expired) apart. */
 export class KubeApiError extends Error {
@@ -40,10 +40,11 @@ export class KubeClient {
     const host = env.KUBERNETES_SERVICE_HOST;
     const port = env.KUBERNETES_SERVICE_PORT || "443";
     if (!host) throw new Error("not in a cluster: KUBERNETES_SERVICE_HOST is not set (set kubernetes.kubeconfig_path or kubernetes.api_url)");
+    const dir = env.KEDGE_SERVICEACCOUNT_DIR || serviceAccountDir;
     return {
       server: `https://${host.includes(":") ? `[${host}]` : host}:${port}`,
-      ca: readFileSync(inClusterCaFile, "utf8"),
-      tokenFile: inClusterTokenFile,
+      ca: readFileSync(`${dir}/ca.crt`, "utf8"),
+      tokenFile: `${dir}/token`,
     };
   }
 

@@ -30,7 +30,9 @@ export function clientOptions(config: KubernetesConfig | undefined, env: NodeJS.
 
 /** The client for the recorded settings, rebuilt only when they change. Throws when none can be made. */
 export function kubeClient(): KubeClient {
-  const key = configured ? toJsonString(KubernetesConfigSchema, configured) : "";
+  const env = process.env;
+  // In-cluster settings come from the environment, so they are part of what the client was built from.
+  const key = `${configured ? toJsonString(KubernetesConfigSchema, configured) : ""}|${env.KUBERNETES_SERVICE_HOST}|${env.KUBERNETES_SERVICE_PORT}|${env.KEDGE_SERVICEACCOUNT_DIR}`;
   if (current?.key !== key) current = { key, client: new KubeClient(clientOptions(configured)) };
   return current.client;
 }
