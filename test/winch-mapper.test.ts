@@ -1,0 +1,89 @@
+import { describe, expect, it } from "bun:test";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { ConfigError } from "../src/config/parse.ts";
+import { loadWinchConfig } from "../src/winch/config.ts";
+import { translateRe2, WinchMapper } from "../src/winch/mapper.ts";
+
+const referenceDir = join(import.meta.dir, "../../shared/reference/kedge-go-configs");
+const reference = () => loadWinchConfig({ mapperFile: join(referenceDir, "winch_mapper.json"), authFile: join(referenceDir, "winch_auth.json") });
+
+function problemsOf(config: unknown): string[] {
+  const file = join(mkdtempSync(join(tmpdir(), "winch-config-")), "winch.json");
+  writeFileSync(file, JSON.stringify(config));
+  try {
+    loadWinchConfig({ configFile: file });
+    return [];
+  } catch (e) {
+    if (e instanceof ConfigError) return [...e.problems];
+    throw e;
+  }
+}
+
+describe("winch config", () => {
+  it("loads kedge Go's winch_mapper.json and winch_auth.json unchanged", () => {
+    const config = reference();
+    expect(config.routes).toHaveLength(5);
+    expect(config.authSources.map((s) => s.name)).toEqual(["test-endpoint-grpc", "test-endpoint-http", "proxy-bearer-token-auth", "wrong-proxy-bearer-token-auth"]);
+    expect(config.authSources[0].type).toMatchObject({ case: "token", value: { token: "secret-token" } });
+  });
+
+  it("names the field path of each problem", () => {
+    const problems = problemsOf({
+      routes: [
+        { backend_auth: "nope", regexp: { exp: "^(?P<c>[a-z]+)", url: "https://${c}:443" } },
+        { regexp: { exp: "(", url: "https://x" } },
+        { direct: { key: "a.example.com", url: "ftp://kedge" } },
+        { regexp: { exp: "^a(?i)b", url: "https://x" } },
+      ],
+      auth_sources: [{ name: "t", token: { token: "x" } }, { name: "t", dummy: { value: "y" } }],
+    });
+    expect(problems).toContain('routes[0].backend_auth: unknown auth source "nope"');
+    expect(problems.some((p) => p.startsWith("routes[1].regexp.exp:"))).toBe(true);
+    expect(problems).toContain('routes[2].direct.url: "ftp://kedge" is not an http(s) URL');
+    expect(problems).toContain("routes[3].regexp.exp: inline flags are only supported at the start of the expression");
+    expect(problems).toContain('auth_sources[1].name: duplicate auth source "t" (also auth_sources[0])');
+  });
+});
+
+describe("winch mapper", () => {
+  const mapper = new WinchMapper(reference().routes);
+
+  it("maps kedge Go's test hosts to their kedge with ${cluster} substituted, first match wins", () => {
+    const r = mapper.map("bearer_token_auth.localhost.internal.example.com", 80, "http");
+    expect(r).toMatchObject({ kind: "mapped", mapping: { proxyAuth: "proxy-bearer-token-auth", backendAuth: "", routeIndex: 1 } });
+    expect(r.kind === "mapped" && r.mapping.kedge.href).toBe("https://localhost:18171/");
+    const noAuth = mapper.map("no_auth.cluster-1.internal.example.com", undefined, "http");
+    expect(noAuth.kind === "mapped" && noAuth.mapping.kedge.host).toBe("cluster-1:18171");
+  });
+
+  it("filters routes by protocol", () => {
+    const http = mapper.map("test_endpoint.localhost.internal.example.com", 80, "http");
+    const grpc = mapper.map("test_endpoint.localhost.internal.example.com", 80, "grpc");
+    expect(http).toMatchObject({ kind: "mapped", mapping: { backendAuth: "test-endpoint-http", routeIndex: 3 } });
+    expect(grpc).toMatchObject({ kind: "mapped", mapping: { backendAuth: "test-endpoint-grpc", routeIndex: 4 } });
+    expect(grpc.kind === "mapped" && grpc.mapping.kedge.port).toBe("18172");
+  });
+
+  it("refuses IP literals and reports hosts no route knows", () => {
+    expect(mapper.map("127.0.0.1", 80, "http").kind).toBe("ip-literal");
+    expect(mapper.map("[::1]", 443, "http").kind).toBe("ip-literal");
+    expect(mapper.map("example.org", 443, "http").kind).toBe("unknown");
+  });
+
+  it("matches direct routes by host or host:port", () => {
+    const direct = new WinchMapper(
+      loadWinchConfig({ embedded: { routes: [{ direct: { key: "api.example.com:8443", url: "https://kedge-a:443" } }, { direct: { key: "api.example.com", url: "https://kedge-b:443" } }] } }).routes,
+    );
+    const on8443 = direct.map("API.example.com", 8443, "http");
+    const on443 = direct.map("api.example.com", 443, "http");
+    expect(on8443.kind === "mapped" && on8443.mapping.kedge.host).toBe("kedge-a");
+    expect(on443.kind === "mapped" && on443.mapping.kedge.host).toBe("kedge-b");
+  });
+
+  it("translates RE2 named groups and leading flags", () => {
+    expect(translateRe2("(?i)^(?P<cluster>[a-z]+)[.]x").exec("PROD.x")?.groups?.cluster).toBe("PROD");
+    expect(() => translateRe2("a\\z")).toThrow("RE2 escape");
+  });
+});
