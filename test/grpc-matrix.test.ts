@@ -3,6 +3,7 @@ import * as grpc from "@grpc/grpc-js";
 import { makeTestPki, type TestPki } from "./helpers/certs.ts";
 import { GreeterClient, startGreeter, type GreeterServer } from "./helpers/grpc.ts";
 import { plainServer, startTestKedge, type TestKedge } from "./helpers/kedge.ts";
+import { until } from "./helpers/wait.ts";
 
 // Issue 4's end-to-end matrix: every call kind × every way a call can end, through kedge over TLS.
 
@@ -71,10 +72,6 @@ function start(client: grpc.Client, kind: Kind, mode: Mode, deadlineMs = 10_000)
   return { cancel: () => call.cancel(), done };
 }
 
-async function until(what: string, check: () => boolean): Promise<void> {
-  for (let i = 0; i < 250 && !check(); i++) await Bun.sleep(20);
-  if (!check()) throw new Error(`timed out waiting for ${what}`);
-}
 
 const expectedMessages: Record<Kind, unknown[]> = {
   unary: [expect.objectContaining({ message: "Hello matrix!" })],

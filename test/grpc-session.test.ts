@@ -5,6 +5,7 @@ import type { AddressInfo } from "node:net";
 import type { H2SessionStats } from "../src/upstream/h2-session.ts";
 import { GreeterClient, startGreeter, unary, type GreeterServer } from "./helpers/grpc.ts";
 import { plainServer, startTestKedge, type TestKedge } from "./helpers/kedge.ts";
+import { until } from "./helpers/wait.ts";
 
 // The upstream HTTP/2 session's life: GOAWAY from a server that ages its connections, and a
 // backend that restarts. Both must be invisible to kedge's clients.
@@ -24,13 +25,6 @@ function sessionOf(backend: string): H2SessionStats {
   return view[0].pool;
 }
 
-async function until(what: string, check: () => boolean, timeoutMs = 5000): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await Bun.sleep(20);
-  }
-}
 
 beforeAll(async () => {
   // grpc-js sends GOAWAY once a connection is 300 ms old and lets its streams finish for 5 s.

@@ -8,6 +8,7 @@ import { endpointSlice, service, startFakeKube, type FakeKube } from "./helpers/
 import { GreeterClient, startGreeter, unary, type GreeterServer } from "./helpers/grpc.ts";
 import { plainServer, startTestKedge, type TestKedge } from "./helpers/kedge.ts";
 import { startUpstream, type Upstream } from "./helpers/upstream.ts";
+import { until } from "./helpers/wait.ts";
 
 // Dynamic routing discovery: Services labelled kedge.com/kedge-exposed in a fake API server become
 // routes and backends through kedge's normal reload path, and go away when the Service does.
@@ -19,13 +20,6 @@ let web: Upstream, other: Upstream;
 let greeter: GreeterServer;
 let kedge: TestKedge;
 
-async function until(what: string, check: () => boolean | Promise<boolean>, timeoutMs = 8000): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await Bun.sleep(25);
-  }
-}
 
 async function get(host: string): Promise<{ status: number; upstream: string | null; type: string | null }> {
   const res = await fetch(kedge.url("/"), { headers: { host } });

@@ -2,6 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from "bun:test";
 import { KubeClient } from "../src/k8s/client.ts";
 import { Reflector, type KubeMeta } from "../src/k8s/reflector.ts";
 import { service, startFakeKube, type FakeKube } from "./helpers/fake-kube.ts";
+import { until } from "./helpers/wait.ts";
 
 // Reflector behaviour the resolver tests do not reach: a watch that goes silent without closing
 // (a half-open connection, a load balancer that stops forwarding) must be abandoned and resumed.
@@ -16,13 +17,6 @@ afterAll(async () => {
   await kube?.close();
 });
 
-async function until(what: string, check: () => boolean, timeoutMs = 5000): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await Bun.sleep(20);
-  }
-}
 
 describe("list + watch reflector", () => {
   it("abandons a silent watch stream and resumes from the last resourceVersion, without a re-list", async () => {

@@ -7,6 +7,7 @@ import { endpoints, endpointSlice, startFakeKube, type FakeKube } from "./helper
 import { GreeterClient, startGreeter, type GreeterServer } from "./helpers/grpc.ts";
 import { plainServer, startTestKedge, type TestKedge } from "./helpers/kedge.ts";
 import { startUpstream, type Upstream } from "./helpers/upstream.ts";
+import { until } from "./helpers/wait.ts";
 
 // The Kubernetes endpoints resolver against a fake API server speaking the real list/watch
 // protocol: backends found only through the API, endpoints changing under load, an API server
@@ -19,13 +20,6 @@ let kedge: TestKedge;
 let tokenFile: string;
 const slices = "discovery.k8s.io/v1";
 
-async function until(what: string, check: () => boolean | Promise<boolean>, timeoutMs = 8000): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await Bun.sleep(25);
-  }
-}
 
 async function served(host: string, n = 6): Promise<string[]> {
   const names = new Set<string>();

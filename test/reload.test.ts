@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "bun:test";
 import { plainServer, startTestKedge, type TestKedge } from "./helpers/kedge.ts";
 import { startUpstream, type Upstream } from "./helpers/upstream.ts";
+import { until } from "./helpers/wait.ts";
 
 let a: Upstream, b: Upstream, kedge: TestKedge;
 
@@ -28,13 +29,6 @@ async function upstreamOf(): Promise<string> {
   return res.headers.get("x-upstream") ?? `status ${res.status}`;
 }
 
-async function until(cond: () => boolean | Promise<boolean>, what: string): Promise<void> {
-  for (let i = 0; i < 200; i++) {
-    if (await cond()) return;
-    await Bun.sleep(25);
-  }
-  throw new Error(`timed out waiting for ${what}`);
-}
 
 describe("config reload", () => {
   it("rejects a bad config with its field path and keeps serving the old one", async () => {
@@ -48,9 +42,9 @@ describe("config reload", () => {
 
   it("applies a changed config file on its own (file watch)", async () => {
     kedge.writeConfig(configFor(b));
-    await until(async () => (await upstreamOf()) === "b", "the watched file to be reloaded");
+    await until("the watched file to be reloaded", async () => (await upstreamOf()) === "b");
     kedge.writeConfig(configFor(a));
-    await until(async () => (await upstreamOf()) === "a", "the second reload");
+    await until("the second reload", async () => (await upstreamOf()) === "a");
   });
 
   it("fails no request while reloading under load", async () => {

@@ -7,14 +7,6 @@ import { OidcVerifier } from "./oidc.js";
 import { authorizeRoute, compileRoutePolicy, requirePermissions, type RoutePolicy } from "./policy.js";
 import { StaticToken } from "./static-token.js";
 
-/** The credentials a request carries. */
-export interface Credentials {
-  /** The Proxy-Authorization header (HTTP) or proxy-authorization metadata (gRPC). */
-  readonly proxyAuthorization: string | undefined;
-  /** The client connection; its certificate is read only when client CAs are configured. */
-  readonly socket: object | undefined | null;
-}
-
 const bearerPrefix = /^bearer /i;
 
 /**
@@ -59,18 +51,23 @@ export class AccessControl {
    * no-auth and public-route cases stay off the promise path), a promise of the identity when a
    * token must be verified; throws (or rejects with) KedgeError 401/403.
    */
-  check(policy: RoutePolicy | undefined, creds: Credentials): Promise<Identity> | undefined {
+  /**
+   * `proxyAuthorization`: the Proxy-Authorization header (HTTP) or metadata (gRPC); `socket`: the
+   * client connection, whose certificate is read only when client CAs are configured. Plain
+   * arguments, not an object: this runs on every request.
+   */
+  check(policy: RoutePolicy | undefined, proxyAuthorization: string | undefined, socket: object | undefined | null): Promise<Identity> | undefined {
     if (policy?.public || (this.open && !policy)) return undefined;
-    const peerCert = this.clientCerts ? peerCertOf(creds.socket) : undefined;
+    const peerCert = this.clientCerts ? peerCertOf(socket) : undefined;
     if (peerCert && !peerCert.verified) throw unauthorized(`Verification failed. Client certificate: ${peerCert.reason}.`);
     const cert = peerCert?.identity;
     const needsToken = policy ? policy.needsToken : this.requiresToken;
-    if (creds.proxyAuthorization === undefined) {
+    if (proxyAuthorization === undefined) {
       if (needsToken) throw unauthorized("Unauthenticated. No Proxy-Authorization header.");
       if (policy) authorizeRoute({ cert }, policy);
       return undefined;
     }
-    if (!bearerPrefix.test(creds.proxyAuthorization)) {
+    if (!bearerPrefix.test(proxyAuthorization)) {
       throw unauthorized("Unauthenticated. Proxy-Authorization header does not have Bearer format.");
     }
     if (!this.requiresToken) {
@@ -79,7 +76,7 @@ export class AccessControl {
       if (policy) authorizeRoute({ cert }, policy);
       return undefined;
     }
-    return this.verifyToken(creds.proxyAuthorization.slice(7).trim()).then((token) => {
+    return this.verifyToken(proxyAuthorization.slice(7).trim()).then((token) => {
       const identity: Identity = { cert, token };
       if (policy) authorizeRoute(identity, policy);
       else if (token.kind === "jwt") requirePermissions(token.permissions, this.whitelist, []);

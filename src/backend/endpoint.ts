@@ -39,6 +39,17 @@ export interface ResolvedAddress {
   port: number;
 }
 
+/** Drops repeated host:port pairs (a name resolving twice, an address in two slices), keeping order. */
+export function dedupeAddresses(addresses: ResolvedAddress[]): ResolvedAddress[] {
+  const seen = new Set<string>();
+  return addresses.filter((a) => {
+    const key = `${a.host}|${a.port}`;
+    if (seen.has(key)) return false;
+    seen.add(key);
+    return true;
+  });
+}
+
 /** A Resolver watches a name and reports the complete address set whenever it changes. */
 export interface Resolver {
   start(onUpdate: (addresses: ResolvedAddress[]) => void, onError: (message: string) => void): void;

@@ -4,7 +4,7 @@ import type { HttpBackend, GrpcBackend } from "../gen/kedge/config/v1/backend_pb
 import { parseHostPort } from "../router/host.js";
 import { K8sResolver } from "../k8s/endpoints-resolver.js";
 import { kubeClient } from "../k8s/shared-client.js";
-import type { ResolvedAddress, Resolver } from "./endpoint.js";
+import { dedupeAddresses, type ResolvedAddress, type Resolver } from "./endpoint.js";
 
 const defaultRefreshMs = 30_000;
 const minRefreshMs = 1_000;
@@ -80,7 +80,7 @@ export class HostResolver extends PollingResolver {
   }
   protected async lookup() {
     const found = await dns.lookup(this.dnsName, { all: true });
-    const addresses = dedupe(found.map((f) => ({ host: f.address, port: this.port })));
+    const addresses = dedupeAddresses(found.map((f) => ({ host: f.address, port: this.port })));
     return { addresses, ttlMs: await ttlOf(this.dnsName) };
   }
 }
@@ -105,7 +105,7 @@ export class SrvResolver extends PollingResolver {
       const ips = isIP(r.name) ? [{ address: r.name }] : await dns.lookup(r.name, { all: true });
       for (const ip of ips) addresses.push({ host: ip.address, port: this.portOverride || r.port });
     }
-    return { addresses: dedupe(addresses), ttlMs: defaultRefreshMs };
+    return { addresses: dedupeAddresses(addresses), ttlMs: defaultRefreshMs };
   }
 }
 
@@ -120,17 +120,7 @@ async function ttlOf(name: string): Promise<number> {
   }
 }
 
-function dedupe(addresses: ResolvedAddress[]): ResolvedAddress[] {
-  const seen = new Set<string>();
-  return addresses.filter((a) => {
-    const key = `${a.host}:${a.port}`;
-    if (seen.has(key)) return false;
-    seen.add(key);
-    return true;
-  });
-}
-
-/** The resolver a backend's config names. The k8s resolver arrives with the Kubernetes release. */
+/** The resolver a backend's config names. */
 export function resolverFor(backend: HttpBackend | GrpcBackend): Resolver {
   const r = backend.resolver;
   switch (r.case) {

@@ -1,5 +1,5 @@
 import { readFileSync } from "node:fs";
-import { create, mergeFromJson } from "@bufbuild/protobuf";
+import { create, mergeFromJson, type DescMessage, type MessageShape } from "@bufbuild/protobuf";
 import { ConfigSchema, type Config } from "../gen/kedge/config/v1/config_pb.js";
 import { decodeMessage } from "./decode.js";
 import { ConfigError, parseConfigText } from "./parse.js";
@@ -26,17 +26,15 @@ export function configFiles(sources: ConfigSources): string[] {
   return [sources.configFile, sources.directorFile, sources.backendpoolFile].filter((f): f is string => !!f);
 }
 
-/**
- * Reads, decodes, merges and validates the config. Throws ConfigError listing every problem with
- * its file and field path; nothing is half-applied.
- */
-export function loadConfig(sources: ConfigSources): Config {
-  const files = configFiles(sources);
-  const config = create(ConfigSchema);
-  const problems: string[] = [];
-  const parts: Array<{ where: string; json: unknown }> = [];
-  if (files.length === 0) parts.push({ where: "embedded default config", json: sources.embedded ?? {} });
+export interface ConfigPart {
+  /** A file name, "command-line flags", …: the prefix of its problems. */
+  where: string;
+  json: unknown;
+}
 
+/** Parses each file as JSON or YAML; problems are collected, not thrown. */
+export function readConfigFiles(files: readonly string[], problems: string[]): ConfigPart[] {
+  const parts: ConfigPart[] = [];
   for (const file of files) {
     try {
       parts.push({ where: file, json: parseConfigText(readText(file), file) });
@@ -45,24 +43,45 @@ export function loadConfig(sources: ConfigSources): Config {
       else throw e;
     }
   }
-  if (sources.serverOverrides && Object.keys(sources.serverOverrides).length > 0) {
-    parts.push({ where: "command-line flags", json: { server: sources.serverOverrides } });
-  }
-  const flagSections = { auth: sources.authOverrides, kubernetes: sources.kubernetesOverrides, discovery: sources.discoveryOverrides };
-  for (const [section, overrides] of Object.entries(flagSections)) {
-    if (overrides && Object.keys(overrides).length > 0) parts.push({ where: "command-line flags", json: { [section]: overrides } });
-  }
+  return parts;
+}
+
+/**
+ * Decodes each part (reporting every problem with its path) and merges them in order into one
+ * message. Merging appends repeated fields, which is how kedge Go's split files combine.
+ */
+export function mergeConfigParts<Desc extends DescMessage>(schema: Desc, parts: readonly ConfigPart[], problems: string[]): MessageShape<Desc> {
+  const message = create(schema);
   for (const { where, json } of parts) {
     try {
-      // Decoding alone reports every problem with its path; merging appends repeated fields,
-      // which is how kedge Go's director + backendpool files combine.
-      decodeMessage(ConfigSchema, json, where);
-      mergeFromJson(ConfigSchema, config, json as never);
+      decodeMessage(schema, json, where);
+      mergeFromJson(schema, message, json as never);
     } catch (e) {
       if (e instanceof ConfigError) problems.push(...e.problems);
       else throw e;
     }
   }
+  return message;
+}
+
+/**
+ * Reads, decodes, merges and validates the config. Throws ConfigError listing every problem with
+ * its file and field path; nothing is half-applied.
+ */
+export function loadConfig(sources: ConfigSources): Config {
+  const files = configFiles(sources);
+  const problems: string[] = [];
+  const parts = files.length === 0 ? [{ where: "embedded default config", json: sources.embedded ?? {} }] : readConfigFiles(files, problems);
+  const flagSections = {
+    server: sources.serverOverrides,
+    auth: sources.authOverrides,
+    kubernetes: sources.kubernetesOverrides,
+    discovery: sources.discoveryOverrides,
+  };
+  for (const [section, overrides] of Object.entries(flagSections)) {
+    if (overrides && Object.keys(overrides).length > 0) parts.push({ where: "command-line flags", json: { [section]: overrides } });
+  }
+  const config = mergeConfigParts(ConfigSchema, parts, problems);
   if (problems.length > 0) throw new ConfigError(problems);
   const semantic = validateConfig(config);
   if (semantic.length > 0) throw new ConfigError(semantic);

@@ -1,4 +1,4 @@
-import type { ResolvedAddress, Resolver } from "../backend/endpoint.js";
+import { dedupeAddresses, type ResolvedAddress, type Resolver } from "../backend/endpoint.js";
 import { KubeApiError, type KubeClient } from "./client.js";
 import { k8sMetrics } from "../observe/metrics.js";
 import { Reflector, type KubeMeta, type ReflectorOptions } from "./reflector.js";
@@ -36,7 +36,7 @@ export function addressesFromSlices(target: K8sTarget, slices: readonly Endpoint
       for (const ip of e.addresses) into?.push({ host: ip, port });
     }
   }
-  return dedupe(ready.length > 0 ? ready : serving);
+  return dedupeAddresses(ready.length > 0 ? ready : serving);
 }
 
 /** The same from the core Endpoints API (clusters without EndpointSlices). */
@@ -49,17 +49,7 @@ export function addressesFromEndpoints(target: K8sTarget, objects: readonly Core
       for (const a of subset.addresses ?? []) out.push({ host: a.ip, port });
     }
   }
-  return dedupe(out);
-}
-
-function dedupe(addresses: ResolvedAddress[]): ResolvedAddress[] {
-  const seen = new Set<string>();
-  return addresses.filter((a) => {
-    const k = `${a.host}|${a.port}`;
-    if (seen.has(k)) return false;
-    seen.add(k);
-    return true;
-  });
+  return dedupeAddresses(out);
 }
 
 /**

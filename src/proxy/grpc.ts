@@ -64,10 +64,7 @@ export function proxyGrpc(ctx: ProxyContext, stream: ServerHttp2Stream, headers:
     const runtime = ctx.runtime();
     routed = routeCall(runtime, headers);
     const proxyAuthorization = headers["proxy-authorization"];
-    decision = runtime.access.check(routed.policy, {
-      proxyAuthorization: typeof proxyAuthorization === "string" ? proxyAuthorization : undefined,
-      socket: stream.session?.socket,
-    });
+    decision = runtime.access.check(routed.policy, typeof proxyAuthorization === "string" ? proxyAuthorization : undefined, stream.session?.socket);
   } catch (e) {
     return refuse(e);
   }

@@ -76,10 +76,7 @@ class HttpExchange {
       const runtime = this.ctx.runtime();
       const policy = this.route(runtime);
       // Authentication comes before a no-route answer: unauthenticated callers learn nothing of the routes.
-      decision = runtime.access.check(policy, {
-        proxyAuthorization: this.req.headers["proxy-authorization"],
-        socket: this.req.socket,
-      });
+      decision = runtime.access.check(policy, this.req.headers["proxy-authorization"], this.req.socket);
     } catch (e) {
       this.fail(asKedgeError(e));
       return;

@@ -38,10 +38,8 @@ export function guardAdmin(runtime: () => Runtime, next: Handler): Handler {
     };
     let decision: Promise<unknown> | undefined;
     try {
-      decision = rt.access.check(rt.access.adminPolicy, {
-        proxyAuthorization: headerOf(req, "proxy-authorization") ?? headerOf(req, "authorization"),
-        socket: undefined, // plaintext: no client certificates
-      });
+      // The admin port is plaintext: no client certificates.
+      decision = rt.access.check(rt.access.adminPolicy, headerOf(req, "proxy-authorization") ?? headerOf(req, "authorization"), undefined);
     } catch (e) {
       return deny(e);
     }

@@ -1,8 +1,6 @@
-import { readFileSync } from "node:fs";
-import { create, mergeFromJson } from "@bufbuild/protobuf";
 import { WinchConfigSchema, type WinchConfig } from "../gen/kedge/winch/v1/winch_pb.js";
-import { decodeMessage } from "../config/decode.js";
-import { ConfigError, parseConfigText } from "../config/parse.js";
+import { mergeConfigParts, readConfigFiles } from "../config/load.js";
+import { ConfigError } from "../config/parse.js";
 import { expandTemplate, translateRe2 } from "./mapper.js";
 
 /** Where winch's config comes from: one file, and/or kedge Go's mapper and auth files. */
@@ -20,26 +18,10 @@ export function winchConfigFiles(sources: WinchSources): string[] {
 
 /** Reads, merges and validates winch's config; throws ConfigError naming every problem with its path. */
 export function loadWinchConfig(sources: WinchSources): WinchConfig {
-  const config = create(WinchConfigSchema);
   const problems: string[] = [];
   const files = winchConfigFiles(sources);
-  const parts: Array<{ where: string; json: unknown }> = files.length === 0 ? [{ where: "embedded winch config", json: sources.embedded ?? {} }] : [];
-  for (const file of files) {
-    try {
-      parts.push({ where: file, json: parseConfigText(readFileSync(file, "utf8"), file) });
-    } catch (e) {
-      problems.push(...(e instanceof ConfigError ? e.problems : [`${file}: cannot read: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`]));
-    }
-  }
-  for (const { where, json } of parts) {
-    try {
-      decodeMessage(WinchConfigSchema, json, where);
-      mergeFromJson(WinchConfigSchema, config, json as never);
-    } catch (e) {
-      if (e instanceof ConfigError) problems.push(...e.problems);
-      else throw e;
-    }
-  }
+  const parts = files.length === 0 ? [{ where: "embedded winch config", json: sources.embedded ?? {} }] : readConfigFiles(files, problems);
+  const config = mergeConfigParts(WinchConfigSchema, parts, problems);
   if (problems.length === 0) problems.push(...validateWinchConfig(config));
   if (problems.length > 0) throw new ConfigError(problems);
   return config;
