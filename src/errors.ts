@@ -11,7 +11,11 @@ export type KedgeErrorType =
   | "shutting-down"
   | "unauthorized"
   | "forbidden"
-  | "internal";
+  | "internal"
+  // winch's own refusals, in x-winch-error-type
+  | "unknown-host"
+  | "ip-literal"
+  | "auth-source";
 
 /** An error a client sees: made in one place, rendered in one place (headers or grpc-status). */
 export class KedgeError extends Error {

@@ -1,11 +1,14 @@
 import { runAdmin } from "./cli/admin.js";
-import { authOverrides, discoveryOverrides, kubernetesOverrides, parseArgs, serverOverrides, usage, UsageError } from "./cli/args.js";
+import { authOverrides, discoveryOverrides, kubernetesOverrides, parseArgs, serverOverrides, usage, UsageError, winchServerOverrides } from "./cli/args.js";
 import { ConfigError } from "./config/parse.js";
 import { loadConfig, type ConfigSources } from "./config/load.js";
 import { embeddedDefaultConfig } from "./config/default.js";
 import { log } from "./observe/log.js";
 import { startKedge } from "./server/kedge.js";
 import { version } from "./version.js";
+import { loadWinchConfig } from "./winch/config.js";
+import { startWinch } from "./winch/winch.js";
+import { setLogLevel } from "./observe/log.js";
 
 function sourcesFrom(flags: Map<string, string>): ConfigSources {
   return {
@@ -32,6 +35,27 @@ async function main(argv: string[]): Promise<number> {
     case "admin":
       process.stdout.write(await runAdmin(args.positional[0], args.flags.get("admin-address") ?? "127.0.0.1:8081"));
       return 0;
+    case "winch": {
+      const config = loadWinchConfig({
+        configFile: args.flags.get("config"),
+        mapperFile: args.flags.get("mapper-config"),
+        authFile: args.flags.get("auth-config"),
+        serverOverrides: winchServerOverrides(args.flags),
+      });
+      if (config.server?.logLevel) setLogLevel(config.server.logLevel);
+      const winch = await startWinch(config, { log: (m) => process.stderr.write(`${m}\n`) });
+      const listening = Object.entries(winch.ports).map(([name, port]) => `${name}=${port}`).join(" ");
+      process.stdout.write(`winch ${version.kedge} listening: ${listening}\n`);
+      process.on("uncaughtException", (e) => log.error("uncaught exception", { error: e.stack ?? String(e) }));
+      process.on("unhandledRejection", (e) => log.error("unhandled rejection", { error: (e as Error)?.stack ?? String(e) }));
+      const stop = async () => {
+        await winch.close();
+        process.exit(0);
+      };
+      process.once("SIGTERM", stop);
+      process.once("SIGINT", stop);
+      return -1;
+    }
     case "validate": {
       const sources = sourcesFrom(args.flags);
       loadConfig(sources);

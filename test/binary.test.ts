@@ -1,55 +1,21 @@
-import { afterAll, beforeAll, describe, expect, it } from "bun:test";
-import { existsSync, mkdtempSync, writeFileSync } from "node:fs";
+import { beforeAll, describe, expect, it } from "bun:test";
+import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { startDemoBackend } from "../src/demo/backend.ts";
 import { makeTestPki, type TestPki } from "./helpers/certs.ts";
 import { curl } from "./helpers/curl.ts";
+import { binary, ensureBinary, healthy, referenceConfigs, runBinary, waitFor } from "./helpers/binary.ts";
 
-const root = join(import.meta.dir, "..");
-const binary = join(root, "dist/kedge");
-const reference = join(root, "../shared/reference/kedge-go-configs");
 let pki: TestPki;
 const dir = mkdtempSync(join(tmpdir(), "kedge-bin-"));
+const reference = referenceConfigs;
+const run = (args: string[]) => runBinary(args, dir);
 
 beforeAll(() => {
-  if (!existsSync(binary)) {
-    const build = Bun.spawnSync(["npm", "run", "build"], { cwd: root, stdout: "inherit", stderr: "inherit" });
-    if (build.exitCode !== 0) throw new Error("npm run build failed");
-  }
+  ensureBinary();
   pki = makeTestPki();
 });
-
-interface Running {
-  proc: ReturnType<typeof Bun.spawn>;
-  stdout: () => string;
-  stderr: () => string;
-}
-
-/** Runs dist/kedge with a minimal environment (no bun or node on PATH) and collects its output. */
-function run(args: string[]): Running {
-  const proc = Bun.spawn([binary, ...args], { stdout: "pipe", stderr: "pipe", env: { PATH: "/usr/bin:/bin", HOME: dir } });
-  let out = "";
-  let err = "";
-  const dec = new TextDecoder();
-  void (async () => {
-    for await (const c of proc.stdout as ReadableStream<Uint8Array>) out += dec.decode(c);
-  })();
-  void (async () => {
-    for await (const c of proc.stderr as ReadableStream<Uint8Array>) err += dec.decode(c);
-  })();
-  return { proc, stdout: () => out, stderr: () => err };
-}
-
-async function waitFor(cond: () => boolean | Promise<boolean>, what: string, proc?: Running): Promise<void> {
-  for (let i = 0; i < 300; i++) {
-    if (await cond()) return;
-    await Bun.sleep(20);
-  }
-  throw new Error(`timed out waiting for ${what}${proc ? `\nstdout: ${proc.stdout()}\nstderr: ${proc.stderr()}` : ""}`);
-}
-
-const healthy = (port: number) => async () => (await fetch(`http://127.0.0.1:${port}/_healthz`).catch(() => undefined))?.status === 200;
 
 describe("the compiled binary", () => {
   it("prints its version", () => {
@@ -143,4 +109,3 @@ describe("the compiled binary", () => {
   });
 });
 
-afterAll(() => {});

@@ -22,17 +22,27 @@ export function durationMs(d: Duration | undefined, fallback: number): number {
   return Number(d.seconds) * 1000 + Math.round(d.nanos / 1e6);
 }
 
-/** TLS towards a backend: kedge Go could only skip verification; we verify with a CA, SNI and mTLS. */
-export function backendTls(security: HttpBackendConfig["security"]): TLSOptions | undefined {
-  if (!security) return undefined;
+/** PEM material given directly instead of as files (winch: system plus extra roots, a kubeconfig user's cert). */
+export interface TlsMaterial {
+  ca?: string[];
+  cert?: string;
+  key?: string;
+}
+
+/** The roots, client cert and key a Security names, with `material` taking precedence. */
+export function tlsMaterial(security: NonNullable<HttpBackendConfig["security"]>, material: TlsMaterial | undefined): TlsMaterial {
   const read = (f: string) => readFileSync(f, "utf8");
   return {
-    rejectUnauthorized: !security.insecureSkipVerify,
-    ca: security.caFiles.length > 0 ? security.caFiles.map(read) : undefined,
-    serverName: security.serverName || undefined,
-    cert: security.clientCertFile ? read(security.clientCertFile) : undefined,
-    key: security.clientKeyFile ? read(security.clientKeyFile) : undefined,
+    ca: material?.ca ?? (security.caFiles.length > 0 ? security.caFiles.map(read) : undefined),
+    cert: material?.cert ?? (security.clientCertFile ? read(security.clientCertFile) : undefined),
+    key: material?.key ?? (security.clientKeyFile ? read(security.clientKeyFile) : undefined),
   };
+}
+
+/** TLS towards a backend: kedge Go could only skip verification; we verify with a CA, SNI and mTLS. */
+export function backendTls(security: HttpBackendConfig["security"], material?: TlsMaterial): TLSOptions | undefined {
+  if (!security) return undefined;
+  return { rejectUnauthorized: !security.insecureSkipVerify, serverName: security.serverName || undefined, ...tlsMaterial(security, material) };
 }
 
 /** SNI defaults to the configured DNS name, not the resolved IP. */
@@ -45,10 +55,10 @@ export function sniName(config: { resolver: HttpBackendConfig["resolver"] }, hos
 export class HttpBackend extends Backend<PoolStats, H1Pool> {
   readonly poolOptions: Omit<PoolOptions, "host" | "port">;
 
-  constructor(readonly config: HttpBackendConfig) {
+  constructor(readonly config: HttpBackendConfig, material?: TlsMaterial) {
     const t = config.timeouts;
     const poolOptions = {
-      tls: backendTls(config.security),
+      tls: backendTls(config.security, material),
       maxConnections: config.maxConnectionsPerEndpoint || defaults.maxConnectionsPerEndpoint,
       connectTimeoutMs: durationMs(t?.connect, defaults.connectTimeoutMs),
       responseHeaderTimeoutMs: durationMs(t?.responseHeader, defaults.responseHeaderTimeoutMs),

@@ -40,6 +40,15 @@ export const flagAliases: Record<string, readonly string[]> = {
   "discovery-domain-suffix": ["discovery-domain-suffix", "discovery_external_domain_suffix"],
   "discovery-prefix": ["discovery-prefix", "discovery_label_annotation_prefix"],
   "admin-address": ["admin-address"],
+  "mapper-config": ["mapper-config", "server_mapper_config_path", "server_config_mapper_path"],
+  "auth-config": ["auth-config", "server_auth_config_path", "server_auth_config"],
+  "grpc-port": ["grpc-port", "server_grpc_port"],
+  "pac-redirect": ["pac-redirect", "pac_redirect_sh_expressions"],
+  "pac-file": ["pac-file"],
+  "kedge-ca-files": ["kedge-ca-files", "client_tls_root_ca_files"],
+  "kedge-cert-file": ["kedge-cert-file", "client_tls_cert_file"],
+  "kedge-key-file": ["kedge-key-file", "client_tls_key_file"],
+  "unknown-hosts": ["unknown-hosts"],
   help: ["help", "h"],
 };
 
@@ -47,7 +56,7 @@ const canonicalByAlias = new Map<string, string>();
 for (const [canonical, aliases] of Object.entries(flagAliases)) for (const a of aliases) canonicalByAlias.set(a, canonical);
 
 const booleanFlags = new Set(["help", "tls-client-cert-required", "admin-auth", "kube-tls-insecure", "discovery"]);
-const commands = new Set(["serve", "validate", "version", "admin", "help"]);
+const commands = new Set(["serve", "validate", "version", "admin", "help", "winch"]);
 
 export class UsageError extends Error {}
 
@@ -82,12 +91,7 @@ export function parseArgs(argv: readonly string[]): Args {
 /** Server settings given as flags override the config file's server section. */
 export function serverOverrides(flags: Map<string, string>): Record<string, unknown> {
   const out: Record<string, unknown> = {};
-  const port = (flag: string, field: string) => {
-    const v = flags.get(flag);
-    if (v === undefined) return;
-    if (!/^\d{1,5}$/.test(v) || Number(v) > 65535) throw new UsageError(`--${flag}: "${v}" is not a port number`);
-    out[field] = Number(v);
-  };
+  const port = (flag: string, field: string) => portFlag(flags, flag, out, field);
   port("http-tls-port", "http_tls_port");
   port("http-port", "http_port");
   port("grpc-tls-port", "grpc_tls_port");
@@ -159,6 +163,44 @@ export function discoveryOverrides(flags: Map<string, string>): Record<string, u
   return out;
 }
 
+/** winch's flags (kedge Go's winch names as aliases), as a server section over its config files'. */
+export function winchServerOverrides(flags: Map<string, string>): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  const port = (flag: string, field: string) => portFlag(flags, flag, out, field);
+  port("http-port", "http_port");
+  port("grpc-port", "grpc_port");
+  port("admin-port", "monitoring_port");
+  const fields: Array<[string, string]> = [
+    ["bind-address", "bind_address"],
+    ["kedge-cert-file", "client_cert_file"],
+    ["kedge-key-file", "client_key_file"],
+    ["pac-file", "pac_file"],
+    ["log-level", "log_level"],
+  ];
+  for (const [flag, field] of fields) {
+    const v = flags.get(flag);
+    if (v !== undefined) out[field] = v;
+  }
+  const cas = flags.get("kedge-ca-files");
+  if (cas !== undefined) out.ca_files = commaList(cas);
+  const pac = flags.get("pac-redirect");
+  if (pac !== undefined) out.pac_redirect_sh_expressions = commaList(pac);
+  const unknown = flags.get("unknown-hosts");
+  if (unknown !== undefined) {
+    if (unknown !== "direct" && unknown !== "refuse") throw new UsageError(`--unknown-hosts: "${unknown}" is not direct or refuse`);
+    out.unknown_hosts = unknown.toUpperCase();
+  }
+  return out;
+}
+
+/** A port flag's value into out[field], refused unless it is a port number. */
+function portFlag(flags: Map<string, string>, flag: string, out: Record<string, unknown>, field: string): void {
+  const v = flags.get(flag);
+  if (v === undefined) return;
+  if (!/^\d{1,5}$/.test(v) || Number(v) > 65535) throw new UsageError(`--${flag}: "${v}" is not a port number`);
+  out[field] = Number(v);
+}
+
 /** kedge Go's list flags: comma-separated. */
 function commaList(value: string): string[] {
   return value.split(",").map((v) => v.trim()).filter(Boolean);
@@ -178,6 +220,7 @@ Usage:
   kedge version                                       print the version
   kedge admin backends|routes|config [--admin-address 127.0.0.1:8081]
                                                       ask a running kedge (AdminService over Connect)
+  kedge winch [--config winch.json] [flags]           run winch, the local forward proxy to kedges
 
 Config files:
   --config F                 one file with server, http, grpc (JSON or YAML)
@@ -217,6 +260,21 @@ Dynamic routing discovery (labelled Services become routes; overrides the discov
   --discovery                (--kedge_dynamic_routings_enabled)
   --discovery-domain-suffix S (--discovery_external_domain_suffix) hosts <svc>.<ns>.svc.S
   --discovery-prefix P       (--discovery_label_annotation_prefix) default kedge.com/
+
+winch flags (kedge Go's winch names in parentheses):
+  --config F                 one file with server, routes, auth_sources (JSON or YAML)
+  --mapper-config F          (--server_mapper_config_path)  kedge Go's winch_mapper.json (routes)
+  --auth-config F            (--server_auth_config_path)    kedge Go's winch_auth.json (auth_sources)
+  --http-port N              (--server_http_port)           HTTP_PROXY port, default 8070
+  --grpc-port N              (--server_grpc_port)           h2c gRPC port, default 8071
+  --admin-port N             (--server_debug_port)          /_healthz and /metrics
+  --bind-address A           (--server_bind_address)        default 127.0.0.1
+  --kedge-ca-files F,F       (--client_tls_root_ca_files)   extra roots for kedges' certificates
+  --kedge-cert-file F        (--client_tls_cert_file)       client certificate presented to kedges
+  --kedge-key-file F         (--client_tls_key_file)
+  --pac-redirect E,E         (--pac_redirect_sh_expressions) hosts /wpad.dat sends through winch
+  --pac-file F               serve this file as /wpad.dat
+  --unknown-hosts direct|refuse                          hosts no route maps (default direct)
 
 Signals: SIGHUP reloads the config (also on file change); SIGTERM drains and exits.
 `;

@@ -108,17 +108,26 @@ export const k8sMetrics = {
   changes: new Counter("kedge_k8sresolver_watcher_changes_total", "Endpoint changes received from the API server, by target.", ["target"]),
 };
 
+/** The request metrics both proxies keep: kedge_… on kedge (kedge Go's names), winch_… on winch. */
+export function proxyMetrics(registry: Registry, prefix: "kedge" | "winch") {
+  return {
+    httpRequests: registry.add(new Counter(`${prefix}_http_requests_total`, "HTTP requests handled, by backend and status code.", ["backend_name", "code"])),
+    httpLatency: registry.add(new Histogram(`${prefix}_http_request_duration_seconds`, "Time from request head to response end, by backend and status code.", ["backend_name", "code"], latencyBuckets)),
+    proxyErrors: registry.add(new Counter(`${prefix}_proxy_errors_total`, "Requests answered with an error, by backend and error type.", ["backend_name", "type"])),
+    grpcRequests: registry.add(new Counter(`${prefix}_grpc_requests_total`, "gRPC calls handled, by backend, method and the grpc-status the client got.", ["backend_name", "grpc_method", "grpc_code"])),
+    grpcLatency: registry.add(new Histogram(`${prefix}_grpc_request_duration_seconds`, "Time from call start to its status, by backend and grpc-status.", ["backend_name", "grpc_code"], latencyBuckets)),
+  };
+}
+
+export type ProxyMetrics = ReturnType<typeof proxyMetrics>;
+
 export function createMetrics() {
   const registry = new Registry();
   return {
     registry,
-    httpRequests: registry.add(new Counter("kedge_http_requests_total", "HTTP requests handled, by backend and status code.", ["backend_name", "code"])),
-    httpLatency: registry.add(new Histogram("kedge_http_request_duration_seconds", "Time from request head to response end, by backend and status code.", ["backend_name", "code"], latencyBuckets)),
-    proxyErrors: registry.add(new Counter("kedge_proxy_errors_total", "Requests kedge answered with an error, by backend and error type.", ["backend_name", "type"])),
+    ...proxyMetrics(registry, "kedge"),
     reloads: registry.add(new Counter("kedge_config_reloads_total", "Config reloads, by result.", ["result"])),
     configVersion: registry.add(new Gauge("kedge_config_version", "The version number of the live config.", [])),
-    grpcRequests: registry.add(new Counter("kedge_grpc_requests_total", "gRPC calls handled, by backend, method and the grpc-status the client got.", ["backend_name", "grpc_method", "grpc_code"])),
-    grpcLatency: registry.add(new Histogram("kedge_grpc_request_duration_seconds", "Time from call start to its status, by backend and grpc-status.", ["backend_name", "grpc_code"], latencyBuckets)),
     backendChanges: registry.add(new Counter("kedge_http_backend_configuration_changes_total", "HTTP backends created or replaced by config changes.", ["backend_name"])),
     k8sUpAddresses: registry.add(k8sMetrics.upAddresses),
     k8sWatchErrors: registry.add(k8sMetrics.watchErrors),

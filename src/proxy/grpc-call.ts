@@ -1,5 +1,6 @@
 import type { IncomingHttpHeaders, OutgoingHttpHeaders, ServerHttp2Stream } from "node:http2";
-import type { ProxyContext } from "./http.js";
+import type { ProxyMetrics } from "../observe/metrics.js";
+import { asKedgeError, type KedgeError } from "../errors.js";
 
 /** gRPC status codes kedge itself answers with. */
 export const GrpcStatus = { UNIMPLEMENTED: 12, UNAVAILABLE: 14, INTERNAL: 13, DEADLINE_EXCEEDED: 4, PERMISSION_DENIED: 7, UNAUTHENTICATED: 16 } as const;
@@ -23,7 +24,7 @@ export class CallRecord {
   backendName = "none";
 
   constructor(
-    private readonly ctx: ProxyContext,
+    private readonly metrics: ProxyMetrics,
     private readonly method: string,
   ) {}
 
@@ -33,8 +34,8 @@ export class CallRecord {
     const grpcCode = String(code ?? "unknown");
     // Unrouted calls name any path a client makes up: one label keeps the series bounded.
     const method = this.backendName === "none" ? "unrouted" : this.method;
-    this.ctx.metrics.grpcRequests.inc([this.backendName, method, grpcCode]);
-    this.ctx.metrics.grpcLatency.observe([this.backendName, grpcCode], (performance.now() - this.started) / 1000);
+    this.metrics.grpcRequests.inc([this.backendName, method, grpcCode]);
+    this.metrics.grpcLatency.observe([this.backendName, grpcCode], (performance.now() - this.started) / 1000);
   }
 }
 
@@ -52,3 +53,18 @@ export function statusTrailers(code: number, message: string): OutgoingHttpHeade
   return { "grpc-status": String(code), "grpc-message": encodeURIComponent(message) };
 }
 
+
+/**
+ * Accounting for one call from its first byte, and how to refuse it: the error is counted and
+ * answered with the status `statusFor` gives it.
+ */
+export function openCall(metrics: ProxyMetrics, stream: ServerHttp2Stream, headers: IncomingHttpHeaders, statusFor: (err: KedgeError) => number): { call: CallRecord; refuse: (e: unknown) => void } {
+  stream.on("error", () => {});
+  const call = new CallRecord(metrics, (headers[":path"] as string | undefined) ?? "");
+  const refuse = (e: unknown) => {
+    const err = asKedgeError(e);
+    metrics.proxyErrors.inc([call.backendName, err.type]);
+    answerStatus(stream, statusFor(err), err.message, call);
+  };
+  return { call, refuse };
+}

@@ -3,13 +3,14 @@ import type { Endpoint } from "../backend/endpoint.js";
 import type { GrpcBackend } from "../backend/grpc-backend.js";
 import { defaults } from "../backend/http-backend.js";
 import type { RoutePolicy } from "../auth/policy.js";
-import { asKedgeError, KedgeError } from "../errors.js";
+import { KedgeError } from "../errors.js";
 import { parseHostPort } from "../router/host.js";
 import type { Runtime } from "../runtime.js";
 import type { H2Session } from "../upstream/h2-session.js";
-import { answerStatus, CallRecord, forwardable, GrpcStatus } from "./grpc-call.js";
+import { answerStatus, type CallRecord, forwardable, GrpcStatus, openCall } from "./grpc-call.js";
 import { relay, RequestReplay } from "./grpc-relay.js";
 import type { ProxyContext } from "./http.js";
+import type { ProxyMetrics } from "../observe/metrics.js";
 
 const maxEndpointAttempts = 3;
 /** Refused-unprocessed streams replayed per call (a GOAWAY race needs one). */
@@ -51,13 +52,7 @@ function routeCall(runtime: Runtime, headers: IncomingHttpHeaders): Routed {
 
 /** Proxies one gRPC call: authentication, then the backend its route names. */
 export function proxyGrpc(ctx: ProxyContext, stream: ServerHttp2Stream, headers: IncomingHttpHeaders): void {
-  stream.on("error", () => {});
-  const call = new CallRecord(ctx, (headers[":path"] as string | undefined) ?? "");
-  const refuse = (e: unknown) => {
-    const err = asKedgeError(e);
-    ctx.metrics.proxyErrors.inc([call.backendName, err.type]);
-    answerStatus(stream, statusFor(err), err.message, call);
-  };
+  const { call, refuse } = openCall(ctx.metrics, stream, headers, statusFor);
   let routed: Routed;
   let decision: Promise<unknown> | undefined;
   try {
@@ -71,14 +66,17 @@ export function proxyGrpc(ctx: ProxyContext, stream: ServerHttp2Stream, headers:
   const go = () => {
     if (routed.unrouted) return refuse(routed.unrouted);
     call.backendName = routed.backendName;
-    forward(ctx, stream, headers, call, routed.backend!);
+    forwardCall(ctx.metrics, stream, headers, call, routed.backend!, undefined);
   };
   if (decision) decision.then(go, refuse);
   else go();
 }
 
-/** Sends the call to one of the backend's endpoints, failing over when an endpoint cannot be reached. */
-function forward(ctx: ProxyContext, stream: ServerHttp2Stream, headers: IncomingHttpHeaders, call: CallRecord, backend: GrpcBackend): void {
+/**
+ * Sends the call to one of the backend's endpoints, failing over when an endpoint cannot be
+ * reached; `set` replaces the client's metadata of the same names (winch's injected credentials).
+ */
+export function forwardCall(metrics: ProxyMetrics, stream: ServerHttp2Stream, headers: IncomingHttpHeaders, call: CallRecord, backend: GrpcBackend, set: Record<string, string> | undefined): void {
   const backendName = call.backendName;
   const failedOn = new Set<Endpoint>();
   const timeoutMs = grpcTimeoutMs(headers["grpc-timeout"]);
@@ -96,7 +94,7 @@ function forward(ctx: ProxyContext, stream: ServerHttp2Stream, headers: Incoming
     try {
       picked = backend.pick(failedOn);
     } catch (e) {
-      ctx.metrics.proxyErrors.inc([backendName, (e as KedgeError).type]);
+      metrics.proxyErrors.inc([backendName, (e as KedgeError).type]);
       return answerStatus(stream, GrpcStatus.UNAVAILABLE, (e as Error).message, call);
     }
     const { endpoint, pool } = picked;
@@ -106,6 +104,7 @@ function forward(ctx: ProxyContext, stream: ServerHttp2Stream, headers: Incoming
       ":authority": headers[":authority"] ?? headers.host,
       ":scheme": pool.options.tls ? "https" : "http",
     });
+    if (set) Object.assign(upstreamHeaders, set);
     endpoint.outstanding++;
     pool.request(upstreamHeaders).then(
       (upstream) => {
@@ -117,7 +116,7 @@ function forward(ctx: ProxyContext, stream: ServerHttp2Stream, headers: Incoming
         endpoint.markFailed(backend.failureBackoffMs, defaults.maxFailureBackoffMs);
         failedOn.add(endpoint);
         if (failedOn.size < Math.min(maxEndpointAttempts, backend.endpointCount) && !stream.closed) return attempt();
-        ctx.metrics.proxyErrors.inc([backendName, "no-connection-to-all-resolved-addresses"]);
+        metrics.proxyErrors.inc([backendName, "no-connection-to-all-resolved-addresses"]);
         answerStatus(stream, GrpcStatus.UNAVAILABLE, `backend ${backendName}: ${err.message}`, call);
       },
     );

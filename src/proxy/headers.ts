@@ -8,10 +8,10 @@ const notForwardedUpstream = new Set([
   "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-kedge-request-id", "http2-settings",
 ]);
 
-const notForwardedDownstream = new Set([
-  "connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade",
-  "proxy-authenticate", "x-kedge-backend-name", "x-kedge-request-id",
-]);
+const hopByHopDownstream = ["connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade", "proxy-authenticate"];
+/** kedge sets its own tags; winch passes kedge's through to its client. */
+const notForwardedDownstream = new Set([...hopByHopDownstream, "x-kedge-backend-name", "x-kedge-request-id"]);
+const notForwardedThrough = new Set(hopByHopDownstream);
 
 export interface UpstreamHeadInput {
   method: string;
@@ -23,6 +23,8 @@ export interface UpstreamHeadInput {
   requestId: string;
   /** -1: chunked; 0: no body; n: Content-Length. */
   bodyLength: number;
+  /** Lower-case names and values sent in place of the client's (winch's injected credentials). */
+  set?: Record<string, string>;
 }
 
 /** Field names the client listed in its Connection header are hop-by-hop too (RFC 9110 §7.6.1). */
@@ -43,7 +45,7 @@ export function buildUpstreamHead(input: UpstreamHeadInput): string {
   const extra = connectionTokens(headers);
   let head = `${input.method} ${input.path} HTTP/1.1\r\nhost: ${input.host}\r\n`;
   for (const name in headers) {
-    if (name.charCodeAt(0) === 58 /* ":" */ || notForwardedUpstream.has(name) || extra?.has(name)) continue;
+    if (name.charCodeAt(0) === 58 /* ":" */ || notForwardedUpstream.has(name) || extra?.has(name) || (input.set && name in input.set)) continue;
     const value = headers[name];
     if (value === undefined) continue;
     if (typeof value === "string") head += `${name}: ${value}\r\n`;
@@ -53,6 +55,7 @@ export function buildUpstreamHead(input: UpstreamHeadInput): string {
   const xff = headers["x-forwarded-for"];
   head += `x-forwarded-for: ${xff ? `${xff}, ${input.clientIp}` : input.clientIp}\r\n`;
   head += `x-forwarded-proto: ${input.scheme}\r\nx-forwarded-host: ${input.host}\r\nx-kedge-request-id: ${input.requestId}\r\n`;
+  if (input.set) for (const name in input.set) head += `${name}: ${input.set[name]}\r\n`;
   if (input.bodyLength > 0) head += `content-length: ${input.bodyLength}\r\n`;
   else if (input.bodyLength < 0) head += "transfer-encoding: chunked\r\n";
   return `${head}\r\n`;
@@ -62,12 +65,13 @@ export function buildUpstreamHead(input: UpstreamHeadInput): string {
  * The backend's response headers for the client. HTTP/2 needs lower-case names and no
  * connection-specific fields (RFC 9113 §8.2.2); HTTP/1.1 keeps the backend's spelling.
  */
-export function downstreamHeaders(rawHeaders: readonly string[], lowerCase: boolean): OutgoingHttpHeaders {
+export function downstreamHeaders(rawHeaders: readonly string[], lowerCase: boolean, retag = true): OutgoingHttpHeaders {
   const out: OutgoingHttpHeaders = {};
+  const dropped = retag ? notForwardedDownstream : notForwardedThrough;
   for (let i = 0; i < rawHeaders.length; i += 2) {
     const name = rawHeaders[i];
     const lower = name.toLowerCase();
-    if (notForwardedDownstream.has(lower)) continue;
+    if (dropped.has(lower)) continue;
     const key = lowerCase ? lower : name;
     const prev = out[key];
     if (prev === undefined) out[key] = rawHeaders[i + 1];

@@ -10,7 +10,7 @@ import { kubeClient, useKubernetesConfig } from "../k8s/shared-client.js";
 import { startDemoBackend } from "../demo/backend.js";
 import { log, setLogLevel } from "../observe/log.js";
 import { createMetrics } from "../observe/metrics.js";
-import { inflight } from "../proxy/http.js";
+import { inflight } from "../proxy/exchange.js";
 import { buildRuntime, type Runtime } from "../runtime.js";
 import { adminApp } from "./admin.js";
 import { startAdminListener } from "./admin-listener.js";

@@ -2,12 +2,16 @@ import { readFileSync } from "node:fs";
 import http, { type IncomingMessage, type ServerResponse } from "node:http";
 import http2, { type Http2Session, type IncomingHttpHeaders, type ServerHttp2Stream } from "node:http2";
 import type { AddressInfo, Socket } from "node:net";
+import type { Duplex } from "node:stream";
 import tls from "node:tls";
 import type { ServerConfig } from "../gen/kedge/config/v1/server_pb.js";
 import { durationMs } from "../backend/http-backend.js";
 import { log } from "../observe/log.js";
 import { proxyGrpc } from "../proxy/grpc.js";
-import { proxyHttp, sendError, type ProxyContext } from "../proxy/http.js";
+import { proxyConnect } from "../proxy/connect.js";
+import { exchange, sendError, type HttpProxy } from "../proxy/exchange.js";
+import { kedgeHttpProxy, type ProxyContext } from "../proxy/http.js";
+import { Tunnels } from "../proxy/tunnel.js";
 import { KedgeError } from "../errors.js";
 import { H1Response, h1Request } from "./ingress-h1.js";
 import { H2Response, h2Request } from "./ingress-h2.js";
@@ -53,14 +57,17 @@ function listen(server: { listen: (port: number, host: string, cb: () => void) =
   });
 }
 
-function h1Server(ctx: ProxyContext, scheme: "http" | "https", port: () => number, idleMs: number, maxHeaderSize: number): http.Server {
+interface Proxies {
+  ctx: ProxyContext;
+  http: HttpProxy;
+  tunnels: Tunnels;
+}
+
+function h1Server(proxies: Proxies, scheme: "http" | "https", port: () => number, idleMs: number, maxHeaderSize: number): http.Server {
   const server = http.createServer({ maxHeaderSize }, (req: IncomingMessage, res: ServerResponse) => {
-    if (req.method === "CONNECT") {
-      sendError(new H1Response(res), new KedgeError("bad-request", 405, "CONNECT is not supported on this listener"), "");
-      return;
-    }
-    proxyHttp(ctx, h1Request(req, scheme, port()), new H1Response(res));
+    exchange(proxies.http, h1Request(req, scheme, port()), new H1Response(res));
   });
+  server.on("connect", (req: IncomingMessage, socket: Duplex, head: Buffer) => proxyConnect(proxies.ctx, proxies.tunnels, req, socket, head));
   server.keepAliveTimeout = idleMs;
   server.headersTimeout = Math.min(60_000, idleMs);
   return server;
@@ -72,7 +79,7 @@ interface H2Ingress {
 }
 
 /** An HTTP/2 server fed connections by a listener; streams go to the gRPC or the HTTP proxy by content-type. */
-function h2Ingress(ctx: ProxyContext, port: () => number, idleMs: number): H2Ingress {
+function h2Ingress(proxies: Proxies, port: () => number, idleMs: number): H2Ingress {
   const server = http2.createServer({ maxSessionMemory: 64 });
   const sessions = new Set<Http2Session>();
   server.on("session", (session: Http2Session) => {
@@ -82,13 +89,14 @@ function h2Ingress(ctx: ProxyContext, port: () => number, idleMs: number): H2Ing
     session.setTimeout(idleMs, () => session.close());
   });
   server.on("stream", (stream: ServerHttp2Stream, headers: IncomingHttpHeaders, flags: number) => {
-    if (isGrpc(headers)) return proxyGrpc(ctx, stream, headers);
+    if (isGrpc(headers)) return proxyGrpc(proxies.ctx, stream, headers);
     const res = new H2Response(stream);
     if (headers[":method"] === "CONNECT") {
-      sendError(res, new KedgeError("bad-request", 405, "CONNECT is not supported on this listener"), "");
+      // winch tunnels over HTTP/1.1; HTTP/2 CONNECT (RFC 9113 §8.5) is not offered.
+      sendError(res, new KedgeError("bad-request", 405, "CONNECT over HTTP/2 is not supported: use HTTP/1.1"), "");
       return;
     }
-    proxyHttp(ctx, h2Request(stream, headers, flags, port()), res);
+    exchange(proxies.http, h2Request(stream, headers, flags, port()), res);
   });
   return { server, sessions };
 }
@@ -108,6 +116,8 @@ export async function startDataListeners(server: ServerConfig, ctx: ProxyContext
   const ports: Record<string, number> = {};
   const closers: Array<{ stop: () => void; kill: () => void }> = [];
   const tlsServers: tls.Server[] = [];
+  const proxies: Proxies = { ctx, http: kedgeHttpProxy(ctx), tunnels: new Tunnels() };
+  closers.push({ stop: () => {}, kill: () => proxies.tunnels.closeAll() });
 
   const closeH2 = (h2: H2Ingress) => ({
     stop: () => {
@@ -119,7 +129,7 @@ export async function startDataListeners(server: ServerConfig, ctx: ProxyContext
   });
 
   const startTls = async (name: string, port: number, h1: http.Server | undefined) => {
-    const h2 = h2Ingress(ctx, () => ports[name], idleMs);
+    const h2 = h2Ingress(proxies, () => ports[name], idleMs);
     const listener = tls.createServer(
       { ...tlsFiles(server), ALPNProtocols: h1 ? ["h2", "http/1.1"] : ["h2"], minVersion: "TLSv1.2" },
       (socket: tls.TLSSocket) => {
@@ -146,12 +156,12 @@ export async function startDataListeners(server: ServerConfig, ctx: ProxyContext
   };
 
   if (server.httpTlsPort !== undefined) {
-    await startTls("tls", server.httpTlsPort, h1Server(ctx, "https", () => ports.tls, idleMs, maxHeaderSize));
+    await startTls("tls", server.httpTlsPort, h1Server(proxies, "https", () => ports.tls, idleMs, maxHeaderSize));
   }
   if (server.grpcTlsPort !== undefined) await startTls("grpc_tls", server.grpcTlsPort, undefined);
 
   if (server.h2cPort !== undefined) {
-    const h2 = h2Ingress(ctx, () => ports.h2c, idleMs);
+    const h2 = h2Ingress(proxies, () => ports.h2c, idleMs);
     ports.h2c = await listen(h2.server, server.h2cPort, bind);
     const h2Closer = closeH2(h2);
     closers.push({
@@ -164,7 +174,7 @@ export async function startDataListeners(server: ServerConfig, ctx: ProxyContext
   }
 
   if (server.httpPort !== undefined) {
-    const plain = h1Server(ctx, "http", () => ports.http, idleMs, maxHeaderSize);
+    const plain = h1Server(proxies, "http", () => ports.http, idleMs, maxHeaderSize);
     plain.on("connection", (socket: Socket) => socket.setNoDelay(true));
     ports.http = await listen(plain, server.httpPort, bind);
     closers.push({

@@ -10,6 +10,8 @@ export interface WinchSources {
   authFile?: string;
   /** Used when no file is named. */
   embedded?: unknown;
+  /** The server section given as command-line flags, applied over the files'. */
+  serverOverrides?: Record<string, unknown>;
 }
 
 export function winchConfigFiles(sources: WinchSources): string[] {
@@ -21,6 +23,8 @@ export function loadWinchConfig(sources: WinchSources): WinchConfig {
   const problems: string[] = [];
   const files = winchConfigFiles(sources);
   const parts = files.length === 0 ? [{ where: "embedded winch config", json: sources.embedded ?? {} }] : readConfigFiles(files, problems);
+  const overrides = sources.serverOverrides;
+  if (overrides && Object.keys(overrides).length > 0) parts.push({ where: "command-line flags", json: { server: overrides } });
   const config = mergeConfigParts(WinchConfigSchema, parts, problems);
   if (problems.length === 0) problems.push(...validateWinchConfig(config));
   if (problems.length > 0) throw new ConfigError(problems);

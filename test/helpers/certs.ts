@@ -56,8 +56,9 @@ export interface ClientCert {
 /**
  * Issues a client certificate from the test CA (or, with `otherCa`, from a CA kedge does not
  * trust), optionally already expired. `sans` as openssl writes them: "DNS:a,URI:spiffe://x".
+ * With `serverAuth` it is a server certificate instead (a backend serving an internal name).
  */
-export function issueClientCert(pki: TestPki, name: string, subject: string, options: { sans?: string; expired?: boolean; otherCa?: boolean } = {}): ClientCert {
+export function issueClientCert(pki: TestPki, name: string, subject: string, options: { sans?: string; expired?: boolean; otherCa?: boolean; serverAuth?: boolean } = {}): ClientCert {
   const dir = pki.dir;
   const ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
   let ca = "ca";
@@ -65,7 +66,7 @@ export function issueClientCert(pki: TestPki, name: string, subject: string, opt
     ca = "other-ca";
     openssl(["req", "-x509", ...ec, "-keyout", "other-ca.key", "-out", "other-ca.pem", "-days", "2", "-subj", "/CN=untrusted CA"], dir);
   }
-  const ext = `extendedKeyUsage=clientAuth\n${options.sans ? `subjectAltName=${options.sans}\n` : ""}`;
+  const ext = `extendedKeyUsage=${options.serverAuth ? "serverAuth" : "clientAuth"}\n${options.sans ? `subjectAltName=${options.sans}\n` : ""}`;
   writeFileSync(join(dir, `${name}.ext`), ext);
   openssl(["req", ...ec, "-keyout", `${name}.key`, "-out", `${name}.csr`, "-subj", subject], dir);
   if (options.expired) {

@@ -14,7 +14,7 @@ export async function curl(args: string[]): Promise<CurlResult> {
   const nl = out.lastIndexOf("\n");
   const httpVersion = out.slice(nl + 1);
   const text = out.slice(0, nl);
-  // Skip interim heads (e.g. "HTTP/1.1 100 Continue") to the final one.
+  // Skip interim heads ("HTTP/1.1 100 Continue") and a proxy's CONNECT answer to the final one.
   let rest = text;
   let head = "";
   for (;;) {
@@ -22,7 +22,7 @@ export async function curl(args: string[]): Promise<CurlResult> {
     if (split < 0) break;
     head = rest.slice(0, split);
     rest = rest.slice(split + 4);
-    if (!/^HTTP\/\S+ 1\d\d/.test(head)) break;
+    if (!/^HTTP\/\S+ 1\d\d/.test(head) && !/^HTTP\/1\.[01] 200 Connection established/i.test(head)) break;
   }
   const [statusLine, ...lines] = head.split("\r\n");
   const headers: Record<string, string> = {};

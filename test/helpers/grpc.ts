@@ -36,13 +36,29 @@ export interface GreeterServer {
 export async function startGreeter(
   name: string,
   tls?: { ca: string; cert: string; key: string },
-  options: { port?: number; serverOptions?: grpc.ServerOptions } = {},
+  options: { port?: number; serverOptions?: grpc.ServerOptions; requiredAuthorization?: () => string | undefined } = {},
 ): Promise<GreeterServer> {
   const unlimited = { "grpc.max_receive_message_length": -1, "grpc.max_send_message_length": -1 };
   const server = new grpc.Server({ ...unlimited, ...options.serverOptions });
   const state = { cancelled: 0 };
   // A call asked to hang never answers; only the caller's cancellation (or a kill) ends it.
   const hang = (call: { on(event: "cancelled", listener: () => void): unknown }) => call.on("cancelled", () => state.cancelled++);
+  // kedge Go's e2e backend with backend auth on: every call needs `authorization: bearer <token>`.
+  const denied = (call: { metadata: grpc.Metadata }) => {
+    const want = options.requiredAuthorization?.();
+    if (want === undefined) return undefined;
+    const got = String(call.metadata.get("authorization")[0] ?? "");
+    if (got.toLowerCase() === want.toLowerCase()) return undefined;
+    return Object.assign(new Error("backend: missing or wrong authorization"), { code: grpc.status.UNAUTHENTICATED, details: "backend: missing or wrong authorization" });
+  };
+  const guarded = <C extends { metadata: grpc.Metadata }>(handler: (call: C, cb: grpc.sendUnaryData<unknown>) => void) => (call: C, cb: grpc.sendUnaryData<unknown>) => {
+    const err = denied(call);
+    return err ? cb(err) : handler(call, cb);
+  };
+  const guardedStream = <C extends { metadata: grpc.Metadata; emit(e: "error", err: Error): boolean }>(handler: (call: C) => void) => (call: C) => {
+    const err = denied(call);
+    return err ? void call.emit("error", err) : handler(call);
+  };
   server.addService(greeterService, {
     sleep: (call: grpc.ServerUnaryCall<{ ms: number }, unknown>, cb: grpc.sendUnaryData<unknown>) => {
       const timer = setTimeout(() => cb(null, { slept: call.request.ms }), call.request.ms);
@@ -53,19 +69,19 @@ export async function startGreeter(
     },
     big: (call: grpc.ServerUnaryCall<{ payload: string }, unknown>, cb: grpc.sendUnaryData<unknown>) =>
       cb(null, { payload: call.request.payload, length: call.request.payload.length }),
-    sayHello: (call: grpc.ServerUnaryCall<{ name: string }, unknown>, cb: grpc.sendUnaryData<unknown>) => {
+    sayHello: guarded((call: grpc.ServerUnaryCall<{ name: string }, unknown>, cb: grpc.sendUnaryData<unknown>) => {
       if (call.request.name === "fail") return cb(appError());
       if (call.request.name === "hang") return hang(call);
       const auth = call.metadata.get("authorization")[0];
-      cb(null, { message: `Hello ${call.request.name}!`, server: name, authority: call.getPath(), auth: auth ?? null });
-    },
-    countTo: (call: grpc.ServerWritableStream<{ n: number; then?: "fail" | "hang" }, unknown>) => {
+      cb(null, { message: `Hello ${call.request.name}!`, server: name, authority: call.getPath(), auth: auth ?? null, requestId: call.metadata.get("x-kedge-request-id")[0] ?? null });
+    }),
+    countTo: guardedStream((call: grpc.ServerWritableStream<{ n: number; then?: "fail" | "hang" }, unknown>) => {
       for (let i = 1; i <= call.request.n; i++) call.write({ i, server: name });
       if (call.request.then === "fail") call.emit("error", appError());
       else if (call.request.then === "hang") hang(call);
       else call.end();
-    },
-    sum: (call: grpc.ServerReadableStream<{ n: number; then?: "fail" | "hang" }, unknown>, cb: grpc.sendUnaryData<unknown>) => {
+    }),
+    sum: guarded((call: grpc.ServerReadableStream<{ n: number; then?: "fail" | "hang" }, unknown>, cb: grpc.sendUnaryData<unknown>) => {
       let total = 0;
       let then: string | undefined;
       call.on("data", (m: { n: number; then?: string }) => {
@@ -77,8 +93,8 @@ export async function startGreeter(
         if (then === "fail") cb(appError());
         else if (then !== "hang") cb(null, { total, server: name });
       });
-    },
-    chat: (call: grpc.ServerDuplexStream<{ text: string }, unknown>) => {
+    }),
+    chat: guardedStream((call: grpc.ServerDuplexStream<{ text: string }, unknown>) => {
       let hanging = false;
       call.on("data", (m: { text: string }) => {
         if (m.text === "fail") return call.emit("error", appError());
@@ -89,7 +105,7 @@ export async function startGreeter(
         call.write({ echo: m.text, server: name });
       });
       call.on("end", () => hanging || call.end());
-    },
+    }),
   });
   const port = await new Promise<number>((resolve, reject) =>
     server.bindAsync(

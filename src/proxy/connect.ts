@@ -1,0 +1,68 @@
+import type { IncomingMessage } from "node:http";
+import type { Duplex } from "node:stream";
+import type { Endpoint } from "../backend/endpoint.js";
+import { defaults } from "../backend/http-backend.js";
+import { asKedgeError, KedgeError } from "../errors.js";
+import { parseHostPort } from "../router/host.js";
+import { kedgeRouting, type ProxyContext } from "./http.js";
+import { newRequestId, type ParsedRequest } from "./request.js";
+import { dialTcp, refuseTunnel, tunnelEstablished, type Tunnels } from "./tunnel.js";
+
+const maxEndpointAttempts = 3;
+
+/** CONNECT's request-target is authority-form, host:port (RFC 9112 §3.2.3). */
+function connectFacts(req: IncomingMessage): ParsedRequest {
+  const target = req.url ?? "";
+  const hostPort = /:\d+$/.test(target) ? parseHostPort(target, 0) : undefined;
+  if (!hostPort) throw new KedgeError("bad-request", 400, `CONNECT needs host:port, got ${JSON.stringify(target.slice(0, 100))}`);
+  // No path: a route with path rules never matches a tunnel, since no path could be enforced inside it.
+  return { host: hostPort.host, port: hostPort.port, explicitPort: true, path: "", forwardProxy: true, headers: req.headers, origin: "", authority: target };
+}
+
+/**
+ * CONNECT through kedge (winch sends it for HTTPS_PROXY clients such as kubectl): the tunnel goes
+ * to an endpoint of the backend the host:port's route names, after that route's access check.
+ * The client's TLS passes through untouched, end to end with the backend.
+ */
+export function proxyConnect(ctx: ProxyContext, tunnels: Tunnels, req: IncomingMessage, client: Duplex, head: Buffer): void {
+  const incomingId = req.headers["x-kedge-request-id"];
+  const requestId = typeof incomingId === "string" && incomingId.length <= 128 ? incomingId : newRequestId();
+  client.on("error", () => {});
+  let label = "none";
+  const refuse = (e: unknown) => {
+    const err = asKedgeError(e);
+    ctx.metrics.proxyErrors.inc([label, err.type]);
+    ctx.metrics.httpRequests.inc([label, String(err.status)]);
+    refuseTunnel(client, err, requestId, "x-kedge");
+  };
+  const open = async () => {
+    const facts = connectFacts(req);
+    const proxyAuthorization = req.headers["proxy-authorization"];
+    const routing = kedgeRouting(ctx.runtime(), facts, proxyAuthorization, req.socket);
+    label = routing.label;
+    await routing.ready;
+    if (routing.unrouted) throw routing.unrouted;
+    const backend = routing.backend!;
+    await backend.pendingResolution;
+    const failedOn = new Set<Endpoint>();
+    for (;;) {
+      const { endpoint } = backend.pick(failedOn);
+      try {
+        const upstream = await dialTcp(endpoint.host, endpoint.port, backend.poolOptions.connectTimeoutMs);
+        if (client.destroyed) return void upstream.destroy();
+        endpoint.markHealthy();
+        ctx.metrics.httpRequests.inc([label, "200"]);
+        client.write(tunnelEstablished({ "x-kedge-backend-name": label, "x-kedge-request-id": requestId }));
+        tunnels.splice(client, upstream, head);
+        return;
+      } catch (e) {
+        endpoint.markFailed(backend.failureBackoffMs, defaults.maxFailureBackoffMs);
+        failedOn.add(endpoint);
+        if (failedOn.size >= Math.min(maxEndpointAttempts, backend.endpointCount)) {
+          throw new KedgeError("no-connection-to-all-resolved-addresses", 502, `backend ${label}: ${(e as Error).message}`);
+        }
+      }
+    }
+  };
+  open().catch(refuse);
+}

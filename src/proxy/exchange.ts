@@ -1,0 +1,290 @@
+import type { OutgoingHttpHeaders } from "node:http";
+import type { Endpoint } from "../backend/endpoint.js";
+import { defaults, type HttpBackend } from "../backend/http-backend.js";
+import { asKedgeError, KedgeError } from "../errors.js";
+import type { ProxyMetrics } from "../observe/metrics.js";
+import type { H1Connection, UpstreamError } from "../upstream/h1-connection.js";
+import type { ResponseHead } from "../upstream/response-parser.js";
+import { buildUpstreamHead, downstreamHeaders } from "./headers.js";
+import type { IngressRequest, IngressResponse } from "./ingress.js";
+import { requestFacts, type ParsedRequest } from "./request.js";
+
+/** Where one request goes. kedge fills it from its routes; winch from its mapper. */
+export interface Routing {
+  backend: HttpBackend | undefined;
+  /** The backend's name for metrics and x-kedge-backend-name. */
+  label: string;
+  /** Settles when the request may go (access decision, credentials); may fill in backend and setHeaders. */
+  ready: Promise<unknown> | undefined;
+  /** No route matched: answered once `ready` settles, so unauthenticated callers learn nothing of the routes. */
+  unrouted: KedgeError | undefined;
+  /** Headers sent upstream in place of the client's (winch's injected credentials). */
+  setHeaders: Record<string, string> | undefined;
+}
+
+/** What differs between kedge's reverse proxy and winch's forward proxy; the exchange itself is shared. */
+export interface HttpProxy {
+  readonly metrics: ProxyMetrics;
+  /** Throws a KedgeError for a request it must refuse outright. */
+  dispatch(req: IngressRequest, facts: ParsedRequest): Routing;
+  /** Prefix of the error headers this proxy writes: x-kedge-error or x-winch-error. */
+  readonly errorHeader: "x-kedge" | "x-winch";
+  /** kedge names its backend on responses; winch passes kedge's answer through as it is. */
+  readonly tagsResponses: boolean;
+  newRequestId(): string;
+}
+
+const maxEndpointAttempts = 3;
+const crlf = Buffer.from("\r\n");
+const lastChunk = Buffer.from("0\r\n\r\n");
+
+/** Requests in flight, for graceful shutdown. */
+export const inflight = { count: 0 };
+
+/** Writes the error contract: status, x-kedge-error(-type) (winch: x-winch-…) headers and a short text body. */
+export function sendError(res: IngressResponse, err: KedgeError, requestId: string, prefix: "x-kedge" | "x-winch" = "x-kedge"): void {
+  if (res.headersSent) {
+    res.abort();
+    return;
+  }
+  const body = Buffer.from(`${err.message}\n`);
+  res.writeHead(err.status, {
+    "content-type": "text/plain; charset=utf-8",
+    "content-length": body.length,
+    [`${prefix}-error`]: err.message.replace(/[\r\n]/g, " "),
+    [`${prefix}-error-type`]: err.type,
+    "x-kedge-request-id": requestId,
+  });
+  res.write(body);
+  res.end();
+}
+
+/** One proxied request: picks endpoints, retries what is safe to retry, streams both ways. */
+class HttpExchange {
+  private readonly started = performance.now();
+  private requestId = "";
+  private routing: Routing | undefined;
+  private facts: ParsedRequest | undefined;
+  private head: Uint8Array | undefined;
+  private bodyLength = 0;
+  private endpoint: Endpoint | undefined;
+  private conn: H1Connection | undefined;
+  private failedOn: Set<Endpoint> | undefined;
+  private attempts = 0;
+  private staleRetried = false;
+  private bodyStarted = false;
+  private finished = false;
+  private status = 0;
+
+  constructor(
+    private readonly proxy: HttpProxy,
+    private readonly req: IngressRequest,
+    private readonly res: IngressResponse,
+  ) {}
+
+  private get label(): string {
+    return this.routing?.label ?? "none";
+  }
+
+  private get backend(): HttpBackend {
+    return this.routing!.backend!;
+  }
+
+  run(): void {
+    inflight.count++;
+    const incomingId = this.req.headers["x-kedge-request-id"];
+    this.requestId = typeof incomingId === "string" && incomingId.length <= 128 ? incomingId : this.proxy.newRequestId();
+    try {
+      this.facts = requestFacts(this.req);
+      this.routing = this.proxy.dispatch(this.req, this.facts);
+    } catch (e) {
+      this.fail(asKedgeError(e));
+      return;
+    }
+    this.res.onGone(() => this.clientGone());
+    const ready = this.routing.ready;
+    if (ready) {
+      ready.then(
+        () => this.proceed(),
+        (e) => this.fail(asKedgeError(e)),
+      );
+    } else this.proceed();
+  }
+
+  private proceed(): void {
+    if (this.finished) return;
+    const routing = this.routing!;
+    if (routing.unrouted) return this.fail(routing.unrouted);
+    if (!routing.backend) return this.fail(new KedgeError("no-backend", 502, "no backend for this request"));
+    this.buildHead(routing);
+    const pending = routing.backend.pendingResolution;
+    if (!pending) return this.attempt();
+    let waited = false;
+    const go = () => {
+      if (waited) return;
+      waited = true;
+      clearTimeout(timer);
+      this.attempt();
+    };
+    const timer = setTimeout(go, routing.backend.poolOptions.connectTimeoutMs);
+    void pending.then(go);
+  }
+
+  private buildHead(routing: Routing): void {
+    const facts = this.facts!;
+    this.bodyLength = this.req.hasBody ? this.req.contentLength : 0;
+    this.head = Buffer.from(
+      buildUpstreamHead({
+        method: this.req.method,
+        path: facts.origin,
+        host: facts.authority,
+        headers: this.req.headers,
+        clientIp: this.req.remoteAddress,
+        scheme: this.req.scheme,
+        requestId: this.requestId,
+        bodyLength: this.bodyLength,
+        set: routing.setHeaders,
+      }),
+      "latin1",
+    );
+  }
+
+  private attempt(): void {
+    if (this.finished) return;
+    let picked;
+    try {
+      picked = this.backend.pick(this.failedOn);
+    } catch (e) {
+      this.fail(e as KedgeError);
+      return;
+    }
+    this.attempts++;
+    this.endpoint = picked.endpoint;
+    this.endpoint.outstanding++;
+    const endpoint = this.endpoint;
+    picked.pool.acquire(
+      (conn) => this.send(conn),
+      (err) => this.upstreamFailed(err, endpoint),
+    );
+  }
+
+  private send(conn: H1Connection): void {
+    if (this.finished) {
+      conn.pool.release(conn);
+      return;
+    }
+    this.conn = conn;
+    const bodyless = this.bodyLength === 0;
+    conn.begin(this.head!, this.req.method === "HEAD", this, bodyless);
+    if (!bodyless) this.pipeBody(conn);
+  }
+
+  private pipeBody(conn: H1Connection): void {
+    const body = this.req.body;
+    const chunked = this.bodyLength < 0;
+    const onData = (chunk: Buffer) => {
+      if (this.conn !== conn) return;
+      this.bodyStarted = true;
+      if (chunked) conn.write(Buffer.from(`${chunk.length.toString(16)}\r\n`));
+      let ok = conn.write(chunk);
+      if (chunked) ok = conn.write(crlf) && ok;
+      if (!ok) {
+        body.pause();
+        conn.onWritable(() => body.resume());
+      }
+    };
+    const onEnd = () => {
+      if (this.conn !== conn) return;
+      if (chunked) conn.write(lastChunk);
+      conn.endRequest();
+    };
+    body.on("data", onData);
+    body.once("end", onEnd);
+    body.resume();
+  }
+
+  // ExchangeHandlers, called by the connection.
+  onHead(head: ResponseHead): void {
+    this.status = head.status;
+    const tags = this.proxy.tagsResponses;
+    const headers: OutgoingHttpHeaders = downstreamHeaders(head.rawHeaders, this.req.protocol === "h2", tags);
+    if (tags) headers["x-kedge-backend-name"] = this.label;
+    headers["x-kedge-request-id"] ??= this.requestId;
+    this.res.writeHead(head.status, headers);
+  }
+
+  onBody(chunk: Uint8Array): boolean {
+    if (this.res.write(chunk)) return true;
+    const conn = this.conn;
+    this.res.onceDrain(() => conn?.resume());
+    return false;
+  }
+
+  onEnd(last?: Uint8Array): void {
+    this.endpoint!.outstanding--;
+    this.endpoint!.markHealthy();
+    this.res.end(last);
+    // The backend may answer before reading the whole request body: discard the rest.
+    this.conn = undefined;
+    if (this.req.hasBody) this.req.body.resume();
+    this.done(this.status);
+  }
+
+  onError(err: UpstreamError): void {
+    this.upstreamFailed(err, this.endpoint!);
+  }
+
+  private upstreamFailed(err: UpstreamError, endpoint: Endpoint): void {
+    endpoint.outstanding--;
+    this.conn = undefined;
+    if (this.finished) return;
+    const nothingSent = err.failure === "connect" || err.failure === "connect-timeout" || err.failure === "pool-timeout";
+    if (nothingSent) {
+      if (err.failure !== "pool-timeout") endpoint.markFailed(this.backend.failureBackoffMs, defaults.maxFailureBackoffMs);
+      (this.failedOn ??= new Set()).add(endpoint);
+      if (this.attempts < Math.min(maxEndpointAttempts, this.backend.endpointCount)) return this.attempt();
+      return this.fail(new KedgeError("no-connection-to-all-resolved-addresses", 502, `backend ${this.label}: ${err.message}`));
+    }
+    if (err.failure === "stale" && !this.bodyStarted && !this.staleRetried) {
+      // A pooled keep-alive connection the backend had closed: resend on a fresh one.
+      this.staleRetried = true;
+      const pool = this.backend.poolFor(endpoint);
+      if (pool) {
+        endpoint.outstanding++;
+        return pool.dial((c) => this.send(c), (e) => this.upstreamFailed(e, endpoint));
+      }
+    }
+    if (err.failure === "response-timeout") return this.fail(new KedgeError("backend-timeout", 504, `backend ${this.label}: ${err.message}`));
+    this.fail(new KedgeError("backend-transport-closed", 502, `backend ${this.label}: ${err.message}`));
+  }
+
+  private clientGone(): void {
+    if (this.finished) return;
+    this.conn?.abort();
+    if (this.conn) this.endpoint!.outstanding--;
+    this.conn = undefined;
+    this.done(499);
+  }
+
+  private fail(err: KedgeError): void {
+    if (this.finished) return;
+    this.proxy.metrics.proxyErrors.inc([this.label, err.type]);
+    sendError(this.res, err, this.requestId, this.proxy.errorHeader);
+    if (this.req.hasBody) this.req.body.resume();
+    this.done(err.status);
+  }
+
+  private done(status: number): void {
+    if (this.finished) return;
+    this.finished = true;
+    inflight.count--;
+    const code = String(status);
+    this.proxy.metrics.httpRequests.inc([this.label, code]);
+    this.proxy.metrics.httpLatency.observe([this.label, code], (performance.now() - this.started) / 1000);
+  }
+}
+
+/** Proxies one HTTP request the way `proxy` routes it. */
+export function exchange(proxy: HttpProxy, req: IngressRequest, res: IngressResponse): void {
+  new HttpExchange(proxy, req, res).run();
+}

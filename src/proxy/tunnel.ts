@@ -1,0 +1,73 @@
+import net from "node:net";
+import type { Duplex } from "node:stream";
+import { STATUS_CODES } from "node:http";
+import type { KedgeError } from "../errors.js";
+
+/** Open CONNECT tunnels, so a shutdown can close sockets the HTTP server no longer tracks. */
+export class Tunnels {
+  private readonly open = new Set<Duplex>();
+
+  get size(): number {
+    return this.open.size;
+  }
+
+  /** Pipes bytes both ways until either side ends or fails, then closes both. */
+  splice(client: Duplex, upstream: Duplex, head: Buffer | undefined): void {
+    this.open.add(client);
+    if (head && head.length > 0) upstream.write(head);
+    const close = () => {
+      this.open.delete(client);
+      client.destroy();
+      upstream.destroy();
+    };
+    client.on("error", close).on("close", close);
+    upstream.on("error", close).on("close", close);
+    client.pipe(upstream);
+    upstream.pipe(client);
+  }
+
+  closeAll(): void {
+    for (const socket of this.open) socket.destroy();
+    this.open.clear();
+  }
+}
+
+/** A TCP connection, or a rejection after timeoutMs. */
+export function dialTcp(host: string, port: number, timeoutMs: number): Promise<net.Socket> {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect({ host, port });
+    const timer = setTimeout(() => {
+      socket.destroy();
+      reject(new Error(`dial ${host}:${port} timed out`));
+    }, timeoutMs);
+    socket.once("connect", () => {
+      clearTimeout(timer);
+      socket.setNoDelay(true);
+      socket.setKeepAlive(true, 30_000);
+      resolve(socket);
+    });
+    socket.once("error", (err) => {
+      clearTimeout(timer);
+      reject(new Error(`dial ${host}:${port}: ${err.message}`));
+    });
+  });
+}
+
+/** Answers a CONNECT that will not become a tunnel: an HTTP/1.1 error response, then close. */
+export function refuseTunnel(socket: Duplex, err: KedgeError, requestId: string, prefix: "x-kedge" | "x-winch"): void {
+  if (socket.destroyed) return;
+  const body = `${err.message}\n`;
+  const oneLine = err.message.replace(/[\r\n]/g, " ");
+  socket.end(
+    `HTTP/1.1 ${err.status} ${STATUS_CODES[err.status] ?? "Error"}\r\n` +
+      `content-type: text/plain; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\n` +
+      `${prefix}-error: ${oneLine}\r\n${prefix}-error-type: ${err.type}\r\nx-kedge-request-id: ${requestId}\r\nconnection: close\r\n\r\n${body}`,
+  );
+}
+
+/** The tunnel is open: the 200 a CONNECT client waits for (RFC 9110 §9.3.6). */
+export function tunnelEstablished(headers: Record<string, string>): string {
+  let head = "HTTP/1.1 200 Connection established\r\n";
+  for (const name in headers) head += `${name}: ${headers[name]}\r\n`;
+  return `${head}\r\n`;
+}

@@ -1,0 +1,105 @@
+import type { IncomingMessage } from "node:http";
+import type { Duplex } from "node:stream";
+import tls from "node:tls";
+import { asKedgeError, KedgeError } from "../errors.js";
+import { log } from "../observe/log.js";
+import { dialTcp, refuseTunnel, tunnelEstablished, type Tunnels } from "../proxy/tunnel.js";
+import { parseHostPort } from "../router/host.js";
+import { destination, winchRequestId, type WinchContext } from "./context.js";
+
+const connectTimeoutMs = 5_000;
+const maxResponseHead = 16_384;
+
+/** Opens TLS to the kedge, sends CONNECT with the route's proxy credentials, and resolves with kedge's answer. */
+function connectViaKedge(socket: tls.TLSSocket, target: string, headers: Record<string, string>): Promise<{ status: number; head: Buffer; rest: Buffer }> {
+  return new Promise((resolve, reject) => {
+    let buffered = Buffer.alloc(0);
+    const timer = setTimeout(() => fail(new Error("kedge did not answer CONNECT in time")), connectTimeoutMs);
+    const fail = (err: Error) => {
+      clearTimeout(timer);
+      socket.off("data", onData);
+      socket.destroy();
+      reject(err);
+    };
+    const onData = (chunk: Buffer) => {
+      buffered = Buffer.concat([buffered, chunk]);
+      const end = buffered.indexOf("\r\n\r\n");
+      if (end < 0) {
+        if (buffered.length > maxResponseHead) fail(new Error("kedge's CONNECT answer is too large"));
+        return;
+      }
+      clearTimeout(timer);
+      socket.off("data", onData);
+      socket.off("error", fail);
+      socket.pause();
+      const status = Number(/^HTTP\/1\.[01] (\d{3})/.exec(buffered.subarray(0, end).toString("latin1"))?.[1] ?? 0);
+      resolve({ status, head: buffered.subarray(0, end + 4), rest: buffered.subarray(end + 4) });
+    };
+    socket.once("secureConnect", () => {
+      let request = `CONNECT ${target} HTTP/1.1\r\nhost: ${target}\r\n`;
+      for (const name in headers) request += `${name}: ${headers[name]}\r\n`;
+      socket.write(`${request}\r\n`);
+    });
+    socket.on("data", onData);
+    socket.once("error", fail);
+  });
+}
+
+/**
+ * CONNECT to winch (HTTPS_PROXY clients: kubectl, curl https://…). For a mapped host winch opens
+ * TLS to the cluster's kedge and asks it for the tunnel, so the client's own TLS runs end to end
+ * with the backend and winch terminates nothing it should not. backend_auth cannot apply inside an
+ * opaque tunnel; proxy_auth does. Unknown hosts get a plain TCP tunnel, or are refused.
+ */
+export function winchConnect(ctx: WinchContext, tunnels: Tunnels, req: IncomingMessage, client: Duplex, head: Buffer): void {
+  const target = req.url ?? "";
+  const incomingId = req.headers["x-kedge-request-id"];
+  const requestId = typeof incomingId === "string" && incomingId.length <= 128 ? incomingId : winchRequestId();
+  client.on("error", () => {});
+  let label = "none";
+  const open = async () => {
+    const hostPort = /:\d+$/.test(target) ? parseHostPort(target, 0) : undefined;
+    if (!hostPort) throw new KedgeError("bad-request", 400, `CONNECT needs host:port, got ${JSON.stringify(target.slice(0, 100))}`);
+    const to = destination(ctx, hostPort.host, hostPort.port, "http");
+    if (to.kind === "direct") {
+      label = "direct";
+      const upstream = await dialTcp(hostPort.host, hostPort.port, connectTimeoutMs).catch((e: Error) => {
+        throw new KedgeError("no-connection-to-all-resolved-addresses", 502, e.message);
+      });
+      if (client.destroyed) return void upstream.destroy();
+      client.write(tunnelEstablished({ "x-kedge-request-id": requestId }));
+      tunnels.splice(client, upstream, head);
+      ctx.metrics.httpRequests.inc([label, "200"]);
+      return;
+    }
+    const { kedge } = to.mapping;
+    label = kedge.host;
+    if (to.mapping.backendAuth) log.debug("backend_auth does not apply to a CONNECT tunnel", { host: hostPort.host });
+    const injection = await ctx.injector.inject(to.mapping, false);
+    const socket = tls.connect(ctx.upstreams.tlsOptions(kedge, injection.clientCert));
+    const answer = await connectViaKedge(socket, target, { ...injection.headers, "x-kedge-request-id": requestId }).catch((e: Error) => {
+      throw new KedgeError("no-connection-to-all-resolved-addresses", 502, `kedge ${kedge.host}: ${e.message}`);
+    });
+    ctx.metrics.httpRequests.inc([label, String(answer.status)]);
+    if (client.destroyed) return void socket.destroy();
+    if (answer.status !== 200) {
+      // kedge's refusal (401, 403, 502 …) goes to the client as kedge wrote it.
+      client.write(answer.head);
+      client.write(answer.rest);
+      socket.pipe(client);
+      socket.resume();
+      socket.on("error", () => client.destroy());
+      return;
+    }
+    client.write(answer.head);
+    if (answer.rest.length > 0) client.write(answer.rest);
+    tunnels.splice(client, socket, head);
+    socket.resume();
+  };
+  open().catch((e) => {
+    const err = asKedgeError(e);
+    ctx.metrics.proxyErrors.inc([label, err.type]);
+    ctx.metrics.httpRequests.inc([label, String(err.status)]);
+    refuseTunnel(client, err, requestId, "x-winch");
+  });
+}

@@ -1,0 +1,32 @@
+import { KedgeError } from "../errors.js";
+import type { ProxyMetrics } from "../observe/metrics.js";
+import type { CredentialInjector } from "./credentials.js";
+import type { Mapping, Protocol, WinchMapper } from "./mapper.js";
+import type { KedgeUpstreams } from "./upstreams.js";
+
+/** What winch's listeners share. */
+export interface WinchContext {
+  readonly mapper: WinchMapper;
+  readonly injector: CredentialInjector;
+  readonly upstreams: KedgeUpstreams;
+  readonly metrics: ProxyMetrics;
+  /** A host no route maps: reach it directly (kedge Go) or refuse. */
+  readonly unknownHosts: "direct" | "refuse";
+}
+
+export type Destination = { kind: "kedge"; mapping: Mapping } | { kind: "direct" };
+
+/** Where a request for host[:port] goes; throws the error its client should see. */
+export function destination(ctx: WinchContext, host: string, port: number | undefined, protocol: Protocol): Destination {
+  const result = ctx.mapper.map(host, port, protocol);
+  if (result.kind === "mapped") return { kind: "kedge", mapping: result.mapping };
+  if (result.kind === "ip-literal") throw new KedgeError("ip-literal", 502, `${host} is an IP address: winch routes names of cluster services only`);
+  if (ctx.unknownHosts === "direct" && protocol === "http") return { kind: "direct" };
+  throw notKedgeDestination(host);
+}
+
+export const notKedgeDestination = (host: string) => new KedgeError("unknown-host", 502, `${host} is not a kedge destination`);
+
+export function winchRequestId(): string {
+  return `winch-${crypto.randomUUID()}`;
+}

@@ -1,0 +1,56 @@
+import { KedgeError } from "../errors.js";
+import type { AuthSource, Credential } from "./auth/source.js";
+import type { Mapping } from "./mapper.js";
+
+/** What winch adds to a request for its route: headers in place of the client's, and the client cert for kedge. */
+export interface Injection {
+  /** Lower-case names: authorization (backend_auth) and proxy-authorization (proxy_auth); the same for gRPC metadata. */
+  headers: Record<string, string> | undefined;
+  clientCert: Credential["clientCert"];
+}
+
+const none: Injection = { headers: undefined, clientCert: undefined };
+
+function authError(source: string, message: string): KedgeError {
+  return new KedgeError("auth-source", 502, `auth source "${source}": ${message}`);
+}
+
+/** A header value winch is about to send must not be able to split the request. */
+function headerValue(source: string, value: string): string {
+  if (/[\r\n\0]/.test(value)) throw authError(source, "credential contains a line break");
+  return value;
+}
+
+/** Resolves a route's backend_auth and proxy_auth sources into what to inject. */
+export class CredentialInjector {
+  constructor(private readonly sources: ReadonlyMap<string, AuthSource>) {}
+
+  private async credential(name: string): Promise<Credential> {
+    const source = this.sources.get(name);
+    if (!source) throw authError(name, "not configured");
+    try {
+      return await source.credential();
+    } catch (e) {
+      throw authError(name, (e as Error).message);
+    }
+  }
+
+  /** Resolves at once (no promise) when the route names no auth source. */
+  inject(mapping: Mapping, withBackendAuth = true): Injection | Promise<Injection> {
+    const backend = withBackendAuth ? mapping.backendAuth : "";
+    const proxy = mapping.proxyAuth;
+    if (!backend && !proxy) return none;
+    return this.resolve(backend, proxy);
+  }
+
+  private async resolve(backendName: string, proxyName: string): Promise<Injection> {
+    const [backend, proxy] = await Promise.all([backendName ? this.credential(backendName) : undefined, proxyName ? this.credential(proxyName) : undefined]);
+    const headers: Record<string, string> = {};
+    if (backend) {
+      if (!backend.header) throw authError(backendName, "gives only a client certificate, which kedge cannot pass to the backend: use it as proxy_auth");
+      headers.authorization = headerValue(backendName, backend.header);
+    }
+    if (proxy?.header) headers["proxy-authorization"] = headerValue(proxyName, proxy.header);
+    return { headers: Object.keys(headers).length > 0 ? headers : undefined, clientCert: proxy?.clientCert };
+  }
+}

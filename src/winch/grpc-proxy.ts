@@ -1,0 +1,41 @@
+import type { IncomingHttpHeaders, ServerHttp2Stream } from "node:http2";
+import type { KedgeError } from "../errors.js";
+import { forwardCall } from "../proxy/grpc.js";
+import { answerStatus, GrpcStatus, openCall } from "../proxy/grpc-call.js";
+import { parseHostPort } from "../router/host.js";
+import { destination, winchRequestId, type WinchContext } from "./context.js";
+import type { Injection } from "./credentials.js";
+
+function statusFor(err: KedgeError): number {
+  if (err.type === "unknown-host" || err.type === "ip-literal") return GrpcStatus.UNIMPLEMENTED;
+  if (err.type === "auth-source") return GrpcStatus.UNAUTHENTICATED;
+  return GrpcStatus.UNAVAILABLE;
+}
+
+/**
+ * One call on winch's h2c gRPC port: the client dialled winch with its target as :authority;
+ * winch maps it and forwards the call to that cluster's kedge over TLS, authority unchanged,
+ * with the route's credentials as metadata.
+ */
+export function winchGrpc(ctx: WinchContext, stream: ServerHttp2Stream, headers: IncomingHttpHeaders): void {
+  const { call, refuse } = openCall(ctx.metrics, stream, headers, statusFor);
+  try {
+    const authority = ((headers[":authority"] ?? headers.host) as string | undefined) ?? "";
+    const hostPort = parseHostPort(authority, 0);
+    if (!hostPort) return answerStatus(stream, GrpcStatus.UNIMPLEMENTED, `${JSON.stringify(authority.slice(0, 100))} is not a kedge destination`, call);
+    const to = destination(ctx, hostPort.host, hostPort.port || undefined, "grpc");
+    if (to.kind !== "kedge") throw new Error("unreachable: gRPC never goes direct");
+    const { kedge } = to.mapping;
+    const requestId = typeof headers["x-kedge-request-id"] === "string" ? headers["x-kedge-request-id"] : winchRequestId();
+    const go = (injection: Injection) => {
+      call.backendName = kedge.host;
+      const set = { ...injection.headers, "x-kedge-request-id": requestId };
+      forwardCall(ctx.metrics, stream, headers, call, ctx.upstreams.grpcTo(kedge, injection.clientCert), set);
+    };
+    const injection = ctx.injector.inject(to.mapping);
+    if (injection instanceof Promise) injection.then(go, refuse);
+    else go(injection);
+  } catch (e) {
+    refuse(e);
+  }
+}

@@ -1,0 +1,35 @@
+import type { Routing, HttpProxy } from "../proxy/exchange.js";
+import { KedgeError } from "../errors.js";
+import { destination, winchRequestId, type WinchContext } from "./context.js";
+import type { Injection } from "./credentials.js";
+
+/**
+ * winch's HTTP_PROXY side: an absolute-URI request for a mapped host goes to its cluster's kedge
+ * with the Host it named and the route's credentials; an unknown host goes direct (or is refused).
+ */
+export function winchHttpProxy(ctx: WinchContext): HttpProxy {
+  return {
+    metrics: ctx.metrics,
+    errorHeader: "x-winch",
+    tagsResponses: false,
+    newRequestId: winchRequestId,
+    dispatch: (_req, facts): Routing => {
+      if (!facts.forwardProxy) throw new KedgeError("bad-request", 400, "winch is a forward proxy: send absolute-URI requests (set HTTP_PROXY) or CONNECT");
+      const port = facts.explicitPort ? facts.port : undefined;
+      const to = destination(ctx, facts.host, port, "http");
+      if (to.kind === "direct") {
+        return { backend: ctx.upstreams.directTo(facts.host, facts.port), label: "direct", ready: undefined, unrouted: undefined, setHeaders: undefined };
+      }
+      const { kedge } = to.mapping;
+      const routing: Routing = { backend: undefined, label: kedge.host, ready: undefined, unrouted: undefined, setHeaders: undefined };
+      const use = (injection: Injection) => {
+        routing.backend = ctx.upstreams.httpTo(kedge, injection.clientCert);
+        routing.setHeaders = injection.headers;
+      };
+      const injection = ctx.injector.inject(to.mapping);
+      if (injection instanceof Promise) routing.ready = injection.then(use);
+      else use(injection);
+      return routing;
+    },
+  };
+}

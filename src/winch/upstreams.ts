@@ -1,0 +1,84 @@
+import { readFileSync } from "node:fs";
+import { isIP } from "node:net";
+import { rootCertificates, type ConnectionOptions } from "node:tls";
+import { create } from "@bufbuild/protobuf";
+import { GrpcBackendSchema, HttpBackendSchema } from "../gen/kedge/config/v1/backend_pb.js";
+import type { WinchServer } from "../gen/kedge/winch/v1/winch_pb.js";
+import { GrpcBackend } from "../backend/grpc-backend.js";
+import { HttpBackend, type TlsMaterial } from "../backend/http-backend.js";
+import { AdhocBackends } from "../runtime.js";
+import type { Credential } from "./auth/source.js";
+
+type ClientCert = Credential["clientCert"];
+
+/** The port a kedge URL names, or its scheme's default. */
+function urlPort(url: URL): number {
+  return url.port ? Number(url.port) : url.protocol === "https:" ? 443 : 80;
+}
+
+/**
+ * winch's connections to kedges, kept warm and reused: one HTTP/1.1 pool and one HTTP/2 session
+ * set per kedge and client identity (a route whose proxy_auth is a kubeconfig user's certificate
+ * presents that instead of winch's own), plus plain connections for hosts that go direct.
+ */
+export class KedgeUpstreams {
+  private readonly roots: string[];
+  private readonly ownCert: { cert: string; key: string } | undefined;
+  private readonly http = new Map<string, HttpBackend>();
+  private readonly grpc = new Map<string, GrpcBackend>();
+  private readonly direct = new AdhocBackends((host, port) => new HttpBackend(create(HttpBackendSchema, { name: "direct", resolver: { case: "host", value: { dnsName: host, port } } })));
+
+  constructor(server: WinchServer | undefined) {
+    // Extra roots add to the system ones: a laptop reaches clusters with public and private certs alike.
+    this.roots = [...rootCertificates, ...(server?.caFiles ?? []).map((f) => readFileSync(f, "utf8"))];
+    this.ownCert = server?.clientCertFile ? { cert: readFileSync(server.clientCertFile, "utf8"), key: readFileSync(server.clientKeyFile, "utf8") } : undefined;
+  }
+
+  private material(cert: ClientCert): TlsMaterial {
+    const identity = cert ?? this.ownCert;
+    return { ca: this.roots, cert: identity?.cert, key: identity?.key };
+  }
+
+  private config(kedge: URL) {
+    const tls = kedge.protocol === "https:";
+    return { name: kedge.host, resolver: { case: "host" as const, value: { dnsName: kedge.hostname.replace(/^\[|\]$/g, ""), port: urlPort(kedge) } }, security: tls ? {} : undefined };
+  }
+
+  private cached<B extends { start(): void }>(map: Map<string, B>, kedge: URL, cert: ClientCert, make: () => B): B {
+    const key = cert ? `${kedge.origin}|${cert.cert}` : kedge.origin;
+    let backend = map.get(key);
+    if (!backend) {
+      backend = make();
+      backend.start();
+      map.set(key, backend);
+    }
+    return backend;
+  }
+
+  httpTo(kedge: URL, cert: ClientCert): HttpBackend {
+    return this.cached(this.http, kedge, cert, () => new HttpBackend(create(HttpBackendSchema, this.config(kedge)), this.material(cert)));
+  }
+
+  grpcTo(kedge: URL, cert: ClientCert): GrpcBackend {
+    return this.cached(this.grpc, kedge, cert, () => new GrpcBackend(create(GrpcBackendSchema, this.config(kedge)), this.material(cert)));
+  }
+
+  /** A host no route maps, reached as a plain forward proxy would. */
+  directTo(host: string, port: number): HttpBackend {
+    return this.direct.get(host, port);
+  }
+
+  /** node:tls options for a tunnel to the kedge (CONNECT). */
+  tlsOptions(kedge: URL, cert: ClientCert): ConnectionOptions & { host: string; port: number } {
+    const host = kedge.hostname.replace(/^\[|\]$/g, "");
+    return { host, port: urlPort(kedge), servername: isIP(host) ? undefined : host, ...this.material(cert), ALPNProtocols: ["http/1.1"] };
+  }
+
+  close(): void {
+    for (const b of this.http.values()) b.close();
+    for (const b of this.grpc.values()) b.close();
+    this.http.clear();
+    this.grpc.clear();
+    this.direct.close();
+  }
+}

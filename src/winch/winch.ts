@@ -1,0 +1,133 @@
+import http, { type IncomingMessage, type ServerResponse } from "node:http";
+import http2, { type IncomingHttpHeaders, type ServerHttp2Stream, type Http2Session } from "node:http2";
+import type { AddressInfo } from "node:net";
+import type { Duplex } from "node:stream";
+import { WinchServer_UnknownHosts, type WinchConfig } from "../gen/kedge/winch/v1/winch_pb.js";
+import { KedgeError } from "../errors.js";
+import { log } from "../observe/log.js";
+import { proxyMetrics, Registry } from "../observe/metrics.js";
+import { exchange, sendError } from "../proxy/exchange.js";
+import { Tunnels } from "../proxy/tunnel.js";
+import { H1Response, h1Request } from "../server/ingress-h1.js";
+import { buildAuthSources } from "./auth/index.js";
+import { winchConnect } from "./connect.js";
+import type { WinchContext } from "./context.js";
+import { CredentialInjector } from "./credentials.js";
+import { winchGrpc } from "./grpc-proxy.js";
+import { winchHttpProxy } from "./http-proxy.js";
+import { WinchMapper } from "./mapper.js";
+import { pacBody, pacContentType } from "./pac.js";
+import { KedgeUpstreams } from "./upstreams.js";
+
+export interface Winch {
+  readonly ports: { http: number; grpc: number; monitoring?: number };
+  close(): Promise<void>;
+}
+
+export interface WinchOptions {
+  /** Where interactive OIDC logins print the URL to open. */
+  log?: (message: string) => void;
+  openBrowser?: (url: string) => void;
+  home?: string;
+}
+
+function listen(server: { listen: (port: number, host: string, cb: () => void) => unknown; once: (e: string, cb: (err: Error) => void) => unknown; address: () => AddressInfo | string | null }, port: number, host: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(port, host, () => resolve((server.address() as AddressInfo).port));
+  });
+}
+
+const isGrpc = (headers: IncomingHttpHeaders) => String(headers["content-type"] ?? "").startsWith("application/grpc");
+
+/** Starts winch's listeners: the HTTP proxy (plus /wpad.dat), the h2c gRPC port and optional monitoring. */
+export async function startWinch(config: WinchConfig, options: WinchOptions = {}): Promise<Winch> {
+  const server = config.server;
+  const bind = server?.bindAddress || "127.0.0.1";
+  const registry = new Registry();
+  const sources = buildAuthSources(config.authSources, { log: options.log, openBrowser: options.openBrowser, home: options.home });
+  const ctx: WinchContext = {
+    mapper: new WinchMapper(config.routes),
+    injector: new CredentialInjector(sources),
+    upstreams: new KedgeUpstreams(server),
+    metrics: proxyMetrics(registry, "winch"),
+    unknownHosts: server?.unknownHosts === WinchServer_UnknownHosts.REFUSE ? "refuse" : "direct",
+  };
+  const tunnels = new Tunnels();
+  const httpProxy = winchHttpProxy(ctx);
+  const ports = { http: 0, grpc: 0 } as { http: number; grpc: number; monitoring?: number };
+
+  const proxyServer = http.createServer((req: IncomingMessage, res: ServerResponse) => {
+    const url = req.url ?? "/";
+    if (url.startsWith("/")) return serveLocal(req, res);
+    exchange(httpProxy, h1Request(req, "http", ports.http), new H1Response(res));
+  });
+  proxyServer.on("connect", (req: IncomingMessage, socket: Duplex, head: Buffer) => winchConnect(ctx, tunnels, req, socket, head));
+
+  // Requests for winch itself: the PAC file. Anything else is a client not configured to use a proxy.
+  const serveLocal = (req: IncomingMessage, res: ServerResponse) => {
+    const path = (req.url ?? "/").split("?")[0];
+    if (path === "/wpad.dat" && (req.method === "GET" || req.method === "HEAD")) {
+      const host = bind === "0.0.0.0" || bind === "::" ? (req.headers.host ?? "127.0.0.1").replace(/:\d+$/, "") : bind;
+      const address = `${host.includes(":") && !host.startsWith("[") ? `[${host}]` : host}:${ports.http}`;
+      try {
+        const body = pacBody(server?.pacFile ?? "", address, server?.pacRedirectShExpressions ?? []);
+        res.writeHead(200, { "content-type": pacContentType, "content-length": Buffer.byteLength(body) });
+        res.end(req.method === "HEAD" ? undefined : body);
+      } catch (e) {
+        sendError(new H1Response(res), new KedgeError("internal", 500, `PAC file: ${(e as Error).message}`), "", "x-winch");
+      }
+      return;
+    }
+    sendError(new H1Response(res), new KedgeError("bad-request", 400, "winch is a forward proxy: send absolute-URI requests (set HTTP_PROXY) or CONNECT; the PAC file is /wpad.dat"), "", "x-winch");
+  };
+
+  const grpcServer = http2.createServer();
+  const sessions = new Set<Http2Session>();
+  grpcServer.on("session", (session: Http2Session) => {
+    sessions.add(session);
+    session.on("close", () => sessions.delete(session));
+    session.on("error", () => {});
+  });
+  grpcServer.on("stream", (stream: ServerHttp2Stream, headers: IncomingHttpHeaders) => {
+    if (isGrpc(headers)) return winchGrpc(ctx, stream, headers);
+    stream.on("error", () => {});
+    stream.respond({ ":status": 415, "content-type": "text/plain; charset=utf-8", "x-winch-error": "this port takes gRPC only; use the HTTP proxy port", "x-winch-error-type": "bad-request" });
+    stream.end("this port takes gRPC only; use the HTTP proxy port\n");
+  });
+
+  const monitoring = http.createServer((req, res) => {
+    const path = (req.url ?? "/").split("?")[0];
+    if (path === "/_healthz") return void res.writeHead(200, { "content-type": "text/plain" }).end("ok\n");
+    if (path === "/metrics") return void res.writeHead(200, { "content-type": "text/plain; version=0.0.4" }).end(registry.render());
+    res.writeHead(404, { "content-type": "text/plain" }).end("not found\n");
+  });
+
+  try {
+    ports.http = await listen(proxyServer, server?.httpPort ?? 8070, bind);
+    ports.grpc = await listen(grpcServer, server?.grpcPort ?? 8071, bind);
+    if (server?.monitoringPort !== undefined) ports.monitoring = await listen(monitoring, server.monitoringPort, bind);
+  } catch (e) {
+    proxyServer.close();
+    grpcServer.close();
+    monitoring.close();
+    ctx.upstreams.close();
+    for (const s of sources.values()) s.close();
+    throw e;
+  }
+  log.info("winch is serving", { bind, ports });
+
+  return {
+    ports,
+    close: async () => {
+      proxyServer.close();
+      proxyServer.closeAllConnections();
+      grpcServer.close();
+      for (const s of sessions) s.destroy();
+      monitoring.close();
+      tunnels.closeAll();
+      ctx.upstreams.close();
+      for (const s of sources.values()) s.close();
+    },
+  };
+}
