@@ -34,6 +34,14 @@ describe("the compiled binary", () => {
     expect(r.stderr.toString()).toContain('http.routes[0].backend_name: unknown backend "missing"');
   });
 
+  it("refuses a bad winch config with its field path", () => {
+    const bad = join(dir, "bad-winch.json");
+    writeFileSync(bad, JSON.stringify({ routes: [{ regexp: { exp: "^(?P<c>x", url: "https://${c}" } }] }));
+    const r = Bun.spawnSync([binary, "winch", "--config", bad]);
+    expect(r.exitCode).toBe(1);
+    expect(r.stderr.toString()).toContain("routes[0].regexp.exp:");
+  });
+
   it("serves kedge Go's reference configs with kedge Go's flag names", async () => {
     const backend = startDemoBackend(18270);
     const k = run([

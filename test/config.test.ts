@@ -1,4 +1,5 @@
 import { describe, expect, it } from "bun:test";
+import { referenceConfigs } from "./helpers/reference.ts";
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -6,7 +7,7 @@ import { authOverrides, discoveryOverrides, kubernetesOverrides, parseArgs, serv
 import { loadConfig } from "../src/config/load.ts";
 import { ConfigError } from "../src/config/parse.ts";
 
-const referenceDir = join(import.meta.dir, "../../shared/reference/kedge-go-configs");
+const referenceDir = referenceConfigs;
 const dir = mkdtempSync(join(tmpdir(), "kedge-config-"));
 
 function file(name: string, text: string): string {

@@ -11,7 +11,7 @@ import { curl } from "./helpers/curl.ts";
 import { GreeterClient, startGreeter, unary, type GreeterServer } from "./helpers/grpc.ts";
 
 // kedge Go's end-to-end matrix: kedge and winch as two processes of the compiled binary, on the
-// reference configs and ports (../shared/reference/README.md), real TLS with client certificates
+// reference configs and ports (test/fixtures/kedge-go-configs/README.md), real TLS with client certificates
 // between them, and test backends that check Authorization when backend auth is on.
 
 const dir = mkdtempSync(join(tmpdir(), "winch-e2e-"));

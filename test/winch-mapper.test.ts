@@ -1,12 +1,13 @@
 import { describe, expect, it } from "bun:test";
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ConfigError } from "../src/config/parse.ts";
 import { loadWinchConfig } from "../src/winch/config.ts";
 import { translateRe2, WinchMapper } from "../src/winch/mapper.ts";
+import { referenceConfigs } from "./helpers/reference.ts";
 
-const referenceDir = join(import.meta.dir, "../../shared/reference/kedge-go-configs");
+const referenceDir = referenceConfigs;
 const reference = () => loadWinchConfig({ mapperFile: join(referenceDir, "winch_mapper.json"), authFile: join(referenceDir, "winch_auth.json") });
 
 function problemsOf(config: unknown): string[] {
@@ -22,6 +23,17 @@ function problemsOf(config: unknown): string[] {
 }
 
 describe("winch config", () => {
+  it("loads the example in the README, and maps with it as the README says", () => {
+    const readme = readFileSync(join(import.meta.dir, "../README.md"), "utf8");
+    const yaml = /## winch[\s\S]*?```yaml\n([\s\S]*?)```/.exec(readme)![1];
+    const file = join(mkdtempSync(join(tmpdir(), "winch-readme-")), "winch.yaml");
+    writeFileSync(file, yaml);
+    const config = loadWinchConfig({ configFile: file });
+    const mapped = new WinchMapper(config.routes).map("nginx.cluster-1.internal.example.com", undefined, "http");
+    expect(mapped.kind === "mapped" && mapped.mapping.kedge.href).toBe("https://kedge.cluster-1.example.com/");
+    expect(config.authSources.map((s) => s.type.case)).toEqual(["token", "kube", "oidc"]);
+  });
+
   it("loads kedge Go's winch_mapper.json and winch_auth.json unchanged", () => {
     const config = reference();
     expect(config.routes).toHaveLength(5);

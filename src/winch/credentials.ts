@@ -1,4 +1,5 @@
 import { KedgeError } from "../errors.js";
+import { AuthSourceError } from "./auth/errors.js";
 import type { AuthSource, Credential } from "./auth/source.js";
 import type { Mapping } from "./mapper.js";
 
@@ -31,6 +32,7 @@ export class CredentialInjector {
     try {
       return await source.credential();
     } catch (e) {
+      if (e instanceof AuthSourceError) throw new KedgeError("auth-source", 502, e.message);
       throw authError(name, (e as Error).message);
     }
   }

@@ -21,6 +21,8 @@ import { KedgeUpstreams } from "./upstreams.js";
 
 export interface Winch {
   readonly ports: { http: number; grpc: number; monitoring?: number };
+  /** The address the listeners are bound to. */
+  readonly address: string;
   close(): Promise<void>;
 }
 
@@ -119,6 +121,7 @@ export async function startWinch(config: WinchConfig, options: WinchOptions = {}
 
   return {
     ports,
+    address: (proxyServer.address() as AddressInfo).address,
     close: async () => {
       proxyServer.close();
       proxyServer.closeAllConnections();

@@ -3,7 +3,7 @@ import { join } from "node:path";
 
 export const root = join(import.meta.dir, "../..");
 export const binary = join(root, "dist/kedge");
-export const referenceConfigs = join(root, "../shared/reference/kedge-go-configs");
+export { referenceConfigs } from "./reference.ts";
 
 /** Builds dist/kedge unless it exists (npm test builds it first). */
 export function ensureBinary(): void {

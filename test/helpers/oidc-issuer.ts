@@ -1,4 +1,4 @@
-import { createHmac, randomUUID } from "node:crypto";
+import { createHash, createHmac, randomBytes, randomUUID } from "node:crypto";
 import { mkdtempSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -27,7 +27,30 @@ export interface TestIssuer {
   signWithUnpublishedKey(claims?: Record<string, unknown>): Promise<string>;
   /** The current RSA public key as PEM (SPKI), for the "HS256 signed with the RSA public key" attack test. */
   rsaPublicKeyPem(): Promise<string>;
+  /** The client its token and authorization endpoints accept (options.client; default winch / winch-secret). */
+  readonly client: { readonly id: string; readonly secret: string };
+  /** How many times the token endpoint was called, whatever the grant or outcome. */
+  readonly tokenRequests: number;
+  /** Each token request's grant and how the client authenticated, in order. */
+  readonly tokenRequestLog: ReadonlyArray<{ grantType: string; clientAuth: "basic" | "post" | "none" }>;
+  /** How the token endpoint behaves; tests change it between steps. */
+  readonly tokenSettings: TokenSettings;
+  /** A refresh token the token endpoint honours (to seed a token cache file); its tokens carry `sub`. */
+  issueRefreshToken(sub?: string): string;
+  /** Forgets every refresh token issued so far: refreshing with one then answers invalid_grant. */
+  revokeRefreshTokens(): void;
   close(): Promise<void>;
+}
+
+export interface TokenSettings {
+  /** Lifetime of issued id_tokens (exp) and expires_in. Default 300. */
+  idTokenTtlSeconds: number;
+  /** A refresh grant returns a new refresh token and forgets the old one. Default true. */
+  rotateRefreshTokens: boolean;
+  /** token_endpoint_auth_methods_supported, enforced. Default ["client_secret_post", "client_secret_basic"]. */
+  authMethods: string[];
+  /** When set, every token request fails with this status and OAuth error. */
+  failWith?: { status: number; error: string; description?: string };
 }
 
 interface IssuerKey {
@@ -73,8 +96,13 @@ async function signWith(key: IssuerKey, payload: Record<string, unknown>, header
  * exercised against genuine network fetches, key rotation and signatures rather than mocks. The
  * JWKS is also mirrored to a file for the offline `jwks_file` mode.
  */
-export async function startTestIssuer(options: { audience?: string } = {}): Promise<TestIssuer> {
+export async function startTestIssuer(options: { audience?: string; client?: { id: string; secret: string } } = {}): Promise<TestIssuer> {
   const audience = options.audience ?? "kedge";
+  const client = options.client ?? { id: "winch", secret: "winch-secret" };
+  const tokenSettings: TokenSettings = { idTokenTtlSeconds: 300, rotateRefreshTokens: true, authMethods: ["client_secret_post", "client_secret_basic"] };
+  const refreshTokens = new Map<string, string>(); // refresh token → sub
+  const codes = new Map<string, { redirectUri: string; challenge: string; sub: string }>();
+  const tokenRequestLog: Array<{ grantType: string; clientAuth: "basic" | "post" | "none" }> = [];
   const dir = mkdtempSync(join(tmpdir(), "kedge-oidc-"));
   const jwksFile = join(dir, "jwks.json");
 
@@ -109,8 +137,12 @@ export async function startTestIssuer(options: { audience?: string } = {}): Prom
           id_token_signing_alg_values_supported: ["RS256", "ES256"],
           response_types_supported: ["code"],
           subject_types_supported: ["public"],
+          token_endpoint_auth_methods_supported: tokenSettings.authMethods,
+          code_challenge_methods_supported: ["S256"],
         });
       }
+      if (req.method === "GET" && path === "/authorize") return authorize(new URL(req.url).searchParams);
+      if (req.method === "POST" && path === "/token") return token(req);
       if (req.method === "GET" && path === "/jwks") {
         jwksFetches++;
         return new Response(jwksJson(), { headers: { "content-type": "application/json" } });
@@ -119,6 +151,70 @@ export async function startTestIssuer(options: { audience?: string } = {}): Prom
     },
   });
   url = `http://127.0.0.1:${server.port}`;
+
+  const oauthError = (status: number, error: string, description?: string) => Response.json({ error, error_description: description }, { status });
+  const newRefreshToken = (sub: string) => {
+    const rt = `rt-${randomBytes(12).toString("base64url")}`;
+    refreshTokens.set(rt, sub);
+    return rt;
+  };
+
+  // Auto-approves, as a browser with a logged-in session would: straight back to redirect_uri.
+  function authorize(q: URLSearchParams): Response {
+    const redirectUri = q.get("redirect_uri") ?? "";
+    if (q.get("response_type") !== "code" || q.get("client_id") !== client.id || !URL.canParse(redirectUri)) return oauthError(400, "invalid_request");
+    if (q.get("code_challenge_method") !== "S256" || !q.get("code_challenge")) return oauthError(400, "invalid_request", "PKCE S256 required");
+    const code = `code-${randomBytes(12).toString("base64url")}`;
+    codes.set(code, { redirectUri, challenge: q.get("code_challenge")!, sub: "alice" });
+    const back = new URL(redirectUri);
+    back.searchParams.set("code", code);
+    if (q.get("state") !== null) back.searchParams.set("state", q.get("state")!);
+    return Response.redirect(back.href, 302);
+  }
+
+  async function token(req: Request): Promise<Response> {
+    const form = new URLSearchParams(await req.text());
+    const basic = req.headers.get("authorization")?.match(/^Basic (.+)$/)?.[1];
+    let id = form.get("client_id");
+    let secret = form.get("client_secret");
+    let clientAuth: "basic" | "post" | "none" = secret !== null ? "post" : "none";
+    if (basic) {
+      const [u, p] = Buffer.from(basic, "base64").toString("utf8").split(":");
+      [id, secret, clientAuth] = [decodeURIComponent(u ?? ""), decodeURIComponent(p ?? ""), "basic"];
+    }
+    const grantType = form.get("grant_type") ?? "";
+    tokenRequestLog.push({ grantType, clientAuth });
+    const failWith = tokenSettings.failWith;
+    if (failWith) return oauthError(failWith.status, failWith.error, failWith.description);
+    if (clientAuth !== "none" && !tokenSettings.authMethods.includes(`client_secret_${clientAuth}`)) return oauthError(401, "invalid_client", `${clientAuth} not allowed`);
+    if (id !== client.id || secret !== client.secret) return oauthError(401, "invalid_client");
+    let sub: string;
+    let refreshToken: string | undefined;
+    if (grantType === "refresh_token") {
+      const rt = form.get("refresh_token") ?? "";
+      const owner = refreshTokens.get(rt);
+      if (owner === undefined) return oauthError(400, "invalid_grant", "refresh token unknown or revoked");
+      sub = owner;
+      if (tokenSettings.rotateRefreshTokens) {
+        refreshTokens.delete(rt);
+        refreshToken = newRefreshToken(sub);
+      }
+    } else if (grantType === "authorization_code") {
+      const grant = codes.get(form.get("code") ?? "");
+      codes.delete(form.get("code") ?? "");
+      if (!grant || grant.redirectUri !== form.get("redirect_uri")) return oauthError(400, "invalid_grant", "code unknown, used, or for another redirect_uri");
+      const verifier = form.get("code_verifier") ?? "";
+      if (createHash("sha256").update(verifier).digest("base64url") !== grant.challenge) return oauthError(400, "invalid_grant", "PKCE verification failed");
+      sub = grant.sub;
+      refreshToken = newRefreshToken(sub);
+    } else {
+      return oauthError(400, "unsupported_grant_type");
+    }
+    const now = Math.floor(Date.now() / 1000);
+    const ttl = tokenSettings.idTokenTtlSeconds;
+    const idToken = await signWith(current.RS256, { iss: url, aud: client.id, sub, iat: now, exp: now + ttl });
+    return Response.json({ id_token: idToken, access_token: `at-${randomUUID()}`, token_type: "Bearer", expires_in: ttl, refresh_token: refreshToken });
+  }
 
   const defaults = (): Record<string, unknown> => {
     const now = Math.floor(Date.now() / 1000);
@@ -151,6 +247,18 @@ export async function startTestIssuer(options: { audience?: string } = {}): Prom
     },
     rsaPublicKeyPem() {
       return exportSPKI(current.RS256.publicKey);
+    },
+    client,
+    get tokenRequests() {
+      return tokenRequestLog.length;
+    },
+    tokenRequestLog,
+    tokenSettings,
+    issueRefreshToken(sub = "alice") {
+      return newRefreshToken(sub);
+    },
+    revokeRefreshTokens() {
+      refreshTokens.clear();
     },
     async close() {
       await server.stop(true);

@@ -365,7 +365,9 @@ export const DummyAccessSchema: GenMessage<DummyAccess> = /*@__PURE__*/
  */
 export type KubernetesAccess = Message<"kedge.winch.v1.KubernetesAccess"> & {
   /**
-   * user of the kubeconfig whose credentials are used.
+   * user of the kubeconfig whose credentials are used (token, tokenFile, client certificate, exec
+   * plugin, auth-provider oidc id-token); empty: the current context's user. A client certificate
+   * can only serve as proxy_auth (winch presents it to kedge).
    *
    * @generated from field: string user = 1;
    */
@@ -406,12 +408,14 @@ export type OIDCAccess = Message<"kedge.winch.v1.OIDCAccess"> & {
   secret: string;
 
   /**
+   * scopes requested at login; "openid" is always added.
+   *
    * @generated from field: repeated string scopes = 4;
    */
   scopes: string[];
 
   /**
-   * path of the token cache (0600); default ~/.config/kedge/winch-oidc.json.
+   * path of the token cache (0600, directory 0700); default ~/.config/kedge/winch-oidc-<name>.json.
    *
    * @generated from field: string path = 5;
    */
