@@ -12,6 +12,7 @@ export type KedgeErrorType =
   | "unauthorized"
   | "forbidden"
   | "internal"
+  | "overloaded"
   // winch's own refusals, in x-winch-error-type
   | "unknown-host"
   | "ip-literal"

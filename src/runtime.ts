@@ -62,6 +62,8 @@ export class Runtime {
   readonly httpAdhoc: AdhocTable;
   readonly grpcRoutes: GrpcRouteTable;
   readonly grpcAdhoc: AdhocTable;
+  /** Per-request limits from the server section that a reload may change. */
+  readonly limits: { maxBodyBytes: number; allowEncodedSlashes: boolean };
 
   constructor(
     readonly version: number,
@@ -75,6 +77,7 @@ export class Runtime {
     this.httpAdhoc = compileAdhocRules(config.http?.adhocRules ?? []);
     this.grpcRoutes = compileGrpcRoutes(config.grpc?.routes ?? []);
     this.grpcAdhoc = compileAdhocRules(config.grpc?.adhocRules ?? []);
+    this.limits = { maxBodyBytes: Number(config.server?.maxRequestBodyBytes ?? 0), allowEncodedSlashes: config.server?.allowEncodedSlashes ?? false };
   }
 
   /** Stops what the next runtime did not take over. */

@@ -6,7 +6,7 @@ import { asKedgeError, KedgeError } from "../errors.js";
 import { parseHostPort } from "../router/host.js";
 import { kedgeRouting, type ProxyContext } from "./http.js";
 import { newRequestId, type ParsedRequest } from "./request.js";
-import { dialTcp, refuseTunnel, tunnelEstablished, type Tunnels } from "./tunnel.js";
+import { dialTcp, writeRawError, tunnelEstablished, type Tunnels } from "./tunnel.js";
 
 const maxEndpointAttempts = 3;
 
@@ -33,7 +33,7 @@ export function proxyConnect(ctx: ProxyContext, tunnels: Tunnels, req: IncomingM
     const err = asKedgeError(e);
     ctx.metrics.proxyErrors.inc([label, err.type]);
     ctx.metrics.httpRequests.inc([label, String(err.status)]);
-    refuseTunnel(client, err, requestId, "x-kedge");
+    writeRawError(client, err, requestId, "x-kedge");
   };
   const open = async () => {
     const facts = connectFacts(req);

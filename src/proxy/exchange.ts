@@ -20,6 +20,8 @@ export interface Routing {
   unrouted: KedgeError | undefined;
   /** Headers sent upstream in place of the client's (winch's injected credentials). */
   setHeaders: Record<string, string> | undefined;
+  /** Request bodies beyond this many bytes get 413; 0: no limit. */
+  maxBodyBytes: number;
 }
 
 /** What differs between kedge's reverse proxy and winch's forward proxy; the exchange itself is shared. */
@@ -37,6 +39,8 @@ export interface HttpProxy {
 const maxEndpointAttempts = 3;
 const crlf = Buffer.from("\r\n");
 const lastChunk = Buffer.from("0\r\n\r\n");
+
+const bodyTooLarge = (max: number) => new KedgeError("bad-request", 413, `request body larger than ${max} bytes`);
 
 /** Requests in flight, for graceful shutdown. */
 export const inflight = { count: 0 };
@@ -73,6 +77,7 @@ class HttpExchange {
   private attempts = 0;
   private staleRetried = false;
   private bodyStarted = false;
+  private bodyBytes = 0;
   private finished = false;
   private status = 0;
 
@@ -116,6 +121,7 @@ class HttpExchange {
     const routing = this.routing!;
     if (routing.unrouted) return this.fail(routing.unrouted);
     if (!routing.backend) return this.fail(new KedgeError("no-backend", 502, "no backend for this request"));
+    if (routing.maxBodyBytes > 0 && this.req.contentLength > routing.maxBodyBytes) return this.fail(bodyTooLarge(routing.maxBodyBytes));
     this.buildHead(routing);
     const pending = routing.backend.pendingResolution;
     if (!pending) return this.attempt();
@@ -182,9 +188,17 @@ class HttpExchange {
   private pipeBody(conn: H1Connection): void {
     const body = this.req.body;
     const chunked = this.bodyLength < 0;
+    const max = this.routing!.maxBodyBytes;
     const onData = (chunk: Buffer) => {
       if (this.conn !== conn) return;
       this.bodyStarted = true;
+      // A body of unknown length (chunked, HTTP/2) is counted as it streams.
+      if (max > 0 && (this.bodyBytes += chunk.length) > max) {
+        conn.abort();
+        this.conn = undefined;
+        this.endpoint!.outstanding--;
+        return this.fail(bodyTooLarge(max));
+      }
       if (chunked) conn.write(Buffer.from(`${chunk.length.toString(16)}\r\n`));
       let ok = conn.write(chunk);
       if (chunked) ok = conn.write(crlf) && ok;
@@ -268,6 +282,8 @@ class HttpExchange {
 
   private fail(err: KedgeError): void {
     if (this.finished) return;
+    // The rest of a refused body is not worth reading: close once the answer is out.
+    if (err.status === 413) this.res.lastOnConnection();
     this.proxy.metrics.proxyErrors.inc([this.label, err.type]);
     sendError(this.res, err, this.requestId, this.proxy.errorHeader);
     if (this.req.hasBody) this.req.body.resume();

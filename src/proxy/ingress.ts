@@ -36,4 +36,6 @@ export interface IngressResponse {
   /** Ends the exchange abnormally so the client sees a truncated response, not a complete one. */
   abort(): void;
   onGone(cb: () => void): void;
+  /** No further requests on this connection after this response (HTTP/1.1; HTTP/2 streams are independent). */
+  lastOnConnection(): void;
 }

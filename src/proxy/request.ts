@@ -2,6 +2,7 @@ import { KedgeError } from "../errors.js";
 import { parseHostPort } from "../router/host.js";
 import type { RequestFacts } from "../router/match.js";
 import type { IngressRequest } from "./ingress.js";
+import { normalizePath } from "./path.js";
 
 let requestCounter = 0;
 const requestIdPrefix = crypto.randomUUID().slice(0, 18);
@@ -21,6 +22,14 @@ export interface ParsedRequest extends RequestFacts {
   authority: string;
 }
 
+function splitTarget(target: string): { path: string; origin: string } {
+  if (target === "*") return { path: "*", origin: "*" };
+  const q = target.indexOf("?");
+  const raw = q >= 0 ? target.slice(0, q) : target;
+  const path = normalizePath(raw);
+  return { path, origin: path === raw ? target : q >= 0 ? path + target.slice(q) : path };
+}
+
 /** The request line's target → host, port and path, for reverse (origin-form) and forward (absolute-form) requests. */
 export function requestFacts(req: IngressRequest): ParsedRequest {
   let target = req.target;
@@ -38,15 +47,15 @@ export function requestFacts(req: IngressRequest): ParsedRequest {
   if (!authority) throw new KedgeError("bad-request", 400, "missing Host header");
   const hostPort = parseHostPort(authority, scheme === "https" ? 443 : 80);
   if (!hostPort) throw new KedgeError("bad-request", 400, `malformed host ${JSON.stringify(authority.slice(0, 100))}`);
-  const q = target.indexOf("?");
+  const { path, origin } = splitTarget(target);
   return {
     host: hostPort.host,
     port: hostPort.port,
     explicitPort: /:\d+$/.test(authority),
-    path: q >= 0 ? target.slice(0, q) : target,
+    path,
     forwardProxy,
     headers: req.headers,
-    origin: target,
+    origin,
     authority,
   };
 }

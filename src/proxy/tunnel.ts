@@ -53,8 +53,8 @@ export function dialTcp(host: string, port: number, timeoutMs: number): Promise<
   });
 }
 
-/** Answers a CONNECT that will not become a tunnel: an HTTP/1.1 error response, then close. */
-export function refuseTunnel(socket: Duplex, err: KedgeError, requestId: string, prefix: "x-kedge" | "x-winch"): void {
+/** An error response written straight on the connection (a refused CONNECT, a head the parser rejected), then close. */
+export function writeRawError(socket: Duplex, err: KedgeError, requestId: string, prefix: "x-kedge" | "x-winch"): void {
   if (socket.destroyed) return;
   const body = `${err.message}\n`;
   const oneLine = err.message.replace(/[\r\n]/g, " ");

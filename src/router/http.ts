@@ -8,6 +8,8 @@ export interface CompiledHttpRoute {
   readonly backendName: string;
   /** The route's own access rules; undefined: the global policy. */
   readonly policy: RoutePolicy | undefined;
+  /** The route's request body limit; 0: the server's default. */
+  readonly maxBodyBytes: number;
   matches(facts: RequestFacts): boolean;
 }
 
@@ -44,6 +46,7 @@ export function compileHttpRoute(route: HttpRoute, index: number): CompiledHttpR
     index,
     backendName: route.backendName,
     policy: compileRoutePolicy(route.auth),
+    maxBodyBytes: Number(route.maxRequestBodyBytes),
     matches(facts) {
       if (host !== "" && facts.host !== host) return false;
       if (port !== 0 && facts.port !== port) return false;

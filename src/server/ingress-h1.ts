@@ -56,6 +56,10 @@ export class H1Response implements IngressResponse {
     this.res.socket?.destroy();
   }
 
+  lastOnConnection(): void {
+    this.res.shouldKeepAlive = false;
+  }
+
   onGone(cb: () => void): void {
     this.res.once("close", () => {
       if (!this.res.writableFinished) cb();

@@ -30,6 +30,8 @@ export class H2Response implements IngressResponse {
     stream.on("error", () => {});
   }
 
+  lastOnConnection(): void {}
+
   get headersSent(): boolean {
     return this.sent;
   }

@@ -11,8 +11,11 @@ import { proxyGrpc } from "../proxy/grpc.js";
 import { proxyConnect } from "../proxy/connect.js";
 import { exchange, sendError, type HttpProxy } from "../proxy/exchange.js";
 import { kedgeHttpProxy, type ProxyContext } from "../proxy/http.js";
-import { Tunnels } from "../proxy/tunnel.js";
+import { Tunnels, writeRawError } from "../proxy/tunnel.js";
+import { newRequestId } from "../proxy/request.js";
 import { KedgeError } from "../errors.js";
+import { ConnectionGuard, tooManyConnections } from "./connection-guard.js";
+import { parserRefusal, refuseH1Head, type HeadLimits } from "./h1-guard.js";
 import { H1Response, h1Request } from "./ingress-h1.js";
 import { H2Response, h2Request } from "./ingress-h2.js";
 
@@ -63,13 +66,33 @@ interface Proxies {
   tunnels: Tunnels;
 }
 
-function h1Server(proxies: Proxies, scheme: "http" | "https", port: () => number, idleMs: number, maxHeaderSize: number): http.Server {
-  const server = http.createServer({ maxHeaderSize }, (req: IncomingMessage, res: ServerResponse) => {
+/** What every listener shares: the proxies, the connection guard and the request limits. */
+interface ListenerEnv {
+  proxies: Proxies;
+  guard: ConnectionGuard;
+  limits: HeadLimits;
+  idleMs: number;
+}
+
+function h1Server(env: ListenerEnv, scheme: "http" | "https", port: () => number): http.Server {
+  const { proxies, guard, limits } = env;
+  const server = http.createServer({ maxHeaderSize: limits.maxHeaderBytes }, (req: IncomingMessage, res: ServerResponse) => {
+    const refusal = guard.gotHead(req.socket) ? refuseH1Head(req, limits) : tooManyConnections;
+    if (refusal) {
+      const answer = new H1Response(res);
+      answer.lastOnConnection(); // the framing of whatever follows cannot be trusted
+      return sendError(answer, refusal, newRequestId());
+    }
     exchange(proxies.http, h1Request(req, scheme, port()), new H1Response(res));
   });
-  server.on("connect", (req: IncomingMessage, socket: Duplex, head: Buffer) => proxyConnect(proxies.ctx, proxies.tunnels, req, socket, head));
-  server.keepAliveTimeout = idleMs;
-  server.headersTimeout = Math.min(60_000, idleMs);
+  server.on("connect", (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+    const refusal = guard.gotHead(req.socket) ? refuseH1Head(req, limits) : tooManyConnections;
+    if (refusal) return writeRawError(socket, refusal, newRequestId(), "x-kedge");
+    proxyConnect(proxies.ctx, proxies.tunnels, req, socket, head);
+  });
+  server.on("clientError", (err: Error, socket: Duplex) => writeRawError(socket, parserRefusal(err, limits), newRequestId(), "x-kedge"));
+  server.keepAliveTimeout = env.idleMs;
+  server.headersTimeout = Math.min(60_000, env.idleMs);
   return server;
 }
 
@@ -79,8 +102,9 @@ interface H2Ingress {
 }
 
 /** An HTTP/2 server fed connections by a listener; streams go to the gRPC or the HTTP proxy by content-type. */
-function h2Ingress(proxies: Proxies, port: () => number, idleMs: number): H2Ingress {
-  const server = http2.createServer({ maxSessionMemory: 64 });
+function h2Ingress(env: ListenerEnv, port: () => number, maxStreams: number): H2Ingress {
+  const { proxies, idleMs } = env;
+  const server = http2.createServer({ maxSessionMemory: 64, settings: { maxConcurrentStreams: maxStreams } });
   const sessions = new Set<Http2Session>();
   server.on("session", (session: Http2Session) => {
     sessions.add(session);
@@ -112,12 +136,19 @@ function h2Ingress(proxies: Proxies, port: () => number, idleMs: number): H2Ingr
 export async function startDataListeners(server: ServerConfig, ctx: ProxyContext): Promise<DataListeners> {
   const bind = server.bindAddress || "0.0.0.0";
   const idleMs = durationMs(server.clientIdleTimeout, defaultClientIdleMs);
-  const maxHeaderSize = server.maxRequestHeaderBytes || 16_384;
+  const limits: HeadLimits = {
+    maxHeaderBytes: server.maxRequestHeaderBytes || 16_384,
+    maxHeaders: server.maxRequestHeaders || 100,
+    maxUriBytes: server.maxRequestUriBytes || 8_192,
+  };
+  const maxStreams = server.h2MaxConcurrentStreams || 256;
   const ports: Record<string, number> = {};
   const closers: Array<{ stop: () => void; kill: () => void }> = [];
   const tlsServers: tls.Server[] = [];
   const proxies: Proxies = { ctx, http: kedgeHttpProxy(ctx), tunnels: new Tunnels() };
-  closers.push({ stop: () => {}, kill: () => proxies.tunnels.closeAll() });
+  const guard = new ConnectionGuard(server.maxConnections || 16_384, durationMs(server.requestHeaderTimeout, 10_000));
+  const env: ListenerEnv = { proxies, guard, limits, idleMs };
+  closers.push({ stop: () => {}, kill: () => (proxies.tunnels.closeAll(), guard.close()) });
 
   const closeH2 = (h2: H2Ingress) => ({
     stop: () => {
@@ -129,12 +160,14 @@ export async function startDataListeners(server: ServerConfig, ctx: ProxyContext
   });
 
   const startTls = async (name: string, port: number, h1: http.Server | undefined) => {
-    const h2 = h2Ingress(proxies, () => ports[name], idleMs);
+    const h2 = h2Ingress(env, () => ports[name], maxStreams);
     const listener = tls.createServer(
       { ...tlsFiles(server), ALPNProtocols: h1 ? ["h2", "http/1.1"] : ["h2"], minVersion: "TLSv1.2" },
       (socket: tls.TLSSocket) => {
         socket.on("error", () => {});
-        if (socket.alpnProtocol === "h2" || !h1) h2.server.emit("connection", socket);
+        const h2Protocol = socket.alpnProtocol === "h2" || !h1;
+        if (!guard.admit(socket, !h2Protocol) && h2Protocol) return void socket.destroy();
+        if (h2Protocol) h2.server.emit("connection", socket);
         else h1.emit("connection", socket);
       },
     );
@@ -156,12 +189,13 @@ export async function startDataListeners(server: ServerConfig, ctx: ProxyContext
   };
 
   if (server.httpTlsPort !== undefined) {
-    await startTls("tls", server.httpTlsPort, h1Server(proxies, "https", () => ports.tls, idleMs, maxHeaderSize));
+    await startTls("tls", server.httpTlsPort, h1Server(env, "https", () => ports.tls));
   }
   if (server.grpcTlsPort !== undefined) await startTls("grpc_tls", server.grpcTlsPort, undefined);
 
   if (server.h2cPort !== undefined) {
-    const h2 = h2Ingress(proxies, () => ports.h2c, idleMs);
+    const h2 = h2Ingress(env, () => ports.h2c, maxStreams);
+    h2.server.on("connection", (socket: Socket) => guard.admit(socket, false));
     ports.h2c = await listen(h2.server, server.h2cPort, bind);
     const h2Closer = closeH2(h2);
     closers.push({
@@ -174,8 +208,11 @@ export async function startDataListeners(server: ServerConfig, ctx: ProxyContext
   }
 
   if (server.httpPort !== undefined) {
-    const plain = h1Server(proxies, "http", () => ports.http, idleMs, maxHeaderSize);
-    plain.on("connection", (socket: Socket) => socket.setNoDelay(true));
+    const plain = h1Server(env, "http", () => ports.http);
+    plain.on("connection", (socket: Socket) => {
+      guard.admit(socket, true);
+      socket.setNoDelay(true);
+    });
     ports.http = await listen(plain, server.httpPort, bind);
     closers.push({
       stop: () => {

@@ -3,7 +3,7 @@ import type { Duplex } from "node:stream";
 import tls from "node:tls";
 import { asKedgeError, KedgeError } from "../errors.js";
 import { log } from "../observe/log.js";
-import { dialTcp, refuseTunnel, tunnelEstablished, type Tunnels } from "../proxy/tunnel.js";
+import { dialTcp, writeRawError, tunnelEstablished, type Tunnels } from "../proxy/tunnel.js";
 import { parseHostPort } from "../router/host.js";
 import { destination, winchRequestId, type WinchContext } from "./context.js";
 
@@ -100,6 +100,6 @@ export function winchConnect(ctx: WinchContext, tunnels: Tunnels, req: IncomingM
     const err = asKedgeError(e);
     ctx.metrics.proxyErrors.inc([label, err.type]);
     ctx.metrics.httpRequests.inc([label, String(err.status)]);
-    refuseTunnel(client, err, requestId, "x-winch");
+    writeRawError(client, err, requestId, "x-winch");
   });
 }

@@ -18,10 +18,10 @@ export function winchHttpProxy(ctx: WinchContext): HttpProxy {
       const port = facts.explicitPort ? facts.port : undefined;
       const to = destination(ctx, facts.host, port, "http");
       if (to.kind === "direct") {
-        return { backend: ctx.upstreams.directTo(facts.host, facts.port), label: "direct", ready: undefined, unrouted: undefined, setHeaders: undefined };
+        return { backend: ctx.upstreams.directTo(facts.host, facts.port), label: "direct", ready: undefined, unrouted: undefined, setHeaders: undefined, maxBodyBytes: 0 };
       }
       const { kedge } = to.mapping;
-      const routing: Routing = { backend: undefined, label: kedge.host, ready: undefined, unrouted: undefined, setHeaders: undefined };
+      const routing: Routing = { backend: undefined, label: kedge.host, ready: undefined, unrouted: undefined, setHeaders: undefined, maxBodyBytes: 0 };
       const use = (injection: Injection) => {
         routing.backend = ctx.upstreams.httpTo(kedge, injection.clientCert);
         routing.setHeaders = injection.headers;

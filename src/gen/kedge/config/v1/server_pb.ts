@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file kedge/config/v1/server.proto.
  */
 export const file_kedge_config_v1_server: GenFile = /*@__PURE__*/
-  fileDesc("ChxrZWRnZS9jb25maWcvdjEvc2VydmVyLnByb3RvEg9rZWRnZS5jb25maWcudjEitwQKDFNlcnZlckNvbmZpZxIUCgxiaW5kX2FkZHJlc3MYASABKAkSGgoNaHR0cF90bHNfcG9ydBgCIAEoDUgAiAEBEhYKCWh0dHBfcG9ydBgDIAEoDUgBiAEBEhoKDWdycGNfdGxzX3BvcnQYBCABKA1IAogBARIXCgphZG1pbl9wb3J0GAUgASgNSAOIAQESFQoNdGxzX2NlcnRfZmlsZRgGIAEoCRIUCgx0bHNfa2V5X2ZpbGUYByABKAkSGwoTdGxzX2NsaWVudF9jYV9maWxlcxgIIAMoCRIgChh0bHNfY2xpZW50X2NlcnRfcmVxdWlyZWQYCSABKAgSNAoRZ3JhY2VmdWxfc2h1dGRvd24YCiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SEQoJbG9nX2xldmVsGAsgASgJEh4KEWRlbW9fYmFja2VuZF9wb3J0GAwgASgNSASIAQESIAoYbWF4X3JlcXVlc3RfaGVhZGVyX2J5dGVzGA0gASgNEjYKE2NsaWVudF9pZGxlX3RpbWVvdXQYDiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SFQoIaDJjX3BvcnQYDyABKA1IBYgBAUIQCg5faHR0cF90bHNfcG9ydEIMCgpfaHR0cF9wb3J0QhAKDl9ncnBjX3Rsc19wb3J0Qg0KC19hZG1pbl9wb3J0QhQKEl9kZW1vX2JhY2tlbmRfcG9ydEILCglfaDJjX3BvcnRiBnByb3RvMw", [file_google_protobuf_duration]);
+  fileDesc("ChxrZWRnZS9jb25maWcvdjEvc2VydmVyLnByb3RvEg9rZWRnZS5jb25maWcudjEiqQYKDFNlcnZlckNvbmZpZxIUCgxiaW5kX2FkZHJlc3MYASABKAkSGgoNaHR0cF90bHNfcG9ydBgCIAEoDUgAiAEBEhYKCWh0dHBfcG9ydBgDIAEoDUgBiAEBEhoKDWdycGNfdGxzX3BvcnQYBCABKA1IAogBARIXCgphZG1pbl9wb3J0GAUgASgNSAOIAQESFQoNdGxzX2NlcnRfZmlsZRgGIAEoCRIUCgx0bHNfa2V5X2ZpbGUYByABKAkSGwoTdGxzX2NsaWVudF9jYV9maWxlcxgIIAMoCRIgChh0bHNfY2xpZW50X2NlcnRfcmVxdWlyZWQYCSABKAgSNAoRZ3JhY2VmdWxfc2h1dGRvd24YCiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SEQoJbG9nX2xldmVsGAsgASgJEh4KEWRlbW9fYmFja2VuZF9wb3J0GAwgASgNSASIAQESIAoYbWF4X3JlcXVlc3RfaGVhZGVyX2J5dGVzGA0gASgNEjYKE2NsaWVudF9pZGxlX3RpbWVvdXQYDiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SFQoIaDJjX3BvcnQYDyABKA1IBYgBARIbChNtYXhfcmVxdWVzdF9oZWFkZXJzGBAgASgNEh0KFW1heF9yZXF1ZXN0X3VyaV9ieXRlcxgRIAEoDRIeChZtYXhfcmVxdWVzdF9ib2R5X2J5dGVzGBIgASgEEjkKFnJlcXVlc3RfaGVhZGVyX3RpbWVvdXQYEyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SFwoPbWF4X2Nvbm5lY3Rpb25zGBQgASgNEiEKGWgyX21heF9jb25jdXJyZW50X3N0cmVhbXMYFSABKA0SHQoVYWxsb3dfZW5jb2RlZF9zbGFzaGVzGBYgASgIQhAKDl9odHRwX3Rsc19wb3J0QgwKCl9odHRwX3BvcnRCEAoOX2dycGNfdGxzX3BvcnRCDQoLX2FkbWluX3BvcnRCFAoSX2RlbW9fYmFja2VuZF9wb3J0QgsKCV9oMmNfcG9ydGIGcHJvdG8z", [file_google_protobuf_duration]);
 
 /**
  * ServerConfig sets up kedge's listeners. An absent port is off; 0 picks a free port.
@@ -97,7 +97,7 @@ export type ServerConfig = Message<"kedge.config.v1.ServerConfig"> & {
   demoBackendPort?: number | undefined;
 
   /**
-   * max_request_header_bytes bounds the request head. Default 16384.
+   * max_request_header_bytes bounds the request head; larger heads get 431. Default 16384.
    *
    * @generated from field: uint32 max_request_header_bytes = 13;
    */
@@ -116,6 +116,59 @@ export type ServerConfig = Message<"kedge.config.v1.ServerConfig"> & {
    * @generated from field: optional uint32 h2c_port = 15;
    */
   h2cPort?: number | undefined;
+
+  /**
+   * max_request_headers bounds the number of header fields; more get 431. Default 100.
+   *
+   * @generated from field: uint32 max_request_headers = 16;
+   */
+  maxRequestHeaders: number;
+
+  /**
+   * max_request_uri_bytes bounds the request target; longer ones get 414. Default 8192.
+   *
+   * @generated from field: uint32 max_request_uri_bytes = 17;
+   */
+  maxRequestUriBytes: number;
+
+  /**
+   * max_request_body_bytes is the default body limit for HTTP routes (413 beyond it); a route's
+   * own max_request_body_bytes replaces it. Default 0: unlimited.
+   *
+   * @generated from field: uint64 max_request_body_bytes = 18;
+   */
+  maxRequestBodyBytes: bigint;
+
+  /**
+   * request_header_timeout: a new connection must deliver its first request head within this
+   * (slowloris); later requests on a kept-alive connection within client_idle_timeout. Default 10s.
+   *
+   * @generated from field: google.protobuf.Duration request_header_timeout = 19;
+   */
+  requestHeaderTimeout?: Duration | undefined;
+
+  /**
+   * max_connections bounds open client connections over all listeners; new ones beyond it are
+   * closed at once. Default 16384.
+   *
+   * @generated from field: uint32 max_connections = 20;
+   */
+  maxConnections: number;
+
+  /**
+   * h2_max_concurrent_streams is advertised to HTTP/2 clients (SETTINGS_MAX_CONCURRENT_STREAMS). Default 256.
+   *
+   * @generated from field: uint32 h2_max_concurrent_streams = 21;
+   */
+  h2MaxConcurrentStreams: number;
+
+  /**
+   * allow_encoded_slashes lets %2F and %5C through in paths. Default false: such requests get 400,
+   * because a backend that decodes them would see a path other than the one kedge routed.
+   *
+   * @generated from field: bool allow_encoded_slashes = 22;
+   */
+  allowEncodedSlashes: boolean;
 };
 
 /**
