@@ -16,6 +16,7 @@ import { newRequestId } from "../proxy/request.js";
 import { KedgeError } from "../errors.js";
 import { ConnectionGuard, tooManyConnections } from "./connection-guard.js";
 import { parserRefusal, refuseH1Head, type HeadLimits } from "./h1-guard.js";
+import { watchResets } from "./reset-limiter.js";
 import { H1Response, h1Request } from "./ingress-h1.js";
 import { H2Response, h2Request } from "./ingress-h2.js";
 
@@ -113,6 +114,7 @@ function h2Ingress(env: ListenerEnv, port: () => number, maxStreams: number): H2
     session.setTimeout(idleMs, () => session.close());
   });
   server.on("stream", (stream: ServerHttp2Stream, headers: IncomingHttpHeaders, flags: number) => {
+    watchResets(stream);
     if (isGrpc(headers)) return proxyGrpc(proxies.ctx, stream, headers);
     const res = new H2Response(stream);
     if (headers[":method"] === "CONNECT") {
