@@ -46,7 +46,7 @@ function attack(frames: Buffer): Promise<{ closed: boolean; goaway: number | und
     const socket = net.connect(kedge.ports.h2c, "127.0.0.1", () => socket.write(Buffer.concat([preface, frames])));
     let buffered = Buffer.alloc(0);
     let goaway: number | undefined;
-    socket.on("data", (d) => {
+    socket.on("data", (d: Buffer) => {
       buffered = Buffer.concat([buffered, d]);
       while (buffered.length >= 9) {
         const length = buffered.readUIntBE(0, 3);
