@@ -285,9 +285,9 @@ describe("grpc proxying", () => {
 
   it("counts calls by backend, method and grpc-status in /metrics", async () => {
     const metrics = await (await fetch(`http://127.0.0.1:${kedge.ports.admin}/metrics`)).text();
-    expect(metrics).toMatch(/kedge_grpc_requests_total\{backend_name="greeters",grpc_method="\/e2e\.helloworld\.Greeter\/SayHello",grpc_code="0"\} \d+/);
-    expect(metrics).toMatch(/kedge_grpc_requests_total\{backend_name="greeters",grpc_method="\/e2e\.helloworld\.Greeter\/SayHello",grpc_code="9"\} 1\n/);
-    expect(metrics).toMatch(/kedge_grpc_requests_total\{backend_name="none",grpc_method="unrouted",grpc_code="12"\} \d+/);
-    expect(metrics).toMatch(/kedge_grpc_requests_total\{backend_name="blackhole",grpc_method="\/e2e\.helloworld\.Greeter\/Sleep",grpc_code="4"\} 1\n/);
+    expect(metrics).toMatch(/kedge_grpc_requests_total\{backend_name="greeters",grpc_method="\/e2e\.helloworld\.Greeter\/SayHello",grpc_code="0",route="\d+"\} \d+/);
+    expect(metrics).toMatch(/kedge_grpc_requests_total\{backend_name="greeters",grpc_method="\/e2e\.helloworld\.Greeter\/SayHello",grpc_code="9",route="\d+"\} 1\n/);
+    expect(metrics).toMatch(/kedge_grpc_requests_total\{backend_name="none",grpc_method="unrouted",grpc_code="12",route="none"\} \d+/);
+    expect(metrics).toMatch(/kedge_grpc_requests_total\{backend_name="blackhole",grpc_method="\/e2e\.helloworld\.Greeter\/Sleep",grpc_code="4",route="\d+"\} 1\n/);
   });
 });

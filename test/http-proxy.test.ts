@@ -191,8 +191,8 @@ describe("http proxying", () => {
     expect(await (await fetch(`${admin}/_healthz`)).text()).toBe("ok\n");
     expect((await json(await fetch(`${admin}/_version`))).kedge).toMatch(/^\d+\.\d+\.\d+/);
     const metrics = await (await fetch(`${admin}/metrics`)).text();
-    expect(metrics).toMatch(/kedge_http_requests_total\{backend_name="up",code="200"\} \d+/);
-    expect(metrics).toContain('kedge_http_request_duration_seconds_bucket{backend_name="up",code="200",le="+Inf"}');
+    expect(metrics).toMatch(/kedge_http_requests_total\{backend_name="up",code="200",route="2"\} \d+/);
+    expect(metrics).toContain('kedge_http_request_duration_seconds_bucket{backend_name="up",code="200",route="2",le="+Inf"}');
     const config = await json(await fetch(`${admin}/debug/config`));
     expect(config.config.http.routes[2].backend_name).toBe("up");
   });

@@ -2,6 +2,8 @@ import { fromJson, ScalarType, type DescField, type DescMessage, type MessageSha
 import { ConfigError } from "./parse.js";
 
 const durationPattern = /^-?\d+(\.\d{1,9})?s$/;
+// google.protobuf.Duration's range, ±10,000 years; fromJson refuses more, without naming the field.
+const durationMaxSeconds = 315_576_000_000;
 const { DOUBLE, FLOAT, INT32, UINT32, SFIXED32, SINT32, FIXED32, UINT64, FIXED64, STRING, BOOL, BYTES } = ScalarType;
 const int32Kinds = new Set<ScalarType>([INT32, UINT32, SFIXED32, SINT32, FIXED32]);
 const unsignedKinds = new Set<ScalarType>([UINT32, FIXED32, UINT64, FIXED64]);
@@ -31,6 +33,8 @@ function checkMessage(desc: DescMessage, value: unknown, path: string, problems:
   if (desc.typeName === "google.protobuf.Duration") {
     if (typeof value !== "string" || !durationPattern.test(value)) {
       problems.push(`${path}: expected a duration such as "1.5s", got ${JSON.stringify(value)}`);
+    } else if (Math.abs(parseInt(value, 10)) > durationMaxSeconds) {
+      problems.push(`${path}: ${value} is out of range (at most ${durationMaxSeconds}s)`);
     }
     return;
   }
@@ -93,7 +97,7 @@ function checkField(field: DescField, value: unknown, path: string, problems: st
 
 function checkEnum(names: string[], value: unknown, path: string, problems: string[]): void {
   if (typeof value === "string" && names.includes(value)) return;
-  if (typeof value === "number" && Number.isInteger(value)) return;
+  if (typeof value === "number" && Number.isInteger(value) && value >= -0x80000000 && value <= 0x7fffffff) return;
   problems.push(`${path}: ${JSON.stringify(value)} is not one of ${names.join(", ")}`);
 }
 
@@ -110,7 +114,8 @@ function checkScalar(kind: ScalarType, value: unknown, path: string, problems: s
     if (typeof value !== "string") problems.push(`${path}: expected base64 bytes, got ${describe(value)}`);
     return;
   }
-  const n = typeof value === "string" && value.trim() !== "" ? Number(value) : value;
+  // As protobuf JSON: a number, or a string holding one with no surrounding space.
+  const n = typeof value === "string" && value !== "" && value.trim() === value ? Number(value) : value;
   if (typeof n !== "number" || Number.isNaN(n)) {
     problems.push(`${path}: expected a number, got ${describe(value)}`);
     return;
@@ -118,7 +123,9 @@ function checkScalar(kind: ScalarType, value: unknown, path: string, problems: s
   if (floatKinds.has(kind)) return;
   if (!Number.isInteger(n)) problems.push(`${path}: expected a whole number, got ${n}`);
   else if (unsignedKinds.has(kind) && n < 0) problems.push(`${path}: must not be negative, got ${n}`);
-  else if (int32Kinds.has(kind) && Math.abs(n) > 0xffffffff) problems.push(`${path}: ${n} is out of range`);
+  else if (int32Kinds.has(kind) && (n > (unsignedKinds.has(kind) ? 0xffffffff : 0x7fffffff) || n < -0x80000000)) {
+    problems.push(`${path}: ${n} is out of range`);
+  }
 }
 
 function describe(value: unknown): string {

@@ -24,5 +24,10 @@ export function parseConfigText(text: string, fileName: string): unknown {
       }),
     );
   }
-  return doc.toJS() ?? {};
+  try {
+    return doc.toJS() ?? {};
+  } catch (e) {
+    // yaml throws, rather than reports, an alias to no anchor and an alias-expansion bomb.
+    throw new ConfigError([`${fileName}: somewhere: invalid ${json ? "JSON" : "YAML"}: ${(e as Error).message}`]);
+  }
 }

@@ -3,6 +3,7 @@ import type { Config } from "../gen/kedge/config/v1/config_pb.js";
 import { parseHostPort } from "../router/host.js";
 import { parseK8sTarget } from "../k8s/target.js";
 import { validateAuth } from "./validate-auth.js";
+import { validateObservability } from "../observe/validate.js";
 
 // kedge Go's name pattern, widened with "-" because generated names embed Kubernetes names.
 const namePattern = /^[a-z0-9_.-]{2,64}$/;
@@ -32,7 +33,7 @@ const resolver = v.variant("case", [
     case: v.literal("static"),
     value: v.looseObject({
       addresses: v.pipe(
-        v.array(v.pipe(v.string(), v.check((a) => parseHostPort(a, 0)?.port !== 0, 'must be "host:port"'))),
+        v.array(v.pipe(v.string(), v.check((a) => (parseHostPort(a, 0)?.port ?? 0) !== 0, 'must be "host:port"'))),
         v.minLength(1, "needs at least one address"),
       ),
     }),
@@ -117,6 +118,7 @@ export function validateConfig(config: Config): string[] {
     });
   }
   problems.push(...validateAuth(config));
+  problems.push(...validateObservability(config));
   if (config.kubernetes?.apiUrl && config.kubernetes.kubeconfigPath) problems.push("kubernetes: set api_url or kubeconfig_path, not both");
   if (config.discovery?.enabled && !config.discovery.externalDomainSuffix) {
     problems.push("discovery.external_domain_suffix: required when discovery is enabled (kedge Go --discovery_external_domain_suffix)");

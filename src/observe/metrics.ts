@@ -1,3 +1,6 @@
+import { RequestObserver } from "./observer.js";
+import { ProcessMetrics } from "./process.js";
+
 /**
  * A small Prometheus registry: counters and histograms keyed by label values, rendered in the
  * text exposition format. Label sets are few (backend × code), so a Map per metric is enough.
@@ -18,13 +21,17 @@ function labelKey(names: readonly string[], values: readonly string[]): string {
   return key;
 }
 
-interface Metric {
+export interface Metric {
   render(): string;
 }
 
+/** Label values and a value, as a collect callback reports them at scrape time. */
+export type Sample = [labelValues: readonly string[], value: number];
+
 export class Counter implements Metric {
   private readonly values = new Map<string, number>();
-  constructor(readonly name: string, readonly help: string, readonly labelNames: readonly string[]) {}
+  /** `collect`: the values are read at scrape time (process CPU, counts kept elsewhere) instead of inc(). */
+  constructor(readonly name: string, readonly help: string, readonly labelNames: readonly string[], private readonly collect?: () => Iterable<Sample>) {}
   inc(labelValues: readonly string[], by = 1): void {
     const key = labelKey(this.labelNames, labelValues);
     this.values.set(key, (this.values.get(key) ?? 0) + by);
@@ -33,6 +40,10 @@ export class Counter implements Metric {
     return this.values.get(labelKey(this.labelNames, this.labelNames.map((n) => labels[n]))) ?? 0;
   }
   render(): string {
+    if (this.collect) {
+      this.values.clear();
+      for (const [labels, v] of this.collect()) this.values.set(labelKey(this.labelNames, labels), v);
+    }
     let out = `# HELP ${this.name} ${this.help}\n# TYPE ${this.name} counter\n`;
     for (const [key, v] of this.values) out += `${this.name}${key ? `{${key}}` : ""} ${v}\n`;
     return out;
@@ -41,7 +52,8 @@ export class Counter implements Metric {
 
 export class Gauge implements Metric {
   private readonly values = new Map<string, number>();
-  constructor(readonly name: string, readonly help: string, readonly labelNames: readonly string[], private readonly collect?: () => Array<[string[], number]>) {}
+  /** `collect` reads the values at scrape time; it may be set once what it reads exists (listeners, backends). */
+  constructor(readonly name: string, readonly help: string, readonly labelNames: readonly string[], public collect?: () => Iterable<Sample>) {}
   set(labelValues: readonly string[], v: number): void {
     this.values.set(labelKey(this.labelNames, labelValues), v);
   }
@@ -97,7 +109,6 @@ export class Registry {
 
 const latencyBuckets = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
 
-/** kedge's metrics; names follow kedge Go where it had one. */
 /**
  * The Kubernetes resolver's metrics, kedge Go's names. Process-wide: resolvers outlive a single
  * runtime and every kedge instance in the process registers the same series.
@@ -108,31 +119,129 @@ export const k8sMetrics = {
   changes: new Counter("kedge_k8sresolver_watcher_changes_total", "Endpoint changes received from the API server, by target.", ["target"]),
 };
 
-/** The request metrics both proxies keep: kedge_… on kedge (kedge Go's names), winch_… on winch. */
+const routeLabels: string[] = [];
+/** Distinct grpc_method label values kept; a wildcard route lets clients name any method. */
+const maxMethodLabels = 500;
+
+/**
+ * The route label of the route at `index` in its table ("0", "1", …): bounded by the config, and
+ * cached so the hot path does not format a number per request. "adhoc" and "none" name the rest.
+ */
+export function routeLabel(index: number): string {
+  return (routeLabels[index] ??= String(index));
+}
+
+/**
+ * The request metrics both proxies keep: kedge_… on kedge (kedge Go's names), winch_… on winch.
+ * kedge's carry a route label; winch's mapper routes have none. Callers always pass the values
+ * in the order [backend_name, code, route] (HTTP), [backend_name, grpc_method, grpc_code, route]
+ * (gRPC calls) and [backend_name, grpc_code, grpc_method, route] (gRPC latency): a metric
+ * without the trailing labels ignores the trailing values.
+ */
 export function proxyMetrics(registry: Registry, prefix: "kedge" | "winch") {
-  return {
-    httpRequests: registry.add(new Counter(`${prefix}_http_requests_total`, "HTTP requests handled, by backend and status code.", ["backend_name", "code"])),
-    httpLatency: registry.add(new Histogram(`${prefix}_http_request_duration_seconds`, "Time from request head to response end, by backend and status code.", ["backend_name", "code"], latencyBuckets)),
+  const kedge = prefix === "kedge";
+  const route = kedge ? ["route"] : [];
+  /** Requests and calls in flight, read by the active-streams gauge at scrape time. */
+  const inflight = { http: 0, grpc: 0 };
+  const methods = new Set<string>();
+  const metrics = {
+    httpRequests: registry.add(new Counter(`${prefix}_http_requests_total`, "HTTP requests handled, by backend, status code and route.", ["backend_name", "code", ...route])),
+    httpLatency: registry.add(new Histogram(`${prefix}_http_request_duration_seconds`, "Time from request head to response end, by backend, status code and route.", ["backend_name", "code", ...route], latencyBuckets)),
     proxyErrors: registry.add(new Counter(`${prefix}_proxy_errors_total`, "Requests answered with an error, by backend and error type.", ["backend_name", "type"])),
-    grpcRequests: registry.add(new Counter(`${prefix}_grpc_requests_total`, "gRPC calls handled, by backend, method and the grpc-status the client got.", ["backend_name", "grpc_method", "grpc_code"])),
-    grpcLatency: registry.add(new Histogram(`${prefix}_grpc_request_duration_seconds`, "Time from call start to its status, by backend and grpc-status.", ["backend_name", "grpc_code"], latencyBuckets)),
+    grpcRequests: registry.add(new Counter(`${prefix}_grpc_requests_total`, "gRPC calls handled, by backend, method, the grpc-status the client got and route.", ["backend_name", "grpc_method", "grpc_code", ...route])),
+    grpcLatency: registry.add(
+      new Histogram(`${prefix}_grpc_request_duration_seconds`, "Time from call start to its status, by backend and grpc-status (kedge: and method and route).", ["backend_name", "grpc_code", ...(kedge ? ["grpc_method", "route"] : [])], latencyBuckets),
+    ),
+    inflight,
+    /** The grpc_method label for a routed call's path: "other" once maxMethodLabels distinct ones were seen. */
+    methodLabel(path: string): string {
+      if (methods.has(path)) return path;
+      if (methods.size >= maxMethodLabels) return "other";
+      methods.add(path);
+      return path;
+    },
+    activeStreams: registry.add(
+      new Gauge(`${prefix}_active_streams`, "HTTP requests (HTTP/1.1 and HTTP/2) and gRPC calls in flight.", ["protocol"], () => [
+        [["http"], inflight.http],
+        [["grpc"], inflight.grpc],
+      ]),
+    ),
   };
+  const exportCounters = {
+    spansExported: registry.add(new Counter(`${prefix}_trace_spans_exported_total`, "Spans accepted by the OTLP collector.", [])),
+    spansDropped: registry.add(new Counter(`${prefix}_trace_spans_dropped_total`, "Spans not exported, by reason: queue_full (the export queue was full) or export_failed.", ["reason"])),
+  };
+  /** Access logs and tracing per request; off until configured. */
+  return { ...metrics, ...exportCounters, observer: new RequestObserver(exportCounters) };
 }
 
 export type ProxyMetrics = ReturnType<typeof proxyMetrics>;
 
+/** kedge's metrics; names follow kedge Go where it had one. */
 export function createMetrics() {
   const registry = new Registry();
-  return {
+  const metrics = {
     registry,
     ...proxyMetrics(registry, "kedge"),
-    reloads: registry.add(new Counter("kedge_config_reloads_total", "Config reloads, by result.", ["result"])),
+    reloads: registry.add(new Counter("kedge_config_reloads_total", "Config reloads, by result (success, failure).", ["result"])),
     configVersion: registry.add(new Gauge("kedge_config_version", "The version number of the live config.", [])),
-    backendChanges: registry.add(new Counter("kedge_http_backend_configuration_changes_total", "HTTP backends created or replaced by config changes.", ["backend_name"])),
+    httpBackendChanges: registry.add(new Counter("kedge_http_backend_configuration_changes_total", "HTTP backends created, updated or deleted by config changes (file, flags or discovery).", ["backend_name", "action"])),
+    grpcBackendChanges: registry.add(new Counter("kedge_grpc_backend_configuration_changes_total", "gRPC backends created, updated or deleted by config changes (file, flags or discovery).", ["backend_name", "action"])),
+    activeConnections: registry.add(new Gauge("kedge_active_connections", "Client connections open on the data listeners.", [])),
+    h1Open: registry.add(new Gauge("kedge_http_upstream_connections_open", "Open HTTP/1.1 connections to a backend's endpoints (busy and idle).", ["backend_name"])),
+    h1Idle: registry.add(new Gauge("kedge_http_upstream_connections_idle", "Idle keep-alive HTTP/1.1 connections to a backend's endpoints.", ["backend_name"])),
+    h1Waiting: registry.add(new Gauge("kedge_http_upstream_requests_waiting", "Requests queued for a free connection to a backend.", ["backend_name"])),
+    h2Sessions: registry.add(new Gauge("kedge_grpc_upstream_sessions_connected", "Connected HTTP/2 sessions to a gRPC backend's endpoints.", ["backend_name"])),
+    h2Streams: registry.add(new Gauge("kedge_grpc_upstream_active_streams", "Calls in flight on a gRPC backend's sessions.", ["backend_name"])),
     k8sUpAddresses: registry.add(k8sMetrics.upAddresses),
     k8sWatchErrors: registry.add(k8sMetrics.watchErrors),
     k8sChanges: registry.add(k8sMetrics.changes),
   };
+  registry.add(new ProcessMetrics());
+  return metrics;
 }
 
 export type Metrics = ReturnType<typeof createMetrics>;
+
+/** What the backend gauges read of a runtime: each backend's per-endpoint pool stats. */
+export interface LiveBackends {
+  readonly httpBackends: ReadonlyMap<string, { view(): ReadonlyArray<{ pool: { open: number; idle: number; waiting: number } }> }>;
+  readonly grpcBackends: ReadonlyMap<string, { view(): ReadonlyArray<{ pool: { connected: boolean; activeStreams: number } }> }>;
+}
+
+/** Points the upstream pool gauges at the live runtime's backends (read at scrape time, nothing on the hot path). */
+export function watchBackends(metrics: Metrics, live: () => LiveBackends): void {
+  const perBackend = <P>(backends: () => LiveBackends[keyof LiveBackends], value: (pool: P) => number) => (): Sample[] => {
+    const out: Sample[] = [];
+    for (const [name, backend] of backends()) {
+      let sum = 0;
+      for (const e of backend.view()) sum += value(e.pool as P);
+      out.push([[name], sum]);
+    }
+    return out;
+  };
+  const http = () => live().httpBackends;
+  const grpc = () => live().grpcBackends;
+  metrics.h1Open.collect = perBackend(http, (p: { open: number }) => p.open);
+  metrics.h1Idle.collect = perBackend(http, (p: { idle: number }) => p.idle);
+  metrics.h1Waiting.collect = perBackend(http, (p: { waiting: number }) => p.waiting);
+  metrics.h2Sessions.collect = perBackend(grpc, (p: { connected: boolean }) => (p.connected ? 1 : 0));
+  metrics.h2Streams.collect = perBackend(grpc, (p: { activeStreams: number }) => p.activeStreams);
+}
+
+/**
+ * Counts backends a config change created, replaced (its config changed) or deleted, as kedge Go's
+ * kedge_*_backend_configuration_changes_total did. The first config counts as creating every backend.
+ */
+export function countBackendChanges(metrics: Metrics, before: LiveBackends | undefined, after: LiveBackends): void {
+  const diff = (counter: Counter, old: ReadonlyMap<string, unknown> | undefined, next: ReadonlyMap<string, unknown>) => {
+    for (const [name, backend] of next) {
+      const previous = old?.get(name);
+      if (previous === undefined) counter.inc([name, "create"]);
+      else if (previous !== backend) counter.inc([name, "update"]);
+    }
+    if (old) for (const name of old.keys()) if (!next.has(name)) counter.inc([name, "delete"]);
+  };
+  diff(metrics.httpBackendChanges, before?.httpBackends, after.httpBackends);
+  diff(metrics.grpcBackendChanges, before?.grpcBackends, after.grpcBackends);
+}

@@ -29,10 +29,11 @@ export function proxyConnect(ctx: ProxyContext, tunnels: Tunnels, req: IncomingM
   const requestId = typeof incomingId === "string" && incomingId.length <= 128 ? incomingId : newRequestId();
   client.on("error", () => {});
   let label = "none";
+  let route = "none";
   const refuse = (e: unknown) => {
     const err = asKedgeError(e);
     ctx.metrics.proxyErrors.inc([label, err.type]);
-    ctx.metrics.httpRequests.inc([label, String(err.status)]);
+    ctx.metrics.httpRequests.inc([label, String(err.status), route]);
     writeRawError(client, err, requestId, "x-kedge");
   };
   const open = async () => {
@@ -40,6 +41,7 @@ export function proxyConnect(ctx: ProxyContext, tunnels: Tunnels, req: IncomingM
     const proxyAuthorization = req.headers["proxy-authorization"];
     const routing = kedgeRouting(ctx.runtime(), facts, proxyAuthorization, req.socket);
     label = routing.label;
+    route = routing.route ?? "none";
     await routing.ready;
     if (routing.unrouted) throw routing.unrouted;
     const backend = routing.backend!;
@@ -51,7 +53,7 @@ export function proxyConnect(ctx: ProxyContext, tunnels: Tunnels, req: IncomingM
         const upstream = await dialTcp(endpoint.host, endpoint.port, backend.poolOptions.connectTimeoutMs);
         if (client.destroyed) return void upstream.destroy();
         endpoint.markHealthy();
-        ctx.metrics.httpRequests.inc([label, "200"]);
+        ctx.metrics.httpRequests.inc([label, "200", route]);
         client.write(tunnelEstablished({ "x-kedge-backend-name": label, "x-kedge-request-id": requestId }));
         tunnels.splice(client, upstream, head);
         return;

@@ -3,6 +3,7 @@ import type { Endpoint } from "../backend/endpoint.js";
 import { defaults, type HttpBackend } from "../backend/http-backend.js";
 import { asKedgeError, KedgeError } from "../errors.js";
 import type { ProxyMetrics } from "../observe/metrics.js";
+import type { Observation } from "../observe/observer.js";
 import type { H1Connection, UpstreamError } from "../upstream/h1-connection.js";
 import type { ResponseHead } from "../upstream/response-parser.js";
 import { buildUpstreamHead, downstreamHeaders } from "./headers.js";
@@ -22,6 +23,8 @@ export interface Routing {
   setHeaders: Record<string, string> | undefined;
   /** Request bodies beyond this many bytes get 413; 0: no limit. */
   maxBodyBytes: number;
+  /** The matched route for metrics and access logs (its index, "adhoc" or "none"); winch has none. */
+  route?: string;
 }
 
 /** What differs between kedge's reverse proxy and winch's forward proxy; the exchange itself is shared. */
@@ -80,6 +83,8 @@ class HttpExchange {
   private bodyBytes = 0;
   private finished = false;
   private status = 0;
+  /** Access log and trace record; undefined unless logging samples this request or tracing is on. */
+  private obs: Observation | undefined;
 
   constructor(
     private readonly proxy: HttpProxy,
@@ -97,8 +102,10 @@ class HttpExchange {
 
   run(): void {
     inflight.count++;
+    this.proxy.metrics.inflight.http++;
     const incomingId = this.req.headers["x-kedge-request-id"];
     this.requestId = typeof incomingId === "string" && incomingId.length <= 128 ? incomingId : this.proxy.newRequestId();
+    this.obs = this.proxy.metrics.observer.start(this.req.headers);
     try {
       this.facts = requestFacts(this.req);
       this.routing = this.proxy.dispatch(this.req, this.facts);
@@ -110,7 +117,10 @@ class HttpExchange {
     const ready = this.routing.ready;
     if (ready) {
       ready.then(
-        () => this.proceed(),
+        (identity) => {
+          if (this.obs) this.obs.identity = identity;
+          this.proceed();
+        },
         (e) => this.fail(asKedgeError(e)),
       );
     } else this.proceed();
@@ -150,6 +160,7 @@ class HttpExchange {
         requestId: this.requestId,
         bodyLength: this.bodyLength,
         set: routing.setHeaders,
+        traceparent: this.obs?.traceparent,
       }),
       "latin1",
     );
@@ -180,6 +191,7 @@ class HttpExchange {
       return;
     }
     this.conn = conn;
+    if (this.obs) this.obs.sentUpstream(this.endpoint!.address);
     const bodyless = this.bodyLength === 0;
     conn.begin(this.head!, this.req.method === "HEAD", this, bodyless);
     if (!bodyless) this.pipeBody(conn);
@@ -192,6 +204,7 @@ class HttpExchange {
     const onData = (chunk: Buffer) => {
       if (this.conn !== conn) return;
       this.bodyStarted = true;
+      if (this.obs) this.obs.bytesIn += chunk.length;
       // A body of unknown length (chunked, HTTP/2) is counted as it streams.
       if (max > 0 && (this.bodyBytes += chunk.length) > max) {
         conn.abort();
@@ -220,6 +233,7 @@ class HttpExchange {
   // ExchangeHandlers, called by the connection.
   onHead(head: ResponseHead): void {
     this.status = head.status;
+    if (this.obs) this.obs.firstByteAt = performance.now();
     const tags = this.proxy.tagsResponses;
     const headers: OutgoingHttpHeaders = downstreamHeaders(head.rawHeaders, this.req.protocol === "h2", tags);
     if (tags) headers["x-kedge-backend-name"] = this.label;
@@ -228,6 +242,7 @@ class HttpExchange {
   }
 
   onBody(chunk: Uint8Array): boolean {
+    if (this.obs) this.obs.bytesOut += chunk.length;
     if (this.res.write(chunk)) return true;
     const conn = this.conn;
     this.res.onceDrain(() => conn?.resume());
@@ -237,6 +252,7 @@ class HttpExchange {
   onEnd(last?: Uint8Array): void {
     this.endpoint!.outstanding--;
     this.endpoint!.markHealthy();
+    if (this.obs && last) this.obs.bytesOut += last.length;
     this.res.end(last);
     // The backend may answer before reading the whole request body: discard the rest.
     this.conn = undefined;
@@ -285,6 +301,7 @@ class HttpExchange {
     // The rest of a refused body is not worth reading: close once the answer is out.
     if (err.status === 413) this.res.lastOnConnection();
     this.proxy.metrics.proxyErrors.inc([this.label, err.type]);
+    if (this.obs) this.obs.errorType = err.type;
     sendError(this.res, err, this.requestId, this.proxy.errorHeader);
     if (this.req.hasBody) this.req.body.resume();
     this.done(err.status);
@@ -294,9 +311,13 @@ class HttpExchange {
     if (this.finished) return;
     this.finished = true;
     inflight.count--;
+    const metrics = this.proxy.metrics;
+    metrics.inflight.http--;
     const code = String(status);
-    this.proxy.metrics.httpRequests.inc([this.label, code]);
-    this.proxy.metrics.httpLatency.observe([this.label, code], (performance.now() - this.started) / 1000);
+    const route = this.routing?.route ?? "none";
+    metrics.httpRequests.inc([this.label, code, route]);
+    metrics.httpLatency.observe([this.label, code, route], (performance.now() - this.started) / 1000);
+    if (this.obs) metrics.observer.finishHttp(this.obs, this.requestId, this.req, this.facts?.path ?? "", status, route, this.label);
   }
 }
 

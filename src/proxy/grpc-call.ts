@@ -1,5 +1,6 @@
 import type { IncomingHttpHeaders, OutgoingHttpHeaders, ServerHttp2Stream } from "node:http2";
 import type { ProxyMetrics } from "../observe/metrics.js";
+import type { Observation } from "../observe/observer.js";
 import { asKedgeError, type KedgeError } from "../errors.js";
 
 /** gRPC status codes kedge itself answers with. */
@@ -17,25 +18,36 @@ export function forwardable(headers: IncomingHttpHeaders, into: OutgoingHttpHead
   return into;
 }
 
-/** Counts each call once, by backend, method and the grpc-status its client got. */
+/** Counts each call once, by backend, method, route and the grpc-status its client got. */
 export class CallRecord {
   private readonly started = performance.now();
   private recorded = false;
   backendName = "none";
+  /** The matched route's label (its index, "adhoc" or "none"). */
+  route = "none";
+  /** Access log and trace record; undefined unless logging samples this call or tracing is on. */
+  readonly obs: Observation | undefined;
 
   constructor(
     private readonly metrics: ProxyMetrics,
     private readonly method: string,
-  ) {}
+    private readonly headers: IncomingHttpHeaders,
+    private readonly stream: ServerHttp2Stream,
+  ) {
+    metrics.inflight.grpc++;
+    this.obs = metrics.observer.start(headers);
+  }
 
   record(code: string | number | string[] | undefined): void {
     if (this.recorded) return;
     this.recorded = true;
+    this.metrics.inflight.grpc--;
     const grpcCode = String(code ?? "unknown");
     // Unrouted calls name any path a client makes up: one label keeps the series bounded.
-    const method = this.backendName === "none" ? "unrouted" : this.method;
-    this.metrics.grpcRequests.inc([this.backendName, method, grpcCode]);
-    this.metrics.grpcLatency.observe([this.backendName, grpcCode], (performance.now() - this.started) / 1000);
+    const method = this.backendName === "none" ? "unrouted" : this.metrics.methodLabel(this.method);
+    this.metrics.grpcRequests.inc([this.backendName, method, grpcCode, this.route]);
+    this.metrics.grpcLatency.observe([this.backendName, grpcCode, method, this.route], (performance.now() - this.started) / 1000);
+    if (this.obs) this.metrics.observer.finishGrpc(this.obs, this.headers, this.stream.session?.socket, this.method, grpcCode, this.route, this.backendName);
   }
 }
 
@@ -60,10 +72,11 @@ export function statusTrailers(code: number, message: string): OutgoingHttpHeade
  */
 export function openCall(metrics: ProxyMetrics, stream: ServerHttp2Stream, headers: IncomingHttpHeaders, statusFor: (err: KedgeError) => number): { call: CallRecord; refuse: (e: unknown) => void } {
   stream.on("error", () => {});
-  const call = new CallRecord(metrics, (headers[":path"] as string | undefined) ?? "");
+  const call = new CallRecord(metrics, (headers[":path"] as string | undefined) ?? "", headers, stream);
   const refuse = (e: unknown) => {
     const err = asKedgeError(e);
     metrics.proxyErrors.inc([call.backendName, err.type]);
+    if (call.obs) call.obs.errorType = err.type;
     answerStatus(stream, statusFor(err), err.message, call);
   };
   return { call, refuse };

@@ -75,6 +75,15 @@ function refusedUnprocessed(upstream: ClientHttp2Stream, err?: Error): boolean {
  * RST_STREAM from a server stream, so every failure is answered with a grpc-status instead.
  */
 export function relay(stream: ServerHttp2Stream, upstream: ClientHttp2Stream, call: CallRecord, options: RelayOptions): void {
+  if (stream.destroyed || stream.closed) {
+    // The client left while the upstream stream was opening: its close event has passed, so
+    // nothing below would ever cancel the backend call or count this one.
+    upstream.on("error", () => {});
+    upstream.close(constants.NGHTTP2_CANCEL);
+    options.done();
+    call.record("cancelled");
+    return;
+  }
   const backendName = call.backendName;
   let trailers: OutgoingHttpHeaders | undefined;
   let finished = false;
@@ -108,6 +117,7 @@ export function relay(stream: ServerHttp2Stream, upstream: ClientHttp2Stream, ca
   upstream.on("response", (responseHeaders, flags) => {
     responded = true;
     options.replay.stop();
+    if (call.obs) call.obs.firstByteAt = performance.now();
     if (stream.destroyed || stream.closed) return;
     const out = forwardable(responseHeaders, { ":status": responseHeaders[":status"] ?? 200, "x-kedge-backend-name": backendName });
     if (flags & constants.NGHTTP2_FLAG_END_STREAM) {
@@ -151,6 +161,7 @@ export function relay(stream: ServerHttp2Stream, upstream: ClientHttp2Stream, ca
   });
   // Client → backend, with backpressure; a client cancel cancels the backend call.
   options.replay.attach(upstream);
+  if (call.obs?.logged) call.obs.countBytes(stream, upstream);
   stream.on("close", () => {
     if (!upstream.closed) upstream.close(constants.NGHTTP2_CANCEL);
     call.record("cancelled"); // no-op when a status was already recorded

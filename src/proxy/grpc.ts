@@ -10,7 +10,7 @@ import type { H2Session } from "../upstream/h2-session.js";
 import { answerStatus, type CallRecord, forwardable, GrpcStatus, openCall } from "./grpc-call.js";
 import { relay, RequestReplay } from "./grpc-relay.js";
 import type { ProxyContext } from "./http.js";
-import type { ProxyMetrics } from "../observe/metrics.js";
+import { routeLabel, type ProxyMetrics } from "../observe/metrics.js";
 
 const maxEndpointAttempts = 3;
 /** Refused-unprocessed streams replayed per call (a GOAWAY race needs one). */
@@ -27,6 +27,8 @@ interface Routed {
   backend: GrpcBackend | undefined;
   backendName: string;
   policy: RoutePolicy | undefined;
+  /** The route label for metrics and access logs. */
+  route: string;
   /** No route matched: answered once authentication has passed. */
   unrouted?: KedgeError;
 }
@@ -42,12 +44,12 @@ function routeCall(runtime: Runtime, headers: IncomingHttpHeaders): Routed {
   const route = runtime.grpcRoutes.match({ service, method, host: hostPort.host, port: hostPort.port, metadata: headers });
   if (!route) {
     const target = runtime.grpcAdhoc.match(hostPort.host, hostPort.port || undefined);
-    if (!target) return { backend: undefined, backendName: "none", policy: undefined, unrouted: new KedgeError("no-route", 502, "unknown route to service") };
-    return { backend: runtime.adhoc.grpc.get(target.host, target.port), backendName: "adhoc", policy: undefined };
+    if (!target) return { backend: undefined, backendName: "none", policy: undefined, route: "none", unrouted: new KedgeError("no-route", 502, "unknown route to service") };
+    return { backend: runtime.adhoc.grpc.get(target.host, target.port), backendName: "adhoc", policy: undefined, route: "adhoc" };
   }
   const backend = runtime.grpcBackends.get(route.backendName);
   if (!backend) throw new KedgeError("no-backend", 502, "unknown backend");
-  return { backend, backendName: route.backendName, policy: route.policy };
+  return { backend, backendName: route.backendName, policy: route.policy, route: routeLabel(route.index) };
 }
 
 /** Proxies one gRPC call: authentication, then the backend its route names. */
@@ -58,12 +60,14 @@ export function proxyGrpc(ctx: ProxyContext, stream: ServerHttp2Stream, headers:
   try {
     const runtime = ctx.runtime();
     routed = routeCall(runtime, headers);
+    call.route = routed.route;
     const proxyAuthorization = headers["proxy-authorization"];
     decision = runtime.access.check(routed.policy, typeof proxyAuthorization === "string" ? proxyAuthorization : undefined, stream.session?.socket);
   } catch (e) {
     return refuse(e);
   }
-  const go = () => {
+  const go = (identity?: unknown) => {
+    if (call.obs) call.obs.identity = identity;
     if (routed.unrouted) return refuse(routed.unrouted);
     call.backendName = routed.backendName;
     forwardCall(ctx.metrics, stream, headers, call, routed.backend!, undefined);
@@ -105,6 +109,11 @@ export function forwardCall(metrics: ProxyMetrics, stream: ServerHttp2Stream, he
       ":scheme": pool.options.tls ? "https" : "http",
     });
     if (set) Object.assign(upstreamHeaders, set);
+    const obs = call.obs;
+    if (obs) {
+      if (obs.traceparent) upstreamHeaders.traceparent = obs.traceparent;
+      obs.sentUpstream(endpoint.address);
+    }
     endpoint.outstanding++;
     pool.request(upstreamHeaders).then(
       (upstream) => {

@@ -25,6 +25,8 @@ export interface UpstreamHeadInput {
   bodyLength: number;
   /** Lower-case names and values sent in place of the client's (winch's injected credentials). */
   set?: Record<string, string>;
+  /** kedge's traceparent (tracing on), sent in place of the client's. */
+  traceparent?: string;
 }
 
 /** Field names the client listed in its Connection header are hop-by-hop too (RFC 9110 §7.6.1). */
@@ -46,6 +48,7 @@ export function buildUpstreamHead(input: UpstreamHeadInput): string {
   let head = `${input.method} ${input.path} HTTP/1.1\r\nhost: ${input.host}\r\n`;
   for (const name in headers) {
     if (name.charCodeAt(0) === 58 /* ":" */ || notForwardedUpstream.has(name) || extra?.has(name) || (input.set && name in input.set)) continue;
+    if (input.traceparent !== undefined && name === "traceparent") continue;
     const value = headers[name];
     if (value === undefined) continue;
     if (typeof value === "string") head += `${name}: ${value}\r\n`;
@@ -56,6 +59,7 @@ export function buildUpstreamHead(input: UpstreamHeadInput): string {
   head += `x-forwarded-for: ${xff ? `${xff}, ${input.clientIp}` : input.clientIp}\r\n`;
   head += `x-forwarded-proto: ${input.scheme}\r\nx-forwarded-host: ${input.host}\r\nx-kedge-request-id: ${input.requestId}\r\n`;
   if (input.set) for (const name in input.set) head += `${name}: ${input.set[name]}\r\n`;
+  if (input.traceparent !== undefined) head += `traceparent: ${input.traceparent}\r\n`;
   if (input.bodyLength > 0) head += `content-length: ${input.bodyLength}\r\n`;
   else if (input.bodyLength < 0) head += "transfer-encoding: chunked\r\n";
   return `${head}\r\n`;

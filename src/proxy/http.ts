@@ -1,5 +1,5 @@
 import { KedgeError, noRoute } from "../errors.js";
-import type { Metrics } from "../observe/metrics.js";
+import { routeLabel, type Metrics } from "../observe/metrics.js";
 import type { Runtime } from "../runtime.js";
 import type { HttpProxy, Routing } from "./exchange.js";
 import { hasEncodedSlash } from "./path.js";
@@ -16,19 +16,21 @@ export interface ProxyContext {
  * route's access policy decides. A request without a route is answered only after authentication.
  */
 export function kedgeRouting(runtime: Runtime, facts: ParsedRequest, proxyAuthorization: string | undefined, socket: object | undefined): Routing {
-  const routing: Routing = { backend: undefined, label: "none", ready: undefined, unrouted: undefined, setHeaders: undefined, maxBodyBytes: runtime.limits.maxBodyBytes };
+  const routing: Routing = { backend: undefined, label: "none", ready: undefined, unrouted: undefined, setHeaders: undefined, maxBodyBytes: runtime.limits.maxBodyBytes, route: "none" };
   if (!runtime.limits.allowEncodedSlashes && hasEncodedSlash(facts.path)) throw new KedgeError("bad-request", 400, "encoded slash (%2F or %5C) in the path");
   const route = runtime.httpRoutes.match(facts);
   if (route) {
     routing.backend = runtime.httpBackends.get(route.backendName);
     if (!routing.backend) throw new KedgeError("no-backend", 502, `unknown backend ${route.backendName}`);
     routing.label = route.backendName;
+    routing.route = routeLabel(route.index);
     if (route.maxBodyBytes > 0) routing.maxBodyBytes = route.maxBodyBytes;
   } else {
     const target = runtime.httpAdhoc.match(facts.host, facts.explicitPort ? facts.port : undefined);
     if (target) {
       routing.backend = runtime.adhoc.http.get(target.host, target.port);
       routing.label = "adhoc";
+      routing.route = "adhoc";
     } else routing.unrouted = noRoute(`${facts.host}:${facts.port}${facts.path}`);
   }
   routing.ready = runtime.access.check(route?.policy, proxyAuthorization, socket);

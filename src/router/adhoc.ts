@@ -1,5 +1,6 @@
 import type { AdhocRule } from "../gen/kedge/config/v1/routes_pb.js";
 import { KedgeError } from "../errors.js";
+import { replaceFirst } from "./expand.js";
 import { compileDnsNameMatcher } from "./match.js";
 
 /** Where an adhoc rule sends a request: a host to resolve and a port to dial. */
@@ -34,7 +35,7 @@ export function compileAdhocRules(rules: readonly AdhocRule[]): AdhocTable {
         if (!rule.portAllowed(target)) {
           throw new KedgeError("adhoc-port-not-allowed", 400, `adhoc: port ${target} is not allowed`);
         }
-        const dialHost = rule.replace ? host.replace(rule.replace.re, rule.replace.to) : host;
+        const dialHost = rule.replace ? replaceFirst(host, rule.replace.re, rule.replace.to) : host;
         return { ruleIndex: rule.ruleIndex, host: dialHost, port: target };
       }
       return undefined;

@@ -28,7 +28,8 @@ export interface GrpcRouteTable {
 
 /**
  * "*" any call; "pkg.*" services under a prefix; "pkg.Service/*" or a bare "pkg.Service" the whole
- * service (kedge Go silently never matched the bare form); "pkg.Service/Method" one method.
+ * service (kedge Go silently never matched the bare form); "pkg.Service/Method" one method. As in
+ * kedge Go, a trailing "*" is a prefix of the full method name, so "pkg.Service/Get*" works too.
  */
 function compileServiceMatcher(pattern: string): ((call: GrpcCallFacts) => boolean) | undefined {
   if (pattern === "" || pattern === "*") return undefined;
@@ -38,7 +39,11 @@ function compileServiceMatcher(pattern: string): ((call: GrpcCallFacts) => boole
   }
   if (pattern.endsWith("*")) {
     const prefix = pattern.slice(0, -1);
-    return (c) => c.service.startsWith(prefix);
+    const slash = prefix.indexOf("/");
+    if (slash < 0) return (c) => c.service.startsWith(prefix);
+    const service = prefix.slice(0, slash);
+    const methodPrefix = prefix.slice(slash + 1);
+    return (c) => c.service === service && c.method.startsWith(methodPrefix);
   }
   const slash = pattern.indexOf("/");
   if (slash >= 0) {

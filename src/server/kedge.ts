@@ -9,7 +9,7 @@ import { RoutingDiscovery } from "../k8s/discovery.js";
 import { kubeClient, useKubernetesConfig } from "../k8s/shared-client.js";
 import { startDemoBackend } from "../demo/backend.js";
 import { log, setLogLevel } from "../observe/log.js";
-import { createMetrics } from "../observe/metrics.js";
+import { countBackendChanges, createMetrics, watchBackends } from "../observe/metrics.js";
 import { inflight } from "../proxy/exchange.js";
 import { buildRuntime, type Runtime } from "../runtime.js";
 import { adminApp } from "./admin.js";
@@ -57,6 +57,9 @@ export async function startKedge(sources: ConfigSources, options: { watchFiles?:
   }
   let draining = false;
   const server = first.server!;
+  metrics.observer.configure(first.observability);
+  countBackendChanges(metrics, undefined, current);
+  watchBackends(metrics, () => current);
   const ports: Record<string, number> = {};
 
   const demo = server.demoBackendPort !== undefined ? startDemoBackend(server.demoBackendPort) : undefined;
@@ -72,6 +75,7 @@ export async function startKedge(sources: ConfigSources, options: { watchFiles?:
     throw e;
   }
   Object.assign(ports, data.ports);
+  metrics.activeConnections.collect = () => [[[], data.openConnections()]];
 
   const admin = server.adminPort !== undefined
     ? await startAdminListener(adminApp({ runtime: () => current, metrics, draining: () => draining }), () => current, server.bindAddress || "0.0.0.0", server.adminPort)
@@ -102,6 +106,8 @@ export async function startKedge(sources: ConfigSources, options: { watchFiles?:
     const previous = current;
     current = next; // one reference swap: new requests see the new runtime, in-flight ones keep theirs
     previous.retire(next);
+    countBackendChanges(metrics, previous, next);
+    metrics.observer.configure(next.config.observability);
     metrics.reloads.inc(["success"]);
     log.info("config reloaded", { version: next.version });
     return undefined;
@@ -138,6 +144,7 @@ export async function startKedge(sources: ConfigSources, options: { watchFiles?:
       admin?.close();
       demo?.stop();
       current.retire(undefined);
+      await metrics.observer.close(); // sends the spans still queued
     },
   };
 }

@@ -28,6 +28,8 @@ export interface DataListeners {
   /** Stops accepting, lets in-flight requests finish, closes idle client connections. */
   stopAccepting(): void;
   closeAll(): void;
+  /** Client connections open now, over all listeners (the active-connections gauge). */
+  openConnections(): number;
 }
 
 const defaultClientIdleMs = 120_000;
@@ -232,5 +234,6 @@ export async function startDataListeners(server: ServerConfig, ctx: ProxyContext
     },
     stopAccepting: () => closers.forEach((c) => c.stop()),
     closeAll: () => closers.forEach((c) => c.kill()),
+    openConnections: () => guard.openConnections,
   };
 }

@@ -1,5 +1,8 @@
 import { isIP } from "node:net";
 import { Route_Protocol, type Route } from "../gen/kedge/winch/v1/winch_pb.js";
+import { expandTemplate } from "../router/expand.js";
+
+export { expandTemplate };
 
 export type Protocol = "http" | "grpc";
 
@@ -16,33 +19,49 @@ export type MapResult = { kind: "mapped"; mapping: Mapping } | { kind: "ip-liter
 
 /**
  * RE2 → JavaScript. kedge Go's configs use Go's syntax: named groups `(?P<name>…)` become
- * `(?<name>…)`, leading inline flags `(?i)`/`(?s)`/`(?m)` become RegExp flags. RE2 constructs JS
- * reads differently (\C, \z, inline flags elsewhere, possessive or Unicode class syntax \pN
- * without braces) are refused rather than silently changed in meaning.
+ * `(?<name>…)`, leading inline flags `(?i)`/`(?s)`/`(?m)` become RegExp flags. RE2 syntax JS reads
+ * differently is refused rather than silently changed in meaning: \C, \z, \A, \Q…\E, \x{…},
+ * Unicode classes \pN, \p{Greek} and \P… (without the "u" flag JS reads "\p{L}" as the letters
+ * "p{L}"), POSIX classes [[:alpha:]], "]" first in a class, and inline flags elsewhere.
  */
 export function translateRe2(exp: string): RegExp {
-  let source = exp;
   let flags = "";
-  const leading = /^\(\?([ims]+)\)/.exec(source);
-  if (leading) {
-    flags = [...new Set(leading[1])].join("");
-    source = source.slice(leading[0].length);
+  const leading = /^\(\?([ims]+)\)/.exec(exp);
+  if (leading) flags = [...new Set(leading[1])].join("");
+  const source = exp.slice(leading?.[0].length ?? 0);
+  let out = "";
+  let inClass = false;
+  for (let i = 0; i < source.length; i++) {
+    const c = source[i];
+    if (c === "\\") {
+      const next = source[i + 1] ?? "";
+      if ((next !== "" && "CzAQpP".includes(next)) || (next === "x" && source[i + 2] === "{")) {
+        throw new Error(`uses an RE2 escape JavaScript reads differently (\\${next})`);
+      }
+      out += c + next;
+      i++;
+    } else if (inClass) {
+      if (c === "[" && /^\[:\^?[a-z]+:\]/.test(source.slice(i))) throw new Error("uses a POSIX class such as [[:alpha:]], which JavaScript lacks");
+      if (c === "]") inClass = false;
+      out += c;
+    } else if (c === "[") {
+      inClass = true;
+      const negated = source[i + 1] === "^";
+      // RE2 reads "]" right after "[" or "[^" as a literal; JavaScript reads an empty class there.
+      if (source[i + (negated ? 2 : 1)] === "]") throw new Error('puts "]" first in a character class; write "\\]"');
+      out += negated ? "[^" : "[";
+      if (negated) i++;
+    } else if (c === "(" && source[i + 1] === "?") {
+      const named = /^\(\?P<([A-Za-z_][A-Za-z0-9_]*)>/.exec(source.slice(i));
+      if (!named && /^\(\?[imsU-]+[:)]/.test(source.slice(i))) throw new Error("inline flags are only supported at the start of the expression");
+      out += named ? `(?<${named[1]}>` : c;
+      if (named) i += named[0].length - 1;
+    } else {
+      out += c;
+    }
   }
-  if (/\(\?[imsU-]+[:)]/.test(source)) throw new Error("inline flags are only supported at the start of the expression");
-  if (/\\[Cz]|\\p[A-Za-z]/.test(source)) throw new Error("uses an RE2 escape JavaScript reads differently (\\C, \\z, or \\pX without braces)");
-  source = source.replace(/\(\?P<([A-Za-z_][A-Za-z0-9_]*)>/g, "(?<$1>");
   // No "u" flag: RE2 reads "[a-z0-9-_]" as a literal "-", which only non-Unicode JS accepts.
-  return new RegExp(source, flags);
-}
-
-/** Go's regexp Expand: ${name}, $name, ${1} and $1 from the match; $$ is a dollar. */
-export function expandTemplate(template: string, match: RegExpExecArray): string {
-  return template.replace(/\$(\$|\{([A-Za-z0-9_]+)\}|([A-Za-z0-9_]+))/g, (_all, dollar: string, braced?: string, bare?: string) => {
-    if (dollar === "$") return "$";
-    const name = braced ?? bare ?? "";
-    const value = /^\d+$/.test(name) ? match[Number(name)] : match.groups?.[name];
-    return value ?? "";
-  });
+  return new RegExp(out, flags);
 }
 
 interface CompiledRoute {

@@ -1,0 +1,80 @@
+import { peerCertOf, type Identity } from "../auth/identity.js";
+
+/** How bad an access line is; the config's level is the least severe one written. */
+export type LineLevel = "info" | "warn" | "error";
+
+export const levelRank: Record<LineLevel, number> = { info: 0, warn: 1, error: 2 };
+
+/** The config's level name ("" is the default, info; "warning" is accepted as warn). */
+export function parseLineLevel(name: string): LineLevel | undefined {
+  if (name === "" || name === "info") return "info";
+  if (name === "warn" || name === "warning") return "warn";
+  if (name === "error") return "error";
+  return undefined;
+}
+
+export function httpLineLevel(status: number): LineLevel {
+  return status >= 500 ? "error" : status >= 400 ? "warn" : "info";
+}
+
+/** Statuses that say the server side failed (gRPC's own classification of retryable/server errors). */
+const serverSideGrpcCodes = new Set(["2", "4", "12", "13", "14", "15"]);
+
+export function grpcLineLevel(code: string): LineLevel {
+  return code === "0" ? "info" : serverSideGrpcCodes.has(code) ? "error" : "warn";
+}
+
+/**
+ * Who the caller was, by name only: the verified client certificate's subject and the verified
+ * token's subject. `resolved` is what the access decision resolved with (an Identity when a token
+ * was verified); the certificate is read from the connection's cache otherwise.
+ */
+export function identityOf(resolved: unknown, socket: object | null | undefined): { cert: string | undefined; token: string | undefined } {
+  const identity = typeof resolved === "object" && resolved !== null ? (resolved as Identity) : undefined;
+  const token = typeof identity?.token?.subject === "string" ? identity.token.subject : undefined;
+  let cert = identity?.cert?.subject;
+  if (cert === undefined) {
+    const peer = peerCertOf(socket);
+    if (peer?.verified) cert = peer.identity.subject;
+  }
+  return { cert, token };
+}
+
+const maxPathLength = 2048;
+
+/** The path as logged: no query string (tokens travel there), bounded in length. */
+export function loggedPath(path: string): string {
+  const q = path.indexOf("?");
+  const bare = q >= 0 ? path.slice(0, q) : path;
+  return bare.length > maxPathLength ? `${bare.slice(0, maxPathLength)}…` : bare;
+}
+
+/** Host[:port] as logged: any userinfo ("user:password@") is cut off. */
+export function loggedHost(authority: string | undefined): string | undefined {
+  if (authority === undefined) return undefined;
+  const at = authority.lastIndexOf("@");
+  return at >= 0 ? authority.slice(at + 1) : authority;
+}
+
+export function millis(ms: number): number {
+  return Math.round(ms * 1000) / 1000;
+}
+
+/**
+ * Access lines go to stdout, gathered into one write per turn of the event loop: under load
+ * many requests finish in the same turn, and one write is cheaper than one per line.
+ */
+export class AccessLogWriter {
+  private pending = "";
+
+  write(line: string): void {
+    if (this.pending === "") queueMicrotask(this.flush);
+    this.pending += `${line}\n`;
+  }
+
+  private readonly flush = (): void => {
+    const out = this.pending;
+    this.pending = "";
+    process.stdout.write(out);
+  };
+}
