@@ -94,6 +94,9 @@ function h1Server(env: ListenerEnv, scheme: "http" | "https", port: () => number
     proxyConnect(proxies.ctx, proxies.tunnels, req, socket, head);
   });
   server.on("clientError", (err: Error, socket: Duplex) => writeRawError(socket, parserRefusal(err, limits), newRequestId(), "x-kedge"));
+  // A client may half-close once its request is sent (nc, some scripts): it still gets its answer.
+  // Bun's node:http closes such a connection unless told otherwise (Node's httpAllowHalfOpen).
+  Object.assign(server, { httpAllowHalfOpen: true });
   server.keepAliveTimeout = env.idleMs;
   server.headersTimeout = Math.min(60_000, env.idleMs);
   return server;
