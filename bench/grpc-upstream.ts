@@ -1,8 +1,15 @@
 /**
  * Minimal gRPC upstream for bench/run.sh: an h2c (HTTP/2 prior knowledge) server that answers every
- * POST with a valid unary gRPC response — headers, one length-prefixed message, trailers
- * grpc-status 0 — without decoding the request (it only drains it).
- * Usage: bun bench/grpc-upstream.ts PORT   (listens on 127.0.0.1:PORT, prints "listening" when ready)
+ * POST with a valid gRPC response without decoding the request (it only drains it):
+ * - unary (any path not ending in "/Stream"): headers, one length-prefixed message, trailers
+ *   grpc-status 0;
+ * - server-streaming (a path ending in "/Stream", e.g. /bench.Echo/Stream): headers, then
+ *   MESSAGES messages, each its own write() (so its own DATA frame), then trailers grpc-status 0.
+ * Every message is the same 17 bytes: 5-byte prefix + "hello world\n".
+ * A GET of /_bench/status answers the number of HTTP/2 connections accepted so far (bench/run.sh
+ * counts the upstream connections each run opens).
+ * Usage: bun bench/grpc-upstream.ts PORT [MESSAGES]   (default 100; listens on 127.0.0.1:PORT,
+ * prints "listening" when ready)
  *
  * HPACK: every response header is sent as a never-indexed literal (`sensitiveHeaders`). Bun's
  * node:http2 (1.4.5) ignores a peer's SETTINGS_HEADER_TABLE_SIZE = 0 and still adds response
@@ -13,8 +20,9 @@
 import { createServer, sensitiveHeaders, type ServerHttp2Stream } from "node:http2";
 
 const port = Number(process.argv[2]);
-if (!Number.isInteger(port) || port <= 0) {
-  console.error("usage: bun bench/grpc-upstream.ts PORT");
+const streamMessages = Number(process.argv[3] ?? 100);
+if (!Number.isInteger(port) || port <= 0 || !Number.isInteger(streamMessages) || streamMessages < 1) {
+  console.error("usage: bun bench/grpc-upstream.ts PORT [MESSAGES]");
   process.exit(2);
 }
 
@@ -34,9 +42,16 @@ const headers = {
 const trailers = { "grpc-status": "0", [sensitiveHeaders]: ["grpc-status"] };
 
 const server = createServer({ settings: { maxConcurrentStreams: 1000 } });
+let sessions = 0;
+server.on("session", () => sessions++);
 server.on("stream", (stream: ServerHttp2Stream, reqHeaders) => {
   stream.on("error", () => {}); // a reset stream must not take the server down
   stream.resume(); // drain the request body
+  if (reqHeaders[":method"] === "GET" && reqHeaders[":path"] === "/_bench/status") {
+    stream.respond({ ":status": 200, "content-type": "text/plain", [sensitiveHeaders]: ["content-type", "date"] });
+    stream.end(`${sessions}\n`);
+    return;
+  }
   if (reqHeaders[":method"] !== "POST") {
     stream.respond({ ":status": 405, [sensitiveHeaders]: ["date"] });
     stream.end();
@@ -44,7 +59,19 @@ server.on("stream", (stream: ServerHttp2Stream, reqHeaders) => {
   }
   stream.respond(headers, { waitForTrailers: true });
   stream.on("wantTrailers", () => stream.sendTrailers(trailers));
-  stream.end(frame);
+  if (!String(reqHeaders[":path"]).endsWith("/Stream")) {
+    stream.end(frame);
+    return;
+  }
+  // One message per write, the next one only once the previous has been handed to the session, so
+  // each leaves as its own DATA frame (synchronous writes get coalesced into one).
+  let sent = 0;
+  const next = () => {
+    if (stream.destroyed) return;
+    if (++sent === streamMessages) stream.end(frame);
+    else stream.write(frame, next);
+  };
+  next();
 });
 server.on("sessionError", () => {});
 server.listen(port, "127.0.0.1", () => console.log("listening"));

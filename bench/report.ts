@@ -1,12 +1,20 @@
 /**
- * Turns bench/run.sh's raw measurements (raw.tsv + one wrk or h2load output file per run) into
- * Markdown: one section per workload (HTTP/1.1 with wrk, gRPC unary with h2load).
- * Usage: bun bench/report.ts RAW_TSV CLK_TCK META HTTP_LOAD GRPC_LOAD [STDERR_FILE...]
+ * Turns bench/run.sh's raw measurements into Markdown: a summary against the issue's targets, the
+ * resource measurements (start-up, idle RSS, 10k idle connections), then one section per workload.
+ *
+ * Usage: bun bench/report.ts RAW_TSV CLK_TCK LAST_RUN_DIR
+ *   RAW_TSV: one row per measured run (see run.sh), each naming its wrk / h2load / stream-client
+ *   output file. LAST_RUN_DIR holds startup.txt, idle-conns.txt and *.stderr.
+ *   Environment: BENCH_META, BENCH_LOAD_<workload>, BENCH_RESOURCES (descriptions),
+ *   BENCH_STREAM_MSGS, BENCH_BODY_BYTES, BENCH_IDLE_CONNS, BENCH_TLS13_CIPHERS (the one cipher every
+ *   HTTPS run must have negotiated).
+ * MB here is 2^20 bytes.
  */
-import { existsSync, readFileSync } from "node:fs";
-import { basename } from "node:path";
+import { existsSync, readdirSync, readFileSync } from "node:fs";
+import { join } from "node:path";
 
 type Load = {
+  /** Completed requests (calls for gRPC), the divisor of CPU per request. */
   requests: number;
   rps: number;
   p50ms: number;
@@ -15,6 +23,10 @@ type Load = {
   maxMs: number;
   errors: number;
   errorLines: string[];
+  /** stream: messages/s of OK calls; body: request-body MB/s. */
+  extra: number;
+  /** stream: p50 ms to a call's first message. */
+  firstMsgP50ms: number;
 };
 
 type Run = Load & {
@@ -25,18 +37,91 @@ type Run = Load & {
   upstreamCpuUsPerReq: number;
   rssKb: number;
   alive: boolean;
+  upstreamConns: number;
 };
 
-const workloads: Record<string, { title: string; labels: Record<string, string>; tool: string }> = {
+const TARGETS = ["direct", "kedge", "nginx", "haproxy"] as const;
+const MB = 1024 * 1024;
+const streamMsgs = Number(process.env.BENCH_STREAM_MSGS ?? 100);
+const bodyBytes = Number(process.env.BENCH_BODY_BYTES ?? MB);
+const idleTarget = Number(process.env.BENCH_IDLE_CONNS ?? 10000);
+const tlsCiphers = process.env.BENCH_TLS13_CIPHERS;
+
+interface Workload {
+  title: string;
+  short: string;
+  labels: Record<(typeof TARGETS)[number], string>;
+  tool: string;
+  /** Column for Load.extra, if any. */
+  extra?: string;
+  notes: string[];
+}
+
+const grpcLabels = {
+  direct: "direct (gRPC upstream)",
+  kedge: "kedge (h2c_port)",
+  nginx: "nginx grpc_pass",
+  haproxy: "haproxy (proto h2 both sides)",
+};
+const workloads: Record<string, Workload> = {
   http: {
     title: "HTTP/1.1 (wrk)",
-    labels: { direct: "direct (upstream nginx)", kedge: "kedge", nginx: "nginx proxy_pass" },
+    short: "HTTP/1.1",
+    labels: { direct: "direct (upstream nginx)", kedge: "kedge (http_port)", nginx: "nginx proxy_pass", haproxy: "haproxy" },
     tool: "wrk",
+    notes: [],
+  },
+  https: {
+    title: "HTTPS with HTTP/2 (h2load over TLS)",
+    short: "HTTPS h2",
+    labels: {
+      direct: "direct (upstream nginx, ssl http2)",
+      kedge: "kedge (http_tls_port)",
+      nginx: "nginx (ssl http2 → proxy_pass)",
+      haproxy: "haproxy (ssl alpn h2 → HTTP/1.1)",
+    },
+    tool: "h2load",
+    notes: [
+      "Clients speak HTTP/2 over TLS to each target; the proxies speak plain HTTP/1.1 to the upstream nginx.",
+      "p50/p99 from h2load's per-request log. errors: failed/errored/timed-out requests, non-2xx, short bodies, no h2.",
+    ],
   },
   grpc: {
-    title: "gRPC unary (h2load)",
-    labels: { direct: "direct (gRPC upstream)", kedge: "kedge (h2c port)", nginx: "nginx grpc_pass" },
+    title: "gRPC unary (h2load, h2c)",
+    short: "gRPC unary",
+    labels: grpcLabels,
     tool: "h2load",
+    notes: [
+      "h2load prints no latency percentiles: p50/p99 are computed from its per-request log (`--log-file`).",
+      "errors: failed/errored/timed-out calls, non-2xx, and 2xx calls without the upstream's message.",
+    ],
+  },
+  stream: {
+    title: "gRPC server-streaming (bench/grpc-stream-client.ts, h2c)",
+    short: "gRPC streaming",
+    labels: grpcLabels,
+    tool: "grpc-stream-client",
+    extra: "msgs/s",
+    notes: [
+      `req/s is calls/s; each OK call brought exactly ${streamMsgs} messages and grpc-status 0 (anything else is an error).`,
+      "p50/p99: whole call, request sent to trailers received. CPU µs/req is per call; per message divide by " +
+        `${streamMsgs} (column CPU µs/msg).`,
+    ],
+  },
+  body: {
+    title: `${bodyBytes === MB ? "1 MB" : `${bodyBytes}-byte`} request body (wrk POST)`,
+    short: "1 MB body",
+    labels: {
+      direct: "direct (upstream nginx)",
+      kedge: "kedge (http_port)",
+      nginx: "nginx proxy_pass (request buffering off)",
+      haproxy: "haproxy",
+    },
+    tool: "wrk",
+    extra: "body MB/s",
+    notes: [
+      "The upstream nginx reads the whole body (in memory), then answers 12 bytes; MB/s is request-body bytes.",
+    ],
   },
 };
 
@@ -57,25 +142,29 @@ function parseWrk(text: string): Load {
   const errorLines = text.split("\n").map((l) => l.trim()).filter((l) => /^(Socket errors|Non-2xx)/.test(l));
   const socket = text.match(/Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/);
   const socketErrors = socket ? socket.slice(1).reduce((a, b) => a + Number(b), 0) : 0;
+  const rps = num(/Requests\/sec:\s+([\d.]+)/);
+  const body = Number(text.match(/^bench: request body bytes (\d+)/m)?.[1] ?? NaN);
   return {
     requests: num(/(\d+) requests in/),
-    rps: num(/Requests\/sec:\s+([\d.]+)/),
+    rps,
     p50ms: pct("50"),
     p99ms: pct("99"),
     meanMs: stat ? toMs(stat[1], stat[2]) : NaN,
     maxMs: stat ? toMs(stat[3], stat[4]) : NaN,
     errors: socketErrors + (num(/Non-2xx or 3xx responses: (\d+)/) || 0),
     errorLines,
+    extra: (rps * body) / MB,
+    firstMsgP50ms: NaN,
   };
 }
 
 /**
  * h2load's own summary plus the lines run.sh appends: percentiles from --log-file and the number
- * of DATA bytes one OK call carries. h2load cannot see grpc-status (it is in the trailers), but a
+ * of DATA bytes one OK response carries. h2load cannot see grpc-status (it is in the trailers), but a
  * non-OK answer from a proxy is trailers-only or lacks the upstream's message, so a DATA total
- * other than 2xx × message size means some calls did not get the upstream's OK answer.
+ * below 2xx × message size means some calls did not get the upstream's OK answer.
  */
-function parseH2load(text: string): Load {
+function parseH2load(text: string, tls: boolean): Load {
   const ints = (re: RegExp) => text.match(re)?.slice(1).map(Number);
   const req = ints(/requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored, (\d+) timeout/);
   const codes = ints(/status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx/);
@@ -85,6 +174,15 @@ function parseH2load(text: string): Load {
   const t = text.match(/time for request:\s+([\d.]+)(us|ms|s)\s+([\d.]+)(us|ms|s)\s+([\d.]+)(us|ms|s)/);
   const errorLines: string[] = [];
   let errors = 0;
+  if (tls && !/^Application protocol: h2$/m.test(text)) {
+    errorLines.push(`not HTTP/2 over TLS (${text.match(/^Application protocol: .*$/m)?.[0] ?? "no ALPN line"})`);
+    errors += 1;
+  }
+  const cipher = text.match(/^Cipher: (.*)$/m)?.[1];
+  if (tls && tlsCiphers && cipher !== tlsCiphers) {
+    errorLines.push(`negotiated cipher ${cipher ?? "unknown"}, not ${tlsCiphers}`);
+    errors += 1;
+  }
   if (req && codes) {
     const [, , done, succeeded, failed, errored, timeout] = req;
     const [, n3xx, n4xx, n5xx] = codes;
@@ -94,12 +192,12 @@ function parseH2load(text: string): Load {
     if (n3xx + n4xx + n5xx > 0) errorLines.push(`status codes: ${n3xx} 3xx, ${n4xx} 4xx, ${n5xx} 5xx`);
     // failed counts 4xx/5xx and stream errors; 3xx counts as succeeded in h2load.
     errors += failed + timeout + n3xx;
-    // Each succeeded call must have brought the upstream's message. Calls cut off at the end of the
-    // duration may add DATA bytes but never take any away, so only a shortfall is an error.
+    // Each succeeded request must have brought the upstream's body. Requests cut off at the end of
+    // the duration may add DATA bytes but never take any away, so only a shortfall is an error.
     if (Number.isFinite(expectedBytes) && Number.isFinite(dataBytes) && dataBytes < succeeded * expectedBytes) {
       const missing = Math.ceil((succeeded * expectedBytes - dataBytes) / expectedBytes);
       errorLines.push(
-        `DATA bytes ${dataBytes} < ${succeeded} succeeded × ${expectedBytes}: at least ${missing} calls without the upstream's message (non-OK grpc-status?)`,
+        `DATA bytes ${dataBytes} < ${succeeded} succeeded × ${expectedBytes}: at least ${missing} responses without the upstream's body (non-OK grpc-status?)`,
       );
       errors += missing;
     }
@@ -116,6 +214,36 @@ function parseH2load(text: string): Load {
     maxMs: t ? toMs(t[3], t[4]) : NaN,
     errors,
     errorLines,
+    extra: NaN,
+    firstMsgP50ms: NaN,
+  };
+}
+
+/** `key=value` pairs of the first line starting with prefix. */
+function keyValues(text: string, prefix: string): Record<string, string> | undefined {
+  const line = text.split("\n").find((l) => l.startsWith(prefix));
+  if (!line) return undefined;
+  return Object.fromEntries([...line.slice(prefix.length).matchAll(/(\w+)=(\S*)/g)].map((m) => [m[1], m[2]]));
+}
+
+function parseStream(text: string): Load {
+  const kv = keyValues(text, "bench-stream:");
+  const n = (k: string) => Number(kv?.[k] ?? NaN);
+  const errorLines = text
+    .split("\n")
+    .filter((l) => l.startsWith("bench-stream-error:") || (l.startsWith("bench-stream:") && !l.includes("calls=")))
+    .map((l) => l.replace(/^bench-stream(-error)?: /, ""));
+  return {
+    requests: n("calls"),
+    rps: n("calls_per_s"),
+    p50ms: n("p50_ms"),
+    p99ms: n("p99_ms"),
+    meanMs: n("mean_ms"),
+    maxMs: n("max_ms"),
+    errors: kv ? n("errors") : 1,
+    errorLines: kv ? errorLines : [...errorLines, text.trim().split("\n").slice(-3).join(" / ") || "no output"],
+    extra: n("msgs_per_s"),
+    firstMsgP50ms: n("first_msg_p50_ms"),
   };
 }
 
@@ -128,15 +256,16 @@ function median(xs: number[]): number {
 
 const fmt = (x: number, digits = 2) => (Number.isFinite(x) ? x.toFixed(digits) : "n/a");
 const fmtInt = (x: number) => (Number.isFinite(x) ? Math.round(x).toLocaleString("en-US") : "n/a");
-const ratio = (a: number, b: number) => (Number.isFinite(a / b) ? `${(a / b).toFixed(2)}×` : "n/a");
+const ratioOf = (a: number, b: number) => a / b;
+const fmtRatio = (x: number) => (Number.isFinite(x) ? `${x.toFixed(2)}×` : "n/a");
 
-const [rawPath, clkTckArg, meta = "", httpLoad = "", grpcLoad = "", ...stderrPaths] = process.argv.slice(2);
-if (!rawPath || !clkTckArg) {
-  console.error("usage: bun bench/report.ts RAW_TSV CLK_TCK META HTTP_LOAD GRPC_LOAD [STDERR_FILE...]");
+const [rawPath, clkTckArg, runDir] = process.argv.slice(2);
+if (!rawPath || !clkTckArg || !runDir) {
+  console.error("usage: bun bench/report.ts RAW_TSV CLK_TCK LAST_RUN_DIR");
   process.exit(2);
 }
-const loadDesc: Record<string, string> = { http: httpLoad, grpc: grpcLoad };
 const usPerTick = 1e6 / Number(clkTckArg);
+const readIf = (path: string) => (existsSync(path) ? readFileSync(path, "utf8") : "");
 
 const runs: Run[] = readFileSync(rawPath, "utf8")
   .trim()
@@ -144,9 +273,14 @@ const runs: Run[] = readFileSync(rawPath, "utf8")
   .slice(1)
   .filter(Boolean)
   .map((line) => {
-    const [workload, target, round, ticks, upstreamTicks, rssKb, alive, loadFile] = line.split("\t");
-    const text = existsSync(loadFile) ? readFileSync(loadFile, "utf8") : "";
-    const load = workload === "grpc" ? parseH2load(text) : parseWrk(text);
+    const [workload, target, round, ticks, upstreamTicks, rssKb, alive, upstreamConns, loadFile] = line.split("\t");
+    const text = readIf(loadFile);
+    const load =
+      workload === "stream"
+        ? parseStream(text)
+        : workload === "grpc" || workload === "https"
+          ? parseH2load(text, workload === "https")
+          : parseWrk(text);
     return {
       workload,
       target,
@@ -156,96 +290,222 @@ const runs: Run[] = readFileSync(rawPath, "utf8")
       upstreamCpuUsPerReq: Number(upstreamTicks) >= 0 ? (Number(upstreamTicks) * usPerTick) / load.requests : NaN,
       rssKb: alive === "yes" ? Number(rssKb) : NaN,
       alive: alive === "yes",
+      upstreamConns: Number(upstreamConns) >= 0 ? Number(upstreamConns) : NaN,
     };
   });
 
-const label = (r: Run) => workloads[r.workload]?.labels[r.target] ?? r.target;
-
-const out: string[] = [];
-out.push("# kedge benchmark", "", `${new Date().toISOString()} — ${meta}`, "");
-out.push("Median over rounds. CPU and RSS are the measured process only: the proxy for kedge and nginx,");
-out.push("the upstream itself for direct (nginx worker for HTTP, the Bun gRPC server for gRPC).");
-
-for (const [w, { title, labels, tool }] of Object.entries(workloads)) {
+type Summary = {
+  rps: number;
+  extra: number;
+  p50ms: number;
+  p99ms: number;
+  cpuUsPerReq: number;
+  rssMb: number;
+  upstreamConns: number;
+  errors: number;
+  died: boolean;
+  rounds: number;
+};
+const summaries = new Map<string, Map<string, Summary>>();
+for (const w of Object.keys(workloads)) {
   const wruns = runs.filter((r) => r.workload === w);
   if (wruns.length === 0) continue;
-  const targets = Object.keys(labels);
-  const summary = new Map(
-    targets.map((t) => {
-      const rs = wruns.filter((r) => r.target === t);
-      return [
-        t,
-        {
-          rps: median(rs.map((r) => r.rps)),
-          p50ms: median(rs.map((r) => r.p50ms)),
-          p99ms: median(rs.map((r) => r.p99ms)),
-          cpuUsPerReq: median(rs.map((r) => r.cpuUsPerReq)),
-          // VmHWM only grows, so the largest reading is the peak of the whole run.
-          rssMb: Math.max(...rs.map((r) => r.rssKb).filter(Number.isFinite)) / 1024,
-          errors: rs.reduce((a, r) => a + r.errors, 0),
-          died: rs.some((r) => !r.alive),
-        },
-      ];
-    }),
+  summaries.set(
+    w,
+    new Map(
+      TARGETS.map((t) => {
+        const rs = wruns.filter((r) => r.target === t);
+        const rss = rs.map((r) => r.rssKb).filter(Number.isFinite);
+        return [
+          t,
+          {
+            rps: median(rs.map((r) => r.rps)),
+            extra: median(rs.map((r) => r.extra)),
+            p50ms: median(rs.map((r) => r.p50ms)),
+            p99ms: median(rs.map((r) => r.p99ms)),
+            cpuUsPerReq: median(rs.map((r) => r.cpuUsPerReq)),
+            // VmHWM only grows, so the largest reading is the peak of the whole run.
+            rssMb: rss.length ? Math.max(...rss) / 1024 : NaN,
+            upstreamConns: median(rs.map((r) => r.upstreamConns)),
+            errors: rs.reduce((a, r) => a + r.errors, 0),
+            died: rs.some((r) => !r.alive),
+            rounds: rs.length,
+          },
+        ];
+      }),
+    ),
   );
+}
+const stat = (w: string, t: string) => summaries.get(w)?.get(t);
 
-  out.push("", `## ${title}`, "", loadDesc[w] ? `${loadDesc[w]}.` : "");
-  if (w === "grpc") {
+// --- resource measurements ------------------------------------------------------------------
+const startupText = readIf(join(runDir, "startup.txt"));
+const idle = keyValues(startupText, "bench-idle:");
+const ready = keyValues(startupText, "bench-ready:");
+const connsText = readIf(join(runDir, "idle-conns.txt"));
+const conns = keyValues(connsText, "bench-idle-conns:");
+const kb = (kv: Record<string, string> | undefined, k: string) => Number(kv?.[k] ?? NaN);
+const idleRssMb = kb(idle, "rss_kb") / 1024;
+const readyMs = kb(ready, "median_ms");
+const connsHeldMb = Math.max(kb(conns, "rss_held_kb"), kb(conns, "rss_end_kb")) / 1024;
+const connsAllOpen =
+  conns !== undefined && kb(conns, "opened") === idleTarget && kb(conns, "still_open") === idleTarget;
+
+// --- summary against the issue's targets -------------------------------------------------------
+type Check = { target: string; measured: string; met: boolean | undefined };
+const checks: Check[] = [];
+const check = (target: string, value: number, ok: (v: number) => boolean, measured: string, extraOk = true) =>
+  checks.push({ target, measured, met: Number.isFinite(value) ? ok(value) && extraOk : undefined });
+const ratioCheck = (target: string, w: string, base: string, field: "rps" | "cpuUsPerReq", ok: (r: number) => boolean) => {
+  const k = stat(w, "kedge");
+  const b = stat(w, base);
+  const r = k && b ? ratioOf(k[field], b[field]) : NaN;
+  const unit = field === "rps" ? "req/s" : "CPU µs/req";
+  const digits = field === "rps" ? 0 : 1;
+  const measured = k && b ? `${fmtRatio(r)} (kedge ${fmt(k[field], digits)} vs ${fmt(b[field], digits)} ${unit})` : "not run";
+  check(target, r, ok, measured);
+};
+ratioCheck("HTTP/1.1 req/s ≥ 0.8× nginx", "http", "nginx", "rps", (r) => r >= 0.8);
+for (const w of Object.keys(workloads)) {
+  if (summaries.has(w) || w === "http") {
+    ratioCheck(`CPU/request ≤ 1.5× nginx (${workloads[w].short})`, w, "nginx", "cpuUsPerReq", (r) => r <= 1.5);
+  }
+}
+ratioCheck("gRPC unary req/s ≥ nginx grpc_pass", "grpc", "nginx", "rps", (r) => r >= 1);
+ratioCheck("gRPC unary req/s ≥ 0.7× haproxy", "grpc", "haproxy", "rps", (r) => r >= 0.7);
+check("idle RSS ≤ 60 MB", idleRssMb, (v) => v <= 60, idle ? `${fmt(idleRssMb, 1)} MB` : "not measured");
+check(
+  `${idleTarget.toLocaleString("en-US")} idle keep-alive connections: RSS ≤ 300 MB, all still open`,
+  connsHeldMb,
+  (v) => v <= 300,
+  conns
+    ? `${fmt(connsHeldMb, 1)} MB; ${kb(conns, "still_open")}/${idleTarget} open after ${kb(conns, "hold_s")} s, ` +
+        `${kb(conns, "second_request_ok")} answered a second request`
+    : "not measured",
+  connsAllOpen,
+);
+check(
+  "ready ≤ 100 ms after start (median)",
+  readyMs,
+  (v) => v <= 100,
+  ready ? `${fmt(readyMs, 1)} ms (median of ${Number(ready.starts) - Number(ready.failed)} starts)` : "not measured",
+  ready?.failed === "0",
+);
+
+const out: string[] = [];
+out.push("# kedge benchmark", "", `${new Date().toISOString()} — ${process.env.BENCH_META ?? ""}`, "");
+out.push("## Summary", "", "| target | measured | |", "|---|---|---|");
+for (const c of checks) {
+  out.push(`| ${c.target} | ${c.measured} | ${c.met === undefined ? "not measured" : c.met ? "met" : "**not met**"} |`);
+}
+out.push(
+  "",
+  "Ratios are kedge's median over the median of the other target; noisy on a shared machine, see the rounds below.",
+);
+
+// --- resources section -----------------------------------------------------------------------
+out.push("", "## kedge start-up, idle RSS, idle connections", "");
+if (process.env.BENCH_RESOURCES) out.push(`${process.env.BENCH_RESOURCES}.`, "");
+if (!idle && !ready && !conns) out.push("Not measured (RESOURCES=0).");
+else {
+  out.push("| measurement | value |", "|---|--:|");
+  if (idle?.rss_kb) {
+    out.push(`| idle RSS (nothing sent, ${idle.settle_s}s after listening) | ${fmt(idleRssMb, 1)} MB |`);
+    out.push(`| idle peak RSS (VmHWM) | ${fmt(kb(idle, "hwm_kb") / 1024, 1)} MB |`);
+    if (idle.listen_ms) out.push(`| port listening after spawn (that start) | ${idle.listen_ms} ms |`);
+  } else if (idle) out.push(`| idle RSS | failed: ${idle.error ?? "?"} |`);
+  if (ready) {
+    out.push(`| ready: spawn → first proxied 200, median | ${ready.median_ms} ms |`);
+    out.push(`| ready: min / max | ${ready.min_ms} / ${ready.max_ms} ms |`);
+    out.push(`| ready: every start (ms) | ${ready.all_ms.replaceAll(",", ", ")}${ready.failed !== "0" ? ` (${ready.failed} failed)` : ""} |`);
+  }
+  if (conns?.opened) {
+    out.push(`| idle conns: opened (one keep-alive GET each) | ${conns.opened} / ${conns.target} in ${conns.open_ms} ms |`);
+    out.push(`| idle conns: RSS before / all held (+1 s) / end of hold | ${fmt(kb(conns, "rss_before_kb") / 1024, 1)} / ${fmt(kb(conns, "rss_held_kb") / 1024, 1)} / ${fmt(kb(conns, "rss_end_kb") / 1024, 1)} MB |`);
+    out.push(`| idle conns: peak RSS (VmHWM) | ${fmt(kb(conns, "hwm_kb") / 1024, 1)} MB |`);
+    out.push(`| idle conns: still open after ${conns.hold_s} s / answered a second request | ${conns.still_open} / ${conns.second_request_ok} |`);
+  } else if (conns) out.push(`| idle conns | failed: ${connsText.trim().split("\n").join("; ")} |`);
+  const resErrors = [startupText, connsText].flatMap((t) => t.split("\n").filter((l) => /^bench-[\w-]+-error:/.test(l) || /error=/.test(l)));
+  if (resErrors.length) out.push("", ...resErrors.map((l) => `- ${l}`));
+}
+
+// --- workloads ---------------------------------------------------------------------------------
+out.push("", "## Load", "");
+out.push("Median over rounds (targets alternate within each round). CPU and RSS are the measured process only:");
+out.push("kedge, the nginx worker, the haproxy process; for direct, the upstream itself (nginx worker, or the Bun");
+out.push("gRPC server). CPU µs/req = (utime+stime from /proc/<pid>/stat after − before the run) ÷ requests completed.");
+out.push("upstream conns: connections the upstream accepted during a run (median); a proxy that keeps its upstream");
+out.push("connections alive opens none after the warm-up.");
+
+for (const [w, def] of Object.entries(workloads)) {
+  const s = summaries.get(w);
+  if (!s) continue;
+  const wruns = runs.filter((r) => r.workload === w);
+  const perMsg = w === "stream";
+  out.push("", `### ${def.title}`, "", `${process.env[`BENCH_LOAD_${w}`] ?? ""}.`, ...def.notes.map((n) => `${n}`));
+  const extraHead = def.extra ? ` ${def.extra} |` : "";
+  const extraSep = def.extra ? "--:|" : "";
+  out.push(
+    "",
+    `| target | req/s |${extraHead} p50 ms | p99 ms | CPU µs/req |${perMsg ? " CPU µs/msg |" : ""} peak RSS MB | upstream conns | errors |`,
+    `|---|--:|${extraSep}--:|--:|--:|${perMsg ? "--:|" : ""}--:|--:|--:|`,
+  );
+  for (const t of TARGETS) {
+    const x = s.get(t)!;
+    const errors = `${x.errors}${x.died ? " (process died)" : ""}${x.rounds === 0 ? " (not run)" : ""}`;
+    const extra = def.extra ? ` ${w === "body" ? fmt(x.extra, 0) : fmtInt(x.extra)} |` : "";
     out.push(
-      "h2load prints no latency percentiles: p50/p99 are computed from its per-request log (`--log-file`).",
-      "errors: failed/errored/timed-out calls, non-2xx, and 2xx calls without the upstream's message.",
+      `| ${def.labels[t]} | ${fmtInt(x.rps)} |${extra} ${fmt(x.p50ms)} | ${fmt(x.p99ms)} | ${fmt(x.cpuUsPerReq, 1)} |` +
+        `${perMsg ? ` ${fmt(x.cpuUsPerReq / streamMsgs, 2)} |` : ""} ${fmt(x.rssMb, 1)} | ${fmtInt(x.upstreamConns)} | ${errors} |`,
     );
   }
-  out.push("", "| target | req/s | p50 ms | p99 ms | CPU µs/req | peak RSS MB | errors |");
-  out.push("|---|--:|--:|--:|--:|--:|--:|");
-  for (const t of targets) {
-    const s = summary.get(t)!;
-    const errors = `${s.errors}${s.died ? " (process died)" : ""}`;
+  const k = s.get("kedge")!;
+  out.push("", "| ratio | req/s | p50 | p99 | CPU µs/req | peak RSS |", "|---|--:|--:|--:|--:|--:|");
+  for (const base of ["direct", "nginx", "haproxy"] as const) {
+    const b = s.get(base)!;
     out.push(
-      `| ${labels[t]} | ${fmtInt(s.rps)} | ${fmt(s.p50ms)} | ${fmt(s.p99ms)} | ${fmt(s.cpuUsPerReq, 1)} | ${fmt(s.rssMb, 1)} | ${errors} |`,
-    );
-  }
-
-  const k = summary.get("kedge")!;
-  out.push("", "| ratio | req/s | p50 | p99 | CPU µs/req |", "|---|--:|--:|--:|--:|");
-  for (const [name, base] of [["kedge / direct", "direct"], ["kedge / nginx", "nginx"]] as const) {
-    const b = summary.get(base)!;
-    out.push(
-      `| ${name} | ${ratio(k.rps, b.rps)} | ${ratio(k.p50ms, b.p50ms)} | ${ratio(k.p99ms, b.p99ms)} | ${ratio(k.cpuUsPerReq, b.cpuUsPerReq)} |`,
+      `| kedge / ${base} | ${fmtRatio(k.rps / b.rps)} | ${fmtRatio(k.p50ms / b.p50ms)} | ${fmtRatio(k.p99ms / b.p99ms)} | ` +
+        `${fmtRatio(k.cpuUsPerReq / b.cpuUsPerReq)} | ${fmtRatio(k.rssMb / b.rssMb)} |`,
     );
   }
 
   out.push("", "<details><summary>every round</summary>", "");
+  const firstMsg = perMsg ? " first msg p50 ms |" : "";
   out.push(
-    "| round | target | requests | req/s | p50 ms | p99 ms | mean ms | max ms | CPU µs/req | upstream CPU µs/req | errors |",
-    "|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+    `| round | target | requests | req/s |${extraHead} p50 ms | p99 ms | mean ms | max ms |${firstMsg} CPU µs/req | upstream CPU µs/req | upstream conns | errors |`,
+    `|--:|---|--:|--:|${extraSep}--:|--:|--:|--:|${perMsg ? "--:|" : ""}--:|--:|--:|--:|`,
   );
   for (const r of [...wruns].sort((a, b) => a.round - b.round)) {
+    const extra = def.extra ? ` ${w === "body" ? fmt(r.extra, 0) : fmtInt(r.extra)} |` : "";
     out.push(
-      `| ${r.round} | ${label(r)} | ${fmtInt(r.requests)} | ${fmtInt(r.rps)} | ${fmt(r.p50ms)} | ${fmt(r.p99ms)} | ${fmt(r.meanMs)} | ${fmt(r.maxMs)} | ${fmt(r.cpuUsPerReq, 1)} | ${fmt(r.upstreamCpuUsPerReq, 1)} | ${r.errors} |`,
+      `| ${r.round} | ${def.labels[r.target as (typeof TARGETS)[number]] ?? r.target} | ${fmtInt(r.requests)} | ${fmtInt(r.rps)} |${extra} ` +
+        `${fmt(r.p50ms)} | ${fmt(r.p99ms)} | ${fmt(r.meanMs)} | ${fmt(r.maxMs)} |${perMsg ? ` ${fmt(r.firstMsgP50ms)} |` : ""} ` +
+        `${fmt(r.cpuUsPerReq, 1)} | ${fmt(r.upstreamCpuUsPerReq, 1)} | ${fmtInt(r.upstreamConns)} | ${r.errors} |`,
     );
   }
   out.push("", "</details>");
 
   const failing = wruns.filter((r) => r.errorLines.length > 0 || !r.alive || !Number.isFinite(r.requests));
   if (failing.length > 0) {
-    out.push("", `### Errors reported (${title})`, "");
+    out.push("", `Errors reported (${def.short}):`, "");
     for (const r of failing) {
       const what = [
         ...r.errorLines,
         ...(r.alive ? [] : ["process died"]),
-        ...(Number.isFinite(r.requests) ? [] : [`no ${tool} result`]),
+        ...(Number.isFinite(r.requests) ? [] : [`no ${def.tool} result`]),
       ];
-      out.push(`- round ${r.round} ${label(r)}: ${what.join("; ")}`);
+      out.push(`- round ${r.round} ${def.labels[r.target as (typeof TARGETS)[number]] ?? r.target}: ${what.join("; ")}`);
     }
   }
 }
 
-for (const path of stderrPaths) {
-  const text = existsSync(path) ? readFileSync(path, "utf8").trim() : "";
+// kedge runs at log_level error, the others at warn: whatever they printed is shown.
+const stderrFiles = existsSync(runDir) ? readdirSync(runDir).filter((f) => f.endsWith(".stderr")).sort() : [];
+for (const f of stderrFiles) {
+  const text = readIf(join(runDir, f)).trim();
   if (!text) continue;
   const lines = text.split("\n");
-  out.push("", `## ${basename(path)} (${lines.length} lines, first 20)`, "", "```", ...lines.slice(0, 20), "```");
+  out.push("", `## ${f} (${lines.length} lines, first 20)`, "", "```", ...lines.slice(0, 20), "```");
 }
 
 console.log(out.join("\n"));

@@ -1,20 +1,54 @@
 #!/usr/bin/env bash
-# Benchmark on loopback, two workloads in one run:
-#   HTTP/1.1:   wrk -> {upstream nginx directly, kedge, nginx proxy_pass} -> upstream nginx
-#   gRPC unary: h2load (h2c) -> {gRPC upstream directly, kedge h2c port, nginx grpc_pass}
-#               -> gRPC upstream (bench/grpc-upstream.ts)
-# Prints Markdown tables (also written to bench/results/latest.md). See bench/README.md.
-# Knobs (env): ROUNDS=3 DURATION=5 (seconds per wrk/h2load run) WARMUP=2 (seconds)
-#   HTTP: CONNS=50 THREADS=1 (wrk)   gRPC: GRPC_CONNS=10 GRPC_STREAMS=10 (h2load -c / -m)
+# Benchmark on loopback: the same load, in alternating rounds, against the upstream directly, kedge,
+# nginx and haproxy (1 worker / 1 thread each), for five workloads:
+#   http    HTTP/1.1 keep-alive (wrk)                  -> upstream nginx (HTTP/1.1)
+#   https   HTTPS, HTTP/2 over TLS (h2load, ALPN h2)   -> upstream nginx (HTTP/1.1)
+#   grpc    gRPC unary, h2c (h2load, framed request)   -> bench/grpc-upstream.ts
+#   stream  gRPC server-streaming, h2c (bench/grpc-stream-client.ts) -> bench/grpc-upstream.ts
+#   body    HTTP/1.1 POST of a 1 MB body (wrk + bench/post-body.lua) -> upstream nginx
+# plus kedge's idle RSS, its RSS with 10,000 idle keep-alive connections held, and its start-up time
+# (bench/startup.ts, bench/idle-conns.ts). Markdown report: bench/results/latest.md (bench/report.ts).
+# See bench/README.md for what each number means.
+#
+# Knobs (env): ROUNDS=3 DURATION=5 (s per measured run) WARMUP=2 (s, per target, unmeasured)
+#   WORKLOADS="http https grpc stream body" RESOURCES=1 (0: skip idle/10k/start-up)
+#   http: CONNS=50 THREADS=1 (wrk)          https: H2_CONNS=10 H2_STREAMS=10 (h2load -c / -m)
+#   grpc: GRPC_CONNS=10 GRPC_STREAMS=10     stream: STREAM_CONNS=10 STREAM_CALLS=10 STREAM_MSGS=100
+#   body: BODY_CONNS=10 BODY_BYTES=1048576  resources: IDLE_CONNS=10000 IDLE_HOLD=5 STARTS=9 IDLE_SETTLE=2
+#   KEDGE_BIN=path: measure that binary instead of (re)building dist/kedge
 set -euo pipefail
 
-ROUNDS=${ROUNDS:-3} DURATION=${DURATION:-5} CONNS=${CONNS:-50} THREADS=${THREADS:-1} WARMUP=${WARMUP:-2}
+ROUNDS=${ROUNDS:-3} DURATION=${DURATION:-5} WARMUP=${WARMUP:-2}
+WORKLOADS=${WORKLOADS:-"http https grpc stream body"} RESOURCES=${RESOURCES:-1}
+CONNS=${CONNS:-50} THREADS=${THREADS:-1}
+H2_CONNS=${H2_CONNS:-10} H2_STREAMS=${H2_STREAMS:-10}
 GRPC_CONNS=${GRPC_CONNS:-10} GRPC_STREAMS=${GRPC_STREAMS:-10}
-# 2 workloads x 3 targets x (rounds + warm-up) of load: keeps `npm run bench` under 4 minutes
-# (including build and start-up); a longer run would hide a hang.
-if (( 6 * (ROUNDS * DURATION + WARMUP) > 200 )); then
-  echo "ROUNDS*DURATION too large: keep the whole run under 4 minutes" >&2; exit 2
+STREAM_CONNS=${STREAM_CONNS:-10} STREAM_CALLS=${STREAM_CALLS:-10} STREAM_MSGS=${STREAM_MSGS:-100}
+BODY_CONNS=${BODY_CONNS:-10} BODY_BYTES=${BODY_BYTES:-1048576}
+IDLE_CONNS=${IDLE_CONNS:-10000} IDLE_HOLD=${IDLE_HOLD:-5} STARTS=${STARTS:-9} IDLE_SETTLE=${IDLE_SETTLE:-2}
+# Every TLS 1.3 handshake negotiates the same cipher, whatever each server prefers (kedge's
+# BoringSSL would pick AES-128-GCM, OpenSSL's nginx and haproxy AES-256-GCM).
+TLS13_CIPHERS=${TLS13_CIPHERS:-TLS_AES_128_GCM_SHA256}
+
+read -ra WL <<<"$WORKLOADS"
+TARGETS=(direct kedge nginx haproxy)
+for w in "${WL[@]}"; do
+  case $w in http | https | grpc | stream | body) ;; *) echo "unknown workload $w (http https grpc stream body)" >&2; exit 2 ;; esac
+done
+for v in ROUNDS DURATION WARMUP CONNS THREADS H2_CONNS H2_STREAMS GRPC_CONNS GRPC_STREAMS STREAM_CONNS \
+  STREAM_CALLS STREAM_MSGS BODY_CONNS BODY_BYTES IDLE_CONNS IDLE_HOLD STARTS IDLE_SETTLE; do
+  [[ ${!v} =~ ^[1-9][0-9]*$ ]] || { echo "$v must be a positive integer" >&2; exit 2; }
+done
+[[ $RESOURCES == [01] ]] || { echo "RESOURCES must be 0 or 1" >&2; exit 2; }
+# Load time is workloads x 4 targets x (rounds x duration + warm-up). Capped so that `npm run bench`
+# stays under ~8 minutes including set-up and the resource measurements; a longer run would also
+# hide a hang.
+LOAD_S=$((${#WL[@]} * ${#TARGETS[@]} * (ROUNDS * DURATION + WARMUP)))
+if ((LOAD_S > 400)); then
+  echo "ROUNDS/DURATION/WARMUP too large: ${LOAD_S}s of load > 400s (keep the run under ~8 minutes; fewer WORKLOADS allow more)" >&2
+  exit 2
 fi
+((IDLE_HOLD <= 30 && STARTS <= 30)) || { echo "IDLE_HOLD and STARTS are capped at 30" >&2; exit 2; }
 
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -26,33 +60,56 @@ log() { echo "bench: $*" >&2; }
 # --- prerequisites ---------------------------------------------------------------------------
 missing=()
 command -v nginx >/dev/null || missing+=(nginx)
+command -v haproxy >/dev/null || missing+=(haproxy)
 command -v wrk >/dev/null || missing+=(wrk)
 command -v h2load >/dev/null || missing+=(nghttp2-client)
+command -v openssl >/dev/null || missing+=(openssl)
+command -v curl >/dev/null || missing+=(curl)
 if ((${#missing[@]})); then
   SUDO=""; [[ $(id -u) == 0 ]] || SUDO=sudo
   log "installing ${missing[*]} (Debian packages)"
   $SUDO apt-get update -qq
+  # Debian's postinst may start the system nginx/haproxy services; ours run on their own ports and
+  # files, and those services are left as the package manager set them up.
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 [[ -x $BUN ]] || { log "installing npm dependencies"; npm ci --silent; }
-# Any source file newer than the binary means the binary would not measure the current code.
-if [[ ! -x dist/kedge ]] || [[ -n $(find src package.json -newer dist/kedge -print -quit) ]]; then
-  log "building dist/kedge"
-  npm run --silent build >/dev/null
+if [[ -n ${KEDGE_BIN:-} ]]; then
+  KEDGE_BIN=$(realpath "$KEDGE_BIN")
+  [[ -x $KEDGE_BIN ]] || { log "KEDGE_BIN=$KEDGE_BIN is not executable"; exit 2; }
+else
+  KEDGE_BIN=$ROOT/dist/kedge
+  # Any source file newer than the binary means the binary would not measure the current code.
+  if [[ ! -x dist/kedge ]] || [[ -n $(find src package.json -newer dist/kedge -print -quit) ]]; then
+    log "building dist/kedge"
+    npm run --silent build >/dev/null
+  fi
+fi
+
+# 10,000 client connections need 10,000 descriptors in kedge and in the client (each inherits this).
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+if ((RESOURCES)) && [[ $(ulimit -n) =~ ^[0-9]+$ ]] && (($(ulimit -n) < IDLE_CONNS + 200)); then
+  log "ulimit -n is $(ulimit -n): too low for IDLE_CONNS=$IDLE_CONNS, expect failed connections"
 fi
 
 # --- temp dir and cleanup ----------------------------------------------------------------------
 TMP=$(mktemp -d /tmp/kedge-bench.XXXXXX)
 PIDS=()   # everything we started; killed in reverse order on exit
+stop_pid() {  # pid: TERM, up to 3s, then KILL
+  kill -TERM "$1" 2>/dev/null || return 0
+  # kedge drains for up to graceful_shutdown (10s); don't make the user wait for that.
+  for _ in $(seq 30); do kill -0 "$1" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL "$1" 2>/dev/null || true
+  wait "$1" 2>/dev/null || true
+}
+forget_pid() {  # pid: stopped already, drop it from PIDS
+  local keep=() p
+  for p in "${PIDS[@]}"; do [[ $p == "$1" ]] || keep+=("$p"); done
+  PIDS=("${keep[@]}")
+}
 cleanup() {
-  local pid i
-  for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
-    pid=${PIDS[i]}
-    kill -TERM "$pid" 2>/dev/null || continue
-    # kedge drains for up to graceful_shutdown (10s); don't make the user wait for that.
-    for _ in $(seq 30); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-  done
+  local i
+  for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do stop_pid "${PIDS[i]}"; done
   wait 2>/dev/null || true
   rm -rf "$TMP"
 }
@@ -60,35 +117,57 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # A port nothing answers on. Racy in theory, fine on a bench box; `taken` avoids picking one twice.
+# Picked outside the ephemeral range: a client socket's TIME_WAIT on a port (thousands after the
+# idle-connections test) makes bind() on it fail, even with SO_REUSEADDR.
+read -r EPH_LO EPH_HI </proc/sys/net/ipv4/ip_local_port_range
+if ((EPH_LO - 10000 >= 4000)); then PORT_BASE=10000 PORT_SPAN=$((EPH_LO - 10000))
+elif ((65535 - EPH_HI >= 4000)); then PORT_BASE=$((EPH_HI + 1)) PORT_SPAN=$((65535 - EPH_HI))
+else PORT_BASE=20000 PORT_SPAN=40000; fi
 taken=" "
 free_port() {
   local p
   while :; do
-    p=$((20000 + RANDOM % 40000))
+    p=$((PORT_BASE + RANDOM % PORT_SPAN))
     [[ $taken == *" $p "* ]] && continue
     (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null && continue
     taken+="$p "; echo "$p"; return
   done
 }
-UPORT=$(free_port) NPORT=$(free_port) KPORT=$(free_port) APORT=$(free_port)
-# gRPC: upstream, nginx grpc_pass, kedge h2c port, kedge admin port (a second kedge process)
-GPORT=$(free_port) GNPORT=$(free_port) GKPORT=$(free_port) GAPORT=$(free_port)
-
-wait_for() {  # url: up to 10s
-  for _ in $(seq 100); do curl -sf -o /dev/null "$1" && return 0; sleep 0.1; done
-  log "timed out waiting for $1"; return 1
+retry() {  # description, command...: up to 10s
+  local what=$1; shift
+  for _ in $(seq 100); do "$@" >/dev/null 2>&1 && return 0; sleep 0.1; done
+  log "timed out waiting for $what"; return 1
 }
+
+# Ports. U_*: upstreams; K_*/N_*/H_*: kedge, nginx, haproxy per workload; KA_*: kedge admin ports.
+declare -A PORT
+for w in http https grpc stream body; do
+  PORT[up/$w]=$(free_port)
+  for t in kedge nginx haproxy; do PORT[$w/$t]=$(free_port); done
+  PORT[admin/$w]=$(free_port)
+done
+PORT[https/direct]=$(free_port)  # the upstream's own TLS listener
+for w in http grpc stream body; do PORT[$w/direct]=${PORT[up/$w]}; done
+# The resource measurements' kedge (bench/startup.ts, bench/idle-conns.ts): every listener on.
+for l in http tls h2c admin; do PORT[res/$l]=$(free_port); done
+
+# --- TLS material --------------------------------------------------------------------------------
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -subj /CN=localhost \
+  -addext "subjectAltName=IP:127.0.0.1,DNS:localhost" -keyout "$TMP/tls.key" -out "$TMP/tls.crt" 2>/dev/null
+cat "$TMP/tls.crt" "$TMP/tls.key" >"$TMP/tls.pem"  # haproxy wants both in one file
 
 # --- nginx instances ---------------------------------------------------------------------------
 # Own prefix, pid, logs and temp paths so no system nginx file is touched. keepalive_requests is
 # raised everywhere so no target pays for reconnects the others don't (nginx default is 1000).
-nginx_conf() {  # name, port, extra http-level lines, location body[, listen parameters]
+# Every upstream nginx answers /_bench/status (stub_status): its accepted-connection counter shows
+# how many upstream connections each run opened.
+nginx_conf() {  # name, http-level lines, server-level lines
   cat >"$TMP/$1.conf" <<EOF
 worker_processes 1;
 daemon off;
 pid $TMP/$1.pid;
 error_log $TMP/$1.err warn;
-events { worker_connections 4096; }
+events { worker_connections 20000; }
 http {
   access_log off;
   default_type text/plain;
@@ -98,10 +177,14 @@ http {
   uwsgi_temp_path $TMP/$1-uwsgi;
   scgi_temp_path $TMP/$1-scgi;
   keepalive_requests 1000000;
-  $3
+  keepalive_timeout 120s;
+  http2_max_concurrent_streams 128;
+  ssl_certificate $TMP/tls.crt;
+  ssl_certificate_key $TMP/tls.key;
+  ssl_protocols TLSv1.2 TLSv1.3;
+  $2
   server {
-    listen 127.0.0.1:$2${5:+ $5};
-    location / { $4 }
+    $3
   }
 }
 EOF
@@ -112,93 +195,198 @@ start_nginx() {  # name
 }
 workers_of() { pgrep -P "$1" | tr '\n' ' '; }
 
-nginx_conf upstream "$UPORT" "" 'return 200 "hello world\n";'
-nginx_conf nginxproxy "$NPORT" \
-  "upstream bench { server 127.0.0.1:$UPORT; keepalive 64; keepalive_requests 1000000; }" \
-  'proxy_pass http://bench; proxy_http_version 1.1; proxy_set_header Connection "";'
+UPSTREAM_LOCATIONS='location / { return 200 "hello world\n"; } location = /_bench/status { stub_status; }'
+nginx_conf up-http "" "listen 127.0.0.1:${PORT[up/http]}; $UPSTREAM_LOCATIONS"
+nginx_conf up-https "" "listen 127.0.0.1:${PORT[up/https]}; listen 127.0.0.1:${PORT[https/direct]} ssl http2; $UPSTREAM_LOCATIONS"
+PROXY_PASS='proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection "";'
+# nginx keeps at most `keepalive` idle upstream connections: sized for every request in flight, or
+# it would close and reopen upstream connections on every request beyond that.
+keepalive_pool() { echo "upstream up { server 127.0.0.1:$1; keepalive $(($2 > 64 ? $2 : 64)); keepalive_requests 1000000; keepalive_timeout 120s; }"; }
+# Body upstream: answers only once it has read the whole body (in memory), like an application
+# would. `return` alone answers before reading it, and a proxy that gets the answer while still
+# sending the body has to close one of its connections (nginx proxy_pass then drops the client's).
+# The body is read by proxy_pass (its request buffering) and not forwarded: the same nginx answers
+# a bodiless /_bench/ok over a kept-alive connection to itself.
+nginx_conf up-body "client_max_body_size 0; client_body_buffer_size $((BODY_BYTES + 65536)); $(keepalive_pool "${PORT[up/body]}" 16)" \
+  "listen 127.0.0.1:${PORT[up/body]};
+    location / { proxy_pass http://up/_bench/ok; proxy_http_version 1.1; proxy_set_header Connection \"\";
+      proxy_pass_request_body off; proxy_set_header Content-Length \"\"; }
+    location = /_bench/ok { return 200 \"hello world\\n\"; }
+    location = /_bench/status { stub_status; }"
+
+nginx_conf nginx-http "$(keepalive_pool "${PORT[up/http]}" "$CONNS")" \
+  "listen 127.0.0.1:${PORT[http/nginx]}; location / { $PROXY_PASS }"
+nginx_conf nginx-https "$(keepalive_pool "${PORT[up/https]}" $((H2_CONNS * H2_STREAMS)))" \
+  "listen 127.0.0.1:${PORT[https/nginx]} ssl http2; location / { $PROXY_PASS }"
+# Streamed to the upstream like kedge and haproxy do, instead of spooled to a temp file first.
+nginx_conf nginx-body "client_max_body_size 0; $(keepalive_pool "${PORT[up/body]}" "$BODY_CONNS")" \
+  "listen 127.0.0.1:${PORT[body/nginx]}; location / { $PROXY_PASS proxy_request_buffering off; }"
 # gRPC: plaintext HTTP/2 (h2c prior knowledge) listener. nginx does not multiplex upstream: one
-# upstream connection per in-flight call, so the keepalive pool covers all of h2load's streams.
-GRPC_INFLIGHT=$((GRPC_CONNS * GRPC_STREAMS))
-nginx_conf grpcproxy "$GNPORT" \
-  "http2_max_concurrent_streams $((GRPC_STREAMS > 128 ? GRPC_STREAMS : 128));
-  upstream grpc_bench { server 127.0.0.1:$GPORT; keepalive $((GRPC_INFLIGHT > 64 ? GRPC_INFLIGHT : 64)); keepalive_requests 1000000; }" \
-  'grpc_pass grpc://grpc_bench;' http2
-start_nginx upstream;   UP_MASTER=${PIDS[-1]}
-start_nginx nginxproxy; NP_MASTER=${PIDS[-1]}
-start_nginx grpcproxy;  GN_MASTER=${PIDS[-1]}
+# upstream connection per in-flight call, so the keepalive pool covers all the calls in flight.
+GRPC_INFLIGHT=$((GRPC_CONNS * GRPC_STREAMS)) STREAM_INFLIGHT=$((STREAM_CONNS * STREAM_CALLS))
+for w in grpc stream; do
+  inflight=$GRPC_INFLIGHT; [[ $w == stream ]] && inflight=$STREAM_INFLIGHT
+  nginx_conf "nginx-$w" "$(keepalive_pool "${PORT[up/$w]}" "$inflight")" \
+    "listen 127.0.0.1:${PORT[$w/nginx]} http2; location / { grpc_pass grpc://up; }"
+done
+((GRPC_STREAMS <= 128 && STREAM_CALLS <= 128)) || { log "GRPC_STREAMS/STREAM_CALLS > 128 (http2_max_concurrent_streams)"; exit 2; }
+((H2_STREAMS <= 100)) || { log "H2_STREAMS > 100 (haproxy's default h2 stream limit)"; exit 2; }
 
-# --- gRPC upstream -----------------------------------------------------------------------------
-"$BUN" bench/grpc-upstream.ts "$GPORT" >"$TMP/grpc-upstream.out" 2>"$TMP/grpc-upstream.err" &
-GUP=$!; PIDS+=("$GUP")
+# --- haproxy instances -------------------------------------------------------------------------
+# One thread like nginx's one worker and kedge's one JS thread; HTTP mode on both sides, idle
+# server connections reused by any client (`http-reuse always`, like the other two's pools) and
+# kept for 120s like theirs (haproxy's default purges idle ones every 5s, so each round would
+# start by reconnecting after the other targets' runs).
+haproxy_conf() {  # name, bind parameters, server parameters, upstream port
+  cat >"$TMP/$1.cfg" <<EOF
+global
+  nbthread 1
+  maxconn 4096
+defaults
+  mode http
+  maxconn 4096
+  timeout connect 5s
+  timeout client 120s
+  timeout server 120s
+  timeout http-keep-alive 120s
+  http-reuse always
+  default-server pool-purge-delay 120s
+frontend fe
+  bind 127.0.0.1:$2
+  default_backend be
+backend be
+  server up 127.0.0.1:$4 $3
+EOF
+}
+haproxy_conf haproxy-http "${PORT[http/haproxy]}" "" "${PORT[up/http]}"
+haproxy_conf haproxy-https "${PORT[https/haproxy]} ssl crt $TMP/tls.pem alpn h2,http/1.1" "" "${PORT[up/https]}"
+haproxy_conf haproxy-grpc "${PORT[grpc/haproxy]} proto h2" "proto h2" "${PORT[up/grpc]}"
+haproxy_conf haproxy-stream "${PORT[stream/haproxy]} proto h2" "proto h2" "${PORT[up/stream]}"
+haproxy_conf haproxy-body "${PORT[body/haproxy]}" "" "${PORT[up/body]}"
+start_haproxy() {  # name; -db: foreground, one process (no master): its pid is the one measured
+  haproxy -db -f "$TMP/$1.cfg" >"$TMP/$1.out" 2>"$TMP/$1.err" &
+  PIDS+=($!)
+}
 
-# --- kedge -------------------------------------------------------------------------------------
+# --- kedge configs ---------------------------------------------------------------------------
+kedge_conf() {  # name, server fields, route section
+  cat >"$TMP/$1.json" <<EOF
+{"server":{"bind_address":"127.0.0.1",$2,"log_level":"error"},
+ $3}
+EOF
+}
+http_routes() { echo "\"http\":{\"backends\":[{\"name\":\"bench\",\"static\":{\"addresses\":[\"127.0.0.1:$1\"]}}],\"routes\":[{\"backend_name\":\"bench\",\"path_rules\":[\"/*\"]}]}"; }
+grpc_routes() { echo "\"grpc\":{\"backends\":[{\"name\":\"bench_grpc\",\"static\":{\"addresses\":[\"127.0.0.1:$1\"]}}],\"routes\":[{\"backend_name\":\"bench_grpc\",\"service_name_matcher\":\"*\"}]}"; }
+TLS_FILES="\"tls_cert_file\":\"$TMP/tls.crt\",\"tls_key_file\":\"$TMP/tls.key\""
 # One process per workload, so CPU and peak RSS of each are the workload's own.
-cat >"$TMP/kedge-http.json" <<EOF
-{"server":{"bind_address":"127.0.0.1","http_port":$KPORT,"admin_port":$APORT,"log_level":"error"},
- "http":{"backends":[{"name":"bench","static":{"addresses":["127.0.0.1:$UPORT"]}}],
-         "routes":[{"backend_name":"bench","path_rules":["/*"]}]}}
-EOF
-cat >"$TMP/kedge-grpc.json" <<EOF
-{"server":{"bind_address":"127.0.0.1","h2c_port":$GKPORT,"admin_port":$GAPORT,"log_level":"error"},
- "grpc":{"backends":[{"name":"bench_grpc","static":{"addresses":["127.0.0.1:$GPORT"]}}],
-         "routes":[{"backend_name":"bench_grpc","service_name_matcher":"*"}]}}
-EOF
-./dist/kedge --config "$TMP/kedge-http.json" >"$TMP/kedge-http.out" 2>"$TMP/kedge-http.err" &
-KEDGE=$!; PIDS+=("$KEDGE")
-./dist/kedge --config "$TMP/kedge-grpc.json" >"$TMP/kedge-grpc.out" 2>"$TMP/kedge-grpc.err" &
-KEDGE_GRPC=$!; PIDS+=("$KEDGE_GRPC")
+kedge_conf kedge-http "\"http_port\":${PORT[http/kedge]},\"admin_port\":${PORT[admin/http]}" "$(http_routes "${PORT[up/http]}")"
+kedge_conf kedge-https "\"http_tls_port\":${PORT[https/kedge]},$TLS_FILES,\"admin_port\":${PORT[admin/https]}" "$(http_routes "${PORT[up/https]}")"
+kedge_conf kedge-grpc "\"h2c_port\":${PORT[grpc/kedge]},\"admin_port\":${PORT[admin/grpc]}" "$(grpc_routes "${PORT[up/grpc]}")"
+kedge_conf kedge-stream "\"h2c_port\":${PORT[stream/kedge]},\"admin_port\":${PORT[admin/stream]}" "$(grpc_routes "${PORT[up/stream]}")"
+kedge_conf kedge-body "\"http_port\":${PORT[body/kedge]},\"admin_port\":${PORT[admin/body]}" "$(http_routes "${PORT[up/body]}")"
+# Resource measurements: an edge-like config with every listener and both kinds of routes.
+kedge_conf kedge-res "\"http_port\":${PORT[res/http]},\"http_tls_port\":${PORT[res/tls]},\"h2c_port\":${PORT[res/h2c]},$TLS_FILES,\"admin_port\":${PORT[res/admin]}" \
+  "$(http_routes "${PORT[up/http]}"), $(grpc_routes "${PORT[up/grpc]}")"
+start_kedge() {  # name
+  "$KEDGE_BIN" --config "$TMP/$1.json" >"$TMP/$1.out" 2>"$TMP/$1.err" &
+  PIDS+=($!)
+}
 
-# One unary call: 5-byte gRPC prefix (uncompressed, big-endian length) + message; the upstream
-# ignores the message and always answers with the same one.
-GRPC_PATH=/bench.Echo/Unary
+# --- start everything ------------------------------------------------------------------------
+declare -A PID_OF   # name -> pid (nginx: the master)
+for n in up-http up-https up-body; do start_nginx "$n"; PID_OF[$n]=${PIDS[-1]}; done
+for w in grpc stream; do
+  "$BUN" bench/grpc-upstream.ts "${PORT[up/$w]}" "$STREAM_MSGS" >"$TMP/up-$w.out" 2>"$TMP/up-$w.err" &
+  PIDS+=($!); PID_OF[up-$w]=$!
+done
+for w in "${WL[@]}"; do
+  start_kedge "kedge-$w"; PID_OF[kedge-$w]=${PIDS[-1]}
+  start_nginx "nginx-$w"; PID_OF[nginx-$w]=${PIDS[-1]}
+  start_haproxy "haproxy-$w"; PID_OF[haproxy-$w]=${PIDS[-1]}
+done
+
+# One gRPC call: 5-byte gRPC prefix (uncompressed, big-endian length) + message; the upstream
+# ignores the message. Unary answers one 17-byte message, /Stream answers STREAM_MSGS of them.
+GRPC_PATH=/bench.Echo/Unary STREAM_PATH=/bench.Echo/Stream
 printf '\x00\x00\x00\x00\x05hello' >"$TMP/grpc-request.bin"
-grpc_call() {  # port, response body file; prints response headers and trailers
+grpc_call() {  # url, response body file; prints response headers and trailers
   curl -sS --http2-prior-knowledge --max-time 5 -D - -o "$2" -H 'content-type: application/grpc' \
-    -H 'te: trailers' --data-binary @"$TMP/grpc-request.bin" "http://127.0.0.1:$1$GRPC_PATH"
+    -H 'te: trailers' --data-binary @"$TMP/grpc-request.bin" "$1"
 }
-wait_for_grpc() {  # port: up to 10s
-  for _ in $(seq 100); do grpc_call "$1" /dev/null >/dev/null 2>&1 && return 0; sleep 0.1; done
-  log "timed out waiting for gRPC on :$1"; return 1
-}
+head -c "$BODY_BYTES" /dev/zero | tr '\0' x >"$TMP/body.bin"
 
-wait_for "http://127.0.0.1:$UPORT/"
-wait_for "http://127.0.0.1:$NPORT/"
-wait_for "http://127.0.0.1:$APORT/_healthz"
-wait_for "http://127.0.0.1:$GAPORT/_healthz"
-wait_for_grpc "$GPORT"
-wait_for_grpc "$GNPORT"
-wait_for_grpc "$GKPORT"
-# All three must serve the same body, or we'd be comparing different work.
-for p in "$UPORT" "$KPORT" "$NPORT"; do
-  body=$(curl -sf "http://127.0.0.1:$p/") || { log "GET :$p failed"; exit 1; }
-  [[ $body == "hello world" ]] || { log "unexpected body from :$p: $body"; exit 1; }
+declare -A URL
+for w in http body; do for t in "${TARGETS[@]}"; do URL[$w/$t]="http://127.0.0.1:${PORT[$w/$t]}/"; done; done
+for t in "${TARGETS[@]}"; do
+  URL[https/$t]="https://127.0.0.1:${PORT[https/$t]}/"
+  URL[grpc/$t]="http://127.0.0.1:${PORT[grpc/$t]}$GRPC_PATH"
+  URL[stream/$t]="http://127.0.0.1:${PORT[stream/$t]}$STREAM_PATH"
 done
-# gRPC: HTTP 200, grpc-status 0 in the trailers and the upstream's exact message, through each.
-for p in "$GPORT" "$GKPORT" "$GNPORT"; do
-  hdrs=$(grpc_call "$p" "$TMP/grpc-response-$p.bin" | tr -d '\r') || { log "gRPC call to :$p failed"; exit 1; }
-  if ! grep -q '^HTTP/2 200' <<<"$hdrs" || ! grep -qx 'grpc-status: 0' <<<"$hdrs"; then
-    log "gRPC call to :$p did not return grpc-status 0:"; echo "$hdrs" >&2
-    tail -n 5 "$TMP/grpcproxy.err" "$TMP/kedge-grpc.err" "$TMP/grpc-upstream.err" >&2; exit 1
-  fi
-  cmp -s "$TMP/grpc-response-$GPORT.bin" "$TMP/grpc-response-$p.bin" ||
-    { log "gRPC response from :$p differs from the upstream's"; exit 1; }
-done
-GRPC_RESPONSE_BYTES=$(stat -c %s "$TMP/grpc-response-$GPORT.bin")
-((GRPC_RESPONSE_BYTES > 5)) || { log "gRPC upstream sent no message"; exit 1; }
-UP_WORKERS=$(workers_of "$UP_MASTER") NP_WORKERS=$(workers_of "$NP_MASTER") GN_WORKERS=$(workers_of "$GN_MASTER")
 
-WORKLOADS=(http grpc)
-TARGETS=(direct kedge nginx)
-declare -A URL=(
-  [http/direct]="http://127.0.0.1:$UPORT/" [http/kedge]="http://127.0.0.1:$KPORT/" [http/nginx]="http://127.0.0.1:$NPORT/"
-  [grpc/direct]="http://127.0.0.1:$GPORT$GRPC_PATH" [grpc/kedge]="http://127.0.0.1:$GKPORT$GRPC_PATH"
-  [grpc/nginx]="http://127.0.0.1:$GNPORT$GRPC_PATH")
-# The process whose cost we attribute to the target: for direct, the upstream itself.
-declare -A MEASURED=(
-  [http/direct]="$UP_WORKERS" [http/kedge]="$KEDGE" [http/nginx]="$NP_WORKERS"
-  [grpc/direct]="$GUP" [grpc/kedge]="$KEDGE_GRPC" [grpc/nginx]="$GN_WORKERS")
-# The upstream's CPU is recorded too, to see whether it rather than the proxy is the bottleneck.
-declare -A UPSTREAM=([http]="$UP_WORKERS" [grpc]="$GUP")
+for n in up-http up-body; do retry "$n" curl -sf "http://127.0.0.1:${PORT[up/${n#up-}]}/"; done
+retry up-https curl -sf "http://127.0.0.1:${PORT[up/https]}/"
+for w in grpc stream; do retry "up-$w" grpc_call "${URL[$w/direct]}" /dev/null; done
+for w in "${WL[@]}"; do
+  retry "kedge-$w" curl -sf "http://127.0.0.1:${PORT[admin/$w]}/_healthz"
+  case $w in
+    https) for t in nginx haproxy; do retry "$t-$w" curl -skf "${URL[$w/$t]}"; done ;;
+    grpc | stream) for t in nginx haproxy; do retry "$t-$w" grpc_call "${URL[$w/$t]}" /dev/null; done ;;
+    *) for t in nginx haproxy; do retry "$t-$w" curl -sf "${URL[$w/$t]}"; done ;;
+  esac
+done
+
+# --- every target must do the same work ------------------------------------------------------
+fail_verify() { log "$1"; tail -n 5 "$TMP"/*.err >&2; exit 1; }
+for w in "${WL[@]}"; do
+  for t in "${TARGETS[@]}"; do
+    u=${URL[$w/$t]}
+    case $w in
+      http)
+        body=$(curl -sf "$u") || fail_verify "GET $u failed"
+        [[ $body == "hello world" ]] || fail_verify "unexpected body from $u: $body" ;;
+      https)
+        got=$(curl -skf --http2 -w '|%{http_version}' "$u") || fail_verify "GET $u failed"
+        [[ $got == $'hello world\n|2' ]] || fail_verify "$u: expected 'hello world' over HTTP/2, got: $got" ;;
+      body)
+        got=$(curl -sf -H 'content-type: application/octet-stream' --data-binary @"$TMP/body.bin" "$u") ||
+          fail_verify "POST $BODY_BYTES bytes to $u failed"
+        [[ $got == "hello world" ]] || fail_verify "unexpected body from $u: $got" ;;
+      grpc | stream)
+        # HTTP 200, grpc-status 0 in the trailers and byte for byte the upstream's messages.
+        hdrs=$(grpc_call "$u" "$TMP/grpc-response-$w-$t.bin" | tr -d '\r') || fail_verify "gRPC call to $u failed"
+        if ! grep -q '^HTTP/2 200' <<<"$hdrs" || ! grep -qx 'grpc-status: 0' <<<"$hdrs"; then
+          echo "$hdrs" >&2; fail_verify "gRPC call to $u did not return grpc-status 0"
+        fi
+        cmp -s "$TMP/grpc-response-$w-direct.bin" "$TMP/grpc-response-$w-$t.bin" ||
+          fail_verify "gRPC response from $u differs from the upstream's" ;;
+    esac
+  done
+done
+GRPC_MESSAGE_BYTES=17
+if [[ -f $TMP/grpc-response-stream-direct.bin ]]; then
+  size=$(stat -c %s "$TMP/grpc-response-stream-direct.bin")
+  ((size == STREAM_MSGS * GRPC_MESSAGE_BYTES)) || fail_verify "stream upstream sent $size bytes, not $STREAM_MSGS messages"
+fi
+
+# --- what is measured --------------------------------------------------------------------------
+# The process whose cost is attributed to the target: for direct, the upstream itself; for nginx,
+# its worker.
+declare -A MEASURED UPSTREAM_PIDS UPSTREAM_STATUS
+for w in http https body; do
+  UPSTREAM_PIDS[$w]=$(workers_of "${PID_OF[up-$w]}")
+  UPSTREAM_STATUS[$w]="http://127.0.0.1:${PORT[up/$w]}/_bench/status"
+done
+for w in grpc stream; do
+  UPSTREAM_PIDS[$w]=${PID_OF[up-$w]}
+  UPSTREAM_STATUS[$w]="http://127.0.0.1:${PORT[up/$w]}/_bench/status"
+done
+for w in "${WL[@]}"; do
+  MEASURED[$w/direct]=${UPSTREAM_PIDS[$w]}
+  MEASURED[$w/kedge]=${PID_OF[kedge-$w]}
+  MEASURED[$w/nginx]=$(workers_of "${PID_OF[nginx-$w]}")
+  MEASURED[$w/haproxy]=${PID_OF[haproxy-$w]}
+  for t in "${TARGETS[@]}"; do [[ -n ${MEASURED[$w/$t]// /} ]] || fail_verify "no process to measure for $w $t"; done
+done
 
 # utime+stime (fields 14, 15) summed over pids. comm (field 2) may hold spaces: cut after ')'.
 cpu_ticks() {
@@ -216,6 +404,16 @@ peak_rss_kb() {
   done
   echo "$max"
 }
+# Connections the upstream has accepted so far (nginx stub_status, or the gRPC upstream's count of
+# HTTP/2 sessions), not counting the one asking.
+upstream_accepts() {  # workload
+  local out
+  case $1 in
+    grpc | stream) out=$(curl -sf --http2-prior-knowledge --max-time 2 "${UPSTREAM_STATUS[$1]}") || { echo -1; return; } ;;
+    *) out=$(curl -sf --max-time 2 "${UPSTREAM_STATUS[$1]}" | sed -n 3p | awk '{print $1}') || { echo -1; return; } ;;
+  esac
+  echo "${out:--1}"
+}
 
 # h2load --log-file rows are: start time (µs), HTTP status (-1: stream failed), µs to end of
 # response. h2load itself prints no percentiles; nearest-rank ones are computed here.
@@ -229,44 +427,85 @@ latency_summary() {  # log file
   rm -f "$1"
 }
 
-run_load() {  # workload, seconds, url, outfile; timeout guards against wrk/h2load itself hanging
+run_load() {  # workload, seconds, url, outfile; timeout guards against the load tool itself hanging
+  local lim=$(($2 + 20))
   case $1 in
-    http) timeout $(($2 + 15)) wrk -t"$THREADS" -c"$CONNS" -d"$2s" --timeout 2s --latency "$3" >"$4" 2>&1 || true ;;
+    http) timeout $lim wrk -t"$THREADS" -c"$CONNS" -d"$2s" --timeout 2s --latency "$3" >"$4" 2>&1 || true ;;
+    body)
+      timeout $lim wrk -t"$THREADS" -c"$BODY_CONNS" -d"$2s" --timeout 5s --latency -s bench/post-body.lua "$3" -- "$BODY_BYTES" \
+        >"$4" 2>&1 || true
+      echo "bench: request body bytes $BODY_BYTES" >>"$4" ;;
+    https)
+      timeout $lim h2load -t1 -c"$H2_CONNS" -m"$H2_STREAMS" -D "$2" --tls13-ciphers="$TLS13_CIPHERS" \
+        --log-file="$TMP/h2load.log" "$3" >"$4" 2>&1 || true
+      latency_summary "$TMP/h2load.log" >>"$4"
+      echo "bench: expected response data bytes 12" >>"$4" ;;  # "hello world\n"
     grpc)
-      timeout $(($2 + 15)) h2load -t1 -c"$GRPC_CONNS" -m"$GRPC_STREAMS" -D "$2" -d "$TMP/grpc-request.bin" \
+      timeout $lim h2load -t1 -c"$GRPC_CONNS" -m"$GRPC_STREAMS" -D "$2" -d "$TMP/grpc-request.bin" \
         -H 'content-type: application/grpc' -H 'te: trailers' --log-file="$TMP/h2load.log" "$3" >"$4" 2>&1 || true
       latency_summary "$TMP/h2load.log" >>"$4"
       # An OK call carries exactly this many DATA bytes; report.ts checks the total against it.
-      echo "bench: expected response data bytes $GRPC_RESPONSE_BYTES" >>"$4" ;;
+      echo "bench: expected response data bytes $GRPC_MESSAGE_BYTES" >>"$4" ;;
+    stream)
+      local hostport=${3#http://} path
+      path=/${hostport#*/}; hostport=${hostport%%/*}
+      timeout $lim "$BUN" bench/grpc-stream-client.ts "${hostport#*:}" "$path" "$STREAM_CONNS" "$STREAM_CALLS" "$2" \
+        "$STREAM_MSGS" >"$4" 2>&1 || true ;;
   esac
 }
 result_line() {  # workload, outfile
   case $1 in
-    http) grep -h 'Requests/sec' "$2" || echo 'no result' ;;
-    grpc) { grep -h '^finished in' "$2" && grep -h '^requests:' "$2"; } | tr '\n' ' ' || echo 'no result' ;;
+    http | body) grep -h 'Requests/sec' "$2" || echo 'no result' ;;
+    https | grpc) { grep -h '^finished in' "$2" && grep -h '^requests:' "$2"; } | tr '\n' ' ' || echo 'no result' ;;
+    stream) grep -h '^bench-stream:' "$2" | cut -d' ' -f2-8 || echo 'no result' ;;
+  esac
+}
+describe() {  # workload
+  case $1 in
+    http) echo "HTTP/1.1: wrk -t$THREADS -c$CONNS -d${DURATION}s" ;;
+    https) echo "HTTPS h2: h2load -c$H2_CONNS -m$H2_STREAMS -D $DURATION over TLS" ;;
+    grpc) echo "gRPC unary: h2load -c$GRPC_CONNS -m$GRPC_STREAMS -D $DURATION" ;;
+    stream) echo "gRPC server-streaming: $STREAM_CONNS conns x $STREAM_CALLS calls x $STREAM_MSGS messages, ${DURATION}s" ;;
+    body) echo "POST $BODY_BYTES bytes: wrk -t$THREADS -c$BODY_CONNS -d${DURATION}s" ;;
   esac
 }
 
 mkdir -p "$RESULTS/last-run"; rm -f "$RESULTS/last-run/"*
 RAW=$RESULTS/last-run/raw.tsv
-printf 'workload\ttarget\tround\tcpu_ticks\tupstream_ticks\trss_kb\talive\tload_file\n' >"$RAW"
+printf 'workload\ttarget\tround\tcpu_ticks\tupstream_ticks\trss_kb\talive\tupstream_conns\tload_file\n' >"$RAW"
 
-for w in "${WORKLOADS[@]}"; do
+# --- resources: idle RSS, start-up, 10k idle connections ---------------------------------------
+if ((RESOURCES)); then
+  log "kedge idle RSS and start-up time ($STARTS starts)"
+  timeout 120 "$BUN" bench/startup.ts "$KEDGE_BIN" "$TMP/kedge-res.json" "${PORT[res/http]}" "$STARTS" "$IDLE_SETTLE" \
+    >"$RESULTS/last-run/startup.txt" 2>"$TMP/kedge-startup.err" || log "bench/startup.ts failed"
+  grep -h '^bench-' "$RESULTS/last-run/startup.txt" >&2 || true
+
+  log "kedge with $IDLE_CONNS idle keep-alive connections held for ${IDLE_HOLD}s"
+  start_kedge kedge-res; KRES=${PIDS[-1]}
+  if retry kedge-res curl -sf "http://127.0.0.1:${PORT[res/admin]}/_healthz"; then
+    timeout $((IDLE_HOLD + 90)) "$BUN" bench/idle-conns.ts "${PORT[res/http]}" "$KRES" "$IDLE_CONNS" "$IDLE_HOLD" \
+      >"$RESULTS/last-run/idle-conns.txt" 2>&1 || log "bench/idle-conns.ts failed"
+    kill -0 "$KRES" 2>/dev/null || echo "bench-idle-conns: kedge died" >>"$RESULTS/last-run/idle-conns.txt"
+    grep -h '^bench-' "$RESULTS/last-run/idle-conns.txt" >&2 || true
+  fi
+  stop_pid "$KRES"; forget_pid "$KRES"
+fi
+
+# --- load: workloads one after the other, targets alternating within each -----------------------
+for w in "${WL[@]}"; do
   # JIT, connection pools and page cache warm up here, unmeasured.
   for t in "${TARGETS[@]}"; do run_load "$w" "$WARMUP" "${URL[$w/$t]}" "$TMP/warmup.txt"; done
 
-  case $w in
-    http) log "measuring HTTP/1.1: $ROUNDS rounds x ${TARGETS[*]}, wrk -t$THREADS -c$CONNS -d${DURATION}s" ;;
-    grpc) log "measuring gRPC unary: $ROUNDS rounds x ${TARGETS[*]}, h2load -c$GRPC_CONNS -m$GRPC_STREAMS -D $DURATION" ;;
-  esac
+  log "measuring $(describe "$w"): $ROUNDS rounds x ${TARGETS[*]}"
   for r in $(seq "$ROUNDS"); do
     for t in "${TARGETS[@]}"; do
-      pids=${MEASURED[$w/$t]} ups=${UPSTREAM[$w]}
+      pids=${MEASURED[$w/$t]} ups=${UPSTREAM_PIDS[$w]}
       if ! kill -0 $pids 2>/dev/null; then
         log "$w $t: measured process is gone, skipping round $r"; continue
       fi
       out=$RESULTS/last-run/$w-$t-$r.txt
-      before=$(cpu_ticks "$pids") ubefore=$(cpu_ticks "$ups")
+      before=$(cpu_ticks "$pids") ubefore=$(cpu_ticks "$ups") abefore=$(upstream_accepts "$w")
       run_load "$w" "$DURATION" "${URL[$w/$t]}" "$out"
       alive=yes; kill -0 $pids 2>/dev/null || alive=no
       if [[ $alive == yes ]]; then
@@ -275,21 +514,33 @@ for w in "${WORKLOADS[@]}"; do
         ticks=0 rss=0; log "$w $t: process died during round $r"
       fi
       uticks=-1; kill -0 $ups 2>/dev/null && uticks=$(($(cpu_ticks "$ups") - ubefore))
-      printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$w" "$t" "$r" "$ticks" "$uticks" "$rss" "$alive" "$out" >>"$RAW"
+      aafter=$(upstream_accepts "$w") conns=-1
+      ((abefore >= 0 && aafter >= 0)) && conns=$((aafter - abefore - 1))
+      printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$w" "$t" "$r" "$ticks" "$uticks" "$rss" "$alive" "$conns" "$out" >>"$RAW"
       log "round $r $w $t: $(result_line "$w" "$out")"
     done
   done
 done
 
+# --- report ------------------------------------------------------------------------------------
 # kedge runs at log_level error: anything it printed is worth keeping next to the numbers; so is
-# anything the gRPC upstream printed, and nginx's warnings (e.g. upstream errors in grpc_pass).
-cp "$TMP/kedge-http.err" "$RESULTS/last-run/kedge-http.stderr"
-cp "$TMP/kedge-grpc.err" "$RESULTS/last-run/kedge-grpc.stderr"
-cp "$TMP/grpc-upstream.err" "$RESULTS/last-run/grpc-upstream.stderr"
-for n in upstream nginxproxy grpcproxy; do cp "$TMP/$n.err" "$RESULTS/last-run/nginx-$n.stderr" 2>/dev/null || true; done
-META="$(nproc) CPUs, $(nginx -v 2>&1 | sed 's/.*version: //'), kedge $(git rev-parse --short HEAD 2>/dev/null)$(git diff --quiet -- src 2>/dev/null || echo '+dirty'), $ROUNDS rounds of ${DURATION}s per target"
+# anything the gRPC upstreams printed, and nginx's and haproxy's warnings.
+for f in "$TMP"/*.err; do
+  n=$(basename "$f" .err)
+  cp "$f" "$RESULTS/last-run/$n.stderr"
+done
+export BENCH_META="$(nproc) CPUs, $(nginx -v 2>&1 | sed 's/.*version: //'), $(haproxy -v | head -1 | cut -d' ' -f1-3), \
+kedge $(git rev-parse --short HEAD 2>/dev/null)$(git diff --quiet -- src 2>/dev/null || echo '+dirty') ($KEDGE_BIN), \
+$ROUNDS rounds of ${DURATION}s per target, ${WARMUP}s warm-up"
 # `wrk --version` exits 1: `|| true`, or set -e would end the run here.
-HTTP_LOAD="$(wrk --version 2>&1 | head -1 | cut -d' ' -f1-2 || true) -t$THREADS -c$CONNS -d${DURATION}s, keep-alive"
-GRPC_LOAD="h2load $(h2load --version 2>&1 | sed -n 's/.*nghttp2\//nghttp2 /p') -t1 -c$GRPC_CONNS -m$GRPC_STREAMS -D $DURATION (h2c, $GRPC_INFLIGHT calls in flight), upstream bench/grpc-upstream.ts on Bun $("$BUN" --version)"
-"$BUN" bench/report.ts "$RAW" "$(getconf CLK_TCK)" "$META" "$HTTP_LOAD" "$GRPC_LOAD" "$RESULTS/last-run/"*.stderr |
-  tee "$RESULTS/latest.md"
+WRK="$(wrk --version 2>&1 | head -1 | cut -d' ' -f1-2 || true)"
+H2LOAD="h2load $(h2load --version 2>&1 | sed -n 's/.*nghttp2\//nghttp2 /p')"
+BUNV="Bun $("$BUN" --version)"
+export BENCH_LOAD_http="$WRK -t$THREADS -c$CONNS -d${DURATION}s, keep-alive, GET / → 12-byte body"
+export BENCH_LOAD_https="$H2LOAD -t1 -c$H2_CONNS -m$H2_STREAMS -D $DURATION over TLS 1.3 ($TLS13_CIPHERS, ALPN h2), GET / → 12-byte body; upstream HTTP/1.1"
+export BENCH_LOAD_grpc="$H2LOAD -t1 -c$GRPC_CONNS -m$GRPC_STREAMS -D $DURATION (h2c, $GRPC_INFLIGHT calls in flight), upstream bench/grpc-upstream.ts on $BUNV"
+export BENCH_LOAD_stream="bench/grpc-stream-client.ts on $BUNV: $STREAM_CONNS h2c connections × $STREAM_CALLS calls in flight ($STREAM_INFLIGHT), ${DURATION}s; each call gets $STREAM_MSGS messages of 17 bytes, one DATA frame each, from bench/grpc-upstream.ts"
+export BENCH_LOAD_body="$WRK -t$THREADS -c$BODY_CONNS -d${DURATION}s -s bench/post-body.lua: POST with a $BODY_BYTES-byte body → 12-byte answer"
+export BENCH_STREAM_MSGS=$STREAM_MSGS BENCH_BODY_BYTES=$BODY_BYTES BENCH_IDLE_CONNS=$IDLE_CONNS BENCH_TLS13_CIPHERS=$TLS13_CIPHERS
+export BENCH_RESOURCES="kedge with every listener (http, https, h2c, admin) and an HTTP and a gRPC route; $STARTS starts; idle RSS read ${IDLE_SETTLE}s after its port listens; $IDLE_CONNS connections held ${IDLE_HOLD}s (ulimit -n $(ulimit -n))"
+"$BUN" bench/report.ts "$RAW" "$(getconf CLK_TCK)" "$RESULTS/last-run" | tee "$RESULTS/latest.md"
