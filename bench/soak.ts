@@ -92,7 +92,7 @@ async function worker(id: number): Promise<void> {
         counts.grpc++;
       } else if (kind === 2) {
         const res = await fetch(`http://127.0.0.1:${httpPort}/upload`, { method: "POST", body });
-        if ((await res.json()).got !== body.length) throw new Error(`POST answered ${res.status}`);
+        if (((await res.json()) as { got: number }).got !== body.length) throw new Error(`POST answered ${res.status}`);
         counts.post++;
       } else {
         const res = await fetch(`http://127.0.0.1:${httpPort}/get?i=${i}`);
