@@ -5,7 +5,7 @@ import { defaults } from "../backend/http-backend.js";
 import { asKedgeError, KedgeError } from "../errors.js";
 import { parseHostPort } from "../router/host.js";
 import { kedgeRouting, type ProxyContext } from "./http.js";
-import { newRequestId, type ParsedRequest } from "./request.js";
+import { newRequestId, requestIdFrom, type ParsedRequest } from "./request.js";
 import { dialTcp, writeRawError, tunnelEstablished, type Tunnels } from "./tunnel.js";
 
 const maxEndpointAttempts = 3;
@@ -25,8 +25,7 @@ function connectFacts(req: IncomingMessage): ParsedRequest {
  * The client's TLS passes through untouched, end to end with the backend.
  */
 export function proxyConnect(ctx: ProxyContext, tunnels: Tunnels, req: IncomingMessage, client: Duplex, head: Buffer): void {
-  const incomingId = req.headers["x-kedge-request-id"];
-  const requestId = typeof incomingId === "string" && incomingId.length <= 128 ? incomingId : newRequestId();
+  const requestId = requestIdFrom(req.headers, newRequestId);
   client.on("error", () => {});
   let label = "none";
   let route = "none";

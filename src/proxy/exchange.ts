@@ -8,7 +8,7 @@ import type { H1Connection, UpstreamError } from "../upstream/h1-connection.js";
 import type { ResponseHead } from "../upstream/response-parser.js";
 import { buildUpstreamHead, downstreamHeaders } from "./headers.js";
 import type { IngressRequest, IngressResponse } from "./ingress.js";
-import { requestFacts, type ParsedRequest } from "./request.js";
+import { requestFacts, requestIdFrom, type ParsedRequest } from "./request.js";
 
 /** Where one request goes. kedge fills it from its routes; winch from its mapper. */
 export interface Routing {
@@ -103,8 +103,7 @@ class HttpExchange {
   run(): void {
     inflight.count++;
     this.proxy.metrics.inflight.http++;
-    const incomingId = this.req.headers["x-kedge-request-id"];
-    this.requestId = typeof incomingId === "string" && incomingId.length <= 128 ? incomingId : this.proxy.newRequestId();
+    this.requestId = requestIdFrom(this.req.headers, this.proxy.newRequestId);
     this.obs = this.proxy.metrics.observer.start(this.req.headers);
     try {
       this.facts = requestFacts(this.req);

@@ -65,7 +65,6 @@ export function statusTrailers(code: number, message: string): OutgoingHttpHeade
   return { "grpc-status": String(code), "grpc-message": encodeURIComponent(message) };
 }
 
-
 /**
  * Accounting for one call from its first byte, and how to refuse it: the error is counted and
  * answered with the status `statusFor` gives it.

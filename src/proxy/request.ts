@@ -1,3 +1,4 @@
+import type { IncomingHttpHeaders } from "node:http";
 import { KedgeError } from "../errors.js";
 import { parseHostPort } from "../router/host.js";
 import type { RequestFacts } from "../router/match.js";
@@ -11,6 +12,12 @@ const requestIdPrefix = crypto.randomUUID().slice(0, 18);
 export function newRequestId(): string {
   requestCounter = (requestCounter + 1) % 0x1000000000000;
   return `${requestIdPrefix}${requestCounter.toString(16).padStart(12, "0")}`;
+}
+
+/** The caller's x-kedge-request-id when it is usable (winch sets one kedge keeps), else a new one. */
+export function requestIdFrom(headers: IncomingHttpHeaders, make: () => string): string {
+  const incoming = headers["x-kedge-request-id"];
+  return typeof incoming === "string" && incoming.length <= 128 ? incoming : make();
 }
 
 export interface ParsedRequest extends RequestFacts {

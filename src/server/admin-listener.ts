@@ -1,11 +1,12 @@
 import http, { type IncomingMessage, type ServerResponse } from "node:http";
 import http2 from "node:http2";
-import net, { type AddressInfo } from "node:net";
+import net from "node:net";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import type { Hono } from "hono";
 import type { Runtime } from "../runtime.js";
 import { adminRoutes } from "./admin-api.js";
 import { guardAdmin } from "./admin-auth.js";
+import { listen } from "./listen.js";
 
 /** Hands a node request to the Hono app (admin traffic is light, so the Fetch conversion is fine here). */
 function honoHandler(app: Hono) {
@@ -41,9 +42,5 @@ export async function startAdminListener(app: Hono, runtime: () => Runtime, host
       socket.resume();
     });
   });
-  await new Promise<void>((resolve, reject) => {
-    server.once("error", reject);
-    server.listen(port, host, () => resolve());
-  });
-  return { port: (server.address() as AddressInfo).port, close: () => server.close() };
+  return { port: await listen(server, port, host), close: () => server.close() };
 }

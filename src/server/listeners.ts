@@ -1,7 +1,7 @@
 import { readFileSync } from "node:fs";
 import http, { type IncomingMessage, type ServerResponse } from "node:http";
 import http2, { type Http2Session, type IncomingHttpHeaders, type ServerHttp2Stream } from "node:http2";
-import type { AddressInfo, Socket } from "node:net";
+import type { Socket } from "node:net";
 import type { Duplex } from "node:stream";
 import tls from "node:tls";
 import type { ServerConfig } from "../gen/kedge/config/v1/server_pb.js";
@@ -14,6 +14,7 @@ import { kedgeHttpProxy, type ProxyContext } from "../proxy/http.js";
 import { Tunnels, writeRawError } from "../proxy/tunnel.js";
 import { newRequestId } from "../proxy/request.js";
 import { KedgeError } from "../errors.js";
+import { isGrpc, listen } from "./listen.js";
 import { ConnectionGuard, tooManyConnections } from "./connection-guard.js";
 import { parserRefusal, refuseH1Head, type HeadLimits } from "./h1-guard.js";
 import { watchResets } from "./reset-limiter.js";
@@ -34,12 +35,6 @@ export interface DataListeners {
 
 const defaultClientIdleMs = 120_000;
 
-/** gRPC by content-type; grpc-web stays HTTP (browsers' calls are plain HTTP requests to backends that speak it). */
-function isGrpc(headers: IncomingHttpHeaders): boolean {
-  const ct = headers["content-type"];
-  return ct !== undefined && ct.startsWith("application/grpc") && !ct.startsWith("application/grpc-web");
-}
-
 /**
  * The listener's TLS material. With client CAs, clients are asked for a certificate; a missing or
  * untrusted one fails the handshake only when required, otherwise the request path refuses an
@@ -54,13 +49,6 @@ function tlsFiles(server: ServerConfig): tls.SecureContextOptions & { requestCer
     requestCert: clientCas.length > 0,
     rejectUnauthorized: clientCas.length > 0 && server.tlsClientCertRequired,
   };
-}
-
-function listen(server: { listen: (port: number, host: string, cb: () => void) => unknown; once: (e: string, cb: (err: Error) => void) => unknown; address: () => AddressInfo | string | null }, port: number, host: string): Promise<number> {
-  return new Promise((resolve, reject) => {
-    server.once("error", reject);
-    server.listen(port, host, () => resolve((server.address() as AddressInfo).port));
-  });
 }
 
 interface Proxies {

@@ -4,6 +4,7 @@ import tls from "node:tls";
 import { asKedgeError, KedgeError } from "../errors.js";
 import { log } from "../observe/log.js";
 import { dialTcp, writeRawError, tunnelEstablished, type Tunnels } from "../proxy/tunnel.js";
+import { requestIdFrom } from "../proxy/request.js";
 import { parseHostPort } from "../router/host.js";
 import { destination, winchRequestId, type WinchContext } from "./context.js";
 
@@ -53,8 +54,7 @@ function connectViaKedge(socket: tls.TLSSocket, target: string, headers: Record<
  */
 export function winchConnect(ctx: WinchContext, tunnels: Tunnels, req: IncomingMessage, client: Duplex, head: Buffer): void {
   const target = req.url ?? "";
-  const incomingId = req.headers["x-kedge-request-id"];
-  const requestId = typeof incomingId === "string" && incomingId.length <= 128 ? incomingId : winchRequestId();
+  const requestId = requestIdFrom(req.headers, winchRequestId);
   client.on("error", () => {});
   let label = "none";
   const open = async () => {

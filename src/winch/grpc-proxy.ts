@@ -2,6 +2,7 @@ import type { IncomingHttpHeaders, ServerHttp2Stream } from "node:http2";
 import type { KedgeError } from "../errors.js";
 import { forwardCall } from "../proxy/grpc.js";
 import { answerStatus, GrpcStatus, openCall } from "../proxy/grpc-call.js";
+import { requestIdFrom } from "../proxy/request.js";
 import { parseHostPort } from "../router/host.js";
 import { destination, winchRequestId, type WinchContext } from "./context.js";
 import type { Injection } from "./credentials.js";
@@ -26,7 +27,7 @@ export function winchGrpc(ctx: WinchContext, stream: ServerHttp2Stream, headers:
     const to = destination(ctx, hostPort.host, hostPort.port || undefined, "grpc");
     if (to.kind !== "kedge") throw new Error("unreachable: gRPC never goes direct");
     const { kedge } = to.mapping;
-    const requestId = typeof headers["x-kedge-request-id"] === "string" ? headers["x-kedge-request-id"] : winchRequestId();
+    const requestId = requestIdFrom(headers, winchRequestId);
     const go = (injection: Injection) => {
       call.backendName = kedge.host;
       const set = { ...injection.headers, "x-kedge-request-id": requestId };

@@ -9,6 +9,7 @@ import { proxyMetrics, Registry } from "../observe/metrics.js";
 import { exchange, sendError } from "../proxy/exchange.js";
 import { Tunnels } from "../proxy/tunnel.js";
 import { H1Response, h1Request } from "../server/ingress-h1.js";
+import { isGrpc, listen } from "../server/listen.js";
 import { buildAuthSources } from "./auth/index.js";
 import { winchConnect } from "./connect.js";
 import type { WinchContext } from "./context.js";
@@ -32,15 +33,6 @@ export interface WinchOptions {
   openBrowser?: (url: string) => void;
   home?: string;
 }
-
-function listen(server: { listen: (port: number, host: string, cb: () => void) => unknown; once: (e: string, cb: (err: Error) => void) => unknown; address: () => AddressInfo | string | null }, port: number, host: string): Promise<number> {
-  return new Promise((resolve, reject) => {
-    server.once("error", reject);
-    server.listen(port, host, () => resolve((server.address() as AddressInfo).port));
-  });
-}
-
-const isGrpc = (headers: IncomingHttpHeaders) => String(headers["content-type"] ?? "").startsWith("application/grpc");
 
 /** Starts winch's listeners: the HTTP proxy (plus /wpad.dat), the h2c gRPC port and optional monitoring. */
 export async function startWinch(config: WinchConfig, options: WinchOptions = {}): Promise<Winch> {

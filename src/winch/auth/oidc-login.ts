@@ -1,6 +1,6 @@
 import { createHash, randomBytes } from "node:crypto";
 import { createServer, type ServerResponse } from "node:http";
-import type { AddressInfo } from "node:net";
+import { listen } from "../../server/listen.js";
 import { messageOf } from "./errors.js";
 import type { OidcClient, TokenSet } from "./oidc-client.js";
 
@@ -29,11 +29,7 @@ export async function interactiveLogin(options: LoginOptions): Promise<TokenSet>
   const state = randomBytes(16).toString("base64url");
 
   const server = createServer();
-  await new Promise<void>((resolve, reject) => {
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => resolve());
-  });
-  const redirectUri = `http://127.0.0.1:${(server.address() as AddressInfo).port}${callbackPath}`;
+  const redirectUri = `http://127.0.0.1:${await listen(server, 0, "127.0.0.1")}${callbackPath}`;
   const url = new URL(endpoints.authorization);
   url.searchParams.set("response_type", "code");
   url.searchParams.set("client_id", client.clientId);
