@@ -1,4 +1,4 @@
-import type { IncomingMessage } from "node:http";
+import type { IncomingHttpHeaders } from "node:http";
 import type { Duplex } from "node:stream";
 import type { Endpoint } from "../backend/endpoint.js";
 import { defaults } from "../backend/http-backend.js";
@@ -10,9 +10,17 @@ import { dialTcp, writeRawError, tunnelEstablished, type Tunnels } from "./tunne
 
 const maxEndpointAttempts = 3;
 
-/** CONNECT's request-target is authority-form, host:port (RFC 9112 §3.2.3). */
-function connectFacts(req: IncomingMessage): ParsedRequest {
-  const target = req.url ?? "";
+/** A CONNECT request as either HTTP/1.1 listener reads it. */
+export interface ConnectRequest {
+  /** The request-target: authority-form, host:port (RFC 9112 §3.2.3). */
+  readonly target: string;
+  readonly headers: IncomingHttpHeaders;
+  /** The client connection, where a client certificate is read. */
+  readonly socket: object | undefined;
+}
+
+function connectFacts(req: ConnectRequest): ParsedRequest {
+  const target = req.target;
   const hostPort = /:\d+$/.test(target) ? parseHostPort(target, 0) : undefined;
   if (!hostPort) throw new KedgeError("bad-request", 400, `CONNECT needs host:port, got ${JSON.stringify(target.slice(0, 100))}`);
   // No path: a route with path rules never matches a tunnel, since no path could be enforced inside it.
@@ -24,7 +32,7 @@ function connectFacts(req: IncomingMessage): ParsedRequest {
  * to an endpoint of the backend the host:port's route names, after that route's access check.
  * The client's TLS passes through untouched, end to end with the backend.
  */
-export function proxyConnect(ctx: ProxyContext, tunnels: Tunnels, req: IncomingMessage, client: Duplex, head: Buffer): void {
+export function proxyConnect(ctx: ProxyContext, tunnels: Tunnels, req: ConnectRequest, client: Duplex, head: Buffer): void {
   const requestId = requestIdFrom(req.headers, newRequestId);
   client.on("error", () => {});
   let label = "none";

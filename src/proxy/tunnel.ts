@@ -56,12 +56,17 @@ export function dialTcp(host: string, port: number, timeoutMs: number): Promise<
 /** An error response written straight on the connection (a refused CONNECT, a head the parser rejected), then close. */
 export function writeRawError(socket: Duplex, err: KedgeError, requestId: string, prefix: "x-kedge" | "x-winch"): void {
   if (socket.destroyed) return;
+  socket.end(rawErrorResponse(err, requestId, prefix));
+}
+
+/** The error contract as a complete HTTP/1.1 response that closes the connection. */
+export function rawErrorResponse(err: KedgeError, requestId: string, prefix: "x-kedge" | "x-winch"): string {
   const body = `${err.message}\n`;
   const oneLine = err.message.replace(/[\r\n]/g, " ");
-  socket.end(
+  return (
     `HTTP/1.1 ${err.status} ${STATUS_CODES[err.status] ?? "Error"}\r\n` +
       `content-type: text/plain; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\n` +
-      `${prefix}-error: ${oneLine}\r\n${prefix}-error-type: ${err.type}\r\nx-kedge-request-id: ${requestId}\r\nconnection: close\r\n\r\n${body}`,
+      `${prefix}-error: ${oneLine}\r\n${prefix}-error-type: ${err.type}\r\nx-kedge-request-id: ${requestId}\r\nconnection: close\r\n\r\n${body}`
   );
 }
 

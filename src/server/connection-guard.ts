@@ -4,7 +4,7 @@ import { writeRawError } from "../proxy/tunnel.js";
 
 const sweepEveryMs = 500;
 export const tooManyConnections = new KedgeError("overloaded", 503, "too many connections");
-const headTimeout = new KedgeError("bad-request", 408, "no complete request head in time");
+export const headTimeout = new KedgeError("bad-request", 408, "no complete request head in time");
 
 function refuse(socket: Duplex, err: KedgeError): void {
   writeRawError(socket, err, "", "x-kedge");
@@ -56,6 +56,20 @@ export class ConnectionGuard {
     });
     if (awaitsHead && !served) this.awaitingHead.set(socket, performance.now() + this.headerTimeoutMs);
     return true;
+  }
+
+  /** Counts a connection whose listener reports its close itself (kedge's own HTTP/1.1 listener); false at the limit. */
+  admitOwned(): boolean {
+    if (this.open >= this.maxConnections) {
+      this.refused.overLimit++;
+      return false;
+    }
+    this.open++;
+    return true;
+  }
+
+  releaseOwned(): void {
+    this.open--;
   }
 
   /** The connection delivered a request head; false when it must be refused instead of served. */

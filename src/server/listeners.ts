@@ -19,6 +19,7 @@ import { ConnectionGuard, tooManyConnections } from "./connection-guard.js";
 import { parserRefusal, refuseH1Head, type HeadLimits } from "./h1-guard.js";
 import { watchResets } from "./reset-limiter.js";
 import { H1Response, h1Request } from "./ingress-h1.js";
+import { startH1Listener } from "./h1/listener.js";
 import { H2Response, h2Request } from "./ingress-h2.js";
 
 export interface DataListeners {
@@ -79,7 +80,7 @@ function h1Server(env: ListenerEnv, scheme: "http" | "https", port: () => number
   server.on("connect", (req: IncomingMessage, socket: Duplex, head: Buffer) => {
     const refusal = guard.gotHead(req.socket) ? refuseH1Head(req, limits) : tooManyConnections;
     if (refusal) return writeRawError(socket, refusal, newRequestId(), "x-kedge");
-    proxyConnect(proxies.ctx, proxies.tunnels, req, socket, head);
+    proxyConnect(proxies.ctx, proxies.tunnels, { target: req.url ?? "", headers: req.headers, socket: req.socket }, socket, head);
   });
   server.on("clientError", (err: Error, socket: Duplex) => writeRawError(socket, parserRefusal(err, limits), newRequestId(), "x-kedge"));
   // A client may half-close once its request is sent (nc, some scripts): it still gets its answer.
@@ -203,19 +204,19 @@ export async function startDataListeners(server: ServerConfig, ctx: ProxyContext
   }
 
   if (server.httpPort !== undefined) {
-    const plain = h1Server(env, "http", () => ports.http);
-    plain.on("connection", (socket: Socket) => {
-      guard.admit(socket, true);
-      socket.setNoDelay(true);
+    const plain = startH1Listener({
+      hostname: bind,
+      port: server.httpPort,
+      ctx,
+      http: proxies.http,
+      tunnels: proxies.tunnels,
+      guard,
+      limits,
+      headTimeoutMs: durationMs(server.requestHeaderTimeout, 10_000),
+      idleMs,
     });
-    ports.http = await listen(plain, server.httpPort, bind);
-    closers.push({
-      stop: () => {
-        plain.close();
-        plain.closeIdleConnections();
-      },
-      kill: () => plain.closeAllConnections(),
-    });
+    ports.http = plain.port;
+    closers.push({ stop: plain.stop, kill: plain.kill });
   }
 
   return {

@@ -1,0 +1,313 @@
+import type { Socket } from "bun";
+import { Readable } from "node:stream";
+import { asKedgeError, type KedgeError } from "../../errors.js";
+import type { IngressRequest } from "../../proxy/ingress.js";
+import { BodyReader } from "./body-reader.js";
+import { findHeadEnd, parseRequestHead, type HeadLimits, type RequestHead } from "./request-head.js";
+import { H1RawResponse, type ResponseOutput } from "./response.js";
+import { TunnelSocket, type TunnelOutput } from "./tunnel-socket.js";
+
+/** What a connection hands its requests to, and the settings it runs by. */
+export interface H1Handler {
+  readonly limits: HeadLimits;
+  readonly scheme: "http" | "https";
+  readonly localPort: number;
+  readonly headTimeoutMs: number;
+  readonly idleMs: number;
+  /** Proxies one request. */
+  request(req: IngressRequest, res: H1RawResponse): void;
+  /** A CONNECT request: the tunnel owns the connection from here on. */
+  connect(head: RequestHead, tunnel: TunnelSocket, rest: Buffer, socket: object | undefined): void;
+  /** A head that cannot be served: answered, then the connection closes. */
+  refuse(conn: H1ClientConnection, err: KedgeError): void;
+  /** The listener is draining: finish the request in flight, take no more. */
+  draining: boolean;
+}
+
+const continueLine = Buffer.from("HTTP/1.1 100 Continue\r\n\r\n");
+// Pipelined bytes kept while a response is in flight before the client is made to wait.
+const maxBufferedAhead = 65_536;
+const lingerMs = 5_000;
+
+/**
+ * One client connection on a kedge-owned HTTP/1.1 listener (Bun.listen). Requests are read one
+ * at a time: a pipelined request waits in the buffer until the previous response is complete,
+ * which is what keeps responses in order. Replaces node:http, whose per-request machinery cost
+ * more CPU in Bun than nginx's whole proxy (issue 8's profile).
+ */
+export class H1ClientConnection implements ResponseOutput, TunnelOutput {
+  closed = false;
+  /** When the head in progress, or the next one on an idle connection, must have arrived (performance.now()); 0: none. */
+  deadline = 0;
+  /** What a missed deadline means: 408 for a head begun and not finished, a quiet close for an idle keep-alive. */
+  headStarted = false;
+  /** No request head has arrived yet: a missed deadline is a 408 (slowloris, or a connection opened and left). */
+  fresh = true;
+  private input: Buffer | undefined;
+  private body: BodyReader | undefined;
+  private bodyStream: Readable | undefined;
+  private response: H1RawResponse | undefined;
+  private outbox: Uint8Array[] = [];
+  private drainWaiters: Array<() => void> = [];
+  private endWhenFlushed = false;
+  private processing = false;
+  private tunnel: TunnelSocket | undefined;
+  private paused = false;
+  /** The client half-closed: answer what it sent, then close. */
+  private peerEnded = false;
+
+  constructor(
+    readonly socket: Socket<H1ClientConnection>,
+    private readonly handler: H1Handler,
+  ) {
+    this.deadline = performance.now() + handler.headTimeoutMs;
+  }
+
+  get idle(): boolean {
+    return !this.response && !this.headStarted && !this.body && !this.tunnel;
+  }
+
+  onData(data: Buffer): void {
+    if (this.tunnel) return this.tunnel.received(data);
+    this.input = this.input ? Buffer.concat([this.input, data]) : data;
+    this.process();
+  }
+
+  private process(): void {
+    if (this.processing) return;
+    this.processing = true;
+    try {
+      while (this.input && !this.closed && !this.endWhenFlushed) {
+        if (this.body && !this.body.done) {
+          const used = this.body.feed(this.input);
+          this.consume(used);
+          if (!this.body.done) break;
+        }
+        this.body = undefined;
+        if (this.response) {
+          // The next pipelined request waits for this response; a client far ahead waits in TCP.
+          if (this.input && this.input.length > maxBufferedAhead) this.pause();
+          break;
+        }
+        if (!this.readHead()) break;
+      }
+    } catch (e) {
+      this.refuse(asKedgeError(e));
+    } finally {
+      this.processing = false;
+    }
+    // A client that half-closed in the middle of a head has nothing more to send.
+    if (this.peerEnded && !this.response && !this.closed) this.closeWhenFlushed();
+  }
+
+  /** Reads and starts one request; false when the head is incomplete (or refused). */
+  private readHead(): boolean {
+    let input = this.input!;
+    // RFC 9112 §2.2: empty lines before a request line are ignored.
+    let skip = 0;
+    while (skip + 1 < input.length && input[skip] === 13 && input[skip + 1] === 10) skip += 2;
+    if (skip > 0) {
+      this.consume(skip);
+      if (!this.input) return false;
+      input = this.input;
+    }
+    const limits = this.handler.limits;
+    const end = findHeadEnd(input, input.length, limits);
+    if (typeof end !== "number") return this.refuse(end), false;
+    if (end < 0) {
+      if (!this.headStarted) {
+        this.headStarted = true;
+        this.deadline = performance.now() + this.handler.headTimeoutMs;
+      }
+      return false;
+    }
+    const head = parseRequestHead(input.toString("latin1", 0, end), limits);
+    if (!("method" in head)) return this.refuse(head), false;
+    this.consume(end);
+    this.fresh = false;
+    this.headStarted = false;
+    this.deadline = 0;
+    if (head.method === "CONNECT") return this.startTunnel(head), false;
+    this.startRequest(head);
+    return true;
+  }
+
+  private startRequest(head: RequestHead): void {
+    const keepAlive = head.keepAlive && !this.handler.draining;
+    const res = new H1RawResponse(this, head.versionMinor, keepAlive, head.method === "HEAD");
+    const hasBody = head.contentLength !== 0;
+    let body: Readable;
+    if (hasBody) {
+      body = new Readable({ read: () => this.resume() });
+      this.bodyStream = body;
+      this.body = new BodyReader(head.contentLength, {
+        data: (chunk) => {
+          if (!body.push(chunk)) this.pause();
+        },
+        end: () => {
+          body.push(null);
+          this.bodyStream = undefined;
+          // A stream that ended never asks for more: undo a pause its last chunk caused.
+          this.resume();
+        },
+      });
+      if (head.expectContinue) this.send(continueLine);
+      // Framing errors in what already arrived are refused before anything goes upstream.
+      if (this.input) this.consume(this.body.feed(this.input));
+    } else body = emptyBody;
+    const req: IngressRequest = {
+      protocol: "http/1.1",
+      method: head.method,
+      target: head.target,
+      authority: (head.headers.host as string | undefined) ?? "",
+      scheme: this.handler.scheme,
+      localPort: this.handler.localPort,
+      headers: head.headers,
+      remoteAddress: this.socket.remoteAddress,
+      socket: undefined,
+      hasBody,
+      contentLength: head.contentLength,
+      body,
+    };
+    this.response = res;
+    this.handler.request(req, res);
+  }
+
+  private startTunnel(head: RequestHead): void {
+    this.response = undefined;
+    this.tunnel = new TunnelSocket(this);
+    const rest = this.input ?? Buffer.alloc(0);
+    this.input = undefined;
+    this.handler.connect(head, this.tunnel, rest, undefined);
+  }
+
+  private consume(n: number): void {
+    if (!this.input) return;
+    this.input = n >= this.input.length ? undefined : this.input.subarray(n);
+  }
+
+  private refuse(err: KedgeError): void {
+    this.input = undefined;
+    this.headStarted = false;
+    this.deadline = 0;
+    this.bodyStream?.destroy();
+    this.bodyStream = undefined;
+    const inFlight = this.response;
+    if (inFlight) {
+      // Broken body framing mid-request: the exchange stops as if the client had gone.
+      this.response = undefined;
+      inFlight.connectionClosed();
+      if (inFlight.headersSent) return this.destroy();
+    }
+    this.handler.refuse(this, err);
+  }
+
+  pause(): void {
+    if (this.paused) return;
+    this.paused = true;
+    this.socket.pause();
+  }
+
+  resume(): void {
+    if (!this.paused) return;
+    this.paused = false;
+    this.socket.resume();
+  }
+
+  // ResponseOutput, for the response in flight.
+  send(bytes: Uint8Array): boolean {
+    if (this.closed) return true;
+    if (this.outbox.length > 0) {
+      this.outbox.push(bytes);
+      return false;
+    }
+    const written = this.socket.write(bytes);
+    if (written >= bytes.length) return true;
+    this.outbox.push(written > 0 ? bytes.subarray(written) : bytes);
+    return false;
+  }
+
+  onceDrain(cb: () => void): void {
+    if (this.outbox.length === 0) cb();
+    else this.drainWaiters.push(cb);
+  }
+
+  responseDone(reuse: boolean): void {
+    this.response = undefined;
+    if (!reuse || this.handler.draining) return this.closeWhenFlushed();
+    if (this.peerEnded && !this.input) return this.closeWhenFlushed();
+    this.deadline = performance.now() + this.handler.idleMs;
+    if (!this.body) this.resume();
+    if (this.input) queueMicrotask(() => this.process());
+  }
+
+  /**
+   * Sends what is queued, then closes: the answer to a refused request, the last of a drain. The
+   * client gets lingerMs to read it and close its side before the connection is cut.
+   */
+  closeWhenFlushed(): void {
+    if (this.endWhenFlushed) return;
+    this.endWhenFlushed = true;
+    this.input = undefined;
+    this.deadline = performance.now() + lingerMs;
+    if (this.outbox.length === 0) this.socket.end();
+  }
+
+  /** The deadline passed. True when a request head is late (a 408); otherwise it closed what it had to. */
+  expired(): boolean {
+    this.deadline = 0;
+    if (this.endWhenFlushed) {
+      this.destroy();
+      return false;
+    }
+    if (this.headStarted || this.fresh) return true;
+    if (this.idle) this.closeWhenFlushed();
+    return false;
+  }
+
+  destroy(): void {
+    if (this.closed) return;
+    this.socket.terminate();
+    this.onClose();
+  }
+
+  onDrain(): void {
+    while (this.outbox.length > 0) {
+      const next = this.outbox[0];
+      const written = this.socket.write(next);
+      if (written < next.length) {
+        this.outbox[0] = next.subarray(Math.max(written, 0));
+        return;
+      }
+      this.outbox.shift();
+    }
+    if (this.endWhenFlushed) return void this.socket.end();
+    if (this.tunnel) this.tunnel.drained();
+    const waiters = this.drainWaiters;
+    this.drainWaiters = [];
+    for (const cb of waiters) cb();
+  }
+
+  onClose(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.input = undefined;
+    this.outbox = [];
+    this.bodyStream?.destroy();
+    this.bodyStream = undefined;
+    this.response?.connectionClosed();
+    this.response = undefined;
+    this.tunnel?.connectionClosed();
+  }
+
+  /** The client half-closed: it may still read the answer to what it sent (httpAllowHalfOpen). */
+  onEnd(): void {
+    this.peerEnded = true;
+    // The rest of a body can never come now: the exchange ends as if the client had gone.
+    if (this.body && !this.body.done) return this.destroy();
+    if (!this.response) this.closeWhenFlushed();
+  }
+}
+
+const emptyBody = new Readable({ read() {} });
+emptyBody.push(null);

@@ -1,0 +1,141 @@
+import type { IncomingHttpHeaders } from "node:http";
+import { KedgeError } from "../../errors.js";
+
+/** The request-head limits of the server section, with defaults applied. */
+export interface HeadLimits {
+  maxHeaderBytes: number;
+  maxHeaders: number;
+  maxUriBytes: number;
+}
+
+/** One parsed HTTP/1.x request head. */
+export interface RequestHead {
+  method: string;
+  target: string;
+  versionMinor: number;
+  /** Lower-case names, repeated fields combined the way node:http combines them. */
+  headers: IncomingHttpHeaders;
+  /** Content-Length; -1 for a chunked body. */
+  contentLength: number;
+  /** The client allows another request on this connection after this one. */
+  keepAlive: boolean;
+  /** `Expect: 100-continue`: the client waits for an interim answer before sending its body. */
+  expectContinue: boolean;
+  /** Bytes the head took, its blank line included. */
+  length: number;
+}
+
+const bad = (message: string) => new KedgeError("bad-request", 400, message);
+const tooLong = (max: number) => new KedgeError("bad-request", 414, `request target longer than ${max} bytes`);
+
+// RFC 9110 §5.6.2 token characters, and the field-value bytes RFC 9110 §5.5 allows (HTAB, VCHAR, SP, obs-text).
+const token = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+const badValueByte = /[\x00-\x08\x0a-\x1f\x7f]/;
+const badTargetByte = /[\x00-\x20\x7f]/;
+const digits = /^[0-9]{1,15}$/;
+
+// node:http keeps the first of these when repeated; kedge refuses the framing ones outright.
+const singleValued = new Set([
+  "age", "authorization", "content-type", "etag", "expires", "from", "if-modified-since",
+  "if-unmodified-since", "last-modified", "location", "max-forwards", "proxy-authorization",
+  "referer", "retry-after", "server", "user-agent",
+]);
+
+/**
+ * Where the head in buf[0..end) ends (the index after its blank line), -1 when more bytes are
+ * needed, or an error. Every LF must follow a CR (RFC 9112 §2.2: a bare LF is how one hop's
+ * framing differs from the next one's), and the head must fit the limits.
+ */
+export function findHeadEnd(buf: Uint8Array, end: number, limits: HeadLimits): number | KedgeError {
+  let lineStart = 0;
+  for (let i = buf.indexOf(10); i >= 0 && i < end; i = buf.indexOf(10, i + 1)) {
+    if (i === 0 || buf[i - 1] !== 13) return bad("bare LF in the request head");
+    if (lineStart === 0 && i > limits.maxUriBytes + 16) return tooLong(limits.maxUriBytes);
+    if (i + 1 > limits.maxHeaderBytes) break;
+    if (i - 1 === lineStart && lineStart > 0) return i + 1;
+    lineStart = i + 1;
+  }
+  if (end <= limits.maxHeaderBytes) return -1;
+  // Over the limit: blame the request line when it alone is longer than a target may be.
+  const firstLf = buf.indexOf(10);
+  if (firstLf < 0 || firstLf >= end || firstLf > limits.maxUriBytes) return tooLong(limits.maxUriBytes);
+  return new KedgeError("bad-request", 431, `request head larger than ${limits.maxHeaderBytes} bytes`);
+}
+
+function hasToken(value: string, wanted: string): boolean {
+  for (const t of value.split(",")) if (t.trim().toLowerCase() === wanted) return true;
+  return false;
+}
+
+/**
+ * Parses a complete head (as found by findHeadEnd) by RFC 9112's rules, strictly: anything a
+ * backend could frame differently from kedge (request smuggling) is refused, never repaired.
+ */
+export function parseRequestHead(text: string, limits: HeadLimits): RequestHead | KedgeError {
+  const lines = text.split("\r\n");
+  const requestLine = lines[0];
+  const sp1 = requestLine.indexOf(" ");
+  const sp2 = requestLine.lastIndexOf(" ");
+  if (sp1 <= 0 || sp2 === sp1) return bad("malformed request line");
+  const method = requestLine.slice(0, sp1);
+  const target = requestLine.slice(sp1 + 1, sp2);
+  const version = requestLine.slice(sp2 + 1);
+  if (!token.test(method)) return bad("malformed request method");
+  if (target.length === 0 || badTargetByte.test(target)) return bad("malformed request target");
+  if (target.length > limits.maxUriBytes) return tooLong(limits.maxUriBytes);
+  let versionMinor: number;
+  if (version === "HTTP/1.1") versionMinor = 1;
+  else if (version === "HTTP/1.0") versionMinor = 0;
+  else if (/^HTTP\/\d\.\d$/.test(version)) return new KedgeError("bad-request", 505, `${version} is not supported on this port`);
+  else return bad("malformed HTTP version");
+
+  const fields = lines.length - 3; // the request line and the two empty strings after the blank line
+  if (fields > limits.maxHeaders) return new KedgeError("bad-request", 431, `more than ${limits.maxHeaders} request header fields`);
+  const headers: IncomingHttpHeaders = {};
+  let hosts = 0;
+  let lengths = 0;
+  let encodings = 0;
+  for (let i = 1; i <= fields; i++) {
+    const line = lines[i];
+    const colon = line.indexOf(":");
+    // A line starting with whitespace is obs-fold; a name with whitespace before the colon is refused (RFC 9112 §5.1).
+    if (colon <= 0) return bad(line.charCodeAt(0) === 32 || line.charCodeAt(0) === 9 ? "obsolete line folding in the request head" : "malformed header line");
+    const rawName = line.slice(0, colon);
+    if (!token.test(rawName)) return bad(`invalid header name ${JSON.stringify(rawName.slice(0, 50))}`);
+    const value = line.slice(colon + 1).trim();
+    if (badValueByte.test(value)) return bad(`invalid byte in header ${rawName.slice(0, 50)}`);
+    const name = rawName.toLowerCase();
+    if (name === "host") hosts++;
+    else if (name === "content-length") lengths++;
+    else if (name === "transfer-encoding") encodings++;
+    const prev = headers[name];
+    if (prev === undefined) headers[name] = name === "set-cookie" ? [value] : value;
+    else if (name === "set-cookie") (prev as string[]).push(value);
+    else if (name === "cookie") headers[name] = `${prev}; ${value}`;
+    else if (!singleValued.has(name)) headers[name] = `${prev}, ${value}`;
+  }
+  // RFC 9112 §3.2 and §6.3: one Host, one Content-Length (even when equal), never both framings.
+  if (hosts > 1) return bad("more than one Host header");
+  if (hosts === 0 && versionMinor === 1) return bad("missing Host header");
+  if (lengths > 1) return bad("more than one Content-Length header");
+  let contentLength = 0;
+  if (encodings > 0) {
+    if (encodings > 1) return bad("more than one Transfer-Encoding header");
+    if (lengths > 0) return bad("both Content-Length and Transfer-Encoding");
+    // RFC 9112 §6.1: Transfer-Encoding in HTTP/1.0 means the framing cannot be trusted.
+    if (versionMinor === 0) return bad("Transfer-Encoding in an HTTP/1.0 request");
+    const te = headers["transfer-encoding"] as string;
+    // kedge re-frames bodies as chunked; another coding (gzip, chunked) would reach the backend undecoded.
+    if (te.toLowerCase() !== "chunked") return new KedgeError("bad-request", 501, `Transfer-Encoding ${JSON.stringify(te.slice(0, 50))} is not supported`);
+    contentLength = -1;
+  } else if (lengths === 1) {
+    const cl = headers["content-length"] as string;
+    if (!digits.test(cl)) return bad(`malformed Content-Length ${JSON.stringify(cl.slice(0, 30))}`);
+    contentLength = Number(cl);
+  }
+  const connection = headers.connection;
+  const keepAlive = versionMinor === 1 ? !(connection && hasToken(connection, "close")) : !!connection && hasToken(connection, "keep-alive");
+  const expect = headers.expect;
+  const expectContinue = versionMinor === 1 && typeof expect === "string" && expect.toLowerCase() === "100-continue";
+  return { method, target, versionMinor, headers, contentLength, keepAlive, expectContinue, length: text.length };
+}
