@@ -1,25 +1,21 @@
 import { readFileSync } from "node:fs";
-import http, { type IncomingMessage, type ServerResponse } from "node:http";
 import http2, { type Http2Session, type IncomingHttpHeaders, type ServerHttp2Stream } from "node:http2";
 import type { Socket } from "node:net";
-import type { Duplex } from "node:stream";
 import tls from "node:tls";
 import type { ServerConfig } from "../gen/kedge/config/v1/server_pb.js";
 import { durationMs } from "../backend/http-backend.js";
 import { log } from "../observe/log.js";
 import { proxyGrpc } from "../proxy/grpc.js";
-import { proxyConnect } from "../proxy/connect.js";
 import { exchange, sendError, type HttpProxy } from "../proxy/exchange.js";
 import { kedgeHttpProxy, type ProxyContext } from "../proxy/http.js";
-import { Tunnels, writeRawError } from "../proxy/tunnel.js";
-import { newRequestId } from "../proxy/request.js";
+import { Tunnels } from "../proxy/tunnel.js";
 import { KedgeError } from "../errors.js";
 import { isGrpc, listen } from "./listen.js";
-import { ConnectionGuard, tooManyConnections } from "./connection-guard.js";
-import { parserRefusal, refuseH1Head, type HeadLimits } from "./h1-guard.js";
+import { ConnectionGuard } from "./connection-guard.js";
+import type { HeadLimits } from "./h1/request-head.js";
 import { watchResets } from "./reset-limiter.js";
-import { H1Response, h1Request } from "./ingress-h1.js";
 import { startH1Listener } from "./h1/listener.js";
+import { H1Connections, type H1Options } from "./h1/connections.js";
 import { H2Response, h2Request } from "./ingress-h2.js";
 
 export interface DataListeners {
@@ -64,31 +60,6 @@ interface ListenerEnv {
   guard: ConnectionGuard;
   limits: HeadLimits;
   idleMs: number;
-}
-
-function h1Server(env: ListenerEnv, scheme: "http" | "https", port: () => number): http.Server {
-  const { proxies, guard, limits } = env;
-  const server = http.createServer({ maxHeaderSize: limits.maxHeaderBytes }, (req: IncomingMessage, res: ServerResponse) => {
-    const refusal = guard.gotHead(req.socket) ? refuseH1Head(req, limits) : tooManyConnections;
-    if (refusal) {
-      const answer = new H1Response(res);
-      answer.lastOnConnection(); // the framing of whatever follows cannot be trusted
-      return sendError(answer, refusal, newRequestId());
-    }
-    exchange(proxies.http, h1Request(req, scheme, port()), new H1Response(res));
-  });
-  server.on("connect", (req: IncomingMessage, socket: Duplex, head: Buffer) => {
-    const refusal = guard.gotHead(req.socket) ? refuseH1Head(req, limits) : tooManyConnections;
-    if (refusal) return writeRawError(socket, refusal, newRequestId(), "x-kedge");
-    proxyConnect(proxies.ctx, proxies.tunnels, { target: req.url ?? "", headers: req.headers, socket: req.socket }, socket, head);
-  });
-  server.on("clientError", (err: Error, socket: Duplex) => writeRawError(socket, parserRefusal(err, limits), newRequestId(), "x-kedge"));
-  // A client may half-close once its request is sent (nc, some scripts): it still gets its answer.
-  // Bun's node:http closes such a connection unless told otherwise (Node's httpAllowHalfOpen).
-  Object.assign(server, { httpAllowHalfOpen: true });
-  server.keepAliveTimeout = env.idleMs;
-  server.headersTimeout = Math.min(60_000, env.idleMs);
-  return server;
 }
 
 interface H2Ingress {
@@ -142,7 +113,7 @@ export async function startDataListeners(server: ServerConfig, ctx: ProxyContext
   const closers: Array<{ stop: () => void; kill: () => void }> = [];
   const tlsServers: tls.Server[] = [];
   const proxies: Proxies = { ctx, http: kedgeHttpProxy(ctx), tunnels: new Tunnels() };
-  const guard = new ConnectionGuard(server.maxConnections || 16_384, durationMs(server.requestHeaderTimeout, 10_000));
+  const guard = new ConnectionGuard(server.maxConnections || 16_384);
   const env: ListenerEnv = { proxies, guard, limits, idleMs };
   closers.push({ stop: () => {}, kill: () => (proxies.tunnels.closeAll(), guard.close()) });
 
@@ -155,16 +126,27 @@ export async function startDataListeners(server: ServerConfig, ctx: ProxyContext
     },
   });
 
-  const startTls = async (name: string, port: number, h1: http.Server | undefined) => {
+  const h1Options = (scheme: "http" | "https"): H1Options => ({
+    scheme,
+    ctx,
+    http: proxies.http,
+    tunnels: proxies.tunnels,
+    guard,
+    limits,
+    headTimeoutMs: durationMs(server.requestHeaderTimeout, 10_000),
+    idleMs,
+  });
+
+  const startTls = async (name: string, port: number, h1: H1Connections | undefined) => {
     const h2 = h2Ingress(env, () => ports[name], maxStreams);
     const listener = tls.createServer(
-      { ...tlsFiles(server), ALPNProtocols: h1 ? ["h2", "http/1.1"] : ["h2"], minVersion: "TLSv1.2" },
+      // A client may half-close once its request is sent: it still gets its answer.
+      { ...tlsFiles(server), ALPNProtocols: h1 ? ["h2", "http/1.1"] : ["h2"], minVersion: "TLSv1.2", allowHalfOpen: true },
       (socket: tls.TLSSocket) => {
         socket.on("error", () => {});
-        const h2Protocol = socket.alpnProtocol === "h2" || !h1;
-        if (!guard.admit(socket, !h2Protocol) && h2Protocol) return void socket.destroy();
-        if (h2Protocol) h2.server.emit("connection", socket);
-        else h1.emit("connection", socket);
+        if (h1 && socket.alpnProtocol !== "h2") return h1.adoptSocket(socket);
+        if (!guard.admit(socket)) return void socket.destroy();
+        h2.server.emit("connection", socket);
       },
     );
     listener.on("tlsClientError", (err: Error) => log.debug("TLS handshake failed", { listener: name, error: err.message }));
@@ -174,24 +156,24 @@ export async function startDataListeners(server: ServerConfig, ctx: ProxyContext
     closers.push({
       stop: () => {
         listener.close();
-        h1?.closeIdleConnections();
+        h1?.stop();
         h2Closer.stop();
       },
       kill: () => {
-        h1?.closeAllConnections();
+        h1?.kill();
         h2Closer.kill();
       },
     });
   };
 
   if (server.httpTlsPort !== undefined) {
-    await startTls("tls", server.httpTlsPort, h1Server(env, "https", () => ports.tls));
+    await startTls("tls", server.httpTlsPort, new H1Connections(h1Options("https"), () => ports.tls));
   }
   if (server.grpcTlsPort !== undefined) await startTls("grpc_tls", server.grpcTlsPort, undefined);
 
   if (server.h2cPort !== undefined) {
     const h2 = h2Ingress(env, () => ports.h2c, maxStreams);
-    h2.server.on("connection", (socket: Socket) => guard.admit(socket, false));
+    h2.server.on("connection", (socket: Socket) => guard.admit(socket));
     ports.h2c = await listen(h2.server, server.h2cPort, bind);
     const h2Closer = closeH2(h2);
     closers.push({
@@ -204,17 +186,7 @@ export async function startDataListeners(server: ServerConfig, ctx: ProxyContext
   }
 
   if (server.httpPort !== undefined) {
-    const plain = startH1Listener({
-      hostname: bind,
-      port: server.httpPort,
-      ctx,
-      http: proxies.http,
-      tunnels: proxies.tunnels,
-      guard,
-      limits,
-      headTimeoutMs: durationMs(server.requestHeaderTimeout, 10_000),
-      idleMs,
-    });
+    const plain = startH1Listener(bind, server.httpPort, h1Options("http"));
     ports.http = plain.port;
     closers.push({ stop: plain.stop, kill: plain.kill });
   }

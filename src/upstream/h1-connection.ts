@@ -1,6 +1,7 @@
 import type { Socket, SocketHandler } from "bun";
 import { ParseError, ResponseParser, type ResponseHead } from "./response-parser.js";
 import type { H1Pool } from "./h1-pool.js";
+import { SocketWriter } from "../net/socket-writer.js";
 
 /** Why an exchange with a backend failed, and whether the request may be sent elsewhere. */
 export type UpstreamFailure =
@@ -77,7 +78,8 @@ export class H1Connection {
   socket!: Socket<H1Connection>;
   private readonly parser = new ResponseParser();
   private handlers: ExchangeHandlers | undefined;
-  private pendingWrites: Uint8Array[] = [];
+  // The socket is assigned once Bun.connect resolves, after construction.
+  private readonly writer = new SocketWriter({ write: (data) => this.socket.write(data) });
   private drainWaiter: (() => void) | undefined;
   private headerTimer: Timer | undefined;
   private responseStarted = false;
@@ -118,14 +120,7 @@ export class H1Connection {
   /** Writes request bytes; false means wait for `onWritable` before writing more. */
   write(data: Uint8Array): boolean {
     if (this.closed) return false;
-    if (this.pendingWrites.length > 0) {
-      this.pendingWrites.push(data);
-      return false;
-    }
-    const n = this.socket.write(data);
-    if (n >= data.length) return true;
-    this.pendingWrites.push(n > 0 ? data.subarray(n) : data);
-    return false;
+    return this.writer.write(data);
   }
 
   onWritable(cb: () => void): void {
@@ -205,15 +200,7 @@ export class H1Connection {
   }
 
   onDrain(): void {
-    while (this.pendingWrites.length > 0) {
-      const data = this.pendingWrites[0];
-      const n = this.socket.write(data);
-      if (n < data.length) {
-        this.pendingWrites[0] = data.subarray(Math.max(n, 0));
-        return;
-      }
-      this.pendingWrites.shift();
-    }
+    if (!this.writer.flush()) return;
     const waiter = this.drainWaiter;
     this.drainWaiter = undefined;
     waiter?.();
@@ -255,7 +242,7 @@ export class H1Connection {
   private finishExchange(): void {
     streaming.delete(this);
     this.handlers = undefined;
-    this.pendingWrites.length = 0;
+    this.writer.clear();
     this.drainWaiter = undefined;
     this.resume();
     if (this.mustClose || this.closed) this.destroy();

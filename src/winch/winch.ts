@@ -8,7 +8,7 @@ import { log } from "../observe/log.js";
 import { proxyMetrics, Registry } from "../observe/metrics.js";
 import { exchange, sendError } from "../proxy/exchange.js";
 import { Tunnels } from "../proxy/tunnel.js";
-import { H1Response, h1Request } from "../server/ingress-h1.js";
+import { H1Response, h1Request } from "./ingress-h1.js";
 import { isGrpc, listen } from "../server/listen.js";
 import { buildAuthSources } from "./auth/index.js";
 import { winchConnect } from "./connect.js";

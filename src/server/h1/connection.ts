@@ -1,4 +1,3 @@
-import type { Socket } from "bun";
 import { Readable } from "node:stream";
 import { asKedgeError, type KedgeError } from "../../errors.js";
 import type { IngressRequest } from "../../proxy/ingress.js";
@@ -6,6 +5,7 @@ import { BodyReader } from "./body-reader.js";
 import { findHeadEnd, parseRequestHead, type HeadLimits, type RequestHead } from "./request-head.js";
 import { H1RawResponse, type ResponseOutput } from "./response.js";
 import { TunnelSocket, type TunnelOutput } from "./tunnel-socket.js";
+import type { ClientTransport, TransportEvents } from "./transport.js";
 
 /** What a connection hands its requests to, and the settings it runs by. */
 export interface H1Handler {
@@ -35,7 +35,7 @@ const lingerMs = 5_000;
  * which is what keeps responses in order. Replaces node:http, whose per-request machinery cost
  * more CPU in Bun than nginx's whole proxy (issue 8's profile).
  */
-export class H1ClientConnection implements ResponseOutput, TunnelOutput {
+export class H1ClientConnection implements ResponseOutput, TunnelOutput, TransportEvents {
   closed = false;
   /** When the head in progress, or the next one on an idle connection, must have arrived (performance.now()); 0: none. */
   deadline = 0;
@@ -47,8 +47,9 @@ export class H1ClientConnection implements ResponseOutput, TunnelOutput {
   private body: BodyReader | undefined;
   private bodyStream: Readable | undefined;
   private response: H1RawResponse | undefined;
-  private outbox: Uint8Array[] = [];
   private drainWaiters: Array<() => void> = [];
+  /** A write was queued and no drain has come since. */
+  private blocked = false;
   private endWhenFlushed = false;
   private processing = false;
   private tunnel: TunnelSocket | undefined;
@@ -57,7 +58,7 @@ export class H1ClientConnection implements ResponseOutput, TunnelOutput {
   private peerEnded = false;
 
   constructor(
-    readonly socket: Socket<H1ClientConnection>,
+    private readonly transport: ClientTransport,
     private readonly handler: H1Handler,
   ) {
     this.deadline = performance.now() + handler.headTimeoutMs;
@@ -163,8 +164,8 @@ export class H1ClientConnection implements ResponseOutput, TunnelOutput {
       scheme: this.handler.scheme,
       localPort: this.handler.localPort,
       headers: head.headers,
-      remoteAddress: this.socket.remoteAddress,
-      socket: undefined,
+      remoteAddress: this.transport.remoteAddress,
+      socket: this.transport.peer,
       hasBody,
       contentLength: head.contentLength,
       body,
@@ -178,7 +179,7 @@ export class H1ClientConnection implements ResponseOutput, TunnelOutput {
     this.tunnel = new TunnelSocket(this);
     const rest = this.input ?? Buffer.alloc(0);
     this.input = undefined;
-    this.handler.connect(head, this.tunnel, rest, undefined);
+    this.handler.connect(head, this.tunnel, rest, this.transport.peer);
   }
 
   private consume(n: number): void {
@@ -205,30 +206,25 @@ export class H1ClientConnection implements ResponseOutput, TunnelOutput {
   pause(): void {
     if (this.paused) return;
     this.paused = true;
-    this.socket.pause();
+    this.transport.pause();
   }
 
   resume(): void {
     if (!this.paused) return;
     this.paused = false;
-    this.socket.resume();
+    this.transport.resume();
   }
 
   // ResponseOutput, for the response in flight.
   send(bytes: Uint8Array): boolean {
     if (this.closed) return true;
-    if (this.outbox.length > 0) {
-      this.outbox.push(bytes);
-      return false;
-    }
-    const written = this.socket.write(bytes);
-    if (written >= bytes.length) return true;
-    this.outbox.push(written > 0 ? bytes.subarray(written) : bytes);
+    if (this.transport.write(bytes)) return true;
+    this.blocked = true;
     return false;
   }
 
   onceDrain(cb: () => void): void {
-    if (this.outbox.length === 0) cb();
+    if (!this.blocked) cb();
     else this.drainWaiters.push(cb);
   }
 
@@ -250,7 +246,7 @@ export class H1ClientConnection implements ResponseOutput, TunnelOutput {
     this.endWhenFlushed = true;
     this.input = undefined;
     this.deadline = performance.now() + lingerMs;
-    if (this.outbox.length === 0) this.socket.end();
+    this.transport.end();
   }
 
   /** The deadline passed. True when a request head is late (a 408); otherwise it closed what it had to. */
@@ -267,21 +263,12 @@ export class H1ClientConnection implements ResponseOutput, TunnelOutput {
 
   destroy(): void {
     if (this.closed) return;
-    this.socket.terminate();
+    this.transport.terminate();
     this.onClose();
   }
 
   onDrain(): void {
-    while (this.outbox.length > 0) {
-      const next = this.outbox[0];
-      const written = this.socket.write(next);
-      if (written < next.length) {
-        this.outbox[0] = next.subarray(Math.max(written, 0));
-        return;
-      }
-      this.outbox.shift();
-    }
-    if (this.endWhenFlushed) return void this.socket.end();
+    this.blocked = false;
     if (this.tunnel) this.tunnel.drained();
     const waiters = this.drainWaiters;
     this.drainWaiters = [];
@@ -292,7 +279,7 @@ export class H1ClientConnection implements ResponseOutput, TunnelOutput {
     if (this.closed) return;
     this.closed = true;
     this.input = undefined;
-    this.outbox = [];
+    this.drainWaiters = [];
     this.bodyStream?.destroy();
     this.bodyStream = undefined;
     this.response?.connectionClosed();

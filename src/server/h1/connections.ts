@@ -1,0 +1,107 @@
+import type { KedgeError } from "../../errors.js";
+import { proxyConnect } from "../../proxy/connect.js";
+import { exchange, type HttpProxy } from "../../proxy/exchange.js";
+import type { ProxyContext } from "../../proxy/http.js";
+import { newRequestId } from "../../proxy/request.js";
+import { rawErrorResponse, type Tunnels } from "../../proxy/tunnel.js";
+import { headTimeout, tooManyConnections, type ConnectionGuard } from "../connection-guard.js";
+import { H1ClientConnection, type H1Handler } from "./connection.js";
+import type { HeadLimits } from "./request-head.js";
+import { NodeTransport, type ClientTransport } from "./transport.js";
+import type { Duplex } from "node:stream";
+
+export interface H1Options {
+  scheme: "http" | "https";
+  ctx: ProxyContext;
+  http: HttpProxy;
+  tunnels: Tunnels;
+  guard: ConnectionGuard;
+  limits: HeadLimits;
+  headTimeoutMs: number;
+  idleMs: number;
+}
+
+const sweepEveryMs = 500;
+
+/**
+ * The HTTP/1.1 client connections of one listener: admission against max_connections, requests
+ * to the proxy, and one timer sweeping every connection's deadline (head timeout, keep-alive
+ * idle timeout, lingering close) instead of a timer per connection.
+ */
+export class H1Connections {
+  private readonly conns = new Set<H1ClientConnection>();
+  private readonly handler: H1Handler;
+  private readonly sweeper: ReturnType<typeof setInterval>;
+
+  constructor(
+    private readonly opts: H1Options,
+    localPort: () => number,
+  ) {
+    this.handler = {
+      limits: opts.limits,
+      scheme: opts.scheme,
+      get localPort() {
+        return localPort();
+      },
+      headTimeoutMs: opts.headTimeoutMs,
+      idleMs: opts.idleMs,
+      draining: false,
+      request: (req, res) => exchange(opts.http, req, res),
+      connect: (head, tunnel, rest, socket) => proxyConnect(opts.ctx, opts.tunnels, { target: head.target, headers: head.headers, socket }, tunnel, rest),
+      refuse: (conn: H1ClientConnection, err: KedgeError) => {
+        conn.send(Buffer.from(rawErrorResponse(err, newRequestId(), "x-kedge"), "latin1"));
+        conn.closeWhenFlushed();
+      },
+    };
+    this.sweeper = setInterval(() => this.sweep(), sweepEveryMs);
+    this.sweeper.unref();
+  }
+
+  /** A new client connection; over max_connections it is answered 503 and closed. */
+  adopt(transport: ClientTransport): H1ClientConnection {
+    const conn = new H1ClientConnection(transport, this.handler);
+    if (this.opts.guard.admitOwned()) this.conns.add(conn);
+    else this.handler.refuse(conn, tooManyConnections);
+    return conn;
+  }
+
+  /** A node socket: the TLS listener's connections that chose http/1.1. */
+  adoptSocket(socket: Duplex): void {
+    const transport = new NodeTransport(socket);
+    const conn = this.adopt(transport);
+    transport.deliverTo({
+      onData: (d) => conn.onData(d),
+      onDrain: () => conn.onDrain(),
+      onEnd: () => conn.onEnd(),
+      onClose: () => this.closed(conn),
+    });
+  }
+
+  closed(conn: H1ClientConnection | undefined): void {
+    if (!conn) return;
+    if (this.conns.delete(conn)) this.opts.guard.releaseOwned();
+    conn.onClose();
+  }
+
+  /** Stops taking requests: idle connections close now, busy ones after their response. */
+  stop(): void {
+    this.handler.draining = true;
+    for (const conn of this.conns) if (conn.idle) conn.closeWhenFlushed();
+  }
+
+  kill(): void {
+    clearInterval(this.sweeper);
+    for (const conn of [...this.conns]) conn.destroy();
+  }
+
+  private sweep(): void {
+    const now = performance.now();
+    for (const conn of this.conns) {
+      if (conn.deadline === 0 || conn.deadline > now) continue;
+      if (conn.expired()) {
+        this.opts.guard.refused.headTimeout++;
+        this.handler.refuse(conn, headTimeout);
+      }
+    }
+  }
+}

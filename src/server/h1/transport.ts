@@ -1,0 +1,112 @@
+import type { Socket } from "bun";
+import type { Duplex } from "node:stream";
+import { SocketWriter } from "../../net/socket-writer.js";
+
+/** What a client connection is read from and written to: a Bun socket (plaintext) or a node TLS socket. */
+export interface ClientTransport {
+  readonly remoteAddress: string;
+  /** The TLS socket a client certificate is read from; undefined on plaintext. */
+  readonly peer: object | undefined;
+  /** False when the bytes were queued: the connection's onDrain follows. */
+  write(bytes: Uint8Array): boolean;
+  /** Closes the write side once queued bytes are out. */
+  end(): void;
+  /** Closes at once. */
+  terminate(): void;
+  pause(): void;
+  resume(): void;
+}
+
+/** The events a transport delivers to its connection. */
+export interface TransportEvents {
+  onData(data: Buffer): void;
+  onDrain(): void;
+  onEnd(): void;
+  onClose(): void;
+}
+
+/** A Bun.listen socket; the listener's handlers call `drained()` and the connection's events. */
+export class BunTransport implements ClientTransport {
+  readonly peer = undefined;
+  private readonly writer: SocketWriter;
+  private endPending = false;
+
+  constructor(private readonly socket: Socket<unknown>) {
+    this.writer = new SocketWriter(socket);
+  }
+
+  get remoteAddress(): string {
+    return this.socket.remoteAddress;
+  }
+
+  write(bytes: Uint8Array): boolean {
+    return this.writer.write(bytes);
+  }
+
+  /** The socket's drain event; true when the connection should hear of it. */
+  drained(): boolean {
+    if (!this.writer.flush()) return false;
+    if (this.endPending) this.socket.end();
+    return true;
+  }
+
+  end(): void {
+    if (this.writer.pending) this.endPending = true;
+    else this.socket.end();
+  }
+
+  terminate(): void {
+    this.writer.clear();
+    this.socket.terminate();
+  }
+
+  pause(): void {
+    this.socket.pause();
+  }
+
+  resume(): void {
+    this.socket.resume();
+  }
+}
+
+/** A node socket (the TLS listener's, after ALPN chose http/1.1). */
+export class NodeTransport implements ClientTransport {
+  constructor(private readonly socket: Duplex & { remoteAddress?: string }) {
+    socket.on("error", () => {});
+  }
+
+  deliverTo(events: TransportEvents): void {
+    this.socket.on("data", (d: Buffer) => events.onData(d));
+    this.socket.on("drain", () => events.onDrain());
+    this.socket.on("end", () => events.onEnd());
+    this.socket.on("close", () => events.onClose());
+  }
+
+  get remoteAddress(): string {
+    return this.socket.remoteAddress ?? "";
+  }
+
+  get peer(): object {
+    return this.socket;
+  }
+
+  write(bytes: Uint8Array): boolean {
+    return this.socket.write(bytes);
+  }
+
+  end(): void {
+    this.socket.end();
+  }
+
+  terminate(): void {
+    this.socket.destroy();
+  }
+
+  pause(): void {
+    this.socket.pause();
+  }
+
+  resume(): void {
+    this.socket.resume();
+  }
+}
