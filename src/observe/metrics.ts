@@ -3,22 +3,68 @@ import { ProcessMetrics } from "./process.js";
 
 /**
  * A small Prometheus registry: counters and histograms keyed by label values, rendered in the
- * text exposition format. Label sets are few (backend × code), so a Map per metric is enough.
+ * text exposition format.
  */
 type Labels = Record<string, string>;
 
 const escape = (v: string) => v.replace(/\\/g, "\\\\").replace(/"/g, '\\"').replace(/\n/g, "\\n");
-const keyCache = new Map<string, string>();
 
-/** The rendered label set; cached because the hot path sees the same few label values again and again. */
-function labelKey(names: readonly string[], values: readonly string[]): string {
-  const lookup = `${names.join("\u0000")}\u0001${values.join("\u0000")}`;
-  let key = keyCache.get(lookup);
-  if (key === undefined) {
-    key = names.map((n, i) => `${n}="${escape(values[i])}"`).join(",");
-    if (keyCache.size < 10_000) keyCache.set(lookup, key);
+function renderLabels(names: readonly string[], values: readonly string[]): string {
+  return names.map((n, i) => `${n}="${escape(values[i])}"`).join(",");
+}
+
+/**
+ * A metric's series by label values, found by walking one Map per label name: the hot path
+ * builds no string per lookup. Values beyond the metric's label names are ignored.
+ */
+class SeriesIndex<T> {
+  private root = new Map<string, unknown>();
+  private list: Array<[labels: string, series: T]> = [];
+
+  constructor(
+    private readonly names: readonly string[],
+    private readonly make: () => T,
+  ) {}
+
+  get(values: readonly string[]): T {
+    return this.walk(values, true)!;
   }
-  return key;
+
+  find(values: readonly string[]): T | undefined {
+    return this.walk(values, false);
+  }
+
+  /** Rendered label sets and their series, in creation order. */
+  entries(): ReadonlyArray<[string, T]> {
+    return this.list;
+  }
+
+  clear(): void {
+    this.root = new Map();
+    this.list = [];
+  }
+
+  private walk(values: readonly string[], create: boolean): T | undefined {
+    const last = this.names.length - 1;
+    let map = this.root;
+    for (let i = 0; i < last; i++) {
+      let next = map.get(values[i]) as Map<string, unknown> | undefined;
+      if (next === undefined) {
+        if (!create) return undefined;
+        next = new Map();
+        map.set(values[i], next);
+      }
+      map = next;
+    }
+    const leafKey = last >= 0 ? values[last] : "";
+    let series = map.get(leafKey) as T | undefined;
+    if (series === undefined && create) {
+      series = this.make();
+      map.set(leafKey, series);
+      this.list.push([renderLabels(this.names, values), series]);
+    }
+    return series;
+  }
 }
 
 export interface Metric {
@@ -28,63 +74,75 @@ export interface Metric {
 /** Label values and a value, as a collect callback reports them at scrape time. */
 export type Sample = [labelValues: readonly string[], value: number];
 
+interface Value {
+  v: number;
+}
+
+function renderValues(name: string, series: ReadonlyArray<[string, Value]>): string {
+  let out = "";
+  for (const [key, s] of series) out += `${name}${key ? `{${key}}` : ""} ${s.v}\n`;
+  return out;
+}
+
 export class Counter implements Metric {
-  private readonly values = new Map<string, number>();
+  private readonly series: SeriesIndex<Value>;
   /** `collect`: the values are read at scrape time (process CPU, counts kept elsewhere) instead of inc(). */
-  constructor(readonly name: string, readonly help: string, readonly labelNames: readonly string[], private readonly collect?: () => Iterable<Sample>) {}
+  constructor(readonly name: string, readonly help: string, readonly labelNames: readonly string[], private readonly collect?: () => Iterable<Sample>) {
+    this.series = new SeriesIndex(labelNames, () => ({ v: 0 }));
+  }
   inc(labelValues: readonly string[], by = 1): void {
-    const key = labelKey(this.labelNames, labelValues);
-    this.values.set(key, (this.values.get(key) ?? 0) + by);
+    this.series.get(labelValues).v += by;
   }
   get(labels: Labels): number {
-    return this.values.get(labelKey(this.labelNames, this.labelNames.map((n) => labels[n]))) ?? 0;
+    return this.series.find(this.labelNames.map((n) => labels[n]))?.v ?? 0;
   }
   render(): string {
     if (this.collect) {
-      this.values.clear();
-      for (const [labels, v] of this.collect()) this.values.set(labelKey(this.labelNames, labels), v);
+      this.series.clear();
+      for (const [labels, v] of this.collect()) this.series.get(labels).v = v;
     }
-    let out = `# HELP ${this.name} ${this.help}\n# TYPE ${this.name} counter\n`;
-    for (const [key, v] of this.values) out += `${this.name}${key ? `{${key}}` : ""} ${v}\n`;
-    return out;
+    return `# HELP ${this.name} ${this.help}\n# TYPE ${this.name} counter\n${renderValues(this.name, this.series.entries())}`;
   }
 }
 
 export class Gauge implements Metric {
-  private readonly values = new Map<string, number>();
+  private readonly series: SeriesIndex<Value>;
   /** `collect` reads the values at scrape time; it may be set once what it reads exists (listeners, backends). */
-  constructor(readonly name: string, readonly help: string, readonly labelNames: readonly string[], public collect?: () => Iterable<Sample>) {}
+  constructor(readonly name: string, readonly help: string, readonly labelNames: readonly string[], public collect?: () => Iterable<Sample>) {
+    this.series = new SeriesIndex(labelNames, () => ({ v: 0 }));
+  }
   set(labelValues: readonly string[], v: number): void {
-    this.values.set(labelKey(this.labelNames, labelValues), v);
+    this.series.get(labelValues).v = v;
   }
   render(): string {
     if (this.collect) {
-      this.values.clear();
+      this.series.clear();
       for (const [labels, v] of this.collect()) this.set(labels, v);
     }
-    let out = `# HELP ${this.name} ${this.help}\n# TYPE ${this.name} gauge\n`;
-    for (const [key, v] of this.values) out += `${this.name}${key ? `{${key}}` : ""} ${v}\n`;
-    return out;
+    return `# HELP ${this.name} ${this.help}\n# TYPE ${this.name} gauge\n${renderValues(this.name, this.series.entries())}`;
   }
 }
 
+interface Buckets {
+  counts: number[];
+  sum: number;
+  count: number;
+}
+
 export class Histogram implements Metric {
-  private readonly series = new Map<string, { counts: number[]; sum: number; count: number }>();
-  constructor(readonly name: string, readonly help: string, readonly labelNames: readonly string[], readonly buckets: readonly number[]) {}
+  private readonly series: SeriesIndex<Buckets>;
+  constructor(readonly name: string, readonly help: string, readonly labelNames: readonly string[], readonly buckets: readonly number[]) {
+    this.series = new SeriesIndex(labelNames, () => ({ counts: new Array(buckets.length).fill(0), sum: 0, count: 0 }));
+  }
   observe(labelValues: readonly string[], value: number): void {
-    const key = labelKey(this.labelNames, labelValues);
-    let s = this.series.get(key);
-    if (!s) {
-      s = { counts: new Array(this.buckets.length).fill(0), sum: 0, count: 0 };
-      this.series.set(key, s);
-    }
+    const s = this.series.get(labelValues);
     for (let i = 0; i < this.buckets.length; i++) if (value <= this.buckets[i]) s.counts[i]++;
     s.sum += value;
     s.count++;
   }
   render(): string {
     let out = `# HELP ${this.name} ${this.help}\n# TYPE ${this.name} histogram\n`;
-    for (const [key, s] of this.series) {
+    for (const [key, s] of this.series.entries()) {
       const sep = key ? "," : "";
       this.buckets.forEach((b, i) => {
         out += `${this.name}_bucket{${key}${sep}le="${b}"} ${s.counts[i]}\n`;

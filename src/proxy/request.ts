@@ -37,6 +37,29 @@ function splitTarget(target: string): { path: string; origin: string } {
   return { path, origin: path === raw ? target : q >= 0 ? path + target.slice(q) : path };
 }
 
+interface Authority {
+  host: string;
+  port: number;
+  explicitPort: boolean;
+}
+
+/** Parsed Host values by default port: clients send the same few again and again. */
+const authorities = new Map<number, Map<string, Authority | null>>([
+  [80, new Map()],
+  [443, new Map()],
+]);
+const maxCachedAuthorities = 1000;
+
+function parseAuthority(authority: string, defaultPort: number): Authority | undefined {
+  const cache = authorities.get(defaultPort)!;
+  const known = cache.get(authority);
+  if (known !== undefined) return known ?? undefined;
+  const hostPort = parseHostPort(authority, defaultPort);
+  const parsed = hostPort ? { host: hostPort.host, port: hostPort.port, explicitPort: /:\d+$/.test(authority) } : undefined;
+  if (cache.size < maxCachedAuthorities) cache.set(authority, parsed ?? null);
+  return parsed;
+}
+
 /** The request line's target → host, port and path, for reverse (origin-form) and forward (absolute-form) requests. */
 export function requestFacts(req: IngressRequest): ParsedRequest {
   let target = req.target;
@@ -52,13 +75,13 @@ export function requestFacts(req: IngressRequest): ParsedRequest {
     forwardProxy = true;
   }
   if (!authority) throw new KedgeError("bad-request", 400, "missing Host header");
-  const hostPort = parseHostPort(authority, scheme === "https" ? 443 : 80);
+  const hostPort = parseAuthority(authority, scheme === "https" ? 443 : 80);
   if (!hostPort) throw new KedgeError("bad-request", 400, `malformed host ${JSON.stringify(authority.slice(0, 100))}`);
   const { path, origin } = splitTarget(target);
   return {
     host: hostPort.host,
     port: hostPort.port,
-    explicitPort: /:\d+$/.test(authority),
+    explicitPort: hostPort.explicitPort,
     path,
     forwardProxy,
     headers: req.headers,

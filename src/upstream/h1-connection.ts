@@ -48,9 +48,10 @@ export const socketHandlers: SocketHandler<H1Connection> = {
 };
 
 /**
- * Connections streaming a response body, checked for backend silence by one coarse timer. Bun's
- * socket timeouts fire seconds late (uSockets checks them at a 4 s granularity), and a timer reset
- * per chunk would cost more on the hot path than this sweep.
+ * Connections with an exchange in flight, checked by one coarse timer for a late response head
+ * and for backend silence mid-body. Bun's socket timeouts fire seconds late (uSockets checks them
+ * at a 4 s granularity), and a timer per request or per chunk costs more on the hot path than
+ * this sweep, which fires a deadline at most sweepMs late.
  */
 const streaming = new Set<H1Connection>();
 let sweeper: ReturnType<typeof setInterval> | undefined;
@@ -81,7 +82,8 @@ export class H1Connection {
   // The socket is assigned once Bun.connect resolves, after construction.
   private readonly writer = new SocketWriter({ write: (data) => this.socket.write(data) });
   private drainWaiter: (() => void) | undefined;
-  private headerTimer: Timer | undefined;
+  /** When the response head must have arrived (performance.now()). */
+  private headDeadline = 0;
   private responseStarted = false;
   private responseBytes = 0;
   private requestEnded = false;
@@ -113,7 +115,8 @@ export class H1Connection {
     this.mustClose = false;
     this.parser.expect(this, noResponseBody);
     this.socket.timeout(0);
-    this.headerTimer = setTimeout(() => this.timeoutHeader(), this.pool.options.responseHeaderTimeoutMs);
+    this.headDeadline = performance.now() + this.pool.options.responseHeaderTimeoutMs;
+    watchSilence(this);
     this.write(head);
   }
 
@@ -155,17 +158,19 @@ export class H1Connection {
 
   // ResponseSink, called by the parser.
   onHead(head: ResponseHead): void {
-    clearTimeout(this.headerTimer);
     this.responseStarted = true;
     this.mustClose = head.close;
     this.lastActivity = performance.now();
-    watchSilence(this);
     this.handlers?.onHead(head);
   }
 
   /** Called by the silence sweeper: the backend sent nothing for longer than the idle timeout mid-body. */
   checkSilence(now: number): void {
     if (!this.handlers || this.closed) return void streaming.delete(this);
+    if (!this.responseStarted) {
+      if (now > this.headDeadline) this.timeoutHeader();
+      return;
+    }
     // A paused connection waits for a slow client, not for the backend.
     if (this.paused) this.lastActivity = now;
     else if (now - this.lastActivity > this.pool.options.idleTimeoutMs) {
@@ -211,7 +216,7 @@ export class H1Connection {
     // Before Bun.connect resolves, dial() owns failures (the promise rejects too).
     if (this.closed || !this.socket) return;
     this.closed = true;
-    clearTimeout(this.headerTimer);
+    streaming.delete(this);
     this.pool.forget(this);
     if (!this.handlers) return;
     if (this.parser.eof()) return; // a close-delimited body ended
@@ -250,7 +255,6 @@ export class H1Connection {
   }
 
   destroy(): void {
-    clearTimeout(this.headerTimer);
     streaming.delete(this);
     if (!this.closed) {
       this.closed = true;

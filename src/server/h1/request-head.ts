@@ -28,11 +28,12 @@ export interface RequestHead {
 const bad = (message: string) => new KedgeError("bad-request", 400, message);
 const tooLong = (max: number) => new KedgeError("bad-request", 414, `request target longer than ${max} bytes`);
 
-// RFC 9110 §5.6.2 token characters, and the field-value bytes RFC 9110 §5.5 allows (HTAB, VCHAR, SP, obs-text).
+// RFC 9110 §5.6.2 token characters. Field values may hold HTAB, SP, VCHAR and obs-text (RFC 9110
+// §5.5): any other control byte, and a CR or LF outside a line end, anywhere in a head is refused.
 const token = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
-const badValueByte = /[\x00-\x08\x0a-\x1f\x7f]/;
-const badTargetByte = /[\x00-\x20\x7f]/;
+const badHeadByte = /[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]|[^\r]\n|\r[^\n]/;
 const digits = /^[0-9]{1,15}$/;
+const headEnd = Buffer.from("\r\n\r\n");
 
 // node:http keeps the first of these when repeated; kedge refuses the framing ones outright.
 const singleValued = new Set([
@@ -41,18 +42,32 @@ const singleValued = new Set([
   "referer", "retry-after", "server", "user-agent",
 ]);
 
+/** Field names as sent → lower case, for names already checked to be tokens; clients repeat the same few. */
+const knownNames = new Map<string, string>();
+
+function fieldName(raw: string): string | undefined {
+  const known = knownNames.get(raw);
+  if (known !== undefined) return known;
+  if (!token.test(raw)) return undefined;
+  const lower = raw.toLowerCase();
+  if (knownNames.size < 1000) knownNames.set(raw, lower);
+  return lower;
+}
+
 /**
  * Where the head in buf[0..end) ends (the index after its blank line), -1 when more bytes are
  * needed, or an error. Every LF must follow a CR (RFC 9112 §2.2: a bare LF is how one hop's
  * framing differs from the next one's), and the head must fit the limits.
  */
 export function findHeadEnd(buf: Uint8Array, end: number, limits: HeadLimits): number | KedgeError {
+  // The common case, a whole head in hand: one search. Bare LFs in it are refused by parseRequestHead.
+  const blank = (buf as Buffer).indexOf(headEnd);
+  if (blank >= 0 && blank + 4 <= end && blank + 4 <= limits.maxHeaderBytes) return blank + 4;
   let lineStart = 0;
   for (let i = buf.indexOf(10); i >= 0 && i < end; i = buf.indexOf(10, i + 1)) {
     if (i === 0 || buf[i - 1] !== 13) return bad("bare LF in the request head");
     if (lineStart === 0 && i > limits.maxUriBytes + 16) return tooLong(limits.maxUriBytes);
     if (i + 1 > limits.maxHeaderBytes) break;
-    if (i - 1 === lineStart && lineStart > 0) return i + 1;
     lineStart = i + 1;
   }
   if (end <= limits.maxHeaderBytes) return -1;
@@ -72,8 +87,9 @@ function hasToken(value: string, wanted: string): boolean {
  * backend could frame differently from kedge (request smuggling) is refused, never repaired.
  */
 export function parseRequestHead(text: string, limits: HeadLimits): RequestHead | KedgeError {
-  const lines = text.split("\r\n");
-  const requestLine = lines[0];
+  if (badHeadByte.test(text)) return bad("invalid byte in the request head");
+  const lineEnd = text.indexOf("\r\n");
+  const requestLine = text.slice(0, lineEnd);
   const sp1 = requestLine.indexOf(" ");
   const sp2 = requestLine.lastIndexOf(" ");
   if (sp1 <= 0 || sp2 === sp1) return bad("malformed request line");
@@ -81,7 +97,7 @@ export function parseRequestHead(text: string, limits: HeadLimits): RequestHead 
   const target = requestLine.slice(sp1 + 1, sp2);
   const version = requestLine.slice(sp2 + 1);
   if (!token.test(method)) return bad("malformed request method");
-  if (target.length === 0 || badTargetByte.test(target)) return bad("malformed request target");
+  if (target.length === 0 || target.includes(" ") || target.includes("\t")) return bad("malformed request target");
   if (target.length > limits.maxUriBytes) return tooLong(limits.maxUriBytes);
   let versionMinor: number;
   if (version === "HTTP/1.1") versionMinor = 1;
@@ -89,22 +105,26 @@ export function parseRequestHead(text: string, limits: HeadLimits): RequestHead 
   else if (/^HTTP\/\d\.\d$/.test(version)) return new KedgeError("bad-request", 505, `${version} is not supported on this port`);
   else return bad("malformed HTTP version");
 
-  const fields = lines.length - 3; // the request line and the two empty strings after the blank line
-  if (fields > limits.maxHeaders) return new KedgeError("bad-request", 431, `more than ${limits.maxHeaders} request header fields`);
   const headers: IncomingHttpHeaders = {};
+  let fields = 0;
   let hosts = 0;
   let lengths = 0;
   let encodings = 0;
-  for (let i = 1; i <= fields; i++) {
-    const line = lines[i];
-    const colon = line.indexOf(":");
+  const last = text.length - 2; // the blank line's CRLF
+  for (let at = lineEnd + 2; at < last; ) {
+    const eol = text.indexOf("\r\n", at);
+    if (++fields > limits.maxHeaders) return new KedgeError("bad-request", 431, `more than ${limits.maxHeaders} request header fields`);
+    const colon = text.indexOf(":", at);
     // A line starting with whitespace is obs-fold; a name with whitespace before the colon is refused (RFC 9112 §5.1).
-    if (colon <= 0) return bad(line.charCodeAt(0) === 32 || line.charCodeAt(0) === 9 ? "obsolete line folding in the request head" : "malformed header line");
-    const rawName = line.slice(0, colon);
-    if (!token.test(rawName)) return bad(`invalid header name ${JSON.stringify(rawName.slice(0, 50))}`);
-    const value = line.slice(colon + 1).trim();
-    if (badValueByte.test(value)) return bad(`invalid byte in header ${rawName.slice(0, 50)}`);
-    const name = rawName.toLowerCase();
+    if (colon <= at || colon > eol) {
+      const first = text.charCodeAt(at);
+      return bad(first === 32 || first === 9 ? "obsolete line folding in the request head" : "malformed header line");
+    }
+    const rawName = text.slice(at, colon);
+    const name = fieldName(rawName);
+    if (name === undefined) return bad(`invalid header name ${JSON.stringify(rawName.slice(0, 50))}`);
+    const value = text.slice(colon + 1, eol).trim();
+    at = eol + 2;
     if (name === "host") hosts++;
     else if (name === "content-length") lengths++;
     else if (name === "transfer-encoding") encodings++;
