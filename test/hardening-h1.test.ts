@@ -178,6 +178,11 @@ describe("limits", () => {
     expect(answers.find((a) => statusOf(a) === 503)).toContain("too many connections");
     expect(statuses.every((s) => s === 503 || s === 408)).toBe(true);
     await until("kedge serves again", async () => (await fetch(`http://127.0.0.1:${kedge.ports.http}/again`).catch(() => undefined))?.status === 200);
+    // Both refusals are counted for operators.
+    const metrics = await (await fetch(`http://127.0.0.1:${kedge.ports.admin}/metrics`)).text();
+    const refused = (reason: string) => Number(new RegExp(`^kedge_connections_refused_total\\{reason="${reason}"\\} (\\d+)$`, "m").exec(metrics)?.[1] ?? -1);
+    expect(refused("max_connections")).toBeGreaterThanOrEqual(5);
+    expect(refused("header_timeout")).toBeGreaterThanOrEqual(1);
   });
 });
 

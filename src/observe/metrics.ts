@@ -87,7 +87,7 @@ function renderValues(name: string, series: ReadonlyArray<[string, Value]>): str
 export class Counter implements Metric {
   private readonly series: SeriesIndex<Value>;
   /** `collect`: the values are read at scrape time (process CPU, counts kept elsewhere) instead of inc(). */
-  constructor(readonly name: string, readonly help: string, readonly labelNames: readonly string[], private readonly collect?: () => Iterable<Sample>) {
+  constructor(readonly name: string, readonly help: string, readonly labelNames: readonly string[], public collect?: () => Iterable<Sample>) {
     this.series = new SeriesIndex(labelNames, () => ({ v: 0 }));
   }
   inc(labelValues: readonly string[], by = 1): void {
@@ -246,6 +246,7 @@ export function createMetrics() {
     httpBackendChanges: registry.add(new Counter("kedge_http_backend_configuration_changes_total", "HTTP backends created, updated or deleted by config changes (file, flags or discovery).", ["backend_name", "action"])),
     grpcBackendChanges: registry.add(new Counter("kedge_grpc_backend_configuration_changes_total", "gRPC backends created, updated or deleted by config changes (file, flags or discovery).", ["backend_name", "action"])),
     activeConnections: registry.add(new Gauge("kedge_active_connections", "Client connections open on the data listeners.", [])),
+    refusedConnections: registry.add(new Counter("kedge_connections_refused_total", "Client connections refused, by reason: max_connections (503) or header_timeout (408, no request head in time).", ["reason"])),
     h1Open: registry.add(new Gauge("kedge_http_upstream_connections_open", "Open HTTP/1.1 connections to a backend's endpoints (busy and idle).", ["backend_name"])),
     h1Idle: registry.add(new Gauge("kedge_http_upstream_connections_idle", "Idle keep-alive HTTP/1.1 connections to a backend's endpoints.", ["backend_name"])),
     h1Waiting: registry.add(new Gauge("kedge_http_upstream_requests_waiting", "Requests queued for a free connection to a backend.", ["backend_name"])),

@@ -76,6 +76,13 @@ export async function startKedge(sources: ConfigSources, options: { watchFiles?:
   }
   Object.assign(ports, data.ports);
   metrics.activeConnections.collect = () => [[[], data.openConnections()]];
+  metrics.refusedConnections.collect = () => {
+    const refused = data.refusedConnections();
+    return [
+      [["max_connections"], refused.overLimit],
+      [["header_timeout"], refused.headTimeout],
+    ];
+  };
 
   const admin = server.adminPort !== undefined
     ? await startAdminListener(adminApp({ runtime: () => current, metrics, draining: () => draining }), () => current, server.bindAddress || "0.0.0.0", server.adminPort)

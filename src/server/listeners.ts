@@ -28,6 +28,8 @@ export interface DataListeners {
   closeAll(): void;
   /** Client connections open now, over all listeners (the active-connections gauge). */
   openConnections(): number;
+  /** Connections refused so far: over max_connections, or no request head within request_header_timeout. */
+  refusedConnections(): { overLimit: number; headTimeout: number };
 }
 
 const defaultClientIdleMs = 120_000;
@@ -199,5 +201,6 @@ export async function startDataListeners(server: ServerConfig, ctx: ProxyContext
     stopAccepting: () => closers.forEach((c) => c.stop()),
     closeAll: () => closers.forEach((c) => c.kill()),
     openConnections: () => guard.openConnections,
+    refusedConnections: () => guard.refused,
   };
 }
