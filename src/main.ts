@@ -1,14 +1,13 @@
-import { runAdmin } from "./cli/admin.js";
+// Only what every command needs is imported here. Each command loads its own modules when it runs
+// (dynamic import): module initialisation (protobuf descriptors, node:http2, Connect, …) is most of
+// the start-up time, so `kedge --help` or a bad flag should not pay for the proxy's, nor the proxy
+// for winch's or the admin client's.
 import { authOverrides, discoveryOverrides, kubernetesOverrides, parseArgs, serverOverrides, usage, UsageError, winchServerOverrides } from "./cli/args.js";
-import { ConfigError } from "./config/parse.js";
-import { loadConfig, type ConfigSources } from "./config/load.js";
+import { ConfigError } from "./config/error.js";
+import type { ConfigSources } from "./config/load.js";
 import { embeddedDefaultConfig } from "./config/default.js";
-import { log } from "./observe/log.js";
-import { startKedge } from "./server/kedge.js";
+import { log, setLogLevel } from "./observe/log.js";
 import { version } from "./version.js";
-import { loadWinchConfig } from "./winch/config.js";
-import { startWinch } from "./winch/winch.js";
-import { setLogLevel } from "./observe/log.js";
 
 function sourcesFrom(flags: Map<string, string>): ConfigSources {
   return {
@@ -23,6 +22,17 @@ function sourcesFrom(flags: Map<string, string>): ConfigSources {
   };
 }
 
+/**
+ * Start-up is over: back to JavaScriptCore's normal JIT tier-up thresholds. The binary is built
+ * with them raised (--compile-jit-policy in package.json) so that run-once start-up code (protobuf
+ * descriptors, config decoding) stays in the interpreter instead of being compiled: that is start-up
+ * time and memory that would stay resident for code that never runs again. The request path, which
+ * runs from here on, is compiled as usual.
+ */
+function interactive(): void {
+  Bun.unsafe.setJITPolicy(1);
+}
+
 async function main(argv: string[]): Promise<number> {
   const args = parseArgs(argv);
   switch (args.command) {
@@ -32,10 +42,13 @@ async function main(argv: string[]): Promise<number> {
     case "version":
       process.stdout.write(`kedge ${version.kedge} (${version.runtime})\n`);
       return 0;
-    case "admin":
+    case "admin": {
+      const { runAdmin } = await import("./cli/admin.js");
       process.stdout.write(await runAdmin(args.positional[0], args.flags.get("admin-address") ?? "127.0.0.1:8081"));
       return 0;
+    }
     case "winch": {
+      const [{ loadWinchConfig }, { startWinch }] = await Promise.all([import("./winch/config.js"), import("./winch/winch.js")]);
       const config = loadWinchConfig({
         configFile: args.flags.get("config"),
         mapperFile: args.flags.get("mapper-config"),
@@ -44,6 +57,7 @@ async function main(argv: string[]): Promise<number> {
       });
       if (config.server?.logLevel) setLogLevel(config.server.logLevel);
       const winch = await startWinch(config, { log: (m) => process.stderr.write(`${m}\n`) });
+      interactive();
       const listening = Object.entries(winch.ports).map(([name, port]) => `${name}=${port}`).join(" ");
       process.stdout.write(`winch ${version.kedge} listening: ${listening}\n`);
       process.on("uncaughtException", (e) => log.error("uncaught exception", { error: e.stack ?? String(e) }));
@@ -58,13 +72,16 @@ async function main(argv: string[]): Promise<number> {
     }
     case "validate": {
       const sources = sourcesFrom(args.flags);
+      const { loadConfig } = await import("./config/load.js");
       loadConfig(sources);
       process.stdout.write("config is valid\n");
       return 0;
     }
     default: {
       const sources = sourcesFrom(args.flags);
+      const { startKedge } = await import("./server/kedge.js");
       const kedge = await startKedge(sources, { watchFiles: true });
+      interactive();
       const listening = Object.entries(kedge.ports).map(([name, port]) => `${name}=${port}`).join(" ");
       log.info("kedge is serving", { ports: kedge.ports, configVersion: kedge.runtime().version });
       process.stdout.write(`kedge ${version.kedge} listening: ${listening}\n`);

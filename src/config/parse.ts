@@ -1,12 +1,7 @@
 import { parseDocument } from "yaml";
+import { ConfigError } from "./error.js";
 
-/** A config error that names where it is: a file line, or a field path. */
-export class ConfigError extends Error {
-  constructor(readonly problems: readonly string[]) {
-    super(problems.join("\n"));
-    this.name = "ConfigError";
-  }
-}
+export { ConfigError };
 
 /**
  * Parses JSON or YAML text. JSON is parsed with YAML's JSON schema, so both report

@@ -1,5 +1,8 @@
+import type { IncomingMessage, ServerResponse } from "node:http";
+import type { Http2ServerRequest, Http2ServerResponse } from "node:http2";
 import { create, type JsonObject } from "@bufbuild/protobuf";
 import type { ConnectRouter } from "@connectrpc/connect";
+import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { AdminService, BackendSchema, RouteSchema, type Backend as BackendMessage, type Route } from "../gen/kedge/admin/v1/admin_pb.js";
 import type { GrpcRoute, HttpRoute } from "../gen/kedge/config/v1/routes_pb.js";
 import { HttpRoute_ProxyMode } from "../gen/kedge/config/v1/routes_pb.js";
@@ -62,4 +65,11 @@ export function adminRoutes(runtime: () => Runtime): (router: ConnectRouter) => 
         return { version: BigInt(rt.version), config: configToJson(rt.config) as JsonObject };
       },
     });
+}
+
+type Handler = (req: IncomingMessage | Http2ServerRequest, res: ServerResponse | Http2ServerResponse) => void;
+
+/** AdminService over Connect, gRPC and gRPC-web; what it does not route goes to `fallback`. */
+export function adminServiceHandler(runtime: () => Runtime, fallback: Handler): Handler {
+  return connectNodeAdapter({ routes: adminRoutes(runtime), fallback: fallback as never }) as Handler;
 }

@@ -1,12 +1,17 @@
 import http, { type IncomingMessage, type ServerResponse } from "node:http";
 import http2 from "node:http2";
 import net from "node:net";
-import { connectNodeAdapter } from "@connectrpc/connect-node";
 import type { Hono } from "hono";
 import type { Runtime } from "../runtime.js";
-import { adminRoutes } from "./admin-api.js";
 import { guardAdmin } from "./admin-auth.js";
 import { listen } from "./listen.js";
+
+type AdminRequest = IncomingMessage | http2.Http2ServerRequest;
+type AdminResponse = ServerResponse | http2.Http2ServerResponse;
+type AdminHandler = (req: AdminRequest, res: AdminResponse) => void;
+
+/** Every AdminService method's path starts with this: the service's full name (admin.proto). */
+const adminServicePrefix = "/kedge.admin.v1.AdminService/";
 
 /** Hands a node request to the Hono app (admin traffic is light, so the Fetch conversion is fine here). */
 function honoHandler(app: Hono) {
@@ -29,7 +34,23 @@ function honoHandler(app: Hono) {
  * h2c, since gRPC needs HTTP/2), and everything else (/_healthz, /metrics, …) by the Hono app.
  */
 export async function startAdminListener(app: Hono, runtime: () => Runtime, host: string, port: number): Promise<{ port: number; close: () => void }> {
-  const handler = guardAdmin(runtime, connectNodeAdapter({ routes: adminRoutes(runtime), fallback: honoHandler(app) as never }) as never);
+  const fallback = honoHandler(app);
+  // The AdminService handler is loaded on its first call: Connect, its Node adapter (with
+  // node:zlib) and the admin descriptors cost start-up time and idle memory that only `kedge admin`
+  // callers need. Probes and scrapers (/_healthz, /metrics) are answered by the Hono app without it.
+  let service: Promise<AdminHandler> | undefined;
+  const loadService = () => (service ??= import("./admin-api.js").then((api) => api.adminServiceHandler(runtime, fallback)));
+  const handler = guardAdmin(runtime, (req, res) => {
+    if (!req.url?.startsWith(adminServicePrefix)) return void fallback(req, res);
+    loadService().then(
+      (serve) => serve(req, res),
+      (e: Error) => {
+        service = undefined; // the next call tries again
+        (res as ServerResponse).writeHead(500, { "content-type": "text/plain; charset=utf-8" });
+        res.end(`admin service unavailable: ${e.message}\n`);
+      },
+    );
+  });
   const h1 = http.createServer(handler as never);
   const h2 = http2.createServer(handler as never);
   // node:http2 offers allowHTTP1 only with TLS: tell h2c from HTTP/1.1 by the client preface.
