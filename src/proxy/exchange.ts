@@ -6,7 +6,7 @@ import type { ProxyMetrics } from "../observe/metrics.js";
 import type { Observation } from "../observe/observer.js";
 import type { H1Connection, UpstreamError } from "../upstream/h1-connection.js";
 import type { ResponseHead } from "../upstream/response-parser.js";
-import { buildUpstreamHead, downstreamHeaders } from "./headers.js";
+import { buildUpstreamHead, downstreamHeadLines, downstreamHeaders } from "./headers.js";
 import type { IngressRequest, IngressResponse } from "./ingress.js";
 import { requestFacts, requestIdFrom, type ParsedRequest } from "./request.js";
 
@@ -234,7 +234,13 @@ class HttpExchange {
     this.status = head.status;
     if (this.obs) this.obs.firstByteAt = performance.now();
     const tags = this.proxy.tagsResponses;
-    const headers: OutgoingHttpHeaders = downstreamHeaders(head.rawHeaders, this.req.protocol === "h2", tags);
+    if (this.res.writeHeadLines) {
+      const fields = downstreamHeadLines(head, tags);
+      if (tags) fields.lines += `x-kedge-backend-name: ${this.label}\r\n`;
+      if (!fields.hasRequestId) fields.lines += `x-kedge-request-id: ${this.requestId}\r\n`;
+      return this.res.writeHeadLines(head.status, fields);
+    }
+    const headers: OutgoingHttpHeaders = downstreamHeaders(head, this.req.protocol === "h2", tags);
     if (tags) headers["x-kedge-backend-name"] = this.label;
     headers["x-kedge-request-id"] ??= this.requestId;
     this.res.writeHead(head.status, headers);

@@ -65,22 +65,57 @@ export function buildUpstreamHead(input: UpstreamHeadInput): string {
   return `${head}\r\n`;
 }
 
+/** A backend response's fields: as received, and their names in lower case (the response parser's). */
+export interface ResponseFields {
+  readonly rawHeaders: readonly string[];
+  readonly names: readonly string[];
+}
+
 /**
  * The backend's response headers for the client. HTTP/2 needs lower-case names and no
  * connection-specific fields (RFC 9113 §8.2.2); HTTP/1.1 keeps the backend's spelling.
  */
-export function downstreamHeaders(rawHeaders: readonly string[], lowerCase: boolean, retag = true): OutgoingHttpHeaders {
+export function downstreamHeaders(fields: ResponseFields, lowerCase: boolean, retag = true): OutgoingHttpHeaders {
   const out: OutgoingHttpHeaders = {};
   const dropped = retag ? notForwardedDownstream : notForwardedThrough;
-  for (let i = 0; i < rawHeaders.length; i += 2) {
-    const name = rawHeaders[i];
-    const lower = name.toLowerCase();
+  const { rawHeaders, names } = fields;
+  for (let i = 0; i < names.length; i++) {
+    const lower = names[i];
     if (dropped.has(lower)) continue;
-    const key = lowerCase ? lower : name;
+    const key = lowerCase ? lower : rawHeaders[2 * i];
+    const value = rawHeaders[2 * i + 1];
     const prev = out[key];
-    if (prev === undefined) out[key] = rawHeaders[i + 1];
-    else if (Array.isArray(prev)) prev.push(rawHeaders[i + 1]);
-    else out[key] = [String(prev), rawHeaders[i + 1]];
+    if (prev === undefined) out[key] = value;
+    else if (Array.isArray(prev)) prev.push(value);
+    else out[key] = [String(prev), value];
   }
   return out;
+}
+
+/** The backend's response fields as HTTP/1.1 head lines, and what the framing needs to know of them. */
+export interface HeadLines {
+  /** "Name: value\r\n" for every field passed on, in the backend's order and spelling. */
+  lines: string;
+  hasLength: boolean;
+  hasDate: boolean;
+  hasRequestId: boolean;
+}
+
+/** downstreamHeaders for an HTTP/1.1 client, straight to text: no object built per response. */
+export function downstreamHeadLines(fields: ResponseFields, retag = true): HeadLines {
+  const dropped = retag ? notForwardedDownstream : notForwardedThrough;
+  const { rawHeaders, names } = fields;
+  let lines = "";
+  let hasLength = false;
+  let hasDate = false;
+  let hasRequestId = false;
+  for (let i = 0; i < names.length; i++) {
+    const lower = names[i];
+    if (dropped.has(lower)) continue;
+    if (lower === "content-length") hasLength = true;
+    else if (lower === "date") hasDate = true;
+    else if (lower === "x-kedge-request-id") hasRequestId = true;
+    lines += `${rawHeaders[2 * i]}: ${rawHeaders[2 * i + 1]}\r\n`;
+  }
+  return { lines, hasLength, hasDate, hasRequestId };
 }

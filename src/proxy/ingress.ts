@@ -1,5 +1,6 @@
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from "node:http";
 import type { Readable } from "node:stream";
+import type { HeadLines } from "./headers.js";
 
 /** One client request as the proxy sees it, whatever protocol carried it. */
 export interface IngressRequest {
@@ -29,6 +30,8 @@ export interface IngressResponse {
   /** The client went away (reset, closed, timed out). */
   readonly gone: boolean;
   writeHead(status: number, headers: OutgoingHttpHeaders): void;
+  /** HTTP/1.1 only: a head from ready-made field lines (the backend's, passed through), saving the headers object. */
+  writeHeadLines?(status: number, head: HeadLines): void;
   write(chunk: Uint8Array): boolean;
   onceDrain(cb: () => void): void;
   /** Ends the response, writing `last` first when given. */

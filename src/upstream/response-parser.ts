@@ -8,11 +8,25 @@ export interface ResponseHead {
   reason: string;
   /** Flat [name, value, name, value, …] as received; names keep their case. */
   rawHeaders: string[];
+  /** The field names in lower case: names[i] is rawHeaders[2 * i]'s. */
+  names: string[];
   /** The connection must close after this response (Connection: close, HTTP/1.0, close-delimited body). */
   close: boolean;
   /** Content-Length when the body is length-framed, else -1. */
   contentLength: number;
   chunked: boolean;
+}
+
+/** Field names as a backend spells them → lower case; backends send the same few on every response. */
+const lowerNames = new Map<string, string>();
+
+function lowerName(name: string): string {
+  let lower = lowerNames.get(name);
+  if (lower === undefined) {
+    lower = name.toLowerCase();
+    if (lowerNames.size < 1000) lowerNames.set(name, lower);
+  }
+  return lower;
 }
 
 export interface ResponseSink {
@@ -161,24 +175,26 @@ export class ResponseParser {
   }
 
   private parseHead(text: string): void {
-    const lines = text.split("\r\n");
-    const statusLine = lines[0];
+    const firstEnd = text.indexOf("\r\n");
+    const statusLine = firstEnd < 0 ? text : text.slice(0, firstEnd);
     const m = /^HTTP\/1\.([01]) (\d{3})(?: (.*))?$/.exec(statusLine);
     if (!m) throw new ParseError(`malformed status line ${JSON.stringify(statusLine.slice(0, 64))}`);
     const status = Number(m[2]);
     const rawHeaders: string[] = [];
+    const names: string[] = [];
     let contentLength = -1;
     let chunked = false;
     let close = m[1] === "0";
-    for (let i = 1; i < lines.length; i++) {
-      const line = lines[i];
-      const colon = line.indexOf(":");
-      if (colon <= 0 || line.charCodeAt(0) === 32 || line.charCodeAt(0) === 9) {
-        throw new ParseError("malformed response header line");
-      }
-      const name = line.slice(0, colon);
-      const value = line.slice(colon + 1).trim();
-      const lower = name.toLowerCase();
+    for (let at = firstEnd < 0 ? text.length : firstEnd + 2; at < text.length; ) {
+      let eol = text.indexOf("\r\n", at);
+      if (eol < 0) eol = text.length;
+      const colon = text.indexOf(":", at);
+      const first = text.charCodeAt(at);
+      if (colon <= at || colon > eol || first === 32 || first === 9) throw new ParseError("malformed response header line");
+      const name = text.slice(at, colon);
+      const value = text.slice(colon + 1, eol).trim();
+      at = eol + 2;
+      const lower = lowerName(name);
       if (lower === "content-length") {
         if (!/^\d+$/.test(value) || (contentLength >= 0 && contentLength !== Number(value))) {
           throw new ParseError("invalid content-length from backend");
@@ -193,6 +209,7 @@ export class ResponseParser {
         else if (tokens.includes("keep-alive") && m[1] === "0") close = false;
       }
       rawHeaders.push(name, value);
+      names.push(lower);
     }
     if (chunked) contentLength = -1; // RFC 9112 §6.3: Transfer-Encoding overrides Content-Length
     if (status < 200) {
@@ -201,7 +218,7 @@ export class ResponseParser {
       this.state = State.Head;
       return;
     }
-    const head: ResponseHead = { status, reason: m[3] ?? "", rawHeaders, close, contentLength, chunked };
+    const head: ResponseHead = { status, reason: m[3] ?? "", rawHeaders, names, close, contentLength, chunked };
     const bodyless = this.noBody || status === 204 || status === 304;
     if (!bodyless && !chunked && contentLength < 0) head.close = true;
     this.sink!.onHead(head);

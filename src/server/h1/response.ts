@@ -1,4 +1,5 @@
 import { STATUS_CODES, type OutgoingHttpHeaders } from "node:http";
+import type { HeadLines } from "../../proxy/headers.js";
 import type { IngressResponse } from "../../proxy/ingress.js";
 
 /** What a response needs from its connection. */
@@ -67,9 +68,7 @@ export class H1RawResponse implements IngressResponse {
   }
 
   writeHead(status: number, headers: OutgoingHttpHeaders): void {
-    if (this.headersSent || this.out.closed) return;
-    this.headersSent = true;
-    let head = `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? "Unknown"}\r\n`;
+    let lines = "";
     let hasLength = false;
     let hasDate = false;
     for (const name in headers) {
@@ -77,11 +76,18 @@ export class H1RawResponse implements IngressResponse {
       if (value === undefined) continue;
       if (name.length === 14 && name.toLowerCase() === "content-length") hasLength = true;
       else if (name.length === 4 && name.toLowerCase() === "date") hasDate = true;
-      if (Array.isArray(value)) for (const v of value) head += `${name}: ${v}\r\n`;
-      else head += `${name}: ${value}\r\n`;
+      if (Array.isArray(value)) for (const v of value) lines += `${name}: ${v}\r\n`;
+      else lines += `${name}: ${value}\r\n`;
     }
+    this.writeHeadLines(status, { lines, hasLength, hasDate, hasRequestId: false });
+  }
+
+  writeHeadLines(status: number, fields: HeadLines): void {
+    if (this.headersSent || this.out.closed) return;
+    this.headersSent = true;
+    let head = `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? "Unknown"}\r\n${fields.lines}`;
     if (status === 204 || status === 304 || status < 200) this.bodyless = true;
-    if (!this.bodyless && !hasLength) {
+    if (!this.bodyless && !fields.hasLength) {
       if (this.versionMinor === 1) {
         this.chunked = true;
         head += "transfer-encoding: chunked\r\n";
@@ -89,7 +95,7 @@ export class H1RawResponse implements IngressResponse {
     }
     if (!this.keepAlive) head += "connection: close\r\n";
     else if (this.versionMinor === 0) head += "connection: keep-alive\r\n";
-    this.pendingHead = hasDate ? `${head}\r\n` : `${head}${date()}\r\n`;
+    this.pendingHead = fields.hasDate ? `${head}\r\n` : `${head}${date()}\r\n`;
   }
 
   write(chunk: Uint8Array): boolean {
