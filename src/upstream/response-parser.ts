@@ -1,3 +1,5 @@
+import { fieldValue } from "../net/field-value.js";
+
 /**
  * Incremental HTTP/1.1 response parser: head, then a body framed by Content-Length, chunked
  * encoding or connection close (RFC 9112 §6.3). Body bytes are handed out as views of the input,
@@ -15,6 +17,21 @@ export interface ResponseHead {
   /** Content-Length when the body is length-framed, else -1. */
   contentLength: number;
   chunked: boolean;
+}
+
+/** "HTTP/1.x NNN[ reason]" → [minor version, status], or undefined; read by char codes, no regex. */
+function parseStatusLine(line: string): [minor: number, status: number] | undefined {
+  if (line.length < 12 || !line.startsWith("HTTP/1.") || line.charCodeAt(8) !== 32) return undefined;
+  const minor = line.charCodeAt(7) - 48;
+  if (minor !== 0 && minor !== 1) return undefined;
+  let status = 0;
+  for (let i = 9; i < 12; i++) {
+    const d = line.charCodeAt(i) - 48;
+    if (d < 0 || d > 9) return undefined;
+    status = status * 10 + d;
+  }
+  if (line.length > 12 && line.charCodeAt(12) !== 32) return undefined;
+  return [minor, status];
 }
 
 /** Field names as a backend spells them → lower case; backends send the same few on every response. */
@@ -177,14 +194,14 @@ export class ResponseParser {
   private parseHead(text: string): void {
     const firstEnd = text.indexOf("\r\n");
     const statusLine = firstEnd < 0 ? text : text.slice(0, firstEnd);
-    const m = /^HTTP\/1\.([01]) (\d{3})(?: (.*))?$/.exec(statusLine);
-    if (!m) throw new ParseError(`malformed status line ${JSON.stringify(statusLine.slice(0, 64))}`);
-    const status = Number(m[2]);
+    const parsedStatus = parseStatusLine(statusLine);
+    if (!parsedStatus) throw new ParseError(`malformed status line ${JSON.stringify(statusLine.slice(0, 64))}`);
+    const [minor, status] = parsedStatus;
     const rawHeaders: string[] = [];
     const names: string[] = [];
     let contentLength = -1;
     let chunked = false;
-    let close = m[1] === "0";
+    let close = minor === 0;
     for (let at = firstEnd < 0 ? text.length : firstEnd + 2; at < text.length; ) {
       let eol = text.indexOf("\r\n", at);
       if (eol < 0) eol = text.length;
@@ -192,7 +209,7 @@ export class ResponseParser {
       const first = text.charCodeAt(at);
       if (colon <= at || colon > eol || first === 32 || first === 9) throw new ParseError("malformed response header line");
       const name = text.slice(at, colon);
-      const value = text.slice(colon + 1, eol).trim();
+      const value = fieldValue(text, colon + 1, eol);
       at = eol + 2;
       const lower = lowerName(name);
       if (lower === "content-length") {
@@ -206,7 +223,7 @@ export class ResponseParser {
       } else if (lower === "connection") {
         const tokens = value.toLowerCase();
         if (tokens.includes("close")) close = true;
-        else if (tokens.includes("keep-alive") && m[1] === "0") close = false;
+        else if (tokens.includes("keep-alive") && minor === 0) close = false;
       }
       rawHeaders.push(name, value);
       names.push(lower);
@@ -218,7 +235,7 @@ export class ResponseParser {
       this.state = State.Head;
       return;
     }
-    const head: ResponseHead = { status, reason: m[3] ?? "", rawHeaders, names, close, contentLength, chunked };
+    const head: ResponseHead = { status, reason: statusLine.length > 13 ? statusLine.slice(13) : "", rawHeaders, names, close, contentLength, chunked };
     const bodyless = this.noBody || status === 204 || status === 304;
     if (!bodyless && !chunked && contentLength < 0) head.close = true;
     this.sink!.onHead(head);

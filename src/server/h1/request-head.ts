@@ -1,5 +1,6 @@
 import type { IncomingHttpHeaders } from "node:http";
 import { KedgeError } from "../../errors.js";
+import { fieldValue } from "../../net/field-value.js";
 
 /** The request-head limits of the server section, with defaults applied. */
 export interface HeadLimits {
@@ -123,7 +124,7 @@ export function parseRequestHead(text: string, limits: HeadLimits): RequestHead 
     const rawName = text.slice(at, colon);
     const name = fieldName(rawName);
     if (name === undefined) return bad(`invalid header name ${JSON.stringify(rawName.slice(0, 50))}`);
-    const value = text.slice(colon + 1, eol).trim();
+    const value = fieldValue(text, colon + 1, eol);
     at = eol + 2;
     if (name === "host") hosts++;
     else if (name === "content-length") lengths++;

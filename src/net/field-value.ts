@@ -1,0 +1,11 @@
+/**
+ * A header field's value: text[start..end) without the optional whitespace around it (SP and HTAB,
+ * RFC 9110 §5.6.3). One substring, where slice().trim() makes two.
+ */
+export function fieldValue(text: string, start: number, end: number): string {
+  let c = text.charCodeAt(start);
+  while (start < end && (c === 32 || c === 9)) c = text.charCodeAt(++start);
+  c = text.charCodeAt(end - 1);
+  while (end > start && (c === 32 || c === 9)) c = text.charCodeAt(--end - 1);
+  return text.slice(start, end);
+}
