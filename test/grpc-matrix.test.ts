@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "bun:test";
 import * as grpc from "@grpc/grpc-js";
 import { makeTestPki, type TestPki } from "./helpers/certs.ts";
-import { GreeterClient, startGreeter, type GreeterServer } from "./helpers/grpc.ts";
+import { GreeterClient, openChat, startGreeter, type GreeterServer } from "./helpers/grpc.ts";
 import { plainServer, startTestKedge, type TestKedge } from "./helpers/kedge.ts";
 import { until } from "./helpers/wait.ts";
 
@@ -173,14 +173,7 @@ for (const kind of kinds) {
 describe("endpoint changes", () => {
   it("moves new calls to the new endpoints while a stream on the old one finishes there", async () => {
     const client = clientFor("moving.test");
-    const c = client as any;
-    const chat = c.chat();
-    const echoes: Array<{ echo: string; server: string }> = [];
-    const ended = new Promise<grpc.ServiceError | undefined>((resolve) => {
-      chat.on("data", (m: { echo: string; server: string }) => echoes.push(m));
-      chat.on("error", (e: grpc.ServiceError) => resolve(e));
-      chat.on("end", () => resolve(undefined));
-    });
+    const { chat, echoes, ended } = openChat(client);
     chat.write({ text: "before" });
     await until("the first echo", () => echoes.length === 1);
 

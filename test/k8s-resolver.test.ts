@@ -4,7 +4,7 @@ import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { endpoints, endpointSlice, startFakeKube, type FakeKube } from "./helpers/fake-kube.ts";
-import { GreeterClient, startGreeter, type GreeterServer } from "./helpers/grpc.ts";
+import { GreeterClient, openChat, startGreeter, type GreeterServer } from "./helpers/grpc.ts";
 import { plainServer, startTestKedge, type TestKedge } from "./helpers/kedge.ts";
 import { startUpstream, type Upstream } from "./helpers/upstream.ts";
 import { until } from "./helpers/wait.ts";
@@ -102,13 +102,7 @@ describe("kubernetes endpoints resolver", () => {
 
   it("keeps a gRPC stream on an endpoint that went away, and sends new calls to the new one", async () => {
     const client = new GreeterClient(`127.0.0.1:${kedge.ports.h2c}`, grpc.credentials.createInsecure());
-    const chat = (client as any).chat();
-    const echoes: Array<{ echo: string; server: string }> = [];
-    const ended = new Promise<grpc.ServiceError | undefined>((resolve) => {
-      chat.on("data", (m: { echo: string; server: string }) => echoes.push(m));
-      chat.on("error", (e: grpc.ServiceError) => resolve(e));
-      chat.on("end", () => resolve(undefined));
-    });
+    const { chat, echoes, ended } = openChat(client);
     chat.write({ text: "before" });
     await until("the first echo", () => echoes.length === 1);
     kube.apply(sliceFor("chat-2", g2, "chat", "grpc"));

@@ -56,22 +56,13 @@ interface Proxies {
   tunnels: Tunnels;
 }
 
-/** What every listener shares: the proxies, the connection guard and the request limits. */
-interface ListenerEnv {
-  proxies: Proxies;
-  guard: ConnectionGuard;
-  limits: HeadLimits;
-  idleMs: number;
-}
-
 interface H2Ingress {
   server: http2.Http2Server;
   sessions: Set<Http2Session>;
 }
 
 /** An HTTP/2 server fed connections by a listener; streams go to the gRPC or the HTTP proxy by content-type. */
-function h2Ingress(env: ListenerEnv, port: () => number, maxStreams: number): H2Ingress {
-  const { proxies, idleMs } = env;
+function h2Ingress(proxies: Proxies, idleMs: number, port: () => number, maxStreams: number): H2Ingress {
   const server = http2.createServer({ maxSessionMemory: 64, settings: { maxConcurrentStreams: maxStreams } });
   const sessions = new Set<Http2Session>();
   server.on("session", (session: Http2Session) => {
@@ -97,7 +88,7 @@ function h2Ingress(env: ListenerEnv, port: () => number, maxStreams: number): H2
 /**
  * Starts the listeners the server section names:
  * - http_tls_port: TLS with ALPN h2 + http/1.1 on one port, each connection handed to an h2 or an
- *   h1 server by the negotiated protocol (node:http2 and Bun.serve cannot share a port);
+ *   h1 connection set by the negotiated protocol;
  * - grpc_tls_port: kedge Go's dedicated gRPC port, TLS with ALPN h2 only;
  * - h2c_port: HTTP/2 with prior knowledge, no TLS (in-cluster and tests);
  * - http_port: plaintext HTTP/1.1.
@@ -116,7 +107,6 @@ export async function startDataListeners(server: ServerConfig, ctx: ProxyContext
   const tlsServers: tls.Server[] = [];
   const proxies: Proxies = { ctx, http: kedgeHttpProxy(ctx), tunnels: new Tunnels() };
   const guard = new ConnectionGuard(server.maxConnections || 16_384);
-  const env: ListenerEnv = { proxies, guard, limits, idleMs };
   closers.push({ stop: () => {}, kill: () => (proxies.tunnels.closeAll(), guard.close()) });
 
   const closeH2 = (h2: H2Ingress) => ({
@@ -140,7 +130,7 @@ export async function startDataListeners(server: ServerConfig, ctx: ProxyContext
   });
 
   const startTls = async (name: string, port: number, h1: H1Connections | undefined) => {
-    const h2 = h2Ingress(env, () => ports[name], maxStreams);
+    const h2 = h2Ingress(proxies, idleMs, () => ports[name], maxStreams);
     const listener = tls.createServer(
       // A client may half-close once its request is sent: it still gets its answer.
       { ...tlsFiles(server), ALPNProtocols: h1 ? ["h2", "http/1.1"] : ["h2"], minVersion: "TLSv1.2", allowHalfOpen: true },
@@ -174,7 +164,7 @@ export async function startDataListeners(server: ServerConfig, ctx: ProxyContext
   if (server.grpcTlsPort !== undefined) await startTls("grpc_tls", server.grpcTlsPort, undefined);
 
   if (server.h2cPort !== undefined) {
-    const h2 = h2Ingress(env, () => ports.h2c, maxStreams);
+    const h2 = h2Ingress(proxies, idleMs, () => ports.h2c, maxStreams);
     h2.server.on("connection", (socket: Socket) => guard.admit(socket));
     ports.h2c = await listen(h2.server, server.h2cPort, bind);
     const h2Closer = closeH2(h2);

@@ -1,4 +1,4 @@
-import { fieldValue } from "../net/field-value.js";
+import { fieldValue, lowerFieldName } from "../net/fields.js";
 
 /**
  * Incremental HTTP/1.1 response parser: head, then a body framed by Content-Length, chunked
@@ -32,18 +32,6 @@ function parseStatusLine(line: string): [minor: number, status: number] | undefi
   }
   if (line.length > 12 && line.charCodeAt(12) !== 32) return undefined;
   return [minor, status];
-}
-
-/** Field names as a backend spells them → lower case; backends send the same few on every response. */
-const lowerNames = new Map<string, string>();
-
-function lowerName(name: string): string {
-  let lower = lowerNames.get(name);
-  if (lower === undefined) {
-    lower = name.toLowerCase();
-    if (lowerNames.size < 1000) lowerNames.set(name, lower);
-  }
-  return lower;
 }
 
 export interface ResponseSink {
@@ -211,7 +199,7 @@ export class ResponseParser {
       const name = text.slice(at, colon);
       const value = fieldValue(text, colon + 1, eol);
       at = eol + 2;
-      const lower = lowerName(name);
+      const lower = lowerFieldName(name);
       if (lower === "content-length") {
         if (!/^\d+$/.test(value) || (contentLength >= 0 && contentLength !== Number(value))) {
           throw new ParseError("invalid content-length from backend");

@@ -145,3 +145,15 @@ export function unary(client: grpc.Client, method: string, request: unknown, met
     call.on("metadata", (m: grpc.Metadata) => (headers = m));
   });
 }
+
+/** Opens the bidi chat stream: what it echoes is collected, `ended` resolves with its error (undefined when it ends cleanly). */
+export function openChat(client: grpc.Client): { chat: any; echoes: Array<{ echo: string; server: string }>; ended: Promise<grpc.ServiceError | undefined> } {
+  const chat = (client as any).chat();
+  const echoes: Array<{ echo: string; server: string }> = [];
+  const ended = new Promise<grpc.ServiceError | undefined>((resolve) => {
+    chat.on("data", (m: { echo: string; server: string }) => echoes.push(m));
+    chat.on("error", (e: grpc.ServiceError) => resolve(e));
+    chat.on("end", () => resolve(undefined));
+  });
+  return { chat, echoes, ended };
+}

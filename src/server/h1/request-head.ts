@@ -1,6 +1,6 @@
 import type { IncomingHttpHeaders } from "node:http";
 import { KedgeError } from "../../errors.js";
-import { fieldValue } from "../../net/field-value.js";
+import { fieldValue } from "../../net/fields.js";
 
 /** The request-head limits of the server section, with defaults applied. */
 export interface HeadLimits {
@@ -43,9 +43,10 @@ const singleValued = new Set([
   "referer", "retry-after", "server", "user-agent",
 ]);
 
-/** Field names as sent → lower case, for names already checked to be tokens; clients repeat the same few. */
+/** Request field names as sent → lower case, for names already checked to be tokens; clients repeat the same few. */
 const knownNames = new Map<string, string>();
 
+/** A request field name in lower case, or undefined when it is not a token (RFC 9110 §5.1). */
 function fieldName(raw: string): string | undefined {
   const known = knownNames.get(raw);
   if (known !== undefined) return known;
@@ -64,16 +65,14 @@ export function findHeadEnd(buf: Uint8Array, end: number, limits: HeadLimits): n
   // The common case, a whole head in hand: one search. Bare LFs in it are refused by parseRequestHead.
   const blank = (buf as Buffer).indexOf(headEnd);
   if (blank >= 0 && blank + 4 <= end && blank + 4 <= limits.maxHeaderBytes) return blank + 4;
-  let lineStart = 0;
-  for (let i = buf.indexOf(10); i >= 0 && i < end; i = buf.indexOf(10, i + 1)) {
+  const firstLf = buf.indexOf(10);
+  for (let i = firstLf; i >= 0 && i < end; i = buf.indexOf(10, i + 1)) {
     if (i === 0 || buf[i - 1] !== 13) return bad("bare LF in the request head");
-    if (lineStart === 0 && i > limits.maxUriBytes + 16) return tooLong(limits.maxUriBytes);
+    if (i === firstLf && i > limits.maxUriBytes + 16) return tooLong(limits.maxUriBytes);
     if (i + 1 > limits.maxHeaderBytes) break;
-    lineStart = i + 1;
   }
   if (end <= limits.maxHeaderBytes) return -1;
   // Over the limit: blame the request line when it alone is longer than a target may be.
-  const firstLf = buf.indexOf(10);
   if (firstLf < 0 || firstLf >= end || firstLf > limits.maxUriBytes) return tooLong(limits.maxUriBytes);
   return new KedgeError("bad-request", 431, `request head larger than ${limits.maxHeaderBytes} bytes`);
 }

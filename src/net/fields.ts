@@ -9,3 +9,16 @@ export function fieldValue(text: string, start: number, end: number): string {
   while (end > start && (c === 32 || c === 9)) c = text.charCodeAt(--end - 1);
   return text.slice(start, end);
 }
+
+/** Field names as peers spell them → lower case. Clients and backends send the same few names again and again. */
+const lowerNames = new Map<string, string>();
+const maxCachedNames = 1000;
+
+export function lowerFieldName(name: string): string {
+  let lower = lowerNames.get(name);
+  if (lower === undefined) {
+    lower = name.toLowerCase();
+    if (lowerNames.size < maxCachedNames) lowerNames.set(name, lower);
+  }
+  return lower;
+}
