@@ -1,4 +1,5 @@
 import { describe, expect, it } from "bun:test";
+import { mulberry32, type Rng } from "./helpers/rng";
 import { ParseError, ResponseParser, type ResponseHead, type ResponseSink } from "../src/upstream/response-parser";
 
 // Property-based tests with a tiny seeded PRNG. Every failure names its seed; rerun one with
@@ -7,16 +8,6 @@ const baseSeed = Number(process.env.PROP_SEED ?? 0x6b656467);
 const runs = Number(process.env.PROP_RUNS ?? 200);
 const timeout = Math.max(5000, runs * 40); // ms per property
 
-type Rng = () => number;
-function mulberry32(seed: number): Rng {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = Math.imul(a ^ (a >>> 15), a | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 const int = (rng: Rng, lo: number, hi: number) => lo + Math.floor(rng() * (hi - lo + 1));
 const pick = <T>(rng: Rng, xs: readonly T[]): T => xs[int(rng, 0, xs.length - 1)];
 

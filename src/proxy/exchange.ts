@@ -160,6 +160,7 @@ class HttpExchange {
         bodyLength: this.bodyLength,
         set: routing.setHeaders,
         traceparent: this.obs?.traceparent,
+        forwardLines: this.req.forwardLines,
       }),
       "latin1",
     );

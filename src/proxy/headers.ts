@@ -2,7 +2,7 @@ import type { IncomingHttpHeaders, OutgoingHttpHeaders } from "node:http";
 
 // RFC 9110 §7.6.1 connection-specific fields, plus what kedge sets itself and what must not
 // leave kedge (Proxy-Authorization is kedge's own credential, never the backend's).
-const notForwardedUpstream = new Set([
+export const notForwardedUpstream = new Set([
   "connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade",
   "proxy-authorization", "proxy-authenticate", "host", "content-length",
   "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-kedge-request-id", "http2-settings",
@@ -27,6 +27,29 @@ export interface UpstreamHeadInput {
   set?: Record<string, string>;
   /** kedge's traceparent (tracing on), sent in place of the client's. */
   traceparent?: string;
+  /** The client's field lines, copied through when nothing but the fixed set of fields is replaced. */
+  forwardLines?: ForwardLines;
+}
+
+function copyLines(pass: ForwardLines): string {
+  const { text, drops } = pass;
+  if (!drops) return text.slice(pass.fieldsAt, pass.fieldsEnd);
+  let lines = "";
+  let from = pass.fieldsAt;
+  for (let i = 0; i < drops.length; i += 2) {
+    lines += text.slice(from, drops[i]);
+    from = drops[i + 1];
+  }
+  return lines + text.slice(from, pass.fieldsEnd);
+}
+
+/** A client's HTTP/1.1 field lines as received: text[fieldsAt..fieldsEnd), each with its CRLF. */
+export interface ForwardLines {
+  readonly text: string;
+  readonly fieldsAt: number;
+  readonly fieldsEnd: number;
+  /** [start, end) per line whose name is in notForwardedUpstream, in order; undefined: none. */
+  readonly drops: readonly number[] | undefined;
 }
 
 /** Field names the client listed in its Connection header are hop-by-hop too (RFC 9110 §7.6.1). */
@@ -46,7 +69,10 @@ export function buildUpstreamHead(input: UpstreamHeadInput): string {
   const { headers } = input;
   const extra = connectionTokens(headers);
   let head = `${input.method} ${input.path} HTTP/1.1\r\nhost: ${input.host}\r\n`;
-  for (const name in headers) {
+  const pass = input.forwardLines;
+  // The client's own lines, unless a field listed in Connection, a credential or a traceparent must go.
+  if (pass && !extra && !input.set && (input.traceparent === undefined || headers.traceparent === undefined)) head += copyLines(pass);
+  else for (const name in headers) {
     if (name.charCodeAt(0) === 58 /* ":" */ || notForwardedUpstream.has(name) || extra?.has(name) || (input.set && name in input.set)) continue;
     if (input.traceparent !== undefined && name === "traceparent") continue;
     const value = headers[name];
@@ -101,21 +127,30 @@ export interface HeadLines {
   hasRequestId: boolean;
 }
 
-/** downstreamHeaders for an HTTP/1.1 client, straight to text: no object built per response. */
-export function downstreamHeadLines(fields: ResponseFields, retag = true): HeadLines {
-  const dropped = retag ? notForwardedDownstream : notForwardedThrough;
-  const { rawHeaders, names } = fields;
+/** A backend's response head as text, with the lines no client gets marked (the response parser's ResponseHead). */
+export interface ResponseText {
+  readonly text: string;
+  /** Where the field lines start in `text`; they run to its end, each with its CRLF. */
+  readonly fieldsAt: number;
+  /** [start, end, kind] per line to leave out: kind 0 always (hop-by-hop), 1 only when kedge retags the response. */
+  readonly drops: readonly number[] | undefined;
+  readonly hasLength: boolean;
+  readonly hasDate: boolean;
+  /** The backend sent x-kedge-request-id (kedge's, when winch is the client). */
+  readonly hasRequestId: boolean;
+}
+
+/** downstreamHeaders for an HTTP/1.1 client, straight to text: the backend's lines copied through, no string per field. */
+export function downstreamHeadLines(head: ResponseText, retag = true): HeadLines {
+  const { text, drops } = head;
+  if (!drops) return { lines: text.slice(head.fieldsAt), hasLength: head.hasLength, hasDate: head.hasDate, hasRequestId: head.hasRequestId && !retag };
   let lines = "";
-  let hasLength = false;
-  let hasDate = false;
-  let hasRequestId = false;
-  for (let i = 0; i < names.length; i++) {
-    const lower = names[i];
-    if (dropped.has(lower)) continue;
-    if (lower === "content-length") hasLength = true;
-    else if (lower === "date") hasDate = true;
-    else if (lower === "x-kedge-request-id") hasRequestId = true;
-    lines += `${rawHeaders[2 * i]}: ${rawHeaders[2 * i + 1]}\r\n`;
+  let from = head.fieldsAt;
+  for (let i = 0; i < drops.length; i += 3) {
+    if (drops[i + 2] === 1 && !retag) continue;
+    lines += text.slice(from, drops[i]);
+    from = drops[i + 1];
   }
-  return { lines, hasLength, hasDate, hasRequestId };
+  lines += text.slice(from);
+  return { lines, hasLength: head.hasLength, hasDate: head.hasDate, hasRequestId: head.hasRequestId && !retag };
 }

@@ -1,6 +1,6 @@
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from "node:http";
 import type { Readable } from "node:stream";
-import type { HeadLines } from "./headers.js";
+import type { ForwardLines, HeadLines } from "./headers.js";
 
 /** One client request as the proxy sees it, whatever protocol carried it. */
 export interface IngressRequest {
@@ -22,6 +22,8 @@ export interface IngressRequest {
   /** Content-Length, or -1 when the length is unknown. */
   readonly contentLength: number;
   readonly body: Readable;
+  /** HTTP/1.1: the client's field lines as received, copied upstream without rebuilding them. */
+  readonly forwardLines?: ForwardLines;
 }
 
 /** The response side; its methods never throw when the client has gone away. */

@@ -1,38 +1,7 @@
-import { fieldValue, lowerFieldName } from "../net/fields.js";
+import { ParseError, parseResponseHead, type ResponseHead } from "./response-head.js";
 
-/**
- * Incremental HTTP/1.1 response parser: head, then a body framed by Content-Length, chunked
- * encoding or connection close (RFC 9112 §6.3). Body bytes are handed out as views of the input,
- * never copied; chunked framing is removed.
- */
-export interface ResponseHead {
-  status: number;
-  reason: string;
-  /** Flat [name, value, name, value, …] as received; names keep their case. */
-  rawHeaders: string[];
-  /** The field names in lower case: names[i] is rawHeaders[2 * i]'s. */
-  names: string[];
-  /** The connection must close after this response (Connection: close, HTTP/1.0, close-delimited body). */
-  close: boolean;
-  /** Content-Length when the body is length-framed, else -1. */
-  contentLength: number;
-  chunked: boolean;
-}
-
-/** "HTTP/1.x NNN[ reason]" → [minor version, status], or undefined; read by char codes, no regex. */
-function parseStatusLine(line: string): [minor: number, status: number] | undefined {
-  if (line.length < 12 || !line.startsWith("HTTP/1.") || line.charCodeAt(8) !== 32) return undefined;
-  const minor = line.charCodeAt(7) - 48;
-  if (minor !== 0 && minor !== 1) return undefined;
-  let status = 0;
-  for (let i = 9; i < 12; i++) {
-    const d = line.charCodeAt(i) - 48;
-    if (d < 0 || d > 9) return undefined;
-    status = status * 10 + d;
-  }
-  if (line.length > 12 && line.charCodeAt(12) !== 32) return undefined;
-  return [minor, status];
-}
+export { ParseError };
+export type { ResponseHead };
 
 export interface ResponseSink {
   onHead(head: ResponseHead): void;
@@ -45,12 +14,11 @@ export interface ResponseSink {
   onEnd(last?: Uint8Array): void;
 }
 
-export class ParseError extends Error {}
-
 const enum State { Head, Fixed, ChunkSize, ChunkData, ChunkDataEnd, Trailers, UntilClose, Done }
 
 const CR = 13;
 const LF = 10;
+const headEnd = Buffer.from("\r\n\r\n");
 const maxHeadBytes = 64 * 1024;
 /**
  * True ISO-8859-1: one char per byte, so header bytes survive the round trip to the client.
@@ -58,6 +26,11 @@ const maxHeadBytes = 64 * 1024;
  */
 const latin1 = (bytes: Uint8Array) => Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString("latin1");
 
+/**
+ * Incremental HTTP/1.1 response parser: head, then a body framed by Content-Length, chunked
+ * encoding or connection close (RFC 9112 §6.3). Body bytes are handed out as views of the input,
+ * never copied; chunked framing is removed.
+ */
 export class ResponseParser {
   private state = State.Head;
   private pending: Uint8Array | undefined; // an incomplete head, size line or trailer line
@@ -160,13 +133,8 @@ export class ResponseParser {
   private findHeadEnd(data: Uint8Array, offset: number): number {
     const { buf, base } = this.concatPending(data, offset);
     const start = base < 0 ? 0 : base;
-    let end = -1;
-    for (let i = start + 3; i < buf.length; i++) {
-      if (buf[i] === LF && buf[i - 1] === CR && buf[i - 2] === LF && buf[i - 3] === CR) {
-        end = i + 1;
-        break;
-      }
-    }
+    const blank = Buffer.prototype.indexOf.call(buf, headEnd, start);
+    const end = blank < 0 ? -1 : blank + 4;
     if (end < 0) {
       if (buf.length - start > maxHeadBytes) throw new ParseError("response head too large");
       this.pending = buf.slice(start);
@@ -174,64 +142,28 @@ export class ResponseParser {
     }
     // Also when the whole head came at once: the limit must not depend on how the bytes were split.
     if (end - start > maxHeadBytes) throw new ParseError("response head too large");
-    this.parseHead(latin1(buf.subarray(start, end - 4)));
+    this.onHeadText(latin1(buf.subarray(start, end - 2)));
     // Map the end back into `data`: when pending bytes were prepended, buf is shifted by -base.
     return base < 0 ? offset + end + base : end;
   }
 
-  private parseHead(text: string): void {
-    const firstEnd = text.indexOf("\r\n");
-    const statusLine = firstEnd < 0 ? text : text.slice(0, firstEnd);
-    const parsedStatus = parseStatusLine(statusLine);
-    if (!parsedStatus) throw new ParseError(`malformed status line ${JSON.stringify(statusLine.slice(0, 64))}`);
-    const [minor, status] = parsedStatus;
-    const rawHeaders: string[] = [];
-    const names: string[] = [];
-    let contentLength = -1;
-    let chunked = false;
-    let close = minor === 0;
-    for (let at = firstEnd < 0 ? text.length : firstEnd + 2; at < text.length; ) {
-      let eol = text.indexOf("\r\n", at);
-      if (eol < 0) eol = text.length;
-      const colon = text.indexOf(":", at);
-      const first = text.charCodeAt(at);
-      if (colon <= at || colon > eol || first === 32 || first === 9) throw new ParseError("malformed response header line");
-      const name = text.slice(at, colon);
-      const value = fieldValue(text, colon + 1, eol);
-      at = eol + 2;
-      const lower = lowerFieldName(name);
-      if (lower === "content-length") {
-        if (!/^\d+$/.test(value) || (contentLength >= 0 && contentLength !== Number(value))) {
-          throw new ParseError("invalid content-length from backend");
-        }
-        contentLength = Number(value);
-      } else if (lower === "transfer-encoding") {
-        chunked = value.toLowerCase().split(",").map((s) => s.trim()).at(-1) === "chunked";
-        if (!chunked) close = true; // a non-chunked transfer coding is delimited by close
-      } else if (lower === "connection") {
-        const tokens = value.toLowerCase();
-        if (tokens.includes("close")) close = true;
-        else if (tokens.includes("keep-alive") && minor === 0) close = false;
-      }
-      rawHeaders.push(name, value);
-      names.push(lower);
-    }
-    if (chunked) contentLength = -1; // RFC 9112 §6.3: Transfer-Encoding overrides Content-Length
+  private onHeadText(text: string): void {
+    const head = parseResponseHead(text);
+    const { status } = head;
     if (status < 200) {
       // Interim response (100 Continue, 103 Early Hints): skipped; the final head follows.
       if (status === 101) throw new ParseError("protocol upgrade is not supported");
       this.state = State.Head;
       return;
     }
-    const head: ResponseHead = { status, reason: statusLine.length > 13 ? statusLine.slice(13) : "", rawHeaders, names, close, contentLength, chunked };
     const bodyless = this.noBody || status === 204 || status === 304;
-    if (!bodyless && !chunked && contentLength < 0) head.close = true;
+    if (!bodyless && !head.chunked && head.contentLength < 0) head.close = true;
     this.sink!.onHead(head);
-    if (bodyless || contentLength === 0) this.finish();
-    else if (chunked) this.state = State.ChunkSize;
-    else if (contentLength > 0) {
+    if (bodyless || head.contentLength === 0) this.finish();
+    else if (head.chunked) this.state = State.ChunkSize;
+    else if (head.contentLength > 0) {
       this.state = State.Fixed;
-      this.remaining = contentLength;
+      this.remaining = head.contentLength;
     } else this.state = State.UntilClose;
   }
 

@@ -168,6 +168,7 @@ export class H1ClientConnection implements ResponseOutput, TunnelOutput, Transpo
       socket: this.transport.peer,
       hasBody,
       contentLength: head.contentLength,
+      forwardLines: head.forwardLines,
       body,
     };
     this.response = res;

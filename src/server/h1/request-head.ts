@@ -1,6 +1,7 @@
 import type { IncomingHttpHeaders } from "node:http";
 import { KedgeError } from "../../errors.js";
 import { fieldValue } from "../../net/fields.js";
+import { notForwardedUpstream, type ForwardLines } from "../../proxy/headers.js";
 
 /** The request-head limits of the server section, with defaults applied. */
 export interface HeadLimits {
@@ -24,6 +25,8 @@ export interface RequestHead {
   expectContinue: boolean;
   /** Bytes the head took, its blank line included. */
   length: number;
+  /** The field lines as sent, for the upstream head; undefined when a field was repeated (then rebuilt from `headers`). */
+  forwardLines: ForwardLines | undefined;
 }
 
 const bad = (message: string) => new KedgeError("bad-request", 400, message);
@@ -110,6 +113,8 @@ export function parseRequestHead(text: string, limits: HeadLimits): RequestHead 
   let hosts = 0;
   let lengths = 0;
   let encodings = 0;
+  let repeated = false;
+  let drops: number[] | undefined;
   const last = text.length - 2; // the blank line's CRLF
   for (let at = lineEnd + 2; at < last; ) {
     const eol = text.indexOf("\r\n", at);
@@ -124,11 +129,13 @@ export function parseRequestHead(text: string, limits: HeadLimits): RequestHead 
     const name = fieldName(rawName);
     if (name === undefined) return bad(`invalid header name ${JSON.stringify(rawName.slice(0, 50))}`);
     const value = fieldValue(text, colon + 1, eol);
+    if (notForwardedUpstream.has(name)) (drops ??= []).push(at, eol + 2);
     at = eol + 2;
     if (name === "host") hosts++;
     else if (name === "content-length") lengths++;
     else if (name === "transfer-encoding") encodings++;
     const prev = headers[name];
+    if (prev !== undefined) repeated = true;
     if (prev === undefined) headers[name] = name === "set-cookie" ? [value] : value;
     else if (name === "set-cookie") (prev as string[]).push(value);
     else if (name === "cookie") headers[name] = `${prev}; ${value}`;
@@ -157,5 +164,6 @@ export function parseRequestHead(text: string, limits: HeadLimits): RequestHead 
   const keepAlive = versionMinor === 1 ? !(connection && hasToken(connection, "close")) : !!connection && hasToken(connection, "keep-alive");
   const expect = headers.expect;
   const expectContinue = versionMinor === 1 && typeof expect === "string" && expect.toLowerCase() === "100-continue";
-  return { method, target, versionMinor, headers, contentLength, keepAlive, expectContinue, length: text.length };
+  const forwardLines = repeated ? undefined : { text, fieldsAt: lineEnd + 2, fieldsEnd: last, drops };
+  return { method, target, versionMinor, headers, contentLength, keepAlive, expectContinue, length: text.length, forwardLines };
 }
