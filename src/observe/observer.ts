@@ -23,7 +23,6 @@ export class Observation {
   /** Request and response body bytes. */
   bytesIn = 0;
   bytesOut = 0;
-  private countingBytes = false;
 
   constructor(
     /** An access line is wanted (sampled, or forced by x-kedge-info-logs). */
@@ -46,12 +45,15 @@ export class Observation {
     this.upstreamAt = performance.now();
   }
 
-  /** Counts a gRPC call's bytes both ways (HTTP exchanges count in their own data path). Once per call. */
-  countBytes(client: { on(event: "data", cb: (chunk: Uint8Array) => void): unknown }, upstream: { on(event: "data", cb: (chunk: Uint8Array) => void): unknown }): void {
-    upstream.on("data", (chunk) => (this.bytesOut += chunk.length));
-    if (this.countingBytes) return;
-    this.countingBytes = true;
+  // gRPC calls count their bytes with these two; HTTP exchanges count in their own data path.
+  /** Counts the client's bytes from its first one (before any upstream stream opens). */
+  countIn(client: { on(event: "data", cb: (chunk: Uint8Array) => void): unknown }): void {
     client.on("data", (chunk) => (this.bytesIn += chunk.length));
+  }
+
+  /** Counts one upstream's answer bytes (a replayed call has several upstreams). */
+  countOut(upstream: { on(event: "data", cb: (chunk: Uint8Array) => void): unknown }): void {
+    upstream.on("data", (chunk) => (this.bytesOut += chunk.length));
   }
 }
 

@@ -130,9 +130,12 @@ export function forwardCall(metrics: ProxyMetrics, stream: ServerHttp2Stream, he
       },
     );
   };
-  const pending = backend.pendingResolution;
-  if (pending) void pending.then(attempt);
-  else attempt();
+  if (call.obs?.logged) call.obs.countIn(stream);
+  replay.gather(() => {
+    const pending = backend.pendingResolution;
+    if (pending) void pending.then(attempt);
+    else attempt();
+  });
 }
 
 const timeoutUnitMs: Record<string, number> = { H: 3_600_000, M: 60_000, S: 1_000, m: 1, u: 0.001, n: 0.000001 };
