@@ -161,6 +161,27 @@ describe("observe: access logs", () => {
     expectNoSecrets(line);
   });
 
+  it("logs a CONNECT tunnel when it closes, with its identity, endpoint and the bytes each way", async () => {
+    const target = `up.test:${up.port}`;
+    const r = await curl([
+      "-p", "-x", `http://127.0.0.1:${logged.ports.http}`,
+      "--proxy-header", `Proxy-Authorization: Bearer ${proxyToken}`,
+      "--proxy-header", "x-kedge-request-id: log-connect",
+      "-H", "authorization: Bearer backend-secret-77d2",
+      `http://${target}/through-the-tunnel`,
+    ]);
+    expect(r.status).toBe(200);
+    const line = await lineFor("log-connect");
+    expect(line).toMatchObject({ level: "info", protocol: "http/1.1", method: "CONNECT", host: target, status: 200, backend: "up", endpoint: `127.0.0.1:${up.port}`, token_subject: "static-token" });
+    // The tunnelled GET one way, its answer the other.
+    expect(line.bytes_in).toBeGreaterThan(40);
+    expect(line.bytes_out).toBeGreaterThan(r.body.length);
+    expectNoSecrets(line);
+    const refused = await curl(["-p", "-x", `http://127.0.0.1:${logged.ports.http}`, "--proxy-header", "x-kedge-request-id: log-connect-refused", `http://${target}/`]);
+    expect(refused.exitCode).not.toBe(0);
+    expect(await lineFor("log-connect-refused")).toMatchObject({ level: "warn", method: "CONNECT", status: 401, error_type: "unauthorized" });
+  });
+
   it("logs gRPC calls with method, grpc-status, identity and bytes both ways", async () => {
     const client = new GreeterClient(`127.0.0.1:${logged.ports.h2c}`, grpc.credentials.createInsecure());
     const md = (id: string) => {

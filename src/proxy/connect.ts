@@ -17,6 +17,7 @@ export interface ConnectRequest {
   readonly headers: IncomingHttpHeaders;
   /** The client connection, where a client certificate is read. */
   readonly socket: object | undefined;
+  readonly remoteAddress: string;
 }
 
 function connectFacts(req: ConnectRequest): ParsedRequest {
@@ -37,11 +38,19 @@ export function proxyConnect(ctx: ProxyContext, tunnels: Tunnels, req: ConnectRe
   client.on("error", () => {});
   let label = "none";
   let route = "none";
+  const observer = ctx.metrics.observer;
+  const obs = observer.start(req.headers);
+  // One access line (and span) per tunnel, written when it closes: its bytes and lifetime are known then.
+  const finish = (status: number) => {
+    if (obs) observer.finishHttp(obs, requestId, { protocol: "http/1.1", method: "CONNECT", authority: req.target, remoteAddress: req.remoteAddress, socket: req.socket }, "", status, route, label);
+  };
   const refuse = (e: unknown) => {
     const err = asKedgeError(e);
     ctx.metrics.proxyErrors.inc([label, err.type]);
     ctx.metrics.httpRequests.inc([label, String(err.status), route]);
+    if (obs) obs.errorType = err.type;
     writeRawError(client, err, requestId, "x-kedge");
+    finish(err.status);
   };
   const open = async () => {
     const facts = connectFacts(req);
@@ -49,7 +58,8 @@ export function proxyConnect(ctx: ProxyContext, tunnels: Tunnels, req: ConnectRe
     const routing = kedgeRouting(ctx.runtime(), facts, proxyAuthorization, req.socket);
     label = routing.label;
     route = routing.route ?? "none";
-    await routing.ready;
+    const identity = await routing.ready;
+    if (obs) obs.identity = identity;
     if (routing.unrouted) throw routing.unrouted;
     const backend = routing.backend!;
     await backend.pendingResolution;
@@ -58,11 +68,18 @@ export function proxyConnect(ctx: ProxyContext, tunnels: Tunnels, req: ConnectRe
       const { endpoint } = backend.pick(failedOn);
       try {
         const upstream = await dialTcp(endpoint.host, endpoint.port, backend.poolOptions.connectTimeoutMs);
-        if (client.destroyed) return void upstream.destroy();
+        if (client.destroyed) {
+          upstream.destroy();
+          return finish(499);
+        }
         endpoint.markHealthy();
         ctx.metrics.httpRequests.inc([label, "200", route]);
+        if (obs) {
+          obs.sentUpstream(endpoint.address);
+          obs.firstByteAt = performance.now();
+        }
         client.write(tunnelEstablished({ "x-kedge-backend-name": label, "x-kedge-request-id": requestId }));
-        tunnels.splice(client, upstream, head);
+        tunnels.splice(client, upstream, head, obs, () => finish(200));
         return;
       } catch (e) {
         endpoint.markFailed(backend.failureBackoffMs, defaults.maxFailureBackoffMs);

@@ -11,14 +11,28 @@ export class Tunnels {
     return this.open.size;
   }
 
-  /** Pipes bytes both ways until either side ends or fails, then closes both. */
-  splice(client: Duplex, upstream: Duplex, head: Buffer | undefined): void {
+  /**
+   * Pipes bytes both ways until either side ends or fails, then closes both and calls `closed`
+   * once; `counts` (an access-log record) gets the bytes each way.
+   */
+  splice(client: Duplex, upstream: Duplex, head: Buffer | undefined, counts?: { bytesIn: number; bytesOut: number }, closed?: () => void): void {
     this.open.add(client);
-    if (head && head.length > 0) upstream.write(head);
+    if (head && head.length > 0) {
+      upstream.write(head);
+      if (counts) counts.bytesIn += head.length;
+    }
+    if (counts) {
+      client.on("data", (chunk: Buffer) => (counts.bytesIn += chunk.length));
+      upstream.on("data", (chunk: Buffer) => (counts.bytesOut += chunk.length));
+    }
+    let open = true;
     const close = () => {
+      if (!open) return;
+      open = false;
       this.open.delete(client);
       client.destroy();
       upstream.destroy();
+      closed?.();
     };
     client.on("error", close).on("close", close);
     upstream.on("error", close).on("close", close);

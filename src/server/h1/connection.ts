@@ -17,7 +17,7 @@ export interface H1Handler {
   /** Proxies one request. */
   request(req: IngressRequest, res: H1RawResponse): void;
   /** A CONNECT request: the tunnel owns the connection from here on. */
-  connect(head: RequestHead, tunnel: TunnelSocket, rest: Buffer, socket: object | undefined): void;
+  connect(head: RequestHead, tunnel: TunnelSocket, rest: Buffer, client: ClientTransport): void;
   /** A head that cannot be served: answered, then the connection closes. */
   refuse(conn: H1ClientConnection, err: KedgeError): void;
   /** The listener is draining: finish the request in flight, take no more. */
@@ -180,7 +180,7 @@ export class H1ClientConnection implements ResponseOutput, TunnelOutput, Transpo
     this.tunnel = new TunnelSocket(this);
     const rest = this.input ?? Buffer.alloc(0);
     this.input = undefined;
-    this.handler.connect(head, this.tunnel, rest, this.transport.peer);
+    this.handler.connect(head, this.tunnel, rest, this.transport);
   }
 
   private consume(n: number): void {

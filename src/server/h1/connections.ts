@@ -47,7 +47,8 @@ export class H1Connections {
       idleMs: opts.idleMs,
       draining: false,
       request: (req, res) => exchange(opts.http, req, res),
-      connect: (head, tunnel, rest, socket) => proxyConnect(opts.ctx, opts.tunnels, { target: head.target, headers: head.headers, socket }, tunnel, rest),
+      connect: (head, tunnel, rest, client) =>
+        proxyConnect(opts.ctx, opts.tunnels, { target: head.target, headers: head.headers, socket: client.peer, remoteAddress: client.remoteAddress }, tunnel, rest),
       refuse: (conn: H1ClientConnection, err: KedgeError) => {
         conn.send(Buffer.from(rawErrorResponse(err, newRequestId(), "x-kedge"), "latin1"));
         conn.closeWhenFlushed();
