@@ -35,6 +35,11 @@ export class AdhocBackends<B extends { start(): void; close(): void }> {
     return backend;
   }
 
+  /** The backends kept now (the pool gauges read them). */
+  backends(): Iterable<B> {
+    return this.byTarget.values();
+  }
+
   close(): void {
     for (const b of this.byTarget.values()) b.close();
     this.byTarget.clear();

@@ -163,6 +163,9 @@ describe("backends", () => {
     expect(ok.status).toBe(200);
     expect(ok.headers.get("x-upstream")).toBe("b");
     expect(ok.headers.get("x-kedge-backend-name")).toBe("adhoc");
+    // Adhoc backends show in the pool gauges under one series, as they do in the request metrics.
+    const metrics = await (await fetch(`http://127.0.0.1:${kedge.ports.admin}/metrics`)).text();
+    expect(metrics).toMatch(/^kedge_http_upstream_connections_open\{backend_name="adhoc"\} [1-9]/m);
     const refused = await get(`svc.adhoc.test:${ups[0].port}`);
     expect(refused.status).toBe(400);
     expect(refused.headers.get("x-kedge-error-type")).toBe("adhoc-port-not-allowed");

@@ -263,29 +263,45 @@ export function createMetrics() {
 export type Metrics = ReturnType<typeof createMetrics>;
 
 /** What the backend gauges read of a runtime: each backend's per-endpoint pool stats. */
+type PoolView<P> = { view(): ReadonlyArray<{ pool: P }> };
+type HttpPool = { open: number; idle: number; waiting: number };
+type GrpcPool = { connected: boolean; activeStreams: number };
+
 export interface LiveBackends {
-  readonly httpBackends: ReadonlyMap<string, { view(): ReadonlyArray<{ pool: { open: number; idle: number; waiting: number } }> }>;
-  readonly grpcBackends: ReadonlyMap<string, { view(): ReadonlyArray<{ pool: { connected: boolean; activeStreams: number } }> }>;
+  readonly httpBackends: ReadonlyMap<string, PoolView<HttpPool>>;
+  readonly grpcBackends: ReadonlyMap<string, PoolView<GrpcPool>>;
+  /** Backends made on demand for adhoc targets: one series, backend_name="adhoc", as in the request metrics. */
+  readonly adhoc?: { readonly http: { backends(): Iterable<PoolView<HttpPool>> }; readonly grpc: { backends(): Iterable<PoolView<GrpcPool>> } };
 }
 
 /** Points the upstream pool gauges at the live runtime's backends (read at scrape time, nothing on the hot path). */
 export function watchBackends(metrics: Metrics, live: () => LiveBackends): void {
-  const perBackend = <P>(backends: () => LiveBackends[keyof LiveBackends], value: (pool: P) => number) => (): Sample[] => {
+  const perBackend = <P>(backends: (l: LiveBackends) => ReadonlyMap<string, PoolView<P>>, adhoc: (l: LiveBackends) => Iterable<PoolView<P>> | undefined, value: (pool: P) => number) => (): Sample[] => {
     const out: Sample[] = [];
-    for (const [name, backend] of backends()) {
+    const l = live();
+    for (const [name, backend] of backends(l)) {
       let sum = 0;
-      for (const e of backend.view()) sum += value(e.pool as P);
+      for (const e of backend.view()) sum += value(e.pool);
       out.push([[name], sum]);
     }
+    let adhocSum = 0;
+    let any = false;
+    for (const backend of adhoc(l) ?? []) {
+      any = true;
+      for (const e of backend.view()) adhocSum += value(e.pool);
+    }
+    if (any) out.push([["adhoc"], adhocSum]);
     return out;
   };
-  const http = () => live().httpBackends;
-  const grpc = () => live().grpcBackends;
-  metrics.h1Open.collect = perBackend(http, (p: { open: number }) => p.open);
-  metrics.h1Idle.collect = perBackend(http, (p: { idle: number }) => p.idle);
-  metrics.h1Waiting.collect = perBackend(http, (p: { waiting: number }) => p.waiting);
-  metrics.h2Sessions.collect = perBackend(grpc, (p: { connected: boolean }) => (p.connected ? 1 : 0));
-  metrics.h2Streams.collect = perBackend(grpc, (p: { activeStreams: number }) => p.activeStreams);
+  const http = (l: LiveBackends) => l.httpBackends;
+  const grpc = (l: LiveBackends) => l.grpcBackends;
+  const adhocHttp = (l: LiveBackends) => l.adhoc?.http.backends();
+  const adhocGrpc = (l: LiveBackends) => l.adhoc?.grpc.backends();
+  metrics.h1Open.collect = perBackend(http, adhocHttp, (p) => p.open);
+  metrics.h1Idle.collect = perBackend(http, adhocHttp, (p) => p.idle);
+  metrics.h1Waiting.collect = perBackend(http, adhocHttp, (p) => p.waiting);
+  metrics.h2Sessions.collect = perBackend(grpc, adhocGrpc, (p) => (p.connected ? 1 : 0));
+  metrics.h2Streams.collect = perBackend(grpc, adhocGrpc, (p) => p.activeStreams);
 }
 
 /**
