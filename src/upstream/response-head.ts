@@ -124,6 +124,9 @@ export function parseStatusLine(text: string, lineEnd: number): [minor: number, 
 }
 
 function hasToken(value: string, wanted: string): boolean {
+  // Backends send one token ("keep-alive", "close") nearly always: no split for those.
+  if (value.length === wanted.length && value.toLowerCase() === wanted) return true;
+  if (!value.includes(",")) return false;
   for (const t of value.split(",")) if (t.trim().toLowerCase() === wanted) return true;
   return false;
 }
