@@ -6,14 +6,14 @@
  * auth, metrics, deadlines, streaming or error handling: not a proxy anyone should run.
  * Usage: bun bench/h2-floor.ts LISTEN_PORT UPSTREAM_PORT   (127.0.0.1; prints "listening")
  */
-import http2, { type IncomingHttpHeaders } from "node:http2";
+import http2, { type IncomingHttpHeaders, type ServerHttp2Stream } from "node:http2";
 
 const [listenPort, upstreamPort] = [Number(process.argv[2]), Number(process.argv[3])];
 const upstream = http2.connect(`http://127.0.0.1:${upstreamPort}`);
 upstream.on("error", (e) => (console.error(`upstream: ${e.message}`), process.exit(1)));
 
 const server = http2.createServer();
-server.on("stream", (stream, headers) => {
+server.on("stream", (stream: ServerHttp2Stream, headers: IncomingHttpHeaders) => {
   stream.on("error", () => {});
   const body: Buffer[] = [];
   stream.on("data", (c: Buffer) => body.push(c));
