@@ -109,6 +109,16 @@ async function kubectl(kubeconfig: string, proxyEnv: Record<string, string>, ...
   return { out, err, code };
 }
 
+/** kubectl lists the pods through winch, and the API server saw that request with winch's injected token. */
+async function expectPodsWithToken(kubeconfig: string, proxyEnv: Record<string, string>) {
+  const before = kube.requests.length;
+  const r = await kubectl(kubeconfig, proxyEnv, "get", "pods", "-n", "default");
+  expect(r.err).toBe("");
+  expect(r.code).toBe(0);
+  expect(r.out).toContain("seen-through-winch");
+  expect(kube.requests.slice(before).some((q) => q.path === "/api/v1/namespaces/default/pods" && q.auth === "token")).toBe(true);
+}
+
 const winchProxy = () => `http://127.0.0.1:${winch.ports.http}`;
 
 describe("kubectl through winch and kedge", () => {
@@ -131,12 +141,7 @@ contexts:
   context: {cluster: c, user: u}
 current-context: c
 `);
-    const before = kube.requests.length;
-    const r = await kubectl(kubeconfig, { HTTPS_PROXY: winchProxy() }, "get", "pods", "-n", "default");
-    expect(r.err).toBe("");
-    expect(r.code).toBe(0);
-    expect(r.out).toContain("seen-through-winch");
-    expect(kube.requests.slice(before).some((q) => q.path === "/api/v1/namespaces/default/pods" && q.auth === "token")).toBe(true);
+    await expectPodsWithToken(kubeconfig, { HTTPS_PROXY: winchProxy() });
   });
 
   it("HTTP_PROXY: winch injects the kubeconfig user's token it was configured with (kube auth source)", async () => {
@@ -152,12 +157,7 @@ contexts:
   context: {cluster: c}
 current-context: c
 `);
-    const before = kube.requests.length;
-    const r = await kubectl(kubeconfig, { HTTP_PROXY: winchProxy() }, "get", "pods", "-n", "default");
-    expect(r.err).toBe("");
-    expect(r.code).toBe(0);
-    expect(r.out).toContain("seen-through-winch");
-    expect(kube.requests.slice(before).some((q) => q.path === "/api/v1/namespaces/default/pods" && q.auth === "token")).toBe(true);
+    await expectPodsWithToken(kubeconfig, { HTTP_PROXY: winchProxy() });
   });
 });
 

@@ -22,3 +22,30 @@ export function lowerFieldName(name: string): string {
   }
   return lower;
 }
+
+/** The comma-separated `value` (already trimmed) holds `wanted` (lower case), in any case (RFC 9110 §5.6.1). */
+export function hasToken(value: string, wanted: string): boolean {
+  // Peers send one token ("keep-alive", "close") nearly always: no split for those.
+  if (value.length === wanted.length && value.toLowerCase() === wanted) return true;
+  if (!value.includes(",")) return false;
+  for (const t of value.split(",")) if (t.trim().toLowerCase() === wanted) return true;
+  return false;
+}
+
+/**
+ * Lines marked to leave out of a head's text: [start, end, kind] triples, in order. A line is left
+ * out unless its kind's bit is set in `keptKinds`.
+ */
+export type LineDrops = readonly number[];
+
+/** text[from..end) without the dropped lines: a few slices, no string per field. */
+export function textWithout(text: string, from: number, end: number, drops: LineDrops | undefined, keptKinds = 0): string {
+  if (!drops) return text.slice(from, end);
+  let out = "";
+  for (let i = 0; i < drops.length; i += 3) {
+    if (keptKinds & (1 << drops[i + 2])) continue;
+    out += text.slice(from, drops[i]);
+    from = drops[i + 1];
+  }
+  return out + text.slice(from, end);
+}

@@ -1,4 +1,5 @@
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from "node:http";
+import { textWithout, type LineDrops } from "../net/fields.js";
 
 // RFC 9110 §7.6.1 connection-specific fields, plus what kedge sets itself and what must not
 // leave kedge (Proxy-Authorization is kedge's own credential, never the backend's).
@@ -31,25 +32,13 @@ export interface UpstreamHeadInput {
   forwardLines?: ForwardLines;
 }
 
-function copyLines(pass: ForwardLines): string {
-  const { text, drops } = pass;
-  if (!drops) return text.slice(pass.fieldsAt, pass.fieldsEnd);
-  let lines = "";
-  let from = pass.fieldsAt;
-  for (let i = 0; i < drops.length; i += 2) {
-    lines += text.slice(from, drops[i]);
-    from = drops[i + 1];
-  }
-  return lines + text.slice(from, pass.fieldsEnd);
-}
-
 /** A client's HTTP/1.1 field lines as received: text[fieldsAt..fieldsEnd), each with its CRLF. */
 export interface ForwardLines {
   readonly text: string;
   readonly fieldsAt: number;
   readonly fieldsEnd: number;
-  /** [start, end) per line whose name is in notForwardedUpstream, in order; undefined: none. */
-  readonly drops: readonly number[] | undefined;
+  /** The lines whose names are in notForwardedUpstream (kind 0); undefined: none. */
+  readonly drops: LineDrops | undefined;
 }
 
 /** Field names the client listed in its Connection header are hop-by-hop too (RFC 9110 §7.6.1). */
@@ -71,7 +60,7 @@ export function buildUpstreamHead(input: UpstreamHeadInput): string {
   let head = `${input.method} ${input.path} HTTP/1.1\r\nhost: ${input.host}\r\n`;
   const pass = input.forwardLines;
   // The client's own lines, unless a field listed in Connection, a credential or a traceparent must go.
-  if (pass && !extra && !input.set && (input.traceparent === undefined || headers.traceparent === undefined)) head += copyLines(pass);
+  if (pass && !extra && !input.set && (input.traceparent === undefined || headers.traceparent === undefined)) head += textWithout(pass.text, pass.fieldsAt, pass.fieldsEnd, pass.drops);
   else for (const name in headers) {
     if (name.charCodeAt(0) === 58 /* ":" */ || notForwardedUpstream.has(name) || extra?.has(name) || (input.set && name in input.set)) continue;
     if (input.traceparent !== undefined && name === "traceparent") continue;
@@ -127,13 +116,24 @@ export interface HeadLines {
   hasRequestId: boolean;
 }
 
+/** What kind of line a response head's drop is (its bit in `textWithout`'s keptKinds). */
+export const enum Drop {
+  /** Hop-by-hop: never passed on. */
+  Always = 0,
+  /** kedge's own tags: replaced where kedge tags the response, passed through by winch. */
+  WhenRetagged = 1,
+  /** Content-Length: left out only when Transfer-Encoding overrides it (RFC 9112 §6.3). */
+  WhenChunked = 2,
+}
+
 /** A backend's response head as text, with the lines no client gets marked (the response parser's ResponseHead). */
 export interface ResponseText {
   readonly text: string;
   /** Where the field lines start in `text`; they run to its end, each with its CRLF. */
   readonly fieldsAt: number;
-  /** [start, end, kind] per line to leave out: kind 0 always (hop-by-hop), 1 only when kedge retags the response. */
-  readonly drops: readonly number[] | undefined;
+  /** The lines a client may not get, of the kinds in Drop; undefined: none. */
+  readonly drops: LineDrops | undefined;
+  readonly chunked: boolean;
   readonly hasLength: boolean;
   readonly hasDate: boolean;
   /** The backend sent x-kedge-request-id (kedge's, when winch is the client). */
@@ -142,15 +142,7 @@ export interface ResponseText {
 
 /** downstreamHeaders for an HTTP/1.1 client, straight to text: the backend's lines copied through, no string per field. */
 export function downstreamHeadLines(head: ResponseText, retag = true): HeadLines {
-  const { text, drops } = head;
-  if (!drops) return { lines: text.slice(head.fieldsAt), hasLength: head.hasLength, hasDate: head.hasDate, hasRequestId: head.hasRequestId && !retag };
-  let lines = "";
-  let from = head.fieldsAt;
-  for (let i = 0; i < drops.length; i += 3) {
-    if (drops[i + 2] === 1 && !retag) continue;
-    lines += text.slice(from, drops[i]);
-    from = drops[i + 1];
-  }
-  lines += text.slice(from);
+  const kept = (retag ? 0 : 1 << Drop.WhenRetagged) | (head.chunked ? 0 : 1 << Drop.WhenChunked);
+  const lines = textWithout(head.text, head.fieldsAt, head.text.length, head.drops, kept);
   return { lines, hasLength: head.hasLength, hasDate: head.hasDate, hasRequestId: head.hasRequestId && !retag };
 }

@@ -1,5 +1,5 @@
-import { fieldValue, lowerFieldName } from "../net/fields.js";
-import type { ResponseFields, ResponseText } from "../proxy/headers.js";
+import { fieldValue, hasToken, lowerFieldName, type LineDrops } from "../net/fields.js";
+import { Drop, type ResponseFields, type ResponseText } from "../proxy/headers.js";
 
 export class ParseError extends Error {}
 
@@ -47,9 +47,6 @@ export function classifyField(text: string, at: number, length: number): Field {
   return Field.Other;
 }
 
-/** How a dropped line is dropped: always (hop-by-hop), or only where kedge tags the response itself. */
-export const enum Drop { Always = 0, WhenRetagged = 1 }
-
 /**
  * A backend's response head, kept as the text it arrived as. HTTP/1.1 clients get its field lines
  * copied through minus the `drops` (no string per field); the fields as name/value pairs are cut
@@ -64,8 +61,8 @@ export class ResponseHead implements ResponseText, ResponseFields {
   hasDate = false;
   hasLength = false;
   hasRequestId = false;
-  /** Lines no client gets, as [start, end, Drop] triples into `text`, in order; undefined: none. */
-  drops: number[] | undefined;
+  /** Lines a client may not get, of the kinds in Drop; undefined: none. */
+  drops: LineDrops | undefined;
   private fields: { rawHeaders: string[]; names: string[] } | undefined;
 
   /**
@@ -123,32 +120,6 @@ export function parseStatusLine(text: string, lineEnd: number): [minor: number, 
   return [minor, status];
 }
 
-function hasToken(value: string, wanted: string): boolean {
-  // Backends send one token ("keep-alive", "close") nearly always: no split for those.
-  if (value.length === wanted.length && value.toLowerCase() === wanted) return true;
-  if (!value.includes(",")) return false;
-  for (const t of value.split(",")) if (t.trim().toLowerCase() === wanted) return true;
-  return false;
-}
-
-/** Adds the Content-Length lines to the drops, keeping them in order (a rare path: a backend sent both framings). */
-function dropLengthLines(head: ResponseHead): void {
-  const { text } = head;
-  const drops: number[] = [];
-  const old = head.drops ?? [];
-  let o = 0;
-  for (let at = head.fieldsAt; at < text.length; ) {
-    const lf = text.indexOf("\n", at);
-    if (classifyField(text, at, text.indexOf(":", at) - at) === Field.ContentLength) {
-      while (o < old.length && old[o] < at) drops.push(old[o++], old[o++], old[o++]);
-      drops.push(at, lf + 1, Drop.Always);
-    }
-    at = lf + 1;
-  }
-  while (o < old.length) drops.push(old[o++]);
-  head.drops = drops;
-}
-
 /**
  * Reads a head (text as ResponseHead takes it). Field lines must end in CRLF with no bare CR or LF
  * inside (what a client would split differently), and name a field before their colon.
@@ -162,6 +133,7 @@ export function parseResponseHead(text: string): ResponseHead {
   const head = new ResponseHead(text, firstLf + 1, status);
   head.close = minor === 0;
   let contentLength = -1;
+  let drops: number[] | undefined;
   for (let at = firstLf + 1; at < text.length; ) {
     const lf = text.indexOf("\n", at);
     const eol = lf - 1;
@@ -171,12 +143,14 @@ export function parseResponseHead(text: string): ResponseHead {
     if (colon <= at || colon > eol || first === 32 || first === 9) throw new ParseError("malformed response header line");
     const field = classifyField(text, at, colon - at);
     if (field !== Field.Other) {
+      let drop: Drop | -1 = Drop.Always;
       switch (field) {
         case Field.ContentLength: {
           const value = fieldValue(text, colon + 1, eol);
           if (!/^\d+$/.test(value) || (contentLength >= 0 && contentLength !== Number(value))) throw new ParseError("invalid content-length from backend");
           contentLength = Number(value);
           head.hasLength = true;
+          drop = Drop.WhenChunked;
           break;
         }
         case Field.TransferEncoding: {
@@ -193,22 +167,23 @@ export function parseResponseHead(text: string): ResponseHead {
         }
         case Field.Date:
           head.hasDate = true;
+          drop = -1;
           break;
         case Field.RequestId:
           head.hasRequestId = true;
+          drop = Drop.WhenRetagged;
+          break;
+        case Field.KedgeTag:
+          drop = Drop.WhenRetagged;
           break;
       }
-      const drop = field === Field.KedgeTag || field === Field.RequestId ? Drop.WhenRetagged : field === Field.Date || field === Field.ContentLength ? -1 : Drop.Always;
-      if (drop >= 0) (head.drops ??= []).push(at, lf + 1, drop);
+      if (drop >= 0) (drops ??= []).push(at, lf + 1, drop);
     }
     at = lf + 1;
   }
-  if (head.chunked && head.hasLength) {
-    // RFC 9112 §6.3: Transfer-Encoding overrides Content-Length, which must not travel on.
-    contentLength = -1;
-    head.hasLength = false;
-    dropLengthLines(head);
-  }
-  head.contentLength = contentLength;
+  // RFC 9112 §6.3: Transfer-Encoding overrides Content-Length, whose lines then do not travel on.
+  if (head.chunked) head.hasLength = false;
+  head.contentLength = head.chunked ? -1 : contentLength;
+  head.drops = drops;
   return head;
 }

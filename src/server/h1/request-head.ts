@@ -1,6 +1,6 @@
 import type { IncomingHttpHeaders } from "node:http";
 import { KedgeError } from "../../errors.js";
-import { fieldValue } from "../../net/fields.js";
+import { fieldValue, hasToken } from "../../net/fields.js";
 import { notForwardedUpstream, type ForwardLines } from "../../proxy/headers.js";
 
 /** The request-head limits of the server section, with defaults applied. */
@@ -80,11 +80,6 @@ export function findHeadEnd(buf: Uint8Array, end: number, limits: HeadLimits): n
   return new KedgeError("bad-request", 431, `request head larger than ${limits.maxHeaderBytes} bytes`);
 }
 
-function hasToken(value: string, wanted: string): boolean {
-  for (const t of value.split(",")) if (t.trim().toLowerCase() === wanted) return true;
-  return false;
-}
-
 /**
  * Parses a complete head (as found by findHeadEnd) by RFC 9112's rules, strictly: anything a
  * backend could frame differently from kedge (request smuggling) is refused, never repaired.
@@ -129,15 +124,18 @@ export function parseRequestHead(text: string, limits: HeadLimits): RequestHead 
     const name = fieldName(rawName);
     if (name === undefined) return bad(`invalid header name ${JSON.stringify(rawName.slice(0, 50))}`);
     const value = fieldValue(text, colon + 1, eol);
-    if (notForwardedUpstream.has(name)) (drops ??= []).push(at, eol + 2);
+    if (notForwardedUpstream.has(name)) (drops ??= []).push(at, eol + 2, 0);
     at = eol + 2;
     if (name === "host") hosts++;
     else if (name === "content-length") lengths++;
     else if (name === "transfer-encoding") encodings++;
     const prev = headers[name];
-    if (prev !== undefined) repeated = true;
-    if (prev === undefined) headers[name] = name === "set-cookie" ? [value] : value;
-    else if (name === "set-cookie") (prev as string[]).push(value);
+    if (prev === undefined) {
+      headers[name] = name === "set-cookie" ? [value] : value;
+      continue;
+    }
+    repeated = true;
+    if (name === "set-cookie") (prev as string[]).push(value);
     else if (name === "cookie") headers[name] = `${prev}; ${value}`;
     else if (!singleValued.has(name)) headers[name] = `${prev}, ${value}`;
   }
