@@ -46,7 +46,7 @@ const upstream = {
   abort() {},
   resume() {},
 };
-const pool = { acquire: (grant: (conn: unknown) => void) => grant(upstream), release() {} };
+const pool = { acquire: (client: { granted(conn: unknown): void }) => client.granted(upstream), release() {} };
 upstream.pool = pool;
 const pick = backend.pick.bind(backend);
 Object.assign(backend, { pick: (failed: never) => ({ endpoint: pick(failed).endpoint, pool }) });

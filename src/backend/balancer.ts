@@ -6,20 +6,19 @@ export interface Balancer {
   pick(endpoints: readonly Endpoint[], skip: ReadonlySet<Endpoint> | undefined): Endpoint | undefined;
 }
 
-/** Healthy endpoints first; when every endpoint is backing off, try them anyway rather than fail outright. */
-function candidates(skip: ReadonlySet<Endpoint> | undefined, healthyOnly: boolean) {
-  return (e: Endpoint) => (!skip || !skip.has(e)) && (!healthyOnly || e.healthy);
+/** Healthy endpoints first (pass 0); when every endpoint is backing off, try them anyway rather than fail outright. */
+function eligible(e: Endpoint, skip: ReadonlySet<Endpoint> | undefined, pass: number): boolean {
+  return (!skip || !skip.has(e)) && (pass === 1 || e.healthy);
 }
 
 export class RoundRobin implements Balancer {
   private next = 0;
   pick(endpoints: readonly Endpoint[], skip: ReadonlySet<Endpoint> | undefined): Endpoint | undefined {
     const n = endpoints.length;
-    for (const healthyOnly of [true, false]) {
-      const ok = candidates(skip, healthyOnly);
+    for (let pass = 0; pass < 2; pass++) {
       for (let i = 0; i < n; i++) {
         const e = endpoints[(this.next + i) % n];
-        if (ok(e)) {
+        if (eligible(e, skip, pass)) {
           this.next = (this.next + i + 1) % n;
           return e;
         }
@@ -35,12 +34,11 @@ export class LeastOutstanding implements Balancer {
     const n = endpoints.length;
     // Rotating the scan start spreads ties instead of always favouring the first endpoint.
     this.offset = (this.offset + 1) % Math.max(n, 1);
-    for (const healthyOnly of [true, false]) {
-      const ok = candidates(skip, healthyOnly);
+    for (let pass = 0; pass < 2; pass++) {
       let best: Endpoint | undefined;
       for (let i = 0; i < n; i++) {
         const e = endpoints[(this.offset + i) % n];
-        if (ok(e) && (!best || e.outstanding < best.outstanding)) best = e;
+        if (eligible(e, skip, pass) && (!best || e.outstanding < best.outstanding)) best = e;
       }
       if (best) return best;
     }

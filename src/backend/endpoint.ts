@@ -17,7 +17,7 @@ export class Endpoint {
   }
 
   get healthy(): boolean {
-    return this.badUntil <= performance.now();
+    return this.badUntil === 0 || this.badUntil <= performance.now();
   }
 
   /** Backoff doubles per consecutive failure: base, 2×base, … up to max. */

@@ -45,6 +45,12 @@ const lastChunk = Buffer.from("0\r\n\r\n");
 
 const bodyTooLarge = (max: number) => new KedgeError("bad-request", 413, `request body larger than ${max} bytes`);
 
+const statusLabels: string[] = [];
+/** A status code as a metric label, made once per code. */
+function statusLabel(status: number): string {
+  return (statusLabels[status] ??= String(status));
+}
+
 /** Requests in flight, for graceful shutdown. */
 export const inflight = { count: 0 };
 
@@ -178,11 +184,16 @@ class HttpExchange {
     this.attempts++;
     this.endpoint = picked.endpoint;
     this.endpoint.outstanding++;
-    const endpoint = this.endpoint;
-    picked.pool.acquire(
-      (conn) => this.send(conn),
-      (err) => this.upstreamFailed(err, endpoint),
-    );
+    picked.pool.acquire(this);
+  }
+
+  // PoolClient: the pool's answer to acquire() or dial().
+  granted(conn: H1Connection): void {
+    this.send(conn);
+  }
+
+  failed(err: UpstreamError): void {
+    this.upstreamFailed(err, this.endpoint!);
   }
 
   private send(conn: H1Connection): void {
@@ -287,7 +298,7 @@ class HttpExchange {
       const pool = this.backend.poolFor(endpoint);
       if (pool) {
         endpoint.outstanding++;
-        return pool.dial((c) => this.send(c), (e) => this.upstreamFailed(e, endpoint));
+        return pool.dial(this);
       }
     }
     if (err.failure === "response-timeout") return this.fail(new KedgeError("backend-timeout", 504, `backend ${this.label}: ${err.message}`));
@@ -319,10 +330,10 @@ class HttpExchange {
     inflight.count--;
     const metrics = this.proxy.metrics;
     metrics.inflight.http--;
-    const code = String(status);
     const route = this.routing?.route ?? "none";
-    metrics.httpRequests.inc([this.label, code, route]);
-    metrics.httpLatency.observe([this.label, code, route], (performance.now() - this.started) / 1000);
+    const labels = [this.label, statusLabel(status), route];
+    metrics.httpRequests.inc(labels);
+    metrics.httpLatency.observe(labels, (performance.now() - this.started) / 1000);
     if (this.obs) metrics.observer.finishHttp(this.obs, this.requestId, this.req, this.facts?.path ?? "", status, route, this.label);
   }
 }

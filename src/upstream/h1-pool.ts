@@ -18,7 +18,13 @@ export interface PoolStats {
   waiting: number;
 }
 
-type Waiter = { grant: (conn: H1Connection) => void; fail: (err: UpstreamError) => void; timer: Timer };
+/** Who asked for a connection: told once, granted one or failed. An object, not two callbacks: no closures per request. */
+export interface PoolClient {
+  granted(conn: H1Connection): void;
+  failed(err: UpstreamError): void;
+}
+
+type Waiter = { client: PoolClient; timer: Timer };
 
 /** A bounded pool of keep-alive connections to one endpoint, with a FIFO queue of waiters. */
 export class H1Pool {
@@ -33,25 +39,24 @@ export class H1Pool {
     return { open: this.open, idle: this.idle.length, waiting: this.waiters.length };
   }
 
-  /** Hands out an idle connection, dials a new one, or queues. `cb` runs once, possibly synchronously. */
-  acquire(grant: (conn: H1Connection) => void, fail: (err: UpstreamError) => void): void {
+  /** Hands out an idle connection, dials a new one, or queues. The client hears once, possibly synchronously. */
+  acquire(client: PoolClient): void {
     const conn = this.idle.pop();
-    if (conn) return grant(conn);
-    if (this.open < this.options.maxConnections) return this.dial(grant, fail);
+    if (conn) return client.granted(conn);
+    if (this.open < this.options.maxConnections) return this.dial(client);
     const waiter: Waiter = {
-      grant,
-      fail,
+      client,
       timer: setTimeout(() => {
         const i = this.waiters.indexOf(waiter);
         if (i >= 0) this.waiters.splice(i, 1);
-        fail(new UpstreamError("pool-timeout", "no free connection to the backend in time", false));
+        client.failed(new UpstreamError("pool-timeout", "no free connection to the backend in time", false));
       }, this.options.connectTimeoutMs),
     };
     this.waiters.push(waiter);
   }
 
   /** Always dials a new connection (used to retry after a stale keep-alive connection). */
-  dial(grant: (conn: H1Connection) => void, fail: (err: UpstreamError) => void): void {
+  dial(client: PoolClient): void {
     const { host, port, tls, connectTimeoutMs } = this.options;
     this.open++;
     const conn = new H1Connection(this);
@@ -61,11 +66,11 @@ export class H1Pool {
       if (settled) return;
       settled = true;
       clearTimeout(timer);
-      if (!err) return grant(conn);
+      if (!err) return client.granted(conn);
       conn.closed = true;
       conn.socket?.terminate();
       this.open--;
-      fail(err);
+      client.failed(err);
     };
     const timer = setTimeout(() => settle(new UpstreamError("connect-timeout", `dial ${host}:${port} timed out`, false)), connectTimeoutMs);
     Bun.connect<H1Connection>({ hostname: host, port, tls, data: conn, socket: socketHandlers }).then(
@@ -85,7 +90,7 @@ export class H1Pool {
     const waiter = this.waiters.shift();
     if (waiter) {
       clearTimeout(waiter.timer);
-      waiter.grant(conn);
+      waiter.client.granted(conn);
       return;
     }
     if (this.closing) {
@@ -104,7 +109,7 @@ export class H1Pool {
     const waiter = this.waiters.shift();
     if (waiter) {
       clearTimeout(waiter.timer);
-      this.dial(waiter.grant, waiter.fail);
+      this.dial(waiter.client);
     }
   }
 
@@ -114,7 +119,7 @@ export class H1Pool {
     for (const conn of this.idle.splice(0)) conn.destroy();
     for (const w of this.waiters.splice(0)) {
       clearTimeout(w.timer);
-      w.fail(new UpstreamError("connect", "backend pool closed", false));
+      w.client.failed(new UpstreamError("connect", "backend pool closed", false));
     }
   }
 }

@@ -24,7 +24,7 @@ const maxHeadBytes = 64 * 1024;
  * True ISO-8859-1: one char per byte, so header bytes survive the round trip to the client.
  * (TextDecoder("latin1") is windows-1252 per the Encoding Standard and remaps 0x80–0x9F.)
  */
-const latin1 = (bytes: Uint8Array) => Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString("latin1");
+const latin1 = (bytes: Uint8Array, start: number, end: number): string => Buffer.prototype.latin1Slice.call(bytes, start, end);
 
 /**
  * Incremental HTTP/1.1 response parser: head, then a body framed by Content-Length, chunked
@@ -119,20 +119,25 @@ export class ResponseParser {
     this.sink!.onEnd(last && last.length > 0 ? last : undefined);
   }
 
-  private concatPending(data: Uint8Array, offset: number): { buf: Uint8Array; base: number } {
-    if (!this.pending) return { buf: data, base: offset };
-    const joined = new Uint8Array(this.pending.length + data.length - offset);
-    joined.set(this.pending, 0);
-    joined.set(data.subarray(offset), this.pending.length);
-    const base = this.pending.length;
+  /**
+   * The pending bytes and data[offset..] as one array, the pending bytes at its start; the caller
+   * maps offsets back into `data` with the pending length it read before calling.
+   */
+  private joinPending(pending: Uint8Array, data: Uint8Array, offset: number): Uint8Array {
+    const joined = new Uint8Array(pending.length + data.length - offset);
+    joined.set(pending, 0);
+    joined.set(data.subarray(offset), pending.length);
     this.pending = undefined;
-    return { buf: joined, base: -base };
+    return joined;
   }
 
   /** Returns the offset in `data` just past the head, or -1 when more bytes are needed. */
   private findHeadEnd(data: Uint8Array, offset: number): number {
-    const { buf, base } = this.concatPending(data, offset);
-    const start = base < 0 ? 0 : base;
+    // Offsets in buf are offsets in data shifted by `shift` when pending bytes were prepended.
+    const pending = this.pending;
+    const shift = pending ? offset - pending.length : 0;
+    const buf = pending ? this.joinPending(pending, data, offset) : data;
+    const start = pending ? 0 : offset;
     const blank = Buffer.prototype.indexOf.call(buf, headEnd, start);
     const end = blank < 0 ? -1 : blank + 4;
     if (end < 0) {
@@ -142,9 +147,8 @@ export class ResponseParser {
     }
     // Also when the whole head came at once: the limit must not depend on how the bytes were split.
     if (end - start > maxHeadBytes) throw new ParseError("response head too large");
-    this.onHeadText(latin1(buf.subarray(start, end - 2)));
-    // Map the end back into `data`: when pending bytes were prepended, buf is shifted by -base.
-    return base < 0 ? offset + end + base : end;
+    this.onHeadText(latin1(buf, start, end - 2));
+    return end + shift;
   }
 
   private onHeadText(text: string): void {
@@ -169,8 +173,10 @@ export class ResponseParser {
 
   /** Reads one CRLF-terminated line for the chunk states; returns the offset after it or -1. */
   private readLine(data: Uint8Array, offset: number): number {
-    const { buf, base } = this.concatPending(data, offset);
-    const start = base < 0 ? 0 : base;
+    const pending = this.pending;
+    const shift = pending ? offset - pending.length : 0;
+    const buf = pending ? this.joinPending(pending, data, offset) : data;
+    const start = pending ? 0 : offset;
     let lf = -1;
     for (let i = start; i < buf.length; i++) {
       if (buf[i] === LF) {
@@ -184,9 +190,9 @@ export class ResponseParser {
       return -1;
     }
     if (lf === start || buf[lf - 1] !== CR) throw new ParseError("bare LF in chunked body");
-    const line = latin1(buf.subarray(start, lf - 1));
+    const line = latin1(buf, start, lf - 1);
     this.onLine(line);
-    return base < 0 ? offset + lf + 1 + base : lf + 1;
+    return lf + 1 + shift;
   }
 
   private onLine(line: string): void {
