@@ -30,13 +30,15 @@ export class BunTransport implements ClientTransport {
   readonly peer = undefined;
   private readonly writer: SocketWriter;
   private endPending = false;
+  private address: string | undefined;
 
   constructor(private readonly socket: Socket<unknown>) {
     this.writer = new SocketWriter(socket);
   }
 
+  /** Read once: Bun's getter asks the kernel (getpeername) and makes a new string on every call. */
   get remoteAddress(): string {
-    return this.socket.remoteAddress;
+    return (this.address ??= this.socket.remoteAddress);
   }
 
   write(bytes: Uint8Array): boolean {
@@ -71,6 +73,9 @@ export class BunTransport implements ClientTransport {
 
 /** A node socket (the TLS listener's, after ALPN chose http/1.1). */
 export class NodeTransport implements ClientTransport {
+  /** Read once: a node socket's getter costs ~160 ns a call in Bun. */
+  private address: string | undefined;
+
   constructor(private readonly socket: Duplex & { remoteAddress?: string }) {
     socket.on("error", () => {});
   }
@@ -83,7 +88,7 @@ export class NodeTransport implements ClientTransport {
   }
 
   get remoteAddress(): string {
-    return this.socket.remoteAddress ?? "";
+    return (this.address ??= this.socket.remoteAddress ?? "");
   }
 
   get peer(): object {
