@@ -36,7 +36,7 @@ export class BunTransport implements ClientTransport {
     this.writer = new SocketWriter(socket);
   }
 
-  /** Read once: Bun's getter asks the kernel (getpeername) and makes a new string on every call. */
+  /** Read once per connection, as NodeTransport does; a request reads it for X-Forwarded-For and the access log. */
   get remoteAddress(): string {
     return (this.address ??= this.socket.remoteAddress);
   }
