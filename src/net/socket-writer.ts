@@ -43,6 +43,6 @@ export class SocketWriter {
   }
 
   clear(): void {
-    this.queue = [];
+    if (this.queue.length > 0) this.queue.length = 0;
   }
 }

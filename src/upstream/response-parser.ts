@@ -1,3 +1,4 @@
+import { latin1Text } from "../net/latin1.js";
 import { ParseError, parseResponseHead, type ResponseHead } from "./response-head.js";
 
 export { ParseError };
@@ -20,11 +21,6 @@ const CR = 13;
 const LF = 10;
 const headEnd = Buffer.from("\r\n\r\n");
 const maxHeadBytes = 64 * 1024;
-/**
- * True ISO-8859-1: one char per byte, so header bytes survive the round trip to the client.
- * (TextDecoder("latin1") is windows-1252 per the Encoding Standard and remaps 0x80–0x9F.)
- */
-const latin1 = (bytes: Uint8Array, start: number, end: number): string => Buffer.prototype.latin1Slice.call(bytes, start, end);
 
 /**
  * Incremental HTTP/1.1 response parser: head, then a body framed by Content-Length, chunked
@@ -147,7 +143,7 @@ export class ResponseParser {
     }
     // Also when the whole head came at once: the limit must not depend on how the bytes were split.
     if (end - start > maxHeadBytes) throw new ParseError("response head too large");
-    this.onHeadText(latin1(buf, start, end - 2));
+    this.onHeadText(latin1Text(buf, start, end - 2));
     return end + shift;
   }
 
@@ -190,7 +186,7 @@ export class ResponseParser {
       return -1;
     }
     if (lf === start || buf[lf - 1] !== CR) throw new ParseError("bare LF in chunked body");
-    const line = latin1(buf, start, lf - 1);
+    const line = latin1Text(buf, start, lf - 1);
     this.onLine(line);
     return lf + 1 + shift;
   }

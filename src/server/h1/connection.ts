@@ -1,6 +1,7 @@
 import { Readable } from "node:stream";
 import { asKedgeError, type KedgeError } from "../../errors.js";
 import type { IngressRequest } from "../../proxy/ingress.js";
+import { latin1Text } from "../../net/latin1.js";
 import { BodyReader } from "./body-reader.js";
 import { findHeadEnd, parseRequestHead, type HeadLimits, type RequestHead } from "./request-head.js";
 import { H1RawResponse, type ResponseOutput } from "./response.js";
@@ -122,7 +123,7 @@ export class H1ClientConnection implements ResponseOutput, TunnelOutput, Transpo
       }
       return false;
     }
-    const head = parseRequestHead(input.toString("latin1", 0, end), limits);
+    const head = parseRequestHead(latin1Text(input, 0, end), limits);
     if (!("method" in head)) return this.refuse(head), false;
     this.consume(end);
     this.fresh = false;

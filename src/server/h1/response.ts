@@ -1,4 +1,5 @@
 import { STATUS_CODES, type OutgoingHttpHeaders } from "node:http";
+import { writeLatin1 } from "../../net/latin1.js";
 import type { HeadLines } from "../../proxy/headers.js";
 import type { IngressResponse } from "../../proxy/ingress.js";
 
@@ -33,8 +34,8 @@ function date(): string {
 function joined(head: string, body: Uint8Array | undefined, prefix = "", suffix: Uint8Array | undefined = undefined): Uint8Array {
   const headLength = head.length + prefix.length;
   const out = Buffer.allocUnsafe(headLength + (body?.length ?? 0) + (suffix?.length ?? 0));
-  out.write(head, 0, "latin1");
-  if (prefix) out.write(prefix, head.length, "latin1");
+  writeLatin1(out, head, 0);
+  if (prefix) writeLatin1(out, prefix, head.length);
   if (body) out.set(body, headLength);
   if (suffix) out.set(suffix, headLength + (body?.length ?? 0));
   return out;
