@@ -28,6 +28,21 @@ const statusOf = (head: string) => {
 };
 
 describe("HTTP/1.1 request heads", () => {
+  it("passes on only WebSocket and SPDY upgrades, asked for in Connection, on HTTP/1.1, without a body", () => {
+    const upgradeOf = (version: string, connection: string, upgrade: string, extra = "") =>
+      ok(`GET /x ${version}\r\nHost: a\r\nConnection: ${connection}\r\nUpgrade: ${upgrade}\r\n${extra}\r\n`).upgrade;
+    expect(upgradeOf("HTTP/1.1", "Upgrade", "websocket")).toBe("websocket");
+    expect(upgradeOf("HTTP/1.1", "keep-alive, Upgrade", "WebSocket")).toBe("WebSocket");
+    expect(upgradeOf("HTTP/1.1", "upgrade", "SPDY/3.1")).toBe("SPDY/3.1");
+    // h2c would let requests no route saw reach the backend over the spliced connection.
+    expect(upgradeOf("HTTP/1.1", "Upgrade, HTTP2-Settings", "h2c", "HTTP2-Settings: AAMAAABk\r\n")).toBeUndefined();
+    expect(upgradeOf("HTTP/1.1", "Upgrade", "websocket, h2c")).toBeUndefined();
+    expect(upgradeOf("HTTP/1.1", "keep-alive", "websocket")).toBeUndefined();
+    expect(upgradeOf("HTTP/1.0", "Upgrade", "websocket")).toBeUndefined();
+    expect(upgradeOf("HTTP/1.1", "Upgrade", "websocket", "Content-Length: 3\r\n")).toBeUndefined();
+    expect(ok("GET /x HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n\r\n").upgrade).toBeUndefined();
+  });
+
   it("reads the request line, lower-cases names and trims values", () => {
     const head = ok("POST /a?b=1 HTTP/1.1\r\nHost: x.example\r\nX-Thing:   spaced value \t\r\nContent-Length: 12\r\n\r\n");
     expect(head.method).toBe("POST");

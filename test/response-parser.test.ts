@@ -255,6 +255,24 @@ describe("upstream response parser", () => {
     it(`rejects ${what} with ParseError however the bytes are split`, () => forAll(Math.ceil(runs / 4), (rng) => expectParseError(enc.encode(gen(rng)), rng)));
   }
 
+  it("after a 101 to an upgrade request, hands out the head and leaves what follows it unread, however the bytes are split", () =>
+    forAll(runs, (rng) => {
+      const after = "\x81\x05hello".repeat(int(rng, 0, 3));
+      const wire = Buffer.from(`HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n${after}`, "latin1");
+      const parser = new ResponseParser();
+      const rec = new Recorder();
+      parser.expect(rec, false, true);
+      let rest = "";
+      for (const piece of split(rng, wire)) {
+        const n = parser.switched ? 0 : parser.feed(piece);
+        rest += Buffer.from(piece.subarray(n)).toString("latin1");
+      }
+      expect(parser.switched).toBe(true);
+      expect(rec.heads.map((h) => h.status)).toEqual([101]);
+      expect(rec.ends).toBe(0);
+      expect(rest).toBe(after);
+    }), timeout);
+
   it("accepts a head just under 64 KiB", () => {
     const head = `HTTP/1.1 200 OK\r\nX-Big: ${"v".repeat(63 * 1024)}\r\nContent-Length: 2\r\n\r\nhi`;
     const { parser, recs } = drive(split(mulberry32(baseSeed), enc.encode(head)));

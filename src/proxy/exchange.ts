@@ -9,6 +9,7 @@ import type { ResponseHead } from "../upstream/response-parser.js";
 import { buildUpstreamHead, downstreamHeadLines, downstreamHeaders } from "./headers.js";
 import type { IngressRequest, IngressResponse } from "./ingress.js";
 import { requestFacts, requestIdFrom, type ParsedRequest } from "./request.js";
+import type { Tunnels } from "./tunnel.js";
 
 /** Where one request goes. kedge fills it from its routes; winch from its mapper. */
 export interface Routing {
@@ -37,6 +38,8 @@ export interface HttpProxy {
   /** kedge names its backend on responses; winch passes kedge's answer through as it is. */
   readonly tagsResponses: boolean;
   newRequestId(): string;
+  /** Where connections that switched protocols (101) are spliced; without it no upgrade is asked for. */
+  readonly tunnels?: Tunnels;
 }
 
 const maxEndpointAttempts = 3;
@@ -79,6 +82,8 @@ class HttpExchange {
   private routing: Routing | undefined;
   private facts: ParsedRequest | undefined;
   private head: Uint8Array | undefined;
+  /** The protocol asked of the backend (the client's Upgrade), when this proxy and response can switch. */
+  private upgrade: string | undefined;
   private bodyLength = 0;
   private endpoint: Endpoint | undefined;
   private conn: H1Connection | undefined;
@@ -154,6 +159,7 @@ class HttpExchange {
   private buildHead(routing: Routing): void {
     const facts = this.facts!;
     this.bodyLength = this.req.hasBody ? this.req.contentLength : 0;
+    if (this.req.upgrade !== undefined && this.proxy.tunnels && this.res.switchProtocols) this.upgrade = this.req.upgrade;
     this.head = Buffer.from(
       buildUpstreamHead({
         method: this.req.method,
@@ -167,6 +173,7 @@ class HttpExchange {
         set: routing.setHeaders,
         traceparent: this.obs?.traceparent,
         forwardLines: this.req.forwardLines,
+        upgrade: this.upgrade,
       }),
       "latin1",
     );
@@ -204,7 +211,7 @@ class HttpExchange {
     this.conn = conn;
     if (this.obs) this.obs.sentUpstream(this.endpoint!.address);
     const bodyless = this.bodyLength === 0;
-    conn.begin(this.head!, this.req.method === "HEAD", this, bodyless);
+    conn.begin(this.head!, this.req.method === "HEAD", this, bodyless, this.upgrade !== undefined);
     if (!bodyless) this.pipeBody(conn);
   }
 
@@ -243,6 +250,7 @@ class HttpExchange {
 
   // ExchangeHandlers, called by the connection.
   onHead(head: ResponseHead): void {
+    if (head.status === 101) return this.switchProtocols(head);
     this.status = head.status;
     if (this.obs) this.obs.firstByteAt = performance.now();
     const tags = this.proxy.tagsResponses;
@@ -256,6 +264,42 @@ class HttpExchange {
     if (tags) headers["x-kedge-backend-name"] = this.label;
     headers["x-kedge-request-id"] ??= this.requestId;
     this.res.writeHead(head.status, headers);
+  }
+
+  /**
+   * The backend agreed to switch (WebSocket, SPDY): the client gets the 101 and from then on the two
+   * connections are spliced byte for byte, like a CONNECT tunnel. The request counts as done now
+   * (graceful shutdown does not wait for a WebSocket); its access log line waits for the close.
+   */
+  private switchProtocols(head: ResponseHead): void {
+    const conn = this.conn!;
+    const endpoint = this.endpoint!;
+    this.conn = undefined;
+    endpoint.outstanding--;
+    const i = head.names.indexOf("upgrade");
+    const offered = i >= 0 ? head.rawHeaders[2 * i + 1] : "";
+    if (offered.toLowerCase() !== this.upgrade!.toLowerCase()) {
+      conn.abort();
+      return this.fail(new KedgeError("backend-transport-closed", 502, `backend ${this.label} switched to ${JSON.stringify(offered.slice(0, 50))}, not the ${this.upgrade} asked for`));
+    }
+    endpoint.markHealthy();
+    this.status = 101;
+    if (this.obs) this.obs.firstByteAt = performance.now();
+    let lines = `connection: upgrade\r\nupgrade: ${offered}\r\n${downstreamHeadLines(head, this.proxy.tagsResponses).lines}`;
+    if (this.proxy.tagsResponses) lines += `x-kedge-backend-name: ${this.label}\r\n`;
+    lines += `x-kedge-request-id: ${this.requestId}\r\n`;
+    const client = this.res.switchProtocols!(lines);
+    if (!client) {
+      conn.abort();
+      return this.done(499);
+    }
+    const obs = this.obs;
+    this.obs = undefined; // logged when the splice closes, with its bytes
+    this.done(101);
+    const upstream = conn.switchProtocols();
+    this.proxy.tunnels!.splice(client.socket, upstream, client.rest, obs, () => {
+      if (obs) this.proxy.metrics.observer.finishHttp(obs, this.requestId, this.req, this.facts?.path ?? "", 101, this.routing?.route ?? "none", this.label);
+    });
   }
 
   onBody(chunk: Uint8Array): boolean {

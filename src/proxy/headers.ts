@@ -30,6 +30,8 @@ export interface UpstreamHeadInput {
   traceparent?: string;
   /** The client's field lines, copied through when nothing but the fixed set of fields is replaced. */
   forwardLines?: ForwardLines;
+  /** The protocol the client asked to switch to, asked of the backend in turn (Connection and Upgrade are hop-by-hop). */
+  upgrade?: string;
 }
 
 /** A client's HTTP/1.1 field lines as received: text[fieldsAt..fieldsEnd), each with its CRLF. */
@@ -75,6 +77,7 @@ export function buildUpstreamHead(input: UpstreamHeadInput): string {
   head += `x-forwarded-proto: ${input.scheme}\r\nx-forwarded-host: ${input.host}\r\nx-kedge-request-id: ${input.requestId}\r\n`;
   if (input.set) for (const name in input.set) head += `${name}: ${input.set[name]}\r\n`;
   if (input.traceparent !== undefined) head += `traceparent: ${input.traceparent}\r\n`;
+  if (input.upgrade !== undefined) head += `connection: upgrade\r\nupgrade: ${input.upgrade}\r\n`;
   if (input.bodyLength > 0) head += `content-length: ${input.bodyLength}\r\n`;
   else if (input.bodyLength < 0) head += "transfer-encoding: chunked\r\n";
   return `${head}\r\n`;

@@ -4,6 +4,7 @@ import type { Runtime } from "../runtime.js";
 import type { HttpProxy, Routing } from "./exchange.js";
 import { hasEncodedSlash } from "./path.js";
 import { newRequestId, type ParsedRequest } from "./request.js";
+import type { Tunnels } from "./tunnel.js";
 
 export interface ProxyContext {
   /** The live runtime; a request keeps the one it started with. */
@@ -37,9 +38,10 @@ export function kedgeRouting(runtime: Runtime, facts: ParsedRequest, proxyAuthor
   return routing;
 }
 
-/** kedge's reverse proxy over the live runtime. */
-export function kedgeHttpProxy(ctx: ProxyContext): HttpProxy {
+/** kedge's reverse proxy over the live runtime; upgraded connections (WebSocket, SPDY) are spliced in `tunnels`. */
+export function kedgeHttpProxy(ctx: ProxyContext, tunnels?: Tunnels): HttpProxy {
   return {
+    tunnels,
     metrics: ctx.metrics,
     dispatch: (req, facts) => kedgeRouting(ctx.runtime(), facts, req.headers["proxy-authorization"], req.socket),
     errorHeader: "x-kedge",

@@ -1,5 +1,5 @@
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from "node:http";
-import type { Readable } from "node:stream";
+import type { Duplex, Readable } from "node:stream";
 import type { ForwardLines, HeadLines } from "./headers.js";
 
 /** One client request as the proxy sees it, whatever protocol carried it. */
@@ -24,6 +24,14 @@ export interface IngressRequest {
   readonly body: Readable;
   /** HTTP/1.1: the client's field lines as received, copied upstream without rebuilding them. */
   readonly forwardLines?: ForwardLines;
+  /** HTTP/1.1 on kedge's own listener: the protocol the client asks to switch to (WebSocket, SPDY) as it spelled it. */
+  readonly upgrade?: string;
+}
+
+/** A connection handed over after a 101: the client's side as a stream, and what it sent past the request head. */
+export interface SwitchedConnection {
+  readonly socket: Duplex;
+  readonly rest: Buffer | undefined;
 }
 
 /** The response side; its methods never throw when the client has gone away. */
@@ -43,4 +51,9 @@ export interface IngressResponse {
   onGone(cb: () => void): void;
   /** No further requests on this connection after this response (HTTP/1.1; HTTP/2 streams are independent). */
   lastOnConnection(): void;
+  /**
+   * Answers 101 with these field lines and hands the connection over; undefined when the client has
+   * gone. Offered where requests can carry `upgrade`.
+   */
+  switchProtocols?(lines: string): SwitchedConnection | undefined;
 }

@@ -105,7 +105,8 @@ export async function startDataListeners(server: ServerConfig, ctx: ProxyContext
   const ports: Record<string, number> = {};
   const closers: Array<{ stop: () => void; kill: () => void }> = [];
   const tlsServers: tls.Server[] = [];
-  const proxies: Proxies = { ctx, http: kedgeHttpProxy(ctx), tunnels: new Tunnels() };
+  const tunnels = new Tunnels();
+  const proxies: Proxies = { ctx, http: kedgeHttpProxy(ctx, tunnels), tunnels };
   const guard = new ConnectionGuard(server.maxConnections || 16_384);
   closers.push({ stop: () => {}, kill: () => (proxies.tunnels.closeAll(), guard.close()) });
 

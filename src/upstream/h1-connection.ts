@@ -2,6 +2,7 @@ import type { Socket, SocketHandler } from "bun";
 import { ParseError, ResponseParser, type ResponseHead } from "./response-parser.js";
 import type { H1Pool } from "./h1-pool.js";
 import { SocketWriter } from "../net/socket-writer.js";
+import { TunnelSocket, type TunnelOutput } from "../server/h1/tunnel-socket.js";
 
 /** Why an exchange with a backend failed, and whether the request may be sent elsewhere. */
 export type UpstreamFailure =
@@ -74,8 +75,9 @@ function watchSilence(conn: H1Connection): void {
 /**
  * One HTTP/1.1 connection to a backend, carrying one exchange at a time. Written against
  * Bun.connect: socket.write may take only part of a buffer, so the rest waits for `drain`.
+ * After a 101 it leaves its pool and carries bytes for a TunnelSocket (TunnelOutput).
  */
-export class H1Connection {
+export class H1Connection implements TunnelOutput {
   socket!: Socket<H1Connection>;
   private readonly parser = new ResponseParser();
   private handlers: ExchangeHandlers | undefined;
@@ -93,6 +95,9 @@ export class H1Connection {
   private lastActivity = 0;
   closed = false;
   uses = 0;
+  /** Set once the backend switched protocols: the connection is a byte stream, out of its pool. */
+  private tunnel: TunnelSocket | undefined;
+  private endWhenFlushed = false;
   /** Set while a TLS connection waits for its handshake: dial() is not done until it succeeds. */
   handshakeWaiter: ((err: Error | undefined) => void) | undefined;
 
@@ -106,14 +111,14 @@ export class H1Connection {
   }
 
   /** Starts an exchange: writes the request head. The body follows with write()/end(). */
-  begin(head: Uint8Array, noResponseBody: boolean, handlers: ExchangeHandlers, bodyless: boolean): void {
+  begin(head: Uint8Array, noResponseBody: boolean, handlers: ExchangeHandlers, bodyless: boolean, upgrade = false): void {
     this.uses++;
     this.handlers = handlers;
     this.responseStarted = false;
     this.responseBytes = 0;
     this.requestEnded = bodyless;
     this.mustClose = false;
-    this.parser.expect(this, noResponseBody);
+    this.parser.expect(this, noResponseBody, upgrade);
     this.socket.timeout(0);
     this.headDeadline = performance.now() + this.pool.options.responseHeaderTimeoutMs;
     watchSilence(this);
@@ -124,6 +129,29 @@ export class H1Connection {
   write(data: Uint8Array): boolean {
     if (this.closed) return false;
     return this.writer.write(data);
+  }
+
+  /**
+   * Called from the exchange's onHead for a 101: the connection leaves its pool and its silence
+   * checks (a WebSocket may rightly be quiet for hours) and becomes the stream returned.
+   */
+  switchProtocols(): TunnelSocket {
+    streaming.delete(this);
+    this.handlers = undefined;
+    this.pool.forget(this);
+    this.tunnel = new TunnelSocket(this);
+    return this.tunnel;
+  }
+
+  // TunnelOutput, once switched.
+  send(bytes: Uint8Array): boolean {
+    return this.write(bytes);
+  }
+
+  closeWhenFlushed(): void {
+    if (this.closed) return;
+    if (this.writer.pending) this.endWhenFlushed = true;
+    else this.socket.end();
   }
 
   onWritable(cb: () => void): void {
@@ -193,19 +221,30 @@ export class H1Connection {
 
   // Socket events.
   onData(data: Uint8Array): void {
+    if (this.tunnel) return this.tunnel.received(data);
     this.responseBytes += data.length;
     this.lastActivity = performance.now();
     try {
       const used = this.parser.feed(data);
       if (used < data.length && this.parser.done) this.mustClose = true; // bytes after the response: not reusable
+      // The new protocol's first bytes came with the 101.
+      if (used < data.length && this.parser.switched) this.relay(data.subarray(used));
     } catch (e) {
       const err = e instanceof ParseError ? e : new ParseError(String(e));
       this.fail(new UpstreamError("protocol", `backend sent invalid HTTP: ${err.message}`, this.responseStarted));
     }
   }
 
+  private relay(bytes: Uint8Array): void {
+    this.tunnel?.received(bytes);
+  }
+
   onDrain(): void {
     if (!this.writer.flush()) return;
+    if (this.tunnel) {
+      if (this.endWhenFlushed) this.socket.end();
+      return this.tunnel.drained();
+    }
     const waiter = this.drainWaiter;
     this.drainWaiter = undefined;
     waiter?.();
@@ -217,6 +256,7 @@ export class H1Connection {
     if (this.closed || !this.socket) return;
     this.closed = true;
     streaming.delete(this);
+    if (this.tunnel) return this.tunnel.connectionClosed();
     this.pool.forget(this);
     if (!this.handlers) return;
     if (this.parser.eof()) return; // a close-delimited body ended
@@ -258,7 +298,7 @@ export class H1Connection {
     streaming.delete(this);
     if (!this.closed) {
       this.closed = true;
-      this.pool.forget(this);
+      if (!this.tunnel) this.pool.forget(this);
       this.socket?.terminate();
     }
   }

@@ -15,7 +15,7 @@ export interface ResponseSink {
   onEnd(last?: Uint8Array): void;
 }
 
-const enum State { Head, Fixed, ChunkSize, ChunkData, ChunkDataEnd, Trailers, UntilClose, Done }
+const enum State { Head, Fixed, ChunkSize, ChunkData, ChunkDataEnd, Trailers, UntilClose, Done, Switched }
 
 const CR = 13;
 const LF = 10;
@@ -33,17 +33,24 @@ export class ResponseParser {
   private remaining = 0;
   private sink: ResponseSink | undefined;
   private noBody = false;
+  private upgrade = false;
 
-  /** Arms the parser for the next response; `noBody` for HEAD requests. */
-  expect(sink: ResponseSink, noBody: boolean): void {
+  /** Arms the parser for the next response; `noBody` for HEAD requests, `upgrade` when a 101 may answer. */
+  expect(sink: ResponseSink, noBody: boolean, upgrade = false): void {
     this.sink = sink;
     this.noBody = noBody;
+    this.upgrade = upgrade;
     this.state = State.Head;
     this.pending = undefined;
   }
 
   get done(): boolean {
     return this.state === State.Done;
+  }
+
+  /** A 101 was handed out: what follows its head is another protocol's, not HTTP. */
+  get switched(): boolean {
+    return this.state === State.Switched;
   }
 
   /** True when the body runs until the connection closes. */
@@ -53,7 +60,8 @@ export class ResponseParser {
 
   /**
    * Feeds bytes. Returns the number consumed: less than `data.length` only once the response
-   * is complete (the rest would be a protocol violation by the backend). Throws ParseError.
+   * is complete (the rest would be a protocol violation by the backend) or switched protocols
+   * (the rest is the new protocol's). Throws ParseError.
    */
   feed(data: Uint8Array): number {
     let offset = 0;
@@ -94,6 +102,7 @@ export class ResponseParser {
           break;
         }
         case State.Done:
+        case State.Switched:
           return offset;
       }
     }
@@ -151,8 +160,13 @@ export class ResponseParser {
     const head = parseResponseHead(text);
     const { status } = head;
     if (status < 200) {
+      if (status === 101) {
+        if (!this.upgrade) throw new ParseError("101 Switching Protocols to a request that asked for no upgrade");
+        this.state = State.Switched;
+        this.sink!.onHead(head);
+        return;
+      }
       // Interim response (100 Continue, 103 Early Hints): skipped; the final head follows.
-      if (status === 101) throw new ParseError("protocol upgrade is not supported");
       this.state = State.Head;
       return;
     }

@@ -1,6 +1,6 @@
 import { Readable } from "node:stream";
 import { asKedgeError, type KedgeError } from "../../errors.js";
-import type { IngressRequest } from "../../proxy/ingress.js";
+import type { IngressRequest, SwitchedConnection } from "../../proxy/ingress.js";
 import { latin1Text } from "../../net/latin1.js";
 import { BodyReader } from "./body-reader.js";
 import { findHeadEnd, parseRequestHead, type HeadLimits, type RequestHead } from "./request-head.js";
@@ -170,6 +170,7 @@ export class H1ClientConnection implements ResponseOutput, TunnelOutput, Transpo
       hasBody,
       contentLength: head.contentLength,
       forwardLines: head.forwardLines,
+      upgrade: head.upgrade,
       body,
     };
     this.response = res;
@@ -182,6 +183,16 @@ export class H1ClientConnection implements ResponseOutput, TunnelOutput, Transpo
     const rest = this.input ?? Buffer.alloc(0);
     this.input = undefined;
     this.handler.connect(head, this.tunnel, rest, this.transport);
+  }
+
+  /** The response in flight switched protocols (a 101): from here on the connection is a byte stream. */
+  switchProtocols(): SwitchedConnection {
+    this.response = undefined;
+    this.deadline = 0;
+    this.tunnel = new TunnelSocket(this);
+    const rest = this.input;
+    this.input = undefined;
+    return { socket: this.tunnel, rest };
   }
 
   private consume(n: number): void {

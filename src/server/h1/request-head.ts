@@ -27,6 +27,22 @@ export interface RequestHead {
   length: number;
   /** The field lines as sent, for the upstream head; undefined when a field was repeated (then rebuilt from `headers`). */
   forwardLines: ForwardLines | undefined;
+  /** The protocol the client asks to switch to (its Upgrade value), when kedge lets it through (see switchableProtocols). */
+  upgrade: string | undefined;
+}
+
+/**
+ * Upgrades passed on to a backend: WebSocket, and SPDY for kubectl exec/attach/port-forward. Any
+ * other (h2c above all) is dropped like the hop-by-hop field it is: after a switch kedge only
+ * splices bytes, so a backend speaking h2c could be sent requests no route or policy ever saw.
+ */
+const switchableProtocols = new Set(["websocket", "spdy/3.1"]);
+
+/** RFC 9110 §7.8: an HTTP/1.1 request naming `upgrade` in Connection, without a body (kedge's rule: nothing is left to frame). */
+function requestedUpgrade(headers: IncomingHttpHeaders, versionMinor: number, contentLength: number): string | undefined {
+  const { upgrade, connection } = headers;
+  if (versionMinor !== 1 || contentLength !== 0 || typeof upgrade !== "string" || !connection || !hasToken(connection, "upgrade")) return undefined;
+  return switchableProtocols.has(upgrade.toLowerCase()) ? upgrade : undefined;
 }
 
 const bad = (message: string) => new KedgeError("bad-request", 400, message);
@@ -163,5 +179,6 @@ export function parseRequestHead(text: string, limits: HeadLimits): RequestHead 
   const expect = headers.expect;
   const expectContinue = versionMinor === 1 && typeof expect === "string" && expect.toLowerCase() === "100-continue";
   const forwardLines = repeated ? undefined : { text, fieldsAt: lineEnd + 2, fieldsEnd: last, drops };
-  return { method, target, versionMinor, headers, contentLength, keepAlive, expectContinue, length: text.length, forwardLines };
+  const upgrade = connection === undefined ? undefined : requestedUpgrade(headers, versionMinor, contentLength);
+  return { method, target, versionMinor, headers, contentLength, keepAlive, expectContinue, length: text.length, forwardLines, upgrade };
 }

@@ -1,7 +1,7 @@
 import { STATUS_CODES, type OutgoingHttpHeaders } from "node:http";
 import { writeLatin1 } from "../../net/latin1.js";
 import type { HeadLines } from "../../proxy/headers.js";
-import type { IngressResponse } from "../../proxy/ingress.js";
+import type { IngressResponse, SwitchedConnection } from "../../proxy/ingress.js";
 
 /** What a response needs from its connection. */
 export interface ResponseOutput {
@@ -13,6 +13,8 @@ export interface ResponseOutput {
   responseDone(reuse: boolean): void;
   /** Closes the connection at once (a truncated response). */
   destroy(): void;
+  /** The response was a 101: the connection is handed over as a stream. */
+  switchProtocols(): SwitchedConnection;
 }
 
 const lastChunk = Buffer.from("0\r\n\r\n");
@@ -123,6 +125,14 @@ export class H1RawResponse implements IngressResponse {
       this.out.send(body ? joined(head, body, `${body.length.toString(16)}\r\n`, crlfLastChunk) : joined(head, undefined, "", lastChunk));
     } else if (head || body) this.out.send(body ? joined(head, body) : Buffer.from(head, "latin1"));
     this.out.responseDone(this.keepAlive);
+  }
+
+  switchProtocols(lines: string): SwitchedConnection | undefined {
+    if (this.headersSent || this.out.closed) return undefined;
+    this.headersSent = true;
+    this.ended = true;
+    this.out.send(Buffer.from(`HTTP/1.1 101 Switching Protocols\r\n${lines}\r\n`, "latin1"));
+    return this.out.switchProtocols();
   }
 
   abort(): void {
