@@ -14,6 +14,17 @@ const hopByHopDownstream = ["connection", "keep-alive", "proxy-connection", "te"
 const notForwardedDownstream = new Set([...hopByHopDownstream, "x-kedge-backend-name", "x-kedge-request-id"]);
 const notForwardedThrough = new Set(hopByHopDownstream);
 
+/**
+ * Upgrades passed on to a backend: WebSocket, and SPDY for kubectl exec/attach/port-forward. Any
+ * other (h2c above all) is dropped like the hop-by-hop field it is: after a switch the proxy only
+ * splices bytes, so a backend speaking h2c could be sent requests no route or policy ever saw.
+ */
+const switchableProtocols = new Set(["websocket", "spdy/3.1"]);
+
+export function switchable(upgrade: string): boolean {
+  return switchableProtocols.has(upgrade.toLowerCase());
+}
+
 export interface UpstreamHeadInput {
   method: string;
   path: string;
@@ -32,6 +43,8 @@ export interface UpstreamHeadInput {
   forwardLines?: ForwardLines;
   /** The protocol the client asked to switch to, asked of the backend in turn (Connection and Upgrade are hop-by-hop). */
   upgrade?: string;
+  /** The connection carries this one exchange: winch's upgrades, where a refusal ends with the close. */
+  closeAfter?: boolean;
 }
 
 /** A client's HTTP/1.1 field lines as received: text[fieldsAt..fieldsEnd), each with its CRLF. */
@@ -77,7 +90,7 @@ export function buildUpstreamHead(input: UpstreamHeadInput): string {
   head += `x-forwarded-proto: ${input.scheme}\r\nx-forwarded-host: ${input.host}\r\nx-kedge-request-id: ${input.requestId}\r\n`;
   if (input.set) for (const name in input.set) head += `${name}: ${input.set[name]}\r\n`;
   if (input.traceparent !== undefined) head += `traceparent: ${input.traceparent}\r\n`;
-  if (input.upgrade !== undefined) head += `connection: upgrade\r\nupgrade: ${input.upgrade}\r\n`;
+  if (input.upgrade !== undefined) head += `connection: upgrade${input.closeAfter ? ", close" : ""}\r\nupgrade: ${input.upgrade}\r\n`;
   if (input.bodyLength > 0) head += `content-length: ${input.bodyLength}\r\n`;
   else if (input.bodyLength < 0) head += "transfer-encoding: chunked\r\n";
   return `${head}\r\n`;

@@ -11,11 +11,19 @@ import { destination, winchRequestId, type WinchContext } from "./context.js";
 const connectTimeoutMs = 5_000;
 const maxResponseHead = 16_384;
 
-/** Opens TLS to the kedge, sends CONNECT with the route's proxy credentials, and resolves with kedge's answer. */
-function connectViaKedge(socket: tls.TLSSocket, target: string, headers: Record<string, string>): Promise<{ status: number; head: Buffer; rest: Buffer }> {
+export interface ResponseHeadRead {
+  status: number;
+  /** The head as received, its blank line included. */
+  head: Buffer;
+  /** What came after the head in the same reads. */
+  rest: Buffer;
+}
+
+/** Reads one HTTP/1.1 response head from `socket` (paused after it), or rejects after a timeout; `what` names the request. */
+export function readResponseHead(socket: Duplex, what: string): Promise<ResponseHeadRead> {
   return new Promise((resolve, reject) => {
     let buffered = Buffer.alloc(0);
-    const timer = setTimeout(() => fail(new Error("kedge did not answer CONNECT in time")), connectTimeoutMs);
+    const timer = setTimeout(() => fail(new Error(`kedge did not answer ${what} in time`)), connectTimeoutMs);
     const fail = (err: Error) => {
       clearTimeout(timer);
       socket.off("data", onData);
@@ -26,7 +34,7 @@ function connectViaKedge(socket: tls.TLSSocket, target: string, headers: Record<
       buffered = Buffer.concat([buffered, chunk]);
       const end = buffered.indexOf("\r\n\r\n");
       if (end < 0) {
-        if (buffered.length > maxResponseHead) fail(new Error("kedge's CONNECT answer is too large"));
+        if (buffered.length > maxResponseHead) fail(new Error(`kedge's answer to ${what} is too large`));
         return;
       }
       clearTimeout(timer);
@@ -36,14 +44,19 @@ function connectViaKedge(socket: tls.TLSSocket, target: string, headers: Record<
       const status = Number(/^HTTP\/1\.[01] (\d{3})/.exec(buffered.subarray(0, end).toString("latin1"))?.[1] ?? 0);
       resolve({ status, head: buffered.subarray(0, end + 4), rest: buffered.subarray(end + 4) });
     };
-    socket.once("secureConnect", () => {
-      let request = `CONNECT ${target} HTTP/1.1\r\nhost: ${target}\r\n`;
-      for (const name in headers) request += `${name}: ${headers[name]}\r\n`;
-      socket.write(`${request}\r\n`);
-    });
     socket.on("data", onData);
     socket.once("error", fail);
   });
+}
+
+/** Opens TLS to the kedge, sends CONNECT with the route's proxy credentials, and resolves with kedge's answer. */
+function connectViaKedge(socket: tls.TLSSocket, target: string, headers: Record<string, string>): Promise<ResponseHeadRead> {
+  socket.once("secureConnect", () => {
+    let request = `CONNECT ${target} HTTP/1.1\r\nhost: ${target}\r\n`;
+    for (const name in headers) request += `${name}: ${headers[name]}\r\n`;
+    socket.write(`${request}\r\n`);
+  });
+  return readResponseHead(socket, "CONNECT");
 }
 
 /**
@@ -51,8 +64,19 @@ function connectViaKedge(socket: tls.TLSSocket, target: string, headers: Record<
  * TLS to the cluster's kedge and asks it for the tunnel, so the client's own TLS runs end to end
  * with the backend and winch terminates nothing it should not. backend_auth cannot apply inside an
  * opaque tunnel; proxy_auth does. Unknown hosts get a plain TCP tunnel, or are refused.
+ *
+ * A mapped host's port 80 carries plain HTTP, and clients that always CONNECT through a proxy
+ * (kubectl exec, attach and port-forward; WebSocket clients) send it that way: `serveInside` hands
+ * such a tunnel to winch's own HTTP proxy, so its requests get the route's credentials and upgrades.
  */
-export function winchConnect(ctx: WinchContext, tunnels: Tunnels, req: IncomingMessage, client: Duplex, head: Buffer): void {
+export function winchConnect(
+  ctx: WinchContext,
+  tunnels: Tunnels,
+  req: IncomingMessage,
+  client: Duplex,
+  head: Buffer,
+  serveInside?: (client: Duplex, head: Buffer, target: string) => void,
+): void {
   const target = req.url ?? "";
   const requestId = requestIdFrom(req.headers, winchRequestId);
   client.on("error", () => {});
@@ -74,6 +98,12 @@ export function winchConnect(ctx: WinchContext, tunnels: Tunnels, req: IncomingM
     }
     const { kedge } = to.mapping;
     label = kedge.host;
+    if (serveInside && hostPort.port === 80) {
+      // Plain HTTP inside: winch serves the tunnel's requests itself, credentials and upgrades included.
+      client.write(tunnelEstablished({ "x-kedge-request-id": requestId }));
+      ctx.metrics.httpRequests.inc([label, "200"]);
+      return serveInside(client, head, target);
+    }
     if (to.mapping.backendAuth) log.debug("backend_auth does not apply to a CONNECT tunnel", { host: hostPort.host });
     const injection = await ctx.injector.inject(to.mapping, false);
     const socket = tls.connect(ctx.upstreams.tlsOptions(kedge, injection.clientCert));

@@ -12,6 +12,7 @@ import { H1Response, h1Request } from "./ingress-h1.js";
 import { isGrpc, listen } from "../server/listen.js";
 import { buildAuthSources } from "./auth/index.js";
 import { winchConnect } from "./connect.js";
+import { winchUpgrade } from "./upgrade.js";
 import type { WinchContext } from "./context.js";
 import { CredentialInjector } from "./credentials.js";
 import { winchGrpc } from "./grpc-proxy.js";
@@ -51,12 +52,30 @@ export async function startWinch(config: WinchConfig, options: WinchOptions = {}
   const httpProxy = winchHttpProxy(ctx);
   const ports = { http: 0, grpc: 0 } as { http: number; grpc: number; monitoring?: number };
 
+  /** Tunnels winch serves itself (plain HTTP inside a CONNECT), by client socket: the CONNECT's host:port. */
+  const servedTunnels = new WeakMap<object, string>();
+  /** Inside a served tunnel, origin-form requests are for the CONNECT's target: as if sent absolute. */
+  const forTunnelTarget = (req: IncomingMessage): boolean => {
+    const target = servedTunnels.get(req.socket);
+    if (target === undefined || !(req.url ?? "/").startsWith("/")) return false;
+    req.url = `http://${target}${req.url ?? "/"}`;
+    return true;
+  };
   const proxyServer = http.createServer((req: IncomingMessage, res: ServerResponse) => {
     const url = req.url ?? "/";
-    if (url.startsWith("/")) return serveLocal(req, res);
+    if (url.startsWith("/") && !forTunnelTarget(req)) return serveLocal(req, res);
     exchange(httpProxy, h1Request(req, "http", ports.http), new H1Response(res));
   });
-  proxyServer.on("connect", (req: IncomingMessage, socket: Duplex, head: Buffer) => winchConnect(ctx, tunnels, req, socket, head));
+  const serveInside = (client: Duplex, head: Buffer, target: string) => {
+    servedTunnels.set(client, target);
+    if (head.length > 0) client.unshift(head);
+    proxyServer.emit("connection", client);
+  };
+  proxyServer.on("connect", (req: IncomingMessage, socket: Duplex, head: Buffer) => winchConnect(ctx, tunnels, req, socket, head, serveInside));
+  proxyServer.on("upgrade", (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+    forTunnelTarget(req);
+    winchUpgrade(ctx, tunnels, req, socket, head);
+  });
 
   // Requests for winch itself: the PAC file. Anything else is a client not configured to use a proxy.
   const serveLocal = (req: IncomingMessage, res: ServerResponse) => {

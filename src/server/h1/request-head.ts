@@ -1,7 +1,7 @@
 import type { IncomingHttpHeaders } from "node:http";
 import { KedgeError } from "../../errors.js";
 import { fieldValue, hasToken } from "../../net/fields.js";
-import { notForwardedUpstream, type ForwardLines } from "../../proxy/headers.js";
+import { notForwardedUpstream, switchable, type ForwardLines } from "../../proxy/headers.js";
 
 /** The request-head limits of the server section, with defaults applied. */
 export interface HeadLimits {
@@ -27,22 +27,15 @@ export interface RequestHead {
   length: number;
   /** The field lines as sent, for the upstream head; undefined when a field was repeated (then rebuilt from `headers`). */
   forwardLines: ForwardLines | undefined;
-  /** The protocol the client asks to switch to (its Upgrade value), when kedge lets it through (see switchableProtocols). */
+  /** The protocol the client asks to switch to (its Upgrade value), when kedge lets it through (see `switchable`). */
   upgrade: string | undefined;
 }
-
-/**
- * Upgrades passed on to a backend: WebSocket, and SPDY for kubectl exec/attach/port-forward. Any
- * other (h2c above all) is dropped like the hop-by-hop field it is: after a switch kedge only
- * splices bytes, so a backend speaking h2c could be sent requests no route or policy ever saw.
- */
-const switchableProtocols = new Set(["websocket", "spdy/3.1"]);
 
 /** RFC 9110 §7.8: an HTTP/1.1 request naming `upgrade` in Connection, without a body (kedge's rule: nothing is left to frame). */
 function requestedUpgrade(headers: IncomingHttpHeaders, versionMinor: number, contentLength: number): string | undefined {
   const { upgrade, connection } = headers;
   if (versionMinor !== 1 || contentLength !== 0 || typeof upgrade !== "string" || !connection || !hasToken(connection, "upgrade")) return undefined;
-  return switchableProtocols.has(upgrade.toLowerCase()) ? upgrade : undefined;
+  return switchable(upgrade) ? upgrade : undefined;
 }
 
 const bad = (message: string) => new KedgeError("bad-request", 400, message);
