@@ -297,9 +297,7 @@ class HttpExchange {
     this.obs = undefined; // logged when the splice closes, with its bytes
     this.done(101);
     const upstream = conn.switchProtocols();
-    this.proxy.tunnels!.splice(client.socket, upstream, client.rest, obs, () => {
-      if (obs) this.proxy.metrics.observer.finishHttp(obs, this.requestId, this.req, this.facts?.path ?? "", 101, this.routing?.route ?? "none", this.label);
-    });
+    this.proxy.tunnels!.splice(client.socket, upstream, client.rest, obs, () => obs && this.log(obs, 101));
   }
 
   onBody(chunk: Uint8Array): boolean {
@@ -378,7 +376,12 @@ class HttpExchange {
     const labels = [this.label, statusLabel(status), route];
     metrics.httpRequests.inc(labels);
     metrics.httpLatency.observe(labels, (performance.now() - this.started) / 1000);
-    if (this.obs) metrics.observer.finishHttp(this.obs, this.requestId, this.req, this.facts?.path ?? "", status, route, this.label);
+    if (this.obs) this.log(this.obs, status);
+  }
+
+  /** The access log line and span of this request. */
+  private log(obs: Observation, status: number): void {
+    this.proxy.metrics.observer.finishHttp(obs, this.requestId, this.req, this.facts?.path ?? "", status, this.routing?.route ?? "none", this.label);
   }
 }
 

@@ -235,6 +235,7 @@ export class H1Connection implements TunnelOutput {
     }
   }
 
+  // A method, not `this.tunnel?.received` inline: onData's early return has narrowed `tunnel` to undefined there.
   private relay(bytes: Uint8Array): void {
     this.tunnel?.received(bytes);
   }

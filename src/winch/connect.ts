@@ -60,6 +60,30 @@ function connectViaKedge(socket: tls.TLSSocket, target: string, headers: Record<
 }
 
 /**
+ * kedge's answer to the client as kedge wrote it. When the tunnel opened (`opened`), the
+ * connections are spliced, `early` (what the client sent past its request head) first; otherwise
+ * the rest of the answer follows until kedge closes.
+ */
+export function relayAnswer(tunnels: Tunnels, client: Duplex, upstream: Duplex, answer: ResponseHeadRead, opened: boolean, early: Buffer): void {
+  client.write(answer.head);
+  if (answer.rest.length > 0) client.write(answer.rest);
+  if (opened) tunnels.splice(client, upstream, early);
+  else {
+    upstream.pipe(client);
+    upstream.on("error", () => client.destroy());
+  }
+  upstream.resume();
+}
+
+/** A request winch refuses itself on the raw connection (CONNECT, upgrades), counted like any other. */
+export function refuseRaw(ctx: WinchContext, client: Duplex, label: string, requestId: string, e: unknown): void {
+  const err = asKedgeError(e);
+  ctx.metrics.proxyErrors.inc([label, err.type]);
+  ctx.metrics.httpRequests.inc([label, String(err.status)]);
+  writeRawError(client, err, requestId, "x-winch");
+}
+
+/**
  * CONNECT to winch (HTTPS_PROXY clients: kubectl, curl https://…). For a mapped host winch opens
  * TLS to the cluster's kedge and asks it for the tunnel, so the client's own TLS runs end to end
  * with the backend and winch terminates nothing it should not. backend_auth cannot apply inside an
@@ -112,24 +136,8 @@ export function winchConnect(
     });
     ctx.metrics.httpRequests.inc([label, String(answer.status)]);
     if (client.destroyed) return void socket.destroy();
-    if (answer.status !== 200) {
-      // kedge's refusal (401, 403, 502 …) goes to the client as kedge wrote it.
-      client.write(answer.head);
-      client.write(answer.rest);
-      socket.pipe(client);
-      socket.resume();
-      socket.on("error", () => client.destroy());
-      return;
-    }
-    client.write(answer.head);
-    if (answer.rest.length > 0) client.write(answer.rest);
-    tunnels.splice(client, socket, head);
-    socket.resume();
+    // kedge's refusal (401, 403, 502 …) goes to the client as kedge wrote it.
+    relayAnswer(tunnels, client, socket, answer, answer.status === 200, head);
   };
-  open().catch((e) => {
-    const err = asKedgeError(e);
-    ctx.metrics.proxyErrors.inc([label, err.type]);
-    ctx.metrics.httpRequests.inc([label, String(err.status)]);
-    writeRawError(client, err, requestId, "x-winch");
-  });
+  open().catch((e) => refuseRaw(ctx, client, label, requestId, e));
 }

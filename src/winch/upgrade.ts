@@ -1,11 +1,11 @@
 import type { IncomingMessage } from "node:http";
 import type { Duplex } from "node:stream";
 import tls from "node:tls";
-import { asKedgeError, KedgeError } from "../errors.js";
+import { KedgeError } from "../errors.js";
 import { buildUpstreamHead, switchable } from "../proxy/headers.js";
 import { requestIdFrom } from "../proxy/request.js";
-import { dialTcp, writeRawError, type Tunnels } from "../proxy/tunnel.js";
-import { readResponseHead } from "./connect.js";
+import { dialTcp, type Tunnels } from "../proxy/tunnel.js";
+import { readResponseHead, refuseRaw, relayAnswer } from "./connect.js";
 import { destination, winchRequestId, type WinchContext } from "./context.js";
 
 const connectTimeoutMs = 5_000;
@@ -86,21 +86,8 @@ export function winchUpgrade(ctx: WinchContext, tunnels: Tunnels, req: IncomingM
     });
     ctx.metrics.httpRequests.inc([label, String(answer.status)]);
     if (client.destroyed) return void upstream.destroy();
-    client.write(answer.head);
-    if (answer.rest.length > 0) client.write(answer.rest);
-    if (answer.status !== 101) {
-      // A refusal: the rest of kedge's answer, then the close it asked for ends both.
-      upstream.pipe(client);
-      upstream.resume();
-      return;
-    }
-    tunnels.splice(client, upstream, early);
-    upstream.resume();
+    // A refusal ends with the close the request asked for (closeAfter).
+    relayAnswer(tunnels, client, upstream, answer, answer.status === 101, early);
   };
-  open().catch((e) => {
-    const err = asKedgeError(e);
-    ctx.metrics.proxyErrors.inc([label, err.type]);
-    ctx.metrics.httpRequests.inc([label, String(err.status)]);
-    writeRawError(client, err, requestId, "x-winch");
-  });
+  open().catch((e) => refuseRaw(ctx, client, label, requestId, e));
 }
