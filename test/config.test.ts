@@ -4,6 +4,7 @@ import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { authOverrides, discoveryOverrides, kubernetesOverrides, parseArgs, serverOverrides } from "../src/cli/args.ts";
+import { HttpBackend } from "../src/backend/http-backend.ts";
 import { loadConfig } from "../src/config/load.ts";
 import { ConfigError } from "../src/config/parse.ts";
 
@@ -51,6 +52,13 @@ describe("config loading", () => {
   it("loads YAML", () => {
     const config = loadConfig({ configFile: file("c.yaml", "http:\n  backends:\n    - name: web\n      static: { addresses: ['127.0.0.1:80', '[::1]:81'] }\n  routes:\n    - backend_name: web\n") });
     expect(config.http!.backends[0].resolver.case).toBe("static");
+  });
+
+  it("takes a backend's tunnel_idle: 1h when unset, never for 0s", () => {
+    const config = loadConfig({
+      configFile: file("tunnels.yaml", "http:\n  backends:\n    - { name: t-a, static: { addresses: ['127.0.0.1:80'] } }\n    - { name: t-b, static: { addresses: ['127.0.0.1:80'] }, timeouts: { tunnel_idle: 0s } }\n    - { name: t-c, static: { addresses: ['127.0.0.1:80'] }, timeouts: { tunnel_idle: 90s } }\n"),
+    });
+    expect(config.http!.backends.map((b) => new HttpBackend(b).tunnelIdleMs)).toEqual([3_600_000, 0, 90_000]);
   });
 
   it("lets command-line flags override the file's server section", () => {

@@ -4,6 +4,7 @@ import { makeTestPki, type TestPki } from "./helpers/certs.ts";
 import { curl } from "./helpers/curl.ts";
 import { startTestKedge, type TestKedge } from "./helpers/kedge.ts";
 import { startUpstream, type Upstream } from "./helpers/upstream.ts";
+import { until } from "./helpers/wait.ts";
 
 // CONNECT through kedge: what winch sends for HTTPS_PROXY clients. The tunnel goes to the
 // backend the host:port's route names, after the route's access check, and the client's TLS runs
@@ -28,12 +29,14 @@ beforeAll(async () => {
         { name: "plain", static: { addresses: [`127.0.0.1:${plain.port}`] } },
         { name: "secure", static: { addresses: [`127.0.0.1:${secure.port}`] } },
         { name: "down", static: { addresses: [`127.0.0.1:${deadPort}`] } },
+        { name: "quiet", static: { addresses: [`127.0.0.1:${plain.port}`] }, timeouts: { tunnel_idle: "0.3s" } },
       ],
       routes: [
         { backend_name: "plain", host_matcher: "plain.internal", port_matcher: 80 },
         { backend_name: "secure", host_matcher: "localhost", port_matcher: 443 },
         { backend_name: "plain", host_matcher: "paths.internal", path_rules: ["/api/*"] },
         { backend_name: "down", host_matcher: "down.internal" },
+        { backend_name: "quiet", host_matcher: "quiet.internal", port_matcher: 80 },
       ],
     },
   });
@@ -112,5 +115,23 @@ describe("CONNECT through kedge", () => {
     const r = await curl(["--cacert", pki.caFile, "-H", "Host: plain.internal:80", "-H", `Proxy-Authorization: Bearer ${token}`, `https://localhost:${kedge.ports.tls}/after`]);
     expect(r.status).toBe(200);
     expect(JSON.parse(r.body).url).toBe("/after");
+  });
+
+  it("closes a tunnel once neither side has sent a byte for the backend's tunnel_idle, after carrying a request", async () => {
+    const socket = net.connect(kedge.ports.http, "127.0.0.1");
+    let got = "";
+    let closed = false;
+    socket.on("data", (d) => (got += d.toString("latin1")));
+    socket.on("close", () => (closed = true));
+    socket.on("error", () => {});
+    socket.write(`CONNECT quiet.internal:80 HTTP/1.1\r\nHost: quiet.internal:80\r\nProxy-Authorization: Bearer ${token}\r\n\r\n`);
+    await until("the tunnel to open", () => got.includes("\r\n\r\n"));
+    expect(got).toStartWith("HTTP/1.1 200 ");
+    socket.write("GET /through HTTP/1.1\r\nHost: quiet.internal\r\n\r\n");
+    await until("the backend's answer through the tunnel", () => got.includes("through"));
+    expect(closed).toBe(false);
+    await until("kedge to close the silent tunnel", () => closed);
+    const metrics = await (await fetch(`http://127.0.0.1:${kedge.ports.admin}/metrics`)).text();
+    expect(metrics).toMatch(/kedge_proxy_errors_total\{backend_name="quiet",type="tunnel-idle-timeout"\} 1/);
   });
 });

@@ -65,6 +65,7 @@ beforeAll(async () => {
     http: {
       backends: [
         { name: "ws", static: { addresses: [`127.0.0.1:${ws.port}`] } },
+        { name: "ws-idle", static: { addresses: [`127.0.0.1:${ws.port}`] }, timeouts: { tunnel_idle: "0.4s" } },
         { name: "raw", static: { addresses: [`127.0.0.1:${(raw.address() as net.AddressInfo).port}`] } },
         { name: "plain", static: { addresses: [`127.0.0.1:${plain.port}`] } },
         { name: "down", static: { addresses: ["127.0.0.1:1"] } },
@@ -72,6 +73,7 @@ beforeAll(async () => {
       // The bearer token is the global policy: only /guarded/ keeps it.
       routes: [
         { backend_name: "ws", path_rules: ["/ws/*"], auth: { public: true } },
+        { backend_name: "ws-idle", path_rules: ["/idle/*"], auth: { public: true } },
         { backend_name: "ws", path_rules: ["/guarded/*"] },
         { backend_name: "raw", path_rules: ["/raw/*"], auth: { public: true } },
         { backend_name: "down", path_rules: ["/down/*"], auth: { public: true } },
@@ -262,5 +264,29 @@ describe("WebSocket through kedge", () => {
     await until("kedge to close its client connections", async () => gauge(await scrape(), "kedge_active_connections") === 0);
     const after = await fetch(kedge.url("/after"));
     expect(after.status).toBe(200);
+  });
+
+  it("closes a switched connection once neither side has sent a byte for the backend's tunnel_idle", async () => {
+    const socket = await openSocket(`ws://127.0.0.1:${kedge.ports.http}/idle/quiet`);
+    let closedAt = 0;
+    socket.addEventListener("close", () => (closedAt = performance.now()));
+    // Traffic resets the clock: messages 150 ms apart keep it open for three times the timeout.
+    for (let i = 0; i < 8; i++) {
+      socket.send(`ping ${i}`);
+      expect(await nextMessage(socket)).toBe(`echo /idle/quiet: ping ${i}`);
+      await Bun.sleep(150);
+    }
+    expect(closedAt).toBe(0);
+    const silentFrom = performance.now();
+    await until("kedge to close the silent WebSocket", () => closedAt > 0);
+    expect(closedAt - silentFrom).toBeGreaterThanOrEqual(250);
+    const metrics = await (await fetch(`http://127.0.0.1:${kedge.ports.admin}/metrics`)).text();
+    expect(metrics).toMatch(/kedge_proxy_errors_total\{backend_name="ws-idle",type="tunnel-idle-timeout"\} 1/);
+    // The default (1h) leaves the other backend's WebSockets alone.
+    const other = await openSocket(`ws://127.0.0.1:${kedge.ports.http}/ws/patient`);
+    await Bun.sleep(600);
+    other.send("after a pause");
+    expect(await nextMessage(other)).toBe("echo /ws/patient: after a pause");
+    other.close();
   });
 });

@@ -12,6 +12,7 @@ export const defaults = {
   responseHeaderTimeoutMs: 60_000,
   idleTimeoutMs: 300_000,
   keepAliveMs: 60_000,
+  tunnelIdleMs: 3_600_000,
   maxConnectionsPerEndpoint: 256,
   failureBackoffMs: 1_000,
   maxFailureBackoffMs: 30_000,
@@ -54,6 +55,8 @@ export function sniName(config: { resolver: HttpBackendConfig["resolver"] }, hos
 /** A named HTTP/1.1 backend: endpoints from its resolver, each with a warm keep-alive pool. */
 export class HttpBackend extends Backend<PoolStats, H1Pool> {
   readonly poolOptions: Omit<PoolOptions, "host" | "port">;
+  /** CONNECT tunnels and switched connections close after this long without a byte either way; 0: never. */
+  readonly tunnelIdleMs: number;
 
   constructor(readonly config: HttpBackendConfig, material?: TlsMaterial) {
     const t = config.timeouts;
@@ -76,5 +79,6 @@ export class HttpBackend extends Backend<PoolStats, H1Pool> {
       durationMs(config.failureBackoff, defaults.failureBackoffMs),
     );
     this.poolOptions = poolOptions;
+    this.tunnelIdleMs = durationMs(t?.tunnelIdle, defaults.tunnelIdleMs);
   }
 }

@@ -6,7 +6,7 @@ import { asKedgeError, KedgeError } from "../errors.js";
 import { parseHostPort } from "../router/host.js";
 import { kedgeRouting, type ProxyContext } from "./http.js";
 import { newRequestId, requestIdFrom, type ParsedRequest } from "./request.js";
-import { dialTcp, writeRawError, tunnelEstablished, type Tunnels } from "./tunnel.js";
+import { dialTcp, writeRawError, tunnelEstablished, tunnelIdleTimeout, type TunnelEnd, type Tunnels } from "./tunnel.js";
 
 const maxEndpointAttempts = 3;
 
@@ -79,7 +79,14 @@ export function proxyConnect(ctx: ProxyContext, tunnels: Tunnels, req: ConnectRe
           obs.firstByteAt = performance.now();
         }
         client.write(tunnelEstablished({ "x-kedge-backend-name": label, "x-kedge-request-id": requestId }));
-        tunnels.splice(client, upstream, head, obs, () => finish(200));
+        const closed = (end: TunnelEnd) => {
+          if (end === "idle") {
+            ctx.metrics.proxyErrors.inc([label, tunnelIdleTimeout]);
+            if (obs) obs.errorType = tunnelIdleTimeout;
+          }
+          finish(200);
+        };
+        tunnels.splice(client, upstream, { head, counts: obs, closed, idleMs: backend.tunnelIdleMs });
         return;
       } catch (e) {
         endpoint.markFailed(backend.failureBackoffMs, defaults.maxFailureBackoffMs);

@@ -3,7 +3,24 @@ import type { Duplex } from "node:stream";
 import { STATUS_CODES } from "node:http";
 import type { KedgeError } from "../errors.js";
 
-/** Open CONNECT tunnels, so a shutdown can close sockets the HTTP server no longer tracks. */
+/** The error type (metrics, access log) of a tunnel closed for silence. */
+export const tunnelIdleTimeout = "tunnel-idle-timeout";
+
+/** How a tunnel ended: one side closed or failed, or both were silent for the idle timeout. */
+export type TunnelEnd = "closed" | "idle";
+
+export interface SpliceOptions {
+  /** Bytes the client sent after its head, before the splice: they go upstream first. */
+  head?: Buffer;
+  /** An access-log record: gets the bytes each way. */
+  counts?: { bytesIn: number; bytesOut: number };
+  /** Called once, after both sides are closed. */
+  closed?: (end: TunnelEnd) => void;
+  /** Closes the tunnel after this long without a byte either way; 0 or absent: never. */
+  idleMs?: number;
+}
+
+/** Open CONNECT tunnels and switched connections, so a shutdown can close sockets the HTTP server no longer tracks. */
 export class Tunnels {
   private readonly open = new Set<Duplex>();
 
@@ -11,31 +28,46 @@ export class Tunnels {
     return this.open.size;
   }
 
-  /**
-   * Pipes bytes both ways until either side ends or fails, then closes both and calls `closed`
-   * once; `counts` (an access-log record) gets the bytes each way.
-   */
-  splice(client: Duplex, upstream: Duplex, head: Buffer | undefined, counts?: { bytesIn: number; bytesOut: number }, closed?: () => void): void {
+  /** Pipes bytes both ways until either side ends or fails or both are idle too long, then closes both. */
+  splice(client: Duplex, upstream: Duplex, opts: SpliceOptions = {}): void {
+    const { head, counts, closed, idleMs = 0 } = opts;
     this.open.add(client);
     if (head && head.length > 0) {
       upstream.write(head);
       if (counts) counts.bytesIn += head.length;
     }
-    if (counts) {
-      client.on("data", (chunk: Buffer) => (counts.bytesIn += chunk.length));
-      upstream.on("data", (chunk: Buffer) => (counts.bytesOut += chunk.length));
+    let lastActive = performance.now();
+    if (counts || idleMs > 0) {
+      client.on("data", (chunk: Buffer) => {
+        lastActive = performance.now();
+        if (counts) counts.bytesIn += chunk.length;
+      });
+      upstream.on("data", (chunk: Buffer) => {
+        lastActive = performance.now();
+        if (counts) counts.bytesOut += chunk.length;
+      });
     }
+    // One timer per tunnel, re-armed for the time left when it fires: no timer work per chunk.
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const checkIdle = () => {
+      const quiet = performance.now() - lastActive;
+      if (quiet >= idleMs) close("idle");
+      else timer = setTimeout(checkIdle, idleMs - quiet);
+    };
+    if (idleMs > 0) timer = setTimeout(checkIdle, idleMs);
     let open = true;
-    const close = () => {
+    const close = (end: TunnelEnd) => {
       if (!open) return;
       open = false;
+      clearTimeout(timer);
       this.open.delete(client);
       client.destroy();
       upstream.destroy();
-      closed?.();
+      closed?.(end);
     };
-    client.on("error", close).on("close", close);
-    upstream.on("error", close).on("close", close);
+    const onClose = () => close("closed");
+    client.on("error", onClose).on("close", onClose);
+    upstream.on("error", onClose).on("close", onClose);
     client.pipe(upstream);
     upstream.pipe(client);
   }

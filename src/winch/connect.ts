@@ -67,7 +67,7 @@ function connectViaKedge(socket: tls.TLSSocket, target: string, headers: Record<
 export function relayAnswer(tunnels: Tunnels, client: Duplex, upstream: Duplex, answer: ResponseHeadRead, opened: boolean, early: Buffer): void {
   client.write(answer.head);
   if (answer.rest.length > 0) client.write(answer.rest);
-  if (opened) tunnels.splice(client, upstream, early);
+  if (opened) tunnels.splice(client, upstream, { head: early });
   else {
     upstream.pipe(client);
     upstream.on("error", () => client.destroy());
@@ -116,7 +116,7 @@ export function winchConnect(
       });
       if (client.destroyed) return void upstream.destroy();
       client.write(tunnelEstablished({ "x-kedge-request-id": requestId }));
-      tunnels.splice(client, upstream, head);
+      tunnels.splice(client, upstream, { head });
       ctx.metrics.httpRequests.inc([label, "200"]);
       return;
     }
