@@ -6,7 +6,7 @@ import { asKedgeError, KedgeError } from "../errors.js";
 import { parseHostPort } from "../router/host.js";
 import { kedgeRouting, type ProxyContext } from "./http.js";
 import { newRequestId, requestIdFrom, type ParsedRequest } from "./request.js";
-import { dialTcp, writeRawError, tunnelEstablished, tunnelIdleTimeout, type TunnelEnd, type Tunnels } from "./tunnel.js";
+import { dialTcp, writeRawError, tunnelEstablished, countTunnelEnd, type TunnelEnd, type Tunnels } from "./tunnel.js";
 
 const maxEndpointAttempts = 3;
 
@@ -80,10 +80,7 @@ export function proxyConnect(ctx: ProxyContext, tunnels: Tunnels, req: ConnectRe
         }
         client.write(tunnelEstablished({ "x-kedge-backend-name": label, "x-kedge-request-id": requestId }));
         const closed = (end: TunnelEnd) => {
-          if (end === "idle") {
-            ctx.metrics.proxyErrors.inc([label, tunnelIdleTimeout]);
-            if (obs) obs.errorType = tunnelIdleTimeout;
-          }
+          countTunnelEnd(end, ctx.metrics.proxyErrors, label, obs);
           finish(200);
         };
         tunnels.splice(client, upstream, { head, counts: obs, closed, idleMs: backend.tunnelIdleMs });

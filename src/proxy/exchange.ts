@@ -9,7 +9,7 @@ import type { ResponseHead } from "../upstream/response-parser.js";
 import { buildUpstreamHead, downstreamHeadLines, downstreamHeaders } from "./headers.js";
 import type { IngressRequest, IngressResponse } from "./ingress.js";
 import { requestFacts, requestIdFrom, type ParsedRequest } from "./request.js";
-import { tunnelIdleTimeout, type TunnelEnd, type Tunnels } from "./tunnel.js";
+import { countTunnelEnd, type TunnelEnd, type Tunnels } from "./tunnel.js";
 
 /** Where one request goes. kedge fills it from its routes; winch from its mapper. */
 export interface Routing {
@@ -298,10 +298,8 @@ class HttpExchange {
     this.done(101);
     const upstream = conn.switchProtocols();
     const closed = (end: TunnelEnd) => {
-      if (end === "idle") this.proxy.metrics.proxyErrors.inc([this.label, tunnelIdleTimeout]);
-      if (!obs) return;
-      if (end === "idle") obs.errorType = tunnelIdleTimeout;
-      this.log(obs, 101);
+      countTunnelEnd(end, this.proxy.metrics.proxyErrors, this.label, obs);
+      if (obs) this.log(obs, 101);
     };
     this.proxy.tunnels!.splice(client.socket, upstream, { head: client.rest, counts: obs, closed, idleMs: this.backend.tunnelIdleMs });
   }
