@@ -5,10 +5,10 @@ import { balancerFor } from "./balancer.js";
 import { defaults, durationMs, sniName, tlsMaterial, type TlsMaterial } from "./http-backend.js";
 import { resolverFor } from "./resolvers.js";
 
-function nodeTls(config: GrpcBackendConfig, host: string, material: TlsMaterial | undefined): H2SessionOptions["tls"] {
+function grpcTls(config: GrpcBackendConfig, host: string, material: TlsMaterial | undefined): H2SessionOptions["tls"] {
   const s = config.security;
   if (!s) return undefined;
-  return { rejectUnauthorized: !s.insecureSkipVerify, servername: s.serverName || sniName(config, host), ...tlsMaterial(s, material) };
+  return { rejectUnauthorized: !s.insecureSkipVerify, serverName: s.serverName || sniName(config, host), ...tlsMaterial(s, material) };
 }
 
 /** A named gRPC backend: endpoints from its resolver, each with one warm HTTP/2 session. */
@@ -21,7 +21,7 @@ export class GrpcBackend extends Backend<H2SessionStats, H2Session> {
       config.name,
       resolverFor(config),
       balancerFor(config.balancer),
-      (host, port) => new H2Session({ host, port, tls: nodeTls(config, host, material), connectTimeoutMs }),
+      (host, port) => new H2Session({ host, port, tls: grpcTls(config, host, material), connectTimeoutMs }),
       defaults.failureBackoffMs,
     );
     this.connectTimeoutMs = connectTimeoutMs;

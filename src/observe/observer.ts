@@ -45,15 +45,10 @@ export class Observation {
     this.upstreamAt = performance.now();
   }
 
-  // gRPC calls count their bytes with these two; HTTP exchanges count in their own data path.
+  // gRPC calls count the client's bytes with this and the backend's in their relay; HTTP exchanges count in their own data path.
   /** Counts the client's bytes from its first one (before any upstream stream opens). */
   countIn(client: { on(event: "data", cb: (chunk: Uint8Array) => void): unknown }): void {
     client.on("data", (chunk) => (this.bytesIn += chunk.length));
-  }
-
-  /** Counts one upstream's answer bytes (a replayed call has several upstreams). */
-  countOut(upstream: { on(event: "data", cb: (chunk: Uint8Array) => void): unknown }): void {
-    upstream.on("data", (chunk) => (this.bytesOut += chunk.length));
   }
 }
 

@@ -1,4 +1,7 @@
-import { constants, type ClientHttp2Stream, type OutgoingHttpHeaders, type ServerHttp2Stream } from "node:http2";
+import type { OutgoingHttpHeaders, ServerHttp2Stream } from "node:http2";
+import type { H2Headers } from "../upstream/h2/hpack.js";
+import type { StreamError } from "../upstream/h2/frames.js";
+import type { H2Stream, StreamHandler } from "../upstream/h2/stream.js";
 import { answerStatus, forwardable, GrpcStatus, statusTrailers, type CallRecord } from "./grpc-call.js";
 
 /** A call whose body outgrows this is never replayed; it fails as UNAVAILABLE if refused. */
@@ -7,17 +10,16 @@ const replayLimitBytes = 64 * 1024;
 /**
  * The client's request bytes sent upstream before the backend answered. A backend that refuses
  * a stream it never processed (REFUSED_STREAM, or streams above a GOAWAY's last-stream-id:
- * RFC 9113 §8.7) leaves the call safe to retry; with these bytes kedge replays it on a fresh
- * session instead of failing it, as gRPC clients do with transparent retry.
+ * RFC 9113 §8.7), or an endpoint that cannot be reached, leaves the call safe to retry; with
+ * these bytes kedge replays it instead of failing it, as gRPC clients do with transparent retry.
  *
  * It also gathers what the client sends in the same event-loop turn as its headers before the
- * upstream stream opens: Bun's node:http2 sends one packet per frame unless a session's frames are
- * written together, so a unary call's HEADERS, DATA and END_STREAM go out in one write this way.
+ * upstream stream opens, so a unary call's HEADERS and DATA go upstream in one write.
  */
 export class RequestReplay {
   private chunks: Buffer[] | undefined = [];
   private size = 0;
-  private attached = false;
+  private attached: H2Stream | undefined;
   /** Over the replay limit before the first upstream took the bytes: they are sent once, never replayed. */
   private oversize = false;
 
@@ -66,201 +68,212 @@ export class RequestReplay {
   }
 
   /** Sends the client's body to this upstream: what arrived so far, then the rest as it arrives. */
-  attach(upstream: ClientHttp2Stream): void {
-    this.attached = true;
+  attach(upstream: H2Stream): void {
+    this.attached = upstream;
     const chunks = this.chunks ?? [];
     const ended = this.client.readableEnded;
     const n = ended ? chunks.length - 1 : chunks.length;
     for (let i = 0; i < n; i++) upstream.write(chunks[i]);
     if (this.oversize) this.stop();
-    if (ended) upstream.end(chunks.length > 0 ? chunks[chunks.length - 1] : undefined);
-    else this.client.pipe(upstream);
+    if (ended) return upstream.end(chunks.length > 0 ? chunks[chunks.length - 1] : undefined);
+    this.client.on("data", this.forward);
+    this.client.once("end", this.ended);
+    this.client.resume();
+  }
+
+  private readonly forward = (chunk: Buffer) => {
+    if (this.attached && !this.attached.write(chunk)) this.client.pause();
+  };
+
+  private readonly ended = () => this.attached?.end();
+
+  /** The upstream can take more of the body. */
+  drained(): void {
+    if (!this.client.readableEnded) this.client.resume();
   }
 
   /** Stops the flow into a refused upstream; the client's further bytes wait in its stream. */
-  detach(upstream: ClientHttp2Stream): void {
-    this.client.unpipe(upstream);
+  detach(): void {
+    this.client.off("data", this.forward);
+    this.client.off("end", this.ended);
+    this.attached = undefined;
     this.client.pause();
   }
 }
 
 export interface RelayOptions {
+  backendName: string;
   /** Absolute deadline (performance.now() ms) from grpc-timeout. */
   deadlineAt: number | undefined;
   replay: RequestReplay;
-  /** Called once when the upstream stream ends for good. */
+  /** Called once when the upstream stream is over for good. */
   done: () => void;
-  /** The backend refused the stream unprocessed; returns true when the call was started again elsewhere. */
-  retry: () => boolean;
-}
-
-/** Errors that mean the stream never reached the backend's application (RFC 9113 §8.7). */
-const unprocessedErrors = new Set(["ERR_HTTP2_GOAWAY_SESSION", "ERR_HTTP2_INVALID_SESSION"]);
-
-function refusedUnprocessed(upstream: ClientHttp2Stream, err?: Error): boolean {
-  return upstream.rstCode === constants.NGHTTP2_REFUSED_STREAM || unprocessedErrors.has((err as { code?: string } | undefined)?.code ?? "");
+  /** The backend answered: its endpoint is reachable. */
+  reached: () => void;
+  /**
+   * The stream never reached the backend's application (refused, or the endpoint unreachable);
+   * returns true when the call was started again elsewhere.
+   */
+  retry: (err: StreamError) => boolean;
 }
 
 /**
- * The backend's response frames for the client, written together once per event-loop turn (see
- * RequestReplay on why): a unary answer's HEADERS, DATA and trailers leave in one write, a stream's
- * messages in one write per turn instead of one per message. Backpressure as with pipe(): a full
- * client stream pauses the upstream until it drains.
+ * Proxies one gRPC call over an upstream stream without decoding messages: headers, DATA
+ * frames both ways with backpressure, trailers through waitForTrailers. The backend's frames are
+ * held and written to the client together once per event-loop turn: a unary answer's HEADERS,
+ * DATA and trailers leave in one write, a stream's messages in one write per turn. Bun cannot
+ * send RST_STREAM from a server stream, so every failure is answered with a grpc-status instead.
  */
-class ResponseBatch {
+export class GrpcRelay implements StreamHandler {
+  upstream: H2Stream | undefined;
   private headers: OutgoingHttpHeaders | undefined;
   private readonly chunks: Buffer[] = [];
   private turn: ReturnType<typeof setImmediate> | undefined;
+  private trailersOut: OutgoingHttpHeaders | undefined;
   private ended = false;
-  /** The backend answered with headers and a body to come (not trailers-only). */
-  private started = false;
+  private responded = false;
+  private replayed = false;
+  private finished = false;
+  private deadline: Timer | undefined;
 
   constructor(
-    private readonly stream: ServerHttp2Stream,
-    private readonly upstream: ClientHttp2Stream,
+    private readonly client: ServerHttp2Stream,
+    private readonly call: CallRecord,
+    private readonly options: RelayOptions,
   ) {}
 
-  head(headers: OutgoingHttpHeaders): void {
-    this.started = true;
-    this.headers = headers;
+  /** Wires the client to the upstream stream `request` opens with this relay as its handler. */
+  start(upstream: H2Stream): void {
+    this.upstream = upstream;
+    if (this.finished) return; // closed while opening (its close has run)
+    const { client, options } = this;
+    if (client.destroyed || client.closed) {
+      // The client left while the call was being routed: its close event has passed.
+      upstream.cancel();
+      this.finish();
+      this.call.record("cancelled");
+      return;
+    }
+    // kedge enforces the deadline itself too: a client that does not (or a backend that ignores
+    // grpc-timeout) must not hold a call open forever.
+    if (options.deadlineAt !== undefined) this.deadline = setTimeout(this.expire, Math.max(0, options.deadlineAt - performance.now()));
+    client.on("wantTrailers", this.wantTrailers);
+    client.on("close", this.clientClosed);
+    options.replay.attach(upstream);
+  }
+
+  private readonly expire = () => {
+    if (this.finished) return;
+    this.upstream?.cancel();
+    this.finish();
+    this.fail(GrpcStatus.DEADLINE_EXCEEDED, "deadline exceeded");
+  };
+
+  private readonly clientClosed = () => {
+    // A client cancel cancels the backend call.
+    this.upstream?.cancel();
+    this.finish();
+    this.call.record("cancelled"); // no-op when a status was already recorded
+  };
+
+  private readonly wantTrailers = () => {
+    if (this.replayed) return;
+    const final = this.trailersOut ?? statusTrailers(GrpcStatus.INTERNAL, "backend sent no trailers");
+    this.call.record(final["grpc-status"] as string);
+    this.client.sendTrailers(final);
+  };
+
+  response(headers: H2Headers, endStream: boolean): void {
+    this.responded = true;
+    this.options.reached();
+    this.options.replay.stop();
+    const obs = this.call.obs;
+    if (obs) obs.firstByteAt = performance.now();
+    const client = this.client;
+    if (client.destroyed || client.closed) return;
+    const out = forwardable(headers, { ":status": Number(headers[":status"]), "x-kedge-backend-name": this.options.backendName });
+    if (endStream) {
+      this.call.record(headers["grpc-status"]);
+      client.respond(out, { endStream: true }); // trailers-only: status in the headers
+      return;
+    }
+    this.headers = out;
     this.turn ??= setImmediate(this.flush);
   }
 
-  data(chunk: Buffer): void {
-    this.chunks.push(chunk);
+  data(chunk: Uint8Array): void {
+    if (this.call.obs) this.call.obs.bytesOut += chunk.length;
+    this.chunks.push(chunk as Buffer);
     this.turn ??= setImmediate(this.flush);
   }
 
-  /** The upstream's body ended: everything held goes now, then the trailers (wantTrailers). */
+  trailers(headers: H2Headers): void {
+    this.trailersOut = forwardable(headers, {});
+  }
+
+  /** The backend's side ended: everything held goes now, then the trailers (wantTrailers). */
   end(): void {
-    if (!this.started) return;
+    if (!this.headers && !this.client.headersSent) return; // trailers-only, already answered
     this.ended = true;
     this.flush();
   }
 
+  close(err: StreamError | undefined): void {
+    if (this.finished) return;
+    this.finish();
+    if (!err) return void this.flush();
+    if (!this.responded && err.unprocessed && this.options.replay.replayable && !this.client.closed) {
+      this.options.replay.detach();
+      if (this.options.retry(err)) {
+        this.replayed = true;
+        this.client.off("wantTrailers", this.wantTrailers);
+        this.client.off("close", this.clientClosed);
+        return;
+      }
+    }
+    this.fail(GrpcStatus.UNAVAILABLE, `backend ${this.options.backendName}: ${err.message}`);
+  }
+
+  drain(): void {
+    this.options.replay.drained();
+  }
+
+  /** Ends the client's call with this status: a trailers-only answer, or trailers after what was sent. */
+  private fail(code: number, message: string): void {
+    this.flush();
+    const client = this.client;
+    if (!client.headersSent) return answerStatus(client, code, message, this.call);
+    this.trailersOut = statusTrailers(code, message);
+    if (!client.writableEnded) client.end();
+  }
+
+  private finish(): void {
+    if (this.finished) return;
+    this.finished = true;
+    clearTimeout(this.deadline);
+    this.options.done();
+  }
+
   /** Writes what is held now; called before any error path decides between headers and trailers. */
-  readonly flush = (): void => {
+  private readonly flush = (): void => {
     if (this.turn) clearImmediate(this.turn);
     this.turn = undefined;
-    const { stream, chunks } = this;
-    if (stream.destroyed || stream.closed) return void (chunks.length = 0);
+    const { client, chunks } = this;
+    if (client.destroyed || client.closed) return void (chunks.length = 0);
     if (this.headers) {
-      stream.respond(this.headers, { waitForTrailers: true });
+      client.respond(this.headers, { waitForTrailers: true });
       this.headers = undefined;
     }
-    if (!stream.headersSent) return;
+    if (!client.headersSent) return;
     let ok = true;
-    for (const c of chunks) ok = stream.write(c);
+    for (const c of chunks) ok = client.write(c);
     chunks.length = 0;
     if (this.ended) {
-      if (!stream.writableEnded) stream.end();
-    } else if (!ok && !this.upstream.isPaused()) {
-      this.upstream.pause();
-      stream.once("drain", () => this.upstream.resume());
+      if (!client.writableEnded) client.end();
+    } else if (!ok && this.upstream && !this.upstream.paused) {
+      const upstream = this.upstream;
+      upstream.pause();
+      client.once("drain", () => upstream.resume());
     }
   };
-}
-
-/**
- * Proxies one gRPC call on an open upstream stream without decoding messages: headers, DATA
- * frames both ways with backpressure, trailers through waitForTrailers. Bun cannot send
- * RST_STREAM from a server stream, so every failure is answered with a grpc-status instead.
- */
-export function relay(stream: ServerHttp2Stream, upstream: ClientHttp2Stream, call: CallRecord, options: RelayOptions): void {
-  if (stream.destroyed || stream.closed) {
-    // The client left while the upstream stream was opening: its close event has passed, so
-    // nothing below would ever cancel the backend call or count this one.
-    upstream.on("error", () => {});
-    upstream.close(constants.NGHTTP2_CANCEL);
-    options.done();
-    call.record("cancelled");
-    return;
-  }
-  const backendName = call.backendName;
-  const batch = new ResponseBatch(stream, upstream);
-  let trailers: OutgoingHttpHeaders | undefined;
-  let finished = false;
-  let responded = false;
-  let replayed = false;
-  let deadline: Timer | undefined;
-  const finish = () => {
-    if (!finished) {
-      finished = true;
-      clearTimeout(deadline);
-      options.done();
-    }
-  };
-  const replayedElsewhere = (err?: Error): boolean => {
-    if (responded || !options.replay.replayable || !refusedUnprocessed(upstream, err)) return false;
-    options.replay.detach(upstream);
-    replayed = options.retry();
-    return replayed;
-  };
-  // kedge enforces the deadline itself too: a client that does not (or a backend that ignores
-  // grpc-timeout) must not hold a call open forever.
-  if (options.deadlineAt !== undefined) {
-    deadline = setTimeout(() => {
-      if (finished) return;
-      upstream.close(constants.NGHTTP2_CANCEL);
-      batch.flush();
-      if (!stream.headersSent) return answerStatus(stream, GrpcStatus.DEADLINE_EXCEEDED, "deadline exceeded", call);
-      trailers = statusTrailers(GrpcStatus.DEADLINE_EXCEEDED, "deadline exceeded");
-      if (!stream.writableEnded) stream.end();
-    }, Math.max(0, options.deadlineAt - performance.now()));
-  }
-  upstream.on("response", (responseHeaders, flags) => {
-    responded = true;
-    options.replay.stop();
-    if (call.obs) call.obs.firstByteAt = performance.now();
-    if (stream.destroyed || stream.closed) return;
-    const out = forwardable(responseHeaders, { ":status": responseHeaders[":status"] ?? 200, "x-kedge-backend-name": backendName });
-    if (flags & constants.NGHTTP2_FLAG_END_STREAM) {
-      call.record(responseHeaders["grpc-status"]);
-      stream.respond(out, { endStream: true }); // trailers-only: status in the headers
-      return;
-    }
-    batch.head(out);
-  });
-  upstream.on("data", (chunk: Buffer) => batch.data(chunk));
-  upstream.on("end", () => batch.end());
-  upstream.on("trailers", (t) => {
-    trailers = forwardable(t, {});
-  });
-  stream.on("wantTrailers", () => {
-    if (replayed) return;
-    const final = trailers ?? statusTrailers(GrpcStatus.INTERNAL, "backend sent no trailers");
-    call.record(final["grpc-status"] as string);
-    stream.sendTrailers(final);
-  });
-  upstream.on("error", (err) => {
-    if (replayed) return;
-    finish();
-    if (replayedElsewhere(err)) return;
-    batch.flush();
-    if (!stream.headersSent) return answerStatus(stream, GrpcStatus.UNAVAILABLE, `backend ${backendName}: ${err.message}`, call);
-    trailers ??= statusTrailers(GrpcStatus.UNAVAILABLE, `backend ${backendName}: ${err.message}`);
-    if (!stream.writableEnded) stream.end();
-  });
-  upstream.on("close", () => {
-    if (replayed) return;
-    finish();
-    batch.flush();
-    if (stream.headersSent || stream.destroyed || stream.closed) {
-      // The backend reset the stream mid-call: end the client's call with a status, never a hang.
-      if (!trailers && stream.headersSent && !stream.writableEnded) {
-        trailers = statusTrailers(GrpcStatus.UNAVAILABLE, `backend ${backendName} closed the stream`);
-        stream.end();
-      }
-      return;
-    }
-    if (replayedElsewhere()) return;
-    answerStatus(stream, GrpcStatus.UNAVAILABLE, `backend ${backendName} closed the stream`, call);
-  });
-  // Client → backend, with backpressure; a client cancel cancels the backend call.
-  options.replay.attach(upstream);
-  if (call.obs?.logged) call.obs.countOut(upstream);
-  stream.on("close", () => {
-    if (!upstream.closed) upstream.close(constants.NGHTTP2_CANCEL);
-    call.record("cancelled"); // no-op when a status was already recorded
-  });
 }

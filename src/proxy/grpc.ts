@@ -8,7 +8,9 @@ import { parseHostPort } from "../router/host.js";
 import type { Runtime } from "../runtime.js";
 import type { H2Session } from "../upstream/h2-session.js";
 import { answerStatus, type CallRecord, forwardable, GrpcStatus, openCall } from "./grpc-call.js";
-import { relay, RequestReplay } from "./grpc-relay.js";
+import { GrpcRelay, RequestReplay } from "./grpc-relay.js";
+import type { StreamError } from "../upstream/h2/frames.js";
+import type { OutgoingFields } from "../upstream/h2/hpack.js";
 import type { ProxyContext } from "./http.js";
 import { routeLabel, type ProxyMetrics } from "../observe/metrics.js";
 
@@ -87,12 +89,6 @@ export function forwardCall(metrics: ProxyMetrics, stream: ServerHttp2Stream, he
   const deadlineAt = timeoutMs === undefined ? undefined : performance.now() + timeoutMs;
   const replay = new RequestReplay(stream);
   let replays = 0;
-  const retry = () => {
-    if (replays++ >= maxReplays || stream.closed || stream.destroyed) return false;
-    attempt();
-    return true;
-  };
-  // A call whose session could not be opened has sent nothing: it is safe to try another endpoint.
   const attempt = () => {
     let picked: { endpoint: Endpoint; pool: H2Session };
     try {
@@ -104,9 +100,9 @@ export function forwardCall(metrics: ProxyMetrics, stream: ServerHttp2Stream, he
     const { endpoint, pool } = picked;
     const upstreamHeaders = forwardable(headers, {
       ":method": "POST",
+      ":scheme": pool.options.tls ? "https" : "http",
       ":path": headers[":path"],
       ":authority": headers[":authority"] ?? headers.host,
-      ":scheme": pool.options.tls ? "https" : "http",
     });
     if (set) Object.assign(upstreamHeaders, set);
     const obs = call.obs;
@@ -115,20 +111,30 @@ export function forwardCall(metrics: ProxyMetrics, stream: ServerHttp2Stream, he
       obs.sentUpstream(endpoint.address);
     }
     endpoint.outstanding++;
-    pool.request(upstreamHeaders).then(
-      (upstream) => {
-        endpoint.markHealthy();
-        relay(stream, upstream, call, { deadlineAt, replay, retry, done: () => endpoint.outstanding-- });
-      },
-      (err: Error) => {
-        endpoint.outstanding--;
+    // A call that never reached the backend's application is safe to send again: to another
+    // endpoint when this one cannot be reached, to a fresh connection when the stream was refused.
+    const retry = (err: StreamError): boolean => {
+      if (stream.closed || stream.destroyed) return false;
+      if (err.dialFailed) {
         endpoint.markFailed(backend.failureBackoffMs, defaults.maxFailureBackoffMs);
         failedOn.add(endpoint);
-        if (failedOn.size < Math.min(maxEndpointAttempts, backend.endpointCount) && !stream.closed) return attempt();
-        metrics.proxyErrors.inc([backendName, "no-connection-to-all-resolved-addresses"]);
-        answerStatus(stream, GrpcStatus.UNAVAILABLE, `backend ${backendName}: ${err.message}`, call);
-      },
-    );
+        if (failedOn.size >= Math.min(maxEndpointAttempts, backend.endpointCount)) {
+          metrics.proxyErrors.inc([backendName, "no-connection-to-all-resolved-addresses"]);
+          return false;
+        }
+      } else if (replays++ >= maxReplays) return false;
+      attempt();
+      return true;
+    };
+    const relay = new GrpcRelay(stream, call, {
+      backendName,
+      deadlineAt,
+      replay,
+      retry,
+      done: () => endpoint.outstanding--,
+      reached: () => endpoint.markHealthy(),
+    });
+    relay.start(pool.request(upstreamHeaders as OutgoingFields, relay));
   };
   if (call.obs?.logged) call.obs.countIn(stream);
   replay.gather(() => {

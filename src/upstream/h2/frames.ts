@@ -1,0 +1,126 @@
+/** HTTP/2 wire constants (RFC 9113 §6, §7, §11) used by kedge's upstream client. */
+export const FrameType = { DATA: 0, HEADERS: 1, PRIORITY: 2, RST_STREAM: 3, SETTINGS: 4, PUSH_PROMISE: 5, PING: 6, GOAWAY: 7, WINDOW_UPDATE: 8, CONTINUATION: 9 } as const;
+export const Flag = { END_STREAM: 0x1, ACK: 0x1, END_HEADERS: 0x4, PADDED: 0x8, PRIORITY: 0x20 } as const;
+export const Setting = { HEADER_TABLE_SIZE: 1, ENABLE_PUSH: 2, MAX_CONCURRENT_STREAMS: 3, INITIAL_WINDOW_SIZE: 4, MAX_FRAME_SIZE: 5, MAX_HEADER_LIST_SIZE: 6 } as const;
+export const ErrorCode = {
+  NO_ERROR: 0, PROTOCOL_ERROR: 1, INTERNAL_ERROR: 2, FLOW_CONTROL_ERROR: 3, SETTINGS_TIMEOUT: 4, STREAM_CLOSED: 5,
+  FRAME_SIZE_ERROR: 6, REFUSED_STREAM: 7, CANCEL: 8, COMPRESSION_ERROR: 9, CONNECT_ERROR: 10, ENHANCE_YOUR_CALM: 11,
+  INADEQUATE_SECURITY: 12, HTTP_1_1_REQUIRED: 13,
+} as const;
+
+export const preface = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "latin1");
+export const frameHeaderSize = 9;
+export const defaultWindow = 65_535;
+export const maxWindow = 2 ** 31 - 1;
+export const defaultMaxFrameSize = 16_384;
+
+const names = Object.fromEntries(Object.entries(ErrorCode).map(([k, v]) => [v, k]));
+export function errorName(code: number): string {
+  return names[code] ?? `error ${code}`;
+}
+
+/** A connection-level protocol violation by the peer: the connection ends with GOAWAY(code). */
+export class ConnectionError extends Error {
+  constructor(
+    readonly code: number,
+    message: string,
+  ) {
+    super(message);
+    this.name = "ConnectionError";
+  }
+}
+
+/**
+ * Why a stream ended without a complete response. `unprocessed` means the backend never acted
+ * on it (REFUSED_STREAM, above a GOAWAY's last stream id, or never sent: RFC 9113 §8.7), so
+ * sending the request again is safe.
+ */
+export class StreamError extends Error {
+  constructor(
+    message: string,
+    readonly code: number,
+    readonly unprocessed: boolean,
+    /** The connection never came up: the endpoint itself is unreachable. */
+    readonly dialFailed = false,
+  ) {
+    super(message);
+    this.name = "StreamError";
+  }
+}
+
+/**
+ * Frames waiting for the socket, built in one buffer: everything a connection writes in one
+ * event-loop turn leaves in one write (one packet for a unary call's HEADERS and DATA).
+ */
+export class FrameBuffer {
+  private buf = Buffer.allocUnsafe(16 * 1024);
+  length = 0;
+
+  private room(n: number): void {
+    if (this.length + n <= this.buf.length) return;
+    const bigger = Buffer.allocUnsafe(Math.max(this.buf.length * 2, this.length + n));
+    this.buf.copy(bigger, 0, 0, this.length);
+    this.buf = bigger;
+  }
+
+  frame(type: number, flags: number, streamId: number, payload?: Uint8Array, start = 0, end = payload?.length ?? 0): void {
+    const n = end - start;
+    this.room(frameHeaderSize + n);
+    const b = this.buf;
+    let at = this.length;
+    b[at++] = n >>> 16;
+    b[at++] = (n >>> 8) & 0xff;
+    b[at++] = n & 0xff;
+    b[at++] = type;
+    b[at++] = flags;
+    b.writeUInt32BE(streamId, at);
+    at += 4;
+    if (payload && n > 0) {
+      b.set(n === payload.length ? payload : payload.subarray(start, end), at);
+      at += n;
+    }
+    this.length = at;
+  }
+
+  /** A frame whose payload is 32-bit words (WINDOW_UPDATE, RST_STREAM, GOAWAY, SETTINGS pairs). */
+  words(type: number, flags: number, streamId: number, ...values: number[]): void {
+    const n = values.length * 4;
+    this.room(frameHeaderSize + n);
+    this.frame(type, flags, streamId);
+    const b = this.buf;
+    b[this.length - 9] = n >>> 16;
+    b[this.length - 8] = (n >>> 8) & 0xff;
+    b[this.length - 7] = n & 0xff;
+    for (const v of values) {
+      b.writeUInt32BE(v >>> 0, this.length);
+      this.length += 4;
+    }
+  }
+
+  settings(flags: number, pairs: readonly (readonly [number, number])[]): void {
+    this.room(frameHeaderSize + pairs.length * 6);
+    const n = pairs.length * 6;
+    const b = this.buf;
+    this.frame(FrameType.SETTINGS, flags, 0);
+    b[this.length - 8] = n >>> 8;
+    b[this.length - 7] = n & 0xff;
+    for (const [id, value] of pairs) {
+      b.writeUInt16BE(id, this.length);
+      b.writeUInt32BE(value, this.length + 2);
+      this.length += 6;
+    }
+  }
+
+  raw(bytes: Uint8Array): void {
+    this.room(bytes.length);
+    this.buf.set(bytes, this.length);
+    this.length += bytes.length;
+  }
+
+  /** The bytes so far, valid until the next frame is added. */
+  take(): Uint8Array {
+    const out = this.buf.subarray(0, this.length);
+    this.length = 0;
+    return out;
+  }
+}

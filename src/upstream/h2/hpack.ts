@@ -1,0 +1,221 @@
+import { huffmanDecode } from "./huffman.js";
+
+/** Header fields as node:http2 hands them out: a repeated name collects its values in order. */
+export type H2Headers = Record<string, string | string[]>;
+export type OutgoingFields = Record<string, string | number | readonly string[] | undefined>;
+
+export class HpackError extends Error {
+  override name = "HpackError";
+}
+
+/** RFC 7541 Appendix A. */
+const staticTable: readonly (readonly [string, string])[] = [
+  ["", ""], // index 0 is not a field
+  [":authority", ""], [":method", "GET"], [":method", "POST"], [":path", "/"], [":path", "/index.html"],
+  [":scheme", "http"], [":scheme", "https"], [":status", "200"], [":status", "204"], [":status", "206"],
+  [":status", "304"], [":status", "400"], [":status", "404"], [":status", "500"], ["accept-charset", ""],
+  ["accept-encoding", "gzip, deflate"], ["accept-language", ""], ["accept-ranges", ""], ["accept", ""],
+  ["access-control-allow-origin", ""], ["age", ""], ["allow", ""], ["authorization", ""], ["cache-control", ""],
+  ["content-disposition", ""], ["content-encoding", ""], ["content-language", ""], ["content-length", ""],
+  ["content-location", ""], ["content-range", ""], ["content-type", ""], ["cookie", ""], ["date", ""], ["etag", ""],
+  ["expect", ""], ["expires", ""], ["from", ""], ["host", ""], ["if-match", ""], ["if-modified-since", ""],
+  ["if-none-match", ""], ["if-range", ""], ["if-unmodified-since", ""], ["last-modified", ""], ["link", ""],
+  ["location", ""], ["max-forwards", ""], ["proxy-authenticate", ""], ["proxy-authorization", ""], ["range", ""],
+  ["referer", ""], ["refresh", ""], ["retry-after", ""], ["server", ""], ["set-cookie", ""],
+  ["strict-transport-security", ""], ["transfer-encoding", ""], ["user-agent", ""], ["vary", ""], ["via", ""],
+  ["www-authenticate", ""],
+];
+const staticCount = staticTable.length - 1;
+/** Per RFC 7541 §4.1: an entry's size counts its name and value octets plus 32. */
+const entryOverhead = 32;
+
+// A literal's name must be a lowercase token (or a pseudo-header); values must not carry NUL, CR or LF (RFC 9113 §8.2).
+const fieldName = /^:?[a-z0-9!#$%&'*+.^_`|~-]+$/;
+const badValue = /[\0\r\n]/;
+
+/**
+ * One connection's HPACK decoding context (RFC 7541): the static table, the dynamic table the
+ * peer fills, and a bound on the decoded list so a hostile peer cannot make kedge buffer without
+ * limit. Decoding errors are connection errors (COMPRESSION_ERROR): the context is unusable after one.
+ */
+export class HpackDecoder {
+  /** Newest entry last. */
+  private readonly table: [string, string][] = [];
+  private tableSize = 0;
+  private capacity: number;
+
+  constructor(
+    /** The SETTINGS_HEADER_TABLE_SIZE kedge advertised: the most a size update may ask for. */
+    private readonly maxCapacity = 4096,
+    private readonly maxListSize = 64 * 1024,
+  ) {
+    this.capacity = maxCapacity;
+  }
+
+  decode(block: Uint8Array): H2Headers {
+    const out: H2Headers = Object.create(null); // a backend may send a field named "constructor" or "__proto__"
+    let listSize = 0;
+    let fields = 0;
+    let pos = 0;
+    const end = block.length;
+    const int = (prefixBits: number): number => {
+      const mask = (1 << prefixBits) - 1;
+      let value = block[pos++] & mask;
+      if (value < mask) return value;
+      for (let shift = 0; ; shift += 7) {
+        if (pos >= end || shift > 21) throw new HpackError("bad integer");
+        const b = block[pos++];
+        value += (b & 127) * 2 ** shift;
+        if ((b & 128) === 0) return value;
+      }
+    };
+    const str = (check: RegExp | undefined, mustMatch: boolean): string => {
+      if (pos >= end) throw new HpackError("truncated string");
+      const huffman = block[pos] & 0x80;
+      const length = int(7);
+      if (pos + length > end) throw new HpackError("truncated string");
+      let s: string;
+      if (huffman) {
+        const bytes = huffmanDecode(block, pos, pos + length);
+        if (!bytes) throw new HpackError("bad Huffman string");
+        s = latin1(bytes, 0, bytes.length);
+      } else s = latin1(block, pos, pos + length);
+      pos += length;
+      if (check && check.test(s) !== mustMatch) throw new HpackError(mustMatch ? `bad field name ${JSON.stringify(s)}` : "field value with NUL, CR or LF");
+      return s;
+    };
+    while (pos < end) {
+      const b = block[pos];
+      let name: string;
+      let value: string;
+      if (b & 0x80) {
+        [name, value] = this.entry(int(7));
+      } else if ((b & 0xe0) === 0x20) {
+        if (fields > 0) throw new HpackError("table size update after a field");
+        const size = int(5);
+        if (size > this.maxCapacity) throw new HpackError(`table size update ${size} above ${this.maxCapacity}`);
+        this.capacity = size;
+        this.evict(0);
+        continue;
+      } else {
+        const indexing = (b & 0xc0) === 0x40;
+        const nameIndex = int(indexing ? 6 : 4);
+        name = nameIndex === 0 ? str(fieldName, true) : this.entry(nameIndex)[0];
+        value = str(badValue, false);
+        if (indexing) this.insert(name, value);
+      }
+      fields++;
+      listSize += name.length + value.length + entryOverhead;
+      if (listSize > this.maxListSize) throw new HpackError(`header list above ${this.maxListSize} bytes`);
+      const had = out[name];
+      if (had === undefined) out[name] = value;
+      else if (typeof had === "string") out[name] = [had, value];
+      else had.push(value);
+    }
+    return out;
+  }
+
+  private entry(index: number): readonly [string, string] {
+    if (index === 0) throw new HpackError("index 0");
+    if (index <= staticCount) return staticTable[index];
+    const e = this.table[this.table.length - 1 - (index - staticCount - 1)];
+    if (!e) throw new HpackError(`index ${index} beyond the dynamic table`);
+    return e;
+  }
+
+  private insert(name: string, value: string): void {
+    const size = name.length + value.length + entryOverhead;
+    this.evict(size);
+    // An entry larger than the whole table empties it and is not added (RFC 7541 §4.4).
+    if (size > this.capacity) return;
+    this.table.push([name, value]);
+    this.tableSize += size;
+  }
+
+  /** Drops the oldest entries until `room` more bytes fit. */
+  private evict(room: number): void {
+    let drop = 0;
+    while (this.tableSize + room > this.capacity && drop < this.table.length) {
+      const [n, v] = this.table[drop++];
+      this.tableSize -= n.length + v.length + entryOverhead;
+    }
+    if (drop > 0) this.table.splice(0, drop);
+  }
+}
+
+/**
+ * Octets as a one-byte-per-char string, the way node:http2 treats header values, so any byte a
+ * backend sends reaches the client unchanged. Short ASCII fields are the norm: a loop beats a
+ * native call there.
+ */
+function latin1(bytes: Uint8Array, start: number, end: number): string {
+  if (end - start > 64) return Buffer.from(bytes.buffer, bytes.byteOffset + start, end - start).toString("latin1");
+  let s = "";
+  for (let i = start; i < end; i++) s += String.fromCharCode(bytes[i]);
+  return s;
+}
+
+// The encoder's shortcuts: whole fields and names the static table holds.
+const indexedField = new Map<string, number>([[":method\0GET", 2], [":method\0POST", 3], [":path\0/", 4], [":scheme\0http", 6], [":scheme\0https", 7]]);
+const staticName = new Map<string, number>();
+for (let i = staticCount; i >= 1; i--) staticName.set(staticTable[i][0], i);
+/** Fields an intermediary must never index either (RFC 7541 §7.1.3). */
+const neverIndexed = new Set(["authorization", "proxy-authorization", "cookie", "set-cookie"]);
+
+let buf = Buffer.allocUnsafe(4096);
+
+/**
+ * Encodes fields as literals without indexing and without Huffman coding: the peer's dynamic
+ * table stays empty, so kedge keeps no encoder state and a peer that decodes only the static
+ * table (nginx's grpc_pass does) still reads every request. Pseudo-headers must come first.
+ */
+export function encodeHeaders(fields: OutgoingFields): Uint8Array {
+  let at = 0;
+  const room = (n: number) => {
+    if (at + n <= buf.length) return;
+    const bigger = Buffer.allocUnsafe(Math.max(buf.length * 2, at + n));
+    buf.copy(bigger, 0, 0, at);
+    buf = bigger;
+  };
+  const int = (first: number, prefixBits: number, value: number) => {
+    room(6);
+    const mask = (1 << prefixBits) - 1;
+    if (value < mask) {
+      buf[at++] = first | value;
+      return;
+    }
+    buf[at++] = first | mask;
+    value -= mask;
+    while (value >= 128) {
+      buf[at++] = (value & 127) | 128;
+      value = Math.floor(value / 128);
+    }
+    buf[at++] = value;
+  };
+  const str = (s: string) => {
+    const n = s.length; // one octet per char, as node:http2 hands header values over
+    int(0, 7, n);
+    room(n);
+    at += buf.write(s, at, n, "latin1");
+  };
+  const field = (name: string, value: string) => {
+    const whole = indexedField.get(`${name}\0${value}`);
+    if (whole !== undefined) return int(0x80, 7, whole);
+    const first = neverIndexed.has(name) ? 0x10 : 0;
+    const index = staticName.get(name);
+    if (index !== undefined) int(first, 4, index);
+    else {
+      int(first, 4, 0);
+      str(name);
+    }
+    str(value);
+  };
+  for (const name in fields) {
+    const v = fields[name];
+    if (v === undefined) continue;
+    if (typeof v === "string") field(name, v);
+    else if (typeof v === "number") field(name, String(v));
+    else for (const one of v) field(name, one);
+  }
+  return Uint8Array.prototype.slice.call(buf, 0, at);
+}

@@ -1,0 +1,80 @@
+import type { H2Headers } from "./hpack.js";
+import { ErrorCode, type StreamError } from "./frames.js";
+import type { H2Connection } from "./connection.js";
+
+/** What a stream tells its user, each synchronously as the frames arrive. */
+export interface StreamHandler {
+  /** The final (non-1xx) response headers; endStream: trailers-only, nothing follows but end(). */
+  response(headers: H2Headers, endStream: boolean): void;
+  data(chunk: Uint8Array): void;
+  trailers(headers: H2Headers): void;
+  /** The backend ended its side (END_STREAM), after the response, data or trailers. */
+  end(): void;
+  /** The stream is over: once, unless kedge cancelled it; `err` when it did not end cleanly. */
+  close(err: StreamError | undefined): void;
+  /** write() returned false and the stream may take more now. */
+  drain(): void;
+}
+
+/**
+ * One request/response exchange on an upstream HTTP/2 connection. It may be created before its
+ * connection is ready or has a free stream slot; what is written meanwhile waits in `pending`.
+ */
+export class H2Stream {
+  /** 0 until the HEADERS frame is sent. */
+  id = 0;
+  conn: H2Connection | undefined;
+  sendWindow = 0;
+  /** Receive window kedge has granted and the backend not used yet. */
+  recvWindow = 0;
+  /** Bytes received and not yet granted again. */
+  unacked = 0;
+  paused = false;
+  readonly pending: Uint8Array[] = [];
+  pendingEnd = false;
+  localEnded = false;
+  remoteEnded = false;
+  responded = false;
+  closed = false;
+  /** Set when write() returned false: drain() is owed. */
+  wantsDrain = false;
+  /** Set when a RST_STREAM ended it: the backend's error code. */
+  rstCode: number | undefined;
+
+  constructor(
+    readonly block: Uint8Array,
+    readonly handler: StreamHandler,
+  ) {}
+
+  /** False when the bytes wait for flow control (or the connection): wait for drain(). */
+  write(chunk: Uint8Array): boolean {
+    if (this.closed || this.pendingEnd) return true;
+    if (chunk.length > 0) this.pending.push(chunk);
+    return this.conn ? this.conn.sendPending(this) : !(this.wantsDrain = true);
+  }
+
+  end(chunk?: Uint8Array): void {
+    if (this.closed || this.pendingEnd) return;
+    if (chunk && chunk.length > 0) this.pending.push(chunk);
+    this.pendingEnd = true;
+    this.conn?.sendPending(this);
+  }
+
+  /** Resets the stream (RST_STREAM); no handler call follows. */
+  cancel(code: number = ErrorCode.CANCEL): void {
+    if (this.closed) return;
+    if (this.conn) this.conn.reset(this, code);
+    else this.closed = true;
+  }
+
+  /** Stops granting the backend more window: it stalls once what it may send is spent. */
+  pause(): void {
+    this.paused = true;
+  }
+
+  resume(): void {
+    if (!this.paused) return;
+    this.paused = false;
+    this.conn?.grant(this);
+  }
+}
