@@ -3,6 +3,7 @@ import http2 from "node:http2";
 import net from "node:net";
 import { startTestKedge, type TestKedge } from "./helpers/kedge.ts";
 import { startUpstream, type Upstream } from "./helpers/upstream.ts";
+import { frame } from "./helpers/h2-wire.ts";
 
 // Hostile HTTP/2 clients written frame by frame on a raw socket (a real client library would not
 // misbehave): rapid reset, PING and SETTINGS floods. kedge must cut the attacker off, keep
@@ -23,15 +24,6 @@ afterAll(async () => {
   await kedge?.shutdown();
   await upstream?.close();
 });
-
-function frame(type: number, flags: number, streamId: number, payload: Buffer): Buffer {
-  const head = Buffer.alloc(9);
-  head.writeUIntBE(payload.length, 0, 3);
-  head[3] = type;
-  head[4] = flags;
-  head.writeUInt32BE(streamId, 5);
-  return Buffer.concat([head, payload]);
-}
 
 const preface = Buffer.concat([Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), frame(4, 0, 0, Buffer.alloc(0))]);
 // HPACK: :method GET, :scheme http, :path /flood (literal), :authority localhost (literal, no indexing).
