@@ -73,13 +73,13 @@ const FAIL = 1 << 9;
   }
 })();
 
-let scratch = new Uint8Array(256);
+let scratch = Buffer.allocUnsafe(256);
 
 /** Decodes src[start, end); null when the input is not a valid Huffman string. */
-export function huffmanDecode(src: Uint8Array, start: number, end: number): Uint8Array | null {
+export function huffmanDecode(src: Uint8Array, start: number, end: number): Buffer | null {
   // Every symbol is at least 5 bits, so the output is at most 8/5 of the input.
   const most = Math.ceil(((end - start) * 8) / 5);
-  if (scratch.length < most) scratch = new Uint8Array(most * 2);
+  if (scratch.length < most) scratch = Buffer.allocUnsafe(most * 2);
   const out = scratch;
   let n = 0;
   let state = 0;
