@@ -120,15 +120,16 @@ export interface RelayOptions {
 /**
  * Proxies one gRPC call over an upstream stream without decoding messages: headers, DATA
  * frames both ways with backpressure, trailers through waitForTrailers. The backend's frames are
- * held and written to the client together once per event-loop turn: a unary answer's HEADERS,
- * DATA and trailers leave in one write, a stream's messages in one write per turn. Bun cannot
+ * held and written to the client together once per socket read (a microtask runs once the
+ * connection has handled the read): a unary answer's HEADERS, DATA and trailers leave in one
+ * write, a stream's messages that arrived together in one write. Bun cannot
  * send RST_STREAM from a server stream, so every failure is answered with a grpc-status instead.
  */
 export class GrpcRelay implements StreamHandler {
   upstream: H2Stream | undefined;
   private headers: OutgoingHttpHeaders | undefined;
   private readonly chunks: Buffer[] = [];
-  private turn: ReturnType<typeof setImmediate> | undefined;
+  private flushQueued = false;
   private trailersOut: OutgoingHttpHeaders | undefined;
   private ended = false;
   private responded = false;
@@ -198,13 +199,13 @@ export class GrpcRelay implements StreamHandler {
       return;
     }
     this.headers = out;
-    this.turn ??= setImmediate(this.flush);
+    this.queueFlush();
   }
 
   data(chunk: Uint8Array): void {
     if (this.call.obs) this.call.obs.bytesOut += chunk.length;
     this.chunks.push(chunk as Buffer);
-    this.turn ??= setImmediate(this.flush);
+    this.queueFlush();
   }
 
   trailers(headers: H2Headers): void {
@@ -254,11 +255,17 @@ export class GrpcRelay implements StreamHandler {
     this.options.done();
   }
 
+  private queueFlush(): void {
+    if (this.flushQueued) return;
+    this.flushQueued = true;
+    queueMicrotask(this.flush);
+  }
+
   /** Writes what is held now; called before any error path decides between headers and trailers. */
   private readonly flush = (): void => {
-    if (this.turn) clearImmediate(this.turn);
-    this.turn = undefined;
+    this.flushQueued = false;
     const { client, chunks } = this;
+    if (!this.headers && chunks.length === 0 && !this.ended) return;
     if (client.destroyed || client.closed) return void (chunks.length = 0);
     if (this.headers) {
       client.respond(this.headers, { waitForTrailers: true });

@@ -4,7 +4,7 @@ import type { GrpcBackend } from "../backend/grpc-backend.js";
 import { defaults } from "../backend/http-backend.js";
 import type { RoutePolicy } from "../auth/policy.js";
 import { KedgeError } from "../errors.js";
-import { parseHostPort } from "../router/host.js";
+import { parseHostPort, type HostPort } from "../router/host.js";
 import type { Runtime } from "../runtime.js";
 import type { H2Session } from "../upstream/h2-session.js";
 import { answerStatus, type CallRecord, forwardable, GrpcStatus, openCall } from "./grpc-call.js";
@@ -35,6 +35,19 @@ interface Routed {
   unrouted?: KedgeError;
 }
 
+const noHost: HostPort = { host: "", port: 0 };
+let lastAuthority = "";
+let lastHostPort = noHost;
+
+/** The call's :authority split; the last one is kept, as a client's calls share one authority. */
+function hostPortOf(authority: string): HostPort {
+  if (authority !== lastAuthority) {
+    lastHostPort = parseHostPort(authority, 0) ?? noHost;
+    lastAuthority = authority;
+  }
+  return lastHostPort;
+}
+
 /** Where a call goes: its backend from the first route that matches service, authority and metadata. */
 function routeCall(runtime: Runtime, headers: IncomingHttpHeaders): Routed {
   const path = (headers[":path"] as string | undefined) ?? "";
@@ -42,7 +55,7 @@ function routeCall(runtime: Runtime, headers: IncomingHttpHeaders): Routed {
   const service = slash > 0 ? path.slice(1, slash) : path.slice(1);
   const method = slash > 0 ? path.slice(slash + 1) : "";
   const authority = ((headers[":authority"] ?? headers.host) as string | undefined) ?? "";
-  const hostPort = parseHostPort(authority, 0) ?? { host: "", port: 0 };
+  const hostPort = hostPortOf(authority);
   const route = runtime.grpcRoutes.match({ service, method, host: hostPort.host, port: hostPort.port, metadata: headers });
   if (!route) {
     const target = runtime.grpcAdhoc.match(hostPort.host, hostPort.port || undefined);

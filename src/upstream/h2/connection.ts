@@ -227,7 +227,7 @@ export class H2Connection {
   private schedule(): void {
     if (this.flushQueued) return;
     this.flushQueued = true;
-    queueMicrotask(this.flush);
+    setImmediate(this.flush);
   }
 
   private readonly flush = (): void => {
@@ -287,7 +287,9 @@ export class H2Connection {
         const id = ((buf[pos + 5] & 0x7f) << 24) | (buf[pos + 6] << 16) | (buf[pos + 7] << 8) | buf[pos + 8];
         const start = pos + frameHeaderSize;
         pos = start + length;
-        this.frame(type, flags, id, buf.subarray(start, pos));
+        // A plain complete header block (the common HEADERS) is decoded in place, without a view.
+        if (type === FrameType.HEADERS && (flags & (Flag.END_HEADERS | Flag.PADDED | Flag.PRIORITY)) === Flag.END_HEADERS && this.settled && !this.block && id !== 0) this.headerBlock(id, flags, buf, start, pos);
+        else this.frame(type, flags, id, buf.subarray(start, pos));
         if (this.closed) return;
       }
     } catch (e) {
@@ -362,7 +364,7 @@ export class H2Connection {
       if (fragment.length < 5) throw new ConnectionError(ErrorCode.FRAME_SIZE_ERROR, "short HEADERS priority");
       fragment = fragment.subarray(5);
     }
-    if (flags & Flag.END_HEADERS) return this.headerBlock(id, flags, fragment);
+    if (flags & Flag.END_HEADERS) return this.headerBlock(id, flags, fragment, 0, fragment.length);
     this.block = { id, flags, parts: [fragment.slice()], size: fragment.length };
   }
 
@@ -375,12 +377,13 @@ export class H2Connection {
     block.parts.push(payload.slice());
     if (!(flags & Flag.END_HEADERS)) return;
     this.block = undefined;
-    this.headerBlock(id, block.flags, Buffer.concat(block.parts));
+    const whole = Buffer.concat(block.parts);
+    this.headerBlock(id, block.flags, whole, 0, whole.length);
   }
 
-  private headerBlock(id: number, flags: number, block: Uint8Array): void {
+  private headerBlock(id: number, flags: number, block: Uint8Array, start: number, end: number): void {
     // Decoded even for a stream kedge has dropped: the dynamic table must stay in step.
-    const headers = this.decoder.decode(block);
+    const headers = this.decoder.decode(block, start, end);
     const stream = this.streams.get(id);
     if (!stream) return this.unknownStream(id);
     const endStream = (flags & Flag.END_STREAM) !== 0;

@@ -1,4 +1,4 @@
-import { huffmanDecode } from "./huffman.js";
+import { huffmanDecode, huffmanOutput } from "./huffman.js";
 
 /** Header fields as node:http2 hands them out: a repeated name collects its values in order. */
 export type H2Headers = Record<string, string | string[]>;
@@ -55,14 +55,16 @@ export class HpackDecoder {
   // The block being decoded and the read position in it: fields, not closures, on the hot path.
   private block: Buffer = Buffer.alloc(0);
   private pos = 0;
+  private end = 0;
 
-  decode(block: Uint8Array): H2Headers {
+  /** Decodes block[start, end): one whole header block. */
+  decode(block: Uint8Array, start = 0, end = block.length): H2Headers {
     this.block = Buffer.isBuffer(block) ? block : Buffer.from(block.buffer, block.byteOffset, block.length);
-    this.pos = 0;
+    this.pos = start;
+    this.end = end;
     const out: H2Headers = Object.create(null); // a backend may send a field named "constructor" or "__proto__"
     let listSize = 0;
     let fields = 0;
-    const end = block.length;
     while (this.pos < end) {
       const b = block[this.pos];
       let name: string;
@@ -107,7 +109,7 @@ export class HpackDecoder {
     let value = block[this.pos++] & mask;
     if (value < mask) return value;
     for (let shift = 0; ; shift += 7) {
-      if (this.pos >= block.length || shift > 21) throw new HpackError("bad integer");
+      if (this.pos >= this.end || shift > 21) throw new HpackError("bad integer");
       const b = block[this.pos++];
       value += (b & 127) * 2 ** shift;
       if ((b & 128) === 0) return value;
@@ -117,16 +119,16 @@ export class HpackDecoder {
   /** A string literal (RFC 7541 §5.2), one char per octet as node:http2 hands header values over. */
   private str(): string {
     const block = this.block;
-    if (this.pos >= block.length) throw new HpackError("truncated string");
+    if (this.pos >= this.end) throw new HpackError("truncated string");
     const huffman = block[this.pos] & 0x80;
     const length = this.int(7);
     const start = this.pos;
-    if (start + length > block.length) throw new HpackError("truncated string");
+    if (start + length > this.end) throw new HpackError("truncated string");
     this.pos += length;
     if (!huffman) return latin1(block, start, start + length);
-    const bytes = huffmanDecode(block, start, start + length);
-    if (!bytes) throw new HpackError("bad Huffman string");
-    return latin1(bytes, 0, bytes.length);
+    const n = huffmanDecode(block, start, start + length);
+    if (n < 0) throw new HpackError("bad Huffman string");
+    return latin1(huffmanOutput(), 0, n);
   }
 
   private entry(index: number): readonly [string, string] {
@@ -164,8 +166,12 @@ function latin1(bytes: Buffer, start: number, end: number): string {
   return (bytes as Latin1).latin1Slice(start, end);
 }
 
-// The encoder's shortcuts: whole fields and names the static table holds.
-const indexedField = new Map<string, number>([[":method\0GET", 2], [":method\0POST", 3], [":path\0/", 4], [":scheme\0http", 6], [":scheme\0https", 7]]);
+/** The static table's index of a whole pseudo-header field kedge sends, or 0. */
+function indexedField(name: string, value: string): number {
+  if (name === ":method") return value === "POST" ? 3 : value === "GET" ? 2 : 0;
+  if (name === ":scheme") return value === "https" ? 7 : value === "http" ? 6 : 0;
+  return name === ":path" && value === "/" ? 4 : 0;
+}
 const staticName = new Map<string, number>();
 for (let i = staticCount; i >= 1; i--) staticName.set(staticTable[i][0], i);
 /** Fields an intermediary must never index either (RFC 7541 §7.1.3). */
@@ -208,8 +214,8 @@ export function encodeHeaders(fields: OutgoingFields): Uint8Array {
     at += buf.write(s, at, n, "latin1");
   };
   const field = (name: string, value: string) => {
-    const whole = indexedField.get(`${name}\0${value}`);
-    if (whole !== undefined) return int(0x80, 7, whole);
+    const whole = name.charCodeAt(0) === 58 /* ":" */ ? indexedField(name, value) : 0;
+    if (whole !== 0) return int(0x80, 7, whole);
     const first = neverIndexed.has(name) ? 0x10 : 0;
     const index = staticName.get(name);
     if (index !== undefined) int(first, 4, index);

@@ -75,8 +75,13 @@ const FAIL = 1 << 9;
 
 let scratch = Buffer.allocUnsafe(256);
 
-/** Decodes src[start, end); null when the input is not a valid Huffman string. */
-export function huffmanDecode(src: Uint8Array, start: number, end: number): Buffer | null {
+/** Where huffmanDecode writes: valid until its next call. */
+export function huffmanOutput(): Buffer {
+  return scratch;
+}
+
+/** Decodes src[start, end) into huffmanOutput(); its length, or -1 when the input is not a valid Huffman string. */
+export function huffmanDecode(src: Uint8Array, start: number, end: number): number {
   // Every symbol is at least 5 bits, so the output is at most 8/5 of the input.
   const most = Math.ceil(((end - start) * 8) / 5);
   if (scratch.length < most) scratch = Buffer.allocUnsafe(most * 2);
@@ -86,13 +91,13 @@ export function huffmanDecode(src: Uint8Array, start: number, end: number): Buff
   for (let i = start; i < end; i++) {
     const byte = src[i];
     let t = machine[state * 16 + (byte >> 4)];
-    if (t & FAIL) return null;
+    if (t & FAIL) return -1;
     if (t & EMIT) out[n++] = t >> 10;
     state = t & 0xff;
     t = machine[state * 16 + (byte & 15)];
-    if (t & FAIL) return null;
+    if (t & FAIL) return -1;
     if (t & EMIT) out[n++] = t >> 10;
     state = t & 0xff;
   }
-  return accepting[state] ? out.subarray(0, n) : null;
+  return accepting[state] ? n : -1;
 }
