@@ -18,6 +18,19 @@ export function forwardable(headers: IncomingHttpHeaders, into: OutgoingHttpHead
   return into;
 }
 
+/**
+ * The same filter, in place, for a backend's response headers or trailers, objects kedge owns
+ * (its HPACK decoder made them): the ":status" of a response stays, and "te" goes too, a request
+ * field that node:http2 clients reject in a response. Nothing is copied; a backend rarely sends
+ * anything to drop.
+ */
+export function forwardableInPlace<T extends Record<string, unknown>>(headers: T, keepStatus: boolean): T {
+  for (const name in headers) {
+    if (name.charCodeAt(0) === 58 /* ":" */ ? !(keepStatus && name === ":status") : notForwarded.has(name) || name === "te") delete headers[name];
+  }
+  return headers;
+}
+
 /** Counts each call once, by backend, method, route and the grpc-status its client got. */
 export class CallRecord {
   private readonly started = performance.now();

@@ -2,7 +2,7 @@ import type { OutgoingHttpHeaders, ServerHttp2Stream } from "node:http2";
 import type { H2Headers } from "../upstream/h2/hpack.js";
 import type { StreamError } from "../upstream/h2/frames.js";
 import type { H2Stream, StreamHandler } from "../upstream/h2/stream.js";
-import { answerStatus, forwardable, GrpcStatus, statusTrailers, type CallRecord } from "./grpc-call.js";
+import { answerStatus, forwardableInPlace, GrpcStatus, statusTrailers, type CallRecord } from "./grpc-call.js";
 
 /** A call whose body outgrows this is never replayed; it fails as UNAVAILABLE if refused. */
 const replayLimitBytes = 64 * 1024;
@@ -22,20 +22,32 @@ export class RequestReplay {
   private attached: H2Stream | undefined;
   /** Over the replay limit before the first upstream took the bytes: they are sent once, never replayed. */
   private oversize = false;
+  private ready: (() => void) | undefined;
+  private turn: ReturnType<typeof setImmediate> | undefined;
 
+  // One "data" and one "end" listener for recording, gathering and forwarding: listeners on a
+  // node:http2 stream cost more than the branches below.
   constructor(private readonly client: ServerHttp2Stream) {
-    client.on("data", this.record);
+    client.on("data", this.onData);
+    client.on("end", this.onEnd);
   }
 
-  private readonly record = (chunk: Buffer) => {
-    if (!this.chunks) return;
-    this.size += chunk.length;
-    if (this.size <= replayLimitBytes) this.chunks.push(chunk);
-    else if (this.attached) this.stop();
-    else {
-      this.chunks.push(chunk);
-      this.oversize = true;
+  private readonly onData = (chunk: Buffer) => {
+    if (this.chunks) {
+      this.size += chunk.length;
+      if (this.size <= replayLimitBytes) this.chunks.push(chunk);
+      else if (this.attached) this.stop();
+      else {
+        this.chunks.push(chunk);
+        this.oversize = true;
+      }
     }
+    if (this.attached && !this.attached.write(chunk)) this.client.pause();
+  };
+
+  private readonly onEnd = () => {
+    if (this.ready) this.go();
+    else this.attached?.end();
   };
 
   get replayable(): boolean {
@@ -48,23 +60,22 @@ export class RequestReplay {
    */
   gather(ready: () => void): void {
     if (this.client.readableEnded) return ready();
-    let called = false;
-    const go = () => {
-      if (called) return;
-      called = true;
-      clearImmediate(turn);
-      this.client.off("end", go);
-      if (!this.attached && !this.client.readableEnded) this.client.pause();
-      ready();
-    };
-    const turn = setImmediate(go);
-    this.client.once("end", go);
+    this.ready = ready;
+    this.turn = setImmediate(this.go);
   }
+
+  private readonly go = () => {
+    const ready = this.ready;
+    if (!ready) return;
+    this.ready = undefined;
+    clearImmediate(this.turn);
+    if (!this.attached && !this.client.readableEnded) this.client.pause();
+    ready();
+  };
 
   /** The backend answered, or the body outgrew the limit: nothing is kept any more. */
   stop(): void {
     this.chunks = undefined;
-    this.client.off("data", this.record);
   }
 
   /** Sends the client's body to this upstream: what arrived so far, then the rest as it arrives. */
@@ -76,16 +87,8 @@ export class RequestReplay {
     for (let i = 0; i < n; i++) upstream.write(chunks[i]);
     if (this.oversize) this.stop();
     if (ended) return upstream.end(chunks.length > 0 ? chunks[chunks.length - 1] : undefined);
-    this.client.on("data", this.forward);
-    this.client.once("end", this.ended);
     this.client.resume();
   }
-
-  private readonly forward = (chunk: Buffer) => {
-    if (this.attached && !this.attached.write(chunk)) this.client.pause();
-  };
-
-  private readonly ended = () => this.attached?.end();
 
   /** The upstream can take more of the body. */
   drained(): void {
@@ -94,8 +97,6 @@ export class RequestReplay {
 
   /** Stops the flow into a refused upstream; the client's further bytes wait in its stream. */
   detach(): void {
-    this.client.off("data", this.forward);
-    this.client.off("end", this.ended);
     this.attached = undefined;
     this.client.pause();
   }
@@ -180,8 +181,13 @@ export class GrpcRelay implements StreamHandler {
   private readonly wantTrailers = () => {
     if (this.replayed) return;
     const final = this.trailersOut ?? statusTrailers(GrpcStatus.INTERNAL, "backend sent no trailers");
-    this.call.record(final["grpc-status"] as string);
-    this.client.sendTrailers(final);
+    try {
+      this.client.sendTrailers(final);
+      this.call.record(final["grpc-status"] as string);
+    } catch (e) {
+      this.call.record(GrpcStatus.UNAVAILABLE);
+      this.client.sendTrailers(statusTrailers(GrpcStatus.UNAVAILABLE, this.unforwardable(e)));
+    }
   };
 
   response(headers: H2Headers, endStream: boolean): void {
@@ -192,10 +198,11 @@ export class GrpcRelay implements StreamHandler {
     if (obs) obs.firstByteAt = performance.now();
     const client = this.client;
     if (client.destroyed || client.closed) return;
-    const out = forwardable(headers, { ":status": Number(headers[":status"]), "x-kedge-backend-name": this.options.backendName });
+    const out: OutgoingHttpHeaders = forwardableInPlace(headers, true);
+    out["x-kedge-backend-name"] = this.options.backendName;
     if (endStream) {
       this.call.record(headers["grpc-status"]);
-      client.respond(out, { endStream: true }); // trailers-only: status in the headers
+      this.respond(out, { endStream: true }); // trailers-only: status in the headers
       return;
     }
     this.headers = out;
@@ -209,7 +216,7 @@ export class GrpcRelay implements StreamHandler {
   }
 
   trailers(headers: H2Headers): void {
-    this.trailersOut = forwardable(headers, {});
+    this.trailersOut = forwardableInPlace(headers, false);
   }
 
   /** The backend's side ended: everything held goes now, then the trailers (wantTrailers). */
@@ -237,6 +244,22 @@ export class GrpcRelay implements StreamHandler {
 
   drain(): void {
     this.options.replay.drained();
+  }
+
+  /** Sends the backend's headers; false when node:http2 refuses them (the call is answered UNAVAILABLE instead). */
+  private respond(headers: OutgoingHttpHeaders, options: { endStream?: boolean; waitForTrailers?: boolean }): boolean {
+    try {
+      this.client.respond(headers, options);
+      return true;
+    } catch (e) {
+      answerStatus(this.client, GrpcStatus.UNAVAILABLE, this.unforwardable(e), this.call);
+      return false;
+    }
+  }
+
+  /** Why a backend's answer could not be passed on: the backend's fault, answered UNAVAILABLE. */
+  private unforwardable(e: unknown): string {
+    return `backend ${this.options.backendName} sent headers kedge cannot forward: ${(e as Error).message}`;
   }
 
   /** Ends the client's call with this status: a trailers-only answer, or trailers after what was sent. */
@@ -268,8 +291,9 @@ export class GrpcRelay implements StreamHandler {
     if (!this.headers && chunks.length === 0 && !this.ended) return;
     if (client.destroyed || client.closed) return void (chunks.length = 0);
     if (this.headers) {
-      client.respond(this.headers, { waitForTrailers: true });
+      const headers = this.headers;
       this.headers = undefined;
+      if (!this.respond(headers, { waitForTrailers: true })) return;
     }
     if (!client.headersSent) return;
     let ok = true;
