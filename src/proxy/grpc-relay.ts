@@ -4,6 +4,9 @@ import type { StreamError } from "../upstream/h2/frames.js";
 import type { H2Stream, StreamHandler } from "../upstream/h2/stream.js";
 import { answerStatus, forwardableInPlace, GrpcStatus, statusTrailers, type CallRecord } from "./grpc-call.js";
 
+/** Held response bytes up to this are joined into one write; above it, copying costs more than it saves. */
+const coalesceLimitBytes = 64 * 1024;
+
 /** A call whose body outgrows this is never replayed; it fails as UNAVAILABLE if refused. */
 const replayLimitBytes = 64 * 1024;
 
@@ -130,6 +133,7 @@ export class GrpcRelay implements StreamHandler {
   upstream: H2Stream | undefined;
   private headers: OutgoingHttpHeaders | undefined;
   private readonly chunks: Buffer[] = [];
+  private heldBytes = 0;
   private flushQueued = false;
   private trailersOut: OutgoingHttpHeaders | undefined;
   private ended = false;
@@ -212,6 +216,7 @@ export class GrpcRelay implements StreamHandler {
   data(chunk: Uint8Array): void {
     if (this.call.obs) this.call.obs.bytesOut += chunk.length;
     this.chunks.push(chunk as Buffer);
+    this.heldBytes += chunk.length;
     this.queueFlush();
   }
 
@@ -289,7 +294,11 @@ export class GrpcRelay implements StreamHandler {
     this.flushQueued = false;
     const { client, chunks } = this;
     if (!this.headers && chunks.length === 0 && !this.ended) return;
-    if (client.destroyed || client.closed) return void (chunks.length = 0);
+    if (client.destroyed || client.closed) {
+      chunks.length = 0;
+      this.heldBytes = 0;
+      return;
+    }
     if (this.headers) {
       const headers = this.headers;
       this.headers = undefined;
@@ -297,8 +306,14 @@ export class GrpcRelay implements StreamHandler {
     }
     if (!client.headersSent) return;
     let ok = true;
-    for (const c of chunks) ok = client.write(c);
+    if (chunks.length > 1 && this.heldBytes <= coalesceLimitBytes) {
+      // Many small messages (a server stream's) as one write: one DATA frame, and one pass through
+      // node:http2's stream machinery instead of one per message. Message boundaries are not
+      // frame boundaries in gRPC, so the client reads the same messages.
+      ok = client.write(Buffer.concat(chunks, this.heldBytes));
+    } else for (const c of chunks) ok = client.write(c);
     chunks.length = 0;
+    this.heldBytes = 0;
     if (this.ended) {
       if (!client.writableEnded) client.end();
     } else if (!ok && this.upstream && !this.upstream.paused) {
