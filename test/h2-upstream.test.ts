@@ -7,7 +7,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Subprocess } from "bun";
 import { H2Session } from "../src/upstream/h2-session.ts";
-import type { StreamError } from "../src/upstream/h2/frames.ts";
+import { FrameBuffer, type StreamError } from "../src/upstream/h2/frames.ts";
 import type { H2Headers } from "../src/upstream/h2/hpack.ts";
 import type { H2Stream, StreamHandler } from "../src/upstream/h2/stream.ts";
 import { makeTestPki, type TestPki } from "./helpers/certs.ts";
@@ -317,5 +317,20 @@ describe("against a backend that breaks HTTP/2", () => {
     expect(a.err?.message).toContain("overran the stream window");
     await until("RST_STREAM", () => server.connections[0].frames.some((f) => f.type === 3));
     expect(server.connections[0].frames.find((f) => f.type === 3)!.payload.readUInt32BE(0)).toBe(3); // FLOW_CONTROL_ERROR
+  });
+});
+
+describe("FrameBuffer", () => {
+  it("hands out whole frames after a multi-MiB turn, and frames written after it", () => {
+    const out = new FrameBuffer();
+    const big = randomBytes(3 * 1024 * 1024);
+    for (let at = 0; at < big.length; at += 16_384) out.frame(0, 0, 1, big, at, Math.min(big.length, at + 16_384));
+    const first = Buffer.from(out.take());
+    expect(first.length).toBe(big.length + 9 * Math.ceil(big.length / 16_384));
+    expect(first.subarray(9, 9 + 16_384)).toEqual(big.subarray(0, 16_384));
+    const view = out.take(); // nothing since: empty (the 3 MiB buffer was let go at the last take)
+    expect(view.length).toBe(0);
+    out.words(8, 0, 3, 1000);
+    expect([...out.take()]).toEqual([0, 0, 4, 8, 0, 0, 0, 0, 3, 0, 0, 3, 0xe8]);
   });
 });

@@ -52,8 +52,12 @@ export class StreamError extends Error {
  * Frames waiting for the socket, built in one buffer: everything a connection writes in one
  * event-loop turn leaves in one write (one packet for a unary call's HEADERS and DATA).
  */
+const initialBytes = 16 * 1024;
+/** A turn that wrote more than this (a large upload) does not keep its buffer for the connection's life. */
+const keepBytes = 1024 * 1024;
+
 export class FrameBuffer {
-  private buf = Buffer.allocUnsafe(16 * 1024);
+  private buf = Buffer.allocUnsafe(initialBytes);
   length = 0;
 
   private room(n: number): void {
@@ -121,6 +125,7 @@ export class FrameBuffer {
   take(): Uint8Array {
     const out = this.buf.subarray(0, this.length);
     this.length = 0;
+    if (this.buf.length > keepBytes) this.buf = Buffer.allocUnsafe(initialBytes);
     return out;
   }
 }
