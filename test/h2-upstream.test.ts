@@ -221,6 +221,35 @@ describe("against Bun's node:http2 server", () => {
   });
 });
 
+describe("against a backend with MAX_CONCURRENT_STREAMS=1", () => {
+  it("opens another connection for a call rather than queue it behind a stream that stays open", async () => {
+    const server = http2.createServer({ settings: { maxConcurrentStreams: 1 } });
+    let sessions = 0;
+    server.on("session", () => sessions++);
+    server.on("stream", (stream: http2.ServerHttp2Stream, headers) => {
+      stream.on("error", () => {});
+      if (headers[":path"] === "/hold") return; // a watch that never answers
+      stream.respond({ ":status": 200 });
+      stream.end("quick");
+    });
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+    const s = new H2Session({ host: "127.0.0.1", port: (server.address() as { port: number }).port, connectTimeoutMs: 2000 });
+    try {
+      const held = send(s, "GET", "/hold");
+      held.stream.end();
+      await until("the held stream to reach the server", () => sessions === 1 && s.stats.activeStreams === 1);
+      const quick = await Promise.all([get(s, "/quick"), get(s, "/quick")]);
+      expect(quick.map((q) => q.body.toString())).toEqual(["quick", "quick"]);
+      expect(sessions).toBeGreaterThanOrEqual(2);
+      expect(s.stats.activeStreams).toBe(1); // the held one, still open
+      held.stream.cancel();
+    } finally {
+      s.close();
+      server.close();
+    }
+  });
+});
+
 describe("against a backend that breaks HTTP/2", () => {
   const listeners: Array<{ stop(force?: boolean): void }> = [];
   const sessions: H2Session[] = [];

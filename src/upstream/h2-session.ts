@@ -22,15 +22,22 @@ export interface H2SessionStats {
   sessionsOpened: number;
 }
 
+/** Connections per endpoint when every one is at the backend's MAX_CONCURRENT_STREAMS. */
+const maxConnections = 8;
+
 /**
- * One shared HTTP/2 connection per endpoint (gRPC multiplexes every call over it), connected as
- * soon as the endpoint appears, as kedge Go did. When the connection is lost it is re-dialled in
- * the background with jittered exponential backoff, so the endpoint is warm again before the next
- * call needs it. On GOAWAY a new connection is opened at once for new calls while streams already
- * on the old one finish there (the server promised to complete them).
+ * The HTTP/2 connections to one endpoint: one, shared by every call (gRPC multiplexes), connected
+ * as soon as the endpoint appears, as kedge Go did. When the calls in flight fill the backend's
+ * MAX_CONCURRENT_STREAMS, another connection is opened (up to 8, as Envoy does) instead of making
+ * new calls wait: a hundred long-lived watch streams must not starve every unary call behind them.
+ * When the connections are lost they are re-dialled in the background with jittered exponential
+ * backoff, so the endpoint is warm again before the next call needs it. On GOAWAY a new
+ * connection is opened at once for new calls while streams already on the old one finish there
+ * (the server promised to complete them).
  */
 export class H2Session {
-  private conn: H2Connection | undefined;
+  /** Connections taking new calls, the warm one first. */
+  private readonly conns: H2Connection[] = [];
   /** Connections that took GOAWAY and still carry streams. */
   private readonly draining = new Set<H2Connection>();
   private opened = 0;
@@ -43,15 +50,16 @@ export class H2Session {
   }
 
   get stats(): H2SessionStats {
-    let active = this.conn?.activeStreams ?? 0;
+    let active = 0;
+    for (const c of this.conns) active += c.activeStreams;
     for (const c of this.draining) active += c.activeStreams;
-    return { connected: !!this.conn?.connected, activeStreams: active, sessionsOpened: this.opened };
+    return { connected: this.conns.some((c) => c.connected), activeStreams: active, sessionsOpened: this.opened };
   }
 
   private dial(): H2Connection {
     const { host, port, tls, connectTimeoutMs } = this.options;
     const conn = new H2Connection({ host, port, tls, connectTimeoutMs });
-    this.conn = conn;
+    this.conns.push(conn);
     conn.ready.then(
       () => {
         this.failures = 0;
@@ -61,17 +69,31 @@ export class H2Session {
     );
     conn.onGoaway = () => {
       this.draining.add(conn);
-      if (this.conn !== conn) return;
-      this.conn = undefined;
-      if (!this.closed) this.dial();
+      if (!this.forget(conn)) return;
+      if (!this.closed && this.conns.length === 0) this.dial();
     };
     conn.whenClosed = () => {
       this.draining.delete(conn);
-      if (this.conn !== conn) return;
-      this.conn = undefined;
-      this.scheduleReconnect(); // lost, not replaced after GOAWAY nor closed by us
+      // The last one lost, not replaced after GOAWAY nor closed by us: re-dial in the background.
+      if (this.forget(conn) && this.conns.length === 0) this.scheduleReconnect();
     };
     return conn;
+  }
+
+  private forget(conn: H2Connection): boolean {
+    const i = this.conns.indexOf(conn);
+    if (i >= 0) this.conns.splice(i, 1);
+    return i >= 0;
+  }
+
+  /** The first connection with a free stream slot; a new one when all are full (up to the cap), else the least queued. */
+  private connectionForCall(): H2Connection {
+    const conns = this.conns;
+    for (let i = 0; i < conns.length; i++) if (conns[i].hasRoom) return conns[i];
+    if (conns.length < maxConnections) return this.dial();
+    let least = conns[0];
+    for (const c of conns) if (c.activeStreams < least.activeStreams) least = c;
+    return least;
   }
 
   private scheduleReconnect(): void {
@@ -83,7 +105,7 @@ export class H2Session {
     // Jitter (50–100%) so every kedge replica does not re-dial a restarted pod in the same instant.
     this.retryTimer = setTimeout(() => {
       this.retryTimer = undefined;
-      if (!this.closed && !this.conn) this.dial();
+      if (!this.closed && this.conns.length === 0) this.dial();
     }, delay * (0.5 + Math.random() / 2));
     this.retryTimer.unref?.();
   }
@@ -99,14 +121,13 @@ export class H2Session {
       queueMicrotask(() => handler.close(new StreamError("backend pool closed", ErrorCode.REFUSED_STREAM, true, true)));
       return stream;
     }
-    (this.conn ?? this.dial()).open(stream);
+    this.connectionForCall().open(stream);
     return stream;
   }
 
   close(): void {
     this.closed = true;
     clearTimeout(this.retryTimer);
-    this.conn?.close(); // GOAWAY: in-flight streams finish
-    this.conn = undefined;
+    for (const c of this.conns.splice(0)) c.close(); // GOAWAY: in-flight streams finish
   }
 }

@@ -100,6 +100,11 @@ export class H2Connection {
     return this.settled && !this.closed;
   }
 
+  /** A new stream would start now (or, while dialling, once the backend's SETTINGS arrive) rather than wait for a slot. */
+  get hasRoom(): boolean {
+    return !this.goingAway && !this.closed && this.streams.size + this.waiting.length < this.peerMaxStreams;
+  }
+
   get activeStreams(): number {
     return this.streams.size + this.waiting.length;
   }
