@@ -334,6 +334,36 @@ describe("against a backend that breaks HTTP/2", () => {
     await until("a new connection after GOAWAY", () => server.connections.length === 2);
   });
 
+  it("gives up a connection whose backend answers no keepalive PING, and keeps one that does", async () => {
+    const holdOpen = (f: Parameters<Parameters<typeof rawH2Server>[0]>[0], conn: RawConnection, answerPings: boolean) => {
+      if (f.type === 1) conn.send(status200(f.id, 0)); // a stream that stays open, silent
+      if (f.type === 6 && f.flags === 0 && answerPings) conn.send(frame(6, 1, 0, f.payload));
+    };
+    const keepalive = { keepaliveMs: 100, keepaliveTimeoutMs: 1000 };
+    const mute = rawH2Server((f, conn) => holdOpen(f, conn, false));
+    const alive = rawH2Server((f, conn) => holdOpen(f, conn, true));
+    listeners.push(mute.listener, alive.listener);
+    const muteSession = new H2Session({ host: "127.0.0.1", port: mute.port, connectTimeoutMs: 2000, reconnectBaseMs: 60_000, ...keepalive });
+    const aliveSession = new H2Session({ host: "127.0.0.1", port: alive.port, connectTimeoutMs: 2000, reconnectBaseMs: 60_000, ...keepalive });
+    sessions.push(muteSession, aliveSession);
+    const lost = send(muteSession, "GET", "/watch");
+    const kept = send(aliveSession, "GET", "/watch");
+    let keptClosed = false;
+    void kept.outcome.then(() => (keptClosed = true));
+    const a = await lost.outcome;
+    expect(a.headers?.[":status"]).toBe("200");
+    expect(a.err?.message).toContain("answered no PING");
+    const pingsTo = (server: typeof mute) => server.connections[0].frames.filter((f) => f.type === 6 && f.flags === 0).length;
+    await until("the live backend to answer a few PINGs", () => pingsTo(alive) >= 3);
+    expect(keptClosed).toBe(false);
+    expect(aliveSession.stats.activeStreams).toBe(1);
+    kept.stream.cancel();
+    // No calls in flight: no PINGs (servers refuse them without streams).
+    const before = pingsTo(alive);
+    await Bun.sleep(400);
+    expect(pingsTo(alive)).toBe(before);
+  });
+
   it("resets a stream whose DATA overruns the window it was granted, keeping what fitted", async () => {
     const { server, session } = scripted((f, conn) => {
       if (f.type === 1) conn.send(status200(f.id, 0), ...Array.from({ length: 70 }, () => data(f.id, 0, Buffer.alloc(16 * 1024))));

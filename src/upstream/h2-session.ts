@@ -10,6 +10,9 @@ export interface H2SessionOptions {
   /** Bun TLS options (ALPN h2 is added); absent: h2c (prior knowledge). */
   tls?: TLSOptions;
   connectTimeoutMs: number;
+  /** Keepalive PING interval and answer timeout (H2ConnectionOptions); defaults 300 s and 20 s. */
+  keepaliveMs?: number;
+  keepaliveTimeoutMs?: number;
   /** First reconnect delay after a lost connection; doubles per failure up to maxReconnectMs. */
   reconnectBaseMs?: number;
   maxReconnectMs?: number;
@@ -57,8 +60,8 @@ export class H2Session {
   }
 
   private dial(): H2Connection {
-    const { host, port, tls, connectTimeoutMs } = this.options;
-    const conn = new H2Connection({ host, port, tls, connectTimeoutMs });
+    const { host, port, tls, connectTimeoutMs, keepaliveMs, keepaliveTimeoutMs } = this.options;
+    const conn = new H2Connection({ host, port, tls, connectTimeoutMs, keepaliveMs, keepaliveTimeoutMs });
     this.conns.push(conn);
     conn.ready.then(
       () => {

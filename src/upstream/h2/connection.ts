@@ -13,12 +13,17 @@ export interface H2ConnectionOptions {
   streamWindow?: number;
   connectionWindow?: number;
   maxHeaderListSize?: number;
+  /** Silence with calls in flight after which the backend is sent a PING (default 300 s). */
+  keepaliveMs?: number;
+  /** How long that PING may go unanswered before the connection is given up (default 20 s). */
+  keepaliveTimeoutMs?: number;
 }
 
 const highWaterBytes = 1024 * 1024;
 /** ALPN protocol list in its wire form: length-prefixed names. */
 const alpnH2 = Buffer.from([2, 0x68, 0x32]);
 const lastStreamId = 2 ** 31 - 1;
+const keepalivePing = Buffer.from("kedge-ka");
 
 const handlers: SocketHandler<H2Connection> = {
   data: (socket, data) => socket.data.onData(data),
@@ -61,6 +66,11 @@ export class H2Connection {
   private readonly streamWindow: number;
   private readonly connectionWindow: number;
   private settled = false;
+  /** Socket reads so far: the keepalive checks whether any came since it last looked. */
+  private reads = 0;
+  private readsAtCheck = 0;
+  private keepalive: ReturnType<typeof setInterval> | undefined;
+  private pingTimer: ReturnType<typeof setTimeout> | undefined;
   private resolveReady!: () => void;
   private rejectReady!: (err: Error) => void;
   readonly ready: Promise<void>;
@@ -273,6 +283,7 @@ export class H2Connection {
   }
 
   onData(data: Uint8Array): void {
+    this.reads++;
     let buf = data;
     if (this.partial) {
       const joined = new Uint8Array(this.partial.length + data.length);
@@ -448,6 +459,8 @@ export class H2Connection {
     if (!this.settled) {
       this.settled = true;
       this.resolveReady();
+      this.keepalive = setInterval(this.checkAlive, this.options.keepaliveMs ?? 300_000);
+      this.keepalive.unref?.();
     }
     this.startWaiting();
     for (const s of [...this.blocked]) this.unblock(s);
@@ -492,6 +505,29 @@ export class H2Connection {
       stream.handler.drain();
     }
   }
+
+  /**
+   * A backend that vanished without a FIN or RST (a node lost, a partition) would hold its calls
+   * until their deadlines and take new ones for ever: a connection silent for a keepalive interval
+   * with calls in flight gets a PING, and one that answers nothing is given up. The interval
+   * defaults to 300 s, the least gap grpc-go and grpc-java servers accept between PINGs
+   * (more often earns GOAWAY "too_many_pings"), and PINGs are never sent without calls in flight.
+   */
+  private readonly checkAlive = (): void => {
+    const reads = this.reads;
+    if (reads !== this.readsAtCheck) {
+      this.readsAtCheck = reads;
+      return;
+    }
+    if (this.streams.size === 0 || this.pingTimer) return;
+    this.out.frame(FrameType.PING, 0, 0, keepalivePing);
+    this.schedule();
+    this.pingTimer = setTimeout(() => {
+      this.pingTimer = undefined;
+      if (this.reads === reads) this.fail(new Error(`backend answered no PING for ${(this.options.keepaliveTimeoutMs ?? 20_000) / 1000}s`));
+    }, this.options.keepaliveTimeoutMs ?? 20_000);
+    this.pingTimer.unref?.();
+  };
 
   private startWaiting(): void {
     while (this.waiting.length > 0 && this.streams.size < this.peerMaxStreams && !this.goingAway) {
@@ -555,6 +591,8 @@ export class H2Connection {
   private shutdown(err: Error | undefined): void {
     if (this.closed) return;
     this.closed = true;
+    clearInterval(this.keepalive);
+    clearTimeout(this.pingTimer);
     this.goingAway = true;
     if (!this.settled) this.rejectReady(err ?? new Error("connection closed"));
     else this.flush();
