@@ -11,7 +11,7 @@ import { FrameBuffer, type StreamError } from "../src/upstream/h2/frames.ts";
 import type { H2Headers } from "../src/upstream/h2/hpack.ts";
 import type { H2Stream, StreamHandler } from "../src/upstream/h2/stream.ts";
 import { makeTestPki, type TestPki } from "./helpers/certs.ts";
-import { data, frame, goaway, ping, rawH2Server, rstStream, status200, type RawConnection } from "./helpers/h2-wire.ts";
+import { data, frame, goaway, ping, rawH2Server, rstStream, settings, status200, type RawConnection } from "./helpers/h2-wire.ts";
 import { until } from "./helpers/wait.ts";
 
 // kedge's upstream HTTP/2 client against nghttpd (nghttp2's server: Huffman strings, a dynamic
@@ -332,6 +332,26 @@ describe("against a backend that breaks HTTP/2", () => {
     expect(five.err?.message).toContain("GOAWAY");
     expect(server.connections[0].streamIds).toEqual([1, 3, 5]);
     await until("a new connection after GOAWAY", () => server.connections.length === 2);
+  });
+
+  it("carries calls already queued on a connection through a graceful close, then says GOAWAY", async () => {
+    // The backend's SETTINGS come late: the call waits in the connection when the pool closes.
+    const { server, session } = scripted(
+      (f, conn) => {
+        if (f.type === 4 && f.flags === 0) setTimeout(() => conn.send(settings()), 100);
+        if (f.type === 1) conn.send(status200(f.id, 0x1, "0"));
+      },
+      Buffer.alloc(0),
+    );
+    const queued = get(session, "/");
+    session.close();
+    const a = await queued;
+    expect(a.err).toBeUndefined();
+    expect(a.headers?.["grpc-status"]).toBe("0");
+    const conn = server.connections[0];
+    await until("GOAWAY(NO_ERROR) once the call is done", () => goawayCode(conn).length > 0);
+    expect(goawayCode(conn)).toEqual([0]);
+    expect(conn.streamIds).toEqual([1]);
   });
 
   it("gives up a connection whose backend answers no keepalive PING, and keeps one that does", async () => {

@@ -74,8 +74,10 @@ export class H2Connection {
   private resolveReady!: () => void;
   private rejectReady!: (err: Error) => void;
   readonly ready: Promise<void>;
-  /** No new streams: GOAWAY received or sent, stream ids used up, or closed. */
+  /** No new streams: GOAWAY received, stream ids used up, or closed. */
   goingAway = false;
+  /** close() was called: the calls it holds finish, then it closes. */
+  private draining = false;
   closed = false;
   /** The backend sent GOAWAY or the ids ran out: open a new connection for new calls. */
   onGoaway: (() => void) | undefined;
@@ -112,7 +114,7 @@ export class H2Connection {
 
   /** A new stream would start now (or, while dialling, once the backend's SETTINGS arrive) rather than wait for a slot. */
   get hasRoom(): boolean {
-    return !this.goingAway && !this.closed && this.streams.size + this.waiting.length < this.peerMaxStreams;
+    return !this.goingAway && !this.draining && !this.closed && this.streams.size + this.waiting.length < this.peerMaxStreams;
   }
 
   get activeStreams(): number {
@@ -140,7 +142,7 @@ export class H2Connection {
 
   /** Starts a stream: now when a slot is free, else once one is. */
   open(stream: H2Stream): void {
-    if (this.goingAway || this.closed) return this.finish(stream, new StreamError("connection is closing", ErrorCode.REFUSED_STREAM, true));
+    if (this.goingAway || this.draining || this.closed) return this.finish(stream, new StreamError("connection is closing", ErrorCode.REFUSED_STREAM, true));
     stream.conn = this;
     if (!this.settled || this.streams.size >= this.peerMaxStreams) this.waiting.push(stream);
     else this.start1(stream);
@@ -221,21 +223,29 @@ export class H2Connection {
     this.forget(stream);
   }
 
-  /** GOAWAY(NO_ERROR): streams in flight finish, then the connection closes. */
+  /**
+   * Graceful close (the endpoint left its backend, or the backend was reloaded away): no new
+   * streams, but every call already given to this connection, sent or still waiting for the
+   * connection or a stream slot, is carried through; then GOAWAY(NO_ERROR) and the socket closes.
+   * Refusing the waiting ones would fail them: their backend may have no endpoints left to retry on.
+   */
   close(): void {
-    if (this.closed) return;
-    if (!this.goingAway && this.socket) {
-      this.out.words(FrameType.GOAWAY, 0, 0, 0, ErrorCode.NO_ERROR);
-      this.schedule();
-    }
-    this.goingAway = true;
-    for (const s of this.waiting.splice(0)) this.finish(s, new StreamError("connection is closing", ErrorCode.REFUSED_STREAM, true));
-    if (this.streams.size === 0) this.shutdown(undefined);
+    if (this.closed || this.draining) return;
+    this.draining = true;
+    this.drained();
   }
 
+  private drained(): void {
+    if (!this.draining || this.streams.size > 0 || this.waiting.length > 0) return;
+    if (this.socket && this.settled && !this.goingAway) this.out.words(FrameType.GOAWAY, 0, 0, 0, ErrorCode.NO_ERROR);
+    this.shutdown(undefined);
+  }
+
+  /** Stream ids ran out: calls still waiting go to the connection that replaces this one. */
   private retire(): void {
     if (this.goingAway) return;
     this.goingAway = true;
+    for (const s of this.waiting.splice(0)) this.finish(s, new StreamError("connection ran out of stream ids", ErrorCode.REFUSED_STREAM, true));
     this.onGoaway?.();
   }
 
@@ -562,9 +572,14 @@ export class H2Connection {
   private forget(stream: H2Stream): void {
     stream.closed = true;
     if (stream.id !== 0) this.streams.delete(stream.id);
+    else {
+      const i = this.waiting.indexOf(stream);
+      if (i >= 0) this.waiting.splice(i, 1);
+    }
     this.blocked.delete(stream);
     this.startWaiting();
-    if (this.goingAway && this.streams.size === 0) this.shutdown(undefined);
+    if (this.draining) this.drained();
+    else if (this.goingAway && this.streams.size === 0) this.shutdown(undefined);
   }
 
   private finish(stream: H2Stream, err: StreamError | undefined): void {
