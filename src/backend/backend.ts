@@ -27,6 +27,7 @@ export class Backend<Stats, Pool extends EndpointPool<Stats>> {
   private readonly pools = new Map<Endpoint, Pool>();
   private resolveError: string | undefined;
   private resolved = false;
+  private closed = false;
   private firstAnswer: { promise: Promise<void>; resolve: () => void } | undefined = Promise.withResolvers<void>();
 
   constructor(
@@ -118,7 +119,13 @@ export class Backend<Stats, Pool extends EndpointPool<Stats>> {
     return this.endpoints.map((e) => ({ address: e.address, healthy: e.healthy, outstanding: e.outstanding, pool: this.pools.get(e)!.stats }));
   }
 
+  /** A reload replaced it (or kedge is stopping): calls still to be sent go to its successor. */
+  get isClosed(): boolean {
+    return this.closed;
+  }
+
   close(): void {
+    this.closed = true;
     this.resolver.stop();
     this.settleFirstAnswer();
     for (const pool of this.pools.values()) pool.close();

@@ -85,7 +85,9 @@ export function proxyGrpc(ctx: ProxyContext, stream: ServerHttp2Stream, headers:
     if (call.obs) call.obs.identity = identity;
     if (routed.unrouted) return refuse(routed.unrouted);
     call.backendName = routed.backendName;
-    forwardCall(ctx.metrics, stream, headers, call, routed.backend!, undefined);
+    const name = routed.backendName;
+    const successor = name === "adhoc" ? undefined : () => ctx.runtime().grpcBackends.get(name);
+    forwardCall(ctx.metrics, stream, headers, call, routed.backend!, undefined, successor);
   };
   if (decision) decision.then(go, refuse);
   else go();
@@ -94,15 +96,34 @@ export function proxyGrpc(ctx: ProxyContext, stream: ServerHttp2Stream, headers:
 /**
  * Sends the call to one of the backend's endpoints, failing over when an endpoint cannot be
  * reached; `set` replaces the client's metadata of the same names (winch's injected credentials).
+ * A reload can retire the backend between routing and sending (the call waits a turn for its
+ * body, or for the backend's first resolution): `successor` names the backend that replaced it.
  */
-export function forwardCall(metrics: ProxyMetrics, stream: ServerHttp2Stream, headers: IncomingHttpHeaders, call: CallRecord, backend: GrpcBackend, set: Record<string, string> | undefined): void {
+export function forwardCall(
+  metrics: ProxyMetrics,
+  stream: ServerHttp2Stream,
+  headers: IncomingHttpHeaders,
+  call: CallRecord,
+  routedTo: GrpcBackend,
+  set: Record<string, string> | undefined,
+  successor?: () => GrpcBackend | undefined,
+): void {
+  let backend = routedTo;
   const backendName = call.backendName;
   const failedOn = new Set<Endpoint>();
   const timeoutMs = grpcTimeoutMs(headers["grpc-timeout"]);
   const deadlineAt = timeoutMs === undefined ? undefined : performance.now() + timeoutMs;
   const replay = new RequestReplay(stream);
   let replays = 0;
+  const toSuccessor = () => {
+    const next = backend.isClosed ? successor?.() : undefined;
+    if (next && next !== backend) {
+      backend = next;
+      failedOn.clear();
+    }
+  };
   const attempt = () => {
+    toSuccessor();
     let picked: { endpoint: Endpoint; pool: H2Session };
     try {
       picked = backend.pick(failedOn);
@@ -150,11 +171,14 @@ export function forwardCall(metrics: ProxyMetrics, stream: ServerHttp2Stream, he
     relay.start(pool.request(upstreamHeaders as OutgoingFields, relay));
   };
   if (call.obs?.logged) call.obs.countIn(stream);
-  replay.gather(() => {
+  // Waits for the backend's first resolution; one retired meanwhile settles it, and the call moves on.
+  const start = () => {
+    toSuccessor();
     const pending = backend.pendingResolution;
-    if (pending) void pending.then(attempt);
+    if (pending) void pending.then(start);
     else attempt();
-  });
+  };
+  replay.gather(start);
 }
 
 const timeoutUnitMs: Record<string, number> = { H: 3_600_000, M: 60_000, S: 1_000, m: 1, u: 0.001, n: 0.000001 };
