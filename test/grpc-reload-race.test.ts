@@ -1,22 +1,19 @@
 import { afterAll, beforeAll, describe, expect, it } from "bun:test";
 import * as grpc from "@grpc/grpc-js";
-import dgram from "node:dgram";
 import { GreeterClient, startGreeter, unary, type GreeterServer } from "./helpers/grpc.ts";
+import { useSilentDns } from "./helpers/dns-server.ts";
 import { plainServer, startTestKedge, type TestKedge } from "./helpers/kedge.ts";
 
 // A call routed to a backend that a reload replaces before the call is sent (here: while it waits
 // for the backend's first DNS answer, which never comes) goes to the backend that replaced it,
 // instead of failing with "no endpoints" on the retired one.
 
-let blackhole: dgram.Socket;
+let silentDns: { close: () => void };
 let greeter: GreeterServer;
 let kedge: TestKedge;
-const savedDns = process.env.KEDGE_DNS_SERVERS;
 
 beforeAll(async () => {
-  blackhole = dgram.createSocket("udp4"); // receives DNS queries and answers none
-  await new Promise<void>((r) => blackhole.bind(0, "127.0.0.1", r));
-  process.env.KEDGE_DNS_SERVERS = `127.0.0.1:${blackhole.address().port}`;
+  silentDns = await useSilentDns();
   greeter = await startGreeter("successor");
   kedge = await startTestKedge({
     server: { ...plainServer, h2c_port: 0 },
@@ -30,9 +27,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await kedge?.shutdown();
   greeter?.kill();
-  blackhole?.close();
-  if (savedDns === undefined) delete process.env.KEDGE_DNS_SERVERS;
-  else process.env.KEDGE_DNS_SERVERS = savedDns;
+  silentDns?.close();
 });
 
 describe("a gRPC call caught by a reload", () => {

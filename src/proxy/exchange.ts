@@ -40,6 +40,8 @@ export interface HttpProxy {
   newRequestId(): string;
   /** Where connections that switched protocols (101) are spliced; without it no upgrade is asked for. */
   readonly tunnels?: Tunnels;
+  /** The backend that replaced one a reload retired (kedge looks it up by name; winch has none). */
+  successor?(retired: HttpBackend): HttpBackend | undefined;
 }
 
 const maxEndpointAttempts = 3;
@@ -181,6 +183,12 @@ class HttpExchange {
 
   private attempt(): void {
     if (this.finished) return;
+    // A reload retired the backend while this request waited (for auth, or the first resolution).
+    const routing = this.routing!;
+    if (routing.backend!.isClosed && this.attempts === 0 && routing.route !== "adhoc") {
+      const next = this.proxy.successor?.(routing.backend!);
+      if (next && next !== routing.backend) routing.backend = next;
+    }
     let picked;
     try {
       picked = this.backend.pick(this.failedOn);

@@ -44,3 +44,22 @@ export async function startDnsServer(records: Map<string, SrvRecord[]>): Promise
   await new Promise<void>((r) => sock.bind(0, "127.0.0.1", r));
   return { address: `127.0.0.1:${sock.address().port}`, close: () => sock.close() };
 }
+
+/**
+ * A DNS server that receives queries and answers none, made kedge's (KEDGE_DNS_SERVERS): a
+ * backend resolved through it waits for its first answer until the resolver gives up (4 s).
+ * `close` stops it and restores the variable.
+ */
+export async function useSilentDns(): Promise<{ close: () => void }> {
+  const saved = process.env.KEDGE_DNS_SERVERS;
+  const sock = dgram.createSocket("udp4");
+  await new Promise<void>((r) => sock.bind(0, "127.0.0.1", r));
+  process.env.KEDGE_DNS_SERVERS = `127.0.0.1:${sock.address().port}`;
+  return {
+    close: () => {
+      sock.close();
+      if (saved === undefined) delete process.env.KEDGE_DNS_SERVERS;
+      else process.env.KEDGE_DNS_SERVERS = saved;
+    },
+  };
+}
