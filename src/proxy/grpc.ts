@@ -85,9 +85,7 @@ export function proxyGrpc(ctx: ProxyContext, stream: ServerHttp2Stream, headers:
     if (call.obs) call.obs.identity = identity;
     if (routed.unrouted) return refuse(routed.unrouted);
     call.backendName = routed.backendName;
-    const name = routed.backendName;
-    const successor = name === "adhoc" ? undefined : () => ctx.runtime().grpcBackends.get(name);
-    forwardCall(ctx.metrics, stream, headers, call, routed.backend!, undefined, successor);
+    forwardCall(ctx.metrics, stream, headers, call, routed.backend!, undefined, ctx.runtime);
   };
   if (decision) decision.then(go, refuse);
   else go();
@@ -97,7 +95,8 @@ export function proxyGrpc(ctx: ProxyContext, stream: ServerHttp2Stream, headers:
  * Sends the call to one of the backend's endpoints, failing over when an endpoint cannot be
  * reached; `set` replaces the client's metadata of the same names (winch's injected credentials).
  * A reload can retire the backend between routing and sending (the call waits a turn for its
- * body, or for the backend's first resolution): `successor` names the backend that replaced it.
+ * body, or for the backend's first resolution): the live `runtime`'s backend of the same name
+ * replaced it (adhoc backends have no successor), as for HTTP requests.
  */
 export function forwardCall(
   metrics: ProxyMetrics,
@@ -106,7 +105,7 @@ export function forwardCall(
   call: CallRecord,
   routedTo: GrpcBackend,
   set: Record<string, string> | undefined,
-  successor?: () => GrpcBackend | undefined,
+  runtime?: () => Runtime,
 ): void {
   let backend = routedTo;
   const backendName = call.backendName;
@@ -116,7 +115,7 @@ export function forwardCall(
   const replay = new RequestReplay(stream);
   let replays = 0;
   const toSuccessor = () => {
-    const next = backend.isClosed ? successor?.() : undefined;
+    const next = backend.isClosed && call.route !== "adhoc" ? runtime?.().grpcBackends.get(backend.name) : undefined;
     if (next && next !== backend) {
       backend = next;
       failedOn.clear();
