@@ -150,6 +150,21 @@ describe("HPACK decoder (RFC 7541 Appendix C)", () => {
     }
   });
 
+  it("reuses a decoded literal only for the same octets read the same way, and never one that failed its check", () => {
+    const coded = huffmanEncode(Buffer.from("text/plain")); // octets 49 7c a5 8a e8 19 aa: no NUL, CR or LF raw either
+    expect(coded.some((b) => b === 0 || b === 10 || b === 13)).toBe(false);
+    const literal = (huffman: boolean, octets: Uint8Array) => Buffer.concat([Buffer.from([0x0f, 0x10, (huffman ? 0x80 : 0) | octets.length]), octets]);
+    // content-type (static name 31) with the same octets, raw then Huffman-coded, then raw again
+    for (const huffman of [false, true, false, true]) {
+      const decoded = new HpackDecoder().decode(literal(huffman, coded));
+      expect(decoded["content-type"]).toBe(huffman ? "text/plain" : Buffer.from(coded).toString("latin1"));
+    }
+    for (let i = 0; i < 2; i++) {
+      expect(() => new HpackDecoder().decode(hex("00 01 41 00"))).toThrow(/bad field name/);
+      expect(() => new HpackDecoder().decode(hex("00 01 61 03 61 0d 61"))).toThrow(/NUL, CR or LF/);
+    }
+  });
+
   it("bounds the decoded header list", () => {
     const block = encodeHeaders({ "x-big": "v".repeat(2000) });
     expect(() => new HpackDecoder(4096, 1000).decode(block)).toThrow("header list above 1000 bytes");

@@ -8,6 +8,7 @@ import { join } from "node:path";
 import type { Subprocess } from "bun";
 import { H2Session } from "../src/upstream/h2-session.ts";
 import { FrameBuffer, type StreamError } from "../src/upstream/h2/frames.ts";
+import { encodeHeaders } from "../src/upstream/h2/hpack.ts";
 import type { H2Headers } from "../src/upstream/h2/hpack.ts";
 import type { H2Stream, StreamHandler } from "../src/upstream/h2/stream.ts";
 import { makeTestPki, type TestPki } from "./helpers/certs.ts";
@@ -50,7 +51,7 @@ function recorder(onData?: (chunk: Uint8Array, stream: H2Stream) => void) {
 }
 
 function send(session: H2Session, method: string, path: string, r = recorder()) {
-  r.stream = session.request({ ":method": method, ":scheme": session.options.tls ? "https" : "http", ":path": path, ":authority": "backend.test" }, r.handler);
+  r.stream = session.request(encodeHeaders({ ":method": method, ":scheme": session.options.tls ? "https" : "http", ":path": path, ":authority": "backend.test" }), r.handler);
   return r;
 }
 

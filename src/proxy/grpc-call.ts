@@ -2,6 +2,7 @@ import type { IncomingHttpHeaders, OutgoingHttpHeaders, ServerHttp2Stream } from
 import type { ProxyMetrics } from "../observe/metrics.js";
 import type { Observation } from "../observe/observer.js";
 import { asKedgeError, type KedgeError } from "../errors.js";
+import { addField, addFieldValues, finishBlock, startBlock } from "../upstream/h2/hpack.js";
 
 /** gRPC status codes kedge itself answers with. */
 export const GrpcStatus = { UNIMPLEMENTED: 12, UNAVAILABLE: 14, INTERNAL: 13, DEADLINE_EXCEEDED: 4, PERMISSION_DENIED: 7, UNAUTHENTICATED: 16 } as const;
@@ -9,13 +10,28 @@ export const GrpcStatus = { UNIMPLEMENTED: 12, UNAVAILABLE: 14, INTERNAL: 13, DE
 // Connection-specific fields never cross an HTTP/2 hop (RFC 9113 §8.2.2); Proxy-Authorization is kedge's own.
 const notForwarded = new Set(["connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "host", "proxy-authorization", "http2-settings"]);
 
-export function forwardable(headers: IncomingHttpHeaders, into: OutgoingHttpHeaders): OutgoingHttpHeaders {
+/**
+ * A call's header block for the backend, encoded straight from the client's headers: the
+ * pseudo-headers, the client's metadata that may cross the hop, then `set` (in place of the
+ * client's fields of those names: winch's injected credentials) and kedge's traceparent.
+ */
+export function upstreamBlock(headers: IncomingHttpHeaders, scheme: string, set: Record<string, string> | undefined, traceparent: string | undefined): Uint8Array {
+  startBlock();
+  addField(":method", "POST");
+  addField(":scheme", scheme);
+  const path = headers[":path"];
+  if (path !== undefined) addFieldValues(":path", path);
+  const authority = headers[":authority"] ?? headers.host;
+  if (authority !== undefined) addFieldValues(":authority", authority);
   for (const name in headers) {
-    if (name.charCodeAt(0) === 58 /* ":" */ || notForwarded.has(name)) continue;
+    if (name.charCodeAt(0) === 58 /* ":" */ || notForwarded.has(name) || (set !== undefined && name in set)) continue;
+    if (traceparent !== undefined && name === "traceparent") continue;
     const v = headers[name];
-    if (v !== undefined) into[name] = v;
+    if (v !== undefined) addFieldValues(name, v);
   }
-  return into;
+  if (set) for (const name in set) addField(name, set[name]);
+  if (traceparent !== undefined) addField("traceparent", traceparent);
+  return finishBlock();
 }
 
 /**

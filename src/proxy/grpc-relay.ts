@@ -2,6 +2,7 @@ import type { OutgoingHttpHeaders, ServerHttp2Stream } from "node:http2";
 import type { H2Headers } from "../upstream/h2/hpack.js";
 import type { StreamError } from "../upstream/h2/frames.js";
 import type { H2Stream, StreamHandler } from "../upstream/h2/stream.js";
+import type { Endpoint } from "../backend/endpoint.js";
 import { answerStatus, forwardableInPlace, GrpcStatus, statusTrailers, type CallRecord } from "./grpc-call.js";
 
 /** Held response bytes up to this are joined into one write; above it, copying costs more than it saves. */
@@ -25,17 +26,18 @@ export class RequestReplay {
   private attached: H2Stream | undefined;
   /** Over the replay limit before the first upstream took the bytes: they are sent once, never replayed. */
   private oversize = false;
-  private ready: (() => void) | undefined;
+  private ready: Gatherer | undefined;
   private turn: ReturnType<typeof setImmediate> | undefined;
 
   // One "data" and one "end" listener for recording, gathering and forwarding: listeners on a
   // node:http2 stream cost more than the branches below.
-  constructor(private readonly client: ServerHttp2Stream) {
-    client.on("data", this.onData);
-    client.on("end", this.onEnd);
+  constructor(private readonly client: RelayedStream) {
+    client[replayOf] = this;
+    client.on("data", replayData);
+    client.on("end", replayEnd);
   }
 
-  private readonly onData = (chunk: Buffer) => {
+  onData(chunk: Buffer): void {
     if (this.chunks) {
       this.size += chunk.length;
       if (this.size <= replayLimitBytes) this.chunks.push(chunk);
@@ -46,12 +48,12 @@ export class RequestReplay {
       }
     }
     if (this.attached && !this.attached.write(chunk)) this.client.pause();
-  };
+  }
 
-  private readonly onEnd = () => {
+  onEnd(): void {
     if (this.ready) this.go();
     else this.attached?.end();
-  };
+  }
 
   get replayable(): boolean {
     return this.chunks !== undefined && !this.oversize;
@@ -61,20 +63,20 @@ export class RequestReplay {
    * Calls `ready` once the client's body has ended or this event-loop turn is over, whichever is
    * first; the client is then paused until an upstream takes its bytes (flow control holds the rest).
    */
-  gather(ready: () => void): void {
-    if (this.client.readableEnded) return ready();
+  gather(ready: Gatherer): void {
+    if (this.client.readableEnded) return ready.gathered();
     this.ready = ready;
-    this.turn = setImmediate(this.go);
+    this.turn = setImmediate(turnOver, this);
   }
 
-  private readonly go = () => {
+  go(): void {
     const ready = this.ready;
     if (!ready) return;
     this.ready = undefined;
     clearImmediate(this.turn);
     if (!this.attached && !this.client.readableEnded) this.client.pause();
-    ready();
-  };
+    ready.gathered();
+  }
 
   /** The backend answered, or the body outgrew the limit: nothing is kept any more. */
   stop(): void {
@@ -105,20 +107,66 @@ export class RequestReplay {
   }
 }
 
-export interface RelayOptions {
-  backendName: string;
+/** Told when a call's body so far is in hand (RequestReplay.gather). */
+export interface Gatherer {
+  gathered(): void;
+}
+
+/** The call a relay carries one attempt of: it counts the endpoint's calls and decides on retries. */
+export interface RelayOwner {
+  readonly backendName: string;
   /** Absolute deadline (performance.now() ms) from grpc-timeout. */
-  deadlineAt: number | undefined;
-  replay: RequestReplay;
+  readonly deadlineAt: number | undefined;
+  readonly replay: RequestReplay;
   /** Called once when the upstream stream is over for good. */
-  done: () => void;
+  done(endpoint: Endpoint): void;
   /** The backend answered: its endpoint is reachable. */
-  reached: () => void;
+  reached(endpoint: Endpoint): void;
   /**
    * The stream never reached the backend's application (refused, or the endpoint unreachable);
    * returns true when the call was started again elsewhere.
    */
-  retry: (err: StreamError) => boolean;
+  retry(err: StreamError, endpoint: Endpoint): boolean;
+}
+
+const replayOf = Symbol("kedge.requestReplay");
+const relayOf = Symbol("kedge.grpcRelay");
+
+/** A client stream and what kedge hangs on it: listeners are shared functions that find their call here, not closures per call. */
+type RelayedStream = ServerHttp2Stream & { [replayOf]?: RequestReplay; [relayOf]?: GrpcRelay };
+
+function replayData(this: RelayedStream, chunk: Buffer): void {
+  this[replayOf]!.onData(chunk);
+}
+
+function replayEnd(this: RelayedStream): void {
+  this[replayOf]!.onEnd();
+}
+
+function turnOver(replay: RequestReplay): void {
+  replay.go();
+}
+
+// The relay of the current attempt: a replayed call's new relay takes the old one's place.
+function relayWantsTrailers(this: RelayedStream): void {
+  this[relayOf]?.wantTrailers();
+}
+
+function relayClientClosed(this: RelayedStream): void {
+  this[relayOf]?.clientClosed();
+}
+
+function expire(relay: GrpcRelay): void {
+  relay.expire();
+}
+
+/** Relays with bytes held, flushed together once the current socket read has been handled. */
+let toFlush: GrpcRelay[] = [];
+
+function flushHeld(): void {
+  const relays = toFlush;
+  toFlush = [];
+  for (const relay of relays) relay.flush();
 }
 
 /**
@@ -143,16 +191,17 @@ export class GrpcRelay implements StreamHandler {
   private deadline: Timer | undefined;
 
   constructor(
-    private readonly client: ServerHttp2Stream,
+    private readonly client: RelayedStream,
     private readonly call: CallRecord,
-    private readonly options: RelayOptions,
+    private readonly owner: RelayOwner,
+    private readonly endpoint: Endpoint,
   ) {}
 
   /** Wires the client to the upstream stream `request` opens with this relay as its handler. */
   start(upstream: H2Stream): void {
     this.upstream = upstream;
     if (this.finished) return; // closed while opening (its close has run)
-    const { client, options } = this;
+    const { client, owner } = this;
     if (client.destroyed || client.closed) {
       // The client left while the call was being routed: its close event has passed.
       upstream.cancel();
@@ -162,27 +211,30 @@ export class GrpcRelay implements StreamHandler {
     }
     // kedge enforces the deadline itself too: a client that does not (or a backend that ignores
     // grpc-timeout) must not hold a call open forever.
-    if (options.deadlineAt !== undefined) this.deadline = setTimeout(this.expire, Math.max(0, options.deadlineAt - performance.now()));
-    client.on("wantTrailers", this.wantTrailers);
-    client.on("close", this.clientClosed);
-    options.replay.attach(upstream);
+    if (owner.deadlineAt !== undefined) this.deadline = setTimeout(expire, Math.max(0, owner.deadlineAt - performance.now()), this);
+    if (client[relayOf] === undefined) {
+      client.on("wantTrailers", relayWantsTrailers);
+      client.on("close", relayClientClosed);
+    }
+    client[relayOf] = this;
+    owner.replay.attach(upstream);
   }
 
-  private readonly expire = () => {
+  expire(): void {
     if (this.finished) return;
     this.upstream?.cancel();
     this.finish();
     this.fail(GrpcStatus.DEADLINE_EXCEEDED, "deadline exceeded");
-  };
+  }
 
-  private readonly clientClosed = () => {
+  clientClosed(): void {
     // A client cancel cancels the backend call.
     this.upstream?.cancel();
     this.finish();
     this.call.record("cancelled"); // no-op when a status was already recorded
-  };
+  }
 
-  private readonly wantTrailers = () => {
+  wantTrailers(): void {
     if (this.replayed) return;
     const final = this.trailersOut ?? statusTrailers(GrpcStatus.INTERNAL, "backend sent no trailers");
     try {
@@ -192,18 +244,18 @@ export class GrpcRelay implements StreamHandler {
       this.call.record(GrpcStatus.UNAVAILABLE);
       this.client.sendTrailers(statusTrailers(GrpcStatus.UNAVAILABLE, this.unforwardable(e)));
     }
-  };
+  }
 
   response(headers: H2Headers, endStream: boolean): void {
     this.responded = true;
-    this.options.reached();
-    this.options.replay.stop();
+    this.owner.reached(this.endpoint);
+    this.owner.replay.stop();
     const obs = this.call.obs;
     if (obs) obs.firstByteAt = performance.now();
     const client = this.client;
     if (client.destroyed || client.closed) return;
     const out: OutgoingHttpHeaders = forwardableInPlace(headers, true);
-    out["x-kedge-backend-name"] = this.options.backendName;
+    out["x-kedge-backend-name"] = this.owner.backendName;
     if (endStream) {
       this.call.record(headers["grpc-status"]);
       this.respond(out, { endStream: true }); // trailers-only: status in the headers
@@ -235,20 +287,17 @@ export class GrpcRelay implements StreamHandler {
     if (this.finished) return;
     this.finish();
     if (!err) return void this.flush();
-    if (!this.responded && err.unprocessed && this.options.replay.replayable && !this.client.closed) {
-      this.options.replay.detach();
-      if (this.options.retry(err)) {
-        this.replayed = true;
-        this.client.off("wantTrailers", this.wantTrailers);
-        this.client.off("close", this.clientClosed);
-        return;
-      }
+    if (!this.responded && err.unprocessed && this.owner.replay.replayable && !this.client.closed) {
+      this.owner.replay.detach();
+      this.replayed = true;
+      if (this.owner.retry(err, this.endpoint)) return;
+      this.replayed = false;
     }
-    this.fail(GrpcStatus.UNAVAILABLE, `backend ${this.options.backendName}: ${err.message}`);
+    this.fail(GrpcStatus.UNAVAILABLE, `backend ${this.owner.backendName}: ${err.message}`);
   }
 
   drain(): void {
-    this.options.replay.drained();
+    this.owner.replay.drained();
   }
 
   /** Sends the backend's headers; false when node:http2 refuses them (the call is answered UNAVAILABLE instead). */
@@ -264,7 +313,7 @@ export class GrpcRelay implements StreamHandler {
 
   /** Why a backend's answer could not be passed on: the backend's fault, answered UNAVAILABLE. */
   private unforwardable(e: unknown): string {
-    return `backend ${this.options.backendName} sent headers kedge cannot forward: ${(e as Error).message}`;
+    return `backend ${this.owner.backendName} sent headers kedge cannot forward: ${(e as Error).message}`;
   }
 
   /** Ends the client's call with this status: a trailers-only answer, or trailers after what was sent. */
@@ -280,17 +329,17 @@ export class GrpcRelay implements StreamHandler {
     if (this.finished) return;
     this.finished = true;
     clearTimeout(this.deadline);
-    this.options.done();
+    this.owner.done(this.endpoint);
   }
 
   private queueFlush(): void {
     if (this.flushQueued) return;
     this.flushQueued = true;
-    queueMicrotask(this.flush);
+    if (toFlush.push(this) === 1) queueMicrotask(flushHeld);
   }
 
   /** Writes what is held now; called before any error path decides between headers and trailers. */
-  private readonly flush = (): void => {
+  flush(): void {
     this.flushQueued = false;
     const { client, chunks } = this;
     if (!this.headers && chunks.length === 0 && !this.ended) return;
@@ -305,21 +354,21 @@ export class GrpcRelay implements StreamHandler {
       if (!this.respond(headers, { waitForTrailers: true })) return;
     }
     if (!client.headersSent) return;
+    // Held messages as one buffer while that is cheap: one DATA frame, one pass through node:http2's
+    // stream machinery. Message boundaries are not frame boundaries in gRPC: the client reads the
+    // same messages. An ended answer's last bytes (a unary call's message) go with the end.
+    const held = chunks.length === 1 ? chunks[0] : chunks.length > 1 && this.heldBytes <= coalesceLimitBytes ? Buffer.concat(chunks, this.heldBytes) : undefined;
+    const ending = this.ended && !client.writableEnded;
     let ok = true;
-    if (chunks.length > 1 && this.heldBytes <= coalesceLimitBytes) {
-      // Many small messages (a server stream's) as one write: one DATA frame, and one pass through
-      // node:http2's stream machinery instead of one per message. Message boundaries are not
-      // frame boundaries in gRPC, so the client reads the same messages.
-      ok = client.write(Buffer.concat(chunks, this.heldBytes));
-    } else for (const c of chunks) ok = client.write(c);
+    if (held === undefined) for (const c of chunks) ok = client.write(c);
+    else if (!ending) ok = client.write(held);
     chunks.length = 0;
     this.heldBytes = 0;
-    if (this.ended) {
-      if (!client.writableEnded) client.end();
-    } else if (!ok && this.upstream && !this.upstream.paused) {
+    if (ending) client.end(held);
+    else if (!ok && this.upstream && !this.upstream.paused) {
       const upstream = this.upstream;
       upstream.pause();
       client.once("drain", () => upstream.resume());
     }
-  };
+  }
 }

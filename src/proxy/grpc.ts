@@ -7,10 +7,9 @@ import { KedgeError } from "../errors.js";
 import { parseHostPort, type HostPort } from "../router/host.js";
 import type { Runtime } from "../runtime.js";
 import type { H2Session } from "../upstream/h2-session.js";
-import { answerStatus, type CallRecord, forwardable, GrpcStatus, openCall } from "./grpc-call.js";
-import { GrpcRelay, RequestReplay } from "./grpc-relay.js";
+import { answerStatus, type CallRecord, GrpcStatus, openCall, upstreamBlock } from "./grpc-call.js";
+import { GrpcRelay, RequestReplay, type RelayOwner } from "./grpc-relay.js";
 import type { StreamError } from "../upstream/h2/frames.js";
-import type { OutgoingFields } from "../upstream/h2/hpack.js";
 import type { ProxyContext } from "./http.js";
 import { routeLabel, type ProxyMetrics } from "../observe/metrics.js";
 
@@ -107,77 +106,97 @@ export function forwardCall(
   set: Record<string, string> | undefined,
   runtime?: () => Runtime,
 ): void {
-  let backend = routedTo;
-  const backendName = call.backendName;
-  const failedOn = new Set<Endpoint>();
-  const timeoutMs = grpcTimeoutMs(headers["grpc-timeout"]);
-  const deadlineAt = timeoutMs === undefined ? undefined : performance.now() + timeoutMs;
-  const replay = new RequestReplay(stream);
-  let replays = 0;
-  const toSuccessor = () => {
-    const next = backend.isClosed && call.route !== "adhoc" ? runtime?.().grpcBackends.get(backend.name) : undefined;
+  if (call.obs?.logged) call.obs.countIn(stream);
+  const forward = new GrpcForward(metrics, stream, headers, call, routedTo, set, runtime);
+  forward.replay.gather(forward);
+}
+
+/** One call's way to its backend: each attempt (an endpoint, a stream) is relayed by a GrpcRelay this owns. */
+class GrpcForward implements RelayOwner {
+  readonly backendName: string;
+  readonly deadlineAt: number | undefined;
+  readonly replay: RequestReplay;
+  private failedOn: Set<Endpoint> | undefined;
+  private replays = 0;
+
+  constructor(
+    private readonly metrics: ProxyMetrics,
+    private readonly stream: ServerHttp2Stream,
+    private readonly headers: IncomingHttpHeaders,
+    private readonly call: CallRecord,
+    private backend: GrpcBackend,
+    private readonly set: Record<string, string> | undefined,
+    private readonly runtime: (() => Runtime) | undefined,
+  ) {
+    this.backendName = call.backendName;
+    const timeoutMs = grpcTimeoutMs(headers["grpc-timeout"]);
+    this.deadlineAt = timeoutMs === undefined ? undefined : performance.now() + timeoutMs;
+    this.replay = new RequestReplay(stream);
+  }
+
+  /** The body so far is in hand: waits for the backend's first resolution (a retired backend settles it), then sends. */
+  gathered(): void {
+    this.toSuccessor();
+    const pending = this.backend.pendingResolution;
+    if (pending) void pending.then(() => this.gathered());
+    else this.attempt();
+  }
+
+  private toSuccessor(): void {
+    const { backend, runtime } = this;
+    const next = backend.isClosed && this.call.route !== "adhoc" ? runtime?.().grpcBackends.get(backend.name) : undefined;
     if (next && next !== backend) {
-      backend = next;
-      failedOn.clear();
+      this.backend = next;
+      this.failedOn?.clear();
     }
-  };
-  const attempt = () => {
-    toSuccessor();
+  }
+
+  private attempt(): void {
+    this.toSuccessor();
+    const { call, stream } = this;
     let picked: { endpoint: Endpoint; pool: H2Session };
     try {
-      picked = backend.pick(failedOn);
+      picked = this.backend.pick(this.failedOn);
     } catch (e) {
-      metrics.proxyErrors.inc([backendName, (e as KedgeError).type]);
+      this.metrics.proxyErrors.inc([this.backendName, (e as KedgeError).type]);
       return answerStatus(stream, GrpcStatus.UNAVAILABLE, (e as Error).message, call);
     }
     const { endpoint, pool } = picked;
-    const upstreamHeaders = forwardable(headers, {
-      ":method": "POST",
-      ":scheme": pool.options.tls ? "https" : "http",
-      ":path": headers[":path"],
-      ":authority": headers[":authority"] ?? headers.host,
-    });
-    if (set) Object.assign(upstreamHeaders, set);
     const obs = call.obs;
-    if (obs) {
-      if (obs.traceparent) upstreamHeaders.traceparent = obs.traceparent;
-      obs.sentUpstream(endpoint.address);
-    }
+    if (obs) obs.sentUpstream(endpoint.address);
+    const block = upstreamBlock(this.headers, pool.options.tls ? "https" : "http", this.set, obs?.traceparent);
     endpoint.outstanding++;
-    // A call that never reached the backend's application is safe to send again: to another
-    // endpoint when this one cannot be reached, to a fresh connection when the stream was refused.
-    const retry = (err: StreamError): boolean => {
-      if (stream.closed || stream.destroyed) return false;
-      if (err.dialFailed) {
-        endpoint.markFailed(backend.failureBackoffMs, defaults.maxFailureBackoffMs);
-        failedOn.add(endpoint);
-        if (failedOn.size >= Math.min(maxEndpointAttempts, backend.endpointCount)) {
-          metrics.proxyErrors.inc([backendName, "no-connection-to-all-resolved-addresses"]);
-          return false;
-        }
-      } else if (replays++ >= maxReplays) return false;
-      attempt();
-      return true;
-    };
-    const relay = new GrpcRelay(stream, call, {
-      backendName,
-      deadlineAt,
-      replay,
-      retry,
-      done: () => endpoint.outstanding--,
-      reached: () => endpoint.markHealthy(),
-    });
-    relay.start(pool.request(upstreamHeaders as OutgoingFields, relay));
-  };
-  if (call.obs?.logged) call.obs.countIn(stream);
-  // Waits for the backend's first resolution; one retired meanwhile settles it, and the call moves on.
-  const start = () => {
-    toSuccessor();
-    const pending = backend.pendingResolution;
-    if (pending) void pending.then(start);
-    else attempt();
-  };
-  replay.gather(start);
+    const relay = new GrpcRelay(stream, call, this, endpoint);
+    relay.start(pool.request(block, relay));
+  }
+
+  // RelayOwner
+  done(endpoint: Endpoint): void {
+    endpoint.outstanding--;
+  }
+
+  reached(endpoint: Endpoint): void {
+    endpoint.markHealthy();
+  }
+
+  /**
+   * A call that never reached the backend's application is safe to send again: to another
+   * endpoint when this one cannot be reached, to a fresh connection when the stream was refused.
+   */
+  retry(err: StreamError, endpoint: Endpoint): boolean {
+    if (this.stream.closed || this.stream.destroyed) return false;
+    if (err.dialFailed) {
+      endpoint.markFailed(this.backend.failureBackoffMs, defaults.maxFailureBackoffMs);
+      const failedOn = (this.failedOn ??= new Set());
+      failedOn.add(endpoint);
+      if (failedOn.size >= Math.min(maxEndpointAttempts, this.backend.endpointCount)) {
+        this.metrics.proxyErrors.inc([this.backendName, "no-connection-to-all-resolved-addresses"]);
+        return false;
+      }
+    } else if (this.replays++ >= maxReplays) return false;
+    this.attempt();
+    return true;
+  }
 }
 
 const timeoutUnitMs: Record<string, number> = { H: 3_600_000, M: 60_000, S: 1_000, m: 1, u: 0.001, n: 0.000001 };

@@ -27,7 +27,7 @@ function countReset(this: ServerHttp2Stream): void {
   session.destroy();
 }
 
-/** Watches one stream for a reset by the client; shares one listener function across streams. */
+/** Watches one stream for a reset by the client; one listener function shared by every stream. */
 export function watchResets(stream: ServerHttp2Stream): void {
-  stream.once("aborted", countReset);
+  stream.on("aborted", countReset); // fires at most once; `once` would wrap the listener per stream
 }

@@ -1,7 +1,6 @@
 import type { TLSOptions } from "bun";
 import { H2Connection } from "./h2/connection.js";
 import { ErrorCode, StreamError } from "./h2/frames.js";
-import { encodeHeaders, type OutgoingFields } from "./h2/hpack.js";
 import { H2Stream, type StreamHandler } from "./h2/stream.js";
 
 export interface H2SessionOptions {
@@ -117,8 +116,8 @@ export class H2Session {
    * Starts a call on the current connection (dialling one if there is none); the request body
    * follows with write()/end(). A failure to connect reaches `handler.close` with `dialFailed`.
    */
-  request(fields: OutgoingFields, handler: StreamHandler): H2Stream {
-    const stream = new H2Stream(encodeHeaders(fields), handler);
+  request(block: Uint8Array, handler: StreamHandler): H2Stream {
+    const stream = new H2Stream(block, handler);
     if (this.closed) {
       stream.closed = true;
       queueMicrotask(() => handler.close(new StreamError("backend pool closed", ErrorCode.REFUSED_STREAM, true, true)));

@@ -34,6 +34,53 @@ const fieldName = /^:?[a-z0-9!#$%&'*+.^_`|~-]+$/;
 const badValue = /[\0\r\n]/;
 
 /**
+ * Decoded literals by their encoded octets (Huffman-coded or not), checked once: a backend sends
+ * the same few names and values (content-type, grpc-status, "0") on every response, and a string
+ * made once is cheaper to reuse than to slice, check and hash again. Shared by every connection;
+ * a slot holds the latest literal that hashed to it.
+ */
+class LiteralCache {
+  private static readonly slots = 512;
+  private static readonly maxOctets = 64;
+  private readonly octets: (Uint8Array | undefined)[] = new Array(LiteralCache.slots).fill(undefined);
+  private readonly texts: string[] = new Array(LiteralCache.slots).fill("");
+  /** Whether the slot's octets were Huffman-coded: the same octets read raw are another string. */
+  private readonly coded: boolean[] = new Array(LiteralCache.slots).fill(false);
+
+  constructor(readonly check: (text: string) => void) {}
+
+  private slot(block: Uint8Array, start: number, end: number, huffman: boolean): number {
+    let h = huffman ? end - start : start - end;
+    for (let i = start; i < end; i++) h = (Math.imul(h, 31) + block[i]) | 0;
+    return (h ^ (h >>> 11)) & (LiteralCache.slots - 1);
+  }
+
+  find(block: Uint8Array, start: number, end: number, huffman: boolean): string | undefined {
+    if (end - start > LiteralCache.maxOctets) return undefined;
+    const slot = this.slot(block, start, end, huffman);
+    const octets = this.octets[slot];
+    if (octets === undefined || octets.length !== end - start || this.coded[slot] !== huffman) return undefined;
+    for (let i = 0; i < octets.length; i++) if (octets[i] !== block[start + i]) return undefined;
+    return this.texts[slot];
+  }
+
+  add(block: Uint8Array, start: number, end: number, huffman: boolean, text: string): void {
+    if (end - start > LiteralCache.maxOctets) return;
+    const slot = this.slot(block, start, end, huffman);
+    this.octets[slot] = Uint8Array.prototype.slice.call(block, start, end);
+    this.texts[slot] = text;
+    this.coded[slot] = huffman;
+  }
+}
+
+const names = new LiteralCache((name) => {
+  if (!fieldName.test(name)) throw new HpackError(`bad field name ${JSON.stringify(name)}`);
+});
+const values = new LiteralCache((value) => {
+  if (badValue.test(value)) throw new HpackError("field value with NUL, CR or LF");
+});
+
+/**
  * One connection's HPACK decoding context (RFC 7541): the static table, the dynamic table the
  * peer fills, and a bound on the decoded list so a hostile peer cannot make kedge buffer without
  * limit. Decoding errors are connection errors (COMPRESSION_ERROR): the context is unusable after one.
@@ -83,12 +130,8 @@ export class HpackDecoder {
       } else {
         const indexing = (b & 0xc0) === 0x40;
         const nameIndex = this.int(indexing ? 6 : 4);
-        if (nameIndex === 0) {
-          name = this.str();
-          if (!fieldName.test(name)) throw new HpackError(`bad field name ${JSON.stringify(name)}`);
-        } else name = this.entry(nameIndex)[0];
-        value = this.str();
-        if (badValue.test(value)) throw new HpackError("field value with NUL, CR or LF");
+        name = nameIndex === 0 ? this.str(names) : this.entry(nameIndex)[0];
+        value = this.str(values);
         if (indexing) this.insert(name, value);
       }
       fields++;
@@ -116,19 +159,28 @@ export class HpackDecoder {
     }
   }
 
-  /** A string literal (RFC 7541 §5.2), one char per octet as node:http2 hands header values over. */
-  private str(): string {
+  /** A string literal (RFC 7541 §5.2), one char per octet as node:http2 hands header values over; checked as `kind` requires. */
+  private str(kind: LiteralCache): string {
     const block = this.block;
     if (this.pos >= this.end) throw new HpackError("truncated string");
-    const huffman = block[this.pos] & 0x80;
+    const huffman = (block[this.pos] & 0x80) !== 0;
     const length = this.int(7);
     const start = this.pos;
-    if (start + length > this.end) throw new HpackError("truncated string");
-    this.pos += length;
-    if (!huffman) return latin1(block, start, start + length);
-    const n = huffmanDecode(block, start, start + length);
-    if (n < 0) throw new HpackError("bad Huffman string");
-    return latin1(huffmanOutput(), 0, n);
+    const end = start + length;
+    if (end > this.end) throw new HpackError("truncated string");
+    this.pos = end;
+    const known = kind.find(block, start, end, huffman);
+    if (known !== undefined) return known;
+    let text: string;
+    if (!huffman) text = latin1(block, start, end);
+    else {
+      const n = huffmanDecode(block, start, end);
+      if (n < 0) throw new HpackError("bad Huffman string");
+      text = latin1(huffmanOutput(), 0, n);
+    }
+    kind.check(text);
+    kind.add(block, start, end, huffman, text);
+    return text;
   }
 
   private entry(index: number): readonly [string, string] {
@@ -177,7 +229,75 @@ for (let i = staticCount; i >= 1; i--) staticName.set(staticTable[i][0], i);
 /** Fields an intermediary must never index either (RFC 7541 §7.1.3). */
 const neverIndexed = new Set(["authorization", "proxy-authorization", "cookie", "set-cookie"]);
 
+// One header block is built at a time, synchronously, in this shared buffer; finishBlock copies it out.
 let buf = Buffer.allocUnsafe(4096);
+let at = 0;
+/** Strings up to this length are copied char by char: cheaper than a native write call. */
+const shortString = 48;
+
+function room(n: number): void {
+  if (at + n <= buf.length) return;
+  const bigger = Buffer.allocUnsafe(Math.max(buf.length * 2, at + n));
+  buf.copy(bigger, 0, 0, at);
+  buf = bigger;
+}
+
+function int(first: number, prefixBits: number, value: number): void {
+  room(6);
+  const mask = (1 << prefixBits) - 1;
+  if (value < mask) {
+    buf[at++] = first | value;
+    return;
+  }
+  buf[at++] = first | mask;
+  value -= mask;
+  while (value >= 128) {
+    buf[at++] = (value & 127) | 128;
+    value = Math.floor(value / 128);
+  }
+  buf[at++] = value;
+}
+
+function str(s: string): void {
+  const n = s.length; // one octet per char, as node:http2 hands header values over
+  int(0, 7, n);
+  room(n);
+  if (n <= shortString) {
+    for (let i = 0; i < n; i++) buf[at + i] = s.charCodeAt(i);
+    at += n;
+  } else at += buf.write(s, at, n, "latin1");
+}
+
+/** Starts a header block; add its fields (pseudo-headers first), then finishBlock. */
+export function startBlock(): void {
+  at = 0;
+}
+
+/** Adds one field: a whole static entry for the pseudo-headers kedge sends, else a literal. */
+export function addField(name: string, value: string): void {
+  const whole = name.charCodeAt(0) === 58 /* ":" */ ? indexedField(name, value) : 0;
+  if (whole !== 0) return int(0x80, 7, whole);
+  const first = neverIndexed.has(name) ? 0x10 : 0;
+  const index = staticName.get(name);
+  if (index !== undefined) int(first, 4, index);
+  else {
+    int(first, 4, 0);
+    str(name);
+  }
+  str(value);
+}
+
+/** Adds a field's values as node:http2 holds them: one string, a number, or a repeated field's list. */
+export function addFieldValues(name: string, v: string | number | readonly string[]): void {
+  if (typeof v === "string") addField(name, v);
+  else if (typeof v === "number") addField(name, String(v));
+  else for (const one of v) addField(name, one);
+}
+
+/** The block built since startBlock, copied out of the shared buffer. */
+export function finishBlock(): Uint8Array {
+  return Uint8Array.prototype.slice.call(buf, 0, at);
+}
 
 /**
  * Encodes fields as literals without indexing and without Huffman coding: the peer's dynamic
@@ -185,52 +305,10 @@ let buf = Buffer.allocUnsafe(4096);
  * table (nginx's grpc_pass does) still reads every request. Pseudo-headers must come first.
  */
 export function encodeHeaders(fields: OutgoingFields): Uint8Array {
-  let at = 0;
-  const room = (n: number) => {
-    if (at + n <= buf.length) return;
-    const bigger = Buffer.allocUnsafe(Math.max(buf.length * 2, at + n));
-    buf.copy(bigger, 0, 0, at);
-    buf = bigger;
-  };
-  const int = (first: number, prefixBits: number, value: number) => {
-    room(6);
-    const mask = (1 << prefixBits) - 1;
-    if (value < mask) {
-      buf[at++] = first | value;
-      return;
-    }
-    buf[at++] = first | mask;
-    value -= mask;
-    while (value >= 128) {
-      buf[at++] = (value & 127) | 128;
-      value = Math.floor(value / 128);
-    }
-    buf[at++] = value;
-  };
-  const str = (s: string) => {
-    const n = s.length; // one octet per char, as node:http2 hands header values over
-    int(0, 7, n);
-    room(n);
-    at += buf.write(s, at, n, "latin1");
-  };
-  const field = (name: string, value: string) => {
-    const whole = name.charCodeAt(0) === 58 /* ":" */ ? indexedField(name, value) : 0;
-    if (whole !== 0) return int(0x80, 7, whole);
-    const first = neverIndexed.has(name) ? 0x10 : 0;
-    const index = staticName.get(name);
-    if (index !== undefined) int(first, 4, index);
-    else {
-      int(first, 4, 0);
-      str(name);
-    }
-    str(value);
-  };
+  startBlock();
   for (const name in fields) {
     const v = fields[name];
-    if (v === undefined) continue;
-    if (typeof v === "string") field(name, v);
-    else if (typeof v === "number") field(name, String(v));
-    else for (const one of v) field(name, one);
+    if (v !== undefined) addFieldValues(name, v);
   }
-  return Uint8Array.prototype.slice.call(buf, 0, at);
+  return finishBlock();
 }
