@@ -13,7 +13,8 @@ const notForwarded = new Set(["connection", "keep-alive", "proxy-connection", "t
 /**
  * A call's header block for the backend, encoded straight from the client's headers: the
  * pseudo-headers, the client's metadata that may cross the hop, then `set` (in place of the
- * client's fields of those names: winch's injected credentials) and kedge's traceparent.
+ * client's fields of those names: winch's injected credentials) and kedge's traceparent. A view
+ * of the encoder's shared buffer (finishBlock): hand it to H2Session.request before building another.
  */
 export function upstreamBlock(headers: IncomingHttpHeaders, scheme: string, set: Record<string, string> | undefined, traceparent: string | undefined): Uint8Array {
   startBlock();

@@ -27,7 +27,6 @@ export class RequestReplay {
   /** Over the replay limit before the first upstream took the bytes: they are sent once, never replayed. */
   private oversize = false;
   private ready: Gatherer | undefined;
-  private turn: ReturnType<typeof setImmediate> | undefined;
 
   // One "data" and one "end" listener for recording, gathering and forwarding: listeners on a
   // node:http2 stream cost more than the branches below.
@@ -66,14 +65,13 @@ export class RequestReplay {
   gather(ready: Gatherer): void {
     if (this.client.readableEnded) return ready.gathered();
     this.ready = ready;
-    this.turn = setImmediate(turnOver, this);
+    if (gathering.push(this) === 1) setImmediate(turnOver);
   }
 
   go(): void {
     const ready = this.ready;
     if (!ready) return;
     this.ready = undefined;
-    clearImmediate(this.turn);
     if (!this.attached && !this.client.readableEnded) this.client.pause();
     ready.gathered();
   }
@@ -143,8 +141,13 @@ function replayEnd(this: RelayedStream): void {
   this[replayOf]!.onEnd();
 }
 
-function turnOver(replay: RequestReplay): void {
-  replay.go();
+/** Calls gathering their body until this event-loop turn is over: one immediate for all of them. */
+let gathering: RequestReplay[] = [];
+
+function turnOver(): void {
+  const replays = gathering;
+  gathering = [];
+  for (const replay of replays) replay.go(); // a no-op for those whose body ended first
 }
 
 // The relay of the current attempt: a replayed call's new relay takes the old one's place.

@@ -144,8 +144,10 @@ export class H2Connection {
   open(stream: H2Stream): void {
     if (this.goingAway || this.draining || this.closed) return this.finish(stream, new StreamError("connection is closing", ErrorCode.REFUSED_STREAM, true));
     stream.conn = this;
-    if (!this.settled || this.streams.size >= this.peerMaxStreams) this.waiting.push(stream);
-    else this.start1(stream);
+    if (!this.settled || this.streams.size >= this.peerMaxStreams) {
+      stream.keepBlock();
+      this.waiting.push(stream);
+    } else this.start1(stream);
   }
 
   private start1(stream: H2Stream): void {

@@ -294,9 +294,12 @@ export function addFieldValues(name: string, v: string | number | readonly strin
   else for (const one of v) addField(name, one);
 }
 
-/** The block built since startBlock, copied out of the shared buffer. */
+/**
+ * The block built since startBlock: a view of the shared buffer, valid until the next block is
+ * started. H2Connection copies it into its frames at once, or keeps a copy for a call that waits.
+ */
 export function finishBlock(): Uint8Array {
-  return Uint8Array.prototype.slice.call(buf, 0, at);
+  return buf.subarray(0, at);
 }
 
 /**
@@ -310,5 +313,5 @@ export function encodeHeaders(fields: OutgoingFields): Uint8Array {
     const v = fields[name];
     if (v !== undefined) addFieldValues(name, v);
   }
-  return finishBlock();
+  return Uint8Array.prototype.slice.call(finishBlock()); // a copy: Buffer's own slice() is a view
 }

@@ -42,9 +42,15 @@ export class H2Stream {
   rstCode: number | undefined;
 
   constructor(
-    readonly block: Uint8Array,
+    /** The request's header block; possibly a view of the encoder's shared buffer until keepBlock(). */
+    public block: Uint8Array,
     readonly handler: StreamHandler,
   ) {}
+
+  /** The stream waits (for its connection or a stream slot): its header block must outlive the encoder's next one. */
+  keepBlock(): void {
+    this.block = Uint8Array.prototype.slice.call(this.block); // a copy: Buffer's own slice() is a view
+  }
 
   /** False when the bytes wait for flow control (or the connection): wait for drain(). */
   write(chunk: Uint8Array): boolean {
