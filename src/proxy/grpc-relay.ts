@@ -159,7 +159,7 @@ function relayClientClosed(this: RelayedStream): void {
   this[relayOf]?.clientClosed();
 }
 
-function expire(relay: GrpcRelay): void {
+function deadlinePassed(relay: GrpcRelay): void {
   relay.expire();
 }
 
@@ -214,7 +214,7 @@ export class GrpcRelay implements StreamHandler {
     }
     // kedge enforces the deadline itself too: a client that does not (or a backend that ignores
     // grpc-timeout) must not hold a call open forever.
-    if (owner.deadlineAt !== undefined) this.deadline = setTimeout(expire, Math.max(0, owner.deadlineAt - performance.now()), this);
+    if (owner.deadlineAt !== undefined) this.deadline = setTimeout(deadlinePassed, Math.max(0, owner.deadlineAt - performance.now()), this);
     if (client[relayOf] === undefined) {
       client.on("wantTrailers", relayWantsTrailers);
       client.on("close", relayClientClosed);
