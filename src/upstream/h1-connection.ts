@@ -188,8 +188,7 @@ export class H1Connection implements TunnelOutput {
   onHead(head: ResponseHead): void {
     this.responseStarted = true;
     this.mustClose = head.close;
-    this.lastActivity = performance.now();
-    this.handlers?.onHead(head);
+    this.handlers?.onHead(head); // lastActivity was set by the read (onData) that carried the head
   }
 
   /** Called by the silence sweeper: the backend sent nothing for longer than the idle timeout mid-body. */
