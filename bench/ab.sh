@@ -5,7 +5,7 @@
 # Whatever slows the machine slows A and B alike, so B/A (CPU µs per request) is steady to a few
 # per cent: the same binary against itself gives medians of 0.98–1.00.
 # Needs 2 CPUs, taskset (util-linux), and what `npm run bench` installs (nginx, wrk, h2load).
-# Usage: bash bench/ab.sh BIN_A BIN_B [http|grpc] [ROUNDS=5] [SECONDS=4]
+# Usage: bash bench/ab.sh BIN_A BIN_B [http|grpc|stream] [ROUNDS=5] [SECONDS=4]
 set -euo pipefail
 A_BIN=$(realpath "$1") B_BIN=$(realpath "$2") KIND=${3:-grpc} ROUNDS=${4:-5} SECS=${5:-4}
 cd "$(dirname "$0")/.."
@@ -13,7 +13,7 @@ source bench/floor-lib.sh
 UP=$(port) A=$(port) B=$(port)
 
 config() { # $1 listening port: a kedge with one route to the upstream
-  if [[ $KIND == http ]]; then
+  if [[ $KIND == http ]]; then  # (grpc and stream share the gRPC route)
     echo "{\"server\":{\"bind_address\":\"127.0.0.1\",\"http_port\":$1,\"log_level\":\"error\"},\"http\":{\"backends\":[{\"name\":\"up\",\"static\":{\"addresses\":[\"127.0.0.1:$UP\"]}}],\"routes\":[{\"backend_name\":\"up\",\"path_rules\":[\"/*\"]}]}}"
   else
     echo "{\"server\":{\"bind_address\":\"127.0.0.1\",\"h2c_port\":$1,\"log_level\":\"error\"},\"grpc\":{\"backends\":[{\"name\":\"up\",\"static\":{\"addresses\":[\"127.0.0.1:$UP\"]}}],\"routes\":[{\"backend_name\":\"up\",\"service_name_matcher\":\"*\"}]}}"
@@ -29,7 +29,10 @@ case $KIND in
     taskset -c 0 "$BUN" bench/grpc-upstream.ts "$UP" >"$TMP/up.out" 2>&1 & PIDS+=($!)
     printf '\x00\x00\x00\x00\x05hello' >"$TMP/req.bin"
     load() { taskset -c 0 h2load -t1 -c5 -m10 -D "$2" -d "$TMP/req.bin" -H 'content-type: application/grpc' -H 'te: trailers' "http://127.0.0.1:$1/bench.Echo/Unary" 2>&1 | awk '/^requests:/ {print $8}'; } ;;
-  *) echo "kind must be http or grpc" >&2; exit 2 ;;
+  stream) # server-streaming calls of 100 messages each; "requests" are calls
+    taskset -c 0 "$BUN" bench/grpc-upstream.ts "$UP" >"$TMP/up.out" 2>&1 & PIDS+=($!)
+    load() { taskset -c 0 "$BUN" bench/grpc-stream-client.ts "$1" /bench.Echo/Stream 5 10 "$2" 100 2>&1 | sed -n 's/^bench-stream: calls=\([0-9]*\).*/\1/p'; } ;;
+  *) echo "kind must be http, grpc or stream" >&2; exit 2 ;;
 esac
 config "$A" >"$TMP/a.json"
 config "$B" >"$TMP/b.json"

@@ -37,8 +37,9 @@ function recorder(onData?: (chunk: Uint8Array, stream: H2Stream) => void) {
     received: () => chunks.reduce((n, c) => n + c.length, 0),
     handler: {
       response: (h) => (result.headers = h),
-      data: (c) => {
-        chunks.push(Buffer.from(c));
+      data: (bytes, start, end) => {
+        const c = Buffer.from(bytes.subarray(start, end));
+        chunks.push(c);
         onData?.(c, r.stream);
       },
       trailers: (t) => (result.trailers = t),

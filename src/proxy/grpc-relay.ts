@@ -183,8 +183,8 @@ function flushHeld(): void {
 export class GrpcRelay implements StreamHandler {
   upstream: H2Stream | undefined;
   private headers: OutgoingHttpHeaders | undefined;
-  private readonly chunks: Buffer[] = [];
-  private heldBytes = 0;
+  /** The backend's body bytes held for the next flush: ranges [start, end) of socket reads. */
+  private readonly held = new HeldRanges();
   private flushQueued = false;
   private trailersOut: OutgoingHttpHeaders | undefined;
   private ended = false;
@@ -268,10 +268,9 @@ export class GrpcRelay implements StreamHandler {
     this.queueFlush();
   }
 
-  data(chunk: Uint8Array): void {
-    if (this.call.obs) this.call.obs.bytesOut += chunk.length;
-    this.chunks.push(chunk as Buffer);
-    this.heldBytes += chunk.length;
+  data(bytes: Uint8Array, start: number, end: number): void {
+    if (this.call.obs) this.call.obs.bytesOut += end - start;
+    this.held.add(bytes, start, end);
     this.queueFlush();
   }
 
@@ -344,11 +343,10 @@ export class GrpcRelay implements StreamHandler {
   /** Writes what is held now; called before any error path decides between headers and trailers. */
   flush(): void {
     this.flushQueued = false;
-    const { client, chunks } = this;
-    if (!this.headers && chunks.length === 0 && !this.ended) return;
+    const { client, held } = this;
+    if (!this.headers && held.count === 0 && !this.ended) return;
     if (client.destroyed || client.closed) {
-      chunks.length = 0;
-      this.heldBytes = 0;
+      held.clear();
       return;
     }
     if (this.headers) {
@@ -360,18 +358,65 @@ export class GrpcRelay implements StreamHandler {
     // Held messages as one buffer while that is cheap: one DATA frame, one pass through node:http2's
     // stream machinery. Message boundaries are not frame boundaries in gRPC: the client reads the
     // same messages. An ended answer's last bytes (a unary call's message) go with the end.
-    const held = chunks.length === 1 ? chunks[0] : chunks.length > 1 && this.heldBytes <= coalesceLimitBytes ? Buffer.concat(chunks, this.heldBytes) : undefined;
+    const joined = held.count > 0 && held.bytes <= coalesceLimitBytes ? held.join() : undefined;
     const ending = this.ended && !client.writableEnded;
     let ok = true;
-    if (held === undefined) for (const c of chunks) ok = client.write(c);
-    else if (!ending) ok = client.write(held);
-    chunks.length = 0;
-    this.heldBytes = 0;
-    if (ending) client.end(held);
+    if (joined === undefined) ok = held.writeEach(client);
+    else if (!ending) ok = client.write(joined);
+    held.clear();
+    if (ending) client.end(joined);
     else if (!ok && this.upstream && !this.upstream.paused) {
       const upstream = this.upstream;
       upstream.pause();
       client.once("drain", () => upstream.resume());
     }
+  }
+}
+
+/** Byte ranges of socket reads, kept without a view per range until they are written. */
+class HeldRanges {
+  private readonly sources: Uint8Array[] = [];
+  /** start, end of each source's range. */
+  private readonly bounds: number[] = [];
+  bytes = 0;
+
+  get count(): number {
+    return this.sources.length;
+  }
+
+  add(source: Uint8Array, start: number, end: number): void {
+    this.sources.push(source);
+    this.bounds.push(start, end);
+    this.bytes += end - start;
+  }
+
+  /** The ranges as one array: a view when there is one, else a copy (short ranges byte by byte, cheaper than a native call each). */
+  join(): Uint8Array {
+    const { sources, bounds } = this;
+    if (sources.length === 1) return sources[0].subarray(bounds[0], bounds[1]);
+    const out = Buffer.allocUnsafe(this.bytes);
+    let at = 0;
+    for (let i = 0; i < sources.length; i++) {
+      const source = sources[i];
+      const start = bounds[2 * i];
+      const end = bounds[2 * i + 1];
+      if (end - start > 64) out.set(source.subarray(start, end), at);
+      else for (let j = start; j < end; j++) out[at + j - start] = source[j];
+      at += end - start;
+    }
+    return out;
+  }
+
+  /** Writes each range as it is (too much to copy into one); false when the stream asks to wait. */
+  writeEach(client: ServerHttp2Stream): boolean {
+    let ok = true;
+    for (let i = 0; i < this.sources.length; i++) ok = client.write(this.sources[i].subarray(this.bounds[2 * i], this.bounds[2 * i + 1]));
+    return ok;
+  }
+
+  clear(): void {
+    this.sources.length = 0;
+    this.bounds.length = 0;
+    this.bytes = 0;
   }
 }

@@ -316,7 +316,9 @@ export class H2Connection {
         const start = pos + frameHeaderSize;
         pos = start + length;
         // A plain complete header block (the common HEADERS) is decoded in place, without a view.
-        if (type === FrameType.HEADERS && (flags & (Flag.END_HEADERS | Flag.PADDED | Flag.PRIORITY)) === Flag.END_HEADERS && this.settled && !this.block && id !== 0) this.headerBlock(id, flags, buf, start, pos);
+        // So is a plain DATA frame's payload (a stream's messages): the handler gets the range, not a view per frame.
+        if (type === FrameType.DATA && !(flags & Flag.PADDED) && this.settled && !this.block) this.onDataFrame(flags, id, buf, start, pos);
+        else if (type === FrameType.HEADERS && (flags & (Flag.END_HEADERS | Flag.PADDED | Flag.PRIORITY)) === Flag.END_HEADERS && this.settled && !this.block && id !== 0) this.headerBlock(id, flags, buf, start, pos);
         else this.frame(type, flags, id, buf.subarray(start, pos));
         if (this.closed) return;
       }
@@ -332,8 +334,10 @@ export class H2Connection {
     if (!this.settled && type !== FrameType.SETTINGS) throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "backend did not start with SETTINGS: not an HTTP/2 server?");
     if (this.block && type !== FrameType.CONTINUATION) throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "header block interrupted");
     switch (type) {
-      case FrameType.DATA:
-        return this.onDataFrame(flags, id, payload);
+      case FrameType.DATA: {
+        const body = unpad(flags, payload);
+        return this.onDataFrame(flags, id, body, 0, body.length, payload.length);
+      }
       case FrameType.HEADERS:
         return this.onHeaders(flags, id, payload);
       case FrameType.CONTINUATION:
@@ -360,9 +364,9 @@ export class H2Connection {
     }
   }
 
-  private onDataFrame(flags: number, id: number, payload: Uint8Array): void {
+  /** A DATA frame whose body is bytes[start, end); `size` is the whole payload's, padding included (flow control counts it). */
+  private onDataFrame(flags: number, id: number, bytes: Uint8Array, start: number, end: number, size = end - start): void {
     if (id === 0) throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "DATA on stream 0");
-    const size = payload.length;
     this.connRecv -= size;
     if (this.connRecv < 0) throw new ConnectionError(ErrorCode.FLOW_CONTROL_ERROR, "backend overran the connection window");
     // The connection window is granted back at once: per-stream windows bound what kedge holds.
@@ -373,14 +377,13 @@ export class H2Connection {
       this.connUnacked = 0;
       this.schedule();
     }
-    const body = unpad(flags, payload);
     const stream = this.streams.get(id);
     if (!stream) return this.unknownStream(id);
     if (!stream.responded || stream.remoteEnded) return this.streamError(stream, ErrorCode.PROTOCOL_ERROR, stream.responded ? "DATA after END_STREAM" : "DATA before response headers");
     stream.recvWindow -= size;
     if (stream.recvWindow < 0) return this.streamError(stream, ErrorCode.FLOW_CONTROL_ERROR, "backend overran the stream window");
     stream.unacked += size;
-    if (body.length > 0) stream.handler.data(body);
+    if (end > start) stream.handler.data(bytes, start, end);
     if (flags & Flag.END_STREAM) this.remoteEnd(stream);
     else if (!stream.closed) this.grant(stream);
   }

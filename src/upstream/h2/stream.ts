@@ -6,7 +6,11 @@ import type { H2Connection } from "./connection.js";
 export interface StreamHandler {
   /** The final (non-1xx) response headers; endStream: trailers-only, nothing follows but end(). */
   response(headers: H2Headers, endStream: boolean): void;
-  data(chunk: Uint8Array): void;
+  /**
+   * Response body bytes: bytes[start, end) of one socket read. kedge never reuses a read's buffer,
+   * so a view of the range may be kept; one is not made per frame for handlers that copy.
+   */
+  data(bytes: Uint8Array, start: number, end: number): void;
   trailers(headers: H2Headers): void;
   /** The backend ended its side (END_STREAM), after the response, data or trailers. */
   end(): void;
