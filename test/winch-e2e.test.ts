@@ -123,6 +123,19 @@ describe("kedge Go's e2e matrix through winch (backend auth on)", () => {
     expect(r.response.requestId).toMatch(/^winch-/);
   });
 
+  it("gRPC: the token winch injects replaces the client's own authorization metadata", async () => {
+    const client = grpcClient("test_endpoint");
+    try {
+      const metadata = new grpc.Metadata();
+      metadata.set("authorization", "Bearer the-clients-own");
+      const r = await unary(client, "sayHello", { name: "kedge" }, metadata);
+      expect(r.error).toBeUndefined();
+      expect(r.response.auth).toBe("Bearer secret-token");
+    } finally {
+      client.close();
+    }
+  });
+
   it("gRPC: no backend auth on the route → UNAUTHENTICATED from the backend", async () => {
     const r = await sayHello("no_auth");
     expect(r.error?.code).toBe(grpc.status.UNAUTHENTICATED);
