@@ -1,13 +1,25 @@
-import { existsSync } from "node:fs";
+import { existsSync, readdirSync, statSync } from "node:fs";
 import { join } from "node:path";
 
 export const root = join(import.meta.dir, "../..");
 export const binary = join(root, "dist/kedge");
 export { referenceConfigs } from "./reference.ts";
 
-/** Builds dist/kedge unless it exists (npm test builds it first). */
+/** The newest modification time of the files under `dir`. */
+function newestUnder(dir: string): number {
+  let newest = 0;
+  for (const entry of readdirSync(dir, { withFileTypes: true, recursive: true })) {
+    if (entry.isFile()) newest = Math.max(newest, statSync(join(entry.parentPath, entry.name)).mtimeMs);
+  }
+  return newest;
+}
+
+/**
+ * Builds dist/kedge when it is missing or older than src/ (npm test builds it first). A test file
+ * run alone after a change to src/ must not exercise the binary built before the change.
+ */
 export function ensureBinary(): void {
-  if (existsSync(binary)) return;
+  if (existsSync(binary) && statSync(binary).mtimeMs >= newestUnder(join(root, "src"))) return;
   const build = Bun.spawnSync(["npm", "run", "build"], { cwd: root, stdout: "inherit", stderr: "inherit" });
   if (build.exitCode !== 0) throw new Error("npm run build failed");
 }
