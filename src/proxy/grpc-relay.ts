@@ -110,16 +110,12 @@ export interface Gatherer {
   gathered(): void;
 }
 
-/** The call a relay carries one attempt of: it counts the endpoint's calls and decides on retries. */
+/** The call a relay carries one attempt of: it decides on retries. */
 export interface RelayOwner {
   readonly backendName: string;
   /** Absolute deadline (performance.now() ms) from grpc-timeout. */
   readonly deadlineAt: number | undefined;
   readonly replay: RequestReplay;
-  /** Called once when the upstream stream is over for good. */
-  done(endpoint: Endpoint): void;
-  /** The backend answered: its endpoint is reachable. */
-  reached(endpoint: Endpoint): void;
   /**
    * The stream never reached the backend's application (refused, or the endpoint unreachable);
    * returns true when the call was started again elsewhere.
@@ -251,7 +247,7 @@ export class GrpcRelay implements StreamHandler {
 
   response(headers: H2Headers, endStream: boolean): void {
     this.responded = true;
-    this.owner.reached(this.endpoint);
+    this.endpoint.markHealthy(); // the backend answered: its endpoint is reachable
     this.owner.replay.stop();
     const obs = this.call.obs;
     if (obs) obs.firstByteAt = performance.now();
@@ -291,9 +287,10 @@ export class GrpcRelay implements StreamHandler {
     if (!err) return void this.flush();
     if (!this.responded && err.unprocessed && this.owner.replay.replayable && !this.client.closed) {
       this.owner.replay.detach();
-      this.replayed = true;
-      if (this.owner.retry(err, this.endpoint)) return;
-      this.replayed = false;
+      if (this.owner.retry(err, this.endpoint)) {
+        this.replayed = true;
+        return;
+      }
     }
     this.fail(GrpcStatus.UNAVAILABLE, `backend ${this.owner.backendName}: ${err.message}`);
   }
@@ -331,7 +328,7 @@ export class GrpcRelay implements StreamHandler {
     if (this.finished) return;
     this.finished = true;
     clearTimeout(this.deadline);
-    this.owner.done(this.endpoint);
+    this.endpoint.outstanding--; // counted by the owner when it picked the endpoint
   }
 
   private queueFlush(): void {

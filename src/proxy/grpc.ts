@@ -170,15 +170,6 @@ class GrpcForward implements RelayOwner {
     relay.start(pool.request(block, relay));
   }
 
-  // RelayOwner
-  done(endpoint: Endpoint): void {
-    endpoint.outstanding--;
-  }
-
-  reached(endpoint: Endpoint): void {
-    endpoint.markHealthy();
-  }
-
   /**
    * A call that never reached the backend's application is safe to send again: to another
    * endpoint when this one cannot be reached, to a fresh connection when the stream was refused.
