@@ -8,14 +8,21 @@ import { normalizePath } from "./path.js";
 let requestCounter = 0;
 const requestIdPrefix = crypto.randomUUID().slice(0, 17);
 const counterWidth = 0x1000000000000; // 12 hex digits
+/** The id's last three hex digits for every value of the counter's low 12 bits. */
+const lowDigits = Array.from({ length: 4096 }, (_, i) => (4096 + i).toString(16).slice(1));
+let idHead = "";
 
 /**
  * Unique per process start and request, cheaper than a UUID per request: 17 random characters,
- * then the counter as 13 hex digits. Adding 16^12 keeps the width fixed without a padStart.
+ * then the counter as 13 hex digits (16^12 added keeps the width fixed). The first ten digits
+ * change once in 4096 requests; the last three come from a table, since a number's toString(16)
+ * per request showed in the profile (~0.2 µs).
  */
 export function newRequestId(): string {
   requestCounter = (requestCounter + 1) % counterWidth;
-  return requestIdPrefix + (counterWidth + requestCounter).toString(16);
+  const low = requestCounter & 0xfff;
+  if (low === 0 || idHead === "") idHead = requestIdPrefix + (counterWidth + requestCounter - low).toString(16).slice(0, -3);
+  return idHead + lowDigits[low];
 }
 
 /** The caller's x-kedge-request-id when it is usable (winch sets one kedge keeps), else a new one. */

@@ -1,3 +1,4 @@
+import { bytesIn } from "../net/bytes.js";
 import { latin1Text } from "../net/latin1.js";
 import { ParseError, parseResponseHead, type ResponseHead } from "./response-head.js";
 
@@ -76,14 +77,14 @@ export class ResponseParser {
         case State.Fixed: {
           const n = Math.min(this.remaining, data.length - offset);
           this.remaining -= n;
-          const chunk = data.subarray(offset, offset + n);
+          const chunk = bytesIn(data, offset, offset + n);
           offset += n;
           if (this.remaining === 0) this.finish(chunk);
           else this.sink!.onBody(chunk);
           break;
         }
         case State.UntilClose:
-          this.sink!.onBody(offset === 0 ? data : data.subarray(offset));
+          this.sink!.onBody(bytesIn(data, offset, data.length));
           return data.length;
         case State.ChunkSize:
         case State.Trailers:
@@ -96,7 +97,7 @@ export class ResponseParser {
         case State.ChunkData: {
           const n = Math.min(this.remaining, data.length - offset);
           this.remaining -= n;
-          if (n > 0) this.sink!.onBody(data.subarray(offset, offset + n));
+          if (n > 0) this.sink!.onBody(bytesIn(data, offset, offset + n));
           offset += n;
           if (this.remaining === 0) this.state = State.ChunkDataEnd;
           break;
