@@ -37,7 +37,7 @@ const answer = Buffer.from(
 const parser = new ResponseParser();
 const upstream = {
   pool: undefined as unknown,
-  begin(_head: Uint8Array, noBody: boolean, handlers: ExchangeHandlers) {
+  begin(_head: string, noBody: boolean, handlers: ExchangeHandlers) {
     parser.expect({ onHead: (h: ResponseHead) => handlers.onHead(h), onBody: (c: Uint8Array) => handlers.onBody(c), onEnd: (last?: Uint8Array) => handlers.onEnd(last) }, noBody);
     parser.feed(answer);
   },
@@ -56,6 +56,7 @@ const transport: ClientTransport = {
   remoteAddress: "127.0.0.1",
   peer: undefined,
   write: (bytes) => ((written += bytes.length), true),
+  writeScratch: (length) => ((written += length), true),
   end() {},
   terminate() {},
   pause() {},

@@ -1,7 +1,15 @@
 /** The part of a Bun socket a writer needs. */
 interface WritableSocket {
-  write(data: Uint8Array): number;
+  write(data: Uint8Array, byteOffset?: number, byteLength?: number): number;
 }
+
+/**
+ * One buffer for bytes that live only until the write that sends them returns: the heads made per
+ * request. A Buffer per head was two allocations per proxied request for the GC (issue 8's profile).
+ * JavaScript is single-threaded, so one is enough; whatever a socket does not take at once is
+ * copied before it is queued.
+ */
+export const scratch = Buffer.allocUnsafe(64 * 1024);
 
 /**
  * Writes to a Bun socket in order. Bun's socket.write may take only part of a buffer (it returns
@@ -25,6 +33,18 @@ export class SocketWriter {
     const n = this.socket.write(data);
     if (n >= data.length) return true;
     this.queue.push(n > 0 ? data.subarray(n) : data);
+    return false;
+  }
+
+  /** Writes scratch[0..length) (see `scratch`); false when some had to be queued. */
+  writeScratch(length: number): boolean {
+    if (this.queue.length > 0) {
+      this.queue.push(Uint8Array.prototype.slice.call(scratch, 0, length));
+      return false;
+    }
+    const n = this.socket.write(scratch, 0, length);
+    if (n >= length) return true;
+    this.queue.push(Uint8Array.prototype.slice.call(scratch, Math.max(n, 0), length));
     return false;
   }
 

@@ -83,7 +83,8 @@ class HttpExchange {
   private requestId = "";
   private routing: Routing | undefined;
   private facts: ParsedRequest | undefined;
-  private head: Uint8Array | undefined;
+  /** The upstream request head, kept for a retry on another connection. */
+  private head: string | undefined;
   /** The protocol asked of the backend (the client's Upgrade), when this proxy and response can switch. */
   private upgrade: string | undefined;
   private bodyLength = 0;
@@ -162,23 +163,20 @@ class HttpExchange {
     const facts = this.facts!;
     this.bodyLength = this.req.hasBody ? this.req.contentLength : 0;
     if (this.req.upgrade !== undefined && this.proxy.tunnels && this.res.switchProtocols) this.upgrade = this.req.upgrade;
-    this.head = Buffer.from(
-      buildUpstreamHead({
-        method: this.req.method,
-        path: facts.origin,
-        host: facts.authority,
-        headers: this.req.headers,
-        clientIp: this.req.remoteAddress,
-        scheme: this.req.scheme,
-        requestId: this.requestId,
-        bodyLength: this.bodyLength,
-        set: routing.setHeaders,
-        traceparent: this.obs?.traceparent,
-        forwardLines: this.req.forwardLines,
-        upgrade: this.upgrade,
-      }),
-      "latin1",
-    );
+    this.head = buildUpstreamHead({
+      method: this.req.method,
+      path: facts.origin,
+      host: facts.authority,
+      headers: this.req.headers,
+      clientIp: this.req.remoteAddress,
+      scheme: this.req.scheme,
+      requestId: this.requestId,
+      bodyLength: this.bodyLength,
+      set: routing.setHeaders,
+      traceparent: this.obs?.traceparent,
+      forwardLines: this.req.forwardLines,
+      upgrade: this.upgrade,
+    });
   }
 
   private attempt(): void {

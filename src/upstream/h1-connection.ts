@@ -1,7 +1,8 @@
 import type { Socket, SocketHandler } from "bun";
 import { ParseError, ResponseParser, type ResponseHead } from "./response-parser.js";
 import type { H1Pool } from "./h1-pool.js";
-import { SocketWriter } from "../net/socket-writer.js";
+import { writeLatin1 } from "../net/latin1.js";
+import { scratch, SocketWriter } from "../net/socket-writer.js";
 import { TunnelSocket, type TunnelOutput } from "../server/h1/tunnel-socket.js";
 
 /** Why an exchange with a backend failed, and whether the request may be sent elsewhere. */
@@ -82,7 +83,7 @@ export class H1Connection implements TunnelOutput {
   private readonly parser = new ResponseParser();
   private handlers: ExchangeHandlers | undefined;
   // The socket is assigned once Bun.connect resolves, after construction.
-  private readonly writer = new SocketWriter({ write: (data) => this.socket.write(data) });
+  private readonly writer = new SocketWriter({ write: (data, offset, length) => this.socket.write(data, offset, length) });
   private drainWaiter: (() => void) | undefined;
   /** When the response head must have arrived (performance.now()). */
   private headDeadline = 0;
@@ -110,8 +111,8 @@ export class H1Connection implements TunnelOutput {
     waiter?.(rejected ? (authorizationError ?? new Error("TLS handshake failed")) : undefined);
   }
 
-  /** Starts an exchange: writes the request head. The body follows with write()/end(). */
-  begin(head: Uint8Array, noResponseBody: boolean, handlers: ExchangeHandlers, bodyless: boolean, upgrade = false): void {
+  /** Starts an exchange: writes the request head (latin1 text). The body follows with write()/end(). */
+  begin(head: string, noResponseBody: boolean, handlers: ExchangeHandlers, bodyless: boolean, upgrade = false): void {
     this.uses++;
     this.handlers = handlers;
     this.responseStarted = false;
@@ -122,7 +123,9 @@ export class H1Connection implements TunnelOutput {
     this.socket.timeout(0);
     this.headDeadline = performance.now() + this.pool.options.responseHeaderTimeoutMs;
     watchSilence(this);
-    this.write(head);
+    if (this.closed) return;
+    if (head.length > scratch.length) this.writer.write(Buffer.from(head, "latin1"));
+    else this.writer.writeScratch(writeLatin1(scratch, head, 0));
   }
 
   /** Writes request bytes; false means wait for `onWritable` before writing more. */

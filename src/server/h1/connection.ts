@@ -236,6 +236,13 @@ export class H1ClientConnection implements ResponseOutput, TunnelOutput, Transpo
     return false;
   }
 
+  sendScratch(length: number): boolean {
+    if (this.closed) return true;
+    if (this.transport.writeScratch(length)) return true;
+    this.blocked = true;
+    return false;
+  }
+
   onceDrain(cb: () => void): void {
     if (!this.blocked) cb();
     else this.drainWaiters.push(cb);

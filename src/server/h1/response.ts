@@ -1,5 +1,6 @@
 import { STATUS_CODES, type OutgoingHttpHeaders } from "node:http";
 import { writeLatin1 } from "../../net/latin1.js";
+import { scratch } from "../../net/socket-writer.js";
 import type { HeadLines } from "../../proxy/headers.js";
 import type { IngressResponse, SwitchedConnection } from "../../proxy/ingress.js";
 
@@ -8,6 +9,8 @@ export interface ResponseOutput {
   readonly closed: boolean;
   /** Writes bytes; false when they had to be queued (wait for onceDrain). */
   send(bytes: Uint8Array): boolean;
+  /** Writes scratch[0..length) (net/socket-writer's `scratch`); false when queued. */
+  sendScratch(length: number): boolean;
   onceDrain(cb: () => void): void;
   /** The response is complete; `reuse`: the connection may carry another request. */
   responseDone(reuse: boolean): void;
@@ -32,15 +35,19 @@ function date(): string {
   return dateLine;
 }
 
-/** A head string and a body chunk in one buffer: one write, one packet for small responses. */
-function joined(head: string, body: Uint8Array | undefined, prefix = "", suffix: Uint8Array | undefined = undefined): Uint8Array {
+/**
+ * A head string and a body chunk as one write: one packet for small responses. Laid out in the
+ * shared scratch buffer when they fit, so a response allocates nothing for its head.
+ */
+function sendJoined(out: ResponseOutput, head: string, body: Uint8Array | undefined, prefix = "", suffix: Uint8Array | undefined = undefined): boolean {
   const headLength = head.length + prefix.length;
-  const out = Buffer.allocUnsafe(headLength + (body?.length ?? 0) + (suffix?.length ?? 0));
-  writeLatin1(out, head, 0);
-  if (prefix) writeLatin1(out, prefix, head.length);
-  if (body) out.set(body, headLength);
-  if (suffix) out.set(suffix, headLength + (body?.length ?? 0));
-  return out;
+  const total = headLength + (body?.length ?? 0) + (suffix?.length ?? 0);
+  const into = total <= scratch.length ? scratch : Buffer.allocUnsafe(total);
+  writeLatin1(into, head, 0);
+  if (prefix) writeLatin1(into, prefix, head.length);
+  if (body) into.set(body, headLength);
+  if (suffix) into.set(suffix, headLength + (body?.length ?? 0));
+  return into === scratch ? out.sendScratch(total) : out.send(into);
 }
 
 /**
@@ -106,8 +113,8 @@ export class H1RawResponse implements IngressResponse {
     if (this.bodyless || chunk.length === 0) return this.flushHead();
     const head = this.pendingHead;
     this.pendingHead = "";
-    if (!this.chunked) return this.out.send(head ? joined(head, chunk) : chunk);
-    return this.out.send(joined(head, chunk, `${chunk.length.toString(16)}\r\n`, crlf));
+    if (!this.chunked) return head ? sendJoined(this.out, head, chunk) : this.out.send(chunk);
+    return sendJoined(this.out, head, chunk, `${chunk.length.toString(16)}\r\n`, crlf);
   }
 
   onceDrain(cb: () => void): void {
@@ -122,8 +129,10 @@ export class H1RawResponse implements IngressResponse {
     const head = this.pendingHead;
     this.pendingHead = "";
     if (this.chunked) {
-      this.out.send(body ? joined(head, body, `${body.length.toString(16)}\r\n`, crlfLastChunk) : joined(head, undefined, "", lastChunk));
-    } else if (head || body) this.out.send(body ? joined(head, body) : Buffer.from(head, "latin1"));
+      if (body) sendJoined(this.out, head, body, `${body.length.toString(16)}\r\n`, crlfLastChunk);
+      else sendJoined(this.out, head, undefined, "", lastChunk);
+    } else if (head) sendJoined(this.out, head, body);
+    else if (body) this.out.send(body);
     this.out.responseDone(this.keepAlive);
   }
 
@@ -161,7 +170,7 @@ export class H1RawResponse implements IngressResponse {
     if (!this.pendingHead) return true;
     const head = this.pendingHead;
     this.pendingHead = "";
-    return this.out.send(Buffer.from(head, "latin1"));
+    return sendJoined(this.out, head, undefined);
   }
 }
 

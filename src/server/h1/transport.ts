@@ -1,6 +1,6 @@
 import type { Socket } from "bun";
 import type { Duplex } from "node:stream";
-import { SocketWriter } from "../../net/socket-writer.js";
+import { scratch, SocketWriter } from "../../net/socket-writer.js";
 
 /** What a client connection is read from and written to: a Bun socket (plaintext) or a node TLS socket. */
 export interface ClientTransport {
@@ -9,6 +9,8 @@ export interface ClientTransport {
   readonly peer: object | undefined;
   /** False when the bytes were queued: the connection's onDrain follows. */
   write(bytes: Uint8Array): boolean;
+  /** Writes scratch[0..length) (net/socket-writer's `scratch`), which is reused once this returns. */
+  writeScratch(length: number): boolean;
   /** Closes the write side once queued bytes are out. */
   end(): void;
   /** Closes at once. */
@@ -43,6 +45,10 @@ export class BunTransport implements ClientTransport {
 
   write(bytes: Uint8Array): boolean {
     return this.writer.write(bytes);
+  }
+
+  writeScratch(length: number): boolean {
+    return this.writer.writeScratch(length);
   }
 
   /** The socket's drain event; true when the connection should hear of it. */
@@ -97,6 +103,11 @@ export class NodeTransport implements ClientTransport {
 
   write(bytes: Uint8Array): boolean {
     return this.socket.write(bytes);
+  }
+
+  /** A node socket may hold on to what it is given: the bytes are copied. */
+  writeScratch(length: number): boolean {
+    return this.socket.write(Uint8Array.prototype.slice.call(scratch, 0, length));
   }
 
   end(): void {
