@@ -53,6 +53,14 @@ describe("HTTP/1.1 request heads", () => {
     expect(head.keepAlive).toBe(true);
   });
 
+  it("lower-cases common names in any case and tells them from other names of the same length", () => {
+    const head = ok("GET / HTTP/1.1\r\nHOST: h\r\nHosx: 1\r\nACCEPT-encoding: gzip\r\nAccept-Encodinh: 2\r\nUSER-AGENT: u\r\nuser_agent: 3\r\nX-Request-ID: r\r\nContent-type: t\r\n\r\n");
+    expect(head.headers).toEqual({ host: "h", hosx: "1", "accept-encoding": "gzip", "accept-encodinh": "2", "user-agent": "u", user_agent: "3", "x-request-id": "r", "content-type": "t" });
+    // A name of a common name's length is still checked to be a token.
+    expect(statusOf("GET / HTTP/1.1\r\nHost: h\r\nho(t: 1\r\n\r\n")).toBe(400);
+    expect(statusOf("GET / HTTP/1.1\r\nHost: h\r\nhost : 1\r\n\r\n")).toBe(400);
+  });
+
   it("combines repeated fields the way node:http does", () => {
     const head = ok(
       "GET / HTTP/1.1\r\nHost: a\r\nAccept: a/b\r\naccept: c/d\r\nCookie: x=1\r\nCookie: y=2\r\nSet-Cookie: s=1\r\nSet-Cookie: t=2\r\nUser-Agent: first\r\nUser-Agent: second\r\n\r\n",

@@ -10,6 +10,16 @@ export function fieldValue(text: string, start: number, end: number): string {
   return text.slice(start, end);
 }
 
+/** `text[at..at+lower.length)` spells `lower` (a lower-case name) in any case; only letters fold. */
+export function nameIs(text: string, at: number, lower: string): boolean {
+  for (let i = 0; i < lower.length; i++) {
+    const c = text.charCodeAt(at + i);
+    const l = lower.charCodeAt(i);
+    if (c !== l && !(l >= 97 && l <= 122 && c === l - 32)) return false;
+  }
+  return true;
+}
+
 /** Field names as peers spell them → lower case. Clients and backends send the same few names again and again. */
 const lowerNames = new Map<string, string>();
 const maxCachedNames = 1000;

@@ -44,28 +44,28 @@ export const socketHandlers: SocketHandler<H1Connection> = {
   close: (socket, err) => socket.data.onClose(err),
   end: (socket) => socket.data.onClose(),
   error: (socket, err) => socket.data.onClose(err),
-  timeout: (socket) => socket.data.onTimeout(),
   connectError: (socket, err) => socket.data?.onClose(err),
   handshake: (socket, success, authorizationError) => socket.data.onHandshake(success, authorizationError),
 };
 
 /**
- * Connections with an exchange in flight, checked by one coarse timer for a late response head
- * and for backend silence mid-body. Bun's socket timeouts fire seconds late (uSockets checks them
- * at a 4 s granularity), and a timer per request or per chunk costs more on the hot path than
- * this sweep, which fires a deadline at most sweepMs late.
+ * Open connections (busy or idle in their pool), checked by one coarse timer: for a late response
+ * head, for backend silence mid-body, and for an idle keep-alive past its time. Bun's socket
+ * timeouts fire seconds late (uSockets checks them at a 4 s granularity), and arming a timer or a
+ * socket timeout per request costs more on the hot path than this sweep, which fires a deadline at
+ * most sweepMs late. It runs while any connection is open.
  */
-const streaming = new Set<H1Connection>();
+const watched = new Set<H1Connection>();
 let sweeper: ReturnType<typeof setInterval> | undefined;
 const sweepMs = 250;
 
-function watchSilence(conn: H1Connection): void {
-  streaming.add(conn);
+function watch(conn: H1Connection): void {
+  watched.add(conn);
   if (sweeper) return;
   sweeper = setInterval(() => {
     const now = performance.now();
-    for (const c of streaming) c.checkSilence(now);
-    if (streaming.size === 0) {
+    for (const c of watched) c.sweep(now);
+    if (watched.size === 0) {
       clearInterval(sweeper);
       sweeper = undefined;
     }
@@ -94,6 +94,8 @@ export class H1Connection implements TunnelOutput {
   private paused = false;
   /** When the backend last sent bytes (performance.now()), for the mid-body silence check. */
   private lastActivity = 0;
+  /** In the sweeper's set (see `watch`). */
+  private inSweep = false;
   closed = false;
   uses = 0;
   /** Set once the backend switched protocols: the connection is a byte stream, out of its pool. */
@@ -120,12 +122,29 @@ export class H1Connection implements TunnelOutput {
     this.requestEnded = bodyless;
     this.mustClose = false;
     this.parser.expect(this, noResponseBody, upgrade);
-    this.socket.timeout(0);
     this.headDeadline = performance.now() + this.pool.options.responseHeaderTimeoutMs;
-    watchSilence(this);
+    this.ensureWatched();
     if (this.closed) return;
     if (head.length > scratch.length) this.writer.write(Buffer.from(head, "latin1"));
     else this.writer.writeScratch(writeLatin1(scratch, head, 0));
+  }
+
+  /** The connection waits in its pool: the sweeper closes it once it has been idle for keepAliveMs. */
+  parked(): void {
+    if (this.lastActivity === 0) this.lastActivity = performance.now(); // never used: idle from now
+    this.ensureWatched();
+  }
+
+  private ensureWatched(): void {
+    if (this.inSweep) return;
+    this.inSweep = true;
+    watch(this);
+  }
+
+  private unwatch(): void {
+    if (!this.inSweep) return;
+    this.inSweep = false;
+    watched.delete(this);
   }
 
   /** Writes request bytes; false means wait for `onWritable` before writing more. */
@@ -139,7 +158,7 @@ export class H1Connection implements TunnelOutput {
    * checks (a WebSocket may rightly be quiet for hours) and becomes the stream returned.
    */
   switchProtocols(): TunnelSocket {
-    streaming.delete(this);
+    this.unwatch();
     this.handlers = undefined;
     this.pool.forget(this);
     this.tunnel = new TunnelSocket(this);
@@ -194,9 +213,17 @@ export class H1Connection implements TunnelOutput {
     this.handlers?.onHead(head); // lastActivity was set by the read (onData) that carried the head
   }
 
-  /** Called by the silence sweeper: the backend sent nothing for longer than the idle timeout mid-body. */
-  checkSilence(now: number): void {
-    if (!this.handlers || this.closed) return void streaming.delete(this);
+  /**
+   * Called by the sweeper: a response head that is late, a backend gone silent mid-body, or (idle in
+   * the pool) a keep-alive past its time.
+   */
+  sweep(now: number): void {
+    if (this.closed || this.tunnel) return this.unwatch();
+    if (!this.handlers) {
+      // The last read of the previous response is when the connection went idle.
+      if (now - this.lastActivity > this.pool.options.keepAliveMs) this.destroy();
+      return;
+    }
     if (!this.responseStarted) {
       if (now > this.headDeadline) this.timeoutHeader();
       return;
@@ -258,7 +285,7 @@ export class H1Connection implements TunnelOutput {
     // Before Bun.connect resolves, dial() owns failures (the promise rejects too).
     if (this.closed || !this.socket) return;
     this.closed = true;
-    streaming.delete(this);
+    this.unwatch();
     if (this.tunnel) return this.tunnel.connectionClosed();
     this.pool.forget(this);
     if (!this.handlers) return;
@@ -266,14 +293,6 @@ export class H1Connection implements TunnelOutput {
     const stale = this.uses > 1 && this.responseBytes === 0;
     const reason = err ? `: ${err.message}` : "";
     this.fail(new UpstreamError(stale ? "stale" : "closed", `backend closed the connection${reason}`, this.responseStarted));
-  }
-
-  onTimeout(): void {
-    if (!this.handlers) {
-      this.destroy(); // idle keep-alive expired
-      return;
-    }
-    this.fail(new UpstreamError("idle-timeout", "backend went silent mid-response", true));
   }
 
   private timeoutHeader(): void {
@@ -288,7 +307,6 @@ export class H1Connection implements TunnelOutput {
   }
 
   private finishExchange(): void {
-    streaming.delete(this);
     this.handlers = undefined;
     this.writer.clear();
     this.drainWaiter = undefined;
@@ -298,7 +316,7 @@ export class H1Connection implements TunnelOutput {
   }
 
   destroy(): void {
-    streaming.delete(this);
+    this.unwatch();
     if (!this.closed) {
       this.closed = true;
       if (!this.tunnel) this.pool.forget(this);

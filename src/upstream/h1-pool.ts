@@ -97,7 +97,7 @@ export class H1Pool {
       conn.destroy();
       return;
     }
-    conn.socket.timeout(Math.max(1, Math.ceil(this.options.keepAliveMs / 1000)));
+    conn.parked();
     this.idle.push(conn);
   }
 

@@ -1,20 +1,10 @@
-import { fieldValue, hasToken, lowerFieldName, type LineDrops } from "../net/fields.js";
+import { fieldValue, hasToken, lowerFieldName, nameIs, type LineDrops } from "../net/fields.js";
 import { Drop, type ResponseFields, type ResponseText } from "../proxy/headers.js";
 
 export class ParseError extends Error {}
 
 /** What the framing and the header rewrite need to know of a field, told by its name alone. */
 export const enum Field { Other, ContentLength, TransferEncoding, Connection, Date, HopByHop, KedgeTag, RequestId }
-
-/** `text[at..at+lower.length)` spells `lower` in any case (only letters fold). */
-function nameIs(text: string, at: number, lower: string): boolean {
-  for (let i = 0; i < lower.length; i++) {
-    const c = text.charCodeAt(at + i);
-    const l = lower.charCodeAt(i);
-    if (c !== l && !(l >= 97 && l <= 122 && c === l - 32)) return false;
-  }
-  return true;
-}
 
 /**
  * The field named by text[at..at+length), without cutting the name out: a switch on its length,

@@ -1,6 +1,6 @@
 import type { IncomingHttpHeaders } from "node:http";
 import { KedgeError } from "../../errors.js";
-import { fieldValue, hasToken } from "../../net/fields.js";
+import { fieldValue, hasToken, nameIs } from "../../net/fields.js";
 import { notForwardedUpstream, switchable, type ForwardLines } from "../../proxy/headers.js";
 
 /** The request-head limits of the server section, with defaults applied. */
@@ -55,11 +55,25 @@ const singleValued = new Set([
   "referer", "retry-after", "server", "user-agent",
 ]);
 
-/** Request field names as sent → lower case, for names already checked to be tokens; clients repeat the same few. */
+/**
+ * Names clients send on nearly every request, by length: recognised by their char codes, without
+ * cutting the name out of the head (a substring, then hashed for a Map lookup, per field line).
+ */
+const commonNames: string[][] = [];
+for (const name of [
+  "te", "host", "accept", "cookie", "expect", "origin", "pragma", "referer", "upgrade", "connection", "user-agent",
+  "traceparent", "content-type", "x-request-id", "authorization", "cache-control", "content-length", "accept-encoding",
+  "accept-language", "x-forwarded-for", "transfer-encoding", "x-kedge-request-id",
+]) (commonNames[name.length] ??= []).push(name);
+
+/** Other request field names as sent → lower case, for names already checked to be tokens. */
 const knownNames = new Map<string, string>();
 
-/** A request field name in lower case, or undefined when it is not a token (RFC 9110 §5.1). */
-function fieldName(raw: string): string | undefined {
+/** The lower-case name of the field named by text[at..end), or undefined when it is not a token (RFC 9110 §5.1). */
+function fieldName(text: string, at: number, end: number): string | undefined {
+  const candidates = commonNames[end - at];
+  if (candidates !== undefined) for (const name of candidates) if (nameIs(text, at, name)) return name;
+  const raw = text.slice(at, end);
   const known = knownNames.get(raw);
   if (known !== undefined) return known;
   if (!token.test(raw)) return undefined;
@@ -129,9 +143,8 @@ export function parseRequestHead(text: string, limits: HeadLimits): RequestHead 
       const first = text.charCodeAt(at);
       return bad(first === 32 || first === 9 ? "obsolete line folding in the request head" : "malformed header line");
     }
-    const rawName = text.slice(at, colon);
-    const name = fieldName(rawName);
-    if (name === undefined) return bad(`invalid header name ${JSON.stringify(rawName.slice(0, 50))}`);
+    const name = fieldName(text, at, colon);
+    if (name === undefined) return bad(`invalid header name ${JSON.stringify(text.slice(at, Math.min(colon, at + 50)))}`);
     const value = fieldValue(text, colon + 1, eol);
     if (notForwardedUpstream.has(name)) (drops ??= []).push(at, eol + 2, 0);
     at = eol + 2;
