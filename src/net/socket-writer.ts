@@ -11,6 +11,11 @@ interface WritableSocket {
  */
 export const scratch = Buffer.allocUnsafe(64 * 1024);
 
+/** scratch[start..end) as bytes of their own, for a queue or a socket that keeps what it is given. */
+export function scratchCopy(start: number, end: number): Uint8Array {
+  return Uint8Array.prototype.slice.call(scratch, start, end);
+}
+
 /**
  * Writes to a Bun socket in order. Bun's socket.write may take only part of a buffer (it returns
  * how many bytes it took); the rest is queued here and sent from the socket's `drain` handler.
@@ -39,12 +44,12 @@ export class SocketWriter {
   /** Writes scratch[0..length) (see `scratch`); false when some had to be queued. */
   writeScratch(length: number): boolean {
     if (this.queue.length > 0) {
-      this.queue.push(Uint8Array.prototype.slice.call(scratch, 0, length));
+      this.queue.push(scratchCopy(0, length));
       return false;
     }
     const n = this.socket.write(scratch, 0, length);
     if (n >= length) return true;
-    this.queue.push(Uint8Array.prototype.slice.call(scratch, Math.max(n, 0), length));
+    this.queue.push(scratchCopy(Math.max(n, 0), length));
     return false;
   }
 

@@ -1,6 +1,6 @@
 import type { Socket } from "bun";
 import type { Duplex } from "node:stream";
-import { scratch, SocketWriter } from "../../net/socket-writer.js";
+import { scratchCopy, SocketWriter } from "../../net/socket-writer.js";
 
 /** What a client connection is read from and written to: a Bun socket (plaintext) or a node TLS socket. */
 export interface ClientTransport {
@@ -107,7 +107,7 @@ export class NodeTransport implements ClientTransport {
 
   /** A node socket may hold on to what it is given: the bytes are copied. */
   writeScratch(length: number): boolean {
-    return this.socket.write(Uint8Array.prototype.slice.call(scratch, 0, length));
+    return this.socket.write(scratchCopy(0, length));
   }
 
   end(): void {
