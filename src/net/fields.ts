@@ -47,15 +47,3 @@ export function hasToken(value: string, wanted: string): boolean {
  * out unless its kind's bit is set in `keptKinds`.
  */
 export type LineDrops = readonly number[];
-
-/** text[from..end) without the dropped lines: a few slices, no string per field. */
-export function textWithout(text: string, from: number, end: number, drops: LineDrops | undefined, keptKinds = 0): string {
-  if (!drops) return text.slice(from, end);
-  let out = "";
-  for (let i = 0; i < drops.length; i += 3) {
-    if (keptKinds & (1 << drops[i + 2])) continue;
-    out += text.slice(from, drops[i]);
-    from = drops[i + 1];
-  }
-  return out + text.slice(from, end);
-}

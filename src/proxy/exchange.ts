@@ -6,7 +6,8 @@ import type { ProxyMetrics } from "../observe/metrics.js";
 import type { Observation } from "../observe/observer.js";
 import type { H1Connection, UpstreamError } from "../upstream/h1-connection.js";
 import type { ResponseHead } from "../upstream/response-parser.js";
-import { buildUpstreamHead, downstreamHeadLines, downstreamHeaders } from "./headers.js";
+import { headWriter } from "../net/head-writer.js";
+import { downstreamHeadLines, downstreamHeaders, writeUpstreamHead, type UpstreamHeadInput } from "./headers.js";
 import type { IngressRequest, IngressResponse } from "./ingress.js";
 import { requestFacts, requestIdFrom, type ParsedRequest } from "./request.js";
 import { countTunnelEnd, type TunnelEnd, type Tunnels } from "./tunnel.js";
@@ -83,8 +84,8 @@ class HttpExchange {
   private requestId = "";
   private routing: Routing | undefined;
   private facts: ParsedRequest | undefined;
-  /** The upstream request head, kept for a retry on another connection. */
-  private head: string | undefined;
+  /** What the upstream request head is made of, kept for a retry on another connection. */
+  private head: UpstreamHeadInput | undefined;
   /** The protocol asked of the backend (the client's Upgrade), when this proxy and response can switch. */
   private upgrade: string | undefined;
   private bodyLength = 0;
@@ -163,7 +164,7 @@ class HttpExchange {
     const facts = this.facts!;
     this.bodyLength = this.req.hasBody ? this.req.contentLength : 0;
     if (this.req.upgrade !== undefined && this.proxy.tunnels && this.res.switchProtocols) this.upgrade = this.req.upgrade;
-    this.head = buildUpstreamHead({
+    this.head = {
       method: this.req.method,
       path: facts.origin,
       host: facts.authority,
@@ -176,7 +177,7 @@ class HttpExchange {
       traceparent: this.obs?.traceparent,
       forwardLines: this.req.forwardLines,
       upgrade: this.upgrade,
-    });
+    };
   }
 
   private attempt(): void {
@@ -217,7 +218,7 @@ class HttpExchange {
     this.conn = conn;
     if (this.obs) this.obs.sentUpstream(this.endpoint!.address);
     const bodyless = this.bodyLength === 0;
-    conn.begin(this.head!, this.req.method === "HEAD", this, bodyless, this.upgrade !== undefined);
+    conn.begin(writeUpstreamHead(headWriter.start(), this.head!), this.req.method === "HEAD", this, bodyless, this.upgrade !== undefined);
     if (!bodyless) this.pipeBody(conn);
   }
 
@@ -262,8 +263,8 @@ class HttpExchange {
     const tags = this.proxy.tagsResponses;
     if (this.res.writeHeadLines) {
       const fields = downstreamHeadLines(head, tags);
-      if (tags) fields.lines += `x-kedge-backend-name: ${this.label}\r\n`;
-      if (!fields.hasRequestId) fields.lines += `x-kedge-request-id: ${this.requestId}\r\n`;
+      if (tags) fields.backendName = this.label;
+      if (!fields.hasRequestId) fields.requestId = this.requestId;
       return this.res.writeHeadLines(head.status, fields);
     }
     const headers: OutgoingHttpHeaders = downstreamHeaders(head, this.req.protocol === "h2", tags);
@@ -291,10 +292,11 @@ class HttpExchange {
     endpoint.markHealthy();
     this.status = 101;
     if (this.obs) this.obs.firstByteAt = performance.now();
-    let lines = `connection: upgrade\r\nupgrade: ${offered}\r\n${downstreamHeadLines(head, this.proxy.tagsResponses).lines}`;
-    if (this.proxy.tagsResponses) lines += `x-kedge-backend-name: ${this.label}\r\n`;
-    lines += `x-kedge-request-id: ${this.requestId}\r\n`;
-    const client = this.res.switchProtocols!(lines);
+    const fields = downstreamHeadLines(head, this.proxy.tagsResponses);
+    fields.lines = `connection: upgrade\r\nupgrade: ${offered}\r\n`;
+    if (this.proxy.tagsResponses) fields.backendName = this.label;
+    fields.requestId = this.requestId;
+    const client = this.res.switchProtocols!(fields);
     if (!client) {
       conn.abort();
       return this.done(499);

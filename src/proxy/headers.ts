@@ -1,5 +1,6 @@
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from "node:http";
-import { textWithout, type LineDrops } from "../net/fields.js";
+import type { LineDrops } from "../net/fields.js";
+import { headWriter, type HeadWriter } from "../net/head-writer.js";
 
 // RFC 9110 §7.6.1 connection-specific fields, plus what kedge sets itself and what must not
 // leave kedge (Proxy-Authorization is kedge's own credential, never the backend's).
@@ -68,32 +69,53 @@ function connectionTokens(headers: IncomingHttpHeaders): Set<string> | undefined
   return tokens.size > 0 ? tokens : undefined;
 }
 
-/** The whole HTTP/1.1 request head as one latin1 string (header bytes pass through unchanged). */
+/** The whole HTTP/1.1 request head as one latin1 string (winch's upgrades, tests). */
 export function buildUpstreamHead(input: UpstreamHeadInput): string {
+  return writeUpstreamHead(headWriter.start(), input).toString();
+}
+
+/** The whole HTTP/1.1 request head, laid out by `w` (header bytes pass through unchanged). */
+export function writeUpstreamHead(w: HeadWriter, input: UpstreamHeadInput): HeadWriter {
   const { headers } = input;
   const extra = connectionTokens(headers);
-  let head = `${input.method} ${input.path} HTTP/1.1\r\nhost: ${input.host}\r\n`;
+  w.text(input.method);
+  w.text(" ");
+  w.text(input.path);
+  w.text(" HTTP/1.1\r\n");
+  w.line("host", input.host);
   const pass = input.forwardLines;
   // The client's own lines, unless a field listed in Connection, a credential or a traceparent must go.
-  if (pass && !extra && !input.set && (input.traceparent === undefined || headers.traceparent === undefined)) head += textWithout(pass.text, pass.fieldsAt, pass.fieldsEnd, pass.drops);
+  if (pass && !extra && !input.set && (input.traceparent === undefined || headers.traceparent === undefined)) w.rangeWithout(pass.text, pass.fieldsAt, pass.fieldsEnd, pass.drops);
   else for (const name in headers) {
     if (name.charCodeAt(0) === 58 /* ":" */ || notForwardedUpstream.has(name) || extra?.has(name) || (input.set && name in input.set)) continue;
     if (input.traceparent !== undefined && name === "traceparent") continue;
     const value = headers[name];
     if (value === undefined) continue;
-    if (typeof value === "string") head += `${name}: ${value}\r\n`;
-    else if (name === "cookie") head += `cookie: ${value.join("; ")}\r\n`;
-    else for (const v of value) head += `${name}: ${v}\r\n`;
+    if (typeof value === "string") w.line(name, value);
+    else if (name === "cookie") w.line("cookie", value.join("; "));
+    else for (const v of value) w.line(name, v);
   }
   const xff = headers["x-forwarded-for"];
-  head += `x-forwarded-for: ${xff ? `${xff}, ${input.clientIp}` : input.clientIp}\r\n`;
-  head += `x-forwarded-proto: ${input.scheme}\r\nx-forwarded-host: ${input.host}\r\nx-kedge-request-id: ${input.requestId}\r\n`;
-  if (input.set) for (const name in input.set) head += `${name}: ${input.set[name]}\r\n`;
-  if (input.traceparent !== undefined) head += `traceparent: ${input.traceparent}\r\n`;
-  if (input.upgrade !== undefined) head += `connection: upgrade${input.closeAfter ? ", close" : ""}\r\nupgrade: ${input.upgrade}\r\n`;
-  if (input.bodyLength > 0) head += `content-length: ${input.bodyLength}\r\n`;
-  else if (input.bodyLength < 0) head += "transfer-encoding: chunked\r\n";
-  return `${head}\r\n`;
+  w.text("x-forwarded-for: ");
+  if (xff) {
+    w.text(String(xff));
+    w.text(", ");
+  }
+  w.text(input.clientIp);
+  w.crlf();
+  w.line("x-forwarded-proto", input.scheme);
+  w.line("x-forwarded-host", input.host);
+  w.line("x-kedge-request-id", input.requestId);
+  if (input.set) for (const name in input.set) w.line(name, input.set[name]);
+  if (input.traceparent !== undefined) w.line("traceparent", input.traceparent);
+  if (input.upgrade !== undefined) {
+    w.line("connection", input.closeAfter ? "upgrade, close" : "upgrade");
+    w.line("upgrade", input.upgrade);
+  }
+  if (input.bodyLength > 0) w.line("content-length", String(input.bodyLength));
+  else if (input.bodyLength < 0) w.text("transfer-encoding: chunked\r\n");
+  w.crlf();
+  return w;
 }
 
 /** A backend response's fields: as received, and their names in lower case (the response parser's). */
@@ -123,16 +145,36 @@ export function downstreamHeaders(fields: ResponseFields, lowerCase: boolean, re
   return out;
 }
 
-/** The backend's response fields as HTTP/1.1 head lines, and what the framing needs to know of them. */
+/**
+ * A response's field lines for an HTTP/1.1 client, as the pieces they are written from (no string
+ * is made of them), and what the framing needs to know of them.
+ */
 export interface HeadLines {
-  /** "Name: value\r\n" for every field passed on, in the backend's order and spelling. */
+  /** The backend's head: its field lines are passed on in its order and spelling, less its drops whose kind is not in keptKinds. */
+  readonly backend: ResponseText | undefined;
+  readonly keptKinds: number;
+  /** Ready-made lines after the backend's ("Name: value\r\n" each). */
   lines: string;
+  /** x-kedge-backend-name, when kedge tags the response. */
+  backendName: string | undefined;
+  /** x-kedge-request-id, when kedge adds it. */
+  requestId: string | undefined;
   hasLength: boolean;
   hasDate: boolean;
+  /** The backend's lines carry an x-kedge-request-id that is passed on (winch). */
   hasRequestId: boolean;
 }
 
-/** What kind of line a response head's drop is (its bit in `textWithout`'s keptKinds). */
+/** Lays out `head`'s field lines, each with its CRLF. */
+export function writeFieldLines(w: HeadWriter, head: HeadLines): void {
+  const from = head.backend;
+  if (from) w.rangeWithout(from.text, from.fieldsAt, from.text.length, from.drops, head.keptKinds);
+  if (head.lines) w.text(head.lines);
+  if (head.backendName !== undefined) w.line("x-kedge-backend-name", head.backendName);
+  if (head.requestId !== undefined) w.line("x-kedge-request-id", head.requestId);
+}
+
+/** What kind of line a response head's drop is (its bit in HeadLines' keptKinds). */
 export const enum Drop {
   /** Hop-by-hop: never passed on. */
   Always = 0,
@@ -156,9 +198,17 @@ export interface ResponseText {
   readonly hasRequestId: boolean;
 }
 
-/** downstreamHeaders for an HTTP/1.1 client, straight to text: the backend's lines copied through, no string per field. */
+/** downstreamHeaders for an HTTP/1.1 client: the backend's lines copied through, no string per field. */
 export function downstreamHeadLines(head: ResponseText, retag = true): HeadLines {
-  const kept = (retag ? 0 : 1 << Drop.WhenRetagged) | (head.chunked ? 0 : 1 << Drop.WhenChunked);
-  const lines = textWithout(head.text, head.fieldsAt, head.text.length, head.drops, kept);
-  return { lines, hasLength: head.hasLength, hasDate: head.hasDate, hasRequestId: head.hasRequestId && !retag };
+  const keptKinds = (retag ? 0 : 1 << Drop.WhenRetagged) | (head.chunked ? 0 : 1 << Drop.WhenChunked);
+  return {
+    backend: head,
+    keptKinds,
+    lines: "",
+    backendName: undefined,
+    requestId: undefined,
+    hasLength: head.hasLength,
+    hasDate: head.hasDate,
+    hasRequestId: head.hasRequestId && !retag,
+  };
 }

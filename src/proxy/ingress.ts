@@ -52,8 +52,8 @@ export interface IngressResponse {
   /** No further requests on this connection after this response (HTTP/1.1; HTTP/2 streams are independent). */
   lastOnConnection(): void;
   /**
-   * Answers 101 with these field lines and hands the connection over; undefined when the client has
+   * Answers 101 with these fields and hands the connection over; undefined when the client has
    * gone. Offered where requests can carry `upgrade`.
    */
-  switchProtocols?(lines: string): SwitchedConnection | undefined;
+  switchProtocols?(fields: HeadLines): SwitchedConnection | undefined;
 }

@@ -1,8 +1,8 @@
 import type { Socket, SocketHandler } from "bun";
 import { ParseError, ResponseParser, type ResponseHead } from "./response-parser.js";
 import type { H1Pool } from "./h1-pool.js";
-import { writeLatin1 } from "../net/latin1.js";
-import { scratch, SocketWriter } from "../net/socket-writer.js";
+import type { HeadWriter } from "../net/head-writer.js";
+import { SocketWriter } from "../net/socket-writer.js";
 import { TunnelSocket, type TunnelOutput } from "../server/h1/tunnel-socket.js";
 
 /** Why an exchange with a backend failed, and whether the request may be sent elsewhere. */
@@ -113,8 +113,8 @@ export class H1Connection implements TunnelOutput {
     waiter?.(rejected ? (authorizationError ?? new Error("TLS handshake failed")) : undefined);
   }
 
-  /** Starts an exchange: writes the request head (latin1 text). The body follows with write()/end(). */
-  begin(head: string, noResponseBody: boolean, handlers: ExchangeHandlers, bodyless: boolean, upgrade = false): void {
+  /** Starts an exchange: writes the request head `head` holds. The body follows with write()/end(). */
+  begin(head: HeadWriter, noResponseBody: boolean, handlers: ExchangeHandlers, bodyless: boolean, upgrade = false): void {
     this.uses++;
     this.handlers = handlers;
     this.responseStarted = false;
@@ -125,8 +125,9 @@ export class H1Connection implements TunnelOutput {
     this.headDeadline = performance.now() + this.pool.options.responseHeaderTimeoutMs;
     this.ensureWatched();
     if (this.closed) return;
-    if (head.length > scratch.length) this.writer.write(Buffer.from(head, "latin1"));
-    else this.writer.writeScratch(writeLatin1(scratch, head, 0));
+    const own = head.ownBytes();
+    if (own) this.writer.write(own);
+    else this.writer.writeScratch(head.at);
   }
 
   /** The connection waits in its pool: the sweeper closes it once it has been idle for keepAliveMs. */

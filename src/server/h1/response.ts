@@ -1,7 +1,6 @@
 import { STATUS_CODES, type OutgoingHttpHeaders } from "node:http";
-import { writeLatin1 } from "../../net/latin1.js";
-import { scratch } from "../../net/socket-writer.js";
-import type { HeadLines } from "../../proxy/headers.js";
+import { headWriter, type HeadWriter } from "../../net/head-writer.js";
+import { writeFieldLines, type HeadLines } from "../../proxy/headers.js";
 import type { IngressResponse, SwitchedConnection } from "../../proxy/ingress.js";
 
 /** What a response needs from its connection. */
@@ -35,19 +34,10 @@ function date(): string {
   return dateLine;
 }
 
-/**
- * A head string and a body chunk as one write: one packet for small responses. Laid out in the
- * shared scratch buffer when they fit, so a response allocates nothing for its head.
- */
-function sendJoined(out: ResponseOutput, head: string, body: Uint8Array | undefined, prefix = "", suffix: Uint8Array | undefined = undefined): boolean {
-  const headLength = head.length + prefix.length;
-  const total = headLength + (body?.length ?? 0) + (suffix?.length ?? 0);
-  const into = total <= scratch.length ? scratch : Buffer.allocUnsafe(total);
-  writeLatin1(into, head, 0);
-  if (prefix) writeLatin1(into, prefix, head.length);
-  if (body) into.set(body, headLength);
-  if (suffix) into.set(suffix, headLength + (body?.length ?? 0));
-  return into === scratch ? out.sendScratch(total) : out.send(into);
+const statusLines: string[] = [];
+/** "HTTP/1.1 200 OK\r\n", made once per status. */
+function statusLine(status: number): string {
+  return (statusLines[status] ??= `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? "Unknown"}\r\n`);
 }
 
 /**
@@ -57,7 +47,9 @@ function sendJoined(out: ResponseOutput, head: string, body: Uint8Array | undefi
 export class H1RawResponse implements IngressResponse {
   headersSent = false;
   private ended = false;
-  private pendingHead = "";
+  /** The head, laid out with the first body bytes so that small responses leave in one write. */
+  private pendingHead: HeadLines | undefined;
+  private status = 0;
   private chunked = false;
   private bodyless: boolean;
   private keepAlive: boolean;
@@ -89,32 +81,66 @@ export class H1RawResponse implements IngressResponse {
       if (Array.isArray(value)) for (const v of value) lines += `${name}: ${v}\r\n`;
       else lines += `${name}: ${value}\r\n`;
     }
-    this.writeHeadLines(status, { lines, hasLength, hasDate, hasRequestId: false });
+    this.writeHeadLines(status, { backend: undefined, keptKinds: 0, lines, backendName: undefined, requestId: undefined, hasLength, hasDate, hasRequestId: false });
   }
 
   writeHeadLines(status: number, fields: HeadLines): void {
     if (this.headersSent || this.out.closed) return;
     this.headersSent = true;
-    let head = `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? "Unknown"}\r\n${fields.lines}`;
+    this.status = status;
+    this.pendingHead = fields;
     if (status === 204 || status === 304 || status < 200) this.bodyless = true;
     if (!this.bodyless && !fields.hasLength) {
-      if (this.versionMinor === 1) {
-        this.chunked = true;
-        head += "transfer-encoding: chunked\r\n";
-      } else this.keepAlive = false; // HTTP/1.0: the body ends where the connection does
+      if (this.versionMinor === 1) this.chunked = true;
+      else this.keepAlive = false; // HTTP/1.0: the body ends where the connection does
     }
-    if (!this.keepAlive) head += "connection: close\r\n";
-    else if (this.versionMinor === 0) head += "connection: keep-alive\r\n";
-    this.pendingHead = fields.hasDate ? `${head}\r\n` : `${head}${date()}\r\n`;
+  }
+
+  private writeHeadTo(w: HeadWriter, fields: HeadLines): void {
+    w.text(statusLine(this.status));
+    writeFieldLines(w, fields);
+    if (this.chunked) w.text("transfer-encoding: chunked\r\n");
+    if (!this.keepAlive) w.text("connection: close\r\n");
+    else if (this.versionMinor === 0) w.text("connection: keep-alive\r\n");
+    if (!fields.hasDate) w.text(date());
+    w.crlf();
+  }
+
+  /**
+   * The pending head (if any), `prefix`, `body` and `suffix` in one write when they fit in scratch:
+   * one packet for small responses, and nothing allocated for the head.
+   */
+  private send(body: Uint8Array | undefined, prefix = "", suffix: Uint8Array | undefined = undefined): boolean {
+    const w = headWriter.start();
+    const head = this.pendingHead;
+    if (head) {
+      this.pendingHead = undefined;
+      this.writeHeadTo(w, head);
+    }
+    if (prefix) w.text(prefix);
+    const rest = (body?.length ?? 0) + (suffix?.length ?? 0);
+    if (w.at + rest <= w.buf.length) {
+      if (body) w.bytes(body);
+      if (suffix) w.bytes(suffix);
+      return this.sendWritten(w);
+    }
+    // A big chunk goes as it is rather than copied behind its head.
+    let ok = this.sendWritten(w);
+    if (body) ok = this.out.send(body) && ok;
+    if (suffix) ok = this.out.send(suffix) && ok;
+    return ok;
+  }
+
+  private sendWritten(w: HeadWriter): boolean {
+    const own = w.ownBytes();
+    return own ? this.out.send(own) : this.out.sendScratch(w.at);
   }
 
   write(chunk: Uint8Array): boolean {
     if (this.ended || this.out.closed) return true;
     if (this.bodyless || chunk.length === 0) return this.flushHead();
-    const head = this.pendingHead;
-    this.pendingHead = "";
-    if (!this.chunked) return head ? sendJoined(this.out, head, chunk) : this.out.send(chunk);
-    return sendJoined(this.out, head, chunk, `${chunk.length.toString(16)}\r\n`, crlf);
+    if (this.chunked) return this.send(chunk, `${chunk.length.toString(16)}\r\n`, crlf);
+    return this.pendingHead ? this.send(chunk) : this.out.send(chunk);
   }
 
   onceDrain(cb: () => void): void {
@@ -126,21 +152,23 @@ export class H1RawResponse implements IngressResponse {
     if (!this.headersSent) this.writeHead(200, { "content-length": last?.length ?? 0 });
     this.ended = true;
     const body = this.bodyless || !last || last.length === 0 ? undefined : last;
-    const head = this.pendingHead;
-    this.pendingHead = "";
     if (this.chunked) {
-      if (body) sendJoined(this.out, head, body, `${body.length.toString(16)}\r\n`, crlfLastChunk);
-      else sendJoined(this.out, head, undefined, "", lastChunk);
-    } else if (head) sendJoined(this.out, head, body);
+      if (body) this.send(body, `${body.length.toString(16)}\r\n`, crlfLastChunk);
+      else this.send(undefined, "", lastChunk);
+    } else if (this.pendingHead) this.send(body);
     else if (body) this.out.send(body);
     this.out.responseDone(this.keepAlive);
   }
 
-  switchProtocols(lines: string): SwitchedConnection | undefined {
+  switchProtocols(fields: HeadLines): SwitchedConnection | undefined {
     if (this.headersSent || this.out.closed) return undefined;
     this.headersSent = true;
     this.ended = true;
-    this.out.send(Buffer.from(`HTTP/1.1 101 Switching Protocols\r\n${lines}\r\n`, "latin1"));
+    const w = headWriter.start();
+    w.text(statusLine(101));
+    writeFieldLines(w, fields);
+    w.crlf();
+    this.sendWritten(w);
     return this.out.switchProtocols();
   }
 
@@ -167,10 +195,7 @@ export class H1RawResponse implements IngressResponse {
   }
 
   private flushHead(): boolean {
-    if (!this.pendingHead) return true;
-    const head = this.pendingHead;
-    this.pendingHead = "";
-    return sendJoined(this.out, head, undefined);
+    return this.pendingHead ? this.send(undefined) : true;
   }
 }
 
