@@ -19,7 +19,7 @@
 set -euo pipefail
 
 ROUNDS=${ROUNDS:-3} DURATION=${DURATION:-5} WARMUP=${WARMUP:-2}
-WORKLOADS=${WORKLOADS:-"http https grpc stream body"} RESOURCES=${RESOURCES:-1}
+WORKLOADS=${WORKLOADS:-"http https grpc stream body"} RESOURCES=${RESOURCES:-1} PROXY_HEADERS=${PROXY_HEADERS:-1}
 CONNS=${CONNS:-50} THREADS=${THREADS:-1}
 H2_CONNS=${H2_CONNS:-10} H2_STREAMS=${H2_STREAMS:-10}
 GRPC_CONNS=${GRPC_CONNS:-10} GRPC_STREAMS=${GRPC_STREAMS:-10}
@@ -198,7 +198,14 @@ workers_of() { pgrep -P "$1" | tr '\n' ' '; }
 UPSTREAM_LOCATIONS='location / { return 200 "hello world\n"; } location = /_bench/status { stub_status; }'
 nginx_conf up-http "" "listen 127.0.0.1:${PORT[up/http]}; $UPSTREAM_LOCATIONS"
 nginx_conf up-https "" "listen 127.0.0.1:${PORT[up/https]}; listen 127.0.0.1:${PORT[https/direct]} ssl http2; $UPSTREAM_LOCATIONS"
+# What kedge does to every HTTP request and response, asked of nginx and haproxy too: X-Forwarded-For,
+# -Proto and -Host and a request id to the backend; the request id and the backend's name to the client.
+# PROXY_HEADERS=0: they proxy bare, as before 2026-11-24 (kedge still adds its headers).
 PROXY_PASS='proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection "";'
+((PROXY_HEADERS)) && PROXY_PASS+='
+  proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for; proxy_set_header X-Forwarded-Proto $scheme;
+  proxy_set_header X-Forwarded-Host $host; proxy_set_header X-Request-Id $request_id;
+  add_header X-Request-Id $request_id always; add_header X-Backend-Name up always;'
 # nginx keeps at most `keepalive` idle upstream connections: sized for every request in flight, or
 # it would close and reopen upstream connections on every request beyond that.
 keepalive_pool() { echo "upstream up { server 127.0.0.1:$1; keepalive $(($2 > 64 ? $2 : 64)); keepalive_requests 1000000; keepalive_timeout 120s; }"; }
@@ -237,7 +244,7 @@ done
 # server connections reused by any client (`http-reuse always`, like the other two's pools) and
 # kept for 120s like theirs (haproxy's default purges idle ones every 5s, so each round would
 # start by reconnecting after the other targets' runs).
-haproxy_conf() {  # name, bind parameters, server parameters, upstream port
+haproxy_conf() {  # name, bind parameters, server parameters, upstream port, frontend lines
   cat >"$TMP/$1.cfg" <<EOF
 global
   nbthread 1
@@ -253,16 +260,28 @@ defaults
   default-server pool-purge-delay 120s
 frontend fe
   bind 127.0.0.1:$2
+  ${5:-}
   default_backend be
 backend be
   server up 127.0.0.1:$4 $3
 EOF
 }
-haproxy_conf haproxy-http "${PORT[http/haproxy]}" "" "${PORT[up/http]}"
-haproxy_conf haproxy-https "${PORT[https/haproxy]} ssl crt $TMP/tls.pem alpn h2,http/1.1" "" "${PORT[up/https]}"
+# The HTTP frontends do what kedge does (see PROXY_PASS); the gRPC ones pass calls through as they are.
+haproxy_http() {  # scheme
+  ((PROXY_HEADERS)) || return 0
+  echo "option forwardfor
+  http-request set-header X-Forwarded-Proto $1
+  http-request set-header X-Forwarded-Host %[req.hdr(host)]
+  unique-id-format %{+X}o%ci%cp%fi%fp%Ts%rt%pid
+  unique-id-header X-Request-Id
+  http-response set-header X-Request-Id %[unique-id]
+  http-response set-header X-Backend-Name %b"
+}
+haproxy_conf haproxy-http "${PORT[http/haproxy]}" "" "${PORT[up/http]}" "$(haproxy_http http)"
+haproxy_conf haproxy-https "${PORT[https/haproxy]} ssl crt $TMP/tls.pem alpn h2,http/1.1" "" "${PORT[up/https]}" "$(haproxy_http https)"
 haproxy_conf haproxy-grpc "${PORT[grpc/haproxy]} proto h2" "proto h2" "${PORT[up/grpc]}"
 haproxy_conf haproxy-stream "${PORT[stream/haproxy]} proto h2" "proto h2" "${PORT[up/stream]}"
-haproxy_conf haproxy-body "${PORT[body/haproxy]}" "" "${PORT[up/body]}"
+haproxy_conf haproxy-body "${PORT[body/haproxy]}" "" "${PORT[up/body]}" "$(haproxy_http http)"
 start_haproxy() {  # name; -db: foreground, one process (no master): its pid is the one measured
   haproxy -db -f "$TMP/$1.cfg" >"$TMP/$1.out" 2>"$TMP/$1.err" &
   PIDS+=($!)
@@ -342,8 +361,10 @@ for w in "${WL[@]}"; do
     u=${URL[$w/$t]}
     case $w in
       http)
-        body=$(curl -sf "$u") || fail_verify "GET $u failed"
-        [[ $body == "hello world" ]] || fail_verify "unexpected body from $u: $body" ;;
+        body=$(curl -sf -D "$TMP/head-$t" "$u") || fail_verify "GET $u failed"
+        [[ $body == "hello world" ]] || fail_verify "unexpected body from $u: $body"
+        # The proxies tag the response with a request id (kedge's x-kedge-request-id; PROXY_PASS).
+        [[ $t == direct || ($t != kedge && $PROXY_HEADERS == 0) ]] || grep -qiE '^x-(kedge-)?request-id: ' "$TMP/head-$t" || fail_verify "$u: no request id in the response" ;;
       https)
         got=$(curl -skf --http2 -w '|%{http_version}' "$u") || fail_verify "GET $u failed"
         [[ $got == $'hello world\n|2' ]] || fail_verify "$u: expected 'hello world' over HTTP/2, got: $got" ;;
@@ -531,7 +552,8 @@ for f in "$TMP"/*.err; do
 done
 export BENCH_META="$(nproc) CPUs, $(nginx -v 2>&1 | sed 's/.*version: //'), $(haproxy -v | head -1 | cut -d' ' -f1-3), \
 kedge $(git rev-parse --short HEAD 2>/dev/null)$(git diff --quiet -- src 2>/dev/null || echo '+dirty') ($KEDGE_BIN), \
-$ROUNDS rounds of ${DURATION}s per target, ${WARMUP}s warm-up"
+$ROUNDS rounds of ${DURATION}s per target, ${WARMUP}s warm-up, \
+$( ((PROXY_HEADERS)) && echo "nginx and haproxy add kedge's HTTP headers" || echo "nginx and haproxy proxy HTTP bare (PROXY_HEADERS=0)")"
 # `wrk --version` exits 1: `|| true`, or set -e would end the run here.
 WRK="$(wrk --version 2>&1 | head -1 | cut -d' ' -f1-2 || true)"
 H2LOAD="h2load $(h2load --version 2>&1 | sed -n 's/.*nghttp2\//nghttp2 /p')"

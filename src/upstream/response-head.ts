@@ -1,4 +1,4 @@
-import { fieldValue, hasToken, lowerFieldName, nameIs, type LineDrops } from "../net/fields.js";
+import { decimalIn, fieldValue, hasToken, lowerFieldName, nameIs, type LineDrops } from "../net/fields.js";
 import { Drop, type ResponseFields, type ResponseText } from "../proxy/headers.js";
 
 export class ParseError extends Error {}
@@ -136,9 +136,9 @@ export function parseResponseHead(text: string): ResponseHead {
       let drop: Drop | -1 = Drop.Always;
       switch (field) {
         case Field.ContentLength: {
-          const value = fieldValue(text, colon + 1, eol);
-          if (!/^\d+$/.test(value) || (contentLength >= 0 && contentLength !== Number(value))) throw new ParseError("invalid content-length from backend");
-          contentLength = Number(value);
+          const value = decimalIn(text, colon + 1, eol);
+          if (value < 0 || (contentLength >= 0 && contentLength !== value)) throw new ParseError("invalid content-length from backend");
+          contentLength = value;
           head.hasLength = true;
           drop = Drop.WhenChunked;
           break;

@@ -1,6 +1,6 @@
 import type { IncomingHttpHeaders } from "node:http";
 import { KedgeError } from "../../errors.js";
-import { fieldValue, hasToken, nameIs } from "../../net/fields.js";
+import { decimalIn, fieldValue, hasToken, nameIs } from "../../net/fields.js";
 import { notForwardedUpstream, switchable, type ForwardLines } from "../../proxy/headers.js";
 
 /** The request-head limits of the server section, with defaults applied. */
@@ -45,7 +45,6 @@ const tooLong = (max: number) => new KedgeError("bad-request", 414, `request tar
 // §5.5): any other control byte, and a CR or LF outside a line end, anywhere in a head is refused.
 const token = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 const badHeadByte = /[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]|[^\r]\n|\r[^\n]/;
-const digits = /^[0-9]{1,15}$/;
 const headEnd = Buffer.from("\r\n\r\n");
 
 // node:http keeps the first of these when repeated; kedge refuses the framing ones outright.
@@ -177,8 +176,8 @@ export function parseRequestHead(text: string, limits: HeadLimits): RequestHead 
     contentLength = -1;
   } else if (lengths === 1) {
     const cl = headers["content-length"] as string;
-    if (!digits.test(cl)) return bad(`malformed Content-Length ${JSON.stringify(cl.slice(0, 30))}`);
-    contentLength = Number(cl);
+    contentLength = decimalIn(cl, 0, cl.length);
+    if (contentLength < 0) return bad(`malformed Content-Length ${JSON.stringify(cl.slice(0, 30))}`);
   }
   const connection = headers.connection;
   const keepAlive = versionMinor === 1 ? !(connection && hasToken(connection, "close")) : !!connection && hasToken(connection, "keep-alive");
