@@ -55,6 +55,8 @@ export interface ForwardLines {
   readonly fieldsEnd: number;
   /** The lines whose names are in notForwardedUpstream (kind 0); undefined: none. */
   readonly drops: LineDrops | undefined;
+  /** The bytes `text` was read from (text[i] is bytes[i]), copied upstream as they are; undefined: from `text`. */
+  readonly bytes: Uint8Array | undefined;
 }
 
 /** Field names the client listed in its Connection header are hop-by-hop too (RFC 9110 §7.6.1). */
@@ -85,7 +87,7 @@ export function writeUpstreamHead(w: HeadWriter, input: UpstreamHeadInput): Head
   w.line("host", input.host);
   const pass = input.forwardLines;
   // The client's own lines, unless a field listed in Connection, a credential or a traceparent must go.
-  if (pass && !extra && !input.set && (input.traceparent === undefined || headers.traceparent === undefined)) w.rangeWithout(pass.text, pass.fieldsAt, pass.fieldsEnd, pass.drops);
+  if (pass && !extra && !input.set && (input.traceparent === undefined || headers.traceparent === undefined)) w.linesWithout(pass.text, pass.bytes, 0, pass.fieldsAt, pass.fieldsEnd, pass.drops);
   else for (const name in headers) {
     if (name.charCodeAt(0) === 58 /* ":" */ || notForwardedUpstream.has(name) || extra?.has(name) || (input.set && name in input.set)) continue;
     if (input.traceparent !== undefined && name === "traceparent") continue;
@@ -168,7 +170,7 @@ export interface HeadLines {
 /** Lays out `head`'s field lines, each with its CRLF. */
 export function writeFieldLines(w: HeadWriter, head: HeadLines): void {
   const from = head.backend;
-  if (from) w.rangeWithout(from.text, from.fieldsAt, from.text.length, from.drops, head.keptKinds);
+  if (from) w.linesWithout(from.text, from.bytes, from.bytesAt, from.fieldsAt, from.text.length, from.drops, head.keptKinds);
   if (head.lines) w.text(head.lines);
   if (head.backendName !== undefined) w.line("x-kedge-backend-name", head.backendName);
   if (head.requestId !== undefined) w.line("x-kedge-request-id", head.requestId);
@@ -191,6 +193,9 @@ export interface ResponseText {
   readonly fieldsAt: number;
   /** The lines a client may not get, of the kinds in Drop; undefined: none. */
   readonly drops: LineDrops | undefined;
+  /** The bytes `text` was read from (text[i] is bytes[bytesAt + i]), copied to the client as they are; undefined: from `text`. */
+  readonly bytes: Uint8Array | undefined;
+  readonly bytesAt: number;
   readonly chunked: boolean;
   readonly hasLength: boolean;
   readonly hasDate: boolean;

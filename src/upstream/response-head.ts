@@ -58,11 +58,14 @@ export class ResponseHead implements ResponseText, ResponseFields {
   /**
    * @param text the head from the status line to the last field's CRLF (the blank line excluded)
    * @param fieldsAt where the first field line starts in `text`
+   * @param bytes what `text` was read from, at `bytesAt`: the field lines are copied from there
    */
   constructor(
     readonly text: string,
     readonly fieldsAt: number,
     readonly status: number,
+    readonly bytes: Uint8Array | undefined = undefined,
+    readonly bytesAt = 0,
   ) {}
 
   get reason(): string {
@@ -111,16 +114,16 @@ export function parseStatusLine(text: string, lineEnd: number): [minor: number, 
 }
 
 /**
- * Reads a head (text as ResponseHead takes it). Field lines must end in CRLF with no bare CR or LF
+ * Reads a head (text, and the bytes it was read from, as ResponseHead takes them). Field lines must end in CRLF with no bare CR or LF
  * inside (what a client would split differently), and name a field before their colon.
  */
-export function parseResponseHead(text: string): ResponseHead {
+export function parseResponseHead(text: string, bytes?: Uint8Array, bytesAt = 0): ResponseHead {
   const firstLf = text.indexOf("\n");
   if (firstLf < 1 || text.charCodeAt(firstLf - 1) !== 13) throw new ParseError("malformed status line");
   const parsed = parseStatusLine(text, firstLf - 1);
   if (!parsed) throw new ParseError(`malformed status line ${JSON.stringify(text.slice(0, Math.min(firstLf - 1, 64)))}`);
   const [minor, status] = parsed;
-  const head = new ResponseHead(text, firstLf + 1, status);
+  const head = new ResponseHead(text, firstLf + 1, status, bytes, bytesAt);
   head.close = minor === 0;
   let contentLength = -1;
   let drops: number[] | undefined;

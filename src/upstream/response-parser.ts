@@ -153,12 +153,12 @@ export class ResponseParser {
     }
     // Also when the whole head came at once: the limit must not depend on how the bytes were split.
     if (end - start > maxHeadBytes) throw new ParseError("response head too large");
-    this.onHeadText(latin1Text(buf, start, end - 2));
+    this.onHeadText(latin1Text(buf, start, end - 2), buf, start);
     return end + shift;
   }
 
-  private onHeadText(text: string): void {
-    const head = parseResponseHead(text);
+  private onHeadText(text: string, bytes: Uint8Array, bytesAt: number): void {
+    const head = parseResponseHead(text, bytes, bytesAt);
     const { status } = head;
     if (status < 200) {
       if (status === 101) {

@@ -123,7 +123,7 @@ export class H1ClientConnection implements ResponseOutput, TunnelOutput, Transpo
       }
       return false;
     }
-    const head = parseRequestHead(latin1Text(input, 0, end), limits);
+    const head = parseRequestHead(latin1Text(input, 0, end), limits, input);
     if (!("method" in head)) return this.refuse(head), false;
     this.consume(end);
     this.fresh = false;

@@ -105,8 +105,9 @@ export function findHeadEnd(buf: Uint8Array, end: number, limits: HeadLimits): n
 /**
  * Parses a complete head (as found by findHeadEnd) by RFC 9112's rules, strictly: anything a
  * backend could frame differently from kedge (request smuggling) is refused, never repaired.
+ * `bytes`: what `text` was read from (text[i] is bytes[i]), for copying the field lines upstream.
  */
-export function parseRequestHead(text: string, limits: HeadLimits): RequestHead | KedgeError {
+export function parseRequestHead(text: string, limits: HeadLimits, bytes?: Uint8Array): RequestHead | KedgeError {
   if (badHeadByte.test(text)) return bad("invalid byte in the request head");
   const lineEnd = text.indexOf("\r\n");
   const requestLine = text.slice(0, lineEnd);
@@ -183,7 +184,7 @@ export function parseRequestHead(text: string, limits: HeadLimits): RequestHead 
   const keepAlive = versionMinor === 1 ? !(connection && hasToken(connection, "close")) : !!connection && hasToken(connection, "keep-alive");
   const expect = headers.expect;
   const expectContinue = versionMinor === 1 && typeof expect === "string" && expect.toLowerCase() === "100-continue";
-  const forwardLines = repeated ? undefined : { text, fieldsAt: lineEnd + 2, fieldsEnd: last, drops };
+  const forwardLines = repeated ? undefined : { text, fieldsAt: lineEnd + 2, fieldsEnd: last, drops, bytes };
   const upgrade = connection === undefined ? undefined : requestedUpgrade(headers, versionMinor, contentLength);
   return { method, target, versionMinor, headers, contentLength, keepAlive, expectContinue, length: text.length, forwardLines, upgrade };
 }

@@ -2,8 +2,9 @@ import { afterAll, beforeAll, expect, it } from "bun:test";
 import net from "node:net";
 import { plainServer, startTestKedge, type TestKedge } from "./helpers/kedge.ts";
 
-// Heads are laid out in a 64 KiB buffer shared by every connection (net/head-writer); a head that
-// does not fit gets a buffer of its own. Both directions here carry heads past that size.
+// Heads are laid out in a 64 KiB buffer shared by every connection (net/head-writer), the peers'
+// field lines copied from the bytes they arrived in; a head that does not fit gets a buffer of its
+// own. Both directions here carry heads past that size, and bytes outside ASCII (obs-text).
 
 const bigValue = (n: number, seed: number) => Array.from({ length: n }, (_, i) => String.fromCharCode(97 + ((i * 7 + seed) % 26))).join("");
 
@@ -16,13 +17,14 @@ beforeAll(async () => {
   // A raw backend: it answers every request with a head just under the 64 KiB kedge reads and a short body.
   backend = net.createServer((socket) => {
     let buf = "";
-    socket.on("data", (d) => {
+    socket.on("data", (d: Buffer) => {
       buf += d.toString("latin1");
       let end: number;
       while ((end = buf.indexOf("\r\n\r\n")) >= 0) {
         received.push(buf.slice(0, end + 4));
         buf = buf.slice(end + 4);
-        socket.write(`HTTP/1.1 200 OK\r\nx-big-1: ${bigValue(40_000, 1)}\r\nx-big-2: ${bigValue(25_450, 2)}\r\ncontent-length: 5\r\n\r\nhello`);
+        const big = received.at(-1)!.startsWith("GET /obs ") ? "" : `x-big-1: ${bigValue(40_000, 1)}\r\nx-big-2: ${bigValue(25_450, 2)}\r\n`;
+        socket.write(Buffer.from(`HTTP/1.1 200 OK\r\n${big}x-obs: caf\xe9 \x80\xff\r\ncontent-length: 5\r\n\r\nhello`, "latin1"));
       }
     });
   });
@@ -69,6 +71,23 @@ it("passes on a backend's response head bigger than the shared head buffer, byte
   const small = await fetch(`http://127.0.0.1:${kedge.ports.http}/small`, { headers: { "x-small": "yes" } });
   expect(small.status).toBe(200);
   expect(await small.text()).toBe("hello");
+});
+
+it("passes header bytes outside ASCII through unchanged, both ways", async () => {
+  received.length = 0;
+  const socket = net.connect(kedge.ports.http, "127.0.0.1");
+  let text = "";
+  const done = new Promise<void>((ok) =>
+    socket.on("data", (d) => {
+      text += d.toString("latin1");
+      if (text.includes("\r\n\r\nhello")) ok();
+    }),
+  );
+  socket.write(Buffer.from("GET /obs HTTP/1.1\r\nHost: a\r\nX-Name: M\xfcller \x80\xff\r\n\r\n", "latin1"));
+  await done;
+  socket.destroy();
+  expect(received[0]).toContain("\r\nX-Name: M\xfcller \x80\xff\r\n");
+  expect(text).toContain("\r\nx-obs: caf\xe9 \x80\xff\r\n");
 });
 
 it("sends the backend a request head bigger than the shared head buffer, byte for byte", async () => {
