@@ -20,6 +20,13 @@ function renderLabels(names: readonly string[], values: readonly string[]): stri
 class SeriesIndex<T> {
   private root = new Map<string, unknown>();
   private list: Array<[labels: string, series: T]> = [];
+  /**
+   * The label values of the last get() and their series: request after request counts into the
+   * same series (one backend, status 200), and comparing the values is cheaper than a Map lookup
+   * per label (issue 8's profile).
+   */
+  private lastValues: string[] = [];
+  private lastSeries: T | undefined;
 
   constructor(
     private readonly names: readonly string[],
@@ -27,7 +34,21 @@ class SeriesIndex<T> {
   ) {}
 
   get(values: readonly string[]): T {
-    return this.walk(values, true)!;
+    const last = this.lastValues;
+    if (this.lastSeries !== undefined) {
+      let same = true;
+      for (let i = 0; i < this.names.length; i++) {
+        if (values[i] !== last[i]) {
+          same = false;
+          break;
+        }
+      }
+      if (same) return this.lastSeries;
+    }
+    const series = this.walk(values, true)!;
+    this.lastValues = values.slice(0, this.names.length);
+    this.lastSeries = series;
+    return series;
   }
 
   find(values: readonly string[]): T | undefined {
@@ -42,6 +63,7 @@ class SeriesIndex<T> {
   clear(): void {
     this.root = new Map();
     this.list = [];
+    this.lastSeries = undefined;
   }
 
   private walk(values: readonly string[], create: boolean): T | undefined {
