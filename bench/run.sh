@@ -374,7 +374,13 @@ for w in "${WL[@]}"; do
         [[ $got == "hello world" ]] || fail_verify "unexpected body from $u: $got" ;;
       grpc | stream)
         # HTTP 200, grpc-status 0 in the trailers and byte for byte the upstream's messages.
-        hdrs=$(grpc_call "$u" "$TMP/grpc-response-$w-$t.bin" | tr -d '\r') || fail_verify "gRPC call to $u failed"
+        # Up to three tries: the Bun node:http2 upstream leaves ~3% of streaming calls without their
+        # trailers (direct calls too, 2026-11-24), which would otherwise stop one run in ten.
+        for try in 1 2 3; do
+          hdrs=$(grpc_call "$u" "$TMP/grpc-response-$w-$t.bin" | tr -d '\r') && break
+          ((try < 3)) || fail_verify "gRPC call to $t at $u failed three times"
+          log "gRPC call to $t at $u failed (try $try of 3)"
+        done
         if ! grep -q '^HTTP/2 200' <<<"$hdrs" || ! grep -qx 'grpc-status: 0' <<<"$hdrs"; then
           echo "$hdrs" >&2; fail_verify "gRPC call to $u did not return grpc-status 0"
         fi
