@@ -96,17 +96,7 @@ export class HeadWriter {
   }
 
   bytes(data: Uint8Array): void {
-    const n = data.length;
-    if (this.at + n > this.buf.length) this.grow(n);
-    if (n <= 64) {
-      const buf = this.buf;
-      let at = this.at;
-      for (let i = 0; i < n; i++) buf[at++] = data[i];
-      this.at = at;
-    } else {
-      this.buf.set(data, this.at);
-      this.at += n;
-    }
+    this.copy(data, 0, data.length);
   }
 
   /** The head as a string (winch's upgrade requests, tests). */
