@@ -57,6 +57,7 @@ const transport: ClientTransport = {
   peer: undefined,
   write: (bytes) => ((written += bytes.length), true),
   writeScratch: (length) => ((written += length), true),
+  writeTransient: (bytes) => ((written += bytes.length), true),
   end() {},
   terminate() {},
   pause() {},

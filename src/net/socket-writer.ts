@@ -41,6 +41,18 @@ export class SocketWriter {
     return false;
   }
 
+  /** Writes bytes that are reused once this returns (a frame buffer): what the socket does not take is copied. */
+  writeTransient(data: Uint8Array): boolean {
+    if (this.queue.length > 0) {
+      this.queue.push(Uint8Array.prototype.slice.call(data));
+      return false;
+    }
+    const n = this.socket.write(data);
+    if (n >= data.length) return true;
+    this.queue.push(Uint8Array.prototype.slice.call(data, Math.max(n, 0)));
+    return false;
+  }
+
   /** Writes scratch[0..length) (see `scratch`); false when some had to be queued. */
   writeScratch(length: number): boolean {
     if (this.queue.length > 0) {

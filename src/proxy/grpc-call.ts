@@ -1,4 +1,5 @@
-import type { IncomingHttpHeaders, OutgoingHttpHeaders, ServerHttp2Stream } from "node:http2";
+import type { IncomingHttpHeaders, OutgoingHttpHeaders } from "node:http2";
+import type { ClientStream } from "./client-stream.js";
 import type { ProxyMetrics } from "../observe/metrics.js";
 import type { Observation } from "../observe/observer.js";
 import { asKedgeError, type KedgeError } from "../errors.js";
@@ -62,7 +63,7 @@ export class CallRecord {
     private readonly metrics: ProxyMetrics,
     private readonly method: string,
     private readonly headers: IncomingHttpHeaders,
-    private readonly stream: ServerHttp2Stream,
+    private readonly stream: ClientStream,
   ) {
     metrics.inflight.grpc++;
     this.obs = metrics.observer.start(headers);
@@ -82,7 +83,7 @@ export class CallRecord {
 }
 
 /** A trailers-only response: the whole answer in one HEADERS frame with END_STREAM (gRPC over HTTP/2 spec). */
-export function answerStatus(stream: ServerHttp2Stream, code: number, message: string, call: CallRecord): void {
+export function answerStatus(stream: ClientStream, code: number, message: string, call: CallRecord): void {
   call.record(code);
   if (stream.destroyed || stream.closed || stream.headersSent) return;
   stream.respond(
@@ -99,7 +100,7 @@ export function statusTrailers(code: number, message: string): OutgoingHttpHeade
  * Accounting for one call from its first byte, and how to refuse it: the error is counted and
  * answered with the status `statusFor` gives it.
  */
-export function openCall(metrics: ProxyMetrics, stream: ServerHttp2Stream, headers: IncomingHttpHeaders, statusFor: (err: KedgeError) => number): { call: CallRecord; refuse: (e: unknown) => void } {
+export function openCall(metrics: ProxyMetrics, stream: ClientStream, headers: IncomingHttpHeaders, statusFor: (err: KedgeError) => number): { call: CallRecord; refuse: (e: unknown) => void } {
   stream.on("error", () => {});
   const call = new CallRecord(metrics, (headers[":path"] as string | undefined) ?? "", headers, stream);
   const refuse = (e: unknown) => {

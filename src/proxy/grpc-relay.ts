@@ -1,4 +1,5 @@
-import type { OutgoingHttpHeaders, ServerHttp2Stream } from "node:http2";
+import type { OutgoingHttpHeaders } from "node:http2";
+import type { ClientStream } from "./client-stream.js";
 import type { H2Headers } from "../upstream/h2/hpack.js";
 import type { StreamError } from "../upstream/h2/frames.js";
 import type { H2Stream, StreamHandler } from "../upstream/h2/stream.js";
@@ -127,7 +128,7 @@ const replayOf = Symbol("kedge.requestReplay");
 const relayOf = Symbol("kedge.grpcRelay");
 
 /** A client stream and what kedge hangs on it: listeners are shared functions that find their call here, not closures per call. */
-type RelayedStream = ServerHttp2Stream & { [replayOf]?: RequestReplay; [relayOf]?: GrpcRelay };
+type RelayedStream = ClientStream & { [replayOf]?: RequestReplay; [relayOf]?: GrpcRelay };
 
 function replayData(this: RelayedStream, chunk: Buffer): void {
   this[replayOf]!.onData(chunk);
@@ -405,7 +406,7 @@ class HeldRanges {
   }
 
   /** Writes each range as it is (too much to copy into one); false when the stream asks to wait. */
-  writeEach(client: ServerHttp2Stream): boolean {
+  writeEach(client: ClientStream): boolean {
     let ok = true;
     for (let i = 0; i < this.sources.length; i++) ok = client.write(this.sources[i].subarray(this.bounds[2 * i], this.bounds[2 * i + 1]));
     return ok;

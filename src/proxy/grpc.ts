@@ -1,4 +1,5 @@
-import type { IncomingHttpHeaders, ServerHttp2Stream } from "node:http2";
+import type { IncomingHttpHeaders } from "node:http2";
+import type { ClientStream } from "./client-stream.js";
 import type { Endpoint } from "../backend/endpoint.js";
 import type { GrpcBackend } from "../backend/grpc-backend.js";
 import { defaults } from "../backend/http-backend.js";
@@ -67,7 +68,7 @@ function routeCall(runtime: Runtime, headers: IncomingHttpHeaders): Routed {
 }
 
 /** Proxies one gRPC call: authentication, then the backend its route names. */
-export function proxyGrpc(ctx: ProxyContext, stream: ServerHttp2Stream, headers: IncomingHttpHeaders): void {
+export function proxyGrpc(ctx: ProxyContext, stream: ClientStream, headers: IncomingHttpHeaders): void {
   const { call, refuse } = openCall(ctx.metrics, stream, headers, statusFor);
   let routed: Routed;
   let decision: Promise<unknown> | undefined;
@@ -99,7 +100,7 @@ export function proxyGrpc(ctx: ProxyContext, stream: ServerHttp2Stream, headers:
  */
 export function forwardCall(
   metrics: ProxyMetrics,
-  stream: ServerHttp2Stream,
+  stream: ClientStream,
   headers: IncomingHttpHeaders,
   call: CallRecord,
   routedTo: GrpcBackend,
@@ -121,7 +122,7 @@ class GrpcForward implements RelayOwner {
 
   constructor(
     private readonly metrics: ProxyMetrics,
-    private readonly stream: ServerHttp2Stream,
+    private readonly stream: ClientStream,
     private readonly headers: IncomingHttpHeaders,
     private readonly call: CallRecord,
     private backend: GrpcBackend,

@@ -1,6 +1,14 @@
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from "node:http";
-import type { Duplex, Readable } from "node:stream";
+import type { Duplex } from "node:stream";
 import type { ForwardLines, HeadLines } from "./headers.js";
+
+/** A request body as the proxy reads it: a node Readable or an HTTP/2 stream of kedge's own server. */
+export interface RequestBody {
+  on(event: "data", listener: (chunk: Buffer) => void): unknown;
+  once(event: "end", listener: () => void): unknown;
+  pause(): unknown;
+  resume(): unknown;
+}
 
 /** One client request as the proxy sees it, whatever protocol carried it. */
 export interface IngressRequest {
@@ -21,7 +29,7 @@ export interface IngressRequest {
   readonly hasBody: boolean;
   /** Content-Length, or -1 when the length is unknown. */
   readonly contentLength: number;
-  readonly body: Readable;
+  readonly body: RequestBody;
   /** HTTP/1.1: the client's field lines as received, copied upstream without rebuilding them. */
   readonly forwardLines?: ForwardLines;
   /** HTTP/1.1 on kedge's own listener: the protocol the client asks to switch to (WebSocket, SPDY) as it spelled it. */

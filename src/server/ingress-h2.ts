@@ -1,11 +1,13 @@
-import { constants, type IncomingHttpHeaders, type ServerHttp2Stream } from "node:http2";
 import type { OutgoingHttpHeaders } from "node:http";
+import type { IncomingHttpHeaders } from "node:http2";
+import { ErrorCode } from "../upstream/h2/frames.js";
+import type { ClientStream } from "../proxy/client-stream.js";
 import type { IngressRequest, IngressResponse } from "../proxy/ingress.js";
 
 const addressOf = new WeakMap<object, string>();
 
 /** The client's address, read once per connection: a node socket's getter costs ~160 ns a call in Bun. */
-function peerAddress(socket: { remoteAddress?: string } | undefined): string {
+function peerAddress(socket: { remoteAddress?: string } | undefined | null): string {
   if (!socket) return "";
   let address = addressOf.get(socket);
   if (address === undefined) {
@@ -16,10 +18,11 @@ function peerAddress(socket: { remoteAddress?: string } | undefined): string {
   return address;
 }
 
-/** Adapts a raw node:http2 stream (never the compat API: it costs ~2× per request). */
-export function h2Request(stream: ServerHttp2Stream, headers: IncomingHttpHeaders, flags: number, localPort: number): IngressRequest {
+/** Adapts a client's HTTP/2 stream to the proxy's request. */
+export function h2Request(stream: ClientStream, headers: IncomingHttpHeaders, localPort: number): IngressRequest {
   const lengthHeader = headers["content-length"];
-  const ended = (flags & constants.NGHTTP2_FLAG_END_STREAM) !== 0 || stream.endAfterHeaders;
+  const ended = stream.endAfterHeaders;
+  const socket = stream.session?.socket ?? undefined;
   return {
     protocol: "h2",
     method: (headers[":method"] as string) ?? "GET",
@@ -28,8 +31,8 @@ export function h2Request(stream: ServerHttp2Stream, headers: IncomingHttpHeader
     scheme: headers[":scheme"] === "http" ? "http" : "https",
     localPort,
     headers,
-    remoteAddress: peerAddress(stream.session?.socket),
-    socket: stream.session?.socket,
+    remoteAddress: peerAddress(socket),
+    socket,
     hasBody: !ended,
     contentLength: ended ? 0 : lengthHeader !== undefined ? Number(lengthHeader) : -1,
     body: stream,
@@ -39,7 +42,7 @@ export function h2Request(stream: ServerHttp2Stream, headers: IncomingHttpHeader
 export class H2Response implements IngressResponse {
   private sent = false;
 
-  constructor(private readonly stream: ServerHttp2Stream) {
+  constructor(private readonly stream: ClientStream) {
     // An unhandled stream error would crash the process (client resets are routine).
     stream.on("error", () => {});
   }
@@ -75,12 +78,13 @@ export class H2Response implements IngressResponse {
   }
 
   abort(): void {
-    if (!this.gone) this.stream.close(constants.NGHTTP2_INTERNAL_ERROR);
+    if (!this.gone) this.stream.close(ErrorCode.INTERNAL_ERROR);
   }
 
   onGone(cb: () => void): void {
-    this.stream.once("close", () => {
-      if (!this.stream.writableFinished) cb();
+    const stream = this.stream;
+    stream.once("close", () => {
+      if (!stream.writableFinished) cb();
     });
   }
 }

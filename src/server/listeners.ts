@@ -1,22 +1,17 @@
 import { readFileSync } from "node:fs";
-import http2, { type Http2Session, type IncomingHttpHeaders, type ServerHttp2Stream } from "node:http2";
-import type { Socket } from "node:net";
 import tls from "node:tls";
 import type { ServerConfig } from "../gen/kedge/config/v1/server_pb.js";
 import { durationMs } from "../backend/http-backend.js";
 import { log } from "../observe/log.js";
-import { proxyGrpc } from "../proxy/grpc.js";
-import { exchange, sendError, type HttpProxy } from "../proxy/exchange.js";
+import type { HttpProxy } from "../proxy/exchange.js";
 import { kedgeHttpProxy, type ProxyContext } from "../proxy/http.js";
 import { Tunnels } from "../proxy/tunnel.js";
-import { KedgeError } from "../errors.js";
-import { isGrpc, listen } from "./listen.js";
+import { listen } from "./listen.js";
 import { ConnectionGuard } from "./connection-guard.js";
 import type { HeadLimits } from "./h1/request-head.js";
-import { watchResets } from "./reset-limiter.js";
-import { startH1Listener } from "./h1/listener.js";
+import { startPlainListener } from "./plain-listener.js";
 import { H1Connections, type H1Options } from "./h1/connections.js";
-import { H2Response, h2Request } from "./ingress-h2.js";
+import { H2Connections, type H2Options } from "./h2/connections.js";
 
 export interface DataListeners {
   /** Bound ports, by listener name (tls, http). */
@@ -56,35 +51,6 @@ interface Proxies {
   tunnels: Tunnels;
 }
 
-interface H2Ingress {
-  server: http2.Http2Server;
-  sessions: Set<Http2Session>;
-}
-
-/** An HTTP/2 server fed connections by a listener; streams go to the gRPC or the HTTP proxy by content-type. */
-function h2Ingress(proxies: Proxies, idleMs: number, port: () => number, maxStreams: number): H2Ingress {
-  const server = http2.createServer({ maxSessionMemory: 64, settings: { maxConcurrentStreams: maxStreams } });
-  const sessions = new Set<Http2Session>();
-  server.on("session", (session: Http2Session) => {
-    sessions.add(session);
-    session.on("close", () => sessions.delete(session));
-    session.on("error", () => {});
-    session.setTimeout(idleMs, () => session.close());
-  });
-  server.on("stream", (stream: ServerHttp2Stream, headers: IncomingHttpHeaders, flags: number) => {
-    watchResets(stream);
-    if (isGrpc(headers)) return proxyGrpc(proxies.ctx, stream, headers);
-    const res = new H2Response(stream);
-    if (headers[":method"] === "CONNECT") {
-      // winch tunnels over HTTP/1.1; HTTP/2 CONNECT (RFC 9113 §8.5) is not offered.
-      sendError(res, new KedgeError("bad-request", 405, "CONNECT over HTTP/2 is not supported: use HTTP/1.1"), "");
-      return;
-    }
-    exchange(proxies.http, h2Request(stream, headers, flags, port()), res);
-  });
-  return { server, sessions };
-}
-
 /**
  * Starts the listeners the server section names:
  * - http_tls_port: TLS with ALPN h2 + http/1.1 on one port, each connection handed to an h2 or an
@@ -108,16 +74,7 @@ export async function startDataListeners(server: ServerConfig, ctx: ProxyContext
   const tunnels = new Tunnels();
   const proxies: Proxies = { ctx, http: kedgeHttpProxy(ctx, tunnels), tunnels };
   const guard = new ConnectionGuard(server.maxConnections || 16_384);
-  closers.push({ stop: () => {}, kill: () => (proxies.tunnels.closeAll(), guard.close()) });
-
-  const closeH2 = (h2: H2Ingress) => ({
-    stop: () => {
-      for (const s of h2.sessions) s.close(); // GOAWAY: no new streams, in-flight ones finish
-    },
-    kill: () => {
-      for (const s of h2.sessions) s.destroy();
-    },
-  });
+  closers.push({ stop: () => {}, kill: () => proxies.tunnels.closeAll() });
 
   const h1Options = (scheme: "http" | "https"): H1Options => ({
     scheme,
@@ -130,31 +87,39 @@ export async function startDataListeners(server: ServerConfig, ctx: ProxyContext
     idleMs,
   });
 
+  const h2Options: H2Options = {
+    ctx,
+    http: proxies.http,
+    guard,
+    limits,
+    maxStreams,
+    headTimeoutMs: durationMs(server.requestHeaderTimeout, 10_000),
+    idleMs,
+  };
+
   const startTls = async (name: string, port: number, h1: H1Connections | undefined) => {
-    const h2 = h2Ingress(proxies, idleMs, () => ports[name], maxStreams);
+    const h2 = new H2Connections(h2Options, () => ports[name]);
     const listener = tls.createServer(
       // A client may half-close once its request is sent: it still gets its answer.
       { ...tlsFiles(server), ALPNProtocols: h1 ? ["h2", "http/1.1"] : ["h2"], minVersion: "TLSv1.2", allowHalfOpen: true },
       (socket: tls.TLSSocket) => {
         socket.on("error", () => {});
         if (h1 && socket.alpnProtocol !== "h2") return h1.adoptSocket(socket);
-        if (!guard.admit(socket)) return void socket.destroy();
-        h2.server.emit("connection", socket);
+        h2.adoptSocket(socket);
       },
     );
     listener.on("tlsClientError", (err: Error) => log.debug("TLS handshake failed", { listener: name, error: err.message }));
     ports[name] = await listen(listener, port, bind);
     tlsServers.push(listener);
-    const h2Closer = closeH2(h2);
     closers.push({
       stop: () => {
         listener.close();
         h1?.stop();
-        h2Closer.stop();
+        h2.stop();
       },
       kill: () => {
         h1?.kill();
-        h2Closer.kill();
+        h2.kill();
       },
     });
   };
@@ -165,21 +130,13 @@ export async function startDataListeners(server: ServerConfig, ctx: ProxyContext
   if (server.grpcTlsPort !== undefined) await startTls("grpc_tls", server.grpcTlsPort, undefined);
 
   if (server.h2cPort !== undefined) {
-    const h2 = h2Ingress(proxies, idleMs, () => ports.h2c, maxStreams);
-    h2.server.on("connection", (socket: Socket) => guard.admit(socket));
-    ports.h2c = await listen(h2.server, server.h2cPort, bind);
-    const h2Closer = closeH2(h2);
-    closers.push({
-      stop: () => {
-        h2.server.close();
-        h2Closer.stop();
-      },
-      kill: h2Closer.kill,
-    });
+    const h2c = startPlainListener(bind, server.h2cPort, new H2Connections(h2Options, () => ports.h2c));
+    ports.h2c = h2c.port;
+    closers.push({ stop: h2c.stop, kill: h2c.kill });
   }
 
   if (server.httpPort !== undefined) {
-    const plain = startH1Listener(bind, server.httpPort, h1Options("http"));
+    const plain = startPlainListener(bind, server.httpPort, new H1Connections(h1Options("http"), () => ports.http));
     ports.http = plain.port;
     closers.push({ stop: plain.stop, kill: plain.kill });
   }

@@ -1,4 +1,5 @@
-import type { IncomingHttpHeaders, ServerHttp2Stream } from "node:http2";
+import type { IncomingHttpHeaders } from "node:http2";
+import type { ClientStream } from "../proxy/client-stream.js";
 import type { KedgeError } from "../errors.js";
 import { forwardCall } from "../proxy/grpc.js";
 import { answerStatus, GrpcStatus, openCall } from "../proxy/grpc-call.js";
@@ -18,7 +19,7 @@ function statusFor(err: KedgeError): number {
  * winch maps it and forwards the call to that cluster's kedge over TLS, authority unchanged,
  * with the route's credentials as metadata.
  */
-export function winchGrpc(ctx: WinchContext, stream: ServerHttp2Stream, headers: IncomingHttpHeaders): void {
+export function winchGrpc(ctx: WinchContext, stream: ClientStream, headers: IncomingHttpHeaders): void {
   const { call, refuse } = openCall(ctx.metrics, stream, headers, statusFor);
   try {
     const authority = ((headers[":authority"] ?? headers.host) as string | undefined) ?? "";

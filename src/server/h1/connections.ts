@@ -61,7 +61,7 @@ export class H1Connections {
   /** A new client connection; over max_connections it is answered 503 and closed. */
   adopt(transport: ClientTransport): H1ClientConnection {
     const conn = new H1ClientConnection(transport, this.handler);
-    if (this.opts.guard.admitOwned()) this.conns.add(conn);
+    if (this.opts.guard.admit()) this.conns.add(conn);
     else this.handler.refuse(conn, tooManyConnections);
     return conn;
   }
@@ -80,7 +80,7 @@ export class H1Connections {
 
   closed(conn: H1ClientConnection | undefined): void {
     if (!conn) return;
-    if (this.conns.delete(conn)) this.opts.guard.releaseOwned();
+    if (this.conns.delete(conn)) this.opts.guard.release();
     conn.onClose();
   }
 

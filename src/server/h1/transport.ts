@@ -11,6 +11,8 @@ export interface ClientTransport {
   write(bytes: Uint8Array): boolean;
   /** Writes scratch[0..length) (net/socket-writer's `scratch`), which is reused once this returns. */
   writeScratch(length: number): boolean;
+  /** Writes bytes that are reused once this returns. */
+  writeTransient(bytes: Uint8Array): boolean;
   /** Closes the write side once queued bytes are out. */
   end(): void;
   /** Closes at once. */
@@ -49,6 +51,10 @@ export class BunTransport implements ClientTransport {
 
   writeScratch(length: number): boolean {
     return this.writer.writeScratch(length);
+  }
+
+  writeTransient(bytes: Uint8Array): boolean {
+    return this.writer.writeTransient(bytes);
   }
 
   /** The socket's drain event; true when the connection should hear of it. */
@@ -108,6 +114,10 @@ export class NodeTransport implements ClientTransport {
   /** A node socket may hold on to what it is given: the bytes are copied. */
   writeScratch(length: number): boolean {
     return this.socket.write(scratchCopy(0, length));
+  }
+
+  writeTransient(bytes: Uint8Array): boolean {
+    return this.socket.write(Uint8Array.prototype.slice.call(bytes));
   }
 
   end(): void {

@@ -1,6 +1,6 @@
 import type { Socket, SocketHandler, TLSOptions } from "bun";
 import { HpackDecoder, HpackError } from "./hpack.js";
-import { ConnectionError, defaultMaxFrameSize, defaultWindow, ErrorCode, errorName, Flag, FrameBuffer, frameHeaderSize, FrameType, maxWindow, preface, Setting, StreamError } from "./frames.js";
+import { ConnectionError, joinBytes, defaultMaxFrameSize, defaultWindow, ErrorCode, errorName, Flag, FrameBuffer, frameHeaderSize, FrameType, maxWindow, preface, Setting, StreamError } from "./frames.js";
 import type { H2Stream } from "./stream.js";
 
 export interface H2ConnectionOptions {
@@ -158,16 +158,7 @@ export class H2Connection {
     stream.recvWindow = this.streamWindow;
     this.streams.set(id, stream);
     const endStream = stream.pendingEnd && stream.pending.length === 0;
-    const block = stream.block;
-    const max = this.peerMaxFrame;
-    if (block.length <= max) this.out.frame(FrameType.HEADERS, Flag.END_HEADERS | (endStream ? Flag.END_STREAM : 0), id, block);
-    else {
-      this.out.frame(FrameType.HEADERS, endStream ? Flag.END_STREAM : 0, id, block, 0, max);
-      for (let at = max; at < block.length; at += max) {
-        const end = Math.min(block.length, at + max);
-        this.out.frame(FrameType.CONTINUATION, end === block.length ? Flag.END_HEADERS : 0, id, block, at, end);
-      }
-    }
+    this.out.headerBlock(id, endStream ? Flag.END_STREAM : 0, stream.block, this.peerMaxFrame);
     if (endStream) stream.localEnded = true;
     else if (stream.pending.length > 0 || stream.pendingEnd) this.sendPending(stream);
     else if (stream.wantsDrain) {
@@ -298,10 +289,7 @@ export class H2Connection {
     this.reads++;
     let buf = data;
     if (this.partial) {
-      const joined = new Uint8Array(this.partial.length + data.length);
-      joined.set(this.partial);
-      joined.set(data, this.partial.length);
-      buf = joined;
+      buf = joinBytes(this.partial, data);
       this.partial = undefined;
     }
     let pos = 0;

@@ -48,6 +48,14 @@ export class StreamError extends Error {
   }
 }
 
+/** The tail of the last read that held no whole frame, followed by this read. */
+export function joinBytes(head: Uint8Array, tail: Uint8Array): Buffer {
+  const joined = Buffer.allocUnsafe(head.length + tail.length);
+  joined.set(head);
+  joined.set(tail, head.length);
+  return joined;
+}
+
 /**
  * Frames waiting for the socket, built in one buffer: everything a connection writes in one
  * event-loop turn leaves in one write (one packet for a unary call's HEADERS and DATA).
@@ -112,6 +120,16 @@ export class FrameBuffer {
       b.writeUInt16BE(id, this.length);
       b.writeUInt32BE(value, this.length + 2);
       this.length += 6;
+    }
+  }
+
+  /** A header block as HEADERS and, past `maxFrame` bytes, CONTINUATION frames; `flags` are the HEADERS frame's (END_STREAM). */
+  headerBlock(id: number, flags: number, block: Uint8Array, maxFrame: number): void {
+    if (block.length <= maxFrame) return this.frame(FrameType.HEADERS, Flag.END_HEADERS | flags, id, block);
+    this.frame(FrameType.HEADERS, flags, id, block, 0, maxFrame);
+    for (let at = maxFrame; at < block.length; at += maxFrame) {
+      const end = Math.min(block.length, at + maxFrame);
+      this.frame(FrameType.CONTINUATION, end === block.length ? Flag.END_HEADERS : 0, id, block, at, end);
     }
   }
 

@@ -142,8 +142,14 @@ export class HpackDecoder {
       else if (typeof had === "string") out[name] = [had, value];
       else had.push(value);
     }
+    this.listSize = listSize;
+    this.fieldCount = fields;
     return out;
   }
+
+  /** The last decoded block's size (RFC 9113 §6.5.2: octets of names and values plus 32 per field) and field count. */
+  listSize = 0;
+  fieldCount = 0;
 
   /** An integer with an N-bit prefix (RFC 7541 §5.1), at most 2^28: larger is an attack, not a header. */
   private int(prefixBits: number): number {
@@ -220,6 +226,7 @@ function latin1(bytes: Buffer, start: number, end: number): string {
 
 /** The static table's index of a whole pseudo-header field kedge sends, or 0. */
 function indexedField(name: string, value: string): number {
+  if (name === ":status") return value === "200" ? 8 : value === "204" ? 9 : value === "304" ? 11 : value === "404" ? 13 : 0;
   if (name === ":method") return value === "POST" ? 3 : value === "GET" ? 2 : 0;
   if (name === ":scheme") return value === "https" ? 7 : value === "http" ? 6 : 0;
   return name === ":path" && value === "/" ? 4 : 0;

@@ -1,0 +1,115 @@
+import type { Duplex } from "node:stream";
+import type { IncomingHttpHeaders } from "node:http2";
+import { KedgeError } from "../../errors.js";
+import { exchange, sendError, type HttpProxy } from "../../proxy/exchange.js";
+import { proxyGrpc } from "../../proxy/grpc.js";
+import type { ProxyContext } from "../../proxy/http.js";
+import { ErrorCode } from "../../upstream/h2/frames.js";
+import type { H2Headers } from "../../upstream/h2/hpack.js";
+import type { ConnectionGuard } from "../connection-guard.js";
+import type { HeadLimits } from "../h1/request-head.js";
+import { NodeTransport, type ClientTransport } from "../h1/transport.js";
+import { H2Response, h2Request } from "../ingress-h2.js";
+import { isGrpc } from "../listen.js";
+import { H2ServerConnection, type H2ServerHandler } from "./connection.js";
+import type { H2ServerStream } from "./stream.js";
+
+export interface H2Options {
+  ctx: ProxyContext;
+  http: HttpProxy;
+  guard: ConnectionGuard;
+  limits: HeadLimits;
+  maxStreams: number;
+  /** A new connection must have sent the preface and its SETTINGS within this. */
+  headTimeoutMs: number;
+  /** A connection without streams for this long is closed (GOAWAY). */
+  idleMs: number;
+}
+
+const sweepEveryMs = 500;
+
+/**
+ * The HTTP/2 client connections of one listener: admission against max_connections, each request
+ * to the gRPC or the HTTP proxy by content-type, and one timer sweeping every connection for the
+ * preface deadline (slowloris) and the idle timeout.
+ */
+export class H2Connections implements H2ServerHandler {
+  private readonly conns = new Set<H2ServerConnection>();
+  private readonly sweeper: ReturnType<typeof setInterval>;
+  readonly limits: HeadLimits;
+  readonly maxStreams: number;
+
+  constructor(
+    private readonly opts: H2Options,
+    private readonly localPort: () => number,
+  ) {
+    this.limits = opts.limits;
+    this.maxStreams = opts.maxStreams;
+    this.sweeper = setInterval(() => this.sweep(), sweepEveryMs);
+    this.sweeper.unref();
+  }
+
+  stream(stream: H2ServerStream, headers: H2Headers): void {
+    const h = headers as IncomingHttpHeaders;
+    if (isGrpc(h)) return proxyGrpc(this.opts.ctx, stream, h);
+    const res = new H2Response(stream);
+    if (h[":method"] === "CONNECT") {
+      // winch tunnels over HTTP/1.1; HTTP/2 CONNECT (RFC 9113 §8.5) is not offered.
+      return sendError(res, new KedgeError("bad-request", 405, "CONNECT over HTTP/2 is not supported: use HTTP/1.1"), "");
+    }
+    exchange(this.opts.http, h2Request(stream, h, this.localPort()), res);
+  }
+
+  refuse(stream: H2ServerStream, status: number, reason: string): void {
+    sendError(new H2Response(stream), new KedgeError("bad-request", status, reason), "");
+  }
+
+  /** A new client connection; over max_connections it is sent GOAWAY at once. `peer` is where its address and certificate are read. */
+  adopt(transport: ClientTransport, peer: object = transport): H2ServerConnection {
+    const conn = new H2ServerConnection(transport, this, peer);
+    if (this.opts.guard.admit()) this.conns.add(conn);
+    else conn.fail(ErrorCode.REFUSED_STREAM, "too many connections");
+    return conn;
+  }
+
+  /** A node socket: the TLS listener's connections that chose h2. */
+  adoptSocket(socket: Duplex): void {
+    const transport = new NodeTransport(socket);
+    const conn = this.adopt(transport, socket);
+    transport.deliverTo({
+      onData: (d) => conn.onData(d),
+      onDrain: () => conn.onDrain(),
+      onEnd: () => conn.onEnd(),
+      onClose: () => this.closed(conn),
+    });
+  }
+
+  closed(conn: H2ServerConnection | undefined): void {
+    if (!conn) return;
+    if (this.conns.delete(conn)) this.opts.guard.release();
+    conn.onClose();
+  }
+
+  /** GOAWAY to every connection: in-flight streams finish, no new ones start. */
+  stop(): void {
+    for (const conn of this.conns) conn.shutdown("kedge is shutting down");
+  }
+
+  kill(): void {
+    clearInterval(this.sweeper);
+    for (const conn of [...this.conns]) conn.destroy();
+  }
+
+  private sweep(): void {
+    const now = performance.now();
+    const { headTimeoutMs, idleMs } = this.opts;
+    for (const conn of this.conns) {
+      if (!conn.settled) {
+        if (now - conn.openedAt > headTimeoutMs) {
+          this.opts.guard.refused.headTimeout++;
+          conn.destroy();
+        }
+      } else if (conn.activeStreams === 0 && now - conn.lastActivity > idleMs) conn.shutdown("idle");
+    }
+  }
+}
