@@ -266,8 +266,6 @@ export class H2ServerConnection {
       this.schedule();
       return this.control();
     }
-    const cookie = headers.cookie;
-    if (typeof cookie === "object") headers.cookie = cookie.join("; "); // RFC 9113 §8.2.3: one field again for HTTP/1.1
     const stream = new H2ServerStream(this, id, endStream, contentLength(headers["content-length"]));
     this.streams.set(id, stream);
     if (endStream) stream.noBody();
