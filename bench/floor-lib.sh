@@ -22,26 +22,31 @@ CONF
   sleep 1
   NGINX_PID=$(pgrep -P "$master" | head -1)
 }
-# rounds UNIT: for each round and target (kedge floor nginx), load PORT[t] (the caller's `load PORT
-# SECONDS` prints requests completed) and print CPU µs per request; then the medians and ratios.
+# rounds UNIT TARGET...: for each round and target (kedge, floor, nginx and any others), load
+# PORT[t] (the caller's `load PORT SECONDS` prints requests completed) and print CPU µs per
+# request; then each target's median (named by NAME[t]) and kedge/floor, floor/nginx, kedge/nginx.
 rounds() {
   local unit=$1 t r before ok after us TCK
+  shift
+  local targets=("$@")
   TCK=$(getconf CLK_TCK)
-  for t in kedge floor nginx; do load "${PORT[$t]}" 2 >/dev/null; done  # warm-up
+  for t in "${targets[@]}"; do load "${PORT[$t]}" 2 >/dev/null; done  # warm-up
   declare -A US
   echo "| round | target | $unit ok | CPU µs/$unit |"
   echo "|--:|---|--:|--:|"
   for r in $(seq "$ROUNDS"); do
-    for t in kedge floor nginx; do
+    for t in "${targets[@]}"; do
       before=$(ticks "${PID[$t]}"); ok=$(load "${PORT[$t]}" "$SECS"); after=$(ticks "${PID[$t]}")
       us=$(( ok > 0 ? (after - before) * 1000000 / TCK / ok : -1 ))
       US[$t]+="$us "
       echo "| $r | $t | $ok | $us |"
     done
   done
-  local K F N
-  K=$(median "${US[kedge]}") F=$(median "${US[floor]}") N=$(median "${US[nginx]}")
   echo
-  echo "median CPU µs/$unit: kedge $K, $FLOOR_NAME $F, nginx $NGINX_NAME $N"
-  awk -v k="$K" -v f="$F" -v n="$N" 'BEGIN { printf "kedge/floor %.2fx   floor/nginx %.2fx   kedge/nginx %.2fx\n", k/f, f/n, k/n }'
+  declare -A M
+  for t in "${targets[@]}"; do
+    M[$t]=$(median "${US[$t]}")
+    echo "median CPU µs/$unit: ${NAME[$t]} ${M[$t]}"
+  done
+  awk -v k="${M[kedge]}" -v f="${M[floor]}" -v n="${M[nginx]}" 'BEGIN { printf "kedge/floor %.2fx   floor/nginx %.2fx   kedge/nginx %.2fx\n", k/f, f/n, k/n }'
 }

@@ -246,6 +246,32 @@ describe("kedge's HTTP/2 server", () => {
     }
   });
 
+  it("on shutdown, tells a client GOAWAY and finishes its request in flight", async () => {
+    const k = await startTestKedge(config());
+    const client = http2.connect(`http://127.0.0.1:${k.ports.h2c}`);
+    client.on("error", () => {});
+    try {
+      const goaway = new Promise<number>((resolve) => client.once("goaway", (code: number) => resolve(code)));
+      const answer = new Promise<{ status: number; text: string }>((resolve, reject) => {
+        const req = client.request({ ":path": "/slow-chunks?n=3&ms=200" });
+        let status = 0;
+        let text = "";
+        req.setEncoding("utf8");
+        req.on("response", (h) => (status = Number(h[":status"])));
+        req.on("data", (c: string) => (text += c));
+        req.on("end", () => resolve({ status, text }));
+        req.on("error", reject);
+      });
+      await Bun.sleep(100);
+      const down = k.shutdown();
+      expect(await goaway).toBe(0);
+      expect(await answer).toEqual({ status: 200, text: "chunk 0\nchunk 1\nchunk 2\n" });
+      await down;
+    } finally {
+      client.destroy();
+    }
+  });
+
   it("serves curl over h2c and h2load's 2,000 requests on 10 streams at a time, all 200", async () => {
     // Spawned, not spawnSync: kedge runs in this process and must keep serving meanwhile.
     const run = async (cmd: string[]) => {

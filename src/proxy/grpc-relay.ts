@@ -29,8 +29,8 @@ export class RequestReplay {
   private oversize = false;
   private ready: Gatherer | undefined;
 
-  // One "data" and one "end" listener for recording, gathering and forwarding: listeners on a
-  // node:http2 stream cost more than the branches below.
+  // One "data" and one "end" listener for recording, gathering and forwarding: a listener call
+  // costs more than the branches below.
   constructor(private readonly client: RelayedStream) {
     client[replayOf] = this;
     client.on("data", replayData);
@@ -300,7 +300,7 @@ export class GrpcRelay implements StreamHandler {
     this.owner.replay.drained();
   }
 
-  /** Sends the backend's headers; false when node:http2 refuses them (the call is answered UNAVAILABLE instead). */
+  /** Sends the backend's headers; false when the client's stream refuses them (fields HTTP/2 forbids: the call is answered UNAVAILABLE instead). */
   private respond(headers: OutgoingHttpHeaders, options: { endStream?: boolean; waitForTrailers?: boolean }): boolean {
     try {
       this.client.respond(headers, options);
@@ -353,8 +353,8 @@ export class GrpcRelay implements StreamHandler {
       if (!this.respond(headers, { waitForTrailers: true })) return;
     }
     if (!client.headersSent) return;
-    // Held messages as one buffer while that is cheap: one DATA frame, one pass through node:http2's
-    // stream machinery. Message boundaries are not frame boundaries in gRPC: the client reads the
+    // Held messages as one buffer while that is cheap: one DATA frame, one pass through the
+    // client stream's machinery. Message boundaries are not frame boundaries in gRPC: the client reads the
     // same messages. An ended answer's last bytes (a unary call's message) go with the end.
     const joined = held.count > 0 && held.bytes <= coalesceLimitBytes ? held.join() : undefined;
     const ending = this.ended && !client.writableEnded;

@@ -1,6 +1,7 @@
 import type { OutgoingHttpHeaders } from "node:http2";
 import { ConnectionError, joinBytes, defaultMaxFrameSize, defaultWindow, ErrorCode, Flag, FrameBuffer, frameHeaderSize, FrameType, maxWindow, preface, Setting } from "../../upstream/h2/frames.js";
 import { addFieldValues, finishBlock, type H2Headers, HpackDecoder, HpackError, startBlock } from "../../upstream/h2/hpack.js";
+import { bytesIn } from "../../net/bytes.js";
 import type { ClientTransport } from "../h1/transport.js";
 import type { HeadLimits } from "../h1/request-head.js";
 import { connectionSpecific, requestFault } from "./request-check.js";
@@ -213,7 +214,7 @@ export class H2ServerConnection {
     if (stream.declaredLength >= 0 && (stream.received > stream.declaredLength || (endStream && stream.received !== stream.declaredLength))) {
       return this.reset(stream, ErrorCode.PROTOCOL_ERROR); // RFC 9113 §8.1.1: a body unlike its content-length
     }
-    stream.receive(bodyEnd > bodyStart ? (buf as Buffer).subarray(bodyStart, bodyEnd) : emptyBody, endStream);
+    stream.receive(bodyEnd > bodyStart ? (bytesIn(buf, bodyStart, bodyEnd) as Buffer) : emptyBody, endStream);
     if (endStream && stream.localEnded) this.closeStream(stream, -1);
   }
 

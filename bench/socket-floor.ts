@@ -1,10 +1,11 @@
 /**
- * The floor for an HTTP/1.1 proxy on Bun's sockets (Bun.listen / Bun.connect, what kedge's
- * plaintext listener and upstream pool run on): each client connection gets its own upstream
- * connection and bytes are relayed as they come, unparsed. No routing, headers, pooling, limits or
- * errors: not a proxy anyone should run. Measured next to kedge and nginx by bench/h1-floor.sh;
- * whatever kedge costs above it is kedge's own per-request work, not Bun's I/O.
- * Usage: bun bench/h1-floor.ts LISTEN_PORT UPSTREAM_PORT   (127.0.0.1; prints "listening")
+ * The floor for any proxy on Bun's sockets (Bun.listen / Bun.connect, what kedge's plaintext
+ * listeners, upstream pool and HTTP/2 client run on): each client connection gets its own upstream
+ * connection and bytes are relayed as they come, unparsed, whatever the protocol (HTTP/1.1 or
+ * h2c). No routing, headers, pooling, limits or errors: not a proxy anyone should run. Measured
+ * next to kedge and nginx by bench/h1-floor.sh and bench/grpc-floor.sh; whatever kedge costs above
+ * it is kedge's own per-request work, not Bun's I/O.
+ * Usage: bun bench/socket-floor.ts LISTEN_PORT UPSTREAM_PORT   (127.0.0.1; prints "listening")
  */
 import type { Socket } from "bun";
 
