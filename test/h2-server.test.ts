@@ -4,7 +4,7 @@ import net from "node:net";
 import { startTestKedge, type TestKedge } from "./helpers/kedge.ts";
 import { startUpstream, type Upstream } from "./helpers/upstream.ts";
 import { frame, settings } from "./helpers/h2-wire.ts";
-import { rawHttp } from "./helpers/raw-http.ts";
+import { curl } from "./helpers/curl.ts";
 
 // kedge's own HTTP/2 server (src/server/h2), from the wire: malformed requests, limits, flow
 // control, CONTINUATION, timeouts and max_connections, with node:http2, curl and h2load as
@@ -186,7 +186,8 @@ describe("kedge's HTTP/2 server", () => {
   });
 
   it("tells an HTTP/1.1 client on the h2c port that it speaks HTTP/2 only", async () => {
-    const r = await rawHttp(kedge.ports.h2c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    // curl refuses an answer that does not start as HTTP/1.1 (kedge's SETTINGS must not come first).
+    const r = await curl([`http://127.0.0.1:${kedge.ports.h2c}/`]);
     expect(r.status).toBe(505);
     expect(r.headers["x-kedge-error"]).toContain("prior knowledge");
   });

@@ -225,6 +225,15 @@ describe("curl through winch", () => {
     expect(r.headers["x-winch-error"]).toContain("forward proxy");
   });
 
+  it("answers a request on the gRPC port that is not gRPC with 415, saying where to send it", async () => {
+    const r = await curl(["--http2-prior-knowledge", `http://127.0.0.1:${winch.ports.grpc}/`]);
+    expect(r.status).toBe(415);
+    expect(r.headers["x-winch-error"]).toContain("use the HTTP proxy port");
+    const h1 = await curl([`http://127.0.0.1:${winch.ports.grpc}/`]);
+    expect(h1.status).toBe(505);
+    expect(h1.headers["x-winch-error"]).toContain("HTTP/2");
+  });
+
   it("listens on 127.0.0.1 unless told otherwise: it holds credentials for this machine only", () => {
     expect(winch.address).toBe("127.0.0.1");
   });

@@ -1,9 +1,10 @@
 import type { OutgoingHttpHeaders } from "node:http2";
 
 /**
- * A client's HTTP/2 stream as the proxy uses it: kedge's own server stream (src/server/h2) and
- * node:http2's ServerHttp2Stream (winch's gRPC port) both fit. Listeners are called with the
- * stream as `this`, so one shared function can serve every stream.
+ * A client's HTTP/2 stream as the proxy uses it: what kedge's own server (src/server/h2) offers,
+ * the subset of node:http2's ServerHttp2Stream API the proxy was written against (a
+ * ServerHttp2Stream fits too). Listeners are called with the stream as `this`, so one shared
+ * function can serve every stream.
  */
 export interface ClientStream {
   /** The connection; its socket is where a client certificate and address are read. */

@@ -1,8 +1,13 @@
 import type { OutgoingHttpHeaders } from "node:http";
 import type { IncomingHttpHeaders } from "node:http2";
+import { KedgeError } from "../errors.js";
 import { ErrorCode } from "../upstream/h2/frames.js";
 import type { ClientStream } from "../proxy/client-stream.js";
+import { exchange, sendError, type HttpProxy } from "../proxy/exchange.js";
+import { proxyGrpc } from "../proxy/grpc.js";
+import type { ProxyContext } from "../proxy/http.js";
 import type { IngressRequest, IngressResponse } from "../proxy/ingress.js";
+import { isGrpc } from "./listen.js";
 
 const addressOf = new WeakMap<object, string>();
 
@@ -87,4 +92,17 @@ export class H2Response implements IngressResponse {
       if (!stream.writableFinished) cb();
     });
   }
+}
+
+/** kedge's HTTP/2 requests: gRPC (by content-type) to the gRPC proxy, the rest to the HTTP proxy. */
+export function serveKedgeStream(ctx: ProxyContext, http: HttpProxy, localPort: () => number): (stream: ClientStream, headers: IncomingHttpHeaders) => void {
+  return (stream, headers) => {
+    if (isGrpc(headers)) return proxyGrpc(ctx, stream, headers);
+    const res = new H2Response(stream);
+    if (headers[":method"] === "CONNECT") {
+      // winch tunnels over HTTP/1.1; HTTP/2 CONNECT (RFC 9113 §8.5) is not offered.
+      return sendError(res, new KedgeError("bad-request", 405, "CONNECT over HTTP/2 is not supported: use HTTP/1.1"), "");
+    }
+    exchange(http, h2Request(stream, headers, localPort()), res);
+  };
 }

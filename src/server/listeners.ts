@@ -12,6 +12,7 @@ import type { HeadLimits } from "./h1/request-head.js";
 import { startPlainListener } from "./plain-listener.js";
 import { H1Connections, type H1Options } from "./h1/connections.js";
 import { H2Connections, type H2Options } from "./h2/connections.js";
+import { serveKedgeStream } from "./ingress-h2.js";
 
 export interface DataListeners {
   /** Bound ports, by listener name (tls, http). */
@@ -87,18 +88,18 @@ export async function startDataListeners(server: ServerConfig, ctx: ProxyContext
     idleMs,
   });
 
-  const h2Options: H2Options = {
-    ctx,
-    http: proxies.http,
+  const h2Options = (localPort: () => number): H2Options => ({
+    serve: serveKedgeStream(ctx, proxies.http, localPort),
+    errorPrefix: "x-kedge",
     guard,
     limits,
     maxStreams,
     headTimeoutMs: durationMs(server.requestHeaderTimeout, 10_000),
     idleMs,
-  };
+  });
 
   const startTls = async (name: string, port: number, h1: H1Connections | undefined) => {
-    const h2 = new H2Connections(h2Options, () => ports[name]);
+    const h2 = new H2Connections(h2Options(() => ports[name]));
     const listener = tls.createServer(
       // A client may half-close once its request is sent: it still gets its answer.
       { ...tlsFiles(server), ALPNProtocols: h1 ? ["h2", "http/1.1"] : ["h2"], minVersion: "TLSv1.2", allowHalfOpen: true },
@@ -130,7 +131,7 @@ export async function startDataListeners(server: ServerConfig, ctx: ProxyContext
   if (server.grpcTlsPort !== undefined) await startTls("grpc_tls", server.grpcTlsPort, undefined);
 
   if (server.h2cPort !== undefined) {
-    const h2c = startPlainListener(bind, server.h2cPort, new H2Connections(h2Options, () => ports.h2c));
+    const h2c = startPlainListener(bind, server.h2cPort, new H2Connections(h2Options(() => ports.h2c)));
     ports.h2c = h2c.port;
     closers.push({ stop: h2c.stop, kill: h2c.kill });
   }

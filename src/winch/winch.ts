@@ -1,5 +1,4 @@
 import http, { type IncomingMessage, type ServerResponse } from "node:http";
-import http2, { type IncomingHttpHeaders, type ServerHttp2Stream, type Http2Session } from "node:http2";
 import type { AddressInfo } from "node:net";
 import type { Duplex } from "node:stream";
 import { WinchServer_UnknownHosts, type WinchConfig } from "../gen/kedge/winch/v1/winch_pb.js";
@@ -10,6 +9,9 @@ import { exchange, sendError } from "../proxy/exchange.js";
 import { Tunnels } from "../proxy/tunnel.js";
 import { H1Response, h1Request } from "./ingress-h1.js";
 import { isGrpc, listen } from "../server/listen.js";
+import { ConnectionGuard } from "../server/connection-guard.js";
+import { H2Connections } from "../server/h2/connections.js";
+import { startPlainListener, type PlainListener } from "../server/plain-listener.js";
 import { buildAuthSources } from "./auth/index.js";
 import { winchConnect } from "./connect.js";
 import { winchUpgrade } from "./upgrade.js";
@@ -95,19 +97,22 @@ export async function startWinch(config: WinchConfig, options: WinchOptions = {}
     sendError(new H1Response(res), new KedgeError("bad-request", 400, "winch is a forward proxy: send absolute-URI requests (set HTTP_PROXY) or CONNECT; the PAC file is /wpad.dat"), "", "x-winch");
   };
 
-  const grpcServer = http2.createServer();
-  const sessions = new Set<Http2Session>();
-  grpcServer.on("session", (session: Http2Session) => {
-    sessions.add(session);
-    session.on("close", () => sessions.delete(session));
-    session.on("error", () => {});
+  // The gRPC port runs on kedge's own HTTP/2 server, as kedge's listeners do.
+  const grpcConnections = new H2Connections({
+    serve: (stream, headers) => {
+      if (isGrpc(headers)) return winchGrpc(ctx, stream, headers);
+      const reason = "this port takes gRPC only; use the HTTP proxy port";
+      stream.respond({ ":status": 415, "content-type": "text/plain; charset=utf-8", "x-winch-error": reason, "x-winch-error-type": "bad-request" });
+      stream.end(Buffer.from(`${reason}\n`));
+    },
+    errorPrefix: "x-winch",
+    guard: new ConnectionGuard(16_384),
+    limits: { maxHeaderBytes: 64 * 1024, maxHeaders: 200, maxUriBytes: 16 * 1024 },
+    maxStreams: 256,
+    headTimeoutMs: 10_000,
+    idleMs: 300_000,
   });
-  grpcServer.on("stream", (stream: ServerHttp2Stream, headers: IncomingHttpHeaders) => {
-    if (isGrpc(headers)) return winchGrpc(ctx, stream, headers);
-    stream.on("error", () => {});
-    stream.respond({ ":status": 415, "content-type": "text/plain; charset=utf-8", "x-winch-error": "this port takes gRPC only; use the HTTP proxy port", "x-winch-error-type": "bad-request" });
-    stream.end("this port takes gRPC only; use the HTTP proxy port\n");
-  });
+  let grpcListener: PlainListener | undefined;
 
   const monitoring = http.createServer((req, res) => {
     const path = (req.url ?? "/").split("?")[0];
@@ -118,11 +123,13 @@ export async function startWinch(config: WinchConfig, options: WinchOptions = {}
 
   try {
     ports.http = await listen(proxyServer, server?.httpPort ?? 8070, bind);
-    ports.grpc = await listen(grpcServer, server?.grpcPort ?? 8071, bind);
+    grpcListener = startPlainListener(bind, server?.grpcPort ?? 8071, grpcConnections);
+    ports.grpc = grpcListener.port;
     if (server?.monitoringPort !== undefined) ports.monitoring = await listen(monitoring, server.monitoringPort, bind);
   } catch (e) {
     proxyServer.close();
-    grpcServer.close();
+    grpcListener?.kill();
+    grpcConnections.kill();
     monitoring.close();
     ctx.upstreams.close();
     for (const s of sources.values()) s.close();
@@ -136,8 +143,7 @@ export async function startWinch(config: WinchConfig, options: WinchOptions = {}
     close: async () => {
       proxyServer.close();
       proxyServer.closeAllConnections();
-      grpcServer.close();
-      for (const s of sessions) s.destroy();
+      grpcListener?.kill();
       monitoring.close();
       tunnels.closeAll();
       ctx.upstreams.close();

@@ -2,6 +2,7 @@ import type { OutgoingHttpHeaders } from "node:http2";
 import { ConnectionError, joinBytes, defaultMaxFrameSize, defaultWindow, ErrorCode, Flag, FrameBuffer, frameHeaderSize, FrameType, maxWindow, preface, Setting } from "../../upstream/h2/frames.js";
 import { addFieldValues, finishBlock, type H2Headers, HpackDecoder, HpackError, startBlock } from "../../upstream/h2/hpack.js";
 import { bytesIn } from "../../net/bytes.js";
+import { log } from "../../observe/log.js";
 import type { ClientTransport } from "../h1/transport.js";
 import type { HeadLimits } from "../h1/request-head.js";
 import { connectionSpecific, requestFault } from "./request-check.js";
@@ -9,6 +10,8 @@ import { H2ServerStream } from "./stream.js";
 
 export interface H2ServerHandler {
   readonly limits: HeadLimits;
+  /** Prefix of the error headers on the answer to an HTTP/1.1 client: x-kedge or x-winch. */
+  readonly errorPrefix: string;
   readonly maxStreams: number;
   /** A request: its stream, its headers (checked per RFC 9113 §8.3), the HEADERS frame's flags. */
   stream(stream: H2ServerStream, headers: H2Headers, flags: number): void;
@@ -46,6 +49,7 @@ export class H2ServerConnection {
   private readonly out = new FrameBuffer();
   private partial: Uint8Array | undefined;
   private prefaceSeen = false;
+  private greeted = false;
   /** The client's first SETTINGS arrived: a real HTTP/2 client. */
   settled = false;
   private lastStreamId = 0;
@@ -72,6 +76,13 @@ export class H2ServerConnection {
     readonly socket: object,
   ) {
     this.decoder = new HpackDecoder(4096, Math.max(64 * 1024, 4 * handler.limits.maxHeaderBytes));
+  }
+
+  /** kedge's SETTINGS, once the client's preface shows it speaks HTTP/2 (one that does not is answered in HTTP/1.1). */
+  private greet(): void {
+    if (this.greeted) return;
+    this.greeted = true;
+    const { handler } = this;
     this.out.settings(0, [
       [Setting.MAX_CONCURRENT_STREAMS, handler.maxStreams],
       [Setting.INITIAL_WINDOW_SIZE, streamWindow],
@@ -105,6 +116,7 @@ export class H2ServerConnection {
           return;
         }
         this.prefaceSeen = true;
+        this.greet();
         pos = preface.length;
       }
       while (buf.length - pos >= frameHeaderSize) {
@@ -275,7 +287,13 @@ export class H2ServerConnection {
     }
     const path = headers[":path"];
     if (typeof path === "string" && path.length > limits.maxUriBytes) return this.handler.refuse(stream, 414, `request target longer than ${limits.maxUriBytes} bytes`);
-    this.handler.stream(stream, headers, flags);
+    try {
+      this.handler.stream(stream, headers, flags);
+    } catch (e) {
+      // A bug in one request's handling must not take the connection's other streams with it.
+      log.error("HTTP/2 request handler failed", { error: (e as Error).message });
+      this.reset(stream, ErrorCode.INTERNAL_ERROR);
+    }
   }
 
   private onReset(id: number, buf: Uint8Array, start: number, end: number): void {
@@ -345,14 +363,14 @@ export class H2ServerConnection {
   /** Not HTTP/2 at all (an HTTP/1.1 client on the h2c port): told so in HTTP/1.1, then closed. */
   private notHttp2(): void {
     const text = "this port speaks HTTP/2 with prior knowledge only\n";
+    const prefix = this.handler.errorPrefix;
     this.transport.write(
       Buffer.from(
-        `HTTP/1.1 505 HTTP Version Not Supported\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ${text.length}\r\nx-kedge-error: ${text.trim()}\r\nx-kedge-error-type: bad-request\r\nconnection: close\r\n\r\n${text}`,
+        `HTTP/1.1 505 HTTP Version Not Supported\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ${text.length}\r\n${prefix}-error: ${text.trim()}\r\n${prefix}-error-type: bad-request\r\nconnection: close\r\n\r\n${text}`,
         "latin1",
       ),
     );
     this.closed = true;
-    this.out.take();
     this.transport.end();
   }
 
@@ -542,6 +560,7 @@ export class H2ServerConnection {
   /** A connection error: GOAWAY with the code, every stream ends, then the socket. */
   fail(code: number, message: string): void {
     if (this.closed) return;
+    this.greet(); // a GOAWAY follows the server's preface (RFC 9113 §3.4), even before the client's arrived
     if (!this.goawaySent || code !== ErrorCode.NO_ERROR) this.goaway(code, message);
     for (const s of [...this.streams.values()]) this.closeStream(s, code);
     this.endSoon();

@@ -1,22 +1,21 @@
 import type { Duplex } from "node:stream";
 import type { IncomingHttpHeaders } from "node:http2";
 import { KedgeError } from "../../errors.js";
-import { exchange, sendError, type HttpProxy } from "../../proxy/exchange.js";
-import { proxyGrpc } from "../../proxy/grpc.js";
-import type { ProxyContext } from "../../proxy/http.js";
+import { sendError } from "../../proxy/exchange.js";
 import { ErrorCode } from "../../upstream/h2/frames.js";
 import type { H2Headers } from "../../upstream/h2/hpack.js";
 import type { ConnectionGuard } from "../connection-guard.js";
 import type { HeadLimits } from "../h1/request-head.js";
 import { NodeTransport, type ClientTransport } from "../h1/transport.js";
-import { H2Response, h2Request } from "../ingress-h2.js";
-import { isGrpc } from "../listen.js";
+import { H2Response } from "../ingress-h2.js";
 import { H2ServerConnection, type H2ServerHandler } from "./connection.js";
 import type { H2ServerStream } from "./stream.js";
 
 export interface H2Options {
-  ctx: ProxyContext;
-  http: HttpProxy;
+  /** Serves one request (kedge: the gRPC or HTTP proxy; winch: its gRPC forwarding). */
+  serve(stream: H2ServerStream, headers: IncomingHttpHeaders): void;
+  /** Prefix of the error headers kedge's own answers carry: x-kedge or x-winch. */
+  errorPrefix: "x-kedge" | "x-winch";
   guard: ConnectionGuard;
   limits: HeadLimits;
   maxStreams: number;
@@ -30,8 +29,8 @@ const sweepEveryMs = 500;
 
 /**
  * The HTTP/2 client connections of one listener: admission against max_connections, each request
- * to the gRPC or the HTTP proxy by content-type, and one timer sweeping every connection for the
- * preface deadline (slowloris) and the idle timeout.
+ * to `serve`, and one timer sweeping every connection for the preface deadline (slowloris) and the
+ * idle timeout.
  */
 export class H2Connections implements H2ServerHandler {
   private readonly conns = new Set<H2ServerConnection>();
@@ -39,29 +38,23 @@ export class H2Connections implements H2ServerHandler {
   readonly limits: HeadLimits;
   readonly maxStreams: number;
 
-  constructor(
-    private readonly opts: H2Options,
-    private readonly localPort: () => number,
-  ) {
+  constructor(private readonly opts: H2Options) {
     this.limits = opts.limits;
     this.maxStreams = opts.maxStreams;
     this.sweeper = setInterval(() => this.sweep(), sweepEveryMs);
     this.sweeper.unref();
   }
 
+  get errorPrefix(): "x-kedge" | "x-winch" {
+    return this.opts.errorPrefix;
+  }
+
   stream(stream: H2ServerStream, headers: H2Headers): void {
-    const h = headers as IncomingHttpHeaders;
-    if (isGrpc(h)) return proxyGrpc(this.opts.ctx, stream, h);
-    const res = new H2Response(stream);
-    if (h[":method"] === "CONNECT") {
-      // winch tunnels over HTTP/1.1; HTTP/2 CONNECT (RFC 9113 §8.5) is not offered.
-      return sendError(res, new KedgeError("bad-request", 405, "CONNECT over HTTP/2 is not supported: use HTTP/1.1"), "");
-    }
-    exchange(this.opts.http, h2Request(stream, h, this.localPort()), res);
+    this.opts.serve(stream, headers as IncomingHttpHeaders);
   }
 
   refuse(stream: H2ServerStream, status: number, reason: string): void {
-    sendError(new H2Response(stream), new KedgeError("bad-request", status, reason), "");
+    sendError(new H2Response(stream), new KedgeError("bad-request", status, reason), "", this.opts.errorPrefix);
   }
 
   /** A new client connection; over max_connections it is sent GOAWAY at once. `peer` is where its address and certificate are read. */
