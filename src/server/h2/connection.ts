@@ -1,11 +1,12 @@
 import type { OutgoingHttpHeaders } from "node:http2";
 import { ConnectionError, joinBytes, defaultMaxFrameSize, defaultWindow, ErrorCode, Flag, FrameBuffer, frameHeaderSize, FrameType, maxWindow, preface, Setting } from "../../upstream/h2/frames.js";
-import { addFieldValues, finishBlock, type H2Headers, HpackDecoder, HpackError, startBlock } from "../../upstream/h2/hpack.js";
+import { type H2Headers, HpackDecoder, HpackError } from "../../upstream/h2/hpack.js";
 import { bytesIn } from "../../net/bytes.js";
 import { log } from "../../observe/log.js";
 import type { ClientTransport } from "../h1/transport.js";
 import type { HeadLimits } from "../h1/request-head.js";
-import { connectionSpecific, requestFault } from "./request-check.js";
+import { requestFault } from "./request-check.js";
+import { responseBlock } from "./response-block.js";
 import { H2ServerStream } from "./stream.js";
 
 export interface H2ServerHandler {
@@ -378,19 +379,7 @@ export class H2ServerConnection {
 
   /** HEADERS (and CONTINUATIONs) for a response or trailers; throws, as node:http2 does, on a field HTTP/2 forbids. */
   sendHeaders(stream: H2ServerStream, headers: OutgoingHttpHeaders, endStream: boolean): void {
-    startBlock();
-    const status = headers[":status"];
-    if (status !== undefined) addFieldValues(":status", status as number);
-    for (const key in headers) {
-      if (key.charCodeAt(0) === 58 /* ":" */) continue;
-      const v = headers[key];
-      if (v === undefined || v === null) continue;
-      const name = lowerCase(key);
-      if (connectionSpecific.has(name)) throw new Error(`HTTP/2 forbids the connection-specific field ${name}`);
-      if (typeof v === "object" && singleValue.has(name)) throw new Error(`${name} given more than one value`);
-      addFieldValues(name, v as string | number | string[]);
-    }
-    this.out.headerBlock(stream.id, endStream ? Flag.END_STREAM : 0, finishBlock(), this.peerMaxFrame);
+    this.out.headerBlock(stream.id, endStream ? Flag.END_STREAM : 0, responseBlock(headers), this.peerMaxFrame);
     this.schedule();
   }
 
@@ -604,25 +593,7 @@ export class H2ServerConnection {
 
 const emptyBody = Buffer.alloc(0);
 
-/** Fields that take one value (node:http2's list): two of them in an answer is an error, not something to pass on. */
-const singleValue = new Set([
-  "access-control-allow-credentials", "access-control-max-age", "access-control-request-method", "age", "authorization",
-  "content-encoding", "content-language", "content-length", "content-location", "content-md5", "content-range", "content-type",
-  "date", "dnt", "etag", "expires", "from", "host", "if-match", "if-modified-since", "if-none-match", "if-range",
-  "if-unmodified-since", "last-modified", "location", "max-forwards", "proxy-authorization", "range", "referer", "retry-after",
-  "tk", "upgrade-insecure-requests", "user-agent", "x-content-type-options",
-]);
-
 /** A content-length requestFault has checked: digits, or absent. */
 function contentLength(value: string | string[] | undefined): number {
   return typeof value === "string" ? Number(value) : -1;
-}
-
-/** node:http2 lowercases the names it is given; kedge's own are lowercase, so this rarely copies. */
-function lowerCase(name: string): string {
-  for (let i = 0; i < name.length; i++) {
-    const c = name.charCodeAt(i);
-    if (c >= 65 && c <= 90) return name.toLowerCase();
-  }
-  return name;
 }
