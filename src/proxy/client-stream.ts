@@ -29,7 +29,7 @@ export interface ClientStream {
   pause(): unknown;
   resume(): unknown;
   on(event: "data", listener: (chunk: Buffer) => void): unknown;
-  on(event: "end" | "close" | "drain" | "aborted" | "wantTrailers", listener: () => void): unknown;
+  on(event: "end" | "close" | "drain" | "wantTrailers", listener: () => void): unknown;
   on(event: "error", listener: (err: Error) => void): unknown;
   once(event: "end" | "close" | "drain", listener: () => void): unknown;
 }

@@ -69,6 +69,7 @@ export async function startDataListeners(server: ServerConfig, ctx: ProxyContext
     maxUriBytes: server.maxRequestUriBytes || 8_192,
   };
   const maxStreams = server.h2MaxConcurrentStreams || 256;
+  const headTimeoutMs = durationMs(server.requestHeaderTimeout, 10_000);
   const ports: Record<string, number> = {};
   const closers: Array<{ stop: () => void; kill: () => void }> = [];
   const tlsServers: tls.Server[] = [];
@@ -84,7 +85,7 @@ export async function startDataListeners(server: ServerConfig, ctx: ProxyContext
     tunnels: proxies.tunnels,
     guard,
     limits,
-    headTimeoutMs: durationMs(server.requestHeaderTimeout, 10_000),
+    headTimeoutMs,
     idleMs,
   });
 
@@ -94,7 +95,7 @@ export async function startDataListeners(server: ServerConfig, ctx: ProxyContext
     guard,
     limits,
     maxStreams,
-    headTimeoutMs: durationMs(server.requestHeaderTimeout, 10_000),
+    headTimeoutMs,
     idleMs,
   });
 

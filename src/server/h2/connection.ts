@@ -2,7 +2,10 @@ import type { OutgoingHttpHeaders } from "node:http2";
 import { ConnectionError, joinBytes, defaultMaxFrameSize, defaultWindow, ErrorCode, Flag, FrameBuffer, frameHeaderSize, FrameType, maxWindow, preface, Setting } from "../../upstream/h2/frames.js";
 import { type H2Headers, HpackDecoder, HpackError } from "../../upstream/h2/hpack.js";
 import { bytesIn } from "../../net/bytes.js";
+import { KedgeError } from "../../errors.js";
 import { log } from "../../observe/log.js";
+import { newRequestId } from "../../proxy/request.js";
+import { rawErrorResponse } from "../../proxy/tunnel.js";
 import type { ClientTransport } from "../h1/transport.js";
 import type { HeadLimits } from "../h1/request-head.js";
 import { requestFault } from "./request-check.js";
@@ -11,11 +14,11 @@ import { H2ServerStream } from "./stream.js";
 
 export interface H2ServerHandler {
   readonly limits: HeadLimits;
-  /** Prefix of the error headers on the answer to an HTTP/1.1 client: x-kedge or x-winch. */
-  readonly errorPrefix: string;
+  /** Prefix of the error headers on the answer to an HTTP/1.1 client. */
+  readonly errorPrefix: "x-kedge" | "x-winch";
   readonly maxStreams: number;
-  /** A request: its stream, its headers (checked per RFC 9113 §8.3), the HEADERS frame's flags. */
-  stream(stream: H2ServerStream, headers: H2Headers, flags: number): void;
+  /** A request: its stream and its headers (checked per RFC 9113 §8.3). */
+  stream(stream: H2ServerStream, headers: H2Headers): void;
   /** A request refused before the proxy saw it (431, 414): answered here with this status and reason. */
   refuse(stream: H2ServerStream, status: number, reason: string): void;
 }
@@ -30,7 +33,6 @@ const streamWindow = defaultWindow;
 const connectionWindow = 16 * 1024 * 1024;
 /** A header block (HEADERS and CONTINUATIONs) larger than this ends the connection (CVE-2024-27316). */
 const maxBlockBytes = 256 * 1024;
-
 
 /**
  * One client's HTTP/2 connection on kedge's own server (RFC 9113): frames in from the transport,
@@ -60,7 +62,8 @@ export class H2ServerConnection {
   private closing: H2ServerStream[] = [];
   private flushQueued = false;
   private congested = false;
-  private goawaySent = false;
+  /** GOAWAY sent or received: no new streams; the connection ends once its streams are done. */
+  private goingAway = false;
   private endAfterFlush = false;
   closed = false;
   /** performance.now() of the last read, for the idle sweep. */
@@ -157,7 +160,7 @@ export class H2ServerConnection {
       case FrameType.CONTINUATION:
         return this.onContinuation(flags, id, buf, start, end);
       case FrameType.RST_STREAM:
-        return this.onReset(id, buf, start, end);
+        return this.onReset(id, start, end);
       case FrameType.SETTINGS:
         return this.onSettings(flags, id, buf, start, end);
       case FrameType.PING:
@@ -228,7 +231,7 @@ export class H2ServerConnection {
       return this.reset(stream, ErrorCode.PROTOCOL_ERROR); // RFC 9113 §8.1.1: a body unlike its content-length
     }
     stream.receive(bodyEnd > bodyStart ? (bytesIn(buf, bodyStart, bodyEnd) as Buffer) : emptyBody, endStream);
-    if (endStream && stream.localEnded) this.closeStream(stream, -1);
+    if (endStream && stream.localEnded) this.closeStream(stream);
   }
 
   private onHeaders(flags: number, id: number, buf: Uint8Array, start: number, end: number): void {
@@ -267,12 +270,12 @@ export class H2ServerConnection {
       if (!endStream || open.remoteEnded) return this.reset(open, ErrorCode.PROTOCOL_ERROR);
       if (open.declaredLength >= 0 && open.received !== open.declaredLength) return this.reset(open, ErrorCode.PROTOCOL_ERROR);
       open.receive(emptyBody, true);
-      if (open.localEnded) this.closeStream(open, -1);
+      if (open.localEnded) this.closeStream(open);
       return;
     }
     if (id <= this.lastStreamId) return; // a stream already closed (reset by kedge): ignored
     this.lastStreamId = id;
-    if (this.goawaySent) return;
+    if (this.goingAway) return;
     const { limits } = this.handler;
     const fault = requestFault(headers);
     if (this.streams.size >= this.handler.maxStreams || fault !== undefined) {
@@ -289,7 +292,7 @@ export class H2ServerConnection {
     const path = headers[":path"];
     if (typeof path === "string" && path.length > limits.maxUriBytes) return this.handler.refuse(stream, 414, `request target longer than ${limits.maxUriBytes} bytes`);
     try {
-      this.handler.stream(stream, headers, flags);
+      this.handler.stream(stream, headers);
     } catch (e) {
       // A bug in one request's handling must not take the connection's other streams with it.
       log.error("HTTP/2 request handler failed", { error: (e as Error).message });
@@ -297,13 +300,12 @@ export class H2ServerConnection {
     }
   }
 
-  private onReset(id: number, buf: Uint8Array, start: number, end: number): void {
+  private onReset(id: number, start: number, end: number): void {
     if (end - start !== 4) throw new ConnectionError(ErrorCode.FRAME_SIZE_ERROR, "RST_STREAM of other than 4 bytes");
     if (id === 0 || id > this.lastStreamId) throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, `RST_STREAM on idle stream ${id}`);
     const stream = this.streams.get(id);
     if (!stream) return this.control();
-    const code = ((buf[start] << 24) | (buf[start + 1] << 16) | (buf[start + 2] << 8) | buf[start + 3]) >>> 0;
-    this.closeStream(stream, code);
+    this.closeStream(stream);
     this.tick();
     if (++this.resets > maxResetsPerSecond) throw new ConnectionError(ErrorCode.ENHANCE_YOUR_CALM, "too many streams reset");
   }
@@ -337,7 +339,7 @@ export class H2ServerConnection {
 
   /** The client will open no more streams: the connection closes once its streams are done. */
   private onGoaway(): void {
-    this.goawaySent = true;
+    this.goingAway = true;
     if (this.streams.size === 0) this.endSoon();
   }
 
@@ -358,19 +360,13 @@ export class H2ServerConnection {
     if (increment === 0) return this.reset(stream, ErrorCode.PROTOCOL_ERROR);
     stream.sendWindow += increment;
     if (stream.sendWindow > maxWindow) return this.reset(stream, ErrorCode.FLOW_CONTROL_ERROR);
-    if (stream.pendingOutBytes > 0 || stream.ending) this.sendPending(stream);
+    if (stream.pendingOutBytes > 0) this.sendPending(stream);
   }
 
   /** Not HTTP/2 at all (an HTTP/1.1 client on the h2c port): told so in HTTP/1.1, then closed. */
   private notHttp2(): void {
-    const text = "this port speaks HTTP/2 with prior knowledge only\n";
-    const prefix = this.handler.errorPrefix;
-    this.transport.write(
-      Buffer.from(
-        `HTTP/1.1 505 HTTP Version Not Supported\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ${text.length}\r\n${prefix}-error: ${text.trim()}\r\n${prefix}-error-type: bad-request\r\nconnection: close\r\n\r\n${text}`,
-        "latin1",
-      ),
-    );
+    const err = new KedgeError("bad-request", 505, "this port speaks HTTP/2 with prior knowledge only");
+    this.transport.write(Buffer.from(rawErrorResponse(err, newRequestId(), this.handler.errorPrefix), "latin1"));
     this.closed = true;
     this.transport.end();
   }
@@ -473,10 +469,10 @@ export class H2ServerConnection {
   /** END_STREAM went out: the stream is done if the client's side is, else the client is told to stop sending (RFC 9113 §8.1). */
   localEnd(stream: H2ServerStream): void {
     stream.localEnded = true;
-    if (stream.remoteEnded) return this.closeStream(stream, -1);
+    if (stream.remoteEnded) return this.closeStream(stream);
     this.out.words(FrameType.RST_STREAM, 0, stream.id, ErrorCode.NO_ERROR);
     this.schedule();
-    this.closeStream(stream, -1);
+    this.closeStream(stream);
   }
 
   /** Gives the client back the window a reader has consumed. */
@@ -492,17 +488,17 @@ export class H2ServerConnection {
     if (stream.closed) return;
     this.out.words(FrameType.RST_STREAM, 0, stream.id, code);
     this.schedule();
-    this.closeStream(stream, code);
+    this.closeStream(stream);
   }
 
-  private closeStream(stream: H2ServerStream, abortCode: number): void {
+  private closeStream(stream: H2ServerStream): void {
     if (stream.closed) return;
-    stream.markClosed(abortCode);
+    stream.markClosed();
     this.streams.delete(stream.id);
     this.blocked.delete(stream);
     this.closing.push(stream);
     this.schedule();
-    if (this.goawaySent && this.streams.size === 0) this.endSoon();
+    if (this.goingAway && this.streams.size === 0) this.endSoon();
   }
 
   private schedule(): void {
@@ -550,13 +546,13 @@ export class H2ServerConnection {
   fail(code: number, message: string): void {
     if (this.closed) return;
     this.greet(); // a GOAWAY follows the server's preface (RFC 9113 §3.4), even before the client's arrived
-    if (!this.goawaySent || code !== ErrorCode.NO_ERROR) this.goaway(code, message);
-    for (const s of [...this.streams.values()]) this.closeStream(s, code);
+    if (!this.goingAway || code !== ErrorCode.NO_ERROR) this.goaway(code, message);
+    for (const s of [...this.streams.values()]) this.closeStream(s);
     this.endSoon();
   }
 
   private goaway(code: number, message: string): void {
-    this.goawaySent = true;
+    this.goingAway = true;
     const debug = Buffer.from(message.slice(0, 200), "latin1");
     const payload = Buffer.allocUnsafe(8 + debug.length);
     payload.writeUInt32BE(this.lastStreamId, 0);
@@ -568,7 +564,7 @@ export class H2ServerConnection {
 
   /** Graceful: GOAWAY, the open streams finish, then the socket closes. */
   shutdown(message: string): void {
-    if (this.closed || this.goawaySent) return;
+    if (this.closed || this.goingAway) return;
     this.goaway(ErrorCode.NO_ERROR, message);
     if (this.streams.size === 0) this.endSoon();
   }
@@ -577,7 +573,7 @@ export class H2ServerConnection {
   onClose(): void {
     if (this.closed && this.streams.size === 0) return;
     this.closed = true;
-    for (const s of [...this.streams.values()]) this.closeStream(s, ErrorCode.CANCEL);
+    for (const s of [...this.streams.values()]) this.closeStream(s);
   }
 
   /** The client half-closed: nothing more will arrive; what is open is answered, then the socket closes. */

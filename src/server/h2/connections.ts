@@ -37,16 +37,14 @@ export class H2Connections implements H2ServerHandler {
   private readonly sweeper: ReturnType<typeof setInterval>;
   readonly limits: HeadLimits;
   readonly maxStreams: number;
+  readonly errorPrefix: "x-kedge" | "x-winch";
 
   constructor(private readonly opts: H2Options) {
     this.limits = opts.limits;
     this.maxStreams = opts.maxStreams;
+    this.errorPrefix = opts.errorPrefix;
     this.sweeper = setInterval(() => this.sweep(), sweepEveryMs);
     this.sweeper.unref();
-  }
-
-  get errorPrefix(): "x-kedge" | "x-winch" {
-    return this.opts.errorPrefix;
   }
 
   stream(stream: H2ServerStream, headers: H2Headers): void {
@@ -54,7 +52,7 @@ export class H2Connections implements H2ServerHandler {
   }
 
   refuse(stream: H2ServerStream, status: number, reason: string): void {
-    sendError(new H2Response(stream), new KedgeError("bad-request", status, reason), "", this.opts.errorPrefix);
+    sendError(new H2Response(stream), new KedgeError("bad-request", status, reason), "", this.errorPrefix);
   }
 
   /** A new client connection; over max_connections it is sent GOAWAY at once. `peer` is where its address and certificate are read. */

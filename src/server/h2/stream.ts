@@ -9,7 +9,8 @@ type Listener = (this: H2ServerStream, arg?: any) => void;
 /**
  * One client request on kedge's HTTP/2 server: the ClientStream the proxy drives. Events are kept
  * as a flat list (a stream has a handful of listeners) and called with the stream as `this`.
- * Request body bytes are views of the socket reads they arrived in (Bun never reuses a read's buffer).
+ * Request body bytes are views of the socket reads they arrived in (Bun never reuses a read's
+ * buffer), or copies of short ones (net/bytes bytesIn).
  */
 export class H2ServerStream implements ClientStream {
   /** Send window the client granted for this stream. */
@@ -20,7 +21,6 @@ export class H2ServerStream implements ClientStream {
   unacked = 0;
   /** Request body bytes received, for a declared content-length. */
   received = 0;
-  readonly declaredLength: number;
   /** Response DATA waiting for flow-control window. */
   readonly pendingOut: Uint8Array[] = [];
   pendingOutBytes = 0;
@@ -30,12 +30,10 @@ export class H2ServerStream implements ClientStream {
   /** write() returned false: "drain" is owed. */
   wantsDrain = false;
   localEnded = false;
-  remoteEnded = false;
+  remoteEnded: boolean;
   headersSent = false;
   closed = false;
   readableEnded = false;
-  /** Why it closed early (a reset by either side, the connection lost); 0 for a clean end. */
-  abortCode = -1;
   private listeners: (string | Listener)[] = [];
   /** null until a reader attaches ("data" listener or resume()), false while paused. */
   private flowing: boolean | null = null;
@@ -47,12 +45,12 @@ export class H2ServerStream implements ClientStream {
     readonly conn: H2ServerConnection,
     readonly id: number,
     readonly endAfterHeaders: boolean,
-    declaredLength: number,
+    /** content-length, or -1. */
+    readonly declaredLength: number,
   ) {
     this.sendWindow = conn.peerInitialWindow;
     this.recvWindow = conn.streamWindow;
-    this.declaredLength = declaredLength;
-    if (endAfterHeaders) this.remoteEnded = true;
+    this.remoteEnded = endAfterHeaders;
   }
 
   get session(): H2ServerConnection {
@@ -218,19 +216,17 @@ export class H2ServerStream implements ClientStream {
     this.conn.reset(this, code);
   }
 
-  /** The connection ended the stream (`abortCode` -1: cleanly): nothing more is read or written. Its events follow later, from emitClosed. */
-  markClosed(abortCode: number): void {
+  /** The connection ended the stream (cleanly or not): nothing more is read or written. Its "close" follows later, from emitClosed. */
+  markClosed(): void {
     this.closed = true;
-    this.abortCode = abortCode;
     this.inbox = undefined;
     this.endQueued = false;
     this.pendingOut.length = 0;
     this.pendingOutBytes = 0;
   }
 
-  /** "aborted" (unless it ended cleanly) and "close", once the turn that closed it is over, as node:http2 emits them. */
+  /** "close", once the turn that closed the stream is over, as node:http2 emits it. */
   emitClosed(): void {
-    if (this.abortCode >= 0) this.emit("aborted");
     this.emit("close");
   }
 }
