@@ -1,11 +1,12 @@
 import { AccessControl } from "./auth/access.js";
 import { useKubernetesConfig } from "./k8s/shared-client.js";
-import { create, toJsonString, type DescMessage, type MessageShape } from "@bufbuild/protobuf";
+import { create, toJsonString, type DescMessage, type JsonObject, type MessageShape } from "@bufbuild/protobuf";
 import { ConfigSchema, type Config } from "./gen/kedge/config/v1/config_pb.js";
 import { GrpcBackendSchema, HttpBackendSchema } from "./gen/kedge/config/v1/backend_pb.js";
 import { GrpcBackend } from "./backend/grpc-backend.js";
 import { HttpBackend } from "./backend/http-backend.js";
 import { ConfigError } from "./config/parse.js";
+import { messageSecrets, redactedJson, scrubSecrets } from "./config/secrets.js";
 import { compileAdhocRules, type AdhocTable } from "./router/adhoc.js";
 import { compileGrpcRoutes, type GrpcRouteTable } from "./router/grpc.js";
 import { compileHttpRoutes, type HttpRouteTable } from "./router/http.js";
@@ -147,12 +148,14 @@ export function buildRuntime(config: Config, version: number, previous?: Runtime
   }
   if (problems.length > 0 || !access) {
     for (const b of created) b.close();
-    throw new ConfigError(problems);
+    const secrets = messageSecrets(ConfigSchema, config);
+    throw new ConfigError(problems.map((p) => scrubSecrets(p, secrets)));
   }
   for (const b of created) b.start();
   return new Runtime(version, config, http, grpc, previous?.adhoc ?? newAdhocPools(), access);
 }
 
-export function configToJson(config: Config): unknown {
-  return JSON.parse(toJsonString(ConfigSchema, config, { useProtoFieldName: true }));
+/** The config as the admin surfaces show it: protobuf JSON with every secret redacted. */
+export function configToJson(config: Config): JsonObject {
+  return redactedJson(ConfigSchema, config);
 }

@@ -2,6 +2,7 @@ import { clone, mergeFromJson } from "@bufbuild/protobuf";
 import { ConfigSchema, type Config } from "../gen/kedge/config/v1/config_pb.js";
 import type { DiscoveredConfig } from "../k8s/discovery.js";
 import { ConfigError } from "./parse.js";
+import { messageSecrets, scrubSecrets } from "./secrets.js";
 import { validateConfig } from "./validate.js";
 
 /**
@@ -19,6 +20,9 @@ export function withDiscovered(config: Config, discovered: DiscoveredConfig): Co
   }
   mergeFromJson(ConfigSchema, merged, fragment as never);
   const problems = validateConfig(merged);
-  if (problems.length > 0) throw new ConfigError(problems.map((p) => `dynamic routing discovery: ${p}`));
+  if (problems.length > 0) {
+    const secrets = messageSecrets(ConfigSchema, merged);
+    throw new ConfigError(problems.map((p) => scrubSecrets(`dynamic routing discovery: ${p}`, secrets)));
+  }
   return merged;
 }

@@ -1,5 +1,6 @@
 import { fromJson, ScalarType, type DescField, type DescMessage, type MessageShape } from "@bufbuild/protobuf";
 import { ConfigError } from "./parse.js";
+import { isSecretField } from "./secrets.js";
 
 const durationPattern = /^-?\d+(\.\d{1,9})?s$/;
 // google.protobuf.Duration's range, ±10,000 years; fromJson refuses more, without naming the field.
@@ -62,35 +63,37 @@ function checkMessage(desc: DescMessage, value: unknown, path: string, problems:
 }
 
 function checkField(field: DescField, value: unknown, path: string, problems: string[]): void {
+  const secret = isSecretField(field);
+  const shown = secret ? describeType : describe;
   switch (field.fieldKind) {
     case "scalar":
-      return checkScalar(field.scalar, value, path, problems);
+      return checkScalar(field.scalar, value, path, problems, secret);
     case "enum":
       return checkEnum(field.enum.values.map((v) => v.name), value, path, problems);
     case "message":
       return checkMessage(field.message, value, path, problems);
     case "list":
       if (!Array.isArray(value)) {
-        problems.push(`${path}: expected a list, got ${describe(value)}`);
+        problems.push(`${path}: expected a list, got ${shown(value)}`);
         return;
       }
       value.forEach((item, i) => {
         const itemPath = `${path}[${i}]`;
         if (field.listKind === "message") checkMessage(field.message, item, itemPath, problems);
         else if (field.listKind === "enum") checkEnum(field.enum.values.map((v) => v.name), item, itemPath, problems);
-        else checkScalar(field.scalar, item, itemPath, problems);
+        else checkScalar(field.scalar, item, itemPath, problems, secret);
       });
       return;
     case "map":
       if (typeof value !== "object" || value === null || Array.isArray(value)) {
-        problems.push(`${path}: expected an object of key/value pairs, got ${describe(value)}`);
+        problems.push(`${path}: expected an object of key/value pairs, got ${shown(value)}`);
         return;
       }
       for (const [k, v] of Object.entries(value)) {
         const itemPath = `${path}[${JSON.stringify(k)}]`;
         if (field.mapKind === "message") checkMessage(field.message, v, itemPath, problems);
         else if (field.mapKind === "enum") checkEnum(field.enum.values.map((e) => e.name), v, itemPath, problems);
-        else checkScalar(field.scalar, v, itemPath, problems);
+        else checkScalar(field.scalar, v, itemPath, problems, secret);
       }
   }
 }
@@ -101,9 +104,10 @@ function checkEnum(names: string[], value: unknown, path: string, problems: stri
   problems.push(`${path}: ${JSON.stringify(value)} is not one of ${names.join(", ")}`);
 }
 
-function checkScalar(kind: ScalarType, value: unknown, path: string, problems: string[]): void {
+/** `secret`: the field holds a credential, so a wrong value is described by its type only. */
+function checkScalar(kind: ScalarType, value: unknown, path: string, problems: string[], secret = false): void {
   if (kind === STRING) {
-    if (typeof value !== "string") problems.push(`${path}: expected a string, got ${describe(value)}`);
+    if (typeof value !== "string") problems.push(`${path}: expected a string, got ${(secret ? describeType : describe)(value)}`);
     return;
   }
   if (kind === BOOL) {
@@ -126,6 +130,10 @@ function checkScalar(kind: ScalarType, value: unknown, path: string, problems: s
   else if (int32Kinds.has(kind) && (n > (unsignedKinds.has(kind) ? 0xffffffff : 0x7fffffff) || n < -0x80000000)) {
     problems.push(`${path}: ${n} is out of range`);
   }
+}
+
+function describeType(value: unknown): string {
+  return Array.isArray(value) ? "a list" : value === null ? "null" : typeof value === "object" ? "an object" : `a ${typeof value}`;
 }
 
 function describe(value: unknown): string {

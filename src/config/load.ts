@@ -3,6 +3,7 @@ import { create, mergeFromJson, type DescMessage, type MessageShape } from "@buf
 import { ConfigSchema, type Config } from "../gen/kedge/config/v1/config_pb.js";
 import { decodeMessage } from "./decode.js";
 import { ConfigError, parseConfigText } from "./parse.js";
+import { scrubSecrets, secretValues } from "./secrets.js";
 import { validateConfig } from "./validate.js";
 
 /** Where the config comes from: one kedge file, and/or kedge Go's two files. */
@@ -64,6 +65,12 @@ export function mergeConfigParts<Desc extends DescMessage>(schema: Desc, parts: 
   return message;
 }
 
+/** A ConfigError listing the problems, none of them echoing a secret written in the parts. */
+export function configError(schema: DescMessage, parts: readonly ConfigPart[], problems: readonly string[]): ConfigError {
+  const secrets = parts.flatMap((p) => secretValues(schema, p.json));
+  return new ConfigError(problems.map((p) => scrubSecrets(p, secrets)));
+}
+
 /**
  * Reads, decodes, merges and validates the config. Throws ConfigError listing every problem with
  * its file and field path; nothing is half-applied.
@@ -82,9 +89,9 @@ export function loadConfig(sources: ConfigSources): Config {
     if (overrides && Object.keys(overrides).length > 0) parts.push({ where: "command-line flags", json: { [section]: overrides } });
   }
   const config = mergeConfigParts(ConfigSchema, parts, problems);
-  if (problems.length > 0) throw new ConfigError(problems);
+  if (problems.length > 0) throw configError(ConfigSchema, parts, problems);
   const semantic = validateConfig(config);
-  if (semantic.length > 0) throw new ConfigError(semantic);
+  if (semantic.length > 0) throw configError(ConfigSchema, parts, semantic);
   return config;
 }
 

@@ -3,6 +3,7 @@ import type { OtlpExportConfig } from "../gen/kedge/config/v1/observability_pb.j
 import { version } from "../version.js";
 import { log } from "./log.js";
 import type { Counter } from "./metrics.js";
+import { redactUrl } from "../config/secrets.js";
 
 /** An OTLP attribute in the JSON encoding: string values, or integers as decimal strings (int64). */
 export type SpanAttribute = { key: string; value: { stringValue: string } | { intValue: string } };
@@ -60,6 +61,8 @@ export class OtlpExporter {
   private readonly timer: ReturnType<typeof setInterval>;
   private failing = false;
   readonly url: string;
+  /** The URL as logs show it: without a password. */
+  private readonly shownUrl: string;
   private readonly headers: Record<string, string>;
   private readonly maxQueue: number;
   private readonly maxBatch: number;
@@ -71,6 +74,7 @@ export class OtlpExporter {
     private readonly counters: ExportCounters,
   ) {
     this.url = tracesUrl(config.endpoint);
+    this.shownUrl = redactUrl(this.url);
     this.headers = { ...config.headers, "content-type": "application/json" };
     this.maxQueue = config.maxQueueSize || 2048;
     this.maxBatch = config.maxBatchSize || 512;
@@ -116,13 +120,13 @@ export class OtlpExporter {
       await res.arrayBuffer();
       if (!res.ok) throw new Error(`HTTP ${res.status}`);
       this.counters.spansExported.inc([], batch.length);
-      if (this.failing) log.info("trace export recovered", { endpoint: this.url });
+      if (this.failing) log.info("trace export recovered", { endpoint: this.shownUrl });
       this.failing = false;
       return true;
     } catch (e) {
       this.counters.spansDropped.inc(["export_failed"], batch.length);
       // Once per outage, not once per flush.
-      if (!this.failing) log.warn("trace export failed; spans are dropped until the collector answers", { endpoint: this.url, error: (e as Error).message });
+      if (!this.failing) log.warn("trace export failed; spans are dropped until the collector answers", { endpoint: this.shownUrl, error: (e as Error).message.replaceAll(this.url, this.shownUrl) });
       this.failing = true;
       return false;
     }

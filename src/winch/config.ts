@@ -1,6 +1,5 @@
 import { WinchConfigSchema, type WinchConfig } from "../gen/kedge/winch/v1/winch_pb.js";
-import { mergeConfigParts, readConfigFiles } from "../config/load.js";
-import { ConfigError } from "../config/parse.js";
+import { configError, mergeConfigParts, readConfigFiles } from "../config/load.js";
 import { expandTemplate, translateRe2 } from "./mapper.js";
 
 /** Where winch's config comes from: one file, and/or kedge Go's mapper and auth files. */
@@ -27,7 +26,7 @@ export function loadWinchConfig(sources: WinchSources): WinchConfig {
   if (overrides && Object.keys(overrides).length > 0) parts.push({ where: "command-line flags", json: { server: overrides } });
   const config = mergeConfigParts(WinchConfigSchema, parts, problems);
   if (problems.length === 0) problems.push(...validateWinchConfig(config));
-  if (problems.length > 0) throw new ConfigError(problems);
+  if (problems.length > 0) throw configError(WinchConfigSchema, parts, problems);
   return config;
 }
 
