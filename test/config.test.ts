@@ -1,5 +1,6 @@
 import { describe, expect, it } from "bun:test";
 import { referenceConfigs } from "./helpers/reference.ts";
+import { makeTestPki } from "./helpers/certs.ts";
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -68,14 +69,15 @@ describe("config loading", () => {
   });
 
   it("takes kedge Go's auth flags", () => {
+    const pki = makeTestPki();
     const { flags } = parseArgs([
-      "--server_tls_client_ca_files=/a.pem,/b.pem", "--server_tls_client_cert_required",
+      `--server_tls_client_ca_files=${pki.caFile},${pki.serverCertFile}`, "--server_tls_client_cert_required",
       "--server_oidc_provider_url", "https://issuer.example", "--server_oidc_client_id", "kedge",
       "--server_oidc_perms_claim", "perms", "--server_oidc_whitelist_perms", "proxy:use,admin",
       "--server_enable_oidc_for_debug_endpoints=true",
     ]);
     const config = loadConfig({ embedded: {}, serverOverrides: serverOverrides(flags), authOverrides: authOverrides(flags) });
-    expect(config.server!.tlsClientCaFiles).toEqual(["/a.pem", "/b.pem"]);
+    expect(config.server!.tlsClientCaFiles).toEqual([pki.caFile, pki.serverCertFile]);
     expect(config.server!.tlsClientCertRequired).toBe(true);
     expect(config.auth!.oidc).toMatchObject({ providerUrl: "https://issuer.example", clientId: "kedge", permsClaim: "perms" });
     expect(config.auth!.whitelistPermissions).toEqual(["proxy:use", "admin"]);
@@ -85,13 +87,16 @@ describe("config loading", () => {
   });
 
   it("takes kedge Go's Kubernetes client and discovery flags", () => {
+    const pki = makeTestPki();
+    const token = join(pki.dir, "token");
+    writeFileSync(token, "t0ken\n");
     const { flags } = parseArgs([
-      "--k8sclient_kubeapi_url=https://10.0.0.1:6443", "--k8sclient_ca_file", "/ca.pem", "--k8sclient_tls_insecure",
-      "--k8client_token_file", "/token", "--kedge_dynamic_routings_enabled",
+      "--k8sclient_kubeapi_url=https://10.0.0.1:6443", "--k8sclient_ca_file", pki.caFile, "--k8sclient_tls_insecure",
+      "--k8client_token_file", token, "--kedge_dynamic_routings_enabled",
       "--discovery_external_domain_suffix", "cluster.example.com", "--discovery_label_annotation_prefix", "corp.io/",
     ]);
     const config = loadConfig({ embedded: {}, kubernetesOverrides: kubernetesOverrides(flags), discoveryOverrides: discoveryOverrides(flags) });
-    expect(config.kubernetes).toMatchObject({ apiUrl: "https://10.0.0.1:6443", caFile: "/ca.pem", tlsInsecure: true, tokenFile: "/token" });
+    expect(config.kubernetes).toMatchObject({ apiUrl: "https://10.0.0.1:6443", caFile: pki.caFile, tlsInsecure: true, tokenFile: token });
     expect(config.discovery).toMatchObject({ enabled: true, externalDomainSuffix: "cluster.example.com", labelAnnotationPrefix: "corp.io/" });
   });
 });

@@ -8,12 +8,25 @@ import { tmpdir } from "node:os";
 import { basename, dirname, join } from "node:path";
 import { parse, parseAllDocuments } from "yaml";
 import { loadConfig } from "../src/config/load.ts";
+import { makeTestPki } from "./helpers/certs.ts";
 
 // Rendered Kubernetes objects are checked field by field; their shape is Kubernetes', not ours.
 type K8sObject = Record<string, any>;
 
 const root = join(import.meta.dir, "..");
 const dir = mkdtempSync(join(tmpdir(), "kedge-deploy-"));
+
+/**
+ * The ConfigMap's config as kedge loads it in the pod. Its TLS files come from the kedge-tls
+ * secret mounted there and kedge checks they can be read, so test files stand in for them here.
+ */
+function loadInPod(text: string) {
+  const json = parse(text);
+  const pki = makeTestPki();
+  const config = loadConfig({ embedded: { ...json, server: { ...json.server, tls_cert_file: pki.serverCertFile, tls_key_file: pki.serverKeyFile } } });
+  Object.assign(config.server!, { tlsCertFile: json.server.tls_cert_file, tlsKeyFile: json.server.tls_key_file });
+  return config;
+}
 
 /** kubectl is required: CI installs it, and a missing one must fail these tests, not skip them. */
 function kubectlPath(): string {
@@ -293,14 +306,14 @@ for (const flavour of [
       expect(tls.volume.secret.secretName).toBe("kedge-tls");
       expect(tls.mount).toMatchObject({ mountPath: "/etc/kedge/tls", readOnly: true });
 
-      const loaded = loadConfig({ embedded: parse(configMap.data["config.yaml"]) });
+      const loaded = loadInPod(configMap.data["config.yaml"]);
       expect(dirname(loaded.server!.tlsCertFile)).toBe(tls.mount.mountPath);
       expect(dirname(loaded.server!.tlsKeyFile)).toBe(tls.mount.mountPath);
     });
 
     it("carries a config kedge's own loader accepts, listening where the pod spec expects", async () => {
       const configMap = only(await objects(), "ConfigMap");
-      const config = loadConfig({ embedded: parse(configMap.data["config.yaml"]) });
+      const config = loadInPod(configMap.data["config.yaml"]);
       expect(config.server).toMatchObject({
         bindAddress: "0.0.0.0",
         httpTlsPort: await portNumber("https"),

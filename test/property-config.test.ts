@@ -4,9 +4,12 @@ import fc from "fast-check";
 import { stringify } from "yaml";
 import { loadConfig } from "../src/config/load.ts";
 import { ConfigError, parseConfigText } from "../src/config/parse.ts";
+import { makeTestPki } from "./helpers/certs.ts";
 import { ConfigSchema, type Config } from "../src/gen/kedge/config/v1/config_pb.ts";
 
 // A fixed seed: CI runs the same cases every time; change it locally to explore.
+// Files a valid config names must exist: kedge reads them at load.
+const pki = makeTestPki();
 const runs = { seed: 0x636f6e66, numRuns: 300, includeErrorInReport: true };
 const where = "embedded default config";
 // Generous: these properties run hundreds of loads, and CI machines are shared.
@@ -181,7 +184,7 @@ const backendExtras = fc.record(
   {
     balancer: fc.constantFrom("ROUND_ROBIN", "LEAST_OUTSTANDING_REQUESTS"),
     timeouts: fc.record({ connect: duration, response_header: duration, idle: duration }, { requiredKeys: [] }),
-    security: fc.record({ server_name: dnsName, insecure_skip_verify: fc.boolean(), ca_files: fc.array(fc.constantFrom("/ca.pem", "/etc/kedge/ca.pem"), { maxLength: 2 }) }, { requiredKeys: [] }),
+    security: fc.record({ server_name: dnsName, insecure_skip_verify: fc.boolean(), ca_files: fc.array(fc.constantFrom(pki.caFile, pki.serverCertFile), { maxLength: 2 }) }, { requiredKeys: [] }),
   },
   { requiredKeys: [] },
 );

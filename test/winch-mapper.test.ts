@@ -5,6 +5,7 @@ import { join } from "node:path";
 import { ConfigError } from "../src/config/parse.ts";
 import { loadWinchConfig } from "../src/winch/config.ts";
 import { translateRe2, WinchMapper } from "../src/winch/mapper.ts";
+import { makeTestPki } from "./helpers/certs.ts";
 import { referenceConfigs } from "./helpers/reference.ts";
 
 const referenceDir = referenceConfigs;
@@ -25,7 +26,10 @@ function problemsOf(config: unknown): string[] {
 describe("winch config", () => {
   it("loads the example in the README, and maps with it as the README says", () => {
     const readme = readFileSync(join(import.meta.dir, "../README.md"), "utf8");
-    const yaml = /## winch[\s\S]*?```yaml\n([\s\S]*?)```/.exec(readme)![1];
+    const example = /## winch[\s\S]*?```yaml\n([\s\S]*?)```/.exec(readme)![1];
+    // winch reads the files it names at load: the test's stand in for the README's.
+    const pki = makeTestPki();
+    const yaml = example.replace("[ca.pem]", `[${pki.caFile}]`).replace("me.pem", pki.clientCertFile).replace("me.key", pki.clientKeyFile);
     const file = join(mkdtempSync(join(tmpdir(), "winch-readme-")), "winch.yaml");
     writeFileSync(file, yaml);
     const config = loadWinchConfig({ configFile: file });

@@ -1,4 +1,5 @@
 import { WinchConfigSchema, type WinchConfig } from "../gen/kedge/winch/v1/winch_pb.js";
+import { fileProblem, keyPairProblems } from "../config/files.js";
 import { configError, mergeConfigParts, readConfigFiles } from "../config/load.js";
 import { expandTemplate, translateRe2 } from "./mapper.js";
 
@@ -38,7 +39,15 @@ export function validateWinchConfig(config: WinchConfig): string[] {
     else if (names.has(s.name)) problems.push(`auth_sources[${i}].name: duplicate auth source "${s.name}" (also auth_sources[${names.get(s.name)}])`);
     else names.set(s.name, i);
     if (s.type.case === undefined) problems.push(`auth_sources[${i}]: set one of token, dummy, kube, oidc`);
+    if (s.type.case === "kube" && s.type.value.path) problems.push(...present([fileProblem(`auth_sources[${i}].kube.path`, s.type.value.path, "text")]));
   });
+  const server = config.server;
+  if (server) {
+    problems.push(...present(server.caFiles.map((f, i) => fileProblem(`server.ca_files[${i}]`, f, "certificate"))));
+    problems.push(...keyPairProblems("server", "client_cert_file", server.clientCertFile, "client_key_file", server.clientKeyFile));
+    if ((server.clientCertFile === "") !== (server.clientKeyFile === "")) problems.push("server.client_cert_file: client_cert_file and client_key_file go together");
+    if (server.pacFile) problems.push(...present([fileProblem("server.pac_file", server.pacFile, "text")]));
+  }
   config.routes.forEach((r, i) => {
     const at = `routes[${i}]`;
     for (const [field, name] of [["backend_auth", r.backendAuth], ["proxy_auth", r.proxyAuth]] as const) {
@@ -62,6 +71,10 @@ export function validateWinchConfig(config: WinchConfig): string[] {
     if (!isKedgeUrl(expandTemplate(t.value.url, sample))) problems.push(`${at}.regexp.url: "${t.value.url}" does not make an http(s) URL`);
   });
   return problems;
+}
+
+function present(problems: (string | undefined)[]): string[] {
+  return problems.filter((p): p is string => !!p);
 }
 
 function groupNames(re: RegExp): string[] {

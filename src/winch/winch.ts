@@ -2,6 +2,7 @@ import http, { type IncomingMessage, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import type { Duplex } from "node:stream";
 import { WinchServer_UnknownHosts, type WinchConfig } from "../gen/kedge/winch/v1/winch_pb.js";
+import { ConfigError } from "../config/error.js";
 import { KedgeError } from "../errors.js";
 import { log } from "../observe/log.js";
 import { proxyMetrics, Registry } from "../observe/metrics.js";
@@ -37,12 +38,21 @@ export interface WinchOptions {
   home?: string;
 }
 
+/** The auth sources; what only building them finds (a kubeconfig without the user) is a config error, as at load. */
+function authSourcesOf(config: WinchConfig, options: WinchOptions) {
+  try {
+    return buildAuthSources(config.authSources, { log: options.log, openBrowser: options.openBrowser, home: options.home });
+  } catch (e) {
+    throw new ConfigError([(e as Error).message]);
+  }
+}
+
 /** Starts winch's listeners: the HTTP proxy (plus /wpad.dat), the h2c gRPC port and optional monitoring. */
 export async function startWinch(config: WinchConfig, options: WinchOptions = {}): Promise<Winch> {
   const server = config.server;
   const bind = server?.bindAddress || "127.0.0.1";
   const registry = new Registry();
-  const sources = buildAuthSources(config.authSources, { log: options.log, openBrowser: options.openBrowser, home: options.home });
+  const sources = authSourcesOf(config, options);
   const ctx: WinchContext = {
     mapper: new WinchMapper(config.routes),
     injector: new CredentialInjector(sources),
