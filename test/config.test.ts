@@ -62,7 +62,7 @@ describe("config loading", () => {
   });
 
   it("lets command-line flags override the file's server section", () => {
-    const config = loadConfig({ configFile: file("s.json", JSON.stringify({ server: { http_port: 1000, bind_address: "0.0.0.0" } })), serverOverrides: { http_port: 2000 } });
+    const config = loadConfig({ configFile: file("s.json", JSON.stringify({ server: { http_port: 1000, bind_address: "0.0.0.0" }, auth: { bearer_token: "t0k3n" } })), serverOverrides: { http_port: 2000 } });
     expect(config.server!.httpPort).toBe(2000);
     expect(config.server!.bindAddress).toBe("0.0.0.0");
   });

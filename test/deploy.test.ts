@@ -289,13 +289,18 @@ for (const flavour of [
       expect(config.mount.subPath).toBeUndefined(); // a subPath mount would never see ConfigMap updates
       expect(Object.keys(configMap.data)).toEqual([basename(c.args[1])]);
 
-      const tls = mountOf((v) => v.secret !== undefined);
+      const tls = mountOf((v) => v.secret?.secretName === "kedge-tls");
       expect(tls.volume.secret.secretName).toBe("kedge-tls");
       expect(tls.mount).toMatchObject({ mountPath: "/etc/kedge/tls", readOnly: true });
 
       const loaded = loadConfig({ embedded: parse(configMap.data["config.yaml"]) });
       expect(dirname(loaded.server!.tlsCertFile)).toBe(tls.mount.mountPath);
       expect(dirname(loaded.server!.tlsKeyFile)).toBe(tls.mount.mountPath);
+
+      // Client certificates authenticate callers: the CA comes from its own secret.
+      const clientCa = mountOf((v) => v.secret?.secretName === "kedge-client-ca");
+      expect(clientCa.mount).toMatchObject({ mountPath: "/etc/kedge/client-ca", readOnly: true });
+      expect(loaded.server!.tlsClientCaFiles.map((f) => dirname(f))).toEqual([clientCa.mount.mountPath]);
     });
 
     it("carries a config kedge's own loader accepts, listening where the pod spec expects", async () => {
@@ -309,6 +314,9 @@ for (const flavour of [
         tlsKeyFile: "/etc/kedge/tls/tls.key",
       });
       expect(config.server!.httpPort).toBeUndefined();
+      // An authenticator guards the listener beyond loopback; nothing opts out of one.
+      expect(config.server).toMatchObject({ tlsClientCaFiles: ["/etc/kedge/client-ca/ca.crt"], tlsClientCertRequired: true });
+      expect(config.auth?.allowUnauthenticated ?? false).toBe(false);
       const backend = config.http!.backends.find((b) => b.name === "my-svc");
       expect(backend?.resolver).toMatchObject({ case: "k8s", value: { dnsPortName: "my-svc.my-namespace:http" } });
       expect(config.http!.routes.map((r) => r.backendName)).toContain("my-svc");

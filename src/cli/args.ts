@@ -30,6 +30,7 @@ export const flagAliases: Record<string, readonly string[]> = {
   "oidc-whitelist-perms": ["oidc-whitelist-perms", "server_oidc_whitelist_perms"],
   "bearer-token": ["bearer-token", "unsafe_bearer_token_proxy_auth"],
   "admin-auth": ["admin-auth", "server_enable_oidc_for_debug_endpoints"],
+  "allow-unauthenticated": ["allow-unauthenticated", "allow_unauthenticated"],
   "kube-api-url": ["kube-api-url", "k8sclient_kubeapi_url"],
   "kube-ca-file": ["kube-ca-file", "k8sclient_ca_file"],
   "kube-tls-insecure": ["kube-tls-insecure", "k8sclient_tls_insecure"],
@@ -55,7 +56,7 @@ export const flagAliases: Record<string, readonly string[]> = {
 const canonicalByAlias = new Map<string, string>();
 for (const [canonical, aliases] of Object.entries(flagAliases)) for (const a of aliases) canonicalByAlias.set(a, canonical);
 
-const booleanFlags = new Set(["help", "tls-client-cert-required", "admin-auth", "kube-tls-insecure", "discovery"]);
+const booleanFlags = new Set(["help", "tls-client-cert-required", "admin-auth", "allow-unauthenticated", "kube-tls-insecure", "discovery"]);
 const commands = new Set(["serve", "validate", "version", "admin", "help", "winch"]);
 
 export class UsageError extends Error {}
@@ -129,6 +130,8 @@ export function authOverrides(flags: Map<string, string>): Record<string, unknow
   if (perms !== undefined) out.whitelist_permissions = commaList(perms);
   const admin = flags.get("admin-auth");
   if (admin !== undefined) out.admin = { enabled: bool("admin-auth", admin) };
+  const open = flags.get("allow-unauthenticated");
+  if (open !== undefined) out.allow_unauthenticated = bool("allow-unauthenticated", open);
   return out;
 }
 
@@ -247,6 +250,8 @@ Auth flags (override the config's auth section):
   --oidc-whitelist-perms P,P (--server_oidc_whitelist_perms) any one of these grants access
   --bearer-token T           (--unsafe_bearer_token_proxy_auth) static Proxy-Authorization token
   --admin-auth               (--server_enable_oidc_for_debug_endpoints) admin port behind auth
+  --allow-unauthenticated    (--allow_unauthenticated)  let data ports bind beyond loopback with no
+                                                        authenticator (refused by default: an open proxy)
 
 Kubernetes API flags (override the config's kubernetes section; default: in-cluster):
   --kube-api-url U           (--k8sclient_kubeapi_url)

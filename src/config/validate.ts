@@ -3,6 +3,7 @@ import type { Config } from "../gen/kedge/config/v1/config_pb.js";
 import { parseHostPort } from "../router/host.js";
 import { parseK8sTarget } from "../k8s/target.js";
 import { validateAuth } from "./validate-auth.js";
+import { validateExposure } from "./validate-exposure.js";
 import { validateObservability } from "../observe/validate.js";
 
 // kedge Go's name pattern, widened with "-" because generated names embed Kubernetes names.
@@ -118,6 +119,7 @@ export function validateConfig(config: Config): string[] {
     });
   }
   problems.push(...validateAuth(config));
+  problems.push(...validateExposure(config));
   problems.push(...validateObservability(config));
   if (config.kubernetes?.apiUrl && config.kubernetes.kubeconfigPath) problems.push("kubernetes: set api_url or kubeconfig_path, not both");
   if (config.discovery?.enabled && !config.discovery.externalDomainSuffix) {

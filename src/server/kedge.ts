@@ -5,6 +5,7 @@ import { durationMs } from "../backend/http-backend.js";
 import { ConfigError } from "../config/parse.js";
 import { withDiscovered } from "../config/compose.js";
 import { configFiles, loadConfig, type ConfigSources } from "../config/load.js";
+import { defaultBindAddress, unguardedListeners } from "../config/validate-exposure.js";
 import { RoutingDiscovery } from "../k8s/discovery.js";
 import { kubeClient, useKubernetesConfig } from "../k8s/shared-client.js";
 import { startDemoBackend } from "../demo/backend.js";
@@ -75,6 +76,10 @@ export async function startKedge(sources: ConfigSources, options: { watchFiles?:
     throw e;
   }
   Object.assign(ports, data.ports);
+  const unguarded = unguardedListeners(first);
+  if (unguarded.length > 0) {
+    log.warn("data listeners are reachable beyond loopback without authentication (auth.allow_unauthenticated)", { listeners: unguarded.map((l) => l.address) });
+  }
   metrics.activeConnections.collect = () => [[[], data.openConnections()]];
   metrics.refusedConnections.collect = () => {
     const refused = data.refusedConnections();
@@ -85,7 +90,7 @@ export async function startKedge(sources: ConfigSources, options: { watchFiles?:
   };
 
   const admin = server.adminPort !== undefined
-    ? await startAdminListener(adminApp({ runtime: () => current, metrics, draining: () => draining }), () => current, server.bindAddress || "0.0.0.0", server.adminPort)
+    ? await startAdminListener(adminApp({ runtime: () => current, metrics, draining: () => draining }), () => current, server.bindAddress || defaultBindAddress, server.adminPort)
     : undefined;
   if (admin) ports.admin = admin.port;
 
