@@ -222,7 +222,8 @@ Usage:
   kedge validate --config F                           check a config; exit 0 when valid, 1 with field-path errors
   kedge version                                       print the version
   kedge admin backends|routes|config [--admin-address 127.0.0.1:8081]
-                                                      ask a running kedge (AdminService over Connect)
+                                                      ask a running kedge (AdminService over Connect;
+                                                      KEDGE_ADMIN_TOKEN: the token kedge's auth wants)
   kedge winch [--config winch.json] [flags]           run winch, the local forward proxy to kedges
 
 Config files:

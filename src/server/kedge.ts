@@ -14,6 +14,7 @@ import { countBackendChanges, createMetrics, watchBackends } from "../observe/me
 import { inflight } from "../proxy/exchange.js";
 import { buildRuntime, type Runtime } from "../runtime.js";
 import { adminApp } from "./admin.js";
+import { debugServedWithoutToken } from "./admin-auth.js";
 import { startAdminListener } from "./admin-listener.js";
 import { startDataListeners, type DataListeners } from "./listeners.js";
 
@@ -89,10 +90,17 @@ export async function startKedge(sources: ConfigSources, options: { watchFiles?:
     ];
   };
 
+  const adminHost = server.bindAddress || defaultBindAddress;
   const admin = server.adminPort !== undefined
-    ? await startAdminListener(adminApp({ runtime: () => current, metrics, draining: () => draining }), () => current, server.bindAddress || defaultBindAddress, server.adminPort)
+    ? await startAdminListener(adminApp({ runtime: () => current, metrics, draining: () => draining }), () => current, adminHost, server.adminPort)
     : undefined;
   if (admin) ports.admin = admin.port;
+  if (admin && !current.access.requiresToken && !debugServedWithoutToken(current, adminHost)) {
+    log.warn("the admin port is reachable beyond loopback and no token authenticator is configured: /debug/* and the AdminService answer 403; /_healthz, /_version and /metrics stay open", {
+      address: `${adminHost}:${admin.port}`,
+      allowWith: "auth.oidc, auth.bearer_token, a loopback bind_address, or auth.allow_unauthenticated",
+    });
+  }
 
   let reloading: Promise<ConfigError | undefined> = Promise.resolve(undefined);
   const reloadOnce = async (): Promise<ConfigError | undefined> => {

@@ -58,9 +58,10 @@ export type AuthConfig = Message<"kedge.config.v1.AuthConfig"> & {
   admin?: AdminAuth | undefined;
 
   /**
-   * allow_unauthenticated lets a data listener bind beyond loopback with no authenticator. Without
-   * it kedge refuses such a config, because anyone who reaches the port could use kedge as an open
-   * proxy into the cluster.
+   * allow_unauthenticated lets a data listener bind beyond loopback with no authenticator, and the
+   * admin port serve /debug/* and the AdminService there without a token. Without it kedge refuses
+   * such a config, because anyone who reaches the port could use kedge as an open proxy into the
+   * cluster, and answers the admin debug surface with 403.
    *
    * @generated from field: bool allow_unauthenticated = 6;
    */
@@ -150,9 +151,9 @@ export const OidcAuthSchema: GenMessage<OidcAuth> = /*@__PURE__*/
   messageDesc(file_kedge_config_v1_auth, 1);
 
 /**
- * AdminAuth puts the admin port behind the same authentication (kedge Go
- * --server_enable_oidc_for_debug_endpoints). /_healthz and /metrics stay open unless asked, so
- * probes and scrapers keep working.
+ * AdminAuth tunes the admin port's authentication (kedge Go --server_enable_oidc_for_debug_endpoints).
+ * With a token authenticator, /debug/* and the AdminService always need a token; enabled also
+ * guards /_version. /_healthz and /metrics stay open unless asked, so probes and scrapers keep working.
  *
  * @generated from message kedge.config.v1.AdminAuth
  */
