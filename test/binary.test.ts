@@ -62,7 +62,7 @@ describe("the compiled binary", () => {
     const k = run([
       "--kedge_config_director_config_path", join(reference, "director.json"),
       "--kedge_config_backendpool_config_path", join(reference, "backendpool.json"),
-      "--server_http_tls_port=0", "--server_http_debug_port", "18170", "--server_bind_address", "127.0.0.1",
+      "--server_http_tls_port=0", "--server_http_port", "18170", "--server_bind_address", "127.0.0.1",
       "--server_tls_cert_file", pki.serverCertFile, "--server_tls_key_file", pki.serverKeyFile, "--log_level", "warn",
     ]);
     try {

@@ -14,7 +14,10 @@ export const flagAliases: Record<string, readonly string[]> = {
   "director-config": ["director-config", "kedge_config_director_config_path"],
   "backendpool-config": ["backendpool-config", "kedge_config_backendpool_config_path"],
   "http-tls-port": ["http-tls-port", "server_http_tls_port"],
-  "http-port": ["http-port", "server_http_port"],
+  "http-port": ["http-port", "server_http_proxy_port"],
+  // kedge Go gave server_http_port two meanings: kedge's plaintext debug port (/_healthz,
+  // /_version, /metrics, /debug/*), which its DaemonSets probe, and winch's HTTP proxy port.
+  server_http_port: ["server_http_port"],
   "grpc-tls-port": ["grpc-tls-port", "server_grpc_tls_port"],
   "h2c-port": ["h2c-port"],
   "admin-port": ["admin-port", "server_http_debug_port", "server_debug_port"],
@@ -97,6 +100,7 @@ export function serverOverrides(flags: Map<string, string>): Record<string, unkn
   port("http-port", "http_port");
   port("grpc-tls-port", "grpc_tls_port");
   port("h2c-port", "h2c_port");
+  port("server_http_port", "admin_port");
   port("admin-port", "admin_port");
   const str = (flag: string, field: string) => {
     const v = flags.get(flag);
@@ -170,6 +174,7 @@ export function discoveryOverrides(flags: Map<string, string>): Record<string, u
 export function winchServerOverrides(flags: Map<string, string>): Record<string, unknown> {
   const out: Record<string, unknown> = {};
   const port = (flag: string, field: string) => portFlag(flags, flag, out, field);
+  port("server_http_port", "http_port");
   port("http-port", "http_port");
   port("grpc-port", "grpc_port");
   port("admin-port", "monitoring_port");
@@ -233,10 +238,12 @@ Config files:
 
 Server flags (override the config's server section; kedge Go names in parentheses):
   --http-tls-port N          (--server_http_tls_port)    HTTPS, ALPN h2 + http/1.1
-  --http-port N              (--server_http_port)        plaintext HTTP/1.1
+  --http-port N              (--server_http_proxy_port)  plaintext HTTP/1.1 proxy
   --grpc-tls-port N          (--server_grpc_tls_port)    gRPC over TLS, ALPN h2 only
   --h2c-port N                                           HTTP/2 without TLS (gRPC and HTTP)
-  --admin-port N             (--server_http_debug_port)  /_healthz /_version /metrics /debug/config
+  --admin-port N             (--server_http_port, --server_http_debug_port)
+                                                        plaintext admin: /_healthz /_version /metrics /debug/*
+                                                        (kedge Go's --server_http_port was this debug port)
   --tls-cert-file F          (--server_tls_cert_file)
   --tls-key-file F           (--server_tls_key_file)
   --bind-address A           (--server_bind_address)
