@@ -89,6 +89,7 @@ const discovery: Record<string, Array<{ name: string; kind: string; namespaced: 
     { name: "rolebindings", kind: "RoleBinding", namespaced: true },
   ],
   "policy/v1": [{ name: "poddisruptionbudgets", kind: "PodDisruptionBudget", namespaced: true }],
+  "networking.k8s.io/v1": [{ name: "networkpolicies", kind: "NetworkPolicy", namespaced: true }],
   "discovery.k8s.io/v1": [{ name: "endpointslices", kind: "EndpointSlice", namespaced: true }],
 };
 const requests: string[] = [];
@@ -162,7 +163,8 @@ describe("kubectl apply --dry-run=client", () => {
       expect({ exitCode: r.exitCode, stderr: r.stderr }).toEqual({ exitCode: 0, stderr: "" });
       const workload = kustomization === "deploy/" ? "daemonset.apps/kedge" : "deployment.apps/kedge";
       for (const object of ["namespace/kedge", "serviceaccount/kedge", "clusterrole.rbac.authorization.k8s.io/kedge",
-        "clusterrolebinding.rbac.authorization.k8s.io/kedge", "service/kedge", workload]) {
+        "clusterrolebinding.rbac.authorization.k8s.io/kedge", "service/kedge", "poddisruptionbudget.policy/kedge",
+        "networkpolicy.networking.k8s.io/kedge", workload]) {
         expect(r.stdout).toContain(`${object} created (dry run)`);
       }
       expect(r.stdout).toMatch(/^configmap\/kedge-config-[a-z0-9]+ created \(dry run\)$/m);
@@ -193,7 +195,7 @@ for (const flavour of [
     it("renders the expected objects, all labelled, namespaced in kedge, and no Secret", async () => {
       const objs = await objects();
       expect(objs.map((o) => o.kind).sort()).toEqual(
-        ["ClusterRole", "ClusterRoleBinding", "ConfigMap", "Namespace", "Service", "ServiceAccount", flavour.workloadKind].sort(),
+        ["ClusterRole", "ClusterRoleBinding", "ConfigMap", "Namespace", "NetworkPolicy", "PodDisruptionBudget", "Service", "ServiceAccount", flavour.workloadKind].sort(),
       );
       expect(only(objs, "Namespace").metadata.name).toBe("kedge");
       for (const o of objs) {
@@ -257,7 +259,34 @@ for (const flavour of [
       expect(pod.terminationGracePeriodSeconds).toBe(30);
       expect(c.lifecycle).toBeUndefined(); // no preStop: the distroless image has no shell
       expect(c.resources).toEqual({ requests: { cpu: "100m", memory: "64Mi" }, limits: { memory: "256Mi" } });
-      expect(c.image).toBe("ghcr.io/kedge-proxy/kedge:latest");
+    });
+
+    it("runs the image of this release (package.json's version), never :latest", async () => {
+      const { version } = await Bun.file(join(root, "package.json")).json();
+      expect((await container()).image).toBe(`ghcr.io/kedge-proxy/kedge:${version}`);
+      const r = await kubectl(["kustomize", flavour.dir]);
+      expect(r.stdout).not.toContain(":latest");
+    });
+
+    it("limits voluntary disruptions to one kedge at a time", async () => {
+      const pdb = only(await objects(), "PodDisruptionBudget");
+      expect(pdb.spec.maxUnavailable).toBe(1);
+      expect((await podTemplate()).metadata.labels).toMatchObject(pdb.spec.selector.matchLabels);
+    });
+
+    it("admits the proxy port from anywhere and the admin port only from the monitoring namespace", async () => {
+      const policy = only(await objects(), "NetworkPolicy");
+      expect((await podTemplate()).metadata.labels).toMatchObject(policy.spec.podSelector.matchLabels);
+      expect(policy.spec.policyTypes).toEqual(["Ingress"]);
+      const rules = policy.spec.ingress as K8sObject[];
+      const admitting = (port: string) => rules.filter((r) => (r.ports as K8sObject[]).some((p) => p.port === port));
+      expect(admitting("https")).toEqual([{ ports: [{ port: "https", protocol: "TCP" }] }]);
+      // The namespace comes from the kustomization's monitoringNamespace setting, which stays out of the output.
+      expect(admitting("admin")).toEqual([{
+        from: [{ namespaceSelector: { matchLabels: { "kubernetes.io/metadata.name": "monitoring" } } }],
+        ports: [{ port: "admin", protocol: "TCP" }],
+      }]);
+      expect(rules).toHaveLength(2);
     });
 
     it("probes GET /_healthz on the admin port", async () => {
