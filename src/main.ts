@@ -44,7 +44,7 @@ async function main(argv: string[]): Promise<number> {
       return 0;
     case "admin": {
       const { runAdmin } = await import("./cli/admin.js");
-      process.stdout.write(await runAdmin(args.positional[0], args.flags.get("admin-address") ?? "127.0.0.1:8081"));
+      process.stdout.write(await runAdmin(args.positional[0], args.flags.get("admin-address") ?? "127.0.0.1:8081", process.env.KEDGE_ADMIN_TOKEN || undefined));
       return 0;
     }
     case "winch": {

@@ -34,6 +34,21 @@ describe("the compiled binary", () => {
     expect(r.stderr.toString()).toContain('http.routes[0].backend_name: unknown backend "missing"');
   });
 
+  it("validate refuses kedge Go's flags opening the proxy beyond loopback without an authenticator, unless --allow_unauthenticated", () => {
+    const goFlags = [
+      "validate", "--kedge_config_director_config_path", join(reference, "director.json"),
+      "--kedge_config_backendpool_config_path", join(reference, "backendpool.json"),
+      "--server_http_tls_port=8443", "--server_tls_cert_file", pki.serverCertFile, "--server_tls_key_file", pki.serverKeyFile,
+    ];
+    const open = Bun.spawnSync([binary, ...goFlags]);
+    expect(open.exitCode).toBe(1);
+    expect(open.stderr.toString()).toContain("server.http_tls_port: 0.0.0.0:8443 is reachable beyond loopback with no authenticator");
+    expect(open.stderr.toString()).toContain("set auth.allow_unauthenticated: true (flag --allow_unauthenticated)");
+    expect(Bun.spawnSync([binary, ...goFlags, "--allow_unauthenticated"]).exitCode).toBe(0);
+    expect(Bun.spawnSync([binary, ...goFlags, "--server_tls_client_ca_files", pki.caFile, "--server_tls_client_cert_required"]).exitCode).toBe(0);
+    expect(Bun.spawnSync([binary, ...goFlags, "--unsafe_bearer_token_proxy_auth", "secret-bearer-token"]).exitCode).toBe(0);
+  });
+
   it("refuses a bad winch config with its field path", () => {
     const bad = join(dir, "bad-winch.json");
     writeFileSync(bad, JSON.stringify({ routes: [{ regexp: { exp: "^(?P<c>x", url: "https://${c}" } }] }));
@@ -47,7 +62,7 @@ describe("the compiled binary", () => {
     const k = run([
       "--kedge_config_director_config_path", join(reference, "director.json"),
       "--kedge_config_backendpool_config_path", join(reference, "backendpool.json"),
-      "--server_http_tls_port=0", "--server_http_debug_port", "18170", "--server_bind_address", "127.0.0.1",
+      "--server_http_tls_port=0", "--server_http_port", "18170", "--server_bind_address", "127.0.0.1",
       "--server_tls_cert_file", pki.serverCertFile, "--server_tls_key_file", pki.serverKeyFile, "--log_level", "warn",
     ]);
     try {

@@ -4,7 +4,7 @@ import { makeTestPki } from "./helpers/certs.ts";
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { authOverrides, discoveryOverrides, kubernetesOverrides, parseArgs, serverOverrides } from "../src/cli/args.ts";
+import { authOverrides, discoveryOverrides, kubernetesOverrides, parseArgs, serverOverrides, winchServerOverrides } from "../src/cli/args.ts";
 import { HttpBackend } from "../src/backend/http-backend.ts";
 import { loadConfig } from "../src/config/load.ts";
 import { ConfigError } from "../src/config/parse.ts";
@@ -63,9 +63,19 @@ describe("config loading", () => {
   });
 
   it("lets command-line flags override the file's server section", () => {
-    const config = loadConfig({ configFile: file("s.json", JSON.stringify({ server: { http_port: 1000, bind_address: "0.0.0.0" } })), serverOverrides: { http_port: 2000 } });
+    const config = loadConfig({ configFile: file("s.json", JSON.stringify({ server: { http_port: 1000, bind_address: "0.0.0.0" }, auth: { bearer_token: "t0k3n" } })), serverOverrides: { http_port: 2000 } });
     expect(config.server!.httpPort).toBe(2000);
     expect(config.server!.bindAddress).toBe("0.0.0.0");
+  });
+
+  it("reads kedge Go's --server_http_port as the debug (admin) port, and --server_http_proxy_port as the plaintext proxy", () => {
+    const { flags } = parseArgs(["--server_http_port", "18170", "--server_http_proxy_port=8080", "--server_bind_address", "127.0.0.1"]);
+    const config = loadConfig({ embedded: {}, serverOverrides: serverOverrides(flags) });
+    expect(config.server).toMatchObject({ adminPort: 18170, httpPort: 8080 });
+    // winch kept kedge Go's meaning there: its HTTP proxy port.
+    expect(winchServerOverrides(parseArgs(["winch", "--server_http_port", "18070"]).flags)).toMatchObject({ http_port: 18070 });
+    // The kedge names win over the kedge Go alias.
+    expect(serverOverrides(parseArgs(["--server_http_port", "1", "--admin-port", "2"]).flags)).toMatchObject({ admin_port: 2 });
   });
 
   it("takes kedge Go's auth flags", () => {

@@ -17,14 +17,20 @@ const root = join(import.meta.dir, "..");
 const dir = mkdtempSync(join(tmpdir(), "kedge-deploy-"));
 
 /**
- * The ConfigMap's config as kedge loads it in the pod. Its TLS files come from the kedge-tls
- * secret mounted there and kedge checks they can be read, so test files stand in for them here.
+ * The ConfigMap's config as kedge loads it in the pod. Its TLS files come from the kedge-tls secret
+ * and its client CA from kedge-client-ca, mounted there; kedge checks they can be read, so test
+ * files stand in for them here.
  */
 function loadInPod(text: string) {
   const json = parse(text);
   const pki = makeTestPki();
-  const config = loadConfig({ embedded: { ...json, server: { ...json.server, tls_cert_file: pki.serverCertFile, tls_key_file: pki.serverKeyFile } } });
-  Object.assign(config.server!, { tlsCertFile: json.server.tls_cert_file, tlsKeyFile: json.server.tls_key_file });
+  const inPod = { tls_cert_file: pki.serverCertFile, tls_key_file: pki.serverKeyFile, tls_client_ca_files: [pki.caFile] };
+  const config = loadConfig({ embedded: { ...json, server: { ...json.server, ...inPod } } });
+  Object.assign(config.server!, {
+    tlsCertFile: json.server.tls_cert_file,
+    tlsKeyFile: json.server.tls_key_file,
+    tlsClientCaFiles: json.server.tls_client_ca_files,
+  });
   return config;
 }
 
@@ -102,6 +108,7 @@ const discovery: Record<string, Array<{ name: string; kind: string; namespaced: 
     { name: "rolebindings", kind: "RoleBinding", namespaced: true },
   ],
   "policy/v1": [{ name: "poddisruptionbudgets", kind: "PodDisruptionBudget", namespaced: true }],
+  "networking.k8s.io/v1": [{ name: "networkpolicies", kind: "NetworkPolicy", namespaced: true }],
   "discovery.k8s.io/v1": [{ name: "endpointslices", kind: "EndpointSlice", namespaced: true }],
 };
 const requests: string[] = [];
@@ -175,7 +182,8 @@ describe("kubectl apply --dry-run=client", () => {
       expect({ exitCode: r.exitCode, stderr: r.stderr }).toEqual({ exitCode: 0, stderr: "" });
       const workload = kustomization === "deploy/" ? "daemonset.apps/kedge" : "deployment.apps/kedge";
       for (const object of ["namespace/kedge", "serviceaccount/kedge", "clusterrole.rbac.authorization.k8s.io/kedge",
-        "clusterrolebinding.rbac.authorization.k8s.io/kedge", "service/kedge", workload]) {
+        "clusterrolebinding.rbac.authorization.k8s.io/kedge", "service/kedge", "poddisruptionbudget.policy/kedge",
+        "networkpolicy.networking.k8s.io/kedge", workload]) {
         expect(r.stdout).toContain(`${object} created (dry run)`);
       }
       expect(r.stdout).toMatch(/^configmap\/kedge-config-[a-z0-9]+ created \(dry run\)$/m);
@@ -206,7 +214,7 @@ for (const flavour of [
     it("renders the expected objects, all labelled, namespaced in kedge, and no Secret", async () => {
       const objs = await objects();
       expect(objs.map((o) => o.kind).sort()).toEqual(
-        ["ClusterRole", "ClusterRoleBinding", "ConfigMap", "Namespace", "Service", "ServiceAccount", flavour.workloadKind].sort(),
+        ["ClusterRole", "ClusterRoleBinding", "ConfigMap", "Namespace", "NetworkPolicy", "PodDisruptionBudget", "Service", "ServiceAccount", flavour.workloadKind].sort(),
       );
       expect(only(objs, "Namespace").metadata.name).toBe("kedge");
       for (const o of objs) {
@@ -270,7 +278,34 @@ for (const flavour of [
       expect(pod.terminationGracePeriodSeconds).toBe(30);
       expect(c.lifecycle).toBeUndefined(); // no preStop: the distroless image has no shell
       expect(c.resources).toEqual({ requests: { cpu: "100m", memory: "64Mi" }, limits: { memory: "256Mi" } });
-      expect(c.image).toBe("ghcr.io/kedge-proxy/kedge:latest");
+    });
+
+    it("runs the image of this release (package.json's version), never :latest", async () => {
+      const { version } = await Bun.file(join(root, "package.json")).json();
+      expect((await container()).image).toBe(`ghcr.io/kedge-proxy/kedge:${version}`);
+      const r = await kubectl(["kustomize", flavour.dir]);
+      expect(r.stdout).not.toContain(":latest");
+    });
+
+    it("limits voluntary disruptions to one kedge at a time", async () => {
+      const pdb = only(await objects(), "PodDisruptionBudget");
+      expect(pdb.spec.maxUnavailable).toBe(1);
+      expect((await podTemplate()).metadata.labels).toMatchObject(pdb.spec.selector.matchLabels);
+    });
+
+    it("admits the proxy port from anywhere and the admin port only from the monitoring namespace", async () => {
+      const policy = only(await objects(), "NetworkPolicy");
+      expect((await podTemplate()).metadata.labels).toMatchObject(policy.spec.podSelector.matchLabels);
+      expect(policy.spec.policyTypes).toEqual(["Ingress"]);
+      const rules = policy.spec.ingress as K8sObject[];
+      const admitting = (port: string) => rules.filter((r) => (r.ports as K8sObject[]).some((p) => p.port === port));
+      expect(admitting("https")).toEqual([{ ports: [{ port: "https", protocol: "TCP" }] }]);
+      // The namespace comes from the kustomization's monitoringNamespace setting, which stays out of the output.
+      expect(admitting("admin")).toEqual([{
+        from: [{ namespaceSelector: { matchLabels: { "kubernetes.io/metadata.name": "monitoring" } } }],
+        ports: [{ port: "admin", protocol: "TCP" }],
+      }]);
+      expect(rules).toHaveLength(2);
     });
 
     it("probes GET /_healthz on the admin port", async () => {
@@ -302,13 +337,18 @@ for (const flavour of [
       expect(config.mount.subPath).toBeUndefined(); // a subPath mount would never see ConfigMap updates
       expect(Object.keys(configMap.data)).toEqual([basename(c.args[1])]);
 
-      const tls = mountOf((v) => v.secret !== undefined);
+      const tls = mountOf((v) => v.secret?.secretName === "kedge-tls");
       expect(tls.volume.secret.secretName).toBe("kedge-tls");
       expect(tls.mount).toMatchObject({ mountPath: "/etc/kedge/tls", readOnly: true });
 
       const loaded = loadInPod(configMap.data["config.yaml"]);
       expect(dirname(loaded.server!.tlsCertFile)).toBe(tls.mount.mountPath);
       expect(dirname(loaded.server!.tlsKeyFile)).toBe(tls.mount.mountPath);
+
+      // Client certificates authenticate callers: the CA comes from its own secret.
+      const clientCa = mountOf((v) => v.secret?.secretName === "kedge-client-ca");
+      expect(clientCa.mount).toMatchObject({ mountPath: "/etc/kedge/client-ca", readOnly: true });
+      expect(loaded.server!.tlsClientCaFiles.map((f) => dirname(f))).toEqual([clientCa.mount.mountPath]);
     });
 
     it("carries a config kedge's own loader accepts, listening where the pod spec expects", async () => {
@@ -322,6 +362,9 @@ for (const flavour of [
         tlsKeyFile: "/etc/kedge/tls/tls.key",
       });
       expect(config.server!.httpPort).toBeUndefined();
+      // An authenticator guards the listener beyond loopback; nothing opts out of one.
+      expect(config.server).toMatchObject({ tlsClientCaFiles: ["/etc/kedge/client-ca/ca.crt"], tlsClientCertRequired: true });
+      expect(config.auth?.allowUnauthenticated ?? false).toBe(false);
       const backend = config.http!.backends.find((b) => b.name === "my-svc");
       expect(backend?.resolver).toMatchObject({ case: "k8s", value: { dnsPortName: "my-svc.my-namespace:http" } });
       expect(config.http!.routes.map((r) => r.backendName)).toContain("my-svc");

@@ -206,6 +206,16 @@ describe("path normalisation for routing", () => {
     expect(statusOf(await get("/a%zz"))).toBe(400);
   });
 
+  it("refuses backslashes and encoded NUL in the path (400): backends may take them for a separator or the path's end", async () => {
+    const backslash = await get("/public\\..\\admin/x");
+    expect(statusOf(backslash)).toBe(400);
+    expect(backslash).toContain("x-kedge-error: backslash in the path");
+    const nul = await get("/admin/x%00.public");
+    expect(statusOf(nul)).toBe(400);
+    expect(nul).toContain("x-kedge-error: encoded NUL (%00) in the path");
+    expect(statusOf(await get("/admin/x?q=a\\b%00"))).toBe(200); // the query string is the backend's business
+  });
+
   it("keeps the query string as it was", async () => {
     const answer = await get("/x/../y?a=%2e%2e&b=//");
     expect(jsonOf(answer).url).toBe("/y?a=%2e%2e&b=//");

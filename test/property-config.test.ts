@@ -266,7 +266,9 @@ const server = fc.record(
   },
   { requiredKeys: [] },
 );
-const validConfig = fc.record({ server, http: httpSection, grpc: grpcSection, auth: fc.constant({ bearer_token: "t0ken" }) }, { requiredKeys: [] });
+// A server beyond loopback needs an authenticator or the words that allow none.
+const auth = fc.constantFrom({ bearer_token: "t0ken" }, { allow_unauthenticated: true });
+const validConfig = fc.record({ server, http: httpSection, grpc: grpcSection, auth }, { requiredKeys: ["auth"] });
 
 // ---- faults with the path a problem must name ----
 

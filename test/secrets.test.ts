@@ -91,9 +91,12 @@ afterAll(() => {
   demo.stop();
 });
 
+/** With a token authenticator configured, the admin port's /debug/* and AdminService need the token. */
+const adminAuth = () => ({ authorization: `Bearer ${secrets.bearer}` });
+
 describe("kedge keeps its secrets", () => {
   it("shows inline secrets as <redacted: inline> on /debug/config, and passwords in URLs as <redacted>", async () => {
-    const body = await (await fetch(`http://127.0.0.1:${kedgePorts.admin}/debug/config`)).text();
+    const body = await (await fetch(`http://127.0.0.1:${kedgePorts.admin}/debug/config`, { headers: adminAuth() })).text();
     seen("/debug/config", body);
     const { config } = JSON.parse(body);
     expect(config.auth.bearer_token).toBe("<redacted: inline>");
@@ -105,14 +108,16 @@ describe("kedge keeps its secrets", () => {
   it("redacts AdminService GetConfig, over Connect and through `kedge admin config`", async () => {
     const res = await fetch(`http://127.0.0.1:${kedgePorts.admin}/kedge.admin.v1.AdminService/GetConfig`, {
       method: "POST",
-      headers: { "content-type": "application/json" },
+      headers: { "content-type": "application/json", ...adminAuth() },
       body: "{}",
     });
     const body = await res.text();
     seen("GetConfig", body);
     expect(res.status).toBe(200);
     expect(JSON.parse(body).config.auth.bearer_token).toBe("<redacted: inline>");
-    const cli = Bun.spawnSync([binary, "admin", "config", "--admin-address", `127.0.0.1:${kedgePorts.admin}`]);
+    const cli = Bun.spawnSync([binary, "admin", "config", "--admin-address", `127.0.0.1:${kedgePorts.admin}`], {
+      env: { ...process.env, KEDGE_ADMIN_TOKEN: secrets.bearer },
+    });
     seen("kedge admin config", cli.stdout.toString() + cli.stderr.toString());
     expect(cli.exitCode).toBe(0);
     expect(JSON.parse(cli.stdout.toString()).config.observability.tracing.otlp.headers.authorization).toBe("<redacted: inline>");

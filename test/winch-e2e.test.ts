@@ -45,7 +45,7 @@ async function startKedge(bearer: boolean): Promise<void> {
   kedge = runBinary([
     "--kedge_config_director_config_path", join(referenceConfigs, "director.json"),
     "--kedge_config_backendpool_config_path", join(referenceConfigs, "backendpool.json"),
-    "--server_bind_address", "127.0.0.1", "--server_http_debug_port", "18170",
+    "--server_bind_address", "127.0.0.1", "--server_http_port", "18170",
     "--server_http_tls_port", "18171", "--server_grpc_tls_port", "18172",
     "--server_tls_cert_file", pki.serverCertFile, "--server_tls_key_file", pki.serverKeyFile,
     "--server_tls_client_ca_files", pki.caFile, "--server_tls_client_cert_required",

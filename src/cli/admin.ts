@@ -1,4 +1,4 @@
-import { ConnectError, createClient } from "@connectrpc/connect";
+import { ConnectError, createClient, type Interceptor } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import { AdminService } from "../gen/kedge/admin/v1/admin_pb.js";
 import { UsageError } from "./args.js";
@@ -9,18 +9,27 @@ export function table(rows: string[][]): string {
   return rows.map((r) => r.map((cell, c) => cell.padEnd(widths[c])).join("  ").trimEnd()).join("\n") + "\n";
 }
 
-/** `kedge admin backends|routes|config`: asks a running kedge's AdminService over Connect. */
-export async function runAdmin(what: string | undefined, adminAddress: string): Promise<string> {
+/**
+ * `kedge admin backends|routes|config`: asks a running kedge's AdminService over Connect. `token`
+ * (KEDGE_ADMIN_TOKEN) is needed when kedge has a token authenticator.
+ */
+export async function runAdmin(what: string | undefined, adminAddress: string, token?: string): Promise<string> {
   try {
-    return await query(what, adminAddress);
+    return await query(what, adminAddress, token);
   } catch (e) {
     if (e instanceof ConnectError) throw new UsageError(`kedge admin: cannot query ${adminAddress}: ${e.message}`);
     throw e;
   }
 }
 
-async function query(what: string | undefined, adminAddress: string): Promise<string> {
-  const client = createClient(AdminService, createConnectTransport({ baseUrl: `http://${adminAddress}`, httpVersion: "1.1" }));
+async function query(what: string | undefined, adminAddress: string, token: string | undefined): Promise<string> {
+  const interceptors: Interceptor[] = token
+    ? [(next) => (req) => {
+        req.header.set("authorization", `Bearer ${token}`);
+        return next(req);
+      }]
+    : [];
+  const client = createClient(AdminService, createConnectTransport({ baseUrl: `http://${adminAddress}`, httpVersion: "1.1", interceptors }));
   switch (what) {
     case "backends": {
       const { backends } = await client.listBackends({});

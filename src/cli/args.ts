@@ -14,7 +14,10 @@ export const flagAliases: Record<string, readonly string[]> = {
   "director-config": ["director-config", "kedge_config_director_config_path"],
   "backendpool-config": ["backendpool-config", "kedge_config_backendpool_config_path"],
   "http-tls-port": ["http-tls-port", "server_http_tls_port"],
-  "http-port": ["http-port", "server_http_port"],
+  "http-port": ["http-port", "server_http_proxy_port"],
+  // kedge Go gave server_http_port two meanings: kedge's plaintext debug port (/_healthz,
+  // /_version, /metrics, /debug/*), which its DaemonSets probe, and winch's HTTP proxy port.
+  server_http_port: ["server_http_port"],
   "grpc-tls-port": ["grpc-tls-port", "server_grpc_tls_port"],
   "h2c-port": ["h2c-port"],
   "admin-port": ["admin-port", "server_http_debug_port", "server_debug_port"],
@@ -30,6 +33,7 @@ export const flagAliases: Record<string, readonly string[]> = {
   "oidc-whitelist-perms": ["oidc-whitelist-perms", "server_oidc_whitelist_perms"],
   "bearer-token": ["bearer-token", "unsafe_bearer_token_proxy_auth"],
   "admin-auth": ["admin-auth", "server_enable_oidc_for_debug_endpoints"],
+  "allow-unauthenticated": ["allow-unauthenticated", "allow_unauthenticated"],
   "kube-api-url": ["kube-api-url", "k8sclient_kubeapi_url"],
   "kube-ca-file": ["kube-ca-file", "k8sclient_ca_file"],
   "kube-tls-insecure": ["kube-tls-insecure", "k8sclient_tls_insecure"],
@@ -55,7 +59,7 @@ export const flagAliases: Record<string, readonly string[]> = {
 const canonicalByAlias = new Map<string, string>();
 for (const [canonical, aliases] of Object.entries(flagAliases)) for (const a of aliases) canonicalByAlias.set(a, canonical);
 
-const booleanFlags = new Set(["help", "tls-client-cert-required", "admin-auth", "kube-tls-insecure", "discovery"]);
+const booleanFlags = new Set(["help", "tls-client-cert-required", "admin-auth", "allow-unauthenticated", "kube-tls-insecure", "discovery"]);
 const commands = new Set(["serve", "validate", "version", "admin", "help", "winch"]);
 
 export class UsageError extends Error {}
@@ -96,6 +100,7 @@ export function serverOverrides(flags: Map<string, string>): Record<string, unkn
   port("http-port", "http_port");
   port("grpc-tls-port", "grpc_tls_port");
   port("h2c-port", "h2c_port");
+  port("server_http_port", "admin_port");
   port("admin-port", "admin_port");
   const str = (flag: string, field: string) => {
     const v = flags.get(flag);
@@ -129,6 +134,8 @@ export function authOverrides(flags: Map<string, string>): Record<string, unknow
   if (perms !== undefined) out.whitelist_permissions = commaList(perms);
   const admin = flags.get("admin-auth");
   if (admin !== undefined) out.admin = { enabled: bool("admin-auth", admin) };
+  const open = flags.get("allow-unauthenticated");
+  if (open !== undefined) out.allow_unauthenticated = bool("allow-unauthenticated", open);
   return out;
 }
 
@@ -167,6 +174,7 @@ export function discoveryOverrides(flags: Map<string, string>): Record<string, u
 export function winchServerOverrides(flags: Map<string, string>): Record<string, unknown> {
   const out: Record<string, unknown> = {};
   const port = (flag: string, field: string) => portFlag(flags, flag, out, field);
+  port("server_http_port", "http_port");
   port("http-port", "http_port");
   port("grpc-port", "grpc_port");
   port("admin-port", "monitoring_port");
@@ -219,7 +227,8 @@ Usage:
   kedge validate --config F                           check a config; exit 0 when valid, 1 with field-path errors
   kedge version                                       print the version
   kedge admin backends|routes|config [--admin-address 127.0.0.1:8081]
-                                                      ask a running kedge (AdminService over Connect)
+                                                      ask a running kedge (AdminService over Connect;
+                                                      KEDGE_ADMIN_TOKEN: the token kedge's auth wants)
   kedge winch [--config winch.json] [flags]           run winch, the local forward proxy to kedges
 
 Config files:
@@ -229,10 +238,12 @@ Config files:
 
 Server flags (override the config's server section; kedge Go names in parentheses):
   --http-tls-port N          (--server_http_tls_port)    HTTPS, ALPN h2 + http/1.1
-  --http-port N              (--server_http_port)        plaintext HTTP/1.1
+  --http-port N              (--server_http_proxy_port)  plaintext HTTP/1.1 proxy
   --grpc-tls-port N          (--server_grpc_tls_port)    gRPC over TLS, ALPN h2 only
   --h2c-port N                                           HTTP/2 without TLS (gRPC and HTTP)
-  --admin-port N             (--server_http_debug_port)  /_healthz /_version /metrics /debug/config
+  --admin-port N             (--server_http_port, --server_http_debug_port)
+                                                        plaintext admin: /_healthz /_version /metrics /debug/*
+                                                        (kedge Go's --server_http_port was this debug port)
   --tls-cert-file F          (--server_tls_cert_file)
   --tls-key-file F           (--server_tls_key_file)
   --bind-address A           (--server_bind_address)
@@ -247,6 +258,8 @@ Auth flags (override the config's auth section):
   --oidc-whitelist-perms P,P (--server_oidc_whitelist_perms) any one of these grants access
   --bearer-token T           (--unsafe_bearer_token_proxy_auth) static Proxy-Authorization token
   --admin-auth               (--server_enable_oidc_for_debug_endpoints) admin port behind auth
+  --allow-unauthenticated    (--allow_unauthenticated)  let data ports bind beyond loopback with no
+                                                        authenticator (refused by default: an open proxy)
 
 Kubernetes API flags (override the config's kubernetes section; default: in-cluster):
   --kube-api-url U           (--k8sclient_kubeapi_url)

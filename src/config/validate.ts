@@ -3,6 +3,7 @@ import type { Config } from "../gen/kedge/config/v1/config_pb.js";
 import { parseHostPort } from "../router/host.js";
 import { parseK8sTarget } from "../k8s/target.js";
 import { validateAuth } from "./validate-auth.js";
+import { validateExposure } from "./validate-exposure.js";
 import { validateFiles } from "./validate-files.js";
 import { validateObservability } from "../observe/validate.js";
 
@@ -119,6 +120,7 @@ export function validateConfig(config: Config): string[] {
     });
   }
   problems.push(...validateAuth(config));
+  problems.push(...validateExposure(config));
   problems.push(...validateObservability(config));
   problems.push(...validateFiles(config));
   if (config.kubernetes?.apiUrl && config.kubernetes.kubeconfigPath) problems.push("kubernetes: set api_url or kubeconfig_path, not both");

@@ -39,7 +39,16 @@ export function normalizePath(path: string): string {
   return `/${out.join("/")}`;
 }
 
-/** %2F and %5C: a backend that decodes them sees path separators kedge did not route on. */
-export function hasEncodedSlash(path: string): boolean {
-  return path.indexOf("%") >= 0 && /%2F|%5C/i.test(path);
+/**
+ * Why a path is refused before routing, or undefined. %2F, %5C and a bare "\\": a backend that
+ * decodes them, or takes a backslash for a separator, sees path segments kedge did not route on
+ * (server.allow_encoded_slashes lets them through). %00 always: backends written in C end the
+ * path there.
+ */
+export function pathSpellingProblem(path: string, allowEncodedSlashes: boolean): string | undefined {
+  if (!allowEncodedSlashes && path.indexOf("\\") >= 0) return "backslash in the path";
+  if (path.indexOf("%") < 0) return undefined;
+  if (path.indexOf("%00") >= 0) return "encoded NUL (%00) in the path";
+  if (!allowEncodedSlashes && /%2F|%5C/i.test(path)) return "encoded slash (%2F or %5C) in the path";
+  return undefined;
 }

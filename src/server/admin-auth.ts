@@ -1,6 +1,7 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Http2ServerRequest, Http2ServerResponse } from "node:http2";
-import { asKedgeError } from "../errors.js";
+import { isLoopback } from "../config/validate-exposure.js";
+import { asKedgeError, forbidden } from "../errors.js";
 import type { Runtime } from "../runtime.js";
 
 type Request = IncomingMessage | Http2ServerRequest;
@@ -13,18 +14,33 @@ function headerOf(req: Request, name: string): string | undefined {
 }
 
 /**
- * Puts the admin port behind the proxy's authentication when auth.admin.enabled says so. Probes
- * (/_healthz) and scrapers (/metrics) stay open unless asked, so turning this on does not take a
- * healthy pod out of rotation (kedge Go hid them too). Admin callers talk to kedge itself, so an
- * `Authorization` header is accepted as well as `Proxy-Authorization`.
+ * Without a token authenticator, /debug/* and the AdminService (the config, backends, routes) are
+ * served only where nobody but this host can ask, or where the config allows it in words.
  */
-export function guardAdmin(runtime: () => Runtime, next: Handler): Handler {
+export function debugServedWithoutToken(runtime: Runtime, adminHost: string): boolean {
+  return isLoopback(adminHost) || !!runtime.config.auth?.allowUnauthenticated;
+}
+
+function refusedOffLoopback(adminHost: string) {
+  return forbidden(
+    `The admin port binds ${adminHost} and no token authenticator is configured: /debug/* and the AdminService are served only on a loopback address. ` +
+      "Configure auth.oidc or auth.bearer_token, bind a loopback address, or set auth.allow_unauthenticated.",
+  );
+}
+
+/**
+ * The admin port's access rules. /_healthz, /_version and /metrics stay open for probes and
+ * scrapers unless asked (protect_healthz, protect_metrics; auth.admin.enabled guards /_version, as
+ * kedge Go did), so guarding the port does not take a healthy pod out of rotation. Everything
+ * else (/debug/*, the AdminService) shows the config and the backends: with a token authenticator
+ * it needs a token, without one it is refused off loopback. Admin callers talk to kedge itself,
+ * so an `Authorization` header is accepted as well as `Proxy-Authorization`.
+ */
+export function guardAdmin(runtime: () => Runtime, adminHost: string, next: Handler): Handler {
   return (req, res) => {
     const rt = runtime();
     const admin = rt.access.admin;
-    if (!admin) return next(req, res);
     const path = (req.url ?? "/").split("?")[0];
-    if ((path === "/_healthz" && !admin.protectHealthz) || (path === "/metrics" && !admin.protectMetrics)) return next(req, res);
     const deny = (e: unknown) => {
       const err = asKedgeError(e);
       const body = `${err.message}\n`;
@@ -36,6 +52,12 @@ export function guardAdmin(runtime: () => Runtime, next: Handler): Handler {
       });
       res.end(body);
     };
+    const probe = path === "/_healthz" || path === "/_version" || path === "/metrics";
+    if (probe && (!admin || (path === "/_healthz" && !admin.protectHealthz) || (path === "/metrics" && !admin.protectMetrics))) return next(req, res);
+    if (!probe && !rt.access.requiresToken) {
+      if (debugServedWithoutToken(rt, adminHost)) return next(req, res);
+      return deny(refusedOffLoopback(adminHost));
+    }
     let decision: Promise<unknown> | undefined;
     try {
       // The admin port is plaintext: no client certificates.

@@ -40,7 +40,7 @@ export async function startAdminListener(app: Hono, runtime: () => Runtime, host
   // callers need. Probes and scrapers (/_healthz, /metrics) are answered by the Hono app without it.
   let service: Promise<AdminHandler> | undefined;
   const loadService = () => (service ??= import("./admin-api.js").then((api) => api.adminServiceHandler(runtime, fallback)));
-  const handler = guardAdmin(runtime, (req, res) => {
+  const handler = guardAdmin(runtime, host, (req, res) => {
     if (!req.url?.startsWith(adminServicePrefix)) return void fallback(req, res);
     loadService().then(
       (serve) => serve(req, res),

@@ -5,6 +5,7 @@ import { durationMs } from "../backend/http-backend.js";
 import { ConfigError } from "../config/parse.js";
 import { withDiscovered } from "../config/compose.js";
 import { configFiles, loadConfig, type ConfigSources } from "../config/load.js";
+import { defaultBindAddress, unguardedListeners } from "../config/validate-exposure.js";
 import { RoutingDiscovery } from "../k8s/discovery.js";
 import { kubeClient, useKubernetesConfig } from "../k8s/shared-client.js";
 import { startDemoBackend } from "../demo/backend.js";
@@ -13,6 +14,7 @@ import { countBackendChanges, createMetrics, watchBackends } from "../observe/me
 import { inflight } from "../proxy/exchange.js";
 import { buildRuntime, type Runtime } from "../runtime.js";
 import { adminApp } from "./admin.js";
+import { debugServedWithoutToken } from "./admin-auth.js";
 import { startAdminListener } from "./admin-listener.js";
 import { startDataListeners, type DataListeners } from "./listeners.js";
 
@@ -75,6 +77,10 @@ export async function startKedge(sources: ConfigSources, options: { watchFiles?:
     throw e;
   }
   Object.assign(ports, data.ports);
+  const unguarded = unguardedListeners(first);
+  if (unguarded.length > 0) {
+    log.warn("data listeners are reachable beyond loopback without authentication (auth.allow_unauthenticated)", { listeners: unguarded.map((l) => l.address) });
+  }
   metrics.activeConnections.collect = () => [[[], data.openConnections()]];
   metrics.refusedConnections.collect = () => {
     const refused = data.refusedConnections();
@@ -84,10 +90,17 @@ export async function startKedge(sources: ConfigSources, options: { watchFiles?:
     ];
   };
 
+  const adminHost = server.bindAddress || defaultBindAddress;
   const admin = server.adminPort !== undefined
-    ? await startAdminListener(adminApp({ runtime: () => current, metrics, draining: () => draining }), () => current, server.bindAddress || "0.0.0.0", server.adminPort)
+    ? await startAdminListener(adminApp({ runtime: () => current, metrics, draining: () => draining }), () => current, adminHost, server.adminPort)
     : undefined;
   if (admin) ports.admin = admin.port;
+  if (admin && !current.access.requiresToken && !debugServedWithoutToken(current, adminHost)) {
+    log.warn("the admin port is reachable beyond loopback and no token authenticator is configured: /debug/* and the AdminService answer 403; /_healthz, /_version and /metrics stay open", {
+      address: `${adminHost}:${admin.port}`,
+      allowWith: "auth.oidc, auth.bearer_token, a loopback bind_address, or auth.allow_unauthenticated",
+    });
+  }
 
   let reloading: Promise<ConfigError | undefined> = Promise.resolve(undefined);
   const reloadOnce = async (): Promise<ConfigError | undefined> => {

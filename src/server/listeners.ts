@@ -2,6 +2,7 @@ import { readFileSync } from "node:fs";
 import tls from "node:tls";
 import type { ServerConfig } from "../gen/kedge/config/v1/server_pb.js";
 import { durationMs } from "../backend/http-backend.js";
+import { defaultBindAddress } from "../config/validate-exposure.js";
 import { log } from "../observe/log.js";
 import type { HttpProxy } from "../proxy/exchange.js";
 import { kedgeHttpProxy, type ProxyContext } from "../proxy/http.js";
@@ -61,7 +62,7 @@ interface Proxies {
  * - http_port: plaintext HTTP/1.1.
  */
 export async function startDataListeners(server: ServerConfig, ctx: ProxyContext): Promise<DataListeners> {
-  const bind = server.bindAddress || "0.0.0.0";
+  const bind = server.bindAddress || defaultBindAddress;
   const idleMs = durationMs(server.clientIdleTimeout, defaultClientIdleMs);
   const limits: HeadLimits = {
     maxHeaderBytes: server.maxRequestHeaderBytes || 16_384,

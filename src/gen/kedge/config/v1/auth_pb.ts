@@ -13,7 +13,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file kedge/config/v1/auth.proto.
  */
 export const file_kedge_config_v1_auth: GenFile = /*@__PURE__*/
-  fileDesc("ChprZWRnZS9jb25maWcvdjEvYXV0aC5wcm90bxIPa2VkZ2UuY29uZmlnLnYxIrYBCgpBdXRoQ29uZmlnEicKBG9pZGMYASABKAsyGS5rZWRnZS5jb25maWcudjEuT2lkY0F1dGgSGgoMYmVhcmVyX3Rva2VuGAIgASgJQgSQghkBEhkKEWJlYXJlcl90b2tlbl9maWxlGAMgASgJEh0KFXdoaXRlbGlzdF9wZXJtaXNzaW9ucxgEIAMoCRIpCgVhZG1pbhgFIAEoCzIaLmtlZGdlLmNvbmZpZy52MS5BZG1pbkF1dGgiiwIKCE9pZGNBdXRoEhQKDHByb3ZpZGVyX3VybBgBIAEoCRIRCgljbGllbnRfaWQYAiABKAkSEwoLcGVybXNfY2xhaW0YAyABKAkSGgoSYWxsb3dlZF9hbGdvcml0aG1zGAQgAygJEi0KCmNsb2NrX3NrZXcYBSABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SEQoJandrc19maWxlGAYgASgJEhAKCGp3a3NfdXJsGAcgASgJEjgKFWp3a3NfcmVmcmVzaF9pbnRlcnZhbBgIIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIXCg9tYXhfdG9rZW5fYnl0ZXMYCSABKA0iYwoJQWRtaW5BdXRoEg8KB2VuYWJsZWQYASABKAgSFwoPcHJvdGVjdF9oZWFsdGh6GAIgASgIEhcKD3Byb3RlY3RfbWV0cmljcxgDIAEoCBITCgtwZXJtaXNzaW9ucxgEIAMoCSKRAQoJUm91dGVBdXRoEg4KBnB1YmxpYxgBIAEoCBIaChJhbnlfb2ZfcGVybWlzc2lvbnMYAiADKAkSGgoSYWxsX29mX3Blcm1pc3Npb25zGAMgAygJEh8KF2FsbG93ZWRfY2xpZW50X3N1YmplY3RzGAQgAygJEhsKE2FsbG93ZWRfY2xpZW50X3NhbnMYBSADKAliBnByb3RvMw", [file_google_protobuf_duration, file_kedge_options_v1_secret]);
+  fileDesc("ChprZWRnZS9jb25maWcvdjEvYXV0aC5wcm90bxIPa2VkZ2UuY29uZmlnLnYxItUBCgpBdXRoQ29uZmlnEicKBG9pZGMYASABKAsyGS5rZWRnZS5jb25maWcudjEuT2lkY0F1dGgSGgoMYmVhcmVyX3Rva2VuGAIgASgJQgSQghkBEhkKEWJlYXJlcl90b2tlbl9maWxlGAMgASgJEh0KFXdoaXRlbGlzdF9wZXJtaXNzaW9ucxgEIAMoCRIpCgVhZG1pbhgFIAEoCzIaLmtlZGdlLmNvbmZpZy52MS5BZG1pbkF1dGgSHQoVYWxsb3dfdW5hdXRoZW50aWNhdGVkGAYgASgIIosCCghPaWRjQXV0aBIUCgxwcm92aWRlcl91cmwYASABKAkSEQoJY2xpZW50X2lkGAIgASgJEhMKC3Blcm1zX2NsYWltGAMgASgJEhoKEmFsbG93ZWRfYWxnb3JpdGhtcxgEIAMoCRItCgpjbG9ja19za2V3GAUgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEhEKCWp3a3NfZmlsZRgGIAEoCRIQCghqd2tzX3VybBgHIAEoCRI4ChVqd2tzX3JlZnJlc2hfaW50ZXJ2YWwYCCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SFwoPbWF4X3Rva2VuX2J5dGVzGAkgASgNImMKCUFkbWluQXV0aBIPCgdlbmFibGVkGAEgASgIEhcKD3Byb3RlY3RfaGVhbHRoehgCIAEoCBIXCg9wcm90ZWN0X21ldHJpY3MYAyABKAgSEwoLcGVybWlzc2lvbnMYBCADKAkikQEKCVJvdXRlQXV0aBIOCgZwdWJsaWMYASABKAgSGgoSYW55X29mX3Blcm1pc3Npb25zGAIgAygJEhoKEmFsbF9vZl9wZXJtaXNzaW9ucxgDIAMoCRIfChdhbGxvd2VkX2NsaWVudF9zdWJqZWN0cxgEIAMoCRIbChNhbGxvd2VkX2NsaWVudF9zYW5zGAUgAygJYgZwcm90bzM", [file_google_protobuf_duration, file_kedge_options_v1_secret]);
 
 /**
  * AuthConfig says how kedge authenticates callers and what the global policy is. Client TLS
@@ -57,6 +57,16 @@ export type AuthConfig = Message<"kedge.config.v1.AuthConfig"> & {
    * @generated from field: kedge.config.v1.AdminAuth admin = 5;
    */
   admin?: AdminAuth | undefined;
+
+  /**
+   * allow_unauthenticated lets a data listener bind beyond loopback with no authenticator, and the
+   * admin port serve /debug/* and the AdminService there without a token. Without it kedge refuses
+   * such a config, because anyone who reaches the port could use kedge as an open proxy into the
+   * cluster, and answers the admin debug surface with 403.
+   *
+   * @generated from field: bool allow_unauthenticated = 6;
+   */
+  allowUnauthenticated: boolean;
 };
 
 /**
@@ -142,9 +152,9 @@ export const OidcAuthSchema: GenMessage<OidcAuth> = /*@__PURE__*/
   messageDesc(file_kedge_config_v1_auth, 1);
 
 /**
- * AdminAuth puts the admin port behind the same authentication (kedge Go
- * --server_enable_oidc_for_debug_endpoints). /_healthz and /metrics stay open unless asked, so
- * probes and scrapers keep working.
+ * AdminAuth tunes the admin port's authentication (kedge Go --server_enable_oidc_for_debug_endpoints).
+ * With a token authenticator, /debug/* and the AdminService always need a token; enabled also
+ * guards /_version. /_healthz and /metrics stay open unless asked, so probes and scrapers keep working.
  *
  * @generated from message kedge.config.v1.AdminAuth
  */
