@@ -11,7 +11,7 @@ import { ConnectionGuard } from "./connection-guard.js";
 import type { HeadLimits } from "./h1/request-head.js";
 import { startPlainListener } from "./plain-listener.js";
 import { H1Connections, type H1Options } from "./h1/connections.js";
-import { H2Connections, type H2Options } from "./h2/connections.js";
+import { defaultSendTimeoutMs, H2Connections, type H2Options } from "./h2/connections.js";
 import { serveKedgeStream } from "./ingress-h2.js";
 
 export interface DataListeners {
@@ -70,6 +70,7 @@ export async function startDataListeners(server: ServerConfig, ctx: ProxyContext
   };
   const maxStreams = server.h2MaxConcurrentStreams || 256;
   const headTimeoutMs = durationMs(server.requestHeaderTimeout, 10_000);
+  const sendTimeoutMs = durationMs(server.h2StreamSendTimeout, defaultSendTimeoutMs);
   const ports: Record<string, number> = {};
   const closers: Array<{ stop: () => void; kill: () => void }> = [];
   const tlsServers: tls.Server[] = [];
@@ -97,6 +98,7 @@ export async function startDataListeners(server: ServerConfig, ctx: ProxyContext
     maxStreams,
     headTimeoutMs,
     idleMs,
+    sendTimeoutMs,
   });
 
   const startTls = async (name: string, port: number, h1: H1Connections | undefined) => {

@@ -10,7 +10,7 @@ import { Tunnels } from "../proxy/tunnel.js";
 import { H1Response, h1Request } from "./ingress-h1.js";
 import { isGrpc, listen } from "../server/listen.js";
 import { ConnectionGuard } from "../server/connection-guard.js";
-import { H2Connections } from "../server/h2/connections.js";
+import { defaultSendTimeoutMs, H2Connections } from "../server/h2/connections.js";
 import { startPlainListener, type PlainListener } from "../server/plain-listener.js";
 import { buildAuthSources } from "./auth/index.js";
 import { winchConnect } from "./connect.js";
@@ -111,6 +111,7 @@ export async function startWinch(config: WinchConfig, options: WinchOptions = {}
     maxStreams: 256,
     headTimeoutMs: 10_000,
     idleMs: 300_000,
+    sendTimeoutMs: defaultSendTimeoutMs,
   });
   let grpcListener: PlainListener | undefined;
 

@@ -423,7 +423,9 @@ export class H2ServerConnection {
   private hold(stream: H2ServerStream, chunk: Uint8Array, from: number): void {
     stream.pendingOut.push(from > 0 ? chunk.subarray(from) : chunk);
     stream.pendingOutBytes += chunk.length - from;
+    if (this.blocked.has(stream)) return;
     this.blocked.add(stream);
+    stream.blockedSince = performance.now();
   }
 
   /** Sends a stream's queued bytes as far as the windows allow; ends it if end() is waiting on them. */
@@ -435,6 +437,8 @@ export class H2ServerConnection {
       stream.pendingOutBytes -= sent;
       if (sent < chunk.length) {
         pending[0] = chunk.subarray(sent);
+        // Called on a read (WINDOW_UPDATE, SETTINGS): lastActivity is now.
+        if (sent > 0) stream.blockedSince = this.lastActivity;
         return;
       }
       pending.shift();
@@ -445,6 +449,15 @@ export class H2ServerConnection {
       stream.wantsDrain = false;
       stream.emit("drain");
     }
+  }
+
+  /**
+   * Resets the streams whose answer has waited longer than `limitMs` for the client to grant
+   * window. CANCEL, not FLOW_CONTROL_ERROR: a client that grants none breaks no rule of RFC 9113
+   * §6.9, kedge just stops waiting; the stream's close cancels its backend call.
+   */
+  resetStalled(now: number, limitMs: number): void {
+    for (const s of this.blocked) if (now - s.blockedSince > limitMs) this.reset(s, ErrorCode.CANCEL);
   }
 
   private sendBlocked(): void {
@@ -576,9 +589,15 @@ export class H2ServerConnection {
     for (const s of [...this.streams.values()]) this.closeStream(s);
   }
 
-  /** The client half-closed: nothing more will arrive; what is open is answered, then the socket closes. */
+  /**
+   * The client closed its side (FIN). HTTP/2 has no half-closed connection: a client that can send
+   * no more frames can grant no window and acknowledge nothing, so a stream waiting on it would
+   * wait forever with its socket in CLOSE-WAIT. As Go's HTTP/2 server does, the connection ends
+   * here: its streams are aborted (their backend calls cancelled) and the socket is closed at once,
+   * whatever is still queued for it.
+   */
   onEnd(): void {
-    this.onGoaway();
+    this.destroy();
   }
 
   destroy(): void {

@@ -23,14 +23,18 @@ export interface H2Options {
   headTimeoutMs: number;
   /** A connection without streams for this long is closed (GOAWAY). */
   idleMs: number;
+  /** A stream whose answer waits this long for the client's flow-control window is reset. */
+  sendTimeoutMs: number;
 }
 
 const sweepEveryMs = 500;
+/** server.h2_stream_send_timeout's default. */
+export const defaultSendTimeoutMs = 30_000;
 
 /**
  * The HTTP/2 client connections of one listener: admission against max_connections, each request
- * to `serve`, and one timer sweeping every connection for the preface deadline (slowloris) and the
- * idle timeout.
+ * to `serve`, and one timer sweeping every connection for the preface deadline (slowloris), the
+ * idle timeout and streams stalled on the client's flow-control window.
  */
 export class H2Connections implements H2ServerHandler {
   private readonly conns = new Set<H2ServerConnection>();
@@ -93,8 +97,9 @@ export class H2Connections implements H2ServerHandler {
 
   private sweep(): void {
     const now = performance.now();
-    const { headTimeoutMs, idleMs } = this.opts;
+    const { headTimeoutMs, idleMs, sendTimeoutMs } = this.opts;
     for (const conn of this.conns) {
+      conn.resetStalled(now, sendTimeoutMs);
       if (!conn.settled) {
         if (now - conn.openedAt > headTimeoutMs) {
           this.opts.guard.refused.headTimeout++;
