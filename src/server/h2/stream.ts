@@ -34,6 +34,8 @@ export class H2ServerStream implements ClientStream {
   localEnded = false;
   remoteEnded: boolean;
   headersSent = false;
+  /** A gRPC call (by content-type): cut short, it ends with a grpc-status. */
+  grpc = false;
   closed = false;
   readableEnded = false;
   private listeners: (string | Listener)[] = [];
