@@ -63,7 +63,7 @@ async function main(argv: string[]): Promise<number> {
       process.on("uncaughtException", (e) => log.error("uncaught exception", { error: e.stack ?? String(e) }));
       process.on("unhandledRejection", (e) => log.error("unhandled rejection", { error: (e as Error)?.stack ?? String(e) }));
       const stop = async () => {
-        await winch.close();
+        await winch.shutdown();
         process.exit(0);
       };
       process.once("SIGTERM", stop);

@@ -11,11 +11,11 @@ import { kubeClient, useKubernetesConfig } from "../k8s/shared-client.js";
 import { startDemoBackend } from "../demo/backend.js";
 import { log, setLogLevel } from "../observe/log.js";
 import { countBackendChanges, createMetrics, watchBackends } from "../observe/metrics.js";
-import { inflight } from "../proxy/exchange.js";
 import { buildRuntime, type Runtime } from "../runtime.js";
 import { adminApp } from "./admin.js";
 import { debugServedWithoutToken } from "./admin-auth.js";
 import { startAdminListener } from "./admin-listener.js";
+import { defaultGracefulShutdownMs, drain } from "./drain.js";
 import { startDataListeners, type DataListeners } from "./listeners.js";
 
 export interface KedgeServer {
@@ -157,9 +157,7 @@ export async function startKedge(sources: ConfigSources, options: { watchFiles?:
       for (const w of watchers) w.close();
       discovery?.stop();
       data.stopAccepting();
-      const deadline = performance.now() + durationMs(server.gracefulShutdown, 10_000);
-      while (inflight.count > 0 && performance.now() < deadline) await Bun.sleep(25);
-      if (inflight.count > 0) log.warn("shutdown deadline reached with requests in flight", { inflight: inflight.count });
+      await drain(data.draining, durationMs(server.gracefulShutdown, defaultGracefulShutdownMs));
       data.closeAll();
       admin?.close();
       demo?.stop();

@@ -4,15 +4,16 @@ import type { ServerConfig } from "../gen/kedge/config/v1/server_pb.js";
 import { durationMs } from "../backend/http-backend.js";
 import { defaultBindAddress } from "../config/validate-exposure.js";
 import { log } from "../observe/log.js";
-import type { HttpProxy } from "../proxy/exchange.js";
+import { inflight, type HttpProxy } from "../proxy/exchange.js";
 import { kedgeHttpProxy, type ProxyContext } from "../proxy/http.js";
 import { Tunnels } from "../proxy/tunnel.js";
+import type { Draining } from "./drain.js";
 import { listen } from "./listen.js";
 import { ConnectionGuard } from "./connection-guard.js";
 import type { HeadLimits } from "./h1/request-head.js";
 import { startPlainListener } from "./plain-listener.js";
 import { H1Connections, type H1Options } from "./h1/connections.js";
-import { H2Connections, type H2Options } from "./h2/connections.js";
+import { defaultSendTimeoutMs, H2Connections, type H2Options } from "./h2/connections.js";
 import { serveKedgeStream } from "./ingress-h2.js";
 
 export interface DataListeners {
@@ -20,8 +21,10 @@ export interface DataListeners {
   readonly ports: Record<string, number>;
   /** Serves new TLS handshakes with the cert and key the config names now (rotation without restart). Throws if unreadable. */
   reloadTls(server: ServerConfig): void;
-  /** Stops accepting, lets in-flight requests finish, closes idle client connections. */
+  /** Stops accepting, tells HTTP/2 clients GOAWAY, closes idle client connections; in-flight requests go on. */
   stopAccepting(): void;
+  /** What stopAccepting left in flight, for drain (server/drain). */
+  readonly draining: Draining;
   closeAll(): void;
   /** Client connections open now, over all listeners (the active-connections gauge). */
   openConnections(): number;
@@ -71,12 +74,14 @@ export async function startDataListeners(server: ServerConfig, ctx: ProxyContext
   };
   const maxStreams = server.h2MaxConcurrentStreams || 256;
   const headTimeoutMs = durationMs(server.requestHeaderTimeout, 10_000);
+  const sendTimeoutMs = durationMs(server.h2StreamSendTimeout, defaultSendTimeoutMs);
   const ports: Record<string, number> = {};
   const closers: Array<{ stop: () => void; kill: () => void }> = [];
   const tlsServers: tls.Server[] = [];
   const tunnels = new Tunnels();
   const proxies: Proxies = { ctx, http: kedgeHttpProxy(ctx, tunnels), tunnels };
   const guard = new ConnectionGuard(server.maxConnections || 16_384);
+  const h2Sets: H2Connections[] = [];
   closers.push({ stop: () => {}, kill: () => proxies.tunnels.closeAll() });
 
   const h1Options = (scheme: "http" | "https"): H1Options => ({
@@ -98,10 +103,12 @@ export async function startDataListeners(server: ServerConfig, ctx: ProxyContext
     maxStreams,
     headTimeoutMs,
     idleMs,
+    sendTimeoutMs,
   });
 
   const startTls = async (name: string, port: number, h1: H1Connections | undefined) => {
     const h2 = new H2Connections(h2Options(() => ports[name]));
+    h2Sets.push(h2);
     const listener = tls.createServer(
       // A client may half-close once its request is sent: it still gets its answer.
       { ...tlsFiles(server), ALPNProtocols: h1 ? ["h2", "http/1.1"] : ["h2"], minVersion: "TLSv1.2", allowHalfOpen: true },
@@ -133,7 +140,9 @@ export async function startDataListeners(server: ServerConfig, ctx: ProxyContext
   if (server.grpcTlsPort !== undefined) await startTls("grpc_tls", server.grpcTlsPort, undefined);
 
   if (server.h2cPort !== undefined) {
-    const h2c = startPlainListener(bind, server.h2cPort, new H2Connections(h2Options(() => ports.h2c)));
+    const h2 = new H2Connections(h2Options(() => ports.h2c));
+    h2Sets.push(h2);
+    const h2c = startPlainListener(bind, server.h2cPort, h2);
     ports.h2c = h2c.port;
     closers.push({ stop: h2c.stop, kill: h2c.kill });
   }
@@ -150,6 +159,11 @@ export async function startDataListeners(server: ServerConfig, ctx: ProxyContext
       for (const listener of tlsServers) listener.setSecureContext({ ...tlsFiles(next), minVersion: "TLSv1.2" });
     },
     stopAccepting: () => closers.forEach((c) => c.stop()),
+    draining: {
+      busy: () => inflight.count > 0 || h2Sets.some((h2) => h2.activeStreams() > 0),
+      abortInFlight: () => h2Sets.forEach((h2) => h2.abortInFlight()),
+      openConnections: () => guard.openConnections,
+    },
     closeAll: () => closers.forEach((c) => c.kill()),
     openConnections: () => guard.openConnections,
     refusedConnections: () => guard.refused,

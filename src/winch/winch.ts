@@ -6,12 +6,13 @@ import { ConfigError } from "../config/error.js";
 import { KedgeError } from "../errors.js";
 import { log } from "../observe/log.js";
 import { proxyMetrics, Registry } from "../observe/metrics.js";
-import { exchange, sendError } from "../proxy/exchange.js";
+import { exchange, inflight, sendError } from "../proxy/exchange.js";
 import { Tunnels } from "../proxy/tunnel.js";
 import { H1Response, h1Request } from "./ingress-h1.js";
 import { isGrpc, listen } from "../server/listen.js";
 import { ConnectionGuard } from "../server/connection-guard.js";
-import { H2Connections } from "../server/h2/connections.js";
+import { defaultGracefulShutdownMs, drain } from "../server/drain.js";
+import { defaultSendTimeoutMs, H2Connections } from "../server/h2/connections.js";
 import { startPlainListener, type PlainListener } from "../server/plain-listener.js";
 import { buildAuthSources } from "./auth/index.js";
 import { winchConnect } from "./connect.js";
@@ -28,6 +29,8 @@ export interface Winch {
   readonly ports: { http: number; grpc: number; monitoring?: number };
   /** The address the listeners are bound to. */
   readonly address: string;
+  /** SIGTERM: stops accepting, lets in-flight requests and calls finish (up to 10 s), then closes. */
+  shutdown(): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -108,6 +111,7 @@ export async function startWinch(config: WinchConfig, options: WinchOptions = {}
   };
 
   // The gRPC port runs on kedge's own HTTP/2 server, as kedge's listeners do.
+  const grpcGuard = new ConnectionGuard(16_384);
   const grpcConnections = new H2Connections({
     serve: (stream, headers) => {
       if (isGrpc(headers)) return winchGrpc(ctx, stream, headers);
@@ -116,11 +120,12 @@ export async function startWinch(config: WinchConfig, options: WinchOptions = {}
       stream.end(Buffer.from(`${reason}\n`));
     },
     errorPrefix: "x-winch",
-    guard: new ConnectionGuard(16_384),
+    guard: grpcGuard,
     limits: { maxHeaderBytes: 64 * 1024, maxHeaders: 200, maxUriBytes: 16 * 1024 },
     maxStreams: 256,
     headTimeoutMs: 10_000,
     idleMs: 300_000,
+    sendTimeoutMs: defaultSendTimeoutMs,
   });
   let grpcListener: PlainListener | undefined;
 
@@ -147,17 +152,32 @@ export async function startWinch(config: WinchConfig, options: WinchOptions = {}
   }
   log.info("winch is serving", { bind, ports });
 
+  const close = async () => {
+    proxyServer.close();
+    proxyServer.closeAllConnections();
+    grpcListener?.kill();
+    monitoring.close();
+    tunnels.closeAll();
+    ctx.upstreams.close();
+    for (const s of sources.values()) s.close();
+  };
   return {
     ports,
     address: (proxyServer.address() as AddressInfo).address,
-    close: async () => {
+    shutdown: async () => {
       proxyServer.close();
-      proxyServer.closeAllConnections();
-      grpcListener?.kill();
-      monitoring.close();
-      tunnels.closeAll();
-      ctx.upstreams.close();
-      for (const s of sources.values()) s.close();
+      proxyServer.closeIdleConnections();
+      grpcListener?.stop();
+      await drain(
+        {
+          busy: () => inflight.count > 0 || grpcConnections.activeStreams() > 0,
+          abortInFlight: () => grpcConnections.abortInFlight(),
+          openConnections: () => grpcGuard.openConnections,
+        },
+        defaultGracefulShutdownMs,
+      );
+      await close();
     },
+    close,
   };
 }

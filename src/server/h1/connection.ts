@@ -229,6 +229,10 @@ export class H1ClientConnection implements ResponseOutput, TunnelOutput, Transpo
   }
 
   // ResponseOutput, for the response in flight.
+
+  get draining(): boolean {
+    return this.handler.draining;
+  }
   send(bytes: Uint8Array): boolean {
     if (this.closed) return true;
     if (this.transport.write(bytes)) return true;

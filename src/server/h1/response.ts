@@ -6,6 +6,8 @@ import type { IngressResponse, SwitchedConnection } from "../../proxy/ingress.js
 /** What a response needs from its connection. */
 export interface ResponseOutput {
   readonly closed: boolean;
+  /** The server is shutting down: this response is the connection's last (Connection: close). */
+  readonly draining: boolean;
   /** Writes bytes; false when they had to be queued (wait for onceDrain). */
   send(bytes: Uint8Array): boolean;
   /** Writes scratch[0..length) (net/socket-writer's `scratch`); false when queued. */
@@ -89,6 +91,7 @@ export class H1RawResponse implements IngressResponse {
     this.headersSent = true;
     this.status = status;
     this.pendingHead = fields;
+    if (this.out.draining) this.keepAlive = false;
     if (status === 204 || status === 304 || status < 200) this.bodyless = true;
     if (!this.bodyless && !fields.hasLength) {
       if (this.versionMinor === 1) this.chunked = true;

@@ -64,6 +64,9 @@ export class H2ServerConnection {
   private congested = false;
   /** GOAWAY sent or received: no new streams; the connection ends once its streams are done. */
   private goingAway = false;
+  private shutdownMessage = "";
+  /** performance.now() of shutdown's first GOAWAY, until the final one is sent; 0 otherwise. */
+  drainingSince = 0;
   private endAfterFlush = false;
   closed = false;
   /** performance.now() of the last read, for the idle sweep. */
@@ -170,7 +173,7 @@ export class H2ServerConnection {
         if (!(flags & Flag.ACK)) {
           this.out.frame(FrameType.PING, Flag.ACK, 0, buf, start, end);
           this.schedule();
-        }
+        } else if (this.drainingSince > 0 && isShutdownPing(buf, start)) this.finalGoaway();
         return;
       case FrameType.GOAWAY:
         return this.onGoaway();
@@ -423,7 +426,9 @@ export class H2ServerConnection {
   private hold(stream: H2ServerStream, chunk: Uint8Array, from: number): void {
     stream.pendingOut.push(from > 0 ? chunk.subarray(from) : chunk);
     stream.pendingOutBytes += chunk.length - from;
+    if (this.blocked.has(stream)) return;
     this.blocked.add(stream);
+    stream.blockedSince = performance.now();
   }
 
   /** Sends a stream's queued bytes as far as the windows allow; ends it if end() is waiting on them. */
@@ -435,6 +440,8 @@ export class H2ServerConnection {
       stream.pendingOutBytes -= sent;
       if (sent < chunk.length) {
         pending[0] = chunk.subarray(sent);
+        // Called on a read (WINDOW_UPDATE, SETTINGS): lastActivity is now.
+        if (sent > 0) stream.blockedSince = this.lastActivity;
         return;
       }
       pending.shift();
@@ -445,6 +452,15 @@ export class H2ServerConnection {
       stream.wantsDrain = false;
       stream.emit("drain");
     }
+  }
+
+  /**
+   * Resets the streams whose answer has waited longer than `limitMs` for the client to grant
+   * window. CANCEL, not FLOW_CONTROL_ERROR: a client that grants none breaks no rule of RFC 9113
+   * §6.9, kedge just stops waiting; the stream's close cancels its backend call.
+   */
+  resetStalled(now: number, limitMs: number): void {
+    for (const s of this.blocked) if (now - s.blockedSince > limitMs) this.reset(s, ErrorCode.CANCEL);
   }
 
   private sendBlocked(): void {
@@ -553,19 +569,40 @@ export class H2ServerConnection {
 
   private goaway(code: number, message: string): void {
     this.goingAway = true;
+    this.goawayFrame(this.lastStreamId, code, message);
+  }
+
+  private goawayFrame(lastStreamId: number, code: number, message: string): void {
     const debug = Buffer.from(message.slice(0, 200), "latin1");
     const payload = Buffer.allocUnsafe(8 + debug.length);
-    payload.writeUInt32BE(this.lastStreamId, 0);
+    payload.writeUInt32BE(lastStreamId, 0);
     payload.writeUInt32BE(code, 4);
     debug.copy(payload, 8);
     this.out.frame(FrameType.GOAWAY, 0, 0, payload);
     this.schedule();
   }
 
-  /** Graceful: GOAWAY, the open streams finish, then the socket closes. */
+  /**
+   * Graceful, in RFC 9113 §6.8's two steps: a GOAWAY with the largest stream id and a PING; streams
+   * the client opened before it heard that are still served. The final GOAWAY, naming the last
+   * stream kedge took, follows the PING's ack (or finalGoaway from the sweep if none comes); the
+   * open streams finish, then the socket closes.
+   */
   shutdown(message: string): void {
+    if (this.closed || this.goingAway || this.drainingSince > 0) return;
+    this.shutdownMessage = message;
+    if (!this.settled) return this.finalGoaway();
+    this.drainingSince = performance.now();
+    this.goawayFrame(maxStreamId, ErrorCode.NO_ERROR, message);
+    this.out.frame(FrameType.PING, 0, 0, shutdownPing);
+    this.schedule();
+  }
+
+  /** Shutdown's second GOAWAY: streams after the last one taken will not be served. */
+  finalGoaway(): void {
+    this.drainingSince = 0;
     if (this.closed || this.goingAway) return;
-    this.goaway(ErrorCode.NO_ERROR, message);
+    this.goaway(ErrorCode.NO_ERROR, this.shutdownMessage);
     if (this.streams.size === 0) this.endSoon();
   }
 
@@ -576,9 +613,15 @@ export class H2ServerConnection {
     for (const s of [...this.streams.values()]) this.closeStream(s);
   }
 
-  /** The client half-closed: nothing more will arrive; what is open is answered, then the socket closes. */
+  /**
+   * The client closed its side (FIN). HTTP/2 has no half-closed connection: a client that can send
+   * no more frames can grant no window and acknowledge nothing, so a stream waiting on it would
+   * wait forever with its socket in CLOSE-WAIT. As Go's HTTP/2 server does, the connection ends
+   * here: its streams are aborted (their backend calls cancelled) and the socket is closed at once,
+   * whatever is still queued for it.
+   */
   onEnd(): void {
-    this.onGoaway();
+    this.destroy();
   }
 
   destroy(): void {
@@ -588,6 +631,14 @@ export class H2ServerConnection {
 }
 
 const emptyBody = Buffer.alloc(0);
+const maxStreamId = 0x7fffffff;
+/** The opaque data of shutdown's PING, to tell its ack from a client's own PINGs' acks. */
+const shutdownPing = Buffer.from("kedge-go");
+
+function isShutdownPing(buf: Uint8Array, start: number): boolean {
+  for (let i = 0; i < 8; i++) if (buf[start + i] !== shutdownPing[i]) return false;
+  return true;
+}
 
 /** A content-length requestFault has checked: digits, or absent. */
 function contentLength(value: string | string[] | undefined): number {

@@ -4,7 +4,9 @@ import { KedgeError } from "../../errors.js";
 import { sendError } from "../../proxy/exchange.js";
 import { ErrorCode } from "../../upstream/h2/frames.js";
 import type { H2Headers } from "../../upstream/h2/hpack.js";
+import { GrpcStatus, statusTrailers } from "../../proxy/grpc-call.js";
 import type { ConnectionGuard } from "../connection-guard.js";
+import { isGrpc } from "../listen.js";
 import type { HeadLimits } from "../h1/request-head.js";
 import { NodeTransport, type ClientTransport } from "../h1/transport.js";
 import { H2Response } from "../ingress-h2.js";
@@ -23,14 +25,20 @@ export interface H2Options {
   headTimeoutMs: number;
   /** A connection without streams for this long is closed (GOAWAY). */
   idleMs: number;
+  /** A stream whose answer waits this long for the client's flow-control window is reset. */
+  sendTimeoutMs: number;
 }
 
 const sweepEveryMs = 500;
+/** Shutdown's final GOAWAY goes this long after the first when the client does not ack its PING. */
+const finalGoawayAfterMs = 1_000;
+/** server.h2_stream_send_timeout's default. */
+export const defaultSendTimeoutMs = 30_000;
 
 /**
  * The HTTP/2 client connections of one listener: admission against max_connections, each request
- * to `serve`, and one timer sweeping every connection for the preface deadline (slowloris) and the
- * idle timeout.
+ * to `serve`, and one timer sweeping every connection for the preface deadline (slowloris), the
+ * idle timeout and streams stalled on the client's flow-control window.
  */
 export class H2Connections implements H2ServerHandler {
   private readonly conns = new Set<H2ServerConnection>();
@@ -38,8 +46,10 @@ export class H2Connections implements H2ServerHandler {
   readonly limits: HeadLimits;
   readonly maxStreams: number;
   readonly errorPrefix: "x-kedge" | "x-winch";
+  private readonly shuttingDown: KedgeError;
 
   constructor(private readonly opts: H2Options) {
+    this.shuttingDown = new KedgeError("shutting-down", 503, `${opts.errorPrefix.slice(2)} is shutting down`);
     this.limits = opts.limits;
     this.maxStreams = opts.maxStreams;
     this.errorPrefix = opts.errorPrefix;
@@ -48,6 +58,7 @@ export class H2Connections implements H2ServerHandler {
   }
 
   stream(stream: H2ServerStream, headers: H2Headers): void {
+    stream.grpc = isGrpc(headers as IncomingHttpHeaders);
     this.opts.serve(stream, headers as IncomingHttpHeaders);
   }
 
@@ -83,7 +94,35 @@ export class H2Connections implements H2ServerHandler {
 
   /** GOAWAY to every connection: in-flight streams finish, no new ones start. */
   stop(): void {
-    for (const conn of this.conns) conn.shutdown("kedge is shutting down");
+    for (const conn of this.conns) conn.shutdown(this.shuttingDown.message);
+  }
+
+  /** Requests and calls in flight over every connection. */
+  activeStreams(): number {
+    let n = 0;
+    for (const conn of this.conns) n += conn.activeStreams;
+    return n;
+  }
+
+  /**
+   * The drain's deadline passed: what is still in flight ends with a clean answer, then each
+   * connection closes once it is written. A gRPC call gets grpc-status UNAVAILABLE (its trailers,
+   * or a trailers-only answer), an HTTP request without a response yet a 503, a response under
+   * way RST_STREAM(CANCEL); each stream's close cancels its backend call.
+   */
+  abortInFlight(): void {
+    const err = this.shuttingDown;
+    for (const conn of this.conns) {
+      conn.finalGoaway();
+      for (const stream of [...conn.streams.values()]) {
+        if (stream.grpc) {
+          const trailers = statusTrailers(GrpcStatus.UNAVAILABLE, err.message);
+          if (stream.headersSent) stream.sendTrailers(trailers);
+          else stream.respond({ ":status": 200, "content-type": "application/grpc", ...trailers }, { endStream: true });
+        } else if (!stream.headersSent) sendError(new H2Response(stream), err, "", this.errorPrefix);
+        else stream.close(ErrorCode.CANCEL);
+      }
+    }
   }
 
   kill(): void {
@@ -93,8 +132,10 @@ export class H2Connections implements H2ServerHandler {
 
   private sweep(): void {
     const now = performance.now();
-    const { headTimeoutMs, idleMs } = this.opts;
+    const { headTimeoutMs, idleMs, sendTimeoutMs } = this.opts;
     for (const conn of this.conns) {
+      conn.resetStalled(now, sendTimeoutMs);
+      if (conn.drainingSince > 0 && now - conn.drainingSince > finalGoawayAfterMs) conn.finalGoaway();
       if (!conn.settled) {
         if (now - conn.openedAt > headTimeoutMs) {
           this.opts.guard.refused.headTimeout++;

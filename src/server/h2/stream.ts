@@ -24,6 +24,8 @@ export class H2ServerStream implements ClientStream {
   /** Response DATA waiting for flow-control window. */
   readonly pendingOut: Uint8Array[] = [];
   pendingOutBytes = 0;
+  /** performance.now() since which pendingOut has waited for window without any of it going out. */
+  blockedSince = 0;
   /** end() was called; END_STREAM (or the trailers) goes once pendingOut is out. */
   ending = false;
   waitForTrailers = false;
@@ -32,6 +34,8 @@ export class H2ServerStream implements ClientStream {
   localEnded = false;
   remoteEnded: boolean;
   headersSent = false;
+  /** A gRPC call (by content-type): cut short, it ends with a grpc-status. */
+  grpc = false;
   closed = false;
   readableEnded = false;
   private listeners: (string | Listener)[] = [];
