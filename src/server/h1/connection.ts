@@ -29,6 +29,12 @@ const continueLine = Buffer.from("HTTP/1.1 100 Continue\r\n\r\n");
 // Pipelined bytes kept while a response is in flight before the client is made to wait.
 const maxBufferedAhead = 65_536;
 const lingerMs = 5_000;
+/**
+ * The rest of a request body read and dropped after its answer, so the connection can carry the
+ * next request; a longer rest, or one slower than drainMs, costs less as a closed connection.
+ */
+const maxDrainBytes = 262_144;
+const drainMs = 5_000;
 
 /**
  * One client connection on a kedge-owned HTTP/1.1 listener (Bun.listen). Requests are read one
@@ -57,6 +63,10 @@ export class H1ClientConnection implements ResponseOutput, TunnelOutput, Transpo
   private paused = false;
   /** The client half-closed: answer what it sent, then close. */
   private peerEnded = false;
+  /** The client sent `Expect: 100-continue` and waits for the 100 before its body. */
+  private continueAwaited = false;
+  /** The request was answered before its body was all read: the rest is read and dropped, up to this many bytes. */
+  private discardBudget = -1;
 
   constructor(
     private readonly transport: ClientTransport,
@@ -71,6 +81,7 @@ export class H1ClientConnection implements ResponseOutput, TunnelOutput, Transpo
 
   onData(data: Buffer): void {
     if (this.tunnel) return this.tunnel.received(data);
+    if (this.endWhenFlushed) return; // closing: nothing more is read
     this.input = this.input ? Buffer.concat([this.input, data]) : data;
     this.process();
   }
@@ -86,9 +97,10 @@ export class H1ClientConnection implements ResponseOutput, TunnelOutput, Transpo
           if (!this.body.done) break;
         }
         this.body = undefined;
+        if (!this.input) break;
         if (this.response) {
           // The next pipelined request waits for this response; a client far ahead waits in TCP.
-          if (this.input && this.input.length > maxBufferedAhead) this.pause();
+          if (this.input.length > maxBufferedAhead) this.pause();
           break;
         }
         if (!this.readHead()) break;
@@ -138,22 +150,28 @@ export class H1ClientConnection implements ResponseOutput, TunnelOutput, Transpo
     const keepAlive = head.keepAlive && !this.handler.draining;
     const res = new H1RawResponse(this, head.versionMinor, keepAlive, head.method === "HEAD");
     const hasBody = head.contentLength !== 0;
+    this.continueAwaited = hasBody && head.expectContinue;
     let body: Readable;
     if (hasBody) {
-      body = new Readable({ read: () => this.resume() });
-      this.bodyStream = body;
+      const stream = new Readable({ read: () => this.resume() });
+      body = stream;
+      this.bodyStream = stream;
       this.body = new BodyReader(head.contentLength, {
         data: (chunk) => {
-          if (!body.push(chunk)) this.pause();
+          this.continueAwaited = false;
+          if (this.bodyStream === stream) {
+            if (!stream.push(chunk)) this.pause();
+          } else if ((this.discardBudget -= chunk.length) < 0) this.closeWhenFlushed();
         },
         end: () => {
-          body.push(null);
-          this.bodyStream = undefined;
+          if (this.bodyStream === stream) {
+            stream.push(null);
+            this.bodyStream = undefined;
+          } else this.discarded();
           // A stream that ended never asks for more: undo a pause its last chunk caused.
           this.resume();
         },
       });
-      if (head.expectContinue) this.send(continueLine);
       // Framing errors in what already arrived are refused before anything goes upstream.
       if (this.input) this.consume(this.body.feed(this.input));
     } else body = emptyBody;
@@ -229,6 +247,25 @@ export class H1ClientConnection implements ResponseOutput, TunnelOutput, Transpo
   }
 
   // ResponseOutput, for the response in flight.
+  sendContinue(): void {
+    if (!this.continueAwaited || this.closed) return;
+    this.continueAwaited = false;
+    this.send(continueLine);
+  }
+
+  /**
+   * Whether this connection can carry another request after the response now being written, as far
+   * as the request's body goes: a body not yet all read is read and dropped when it is small, but a
+   * client still waiting for a 100 may never send the body it declared.
+   */
+  reusable(): boolean {
+    const body = this.body;
+    if (!body || body.done) return true;
+    if (this.continueAwaited) return false;
+    // A chunked body's length is unknown: its drain is cut off by maxDrainBytes as it is read.
+    return body.unreadLength <= maxDrainBytes;
+  }
+
   send(bytes: Uint8Array): boolean {
     if (this.closed) return true;
     if (this.transport.write(bytes)) return true;
@@ -252,9 +289,28 @@ export class H1ClientConnection implements ResponseOutput, TunnelOutput, Transpo
     this.response = undefined;
     if (!reuse || this.handler.draining) return this.closeWhenFlushed();
     if (this.peerEnded && !this.input) return this.closeWhenFlushed();
+    if (this.body && !this.body.done) return this.discardBody();
     this.deadline = performance.now() + this.handler.idleMs;
     if (!this.body) this.resume();
     if (this.input) queueMicrotask(() => this.process());
+  }
+
+  /** The request was answered before its body was all read: the rest is read off and dropped, bounded in bytes and time. */
+  private discardBody(): void {
+    this.discardBudget = maxDrainBytes;
+    this.continueAwaited = false;
+    this.bodyStream?.destroy();
+    this.bodyStream = undefined;
+    this.deadline = performance.now() + drainMs;
+    this.resume();
+  }
+
+  /** The dropped rest of a body has all been read: the connection waits for its next request. */
+  private discarded(): void {
+    this.discardBudget = -1;
+    if (this.endWhenFlushed) return;
+    if (this.handler.draining || (this.peerEnded && !this.input)) return this.closeWhenFlushed();
+    this.deadline = performance.now() + this.handler.idleMs;
   }
 
   /**
@@ -277,7 +333,8 @@ export class H1ClientConnection implements ResponseOutput, TunnelOutput, Transpo
       return false;
     }
     if (this.headStarted || this.fresh) return true;
-    if (this.idle) this.closeWhenFlushed();
+    // Idle past its keep-alive time, or still sending the rest of a body answered long ago.
+    if (this.idle || (!this.response && this.body)) this.closeWhenFlushed();
     return false;
   }
 
@@ -311,7 +368,7 @@ export class H1ClientConnection implements ResponseOutput, TunnelOutput, Transpo
   onEnd(): void {
     this.peerEnded = true;
     // The rest of a body can never come now: the exchange ends as if the client had gone.
-    if (this.body && !this.body.done) return this.destroy();
+    if (this.body && !this.body.done) return this.response ? this.destroy() : this.closeWhenFlushed();
     if (!this.response) this.closeWhenFlushed();
   }
 }
