@@ -25,7 +25,7 @@ beforeAll(async () => {
   closedPort = (unused.address() as net.AddressInfo).port;
   await new Promise<void>((r) => unused.close(() => r()));
   kedge = await startTestKedge({
-    server: { bind_address: "127.0.0.1", http_port: 0, admin_port: 0, log_level: "error" },
+    server: { bind_address: "127.0.0.1", http_port: 0, admin_port: 0, log_level: "error", client_idle_timeout: "2s" },
     auth: { bearer_token: token },
     http: {
       backends: [
@@ -200,5 +200,23 @@ describe("the rest of a body answered early", () => {
     expect(statusesOf(got)).toEqual([502]);
     expect(closed).toBe(true);
     expect(performance.now() - started).toBeLessThan(12_000);
+  });
+});
+
+describe("a request body that stalls", () => {
+  it("is answered 408 and the connection closed once the client is silent past client_idle_timeout", async () => {
+    const started = performance.now();
+    const { got, closed } = await converse([`POST /upload HTTP/1.1\r\nHost: app.test\r\n${auth}Content-Length: 10\r\n\r\nabc`], 15_000);
+    expect(statusesOf(got)).toEqual([408]);
+    expect(got).toContain("x-kedge-error: request body stalled past client_idle_timeout");
+    expect(closed).toBe(true);
+    expect(performance.now() - started).toBeLessThan(10_000);
+  });
+
+  it("is not cut while its bytes keep coming, however long the upload takes", async () => {
+    const trickle = Array.from({ length: 5 }, () => [700, "xx"]).flat();
+    const { got } = await converse([`POST /upload HTTP/1.1\r\nHost: app.test\r\n${auth}Content-Length: 10\r\n\r\n`, ...trickle]);
+    expect(statusesOf(got)).toEqual([200]);
+    expect(got).toContain('"bodyBytes":10');
   });
 });

@@ -2,6 +2,7 @@ import { Readable } from "node:stream";
 import { asKedgeError, type KedgeError } from "../../errors.js";
 import type { IngressRequest, SwitchedConnection } from "../../proxy/ingress.js";
 import { latin1Text } from "../../net/latin1.js";
+import { bodyTimeout } from "../connection-guard.js";
 import { BodyReader } from "./body-reader.js";
 import { findHeadEnd, parseRequestHead, type HeadLimits, type RequestHead } from "./request-head.js";
 import { H1RawResponse, type ResponseOutput } from "./response.js";
@@ -94,7 +95,10 @@ export class H1ClientConnection implements ResponseOutput, TunnelOutput, Transpo
         if (this.body && !this.body.done) {
           const used = this.body.feed(this.input);
           this.consume(used);
-          if (!this.body.done) break;
+          if (!this.body.done) {
+            if (this.response) this.awaitBody();
+            break;
+          }
         }
         this.body = undefined;
         if (!this.input) break;
@@ -167,6 +171,7 @@ export class H1ClientConnection implements ResponseOutput, TunnelOutput, Transpo
           if (this.bodyStream === stream) {
             stream.push(null);
             this.bodyStream = undefined;
+            this.deadline = 0;
           } else this.discarded();
           // A stream that ended never asks for more: undo a pause its last chunk caused.
           this.resume();
@@ -192,7 +197,17 @@ export class H1ClientConnection implements ResponseOutput, TunnelOutput, Transpo
       body,
     };
     this.response = res;
+    if (this.body && !this.body.done) this.awaitBody();
     this.handler.request(req, res);
+  }
+
+  /**
+   * A body is being read for the request in flight: the client may go silent for client_idle_timeout
+   * at most, counted while kedge wants its bytes (not while a slow backend holds it paused, nor while
+   * it waits for a 100 kedge has not sent).
+   */
+  private awaitBody(): void {
+    this.deadline = this.paused || this.continueAwaited ? 0 : performance.now() + this.handler.idleMs;
   }
 
   private startTunnel(head: RequestHead): void {
@@ -238,12 +253,14 @@ export class H1ClientConnection implements ResponseOutput, TunnelOutput, Transpo
     if (this.paused) return;
     this.paused = true;
     this.transport.pause();
+    if (this.response && this.body) this.deadline = 0;
   }
 
   resume(): void {
     if (!this.paused) return;
     this.paused = false;
     this.transport.resume();
+    if (this.response && this.body && !this.body.done) this.awaitBody();
   }
 
   // ResponseOutput, for the response in flight.
@@ -251,6 +268,7 @@ export class H1ClientConnection implements ResponseOutput, TunnelOutput, Transpo
     if (!this.continueAwaited || this.closed) return;
     this.continueAwaited = false;
     this.send(continueLine);
+    if (this.body && !this.body.done) this.awaitBody();
   }
 
   /**
@@ -330,6 +348,10 @@ export class H1ClientConnection implements ResponseOutput, TunnelOutput, Transpo
     this.deadline = 0;
     if (this.endWhenFlushed) {
       this.destroy();
+      return false;
+    }
+    if (this.response && this.body && !this.body.done) {
+      this.refuse(bodyTimeout);
       return false;
     }
     if (this.headStarted || this.fresh) return true;
