@@ -3,7 +3,7 @@ import { asKedgeError, type KedgeError } from "../../errors.js";
 import type { IngressRequest, SwitchedConnection } from "../../proxy/ingress.js";
 import { latin1Text } from "../../net/latin1.js";
 import { bodyTimeout } from "../connection-guard.js";
-import { BodyReader } from "./body-reader.js";
+import { RequestBody, type BodySource } from "./request-body.js";
 import { findHeadEnd, parseRequestHead, type HeadLimits, type RequestHead } from "./request-head.js";
 import { H1RawResponse, type ResponseOutput } from "./response.js";
 import { TunnelSocket, type TunnelOutput } from "./tunnel-socket.js";
@@ -30,12 +30,8 @@ const continueLine = Buffer.from("HTTP/1.1 100 Continue\r\n\r\n");
 // Pipelined bytes kept while a response is in flight before the client is made to wait.
 const maxBufferedAhead = 65_536;
 const lingerMs = 5_000;
-/**
- * The rest of a request body read and dropped after its answer, so the connection can carry the
- * next request; a longer rest, or one slower than drainMs, costs less as a closed connection.
- */
-const maxDrainBytes = 262_144;
-const drainMs = 5_000;
+// How long the rest of a body answered early is waited for before the connection is not worth keeping.
+const dropMs = 5_000;
 
 /**
  * One client connection on a kedge-owned HTTP/1.1 listener (Bun.listen). Requests are read one
@@ -43,7 +39,7 @@ const drainMs = 5_000;
  * which is what keeps responses in order. Replaces node:http, whose per-request machinery cost
  * more CPU in Bun than nginx's whole proxy (issue 8's profile).
  */
-export class H1ClientConnection implements ResponseOutput, TunnelOutput, TransportEvents {
+export class H1ClientConnection implements ResponseOutput, TunnelOutput, TransportEvents, BodySource {
   closed = false;
   /** When the head in progress, or the next one on an idle connection, must have arrived (performance.now()); 0: none. */
   deadline = 0;
@@ -52,8 +48,7 @@ export class H1ClientConnection implements ResponseOutput, TunnelOutput, Transpo
   /** No request head has arrived yet: a missed deadline is a 408 (slowloris, or a connection opened and left). */
   fresh = true;
   private input: Buffer | undefined;
-  private body: BodyReader | undefined;
-  private bodyStream: Readable | undefined;
+  private body: RequestBody | undefined;
   private response: H1RawResponse | undefined;
   private drainWaiters: Array<() => void> = [];
   /** A write was queued and no drain has come since. */
@@ -64,10 +59,6 @@ export class H1ClientConnection implements ResponseOutput, TunnelOutput, Transpo
   private paused = false;
   /** The client half-closed: answer what it sent, then close. */
   private peerEnded = false;
-  /** The client sent `Expect: 100-continue` and waits for the 100 before its body. */
-  private continueAwaited = false;
-  /** The request was answered before its body was all read: the rest is read and dropped, up to this many bytes. */
-  private discardBudget = -1;
 
   constructor(
     private readonly transport: ClientTransport,
@@ -154,29 +145,10 @@ export class H1ClientConnection implements ResponseOutput, TunnelOutput, Transpo
     const keepAlive = head.keepAlive && !this.handler.draining;
     const res = new H1RawResponse(this, head.versionMinor, keepAlive, head.method === "HEAD");
     const hasBody = head.contentLength !== 0;
-    this.continueAwaited = hasBody && head.expectContinue;
     let body: Readable;
     if (hasBody) {
-      const stream = new Readable({ read: () => this.resume() });
-      body = stream;
-      this.bodyStream = stream;
-      this.body = new BodyReader(head.contentLength, {
-        data: (chunk) => {
-          this.continueAwaited = false;
-          if (this.bodyStream === stream) {
-            if (!stream.push(chunk)) this.pause();
-          } else if ((this.discardBudget -= chunk.length) < 0) this.closeWhenFlushed();
-        },
-        end: () => {
-          if (this.bodyStream === stream) {
-            stream.push(null);
-            this.bodyStream = undefined;
-            this.deadline = 0;
-          } else this.discarded();
-          // A stream that ended never asks for more: undo a pause its last chunk caused.
-          this.resume();
-        },
-      });
+      this.body = new RequestBody(this, head.contentLength, head.expectContinue);
+      body = this.body.stream;
       // Framing errors in what already arrived are refused before anything goes upstream.
       if (this.input) this.consume(this.body.feed(this.input));
     } else body = emptyBody;
@@ -207,7 +179,15 @@ export class H1ClientConnection implements ResponseOutput, TunnelOutput, Transpo
    * it waits for a 100 kedge has not sent).
    */
   private awaitBody(): void {
-    this.deadline = this.paused || this.continueAwaited ? 0 : performance.now() + this.handler.idleMs;
+    this.deadline = this.paused || this.body!.continueAwaited ? 0 : performance.now() + this.handler.idleMs;
+  }
+
+  // BodySource
+  bodyEnded(dropped: boolean): void {
+    if (dropped) this.dropped();
+    else this.deadline = 0;
+    // A stream that ended never asks for more: undo a pause its last chunk caused.
+    this.resume();
   }
 
   private startTunnel(head: RequestHead): void {
@@ -237,8 +217,7 @@ export class H1ClientConnection implements ResponseOutput, TunnelOutput, Transpo
     this.input = undefined;
     this.headStarted = false;
     this.deadline = 0;
-    this.bodyStream?.destroy();
-    this.bodyStream = undefined;
+    this.body?.abandon();
     const inFlight = this.response;
     if (inFlight) {
       // Broken body framing mid-request: the exchange stops as if the client had gone.
@@ -265,23 +244,15 @@ export class H1ClientConnection implements ResponseOutput, TunnelOutput, Transpo
 
   // ResponseOutput, for the response in flight.
   sendContinue(): void {
-    if (!this.continueAwaited || this.closed) return;
-    this.continueAwaited = false;
+    const body = this.body;
+    if (!body?.continueAwaited || this.closed) return;
+    body.continueAwaited = false;
     this.send(continueLine);
-    if (this.body && !this.body.done) this.awaitBody();
+    if (!body.done) this.awaitBody();
   }
 
-  /**
-   * Whether this connection can carry another request after the response now being written, as far
-   * as the request's body goes: a body not yet all read is read and dropped when it is small, but a
-   * client still waiting for a 100 may never send the body it declared.
-   */
   reusable(): boolean {
-    const body = this.body;
-    if (!body || body.done) return true;
-    if (this.continueAwaited) return false;
-    // A chunked body's length is unknown: its drain is cut off by maxDrainBytes as it is read.
-    return body.unreadLength <= maxDrainBytes;
+    return this.body?.reusable() ?? true;
   }
 
   send(bytes: Uint8Array): boolean {
@@ -307,25 +278,21 @@ export class H1ClientConnection implements ResponseOutput, TunnelOutput, Transpo
     this.response = undefined;
     if (!reuse || this.handler.draining) return this.closeWhenFlushed();
     if (this.peerEnded && !this.input) return this.closeWhenFlushed();
-    if (this.body && !this.body.done) return this.discardBody();
+    if (this.body && !this.body.done) return this.dropBody();
     this.deadline = performance.now() + this.handler.idleMs;
     if (!this.body) this.resume();
     if (this.input) queueMicrotask(() => this.process());
   }
 
   /** The request was answered before its body was all read: the rest is read off and dropped, bounded in bytes and time. */
-  private discardBody(): void {
-    this.discardBudget = maxDrainBytes;
-    this.continueAwaited = false;
-    this.bodyStream?.destroy();
-    this.bodyStream = undefined;
-    this.deadline = performance.now() + drainMs;
+  private dropBody(): void {
+    this.body!.drop();
+    this.deadline = performance.now() + dropMs;
     this.resume();
   }
 
   /** The dropped rest of a body has all been read: the connection waits for its next request. */
-  private discarded(): void {
-    this.discardBudget = -1;
+  private dropped(): void {
     if (this.endWhenFlushed) return;
     if (this.handler.draining || (this.peerEnded && !this.input)) return this.closeWhenFlushed();
     this.deadline = performance.now() + this.handler.idleMs;
@@ -379,8 +346,7 @@ export class H1ClientConnection implements ResponseOutput, TunnelOutput, Transpo
     this.closed = true;
     this.input = undefined;
     this.drainWaiters = [];
-    this.bodyStream?.destroy();
-    this.bodyStream = undefined;
+    this.body?.abandon();
     this.response?.connectionClosed();
     this.response = undefined;
     this.tunnel?.connectionClosed();
