@@ -234,6 +234,19 @@ describe("upstream response parser", () => {
       checkResponse(recs[1], second);
     }), timeout);
 
+  it("takes a bare LF as a head line end (RFC 9112 §2.2) and hands out the head with CRLF, however the bytes are split", () =>
+    forAll(runs, (rng) => {
+      const want = randomResponse(rng, pick(rng, ["content-length", "chunked", "close"] as const));
+      const headEnd = Buffer.from(want.wire).indexOf("\r\n\r\n") + 4;
+      const head = new TextDecoder("latin1").decode(want.wire.subarray(0, headEnd));
+      const lf = head.replace(/\r\n/g, () => (rng() < 0.6 ? "\n" : "\r\n"));
+      const wire = concat([lf, want.wire.subarray(headEnd)]);
+      const { parser, recs } = drive(split(rng, wire));
+      if (want.close) parser.eof();
+      checkResponse(recs[0], want);
+      expect(recs[0].heads[0].text.replace(/\r\n/g, "")).not.toMatch(/[\r\n]/);
+    }), timeout);
+
   const malformed: [string, (rng: Rng) => string][] = [
     ["bad status line", (rng) => pick(rng, ["HTTP/1.1 20 OK", "HTTP/2 200 OK", "HTTP/1.1 200OK", "http/1.1 200 OK", "ICY 200 OK", "HTTP/1.1 2000 OK", "<html>"]) + "\r\nContent-Length: 0\r\n\r\n"],
     ["header line without colon", () => "HTTP/1.1 200 OK\r\nX-Foo bar\r\nContent-Length: 0\r\n\r\n"],

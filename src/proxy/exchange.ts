@@ -146,6 +146,7 @@ class HttpExchange {
     if (routing.unrouted) return this.fail(routing.unrouted);
     if (!routing.backend) return this.fail(new KedgeError("no-backend", 502, "no backend for this request"));
     if (routing.maxBodyBytes > 0 && this.req.contentLength > routing.maxBodyBytes) return this.fail(bodyTooLarge(routing.maxBodyBytes));
+    this.res.sendContinue?.();
     this.buildHead(routing);
     const pending = routing.backend.pendingResolution;
     if (!pending) return this.attempt();

@@ -60,6 +60,11 @@ export interface IngressResponse {
   /** No further requests on this connection after this response (HTTP/1.1; HTTP/2 streams are independent). */
   lastOnConnection(): void;
   /**
+   * The request passed routing and the access check: a client that sent `Expect: 100-continue` may
+   * send its body now (HTTP/1.1 on kedge's own listener). A refused one gets its answer and no 100.
+   */
+  sendContinue?(): void;
+  /**
    * Answers 101 with these fields and hands the connection over; undefined when the client has
    * gone. Offered where requests can carry `upgrade`.
    */

@@ -2,6 +2,7 @@ import { KedgeError } from "../errors.js";
 
 export const tooManyConnections = new KedgeError("overloaded", 503, "too many connections");
 export const headTimeout = new KedgeError("bad-request", 408, "no complete request head in time");
+export const bodyTimeout = new KedgeError("bad-request", 408, "request body stalled past client_idle_timeout");
 
 /**
  * The bound on open client connections over every listener (each one costs a file descriptor and

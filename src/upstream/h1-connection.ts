@@ -85,12 +85,18 @@ export class H1Connection implements TunnelOutput {
   // The socket is assigned once Bun.connect resolves, after construction.
   private readonly writer = new SocketWriter({ write: (data, offset, length) => this.socket.write(data, offset, length) });
   private drainWaiter: (() => void) | undefined;
-  /** When the response head must have arrived (performance.now()). */
-  private headDeadline = 0;
+  /**
+   * When the response head must have arrived (performance.now()): response_header counts from the
+   * last request byte sent, so a slow upload is not the backend's delay. Infinity until then.
+   */
+  private headDeadline = Infinity;
   private responseStarted = false;
   private responseBytes = 0;
   private requestEnded = false;
   private mustClose = false;
+  /** Inside parser.feed: a response that completes is settled after the read, once it is known whether bytes followed it. */
+  private feeding = false;
+  private finishAfterRead = false;
   private paused = false;
   /** When the backend last sent bytes (performance.now()), for the mid-body silence check. */
   private lastActivity = 0;
@@ -122,12 +128,16 @@ export class H1Connection implements TunnelOutput {
     this.requestEnded = bodyless;
     this.mustClose = false;
     this.parser.expect(this, noResponseBody, upgrade);
-    this.headDeadline = performance.now() + this.pool.options.responseHeaderTimeoutMs;
+    this.headDeadline = Infinity;
     this.ensureWatched();
     if (this.closed) return;
     const own = head.ownBytes();
-    if (own) this.writer.write(own);
-    else this.writer.writeScratch(head.at);
+    const flushed = own ? this.writer.write(own) : this.writer.writeScratch(head.at);
+    if (bodyless && flushed) this.startHeadClock();
+  }
+
+  private startHeadClock(): void {
+    this.headDeadline = performance.now() + this.pool.options.responseHeaderTimeoutMs;
   }
 
   /** The connection waits in its pool: the sweeper closes it once it has been idle for keepAliveMs. */
@@ -184,7 +194,7 @@ export class H1Connection implements TunnelOutput {
   /** The request body is complete. */
   endRequest(): void {
     this.requestEnded = true;
-    if (this.parser.done) this.finishExchange();
+    if (!this.writer.pending) this.startHeadClock();
   }
 
   pause(): void {
@@ -244,16 +254,22 @@ export class H1Connection implements TunnelOutput {
 
   onEnd(last?: Uint8Array): void {
     const handlers = this.handlers;
-    if (this.requestEnded) this.finishExchange();
-    else this.mustClose = true; // the backend answered before reading the whole request
+    this.handlers = undefined;
+    // Answered before the whole request went: the exchange sends no more of it, so the framing is cut.
+    if (!this.requestEnded) this.mustClose = true;
+    if (this.feeding) this.finishAfterRead = true;
+    else this.finishExchange();
     handlers?.onEnd(last);
   }
 
   // Socket events.
   onData(data: Uint8Array): void {
     if (this.tunnel) return this.tunnel.received(data);
+    // Bytes nobody asked for (on an idle connection): whatever they are, the next answer cannot be trusted.
+    if (!this.handlers) return this.destroy();
     this.responseBytes += data.length;
     this.lastActivity = performance.now();
+    this.feeding = true;
     try {
       const used = this.parser.feed(data);
       if (used < data.length && this.parser.done) this.mustClose = true; // bytes after the response: not reusable
@@ -262,6 +278,11 @@ export class H1Connection implements TunnelOutput {
     } catch (e) {
       const err = e instanceof ParseError ? e : new ParseError(String(e));
       this.fail(new UpstreamError("protocol", `backend sent invalid HTTP: ${err.message}`, this.responseStarted));
+    }
+    this.feeding = false;
+    if (this.finishAfterRead) {
+      this.finishAfterRead = false;
+      this.finishExchange();
     }
   }
 
@@ -272,6 +293,7 @@ export class H1Connection implements TunnelOutput {
 
   onDrain(): void {
     if (!this.writer.flush()) return;
+    if (this.requestEnded && this.headDeadline === Infinity && this.handlers) this.startHeadClock();
     if (this.tunnel) {
       if (this.endWhenFlushed) this.socket.end();
       return this.tunnel.drained();
@@ -308,7 +330,6 @@ export class H1Connection implements TunnelOutput {
   }
 
   private finishExchange(): void {
-    this.handlers = undefined;
     this.writer.clear();
     this.drainWaiter = undefined;
     this.resume();

@@ -145,20 +145,33 @@ export class ResponseParser {
     const buf = pending ? this.joinPending(pending, data, offset) : data;
     const start = pending ? 0 : offset;
     const blank = Buffer.prototype.indexOf.call(buf, headEnd, start);
-    const end = blank < 0 ? -1 : blank + 4;
-    if (end < 0) {
-      if (buf.length - start > maxHeadBytes) throw new ParseError("response head too large");
-      this.pending = buf.slice(start);
-      return -1;
+    let end = blank < 0 ? -1 : blank + 4;
+    let head: ResponseHead | undefined;
+    if (end >= 0) {
+      // Also when the whole head came at once: the limit must not depend on how the bytes were split.
+      if (end - start > maxHeadBytes) throw new ParseError("response head too large");
+      try {
+        head = parseResponseHead(latin1Text(buf, start, end - 2), buf, start);
+      } catch (e) {
+        // A bare LF ends the head earlier than the CRLFCRLF found, or sits inside it.
+        end = lfHeadEnd(buf, start);
+        if (!(e instanceof ParseError) || end < 0) throw e;
+        head = crlfHead(buf, start, end);
+      }
+    } else {
+      end = lfHeadEnd(buf, start);
+      if (end < 0) {
+        if (buf.length - start > maxHeadBytes) throw new ParseError("response head too large");
+        this.pending = buf.slice(start);
+        return -1;
+      }
+      head = crlfHead(buf, start, end);
     }
-    // Also when the whole head came at once: the limit must not depend on how the bytes were split.
-    if (end - start > maxHeadBytes) throw new ParseError("response head too large");
-    this.onHeadText(latin1Text(buf, start, end - 2), buf, start);
+    this.onHead(head);
     return end + shift;
   }
 
-  private onHeadText(text: string, bytes: Uint8Array, bytesAt: number): void {
-    const head = parseResponseHead(text, bytes, bytesAt);
+  private onHead(head: ResponseHead): void {
     const { status } = head;
     if (status < 200) {
       if (status === 101) {
@@ -229,4 +242,38 @@ export class ResponseParser {
         if (line === "") this.finish();
     }
   }
+}
+
+/**
+ * Where a head ends when its lines may end in a bare LF, which RFC 9112 §2.2 lets a recipient take
+ * as a line end: just past the first empty line; -1 when none has arrived.
+ */
+function lfHeadEnd(buf: Uint8Array, start: number): number {
+  const limit = Math.min(buf.length, start + maxHeadBytes);
+  for (let lineStart = start; lineStart < limit; ) {
+    const lf = buf.indexOf(LF, lineStart);
+    if (lf < 0 || lf >= limit) break;
+    const length = lf - lineStart;
+    if (length === 0 || (length === 1 && buf[lineStart] === CR)) return lf + 1;
+    lineStart = lf + 1;
+  }
+  if (buf.length - start > maxHeadBytes) throw new ParseError("response head too large");
+  return -1;
+}
+
+/**
+ * The head in buf[start..end) with every bare LF made CRLF, parsed: what the client is sent is
+ * well-formed HTTP/1.1 however the backend ended its lines. A bare CR is still refused.
+ */
+function crlfHead(buf: Uint8Array, start: number, end: number): ResponseHead {
+  if (end - start > maxHeadBytes) throw new ParseError("response head too large");
+  let bare = 0;
+  for (let i = start; i < end; i++) if (buf[i] === LF && (i === start || buf[i - 1] !== CR)) bare++;
+  const out = Buffer.allocUnsafe(end - start + bare);
+  let at = 0;
+  for (let i = start; i < end; i++) {
+    if (buf[i] === LF && (i === start || buf[i - 1] !== CR)) out[at++] = CR;
+    out[at++] = buf[i];
+  }
+  return parseResponseHead(latin1Text(out, 0, out.length - 2), out, 0);
 }

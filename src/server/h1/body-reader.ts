@@ -37,6 +37,11 @@ export class BodyReader {
     return this.state === "done";
   }
 
+  /** Bytes of a Content-Length body still to come; -1 for chunked, whose length is unknown. */
+  get unreadLength(): number {
+    return this.chunked ? -1 : this.remaining;
+  }
+
   /** Call when the head is parsed: an empty Content-Length body ends at once. */
   start(): void {
     if (this.state === "data" && this.remaining === 0) this.finish();

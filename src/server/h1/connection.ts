@@ -2,7 +2,8 @@ import { Readable } from "node:stream";
 import { asKedgeError, type KedgeError } from "../../errors.js";
 import type { IngressRequest, SwitchedConnection } from "../../proxy/ingress.js";
 import { latin1Text } from "../../net/latin1.js";
-import { BodyReader } from "./body-reader.js";
+import { bodyTimeout } from "../connection-guard.js";
+import { RequestBody, type BodySource } from "./request-body.js";
 import { findHeadEnd, parseRequestHead, type HeadLimits, type RequestHead } from "./request-head.js";
 import { H1RawResponse, type ResponseOutput } from "./response.js";
 import { TunnelSocket, type TunnelOutput } from "./tunnel-socket.js";
@@ -29,6 +30,8 @@ const continueLine = Buffer.from("HTTP/1.1 100 Continue\r\n\r\n");
 // Pipelined bytes kept while a response is in flight before the client is made to wait.
 const maxBufferedAhead = 65_536;
 const lingerMs = 5_000;
+// How long the rest of a body answered early is waited for before the connection is not worth keeping.
+const dropMs = 5_000;
 
 /**
  * One client connection on a kedge-owned HTTP/1.1 listener (Bun.listen). Requests are read one
@@ -36,7 +39,7 @@ const lingerMs = 5_000;
  * which is what keeps responses in order. Replaces node:http, whose per-request machinery cost
  * more CPU in Bun than nginx's whole proxy (issue 8's profile).
  */
-export class H1ClientConnection implements ResponseOutput, TunnelOutput, TransportEvents {
+export class H1ClientConnection implements ResponseOutput, TunnelOutput, TransportEvents, BodySource {
   closed = false;
   /** When the head in progress, or the next one on an idle connection, must have arrived (performance.now()); 0: none. */
   deadline = 0;
@@ -45,8 +48,7 @@ export class H1ClientConnection implements ResponseOutput, TunnelOutput, Transpo
   /** No request head has arrived yet: a missed deadline is a 408 (slowloris, or a connection opened and left). */
   fresh = true;
   private input: Buffer | undefined;
-  private body: BodyReader | undefined;
-  private bodyStream: Readable | undefined;
+  private body: RequestBody | undefined;
   private response: H1RawResponse | undefined;
   private drainWaiters: Array<() => void> = [];
   /** A write was queued and no drain has come since. */
@@ -71,6 +73,7 @@ export class H1ClientConnection implements ResponseOutput, TunnelOutput, Transpo
 
   onData(data: Buffer): void {
     if (this.tunnel) return this.tunnel.received(data);
+    if (this.endWhenFlushed) return; // closing: nothing more is read
     this.input = this.input ? Buffer.concat([this.input, data]) : data;
     this.process();
   }
@@ -83,12 +86,16 @@ export class H1ClientConnection implements ResponseOutput, TunnelOutput, Transpo
         if (this.body && !this.body.done) {
           const used = this.body.feed(this.input);
           this.consume(used);
-          if (!this.body.done) break;
+          if (!this.body.done) {
+            if (this.response) this.awaitBody();
+            break;
+          }
         }
         this.body = undefined;
+        if (!this.input) break;
         if (this.response) {
           // The next pipelined request waits for this response; a client far ahead waits in TCP.
-          if (this.input && this.input.length > maxBufferedAhead) this.pause();
+          if (this.input.length > maxBufferedAhead) this.pause();
           break;
         }
         if (!this.readHead()) break;
@@ -140,20 +147,8 @@ export class H1ClientConnection implements ResponseOutput, TunnelOutput, Transpo
     const hasBody = head.contentLength !== 0;
     let body: Readable;
     if (hasBody) {
-      body = new Readable({ read: () => this.resume() });
-      this.bodyStream = body;
-      this.body = new BodyReader(head.contentLength, {
-        data: (chunk) => {
-          if (!body.push(chunk)) this.pause();
-        },
-        end: () => {
-          body.push(null);
-          this.bodyStream = undefined;
-          // A stream that ended never asks for more: undo a pause its last chunk caused.
-          this.resume();
-        },
-      });
-      if (head.expectContinue) this.send(continueLine);
+      this.body = new RequestBody(this, head.contentLength, head.expectContinue);
+      body = this.body.stream;
       // Framing errors in what already arrived are refused before anything goes upstream.
       if (this.input) this.consume(this.body.feed(this.input));
     } else body = emptyBody;
@@ -174,7 +169,25 @@ export class H1ClientConnection implements ResponseOutput, TunnelOutput, Transpo
       body,
     };
     this.response = res;
+    if (this.body && !this.body.done) this.awaitBody();
     this.handler.request(req, res);
+  }
+
+  /**
+   * A body is being read for the request in flight: the client may go silent for client_idle_timeout
+   * at most, counted while kedge wants its bytes (not while a slow backend holds it paused, nor while
+   * it waits for a 100 kedge has not sent).
+   */
+  private awaitBody(): void {
+    this.deadline = this.paused || this.body!.continueAwaited ? 0 : performance.now() + this.handler.idleMs;
+  }
+
+  // BodySource
+  bodyEnded(dropped: boolean): void {
+    if (dropped) this.dropped();
+    else this.deadline = 0;
+    // A stream that ended never asks for more: undo a pause its last chunk caused.
+    this.resume();
   }
 
   private startTunnel(head: RequestHead): void {
@@ -204,8 +217,7 @@ export class H1ClientConnection implements ResponseOutput, TunnelOutput, Transpo
     this.input = undefined;
     this.headStarted = false;
     this.deadline = 0;
-    this.bodyStream?.destroy();
-    this.bodyStream = undefined;
+    this.body?.abandon();
     const inFlight = this.response;
     if (inFlight) {
       // Broken body framing mid-request: the exchange stops as if the client had gone.
@@ -220,19 +232,33 @@ export class H1ClientConnection implements ResponseOutput, TunnelOutput, Transpo
     if (this.paused) return;
     this.paused = true;
     this.transport.pause();
+    if (this.response && this.body) this.deadline = 0;
   }
 
   resume(): void {
     if (!this.paused) return;
     this.paused = false;
     this.transport.resume();
+    if (this.response && this.body && !this.body.done) this.awaitBody();
   }
 
   // ResponseOutput, for the response in flight.
-
   get draining(): boolean {
     return this.handler.draining;
   }
+
+  sendContinue(): void {
+    const body = this.body;
+    if (!body?.continueAwaited || this.closed) return;
+    body.continueAwaited = false;
+    this.send(continueLine);
+    if (!body.done) this.awaitBody();
+  }
+
+  reusable(): boolean {
+    return this.body?.reusable() ?? true;
+  }
+
   send(bytes: Uint8Array): boolean {
     if (this.closed) return true;
     if (this.transport.write(bytes)) return true;
@@ -256,9 +282,24 @@ export class H1ClientConnection implements ResponseOutput, TunnelOutput, Transpo
     this.response = undefined;
     if (!reuse || this.handler.draining) return this.closeWhenFlushed();
     if (this.peerEnded && !this.input) return this.closeWhenFlushed();
+    if (this.body && !this.body.done) return this.dropBody();
     this.deadline = performance.now() + this.handler.idleMs;
     if (!this.body) this.resume();
     if (this.input) queueMicrotask(() => this.process());
+  }
+
+  /** The request was answered before its body was all read: the rest is read off and dropped, bounded in bytes and time. */
+  private dropBody(): void {
+    this.body!.drop();
+    this.deadline = performance.now() + dropMs;
+    this.resume();
+  }
+
+  /** The dropped rest of a body has all been read: the connection waits for its next request. */
+  private dropped(): void {
+    if (this.endWhenFlushed) return;
+    if (this.handler.draining || (this.peerEnded && !this.input)) return this.closeWhenFlushed();
+    this.deadline = performance.now() + this.handler.idleMs;
   }
 
   /**
@@ -280,8 +321,13 @@ export class H1ClientConnection implements ResponseOutput, TunnelOutput, Transpo
       this.destroy();
       return false;
     }
+    if (this.response && this.body && !this.body.done) {
+      this.refuse(bodyTimeout);
+      return false;
+    }
     if (this.headStarted || this.fresh) return true;
-    if (this.idle) this.closeWhenFlushed();
+    // Idle past its keep-alive time, or still sending the rest of a body answered long ago.
+    if (this.idle || (!this.response && this.body)) this.closeWhenFlushed();
     return false;
   }
 
@@ -304,8 +350,7 @@ export class H1ClientConnection implements ResponseOutput, TunnelOutput, Transpo
     this.closed = true;
     this.input = undefined;
     this.drainWaiters = [];
-    this.bodyStream?.destroy();
-    this.bodyStream = undefined;
+    this.body?.abandon();
     this.response?.connectionClosed();
     this.response = undefined;
     this.tunnel?.connectionClosed();
@@ -315,7 +360,7 @@ export class H1ClientConnection implements ResponseOutput, TunnelOutput, Transpo
   onEnd(): void {
     this.peerEnded = true;
     // The rest of a body can never come now: the exchange ends as if the client had gone.
-    if (this.body && !this.body.done) return this.destroy();
+    if (this.body && !this.body.done) return this.response ? this.destroy() : this.closeWhenFlushed();
     if (!this.response) this.closeWhenFlushed();
   }
 }

@@ -15,6 +15,10 @@ export interface ResponseOutput {
   onceDrain(cb: () => void): void;
   /** The response is complete; `reuse`: the connection may carry another request. */
   responseDone(reuse: boolean): void;
+  /** False when the request's unread body rules out another request on this connection. */
+  reusable(): boolean;
+  /** Sends 100 Continue if the client waits for it before sending its body. */
+  sendContinue(): void;
   /** Closes the connection at once (a truncated response). */
   destroy(): void;
   /** The response was a 101: the connection is handed over as a stream. */
@@ -90,6 +94,7 @@ export class H1RawResponse implements IngressResponse {
     if (this.headersSent || this.out.closed) return;
     this.headersSent = true;
     this.status = status;
+    if (this.keepAlive && !this.out.reusable()) this.keepAlive = false;
     this.pendingHead = fields;
     if (this.out.draining) this.keepAlive = false;
     if (status === 204 || status === 304 || status < 200) this.bodyless = true;
@@ -191,6 +196,10 @@ export class H1RawResponse implements IngressResponse {
       this.ended = true;
       this.goneCallback?.();
     }
+  }
+
+  sendContinue(): void {
+    if (!this.headersSent) this.out.sendContinue();
   }
 
   lastOnConnection(): void {

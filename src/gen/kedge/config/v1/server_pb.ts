@@ -104,7 +104,8 @@ export type ServerConfig = Message<"kedge.config.v1.ServerConfig"> & {
   maxRequestHeaderBytes: number;
 
   /**
-   * client_idle_timeout closes idle client keep-alive connections. Default 120s.
+   * client_idle_timeout closes idle client keep-alive connections, and answers 408 to a request
+   * whose body stalls this long while kedge waits for it. Default 120s.
    *
    * @generated from field: google.protobuf.Duration client_idle_timeout = 14;
    */
