@@ -3,6 +3,7 @@ import { routeLabel, type Metrics } from "../observe/metrics.js";
 import type { Runtime } from "../runtime.js";
 import type { HttpProxy, Routing } from "./exchange.js";
 import { hasEncodedSlash } from "./path.js";
+import { screenUnderscoreNames } from "./underscore-names.js";
 import { newRequestId, type ParsedRequest } from "./request.js";
 import type { Tunnels } from "./tunnel.js";
 
@@ -18,7 +19,8 @@ export interface ProxyContext {
  */
 export function kedgeRouting(runtime: Runtime, facts: ParsedRequest, proxyAuthorization: string | undefined, socket: object | undefined): Routing {
   const routing: Routing = { backend: undefined, label: "none", ready: undefined, unrouted: undefined, setHeaders: undefined, maxBodyBytes: runtime.limits.maxBodyBytes, route: "none" };
-  if (!runtime.limits.allowEncodedSlashes && hasEncodedSlash(facts.path)) throw new KedgeError("bad-request", 400, "encoded slash (%2F or %5C) in the path");
+  if (!runtime.limits.allowEncodedSlashes && hasEncodedSlash(facts.path)) throw new KedgeError("bad-request", 400, "encoded slash (%2F or %5C) or backslash in the path");
+  routing.dropUnderscoreNames = screenUnderscoreNames(runtime.limits.headersWithUnderscores, facts.headers);
   const route = runtime.httpRoutes.match(facts);
   if (route) {
     routing.backend = runtime.httpBackends.get(route.backendName);

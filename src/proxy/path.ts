@@ -7,6 +7,7 @@ const unreserved = /[A-Za-z0-9\-._~]/;
  * unreserved characters decoded (%2e is "."), other escapes upper-cased, repeated slashes merged
  * and dot segments removed (RFC 3986 §5.2.4). "/public/%2e%2e/admin" and "//admin" both become
  * "/admin". Encoded slashes stay encoded (%2F): whether to allow them is the caller's decision.
+ * An encoded NUL is refused: C backends and file servers end the path there.
  */
 export function normalizePath(path: string): string {
   // Most paths need nothing: no escapes, no dot segments, no empty segments.
@@ -20,7 +21,9 @@ export function normalizePath(path: string): string {
     }
     const hex = path.slice(i + 1, i + 3);
     if (!/^[0-9A-Fa-f]{2}$/.test(hex)) throw new KedgeError("bad-request", 400, "malformed percent-encoding in the path");
-    const ch = String.fromCharCode(parseInt(hex, 16));
+    const code = parseInt(hex, 16);
+    if (code === 0) throw new KedgeError("bad-request", 400, "NUL (%00) in the path");
+    const ch = String.fromCharCode(code);
     decoded += unreserved.test(ch) ? ch : `%${hex.toUpperCase()}`;
     i += 2;
   }
@@ -39,7 +42,10 @@ export function normalizePath(path: string): string {
   return `/${out.join("/")}`;
 }
 
-/** %2F and %5C: a backend that decodes them sees path separators kedge did not route on. */
+/**
+ * %2F, %5C and a literal backslash: a backend that decodes them, or one that takes "\" for "/"
+ * (Windows servers, many URL parsers after WHATWG), sees path separators kedge did not route on.
+ */
 export function hasEncodedSlash(path: string): boolean {
-  return path.indexOf("%") >= 0 && /%2F|%5C/i.test(path);
+  return path.indexOf("\\") >= 0 || (path.indexOf("%") >= 0 && /%2F|%5C/i.test(path));
 }
