@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from "bun:test";
 import * as grpc from "@grpc/grpc-js";
+import http2 from "node:http2";
 import { curl } from "./helpers/curl.ts";
 import { GreeterClient, startGreeter, unary, type GreeterServer } from "./helpers/grpc.ts";
 import { plainServer, startTestKedge, type TestKedge } from "./helpers/kedge.ts";
@@ -44,6 +45,7 @@ beforeAll(async () => {
         { backend_name: "greeter", authority_host_matcher: "admins.test", auth: { all_of_permissions: ["admin", "write"] } },
         { backend_name: "greeter", authority_host_matcher: "readers.test", auth: { any_of_permissions: ["read", "admin"] } },
         { backend_name: "greeter", authority_host_matcher: "public.test", auth: { public: true } },
+        { backend_name: "greeter", authority_host_matcher: "perms.test", auth: { any_of_permissions: ["proxy:use", "café:read"] } },
         { backend_name: "greeter", authority_host_matcher: "app.test" },
       ],
     },
@@ -190,6 +192,34 @@ describe("per-route permissions", () => {
   });
 });
 
+describe("gRPC error messages", () => {
+  // PROTOCOL-HTTP2.md: grpc-message is UTF-8 with only bytes outside 0x20–0x7E, and "%", percent-encoded.
+  const denial = 'Permission denied. Needs one of the permissions "proxy:use", "café:read".';
+
+  it("reach a grpc-js caller as written: colons, quotes, spaces and non-ASCII intact", async () => {
+    const md = new grpc.Metadata();
+    md.set("proxy-authorization", `bearer ${await issuer.sign({ perms: ["other"] })}`);
+    const client = new GreeterClient(`127.0.0.1:${kedge.ports.h2c}`, grpc.credentials.createInsecure(), { "grpc.default_authority": "perms.test" });
+    const r = await unary(client, "sayHello", { name: "x" }, md);
+    client.close();
+    expect(r.error?.code).toBe(grpc.status.PERMISSION_DENIED);
+    expect(r.error?.details).toBe(denial);
+  });
+
+  it("are percent-encoded on the wire only where the spec says", async () => {
+    const session = http2.connect(`http://127.0.0.1:${kedge.ports.h2c}`);
+    const req = session.request({
+      ":method": "POST", ":path": "/e2e.helloworld.Greeter/SayHello", ":authority": "perms.test",
+      "content-type": "application/grpc", te: "trailers", "proxy-authorization": `bearer ${await issuer.sign({ perms: ["other"] })}`,
+    });
+    req.end();
+    const head = await new Promise<http2.IncomingHttpHeaders>((resolve) => req.once("response", resolve));
+    req.resume();
+    session.close();
+    expect(head["grpc-message"]).toBe('Permission denied. Needs one of the permissions "proxy:use", "caf%C3%A9:read".');
+  });
+});
+
 describe("issuer keys", () => {
   it("follows a key rotation: an unknown kid refetches the JWKS, at most once per refresh interval", async () => {
     await Bun.sleep(1100); // past the refresh interval since the first fetch
@@ -250,6 +280,6 @@ describe("admin port behind auth", () => {
     expect((await call({})).status).toBe(401);
     const ok = await call({ authorization: `Bearer ${await issuer.sign({ perms: ["proxy:use"] })}` });
     expect(ok.status).toBe(200);
-    expect(JSON.parse(ok.body).routes.length).toBe(8); // 4 HTTP and 4 gRPC routes
+    expect(JSON.parse(ok.body).routes.length).toBe(9); // 4 HTTP and 5 gRPC routes
   });
 });
