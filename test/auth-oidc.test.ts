@@ -254,6 +254,81 @@ describe("issuer keys", () => {
   });
 });
 
+describe("issuer outages", () => {
+  // An issuer that cannot be reached says nothing about the caller's token: 503 (gRPC UNAVAILABLE)
+  // with x-kedge-error-type auth-unavailable, counted like other refusals; a bad token stays 401.
+  async function closedPort(): Promise<number> {
+    const probe = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
+    const port = probe.port;
+    probe.stop(true);
+    return port;
+  }
+
+  async function withKedge(oidc: Record<string, unknown>, check: (k: TestKedge) => Promise<void>) {
+    const k = await startTestKedge({
+      server: { ...plainServer, h2c_port: 0 },
+      auth: { oidc: { client_id: "kedge", perms_claim: "perms", ...oidc } },
+      http: { backends: [{ name: "app", static: { addresses: [`127.0.0.1:${upstream.port}`] } }], routes: [{ backend_name: "app" }] },
+      grpc: { backends: [{ name: "greeter", static: { addresses: [`127.0.0.1:${greeter.port}`] } }], routes: [{ backend_name: "greeter" }] },
+    });
+    try {
+      await check(k);
+    } finally {
+      await k.shutdown();
+    }
+  }
+
+  async function refusals(k: TestKedge, token: string) {
+    const http = await curl(["-H", `proxy-authorization: Bearer ${token}`, k.url("/")]);
+    const md = new grpc.Metadata();
+    md.set("proxy-authorization", `bearer ${token}`);
+    const client = new GreeterClient(`127.0.0.1:${k.ports.h2c}`, grpc.credentials.createInsecure());
+    const call = await unary(client, "sayHello", { name: "x" }, md);
+    client.close();
+    return { http, call };
+  }
+
+  it("503 auth-unavailable when issuer discovery cannot be reached, over HTTP and gRPC", async () => {
+    await withKedge({ provider_url: `http://127.0.0.1:${await closedPort()}` }, async (k) => {
+      const { http, call } = await refusals(k, await issuer.sign({ perms: ["proxy:use"] }));
+      expect(http.status).toBe(503);
+      expect(http.headers["x-kedge-error-type"]).toBe("auth-unavailable");
+      expect(http.headers["x-kedge-error"]).toStartWith("Cannot verify the token now: the issuer's discovery failed");
+      expect(call.error?.code).toBe(grpc.status.UNAVAILABLE);
+      expect(call.error?.details).toStartWith("Cannot verify the token now");
+      const metrics = await (await fetch(`http://127.0.0.1:${k.ports.admin}/metrics`)).text();
+      expect(metrics).toMatch(/^kedge_proxy_errors_total\{backend_name="app",type="auth-unavailable"\} 1$/m);
+      expect(metrics).toMatch(/^kedge_proxy_errors_total\{backend_name="none",type="auth-unavailable"\} 1$/m);
+    });
+  });
+
+  it("503 while the JWKS endpoint fails (5xx, unreachable), 401 for a bad token, and the same token passes once it recovers", async () => {
+    const discovery = (await (await fetch(`${issuer.url}/.well-known/openid-configuration`)).json()) as { jwks_uri: string };
+    let failing = true;
+    const keys = Bun.serve({ hostname: "127.0.0.1", port: 0, fetch: () => (failing ? new Response("down", { status: 500 }) : fetch(discovery.jwks_uri)) });
+    const token = await issuer.sign({ perms: ["proxy:use"] });
+    try {
+      await withKedge({ provider_url: issuer.url, jwks_url: `http://127.0.0.1:${keys.port}/jwks`, jwks_refresh_interval: "0s" }, async (k) => {
+        let { http, call } = await refusals(k, token);
+        expect([http.status, http.headers["x-kedge-error-type"], call.error?.code]).toEqual([503, "auth-unavailable", grpc.status.UNAVAILABLE]);
+        expect(http.headers["x-kedge-error"]).toBe("Cannot verify the token now: the issuer's keys are unavailable (JWKS endpoint answered 500).");
+        failing = false;
+        ({ http, call } = await refusals(k, token));
+        expect([http.status, call.error?.code]).toEqual([200, undefined]);
+        const forged = await refusals(k, await issuer.signWithUnpublishedKey({ iss: issuer.url, aud: "kedge" }));
+        expect([forged.http.status, forged.call.error?.code]).toEqual([401, grpc.status.UNAUTHENTICATED]);
+      });
+    } finally {
+      keys.stop(true);
+    }
+    await withKedge({ provider_url: issuer.url, jwks_url: `http://127.0.0.1:${await closedPort()}/jwks` }, async (k) => {
+      const { http, call } = await refusals(k, token);
+      expect([http.status, http.headers["x-kedge-error-type"], call.error?.code]).toEqual([503, "auth-unavailable", grpc.status.UNAVAILABLE]);
+      expect(http.headers["x-kedge-error"]).toStartWith("Cannot verify the token now: the issuer's keys are unavailable (JWKS endpoint cannot be reached");
+    });
+  });
+});
+
 describe("admin port behind auth", () => {
   const admin = (path: string, headers: Record<string, string> = {}) =>
     curl([...Object.entries(headers).flatMap(([k, v]) => ["-H", `${k}: ${v}`]), `http://127.0.0.1:${kedge.ports.admin}${path}`]);
