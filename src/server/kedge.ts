@@ -76,6 +76,7 @@ export async function startKedge(sources: ConfigSources, options: { watchFiles?:
   }
   Object.assign(ports, data.ports);
   metrics.activeConnections.collect = () => [[[], data.openConnections()]];
+  metrics.tlsHandshakeFailures.collect = () => data.tlsHandshakeFailures();
   metrics.refusedConnections.collect = () => {
     const refused = data.refusedConnections();
     return [

@@ -2,7 +2,6 @@ import { readFileSync } from "node:fs";
 import tls from "node:tls";
 import type { ServerConfig } from "../gen/kedge/config/v1/server_pb.js";
 import { durationMs } from "../backend/http-backend.js";
-import { log } from "../observe/log.js";
 import type { HttpProxy } from "../proxy/exchange.js";
 import { kedgeHttpProxy, type ProxyContext } from "../proxy/http.js";
 import { Tunnels } from "../proxy/tunnel.js";
@@ -13,6 +12,7 @@ import { startPlainListener } from "./plain-listener.js";
 import { H1Connections, type H1Options } from "./h1/connections.js";
 import { H2Connections, type H2Options } from "./h2/connections.js";
 import { serveKedgeStream } from "./ingress-h2.js";
+import { TlsHandshakeFailures } from "./tls-failures.js";
 
 export interface DataListeners {
   /** Bound ports, by listener name (tls, http). */
@@ -26,6 +26,8 @@ export interface DataListeners {
   openConnections(): number;
   /** Connections refused so far: over max_connections, or no request head within request_header_timeout. */
   refusedConnections(): { overLimit: number; headTimeout: number };
+  /** Failed TLS handshakes so far, as [listener, reason] → count. */
+  tlsHandshakeFailures(): Iterable<[string[], number]>;
 }
 
 const defaultClientIdleMs = 120_000;
@@ -76,6 +78,7 @@ export async function startDataListeners(server: ServerConfig, ctx: ProxyContext
   const tunnels = new Tunnels();
   const proxies: Proxies = { ctx, http: kedgeHttpProxy(ctx, tunnels), tunnels };
   const guard = new ConnectionGuard(server.maxConnections || 16_384);
+  const tlsFailures = new TlsHandshakeFailures();
   closers.push({ stop: () => {}, kill: () => proxies.tunnels.closeAll() });
 
   const h1Options = (scheme: "http" | "https"): H1Options => ({
@@ -110,7 +113,7 @@ export async function startDataListeners(server: ServerConfig, ctx: ProxyContext
         h2.adoptSocket(socket);
       },
     );
-    listener.on("tlsClientError", (err: Error) => log.debug("TLS handshake failed", { listener: name, error: err.message }));
+    listener.on("tlsClientError", (err: Error, socket: tls.TLSSocket | undefined) => tlsFailures.record(name, err, socket?.remoteAddress));
     ports[name] = await listen(listener, port, bind);
     tlsServers.push(listener);
     closers.push({
@@ -152,5 +155,6 @@ export async function startDataListeners(server: ServerConfig, ctx: ProxyContext
     closeAll: () => closers.forEach((c) => c.kill()),
     openConnections: () => guard.openConnections,
     refusedConnections: () => guard.refused,
+    tlsHandshakeFailures: () => tlsFailures.samples(),
   };
 }
