@@ -10,6 +10,7 @@ export type KedgeErrorType =
   | "adhoc-port-not-allowed"
   | "shutting-down"
   | "unauthorized"
+  | "auth-unavailable"
   | "forbidden"
   | "internal"
   | "overloaded"
@@ -34,6 +35,11 @@ export const noRoute = (what: string) => new KedgeError("no-route", 502, `unknow
 
 /** Bad or missing credentials: 401 (gRPC UNAUTHENTICATED). Messages are kedge Go's. */
 export const unauthorized = (message: string) => new KedgeError("unauthorized", 401, message);
+/**
+ * The issuer's keys cannot be had (discovery or JWKS unreachable, timing out, failing): 503 (gRPC
+ * UNAVAILABLE), since the caller's token may be fine and a retry later may pass.
+ */
+export const authUnavailable = (message: string) => new KedgeError("auth-unavailable", 503, message);
 /** A valid identity without the permission a route needs: 403 (gRPC PERMISSION_DENIED). */
 export const forbidden = (message: string) => new KedgeError("forbidden", 403, message);
 

@@ -3,6 +3,7 @@ import { useKubernetesConfig } from "./k8s/shared-client.js";
 import { create, toJsonString, type DescMessage, type JsonObject, type MessageShape } from "@bufbuild/protobuf";
 import { ConfigSchema, type Config } from "./gen/kedge/config/v1/config_pb.js";
 import { GrpcBackendSchema, HttpBackendSchema } from "./gen/kedge/config/v1/backend_pb.js";
+import { ServerConfig_HeadersWithUnderscores as Underscores } from "./gen/kedge/config/v1/server_pb.js";
 import { GrpcBackend } from "./backend/grpc-backend.js";
 import { HttpBackend } from "./backend/http-backend.js";
 import { ConfigError } from "./config/parse.js";
@@ -69,7 +70,7 @@ export class Runtime {
   readonly grpcRoutes: GrpcRouteTable;
   readonly grpcAdhoc: AdhocTable;
   /** Per-request limits from the server section that a reload may change. */
-  readonly limits: { maxBodyBytes: number; allowEncodedSlashes: boolean };
+  readonly limits: { maxBodyBytes: number; allowEncodedSlashes: boolean; headersWithUnderscores: Underscores };
 
   constructor(
     readonly version: number,
@@ -83,7 +84,9 @@ export class Runtime {
     this.httpAdhoc = compileAdhocRules(config.http?.adhocRules ?? []);
     this.grpcRoutes = compileGrpcRoutes(config.grpc?.routes ?? []);
     this.grpcAdhoc = compileAdhocRules(config.grpc?.adhocRules ?? []);
-    this.limits = { maxBodyBytes: Number(config.server?.maxRequestBodyBytes ?? 0), allowEncodedSlashes: config.server?.allowEncodedSlashes ?? false };
+    this.limits = { maxBodyBytes: Number(config.server?.maxRequestBodyBytes ?? 0), allowEncodedSlashes: config.server?.allowEncodedSlashes ?? false,
+      headersWithUnderscores: config.server?.headersWithUnderscores ?? Underscores.REJECT,
+    };
   }
 
   /** Stops what the next runtime did not take over. */

@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from "bun:test";
 import * as grpc from "@grpc/grpc-js";
+import http2 from "node:http2";
 import { curl } from "./helpers/curl.ts";
 import { GreeterClient, startGreeter, unary, type GreeterServer } from "./helpers/grpc.ts";
 import { plainServer, startTestKedge, type TestKedge } from "./helpers/kedge.ts";
@@ -44,6 +45,7 @@ beforeAll(async () => {
         { backend_name: "greeter", authority_host_matcher: "admins.test", auth: { all_of_permissions: ["admin", "write"] } },
         { backend_name: "greeter", authority_host_matcher: "readers.test", auth: { any_of_permissions: ["read", "admin"] } },
         { backend_name: "greeter", authority_host_matcher: "public.test", auth: { public: true } },
+        { backend_name: "greeter", authority_host_matcher: "perms.test", auth: { any_of_permissions: ["proxy:use", "café:read"] } },
         { backend_name: "greeter", authority_host_matcher: "app.test" },
       ],
     },
@@ -190,6 +192,34 @@ describe("per-route permissions", () => {
   });
 });
 
+describe("gRPC error messages", () => {
+  // PROTOCOL-HTTP2.md: grpc-message is UTF-8 with only bytes outside 0x20–0x7E, and "%", percent-encoded.
+  const denial = 'Permission denied. Needs one of the permissions "proxy:use", "café:read".';
+
+  it("reach a grpc-js caller as written: colons, quotes, spaces and non-ASCII intact", async () => {
+    const md = new grpc.Metadata();
+    md.set("proxy-authorization", `bearer ${await issuer.sign({ perms: ["other"] })}`);
+    const client = new GreeterClient(`127.0.0.1:${kedge.ports.h2c}`, grpc.credentials.createInsecure(), { "grpc.default_authority": "perms.test" });
+    const r = await unary(client, "sayHello", { name: "x" }, md);
+    client.close();
+    expect(r.error?.code).toBe(grpc.status.PERMISSION_DENIED);
+    expect(r.error?.details).toBe(denial);
+  });
+
+  it("are percent-encoded on the wire only where the spec says", async () => {
+    const session = http2.connect(`http://127.0.0.1:${kedge.ports.h2c}`);
+    const req = session.request({
+      ":method": "POST", ":path": "/e2e.helloworld.Greeter/SayHello", ":authority": "perms.test",
+      "content-type": "application/grpc", te: "trailers", "proxy-authorization": `bearer ${await issuer.sign({ perms: ["other"] })}`,
+    });
+    req.end();
+    const head = await new Promise<http2.IncomingHttpHeaders>((resolve) => req.once("response", resolve));
+    req.resume();
+    session.close();
+    expect(head["grpc-message"]).toBe('Permission denied. Needs one of the permissions "proxy:use", "caf%C3%A9:read".');
+  });
+});
+
 describe("issuer keys", () => {
   it("follows a key rotation: an unknown kid refetches the JWKS, at most once per refresh interval", async () => {
     await Bun.sleep(1100); // past the refresh interval since the first fetch
@@ -224,6 +254,81 @@ describe("issuer keys", () => {
   });
 });
 
+describe("issuer outages", () => {
+  // An issuer that cannot be reached says nothing about the caller's token: 503 (gRPC UNAVAILABLE)
+  // with x-kedge-error-type auth-unavailable, counted like other refusals; a bad token stays 401.
+  async function closedPort(): Promise<number> {
+    const probe = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
+    const port = probe.port;
+    probe.stop(true);
+    return port;
+  }
+
+  async function withKedge(oidc: Record<string, unknown>, check: (k: TestKedge) => Promise<void>) {
+    const k = await startTestKedge({
+      server: { ...plainServer, h2c_port: 0 },
+      auth: { oidc: { client_id: "kedge", perms_claim: "perms", ...oidc } },
+      http: { backends: [{ name: "app", static: { addresses: [`127.0.0.1:${upstream.port}`] } }], routes: [{ backend_name: "app" }] },
+      grpc: { backends: [{ name: "greeter", static: { addresses: [`127.0.0.1:${greeter.port}`] } }], routes: [{ backend_name: "greeter" }] },
+    });
+    try {
+      await check(k);
+    } finally {
+      await k.shutdown();
+    }
+  }
+
+  async function refusals(k: TestKedge, token: string) {
+    const http = await curl(["-H", `proxy-authorization: Bearer ${token}`, k.url("/")]);
+    const md = new grpc.Metadata();
+    md.set("proxy-authorization", `bearer ${token}`);
+    const client = new GreeterClient(`127.0.0.1:${k.ports.h2c}`, grpc.credentials.createInsecure());
+    const call = await unary(client, "sayHello", { name: "x" }, md);
+    client.close();
+    return { http, call };
+  }
+
+  it("503 auth-unavailable when issuer discovery cannot be reached, over HTTP and gRPC", async () => {
+    await withKedge({ provider_url: `http://127.0.0.1:${await closedPort()}` }, async (k) => {
+      const { http, call } = await refusals(k, await issuer.sign({ perms: ["proxy:use"] }));
+      expect(http.status).toBe(503);
+      expect(http.headers["x-kedge-error-type"]).toBe("auth-unavailable");
+      expect(http.headers["x-kedge-error"]).toStartWith("Cannot verify the token now: the issuer's discovery failed");
+      expect(call.error?.code).toBe(grpc.status.UNAVAILABLE);
+      expect(call.error?.details).toStartWith("Cannot verify the token now");
+      const metrics = await (await fetch(`http://127.0.0.1:${k.ports.admin}/metrics`)).text();
+      expect(metrics).toMatch(/^kedge_proxy_errors_total\{backend_name="app",type="auth-unavailable"\} 1$/m);
+      expect(metrics).toMatch(/^kedge_proxy_errors_total\{backend_name="none",type="auth-unavailable"\} 1$/m);
+    });
+  });
+
+  it("503 while the JWKS endpoint fails (5xx, unreachable), 401 for a bad token, and the same token passes once it recovers", async () => {
+    const discovery = (await (await fetch(`${issuer.url}/.well-known/openid-configuration`)).json()) as { jwks_uri: string };
+    let failing = true;
+    const keys = Bun.serve({ hostname: "127.0.0.1", port: 0, fetch: () => (failing ? new Response("down", { status: 500 }) : fetch(discovery.jwks_uri)) });
+    const token = await issuer.sign({ perms: ["proxy:use"] });
+    try {
+      await withKedge({ provider_url: issuer.url, jwks_url: `http://127.0.0.1:${keys.port}/jwks`, jwks_refresh_interval: "0s" }, async (k) => {
+        let { http, call } = await refusals(k, token);
+        expect([http.status, http.headers["x-kedge-error-type"], call.error?.code]).toEqual([503, "auth-unavailable", grpc.status.UNAVAILABLE]);
+        expect(http.headers["x-kedge-error"]).toBe("Cannot verify the token now: the issuer's keys are unavailable (JWKS endpoint answered 500).");
+        failing = false;
+        ({ http, call } = await refusals(k, token));
+        expect([http.status, call.error?.code]).toEqual([200, undefined]);
+        const forged = await refusals(k, await issuer.signWithUnpublishedKey({ iss: issuer.url, aud: "kedge" }));
+        expect([forged.http.status, forged.call.error?.code]).toEqual([401, grpc.status.UNAUTHENTICATED]);
+      });
+    } finally {
+      keys.stop(true);
+    }
+    await withKedge({ provider_url: issuer.url, jwks_url: `http://127.0.0.1:${await closedPort()}/jwks` }, async (k) => {
+      const { http, call } = await refusals(k, token);
+      expect([http.status, http.headers["x-kedge-error-type"], call.error?.code]).toEqual([503, "auth-unavailable", grpc.status.UNAVAILABLE]);
+      expect(http.headers["x-kedge-error"]).toStartWith("Cannot verify the token now: the issuer's keys are unavailable (JWKS endpoint cannot be reached");
+    });
+  });
+});
+
 describe("admin port behind auth", () => {
   const admin = (path: string, headers: Record<string, string> = {}) =>
     curl([...Object.entries(headers).flatMap(([k, v]) => ["-H", `${k}: ${v}`]), `http://127.0.0.1:${kedge.ports.admin}${path}`]);
@@ -250,6 +355,6 @@ describe("admin port behind auth", () => {
     expect((await call({})).status).toBe(401);
     const ok = await call({ authorization: `Bearer ${await issuer.sign({ perms: ["proxy:use"] })}` });
     expect(ok.status).toBe(200);
-    expect(JSON.parse(ok.body).routes.length).toBe(8); // 4 HTTP and 4 gRPC routes
+    expect(JSON.parse(ok.body).routes.length).toBe(9); // 4 HTTP and 5 gRPC routes
   });
 });

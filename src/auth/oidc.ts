@@ -1,8 +1,8 @@
 import { readFileSync } from "node:fs";
-import { createLocalJWKSet, createRemoteJWKSet, errors as joseErrors, jwtVerify, type JWTPayload, type JWTVerifyGetKey } from "jose";
+import { createLocalJWKSet, createRemoteJWKSet, customFetch, errors as joseErrors, jwtVerify, type JWTPayload, type JWTVerifyGetKey } from "jose";
 import type { OidcAuth } from "../gen/kedge/config/v1/auth_pb.js";
 import { durationMs } from "../backend/http-backend.js";
-import { unauthorized } from "../errors.js";
+import { authUnavailable, unauthorized } from "../errors.js";
 import { log } from "../observe/log.js";
 import type { TokenIdentity } from "./identity.js";
 
@@ -11,6 +11,21 @@ const defaultSkewMs = 30_000;
 const defaultRefreshMs = 30_000;
 const defaultMaxTokenBytes = 8192;
 const discoveryRetryMs = 5_000;
+
+/** The issuer, not the token, failed: its keys could not be fetched. */
+class KeysUnavailable extends Error {}
+
+/** jose's fetch of the JWKS, failing with KeysUnavailable so that an outage is told from a bad token. */
+async function fetchKeys(url: string, init: RequestInit): Promise<Response> {
+  let res: Response;
+  try {
+    res = await fetch(url, init);
+  } catch (e) {
+    throw new KeysUnavailable((e as Error).name === "TimeoutError" ? "JWKS endpoint did not answer in time" : `JWKS endpoint cannot be reached: ${(e as Error).message}`);
+  }
+  if (res.status !== 200) throw new KeysUnavailable(`JWKS endpoint answered ${res.status}`);
+  return res;
+}
 
 /**
  * Verifies JWTs from one OIDC issuer with jose: keys from the issuer's discovery document (or a
@@ -22,6 +37,7 @@ export class OidcVerifier {
   private keys: JWTVerifyGetKey | undefined;
   private discovery: Promise<JWTVerifyGetKey> | undefined;
   private discoveryFailedAt = 0;
+  private keysWarnedAt = 0;
   private readonly algorithms: string[];
   private readonly skewSeconds: number;
   private readonly maxTokenBytes: number;
@@ -38,7 +54,7 @@ export class OidcVerifier {
   }
 
   private remote(url: string): JWTVerifyGetKey {
-    return createRemoteJWKSet(new URL(url), { cooldownDuration: this.refreshMs, cacheMaxAge: 10 * 60_000, timeoutDuration: 5_000 });
+    return createRemoteJWKSet(new URL(url), { cooldownDuration: this.refreshMs, cacheMaxAge: 10 * 60_000, timeoutDuration: 5_000, [customFetch]: fetchKeys });
   }
 
   /** Fetches /.well-known/openid-configuration once; after a failure, again no sooner than discoveryRetryMs. */
@@ -67,14 +83,17 @@ export class OidcVerifier {
     return this.discovery;
   }
 
-  /** Verifies a token; throws KedgeError(unauthorized) saying why, never echoing the token. */
+  /**
+   * Verifies a token; throws KedgeError(unauthorized) saying why, never echoing the token, or
+   * KedgeError(auth-unavailable) when the issuer's keys cannot be had.
+   */
   async verify(token: string): Promise<TokenIdentity> {
     if (token.length > this.maxTokenBytes) throw unauthorized(`Verification failed. Token is longer than ${this.maxTokenBytes} bytes.`);
     let keys: JWTVerifyGetKey;
     try {
       keys = await this.discover();
     } catch (e) {
-      throw unauthorized(`Verification failed. Cannot get the issuer's keys: ${(e as Error).message}.`);
+      throw authUnavailable(`Cannot verify the token now: the issuer's discovery failed (${(e as Error).message}).`);
     }
     let payload: JWTPayload;
     try {
@@ -86,6 +105,14 @@ export class OidcVerifier {
         requiredClaims: ["exp"],
       }));
     } catch (e) {
+      if (e instanceof KeysUnavailable || e instanceof joseErrors.JWKSTimeout) {
+        // One line per retry interval: in an outage every request with a token fails the same way.
+        if (performance.now() - this.keysWarnedAt >= discoveryRetryMs) {
+          this.keysWarnedAt = performance.now();
+          log.warn("OIDC issuer keys unavailable", { issuer: this.config.providerUrl, error: e.message });
+        }
+        throw authUnavailable(`Cannot verify the token now: the issuer's keys are unavailable (${e.message}).`);
+      }
       throw unauthorized(`Verification failed. ${describe(e)}`);
     }
     // jose checks iat only with maxTokenAge; a token issued in the future is as wrong as one not yet valid.

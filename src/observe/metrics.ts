@@ -268,6 +268,7 @@ export function createMetrics() {
     httpBackendChanges: registry.add(new Counter("kedge_http_backend_configuration_changes_total", "HTTP backends created, updated or deleted by config changes (file, flags or discovery).", ["backend_name", "action"])),
     grpcBackendChanges: registry.add(new Counter("kedge_grpc_backend_configuration_changes_total", "gRPC backends created, updated or deleted by config changes (file, flags or discovery).", ["backend_name", "action"])),
     activeConnections: registry.add(new Gauge("kedge_active_connections", "Client connections open on the data listeners.", [])),
+    tlsHandshakeFailures: registry.add(new Counter("kedge_tls_handshake_failures_total", "Failed TLS handshakes on the data listeners, by listener and reason: no_client_certificate, unknown_ca, certificate_expired, certificate_not_yet_valid, no_shared_alpn, protocol_version, not_tls or other.", ["listener", "reason"])),
     refusedConnections: registry.add(new Counter("kedge_connections_refused_total", "Client connections refused, by reason: max_connections (503) or header_timeout (408, no request head in time).", ["reason"])),
     h1Open: registry.add(new Gauge("kedge_http_upstream_connections_open", "Open HTTP/1.1 connections to a backend's endpoints (busy and idle).", ["backend_name"])),
     h1Idle: registry.add(new Gauge("kedge_http_upstream_connections_idle", "Idle keep-alive HTTP/1.1 connections to a backend's endpoints.", ["backend_name"])),

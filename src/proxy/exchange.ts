@@ -25,6 +25,8 @@ export interface Routing {
   setHeaders: Record<string, string> | undefined;
   /** Request bodies beyond this many bytes get 413; 0: no limit. */
   maxBodyBytes: number;
+  /** server.headers_with_underscores is DROP and the request had such fields (gone from its headers already). */
+  dropUnderscoreNames?: boolean;
   /** The matched route for metrics and access logs (its index, "adhoc" or "none"); winch has none. */
   route?: string;
 }
@@ -177,6 +179,7 @@ class HttpExchange {
       set: routing.setHeaders,
       traceparent: this.obs?.traceparent,
       forwardLines: this.req.forwardLines,
+      dropUnderscoreNames: routing.dropUnderscoreNames,
       upgrade: this.upgrade,
     };
   }

@@ -87,13 +87,28 @@ export function answerStatus(stream: ClientStream, code: number, message: string
   call.record(code);
   if (stream.destroyed || stream.closed || stream.headersSent) return;
   stream.respond(
-    { ":status": 200, "content-type": "application/grpc", "grpc-status": String(code), "grpc-message": encodeURIComponent(message) },
+    { ":status": 200, "content-type": "application/grpc", "grpc-status": String(code), "grpc-message": grpcMessage(message) },
     { endStream: true },
   );
 }
 
 export function statusTrailers(code: number, message: string): OutgoingHttpHeaders {
-  return { "grpc-status": String(code), "grpc-message": encodeURIComponent(message) };
+  return { "grpc-status": String(code), "grpc-message": grpcMessage(message) };
+}
+
+const plainMessage = /^[\x20-\x24\x26-\x7e]*$/;
+const hexByte = Array.from({ length: 256 }, (_, b) => `%${b.toString(16).toUpperCase().padStart(2, "0")}`);
+
+/**
+ * grpc-message as PROTOCOL-HTTP2.md asks: the UTF-8 bytes, with only those outside 0x20–0x7E and
+ * "%" itself percent-encoded. encodeURIComponent escapes ":", "/" and spaces too, which a client
+ * following the spec does not decode, so the caller would read `proxy%3Ause`.
+ */
+export function grpcMessage(message: string): string {
+  if (plainMessage.test(message)) return message;
+  let out = "";
+  for (const b of Buffer.from(message, "utf8")) out += b >= 0x20 && b <= 0x7e && b !== 0x25 ? String.fromCharCode(b) : hexByte[b];
+  return out;
 }
 
 /**

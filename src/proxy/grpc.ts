@@ -13,6 +13,7 @@ import { GrpcRelay, RequestReplay, type RelayOwner } from "./grpc-relay.js";
 import type { StreamError } from "../upstream/h2/frames.js";
 import type { ProxyContext } from "./http.js";
 import { routeLabel, type ProxyMetrics } from "../observe/metrics.js";
+import { screenUnderscoreNames } from "./underscore-names.js";
 
 const maxEndpointAttempts = 3;
 /** Refused-unprocessed streams replayed per call (a GOAWAY race needs one). */
@@ -22,6 +23,8 @@ function statusFor(err: KedgeError): number {
   if (err.type === "no-route" || err.type === "no-backend") return GrpcStatus.UNIMPLEMENTED;
   if (err.type === "adhoc-port-not-allowed" || err.type === "forbidden") return GrpcStatus.PERMISSION_DENIED;
   if (err.type === "unauthorized") return GrpcStatus.UNAUTHENTICATED;
+  // gRPC's mapping of HTTP 400 (doc/http-grpc-status-mapping.md).
+  if (err.type === "bad-request") return GrpcStatus.INTERNAL;
   return GrpcStatus.UNAVAILABLE;
 }
 
@@ -74,6 +77,7 @@ export function proxyGrpc(ctx: ProxyContext, stream: ClientStream, headers: Inco
   let decision: Promise<unknown> | undefined;
   try {
     const runtime = ctx.runtime();
+    screenUnderscoreNames(runtime.limits.headersWithUnderscores, headers);
     routed = routeCall(runtime, headers);
     call.route = routed.route;
     const proxyAuthorization = headers["proxy-authorization"];

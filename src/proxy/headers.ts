@@ -44,6 +44,8 @@ export interface UpstreamHeadInput {
   forwardLines?: ForwardLines;
   /** The protocol the client asked to switch to, asked of the backend in turn (Connection and Upgrade are hop-by-hop). */
   upgrade?: string;
+  /** server.headers_with_underscores is DROP: the client's lines named with "_" are left out. */
+  dropUnderscoreNames?: boolean;
   /** The connection carries this one exchange: winch's upgrades, where a refusal ends with the close. */
   closeAfter?: boolean;
 }
@@ -53,10 +55,18 @@ export interface ForwardLines {
   readonly text: string;
   readonly fieldsAt: number;
   readonly fieldsEnd: number;
-  /** The lines whose names are in notForwardedUpstream (kind 0); undefined: none. */
+  /** The lines whose names are in notForwardedUpstream, and those named with "_", of the kinds in RequestDrop; undefined: none. */
   readonly drops: LineDrops | undefined;
   /** The bytes `text` was read from (text[i] is bytes[i]), copied upstream as they are; undefined: from `text`. */
   readonly bytes: Uint8Array | undefined;
+}
+
+/** What kind of line a request head's drop is (see ForwardLines). */
+export const enum RequestDrop {
+  /** In notForwardedUpstream: never copied. */
+  Always = 0,
+  /** A name with "_": copied unless server.headers_with_underscores is DROP. */
+  UnderscoreName = 1,
 }
 
 /** Field names the client listed in its Connection header are hop-by-hop too (RFC 9110 §7.6.1). */
@@ -87,7 +97,7 @@ export function writeUpstreamHead(w: HeadWriter, input: UpstreamHeadInput): Head
   w.line("host", input.host);
   const pass = input.forwardLines;
   // The client's own lines, unless a field listed in Connection, a credential or a traceparent must go.
-  if (pass && !extra && !input.set && (input.traceparent === undefined || headers.traceparent === undefined)) w.linesWithout(pass.text, pass.bytes, 0, pass.fieldsAt, pass.fieldsEnd, pass.drops);
+  if (pass && !extra && !input.set && (input.traceparent === undefined || headers.traceparent === undefined)) w.linesWithout(pass.text, pass.bytes, 0, pass.fieldsAt, pass.fieldsEnd, pass.drops, input.dropUnderscoreNames ? 0 : 1 << RequestDrop.UnderscoreName);
   else for (const name in headers) {
     if (name.charCodeAt(0) === 58 /* ":" */ || notForwardedUpstream.has(name) || extra?.has(name) || (input.set && name in input.set)) continue;
     if (input.traceparent !== undefined && name === "traceparent") continue;

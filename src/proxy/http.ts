@@ -3,6 +3,7 @@ import { routeLabel, type Metrics } from "../observe/metrics.js";
 import type { Runtime } from "../runtime.js";
 import type { HttpProxy, Routing } from "./exchange.js";
 import { pathSpellingProblem } from "./path.js";
+import { screenUnderscoreNames } from "./underscore-names.js";
 import { newRequestId, type ParsedRequest } from "./request.js";
 import type { Tunnels } from "./tunnel.js";
 
@@ -20,6 +21,7 @@ export function kedgeRouting(runtime: Runtime, facts: ParsedRequest, proxyAuthor
   const routing: Routing = { backend: undefined, label: "none", ready: undefined, unrouted: undefined, setHeaders: undefined, maxBodyBytes: runtime.limits.maxBodyBytes, route: "none" };
   const pathProblem = pathSpellingProblem(facts.path, runtime.limits.allowEncodedSlashes);
   if (pathProblem) throw new KedgeError("bad-request", 400, pathProblem);
+  routing.dropUnderscoreNames = screenUnderscoreNames(runtime.limits.headersWithUnderscores, facts.headers);
   const route = runtime.httpRoutes.match(facts);
   if (route) {
     routing.backend = runtime.httpBackends.get(route.backendName);

@@ -7,6 +7,7 @@ const unreserved = /[A-Za-z0-9\-._~]/;
  * unreserved characters decoded (%2e is "."), other escapes upper-cased, repeated slashes merged
  * and dot segments removed (RFC 3986 §5.2.4). "/public/%2e%2e/admin" and "//admin" both become
  * "/admin". Encoded slashes stay encoded (%2F): whether to allow them is the caller's decision.
+ * An encoded NUL is refused: C backends and file servers end the path there.
  */
 export function normalizePath(path: string): string {
   // Most paths need nothing: no escapes, no dot segments, no empty segments.
@@ -20,7 +21,9 @@ export function normalizePath(path: string): string {
     }
     const hex = path.slice(i + 1, i + 3);
     if (!/^[0-9A-Fa-f]{2}$/.test(hex)) throw new KedgeError("bad-request", 400, "malformed percent-encoding in the path");
-    const ch = String.fromCharCode(parseInt(hex, 16));
+    const code = parseInt(hex, 16);
+    if (code === 0) throw new KedgeError("bad-request", 400, "NUL (%00) in the path");
+    const ch = String.fromCharCode(code);
     decoded += unreserved.test(ch) ? ch : `%${hex.toUpperCase()}`;
     i += 2;
   }
@@ -42,13 +45,11 @@ export function normalizePath(path: string): string {
 /**
  * Why a path is refused before routing, or undefined. %2F, %5C and a bare "\\": a backend that
  * decodes them, or takes a backslash for a separator, sees path segments kedge did not route on
- * (server.allow_encoded_slashes lets them through). %00 always: backends written in C end the
- * path there.
+ * (server.allow_encoded_slashes lets them through). An encoded NUL is normalizePath's refusal.
  */
 export function pathSpellingProblem(path: string, allowEncodedSlashes: boolean): string | undefined {
   if (!allowEncodedSlashes && path.indexOf("\\") >= 0) return "backslash in the path";
   if (path.indexOf("%") < 0) return undefined;
-  if (path.indexOf("%00") >= 0) return "encoded NUL (%00) in the path";
   if (!allowEncodedSlashes && /%2F|%5C/i.test(path)) return "encoded slash (%2F or %5C) in the path";
   return undefined;
 }

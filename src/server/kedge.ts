@@ -82,6 +82,7 @@ export async function startKedge(sources: ConfigSources, options: { watchFiles?:
     log.warn("data listeners are reachable beyond loopback without authentication (auth.allow_unauthenticated)", { listeners: unguarded.map((l) => l.address) });
   }
   metrics.activeConnections.collect = () => [[[], data.openConnections()]];
+  metrics.tlsHandshakeFailures.collect = () => data.tlsHandshakeFailures();
   metrics.refusedConnections.collect = () => {
     const refused = data.refusedConnections();
     return [

@@ -3,7 +3,6 @@ import tls from "node:tls";
 import type { ServerConfig } from "../gen/kedge/config/v1/server_pb.js";
 import { durationMs } from "../backend/http-backend.js";
 import { defaultBindAddress } from "../config/validate-exposure.js";
-import { log } from "../observe/log.js";
 import { inflight, type HttpProxy } from "../proxy/exchange.js";
 import { kedgeHttpProxy, type ProxyContext } from "../proxy/http.js";
 import { Tunnels } from "../proxy/tunnel.js";
@@ -15,6 +14,7 @@ import { startPlainListener } from "./plain-listener.js";
 import { H1Connections, type H1Options } from "./h1/connections.js";
 import { defaultSendTimeoutMs, H2Connections, type H2Options } from "./h2/connections.js";
 import { serveKedgeStream } from "./ingress-h2.js";
+import { TlsHandshakeFailures } from "./tls-failures.js";
 
 export interface DataListeners {
   /** Bound ports, by listener name (tls, http). */
@@ -30,6 +30,8 @@ export interface DataListeners {
   openConnections(): number;
   /** Connections refused so far: over max_connections, or no request head within request_header_timeout. */
   refusedConnections(): { overLimit: number; headTimeout: number };
+  /** Failed TLS handshakes so far, as [listener, reason] → count. */
+  tlsHandshakeFailures(): Iterable<[string[], number]>;
 }
 
 const defaultClientIdleMs = 120_000;
@@ -82,6 +84,7 @@ export async function startDataListeners(server: ServerConfig, ctx: ProxyContext
   const proxies: Proxies = { ctx, http: kedgeHttpProxy(ctx, tunnels), tunnels };
   const guard = new ConnectionGuard(server.maxConnections || 16_384);
   const h2Sets: H2Connections[] = [];
+  const tlsFailures = new TlsHandshakeFailures();
   closers.push({ stop: () => {}, kill: () => proxies.tunnels.closeAll() });
 
   const h1Options = (scheme: "http" | "https"): H1Options => ({
@@ -118,7 +121,7 @@ export async function startDataListeners(server: ServerConfig, ctx: ProxyContext
         h2.adoptSocket(socket);
       },
     );
-    listener.on("tlsClientError", (err: Error) => log.debug("TLS handshake failed", { listener: name, error: err.message }));
+    listener.on("tlsClientError", (err: Error, socket: tls.TLSSocket | undefined) => tlsFailures.record(name, err, socket?.remoteAddress));
     ports[name] = await listen(listener, port, bind);
     tlsServers.push(listener);
     closers.push({
@@ -167,5 +170,6 @@ export async function startDataListeners(server: ServerConfig, ctx: ProxyContext
     closeAll: () => closers.forEach((c) => c.kill()),
     openConnections: () => guard.openConnections,
     refusedConnections: () => guard.refused,
+    tlsHandshakeFailures: () => tlsFailures.samples(),
   };
 }

@@ -55,10 +55,10 @@ export interface ClientCert {
 
 /**
  * Issues a client certificate from the test CA (or, with `otherCa`, from a CA kedge does not
- * trust), optionally already expired. `sans` as openssl writes them: "DNS:a,URI:spiffe://x".
+ * trust), optionally already expired or not valid until 2099. `sans` as openssl writes them: "DNS:a,URI:spiffe://x".
  * With `serverAuth` it is a server certificate instead (a backend serving an internal name).
  */
-export function issueClientCert(pki: TestPki, name: string, subject: string, options: { sans?: string; expired?: boolean; otherCa?: boolean; serverAuth?: boolean } = {}): ClientCert {
+export function issueClientCert(pki: TestPki, name: string, subject: string, options: { sans?: string; expired?: boolean; notYetValid?: boolean; otherCa?: boolean; serverAuth?: boolean } = {}): ClientCert {
   const dir = pki.dir;
   const ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
   let ca = "ca";
@@ -69,12 +69,12 @@ export function issueClientCert(pki: TestPki, name: string, subject: string, opt
   const ext = `extendedKeyUsage=${options.serverAuth ? "serverAuth" : "clientAuth"}\n${options.sans ? `subjectAltName=${options.sans}\n` : ""}`;
   writeFileSync(join(dir, `${name}.ext`), ext);
   openssl(["req", ...ec, "-keyout", `${name}.key`, "-out", `${name}.csr`, "-subj", subject], dir);
-  if (options.expired) {
+  if (options.expired || options.notYetValid) {
     // `openssl x509` cannot backdate in OpenSSL 3.0; `openssl ca` can, with a throwaway database.
     writeFileSync(join(dir, "ca.cnf"), "[ca]\ndefault_ca=d\n[d]\ndatabase=index.txt\nnew_certs_dir=.\nserial=serial\ndefault_md=sha256\npolicy=p\ncopy_extensions=copy\nunique_subject=no\n[p]\ncommonName=supplied\n");
     writeFileSync(join(dir, "index.txt"), "");
     writeFileSync(join(dir, "serial"), "1000\n");
-    openssl(["ca", "-batch", "-config", "ca.cnf", "-startdate", "20200101000000Z", "-enddate", "20200102000000Z", "-in", `${name}.csr`, "-out", `${name}.pem`, "-cert", `${ca}.pem`, "-keyfile", `${ca}.key`, "-notext"], dir);
+    openssl(["ca", "-batch", "-config", "ca.cnf", ...(options.expired ? ["-startdate", "20200101000000Z", "-enddate", "20200102000000Z"] : ["-startdate", "20990101000000Z", "-enddate", "20990102000000Z"]), "-in", `${name}.csr`, "-out", `${name}.pem`, "-cert", `${ca}.pem`, "-keyfile", `${ca}.key`, "-notext"], dir);
   } else {
     openssl(["x509", "-req", "-in", `${name}.csr`, "-CA", `${ca}.pem`, "-CAkey", `${ca}.key`, "-CAcreateserial", "-out", `${name}.pem`, "-days", "2", "-extfile", `${name}.ext`], dir);
   }

@@ -11,6 +11,10 @@ const bad = (message: string) => new KedgeError("bad-request", 400, message);
 const maxLineBytes = 4096;
 const maxTrailerBytes = 16_384;
 const hexDigits = /^[0-9a-fA-F]{1,15}$/;
+// RFC 9112 §7.1.1: BWS (spaces, tabs) may precede an extension's ";"; its names and values are
+// tokens or quoted strings, so a CR or another control byte there is a framing a backend reads differently.
+const trailingBws = /[ \t]+$/;
+const extensionByte = /[\x00-\x08\x0a-\x1f\x7f]/;
 
 /**
  * Reads one request body off the connection's bytes: Content-Length or chunked (RFC 9112 §7.1).
@@ -83,8 +87,9 @@ export class BodyReader {
     } else if (this.state === "size") {
       const semi = text.indexOf(";");
       // Chunk extensions are allowed and dropped: kedge re-frames the body for the backend.
-      const size = (semi >= 0 ? text.slice(0, semi) : text).trimEnd();
+      const size = semi >= 0 ? text.slice(0, semi).replace(trailingBws, "") : text;
       if (!hexDigits.test(size)) throw bad(`malformed chunk size ${JSON.stringify(size.slice(0, 20))}`);
+      if (semi >= 0 && extensionByte.test(text)) throw bad("control character in a chunk extension");
       this.remaining = parseInt(size, 16);
       if (this.remaining === 0) this.state = "trailers";
       else this.state = "data";

@@ -1,7 +1,7 @@
 import type { IncomingHttpHeaders } from "node:http";
 import { KedgeError } from "../../errors.js";
 import { decimalIn, fieldValue, hasToken, nameIs } from "../../net/fields.js";
-import { notForwardedUpstream, switchable, type ForwardLines } from "../../proxy/headers.js";
+import { notForwardedUpstream, RequestDrop, switchable, type ForwardLines } from "../../proxy/headers.js";
 
 /** The request-head limits of the server section, with defaults applied. */
 export interface HeadLimits {
@@ -146,7 +146,8 @@ export function parseRequestHead(text: string, limits: HeadLimits, bytes?: Uint8
     const name = fieldName(text, at, colon);
     if (name === undefined) return bad(`invalid header name ${JSON.stringify(text.slice(at, Math.min(colon, at + 50)))}`);
     const value = fieldValue(text, colon + 1, eol);
-    if (notForwardedUpstream.has(name)) (drops ??= []).push(at, eol + 2, 0);
+    if (notForwardedUpstream.has(name)) (drops ??= []).push(at, eol + 2, RequestDrop.Always);
+    else if (name.indexOf("_") >= 0) (drops ??= []).push(at, eol + 2, RequestDrop.UnderscoreName);
     at = eol + 2;
     if (name === "host") hosts++;
     else if (name === "content-length") lengths++;

@@ -2,8 +2,8 @@
 // @generated from file kedge/config/v1/server.proto (package kedge.config.v1, syntax proto3)
 /* eslint-disable */
 
-import type { GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
-import { fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
+import type { GenEnum, GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
+import { enumDesc, fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
 import type { Duration } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_duration } from "@bufbuild/protobuf/wkt";
 import type { Message } from "@bufbuild/protobuf";
@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file kedge/config/v1/server.proto.
  */
 export const file_kedge_config_v1_server: GenFile = /*@__PURE__*/
-  fileDesc("ChxrZWRnZS9jb25maWcvdjEvc2VydmVyLnByb3RvEg9rZWRnZS5jb25maWcudjEi5AYKDFNlcnZlckNvbmZpZxIUCgxiaW5kX2FkZHJlc3MYASABKAkSGgoNaHR0cF90bHNfcG9ydBgCIAEoDUgAiAEBEhYKCWh0dHBfcG9ydBgDIAEoDUgBiAEBEhoKDWdycGNfdGxzX3BvcnQYBCABKA1IAogBARIXCgphZG1pbl9wb3J0GAUgASgNSAOIAQESFQoNdGxzX2NlcnRfZmlsZRgGIAEoCRIUCgx0bHNfa2V5X2ZpbGUYByABKAkSGwoTdGxzX2NsaWVudF9jYV9maWxlcxgIIAMoCRIgChh0bHNfY2xpZW50X2NlcnRfcmVxdWlyZWQYCSABKAgSNAoRZ3JhY2VmdWxfc2h1dGRvd24YCiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SEQoJbG9nX2xldmVsGAsgASgJEh4KEWRlbW9fYmFja2VuZF9wb3J0GAwgASgNSASIAQESIAoYbWF4X3JlcXVlc3RfaGVhZGVyX2J5dGVzGA0gASgNEjYKE2NsaWVudF9pZGxlX3RpbWVvdXQYDiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SFQoIaDJjX3BvcnQYDyABKA1IBYgBARIbChNtYXhfcmVxdWVzdF9oZWFkZXJzGBAgASgNEh0KFW1heF9yZXF1ZXN0X3VyaV9ieXRlcxgRIAEoDRIeChZtYXhfcmVxdWVzdF9ib2R5X2J5dGVzGBIgASgEEjkKFnJlcXVlc3RfaGVhZGVyX3RpbWVvdXQYEyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SFwoPbWF4X2Nvbm5lY3Rpb25zGBQgASgNEiEKGWgyX21heF9jb25jdXJyZW50X3N0cmVhbXMYFSABKA0SHQoVYWxsb3dfZW5jb2RlZF9zbGFzaGVzGBYgASgIEjkKFmgyX3N0cmVhbV9zZW5kX3RpbWVvdXQYFyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb25CEAoOX2h0dHBfdGxzX3BvcnRCDAoKX2h0dHBfcG9ydEIQCg5fZ3JwY190bHNfcG9ydEINCgtfYWRtaW5fcG9ydEIUChJfZGVtb19iYWNrZW5kX3BvcnRCCwoJX2gyY19wb3J0YgZwcm90bzM", [file_google_protobuf_duration]);
+  fileDesc("ChxrZWRnZS9jb25maWcvdjEvc2VydmVyLnByb3RvEg9rZWRnZS5jb25maWcudjEi9wcKDFNlcnZlckNvbmZpZxIUCgxiaW5kX2FkZHJlc3MYASABKAkSGgoNaHR0cF90bHNfcG9ydBgCIAEoDUgAiAEBEhYKCWh0dHBfcG9ydBgDIAEoDUgBiAEBEhoKDWdycGNfdGxzX3BvcnQYBCABKA1IAogBARIXCgphZG1pbl9wb3J0GAUgASgNSAOIAQESFQoNdGxzX2NlcnRfZmlsZRgGIAEoCRIUCgx0bHNfa2V5X2ZpbGUYByABKAkSGwoTdGxzX2NsaWVudF9jYV9maWxlcxgIIAMoCRIgChh0bHNfY2xpZW50X2NlcnRfcmVxdWlyZWQYCSABKAgSNAoRZ3JhY2VmdWxfc2h1dGRvd24YCiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SEQoJbG9nX2xldmVsGAsgASgJEh4KEWRlbW9fYmFja2VuZF9wb3J0GAwgASgNSASIAQESIAoYbWF4X3JlcXVlc3RfaGVhZGVyX2J5dGVzGA0gASgNEjYKE2NsaWVudF9pZGxlX3RpbWVvdXQYDiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SFQoIaDJjX3BvcnQYDyABKA1IBYgBARIbChNtYXhfcmVxdWVzdF9oZWFkZXJzGBAgASgNEh0KFW1heF9yZXF1ZXN0X3VyaV9ieXRlcxgRIAEoDRIeChZtYXhfcmVxdWVzdF9ib2R5X2J5dGVzGBIgASgEEjkKFnJlcXVlc3RfaGVhZGVyX3RpbWVvdXQYEyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SFwoPbWF4X2Nvbm5lY3Rpb25zGBQgASgNEiEKGWgyX21heF9jb25jdXJyZW50X3N0cmVhbXMYFSABKA0SHQoVYWxsb3dfZW5jb2RlZF9zbGFzaGVzGBYgASgIEjkKFmgyX3N0cmVhbV9zZW5kX3RpbWVvdXQYFyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SVgoYaGVhZGVyc193aXRoX3VuZGVyc2NvcmVzGBggASgOMjQua2VkZ2UuY29uZmlnLnYxLlNlcnZlckNvbmZpZy5IZWFkZXJzV2l0aFVuZGVyc2NvcmVzIjkKFkhlYWRlcnNXaXRoVW5kZXJzY29yZXMSCgoGUkVKRUNUEAASCQoFQUxMT1cQARIICgREUk9QEAJCEAoOX2h0dHBfdGxzX3BvcnRCDAoKX2h0dHBfcG9ydEIQCg5fZ3JwY190bHNfcG9ydEINCgtfYWRtaW5fcG9ydEIUChJfZGVtb19iYWNrZW5kX3BvcnRCCwoJX2gyY19wb3J0YgZwcm90bzM", [file_google_protobuf_duration]);
 
 /**
  * ServerConfig sets up kedge's listeners. An absent port is off; 0 picks a free port.
@@ -164,7 +164,7 @@ export type ServerConfig = Message<"kedge.config.v1.ServerConfig"> & {
   h2MaxConcurrentStreams: number;
 
   /**
-   * allow_encoded_slashes lets %2F and %5C through in paths. Default false: such requests get 400,
+   * allow_encoded_slashes lets %2F, %5C and a literal backslash through in paths. Default false: such requests get 400,
    * because a backend that decodes them would see a path other than the one kedge routed.
    *
    * @generated from field: bool allow_encoded_slashes = 22;
@@ -179,6 +179,14 @@ export type ServerConfig = Message<"kedge.config.v1.ServerConfig"> & {
    * @generated from field: google.protobuf.Duration h2_stream_send_timeout = 23;
    */
   h2StreamSendTimeout?: Duration | undefined;
+
+  /**
+   * headers_with_underscores applies to HTTP/1.1, HTTP/2 and gRPC requests alike (gRPC metadata
+   * keys may hold "_", but the backend behind a gRPC route may be a gateway to HTTP). Default REJECT.
+   *
+   * @generated from field: kedge.config.v1.ServerConfig.HeadersWithUnderscores headers_with_underscores = 24;
+   */
+  headersWithUnderscores: ServerConfig_HeadersWithUnderscores;
 };
 
 /**
@@ -187,4 +195,40 @@ export type ServerConfig = Message<"kedge.config.v1.ServerConfig"> & {
  */
 export const ServerConfigSchema: GenMessage<ServerConfig> = /*@__PURE__*/
   messageDesc(file_kedge_config_v1_server, 0);
+
+/**
+ * HeadersWithUnderscores: what kedge does with a request header whose name holds "_". A
+ * CGI-style backend (PHP, WSGI, Rails behind Rack) reads "x_user" and "x-user" as one variable
+ * (HTTP_X_USER), so a client could set a header kedge or an earlier hop thinks it controls.
+ *
+ * @generated from enum kedge.config.v1.ServerConfig.HeadersWithUnderscores
+ */
+export enum ServerConfig_HeadersWithUnderscores {
+  /**
+   * REJECT answers 400 (gRPC: INTERNAL), the default at the edge, as Envoy's edge guidance asks.
+   *
+   * @generated from enum value: REJECT = 0;
+   */
+  REJECT = 0,
+
+  /**
+   * ALLOW forwards such headers as they are.
+   *
+   * @generated from enum value: ALLOW = 1;
+   */
+  ALLOW = 1,
+
+  /**
+   * DROP removes such headers and forwards the rest of the request.
+   *
+   * @generated from enum value: DROP = 2;
+   */
+  DROP = 2,
+}
+
+/**
+ * Describes the enum kedge.config.v1.ServerConfig.HeadersWithUnderscores.
+ */
+export const ServerConfig_HeadersWithUnderscoresSchema: GenEnum<ServerConfig_HeadersWithUnderscores> = /*@__PURE__*/
+  enumDesc(file_kedge_config_v1_server, 0, 0);
 

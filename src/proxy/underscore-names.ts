@@ -1,0 +1,21 @@
+import type { IncomingHttpHeaders } from "node:http";
+import { KedgeError } from "../errors.js";
+import { ServerConfig_HeadersWithUnderscores as Underscores } from "../gen/kedge/config/v1/server_pb.js";
+
+/**
+ * Applies server.headers_with_underscores to a request's fields (HTTP/1.1, HTTP/2 and gRPC alike):
+ * REJECT throws a 400 naming the first such field; DROP deletes them from `headers` and returns
+ * true, so that an HTTP/1.1 head copied line by line leaves them out too. Pseudo-headers never
+ * hold "_" (the HTTP/2 decoder has refused unknown ones).
+ */
+export function screenUnderscoreNames(policy: Underscores, headers: IncomingHttpHeaders): boolean {
+  if (policy === Underscores.ALLOW) return false;
+  let dropped = false;
+  for (const name in headers) {
+    if (name.indexOf("_") < 0) continue;
+    if (policy === Underscores.REJECT) throw new KedgeError("bad-request", 400, `header name ${JSON.stringify(name.slice(0, 50))} holds an underscore (server.headers_with_underscores: REJECT)`);
+    delete headers[name];
+    dropped = true;
+  }
+  return dropped;
+}
