@@ -221,6 +221,38 @@ describe("against Bun's node:http2 server", () => {
       server.close();
     }
   });
+  it("drains a writer told to wait before the connection was up, once its first piece is out", async () => {
+    // A client-streaming call's first message arrives before the session is up: write() says
+    // wait, and the next message is written only after drain(). The window takes it at once.
+    const server = http2.createServer();
+    server.on("stream", (stream: http2.ServerHttp2Stream) => {
+      const chunks: Buffer[] = [];
+      stream.on("data", (c: Buffer) => chunks.push(c));
+      stream.on("end", () => {
+        stream.respond({ ":status": 200 });
+        stream.end(Buffer.concat(chunks));
+      });
+    });
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+    const s = new H2Session({ host: "127.0.0.1", port: (server.address() as { port: number }).port, connectTimeoutMs: 2000 });
+    try {
+      const pieces = ["one;", "two;", "three"];
+      const r = send(s, "POST", "/");
+      const pump = () => {
+        while (pieces.length > 0) if (!r.stream.write(Buffer.from(pieces.shift()!))) return;
+        r.stream.end();
+      };
+      r.handler.drain = pump;
+      pump();
+      expect(pieces.length).toBe(2); // the session was not up: the writer waits for drain()
+      const a = await Promise.race([r.outcome, Bun.sleep(3000).then(() => undefined)]);
+      expect(a?.err).toBeUndefined();
+      expect(a?.body.toString()).toBe("one;two;three");
+    } finally {
+      s.close();
+      server.close();
+    }
+  });
 });
 
 describe("against a backend with MAX_CONCURRENT_STREAMS=1", () => {

@@ -160,11 +160,9 @@ export class H2Connection {
     const endStream = stream.pendingEnd && stream.pending.length === 0;
     this.out.headerBlock(id, endStream ? Flag.END_STREAM : 0, stream.block, this.peerMaxFrame);
     if (endStream) stream.localEnded = true;
-    else if (stream.pending.length > 0 || stream.pendingEnd) this.sendPending(stream);
-    else if (stream.wantsDrain) {
-      stream.wantsDrain = false;
-      stream.handler.drain();
-    }
+    // A writer told to wait while the stream had no connection or slot is owed drain() once the
+    // bytes are out, else it never writes its next message (a client stream's second one).
+    else this.unblock(stream);
     this.schedule();
     if (this.nextId > lastStreamId) this.retire();
   }
