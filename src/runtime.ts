@@ -91,8 +91,14 @@ export class Runtime {
 
   /** Stops what the next runtime did not take over. */
   retire(next: Runtime | undefined): void {
-    for (const [name, backend] of this.httpBackends) if (next?.httpBackends.get(name) !== backend) backend.close();
-    for (const [name, backend] of this.grpcBackends) if (next?.grpcBackends.get(name) !== backend) backend.close();
+    for (const [name, backend] of this.httpBackends) {
+      const successor = next?.httpBackends.get(name);
+      if (successor !== backend) backend.close(successor);
+    }
+    for (const [name, backend] of this.grpcBackends) {
+      const successor = next?.grpcBackends.get(name);
+      if (successor !== backend) backend.close(successor);
+    }
     if (!next) {
       this.adhoc.http.close();
       this.adhoc.grpc.close();

@@ -28,6 +28,7 @@ export class Backend<Stats, Pool extends EndpointPool<Stats>> {
   private resolveError: string | undefined;
   private resolved = false;
   private closed = false;
+  private successor: this | undefined;
   private firstAnswer: { promise: Promise<void>; resolve: () => void } | undefined = Promise.withResolvers<void>();
 
   constructor(
@@ -124,7 +125,20 @@ export class Backend<Stats, Pool extends EndpointPool<Stats>> {
     return this.closed;
   }
 
-  close(): void {
+  /**
+   * The backend to send to now: this one, or when a reload retired it, the live backend that took
+   * its place (following a chain of reloads). A request keeps the runtime it started with, but a
+   * retired backend has no endpoints left; adhoc backends and a stopping kedge have no successor.
+   */
+  get live(): this {
+    let backend = this;
+    while (backend.closed && backend.successor) backend = backend.successor;
+    return backend;
+  }
+
+  /** Stops it; requests routed to it before and sent after go to `successor`, the backend of its name in the next runtime. */
+  close(successor?: this): void {
+    if (successor !== this) this.successor = successor;
     this.closed = true;
     this.resolver.stop();
     this.settleFirstAnswer();

@@ -1,14 +1,12 @@
 import type { IncomingHttpHeaders } from "node:http";
 import type { Duplex } from "node:stream";
-import type { Endpoint } from "../backend/endpoint.js";
-import { defaults } from "../backend/http-backend.js";
+import { Attempts } from "../backend/attempts.js";
+import type { HttpBackend } from "../backend/http-backend.js";
 import { asKedgeError, KedgeError } from "../errors.js";
 import { parseHostPort } from "../router/host.js";
 import { kedgeRouting, type ProxyContext } from "./http.js";
 import { newRequestId, requestIdFrom, type ParsedRequest } from "./request.js";
 import { dialTcp, writeRawError, tunnelEstablished, countTunnelEnd, type TunnelEnd, type Tunnels } from "./tunnel.js";
-
-const maxEndpointAttempts = 3;
 
 /** A CONNECT request as either HTTP/1.1 listener reads it. */
 export interface ConnectRequest {
@@ -61,37 +59,37 @@ export function proxyConnect(ctx: ProxyContext, tunnels: Tunnels, req: ConnectRe
     const identity = await routing.ready;
     if (obs) obs.identity = identity;
     if (routing.unrouted) throw routing.unrouted;
-    const backend = routing.backend!;
-    await backend.pendingResolution;
-    const failedOn = new Set<Endpoint>();
+    const attempts = new Attempts<HttpBackend>();
+    attempts.backend = routing.backend!;
+    await attempts.pendingResolution;
     for (;;) {
-      const { endpoint } = backend.pick(failedOn);
+      const { endpoint } = attempts.next();
+      let upstream;
       try {
-        const upstream = await dialTcp(endpoint.host, endpoint.port, backend.poolOptions.connectTimeoutMs);
-        if (client.destroyed) {
-          upstream.destroy();
-          return finish(499);
-        }
-        endpoint.markHealthy();
-        ctx.metrics.httpRequests.inc([label, "200", route]);
-        if (obs) {
-          obs.sentUpstream(endpoint.address);
-          obs.firstByteAt = performance.now();
-        }
-        client.write(tunnelEstablished({ "x-kedge-backend-name": label, "x-kedge-request-id": requestId }));
-        const closed = (end: TunnelEnd) => {
-          countTunnelEnd(end, ctx.metrics.proxyErrors, label, obs);
-          finish(200);
-        };
-        tunnels.splice(client, upstream, { head, counts: obs, closed, idleMs: backend.tunnelIdleMs });
-        return;
+        upstream = await dialTcp(endpoint.host, endpoint.port, attempts.backend.poolOptions.connectTimeoutMs);
       } catch (e) {
-        endpoint.markFailed(backend.failureBackoffMs, defaults.maxFailureBackoffMs);
-        failedOn.add(endpoint);
-        if (failedOn.size >= Math.min(maxEndpointAttempts, backend.endpointCount)) {
-          throw new KedgeError("no-connection-to-all-resolved-addresses", 502, `backend ${label}: ${(e as Error).message}`);
-        }
+        if (attempts.retry("dial", !client.destroyed)) continue;
+        throw new KedgeError("no-connection-to-all-resolved-addresses", 502, `backend ${label}: ${(e as Error).message}`);
       }
+      // A tunnel is one long exchange: its endpoint counts it outstanding only until it is open, as for a 101.
+      attempts.release();
+      if (client.destroyed) {
+        upstream.destroy();
+        return finish(499);
+      }
+      attempts.succeeded();
+      ctx.metrics.httpRequests.inc([label, "200", route]);
+      if (obs) {
+        obs.sentUpstream(endpoint.address);
+        obs.firstByteAt = performance.now();
+      }
+      client.write(tunnelEstablished({ "x-kedge-backend-name": label, "x-kedge-request-id": requestId }));
+      const closed = (end: TunnelEnd) => {
+        countTunnelEnd(end, ctx.metrics.proxyErrors, label, obs);
+        finish(200);
+      };
+      tunnels.splice(client, upstream, { head, counts: obs, closed, idleMs: attempts.backend.tunnelIdleMs });
+      return;
     }
   };
   open().catch(refuse);

@@ -1,6 +1,6 @@
 import type { OutgoingHttpHeaders } from "node:http";
-import type { Endpoint } from "../backend/endpoint.js";
-import { defaults, type HttpBackend } from "../backend/http-backend.js";
+import { Attempts, type AttemptFailure } from "../backend/attempts.js";
+import type { HttpBackend } from "../backend/http-backend.js";
 import { asKedgeError, KedgeError } from "../errors.js";
 import type { ProxyMetrics } from "../observe/metrics.js";
 import type { Observation } from "../observe/observer.js";
@@ -43,11 +43,8 @@ export interface HttpProxy {
   newRequestId(): string;
   /** Where connections that switched protocols (101) are spliced; without it no upgrade is asked for. */
   readonly tunnels?: Tunnels;
-  /** The backend that replaced one a reload retired (kedge looks it up by name; winch has none). */
-  successor?(retired: HttpBackend): HttpBackend | undefined;
 }
 
-const maxEndpointAttempts = 3;
 const crlf = Buffer.from("\r\n");
 const lastChunk = Buffer.from("0\r\n\r\n");
 
@@ -80,8 +77,23 @@ export function sendError(res: IngressResponse, err: KedgeError, requestId: stri
   res.end();
 }
 
-/** One proxied request: picks endpoints, retries what is safe to retry, streams both ways. */
-class HttpExchange {
+/** What an HTTP/1.1 backend failure means to the attempt policy; undefined: the request may have been processed. */
+function attemptFailure(err: UpstreamError): AttemptFailure | undefined {
+  switch (err.failure) {
+    case "connect":
+    case "connect-timeout":
+      return "dial";
+    case "pool-timeout":
+      return "busy";
+    case "stale":
+      return "unprocessed";
+    default:
+      return undefined;
+  }
+}
+
+/** One proxied request: its attempts at the backend (the policy it extends), streaming both ways. */
+class HttpExchange extends Attempts<HttpBackend> {
   private readonly started = performance.now();
   private requestId = "";
   private routing: Routing | undefined;
@@ -91,11 +103,7 @@ class HttpExchange {
   /** The protocol asked of the backend (the client's Upgrade), when this proxy and response can switch. */
   private upgrade: string | undefined;
   private bodyLength = 0;
-  private endpoint: Endpoint | undefined;
   private conn: H1Connection | undefined;
-  private failedOn: Set<Endpoint> | undefined;
-  private attempts = 0;
-  private staleRetried = false;
   private bodyStarted = false;
   private bodyBytes = 0;
   private finished = false;
@@ -107,14 +115,12 @@ class HttpExchange {
     private readonly proxy: HttpProxy,
     private readonly req: IngressRequest,
     private readonly res: IngressResponse,
-  ) {}
+  ) {
+    super();
+  }
 
   private get label(): string {
     return this.routing?.label ?? "none";
-  }
-
-  private get backend(): HttpBackend {
-    return this.routing!.backend!;
   }
 
   run(): void {
@@ -150,7 +156,8 @@ class HttpExchange {
     if (routing.maxBodyBytes > 0 && this.req.contentLength > routing.maxBodyBytes) return this.fail(bodyTooLarge(routing.maxBodyBytes));
     this.res.sendContinue?.();
     this.buildHead(routing);
-    const pending = routing.backend.pendingResolution;
+    this.backend = routing.backend;
+    const pending = this.pendingResolution;
     if (!pending) return this.attempt();
     let waited = false;
     const go = () => {
@@ -159,7 +166,7 @@ class HttpExchange {
       clearTimeout(timer);
       this.attempt();
     };
-    const timer = setTimeout(go, routing.backend.poolOptions.connectTimeoutMs);
+    const timer = setTimeout(go, this.backend.poolOptions.connectTimeoutMs);
     void pending.then(go);
   }
 
@@ -186,22 +193,13 @@ class HttpExchange {
 
   private attempt(): void {
     if (this.finished) return;
-    // A reload retired the backend while this request waited (for auth, or the first resolution).
-    const routing = this.routing!;
-    if (routing.backend!.isClosed && this.attempts === 0 && routing.route !== "adhoc") {
-      const next = this.proxy.successor?.(routing.backend!);
-      if (next && next !== routing.backend) routing.backend = next;
-    }
     let picked;
     try {
-      picked = this.backend.pick(this.failedOn);
+      picked = this.next();
     } catch (e) {
       this.fail(e as KedgeError);
       return;
     }
-    this.attempts++;
-    this.endpoint = picked.endpoint;
-    this.endpoint.outstanding++;
     picked.pool.acquire(this);
   }
 
@@ -211,7 +209,7 @@ class HttpExchange {
   }
 
   failed(err: UpstreamError): void {
-    this.upstreamFailed(err, this.endpoint!);
+    this.upstreamFailed(err);
   }
 
   private send(conn: H1Connection): void {
@@ -238,7 +236,7 @@ class HttpExchange {
       if (max > 0 && (this.bodyBytes += chunk.length) > max) {
         conn.abort();
         this.conn = undefined;
-        this.endpoint!.outstanding--;
+        this.release();
         return this.fail(bodyTooLarge(max));
       }
       if (chunked) conn.write(Buffer.from(`${chunk.length.toString(16)}\r\n`));
@@ -284,16 +282,15 @@ class HttpExchange {
    */
   private switchProtocols(head: ResponseHead): void {
     const conn = this.conn!;
-    const endpoint = this.endpoint!;
     this.conn = undefined;
-    endpoint.outstanding--;
+    this.release();
     const i = head.names.indexOf("upgrade");
     const offered = i >= 0 ? head.rawHeaders[2 * i + 1] : "";
     if (offered.toLowerCase() !== this.upgrade!.toLowerCase()) {
       conn.abort();
       return this.fail(new KedgeError("backend-transport-closed", 502, `backend ${this.label} switched to ${JSON.stringify(offered.slice(0, 50))}, not the ${this.upgrade} asked for`));
     }
-    endpoint.markHealthy();
+    this.succeeded();
     this.status = 101;
     if (this.obs) this.obs.firstByteAt = performance.now();
     const fields = downstreamHeadLines(head, this.proxy.tagsResponses);
@@ -325,8 +322,8 @@ class HttpExchange {
   }
 
   onEnd(last?: Uint8Array): void {
-    this.endpoint!.outstanding--;
-    this.endpoint!.markHealthy();
+    this.release();
+    this.succeeded();
     if (this.obs && last) this.obs.bytesOut += last.length;
     this.res.end(last);
     // The backend may answer before reading the whole request body: discard the rest.
@@ -336,28 +333,20 @@ class HttpExchange {
   }
 
   onError(err: UpstreamError): void {
-    this.upstreamFailed(err, this.endpoint!);
+    this.upstreamFailed(err);
   }
 
-  private upstreamFailed(err: UpstreamError, endpoint: Endpoint): void {
-    endpoint.outstanding--;
+  private upstreamFailed(err: UpstreamError): void {
     this.conn = undefined;
-    if (this.finished) return;
-    const nothingSent = err.failure === "connect" || err.failure === "connect-timeout" || err.failure === "pool-timeout";
-    if (nothingSent) {
-      if (err.failure !== "pool-timeout") endpoint.markFailed(this.backend.failureBackoffMs, defaults.maxFailureBackoffMs);
-      (this.failedOn ??= new Set()).add(endpoint);
-      if (this.attempts < Math.min(maxEndpointAttempts, this.backend.endpointCount)) return this.attempt();
+    if (this.finished) return this.release();
+    const failure = attemptFailure(err);
+    if (failure === undefined) this.release();
+    else if (this.retry(failure, !this.bodyStarted)) {
+      if (failure !== "unprocessed") return this.attempt();
+      const pool = this.sameEndpoint();
+      if (pool) return pool.dial(this);
+    } else if (failure !== "unprocessed") {
       return this.fail(new KedgeError("no-connection-to-all-resolved-addresses", 502, `backend ${this.label}: ${err.message}`));
-    }
-    if (err.failure === "stale" && !this.bodyStarted && !this.staleRetried) {
-      // A pooled keep-alive connection the backend had closed: resend on a fresh one.
-      this.staleRetried = true;
-      const pool = this.backend.poolFor(endpoint);
-      if (pool) {
-        endpoint.outstanding++;
-        return pool.dial(this);
-      }
     }
     if (err.failure === "response-timeout") return this.fail(new KedgeError("backend-timeout", 504, `backend ${this.label}: ${err.message}`));
     this.fail(new KedgeError("backend-transport-closed", 502, `backend ${this.label}: ${err.message}`));
@@ -366,8 +355,8 @@ class HttpExchange {
   private clientGone(): void {
     if (this.finished) return;
     this.conn?.abort();
-    if (this.conn) this.endpoint!.outstanding--;
     this.conn = undefined;
+    this.release();
     this.done(499);
   }
 

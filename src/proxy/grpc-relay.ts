@@ -3,7 +3,6 @@ import type { ClientStream } from "./client-stream.js";
 import type { H2Headers } from "../upstream/h2/hpack.js";
 import type { StreamError } from "../upstream/h2/frames.js";
 import type { H2Stream, StreamHandler } from "../upstream/h2/stream.js";
-import type { Endpoint } from "../backend/endpoint.js";
 import { answerStatus, forwardableInPlace, GrpcStatus, statusTrailers, type CallRecord } from "./grpc-call.js";
 
 /** Held response bytes up to this are joined into one write; above it, copying costs more than it saves. */
@@ -111,7 +110,7 @@ export interface Gatherer {
   gathered(): void;
 }
 
-/** The call a relay carries one attempt of: it decides on retries. */
+/** The call a relay carries one attempt of: it holds the attempt's endpoint and decides on retries. */
 export interface RelayOwner {
   readonly backendName: string;
   /** Absolute deadline (performance.now() ms) from grpc-timeout. */
@@ -121,7 +120,11 @@ export interface RelayOwner {
    * The stream never reached the backend's application (refused, or the endpoint unreachable);
    * returns true when the call was started again elsewhere.
    */
-  retry(err: StreamError, endpoint: Endpoint): boolean;
+  retryUnprocessed(err: StreamError): boolean;
+  /** The backend answered the attempt. */
+  succeeded(): void;
+  /** The attempt is over. */
+  release(): void;
 }
 
 const replayOf = Symbol("kedge.requestReplay");
@@ -194,7 +197,6 @@ export class GrpcRelay implements StreamHandler {
     private readonly client: RelayedStream,
     private readonly call: CallRecord,
     private readonly owner: RelayOwner,
-    private readonly endpoint: Endpoint,
   ) {}
 
   /** Wires the client to the upstream stream `request` opens with this relay as its handler. */
@@ -248,7 +250,7 @@ export class GrpcRelay implements StreamHandler {
 
   response(headers: H2Headers, endStream: boolean): void {
     this.responded = true;
-    this.endpoint.markHealthy(); // the backend answered: its endpoint is reachable
+    this.owner.succeeded();
     this.owner.replay.stop();
     const obs = this.call.obs;
     if (obs) obs.firstByteAt = performance.now();
@@ -288,10 +290,12 @@ export class GrpcRelay implements StreamHandler {
     if (!err) return void this.flush();
     if (!this.responded && err.unprocessed && this.owner.replay.replayable && !this.client.closed) {
       this.owner.replay.detach();
-      if (this.owner.retry(err, this.endpoint)) {
+      if (this.owner.retryUnprocessed(err)) {
         this.replayed = true;
         return;
       }
+      const deadlineAt = this.owner.deadlineAt;
+      if (deadlineAt !== undefined && performance.now() >= deadlineAt) return this.fail(GrpcStatus.DEADLINE_EXCEEDED, "deadline exceeded");
     }
     this.fail(GrpcStatus.UNAVAILABLE, `backend ${this.owner.backendName}: ${err.message}`);
   }
@@ -329,7 +333,7 @@ export class GrpcRelay implements StreamHandler {
     if (this.finished) return;
     this.finished = true;
     clearTimeout(this.deadline);
-    this.endpoint.outstanding--; // counted by the owner when it picked the endpoint
+    this.owner.release();
   }
 
   private queueFlush(): void {

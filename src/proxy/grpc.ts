@@ -1,23 +1,17 @@
 import type { IncomingHttpHeaders } from "node:http2";
 import type { ClientStream } from "./client-stream.js";
-import type { Endpoint } from "../backend/endpoint.js";
+import { Attempts } from "../backend/attempts.js";
 import type { GrpcBackend } from "../backend/grpc-backend.js";
-import { defaults } from "../backend/http-backend.js";
 import type { RoutePolicy } from "../auth/policy.js";
 import { KedgeError } from "../errors.js";
 import { parseHostPort, type HostPort } from "../router/host.js";
 import type { Runtime } from "../runtime.js";
-import type { H2Session } from "../upstream/h2-session.js";
 import { answerStatus, type CallRecord, GrpcStatus, openCall, upstreamBlock } from "./grpc-call.js";
 import { GrpcRelay, RequestReplay, type RelayOwner } from "./grpc-relay.js";
 import type { StreamError } from "../upstream/h2/frames.js";
 import type { ProxyContext } from "./http.js";
 import { routeLabel, type ProxyMetrics } from "../observe/metrics.js";
 import { screenUnderscoreNames } from "./underscore-names.js";
-
-const maxEndpointAttempts = 3;
-/** Refused-unprocessed streams replayed per call (a GOAWAY race needs one). */
-const maxReplays = 2;
 
 function statusFor(err: KedgeError): number {
   if (err.type === "no-route" || err.type === "no-backend") return GrpcStatus.UNIMPLEMENTED;
@@ -89,7 +83,7 @@ export function proxyGrpc(ctx: ProxyContext, stream: ClientStream, headers: Inco
     if (call.obs) call.obs.identity = identity;
     if (routed.unrouted) return refuse(routed.unrouted);
     call.backendName = routed.backendName;
-    forwardCall(ctx.metrics, stream, headers, call, routed.backend!, undefined, ctx.runtime);
+    forwardCall(ctx.metrics, stream, headers, call, routed.backend!, undefined);
   };
   if (decision) decision.then(go, refuse);
   else go();
@@ -98,9 +92,6 @@ export function proxyGrpc(ctx: ProxyContext, stream: ClientStream, headers: Inco
 /**
  * Sends the call to one of the backend's endpoints, failing over when an endpoint cannot be
  * reached; `set` replaces the client's metadata of the same names (winch's injected credentials).
- * A reload can retire the backend between routing and sending (the call waits a turn for its
- * body, or for the backend's first resolution): the live `runtime`'s backend of the same name
- * replaced it (adhoc backends have no successor), as for HTTP requests.
  */
 export function forwardCall(
   metrics: ProxyMetrics,
@@ -109,59 +100,45 @@ export function forwardCall(
   call: CallRecord,
   routedTo: GrpcBackend,
   set: Record<string, string> | undefined,
-  runtime?: () => Runtime,
 ): void {
   if (call.obs?.logged) call.obs.countIn(stream);
-  const forward = new GrpcForward(metrics, stream, headers, call, routedTo, set, runtime);
+  const forward = new GrpcForward(metrics, stream, headers, call, routedTo, set);
   forward.replay.gather(forward);
 }
 
-/** One call's way to its backend: each attempt (an endpoint, a stream) is relayed by a GrpcRelay this owns. */
-class GrpcForward implements RelayOwner {
+/** One call's attempts at its backend (the policy it extends): each attempt (an endpoint, a stream) is relayed by a GrpcRelay. */
+class GrpcForward extends Attempts<GrpcBackend> implements RelayOwner {
   readonly backendName: string;
-  readonly deadlineAt: number | undefined;
   readonly replay: RequestReplay;
-  private failedOn: Set<Endpoint> | undefined;
-  private replays = 0;
 
   constructor(
     private readonly metrics: ProxyMetrics,
     private readonly stream: ClientStream,
     private readonly headers: IncomingHttpHeaders,
     private readonly call: CallRecord,
-    private backend: GrpcBackend,
+    backend: GrpcBackend,
     private readonly set: Record<string, string> | undefined,
-    private readonly runtime: (() => Runtime) | undefined,
   ) {
+    super();
+    this.backend = backend;
     this.backendName = call.backendName;
     const timeoutMs = grpcTimeoutMs(headers["grpc-timeout"]);
-    this.deadlineAt = timeoutMs === undefined ? undefined : performance.now() + timeoutMs;
+    if (timeoutMs !== undefined) this.deadlineAt = performance.now() + timeoutMs;
     this.replay = new RequestReplay(stream);
   }
 
   /** The body so far is in hand: waits for the backend's first resolution (a retired backend settles it), then sends. */
   gathered(): void {
-    this.toSuccessor();
-    const pending = this.backend.pendingResolution;
+    const pending = this.pendingResolution;
     if (pending) void pending.then(() => this.gathered());
     else this.attempt();
   }
 
-  private toSuccessor(): void {
-    const { backend, runtime } = this;
-    const next = backend.isClosed && this.call.route !== "adhoc" ? runtime?.().grpcBackends.get(backend.name) : undefined;
-    if (next && next !== backend) {
-      this.backend = next;
-      this.failedOn?.clear();
-    }
-  }
-
   private attempt(): void {
-    this.toSuccessor();
     const { call, stream } = this;
-    let picked: { endpoint: Endpoint; pool: H2Session };
+    let picked;
     try {
-      picked = this.backend.pick(this.failedOn);
+      picked = this.next();
     } catch (e) {
       this.metrics.proxyErrors.inc([this.backendName, (e as KedgeError).type]);
       return answerStatus(stream, GrpcStatus.UNAVAILABLE, (e as Error).message, call);
@@ -170,26 +147,17 @@ class GrpcForward implements RelayOwner {
     const obs = call.obs;
     if (obs) obs.sentUpstream(endpoint.address);
     const block = upstreamBlock(this.headers, pool.options.tls ? "https" : "http", this.set, obs?.traceparent);
-    endpoint.outstanding++;
-    const relay = new GrpcRelay(stream, call, this, endpoint);
+    const relay = new GrpcRelay(stream, call, this);
     relay.start(pool.request(block, relay));
   }
 
-  /**
-   * A call that never reached the backend's application is safe to send again: to another
-   * endpoint when this one cannot be reached, to a fresh connection when the stream was refused.
-   */
-  retry(err: StreamError, endpoint: Endpoint): boolean {
-    if (this.stream.closed || this.stream.destroyed) return false;
-    if (err.dialFailed) {
-      endpoint.markFailed(this.backend.failureBackoffMs, defaults.maxFailureBackoffMs);
-      const failedOn = (this.failedOn ??= new Set());
-      failedOn.add(endpoint);
-      if (failedOn.size >= Math.min(maxEndpointAttempts, this.backend.endpointCount)) {
-        this.metrics.proxyErrors.inc([this.backendName, "no-connection-to-all-resolved-addresses"]);
-        return false;
-      }
-    } else if (this.replays++ >= maxReplays) return false;
+  /** A stream that never reached the backend's application: sent again while the attempt policy allows. */
+  retryUnprocessed(err: StreamError): boolean {
+    const resendable = this.replay.replayable && !this.stream.closed && !this.stream.destroyed;
+    if (!this.retry(err.dialFailed ? "dial" : "unprocessed", resendable)) {
+      if (err.dialFailed && resendable && !this.pastDeadline()) this.metrics.proxyErrors.inc([this.backendName, "no-connection-to-all-resolved-addresses"]);
+      return false;
+    }
     this.attempt();
     return true;
   }

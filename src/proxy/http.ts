@@ -47,7 +47,6 @@ export function kedgeHttpProxy(ctx: ProxyContext, tunnels?: Tunnels): HttpProxy 
     tunnels,
     metrics: ctx.metrics,
     dispatch: (req, facts) => kedgeRouting(ctx.runtime(), facts, req.headers["proxy-authorization"], req.socket),
-    successor: (retired) => ctx.runtime().httpBackends.get(retired.name),
     errorHeader: "x-kedge",
     tagsResponses: true,
     newRequestId,
