@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "bun:test";
 import net from "node:net";
 import fc from "fast-check";
-import { inflight } from "../src/proxy/exchange.ts";
+import { inflight } from "../src/proxy/record.ts";
 import { plainServer, startTestKedge, type TestKedge } from "./helpers/kedge.ts";
 import { rawHttp } from "./helpers/raw-http.ts";
 import { startUpstream, type Upstream } from "./helpers/upstream.ts";

@@ -6,7 +6,9 @@ import { asKedgeError, KedgeError } from "../errors.js";
 import { parseHostPort } from "../router/host.js";
 import { kedgeRouting, type ProxyContext } from "./http.js";
 import { newRequestId, requestIdFrom, type ParsedRequest } from "./request.js";
-import { dialTcp, writeRawError, tunnelEstablished, countTunnelEnd, type TunnelEnd, type Tunnels } from "./tunnel.js";
+import type { Observation, ObservedRequest } from "../observe/observer.js";
+import { recordError, recordFinished, recordStarted, recordTunnelClosed, type RecordedHttp } from "./record.js";
+import { dialTcp, writeRawError, tunnelEstablished, type TunnelEnd, type Tunnels } from "./tunnel.js";
 
 /** A CONNECT request as either HTTP/1.1 listener reads it. */
 export interface ConnectRequest {
@@ -32,65 +34,86 @@ function connectFacts(req: ConnectRequest): ParsedRequest {
  * The client's TLS passes through untouched, end to end with the backend.
  */
 export function proxyConnect(ctx: ProxyContext, tunnels: Tunnels, req: ConnectRequest, client: Duplex, head: Buffer): void {
-  const requestId = requestIdFrom(req.headers, newRequestId);
   client.on("error", () => {});
-  let label = "none";
-  let route = "none";
-  const observer = ctx.metrics.observer;
-  const obs = observer.start(req.headers);
-  // One access line (and span) per tunnel, written when it closes: its bytes and lifetime are known then.
-  const finish = (status: number) => {
-    if (obs) observer.finishHttp(obs, requestId, { protocol: "http/1.1", method: "CONNECT", authority: req.target, remoteAddress: req.remoteAddress, socket: req.socket }, "", status, route, label);
-  };
-  const refuse = (e: unknown) => {
-    const err = asKedgeError(e);
-    ctx.metrics.proxyErrors.inc([label, err.type]);
-    ctx.metrics.httpRequests.inc([label, String(err.status), route]);
-    if (obs) obs.errorType = err.type;
-    writeRawError(client, err, requestId, "x-kedge");
-    finish(err.status);
-  };
-  const open = async () => {
+  const tunnel = new ConnectTunnel(ctx, tunnels, req, client, head);
+  tunnel.open().catch((e) => tunnel.refuse(e));
+}
+
+/**
+ * One CONNECT: its attempts at the backend (dials), then the splice. Counted when it opens or is
+ * refused, as a 101 is; its access line (and span) is written when it closes, with its bytes and lifetime.
+ */
+class ConnectTunnel extends Attempts<HttpBackend> implements RecordedHttp {
+  readonly protocol = "http";
+  recorded = false;
+  readonly startedAt = performance.now();
+  readonly requestId: string;
+  readonly request: ObservedRequest;
+  readonly path = "";
+  readonly obs: Observation | undefined;
+  backendName = "none";
+  route = "none";
+
+  constructor(
+    private readonly ctx: ProxyContext,
+    private readonly tunnels: Tunnels,
+    private readonly req: ConnectRequest,
+    private readonly client: Duplex,
+    private readonly head: Buffer,
+  ) {
+    super();
+    this.requestId = requestIdFrom(req.headers, newRequestId);
+    this.request = { protocol: "http/1.1", method: "CONNECT", authority: req.target, remoteAddress: req.remoteAddress, socket: req.socket };
+    recordStarted(ctx.metrics, this);
+    this.obs = ctx.metrics.observer.start(req.headers);
+  }
+
+  get attempts(): this {
+    return this;
+  }
+
+  async open(): Promise<void> {
+    const { ctx, req, client, obs } = this;
     const facts = connectFacts(req);
-    const proxyAuthorization = req.headers["proxy-authorization"];
-    const routing = kedgeRouting(ctx.runtime(), facts, proxyAuthorization, req.socket);
-    label = routing.label;
-    route = routing.route ?? "none";
+    const routing = kedgeRouting(ctx.runtime(), facts, req.headers["proxy-authorization"], req.socket);
+    this.backendName = routing.label;
+    this.route = routing.route ?? "none";
     const identity = await routing.ready;
     if (obs) obs.identity = identity;
     if (routing.unrouted) throw routing.unrouted;
-    const attempts = new Attempts<HttpBackend>();
-    attempts.backend = routing.backend!;
-    await attempts.pendingResolution;
+    this.backend = routing.backend!;
+    await this.pendingResolution;
     for (;;) {
-      const { endpoint } = attempts.next();
+      const { endpoint } = this.next();
       let upstream;
       try {
-        upstream = await dialTcp(endpoint.host, endpoint.port, attempts.backend.poolOptions.connectTimeoutMs);
+        upstream = await dialTcp(endpoint.host, endpoint.port, this.backend.poolOptions.connectTimeoutMs);
       } catch (e) {
-        if (attempts.retry("dial", !client.destroyed)) continue;
-        throw new KedgeError("no-connection-to-all-resolved-addresses", 502, `backend ${label}: ${(e as Error).message}`);
+        if (this.retry("dial", !client.destroyed)) continue;
+        throw new KedgeError("no-connection-to-all-resolved-addresses", 502, `backend ${this.backendName}: ${(e as Error).message}`);
       }
-      // A tunnel is one long exchange: its endpoint counts it outstanding only until it is open, as for a 101.
-      attempts.release();
       if (client.destroyed) {
         upstream.destroy();
-        return finish(499);
+        return recordFinished(ctx.metrics, this, 499);
       }
-      attempts.succeeded();
-      ctx.metrics.httpRequests.inc([label, "200", route]);
+      this.succeeded();
       if (obs) {
         obs.sentUpstream(endpoint.address);
         obs.firstByteAt = performance.now();
       }
-      client.write(tunnelEstablished({ "x-kedge-backend-name": label, "x-kedge-request-id": requestId }));
-      const closed = (end: TunnelEnd) => {
-        countTunnelEnd(end, ctx.metrics.proxyErrors, label, obs);
-        finish(200);
-      };
-      tunnels.splice(client, upstream, { head, counts: obs, closed, idleMs: attempts.backend.tunnelIdleMs });
+      client.write(tunnelEstablished({ "x-kedge-backend-name": this.backendName, "x-kedge-request-id": this.requestId }));
+      // Open: counted now, and its endpoint no longer counts it outstanding, as for a 101.
+      recordFinished(ctx.metrics, this, 200, true);
+      const closed = (end: TunnelEnd) => recordTunnelClosed(ctx.metrics, this, obs, 200, end);
+      this.tunnels.splice(client, upstream, { head: this.head, counts: obs, closed, idleMs: this.backend.tunnelIdleMs });
       return;
     }
-  };
-  open().catch(refuse);
+  }
+
+  refuse(e: unknown): void {
+    const err = asKedgeError(e);
+    recordError(this.ctx.metrics, this, err.type);
+    writeRawError(this.client, err, this.requestId, "x-kedge");
+    recordFinished(this.ctx.metrics, this, err.status);
+  }
 }

@@ -10,7 +10,8 @@ import { headWriter } from "../net/head-writer.js";
 import { downstreamHeadLines, downstreamHeaders, writeUpstreamHead, type UpstreamHeadInput } from "./headers.js";
 import type { IngressRequest, IngressResponse } from "./ingress.js";
 import { requestFacts, requestIdFrom, type ParsedRequest } from "./request.js";
-import { countTunnelEnd, type TunnelEnd, type Tunnels } from "./tunnel.js";
+import { recordError, recordFinished, recordStarted, recordTunnelClosed, type RecordedHttp } from "./record.js";
+import type { TunnelEnd, Tunnels } from "./tunnel.js";
 
 /** Where one request goes. kedge fills it from its routes; winch from its mapper. */
 export interface Routing {
@@ -50,15 +51,6 @@ const lastChunk = Buffer.from("0\r\n\r\n");
 
 const bodyTooLarge = (max: number) => new KedgeError("bad-request", 413, `request body larger than ${max} bytes`);
 
-const statusLabels: string[] = [];
-/** A status code as a metric label, made once per code. */
-function statusLabel(status: number): string {
-  return (statusLabels[status] ??= String(status));
-}
-
-/** Requests in flight, for graceful shutdown. */
-export const inflight = { count: 0 };
-
 /** Writes the error contract: status, x-kedge-error(-type) (winch: x-winch-…) headers and a short text body. */
 export function sendError(res: IngressResponse, err: KedgeError, requestId: string, prefix: "x-kedge" | "x-winch" = "x-kedge"): void {
   if (res.headersSent) {
@@ -93,9 +85,11 @@ function attemptFailure(err: UpstreamError): AttemptFailure | undefined {
 }
 
 /** One proxied request: its attempts at the backend (the policy it extends), streaming both ways. */
-class HttpExchange extends Attempts<HttpBackend> {
-  private readonly started = performance.now();
-  private requestId = "";
+class HttpExchange extends Attempts<HttpBackend> implements RecordedHttp {
+  readonly protocol = "http";
+  recorded = false;
+  readonly startedAt = performance.now();
+  requestId = "";
   private routing: Routing | undefined;
   private facts: ParsedRequest | undefined;
   /** What the upstream request head is made of, kept for a retry on another connection. */
@@ -106,10 +100,8 @@ class HttpExchange extends Attempts<HttpBackend> {
   private conn: H1Connection | undefined;
   private bodyStarted = false;
   private bodyBytes = 0;
-  private finished = false;
   private status = 0;
-  /** Access log and trace record; undefined unless logging samples this request or tracing is on. */
-  private obs: Observation | undefined;
+  obs: Observation | undefined;
 
   constructor(
     private readonly proxy: HttpProxy,
@@ -119,13 +111,28 @@ class HttpExchange extends Attempts<HttpBackend> {
     super();
   }
 
-  private get label(): string {
+  get backendName(): string {
     return this.routing?.label ?? "none";
   }
 
+  get route(): string {
+    return this.routing?.route ?? "none";
+  }
+
+  get request(): IngressRequest {
+    return this.req;
+  }
+
+  get path(): string {
+    return this.facts?.path ?? "";
+  }
+
+  get attempts(): this {
+    return this;
+  }
+
   run(): void {
-    inflight.count++;
-    this.proxy.metrics.inflight.http++;
+    recordStarted(this.proxy.metrics, this);
     this.requestId = requestIdFrom(this.req.headers, this.proxy.newRequestId);
     this.obs = this.proxy.metrics.observer.start(this.req.headers);
     try {
@@ -149,7 +156,7 @@ class HttpExchange extends Attempts<HttpBackend> {
   }
 
   private proceed(): void {
-    if (this.finished) return;
+    if (this.recorded) return;
     const routing = this.routing!;
     if (routing.unrouted) return this.fail(routing.unrouted);
     if (!routing.backend) return this.fail(new KedgeError("no-backend", 502, "no backend for this request"));
@@ -192,7 +199,7 @@ class HttpExchange extends Attempts<HttpBackend> {
   }
 
   private attempt(): void {
-    if (this.finished) return;
+    if (this.recorded) return;
     let picked;
     try {
       picked = this.next();
@@ -213,7 +220,7 @@ class HttpExchange extends Attempts<HttpBackend> {
   }
 
   private send(conn: H1Connection): void {
-    if (this.finished) {
+    if (this.recorded) {
       conn.pool.release(conn);
       return;
     }
@@ -236,7 +243,6 @@ class HttpExchange extends Attempts<HttpBackend> {
       if (max > 0 && (this.bodyBytes += chunk.length) > max) {
         conn.abort();
         this.conn = undefined;
-        this.release();
         return this.fail(bodyTooLarge(max));
       }
       if (chunked) conn.write(Buffer.from(`${chunk.length.toString(16)}\r\n`));
@@ -265,12 +271,12 @@ class HttpExchange extends Attempts<HttpBackend> {
     const tags = this.proxy.tagsResponses;
     if (this.res.writeHeadLines) {
       const fields = downstreamHeadLines(head, tags);
-      if (tags) fields.backendName = this.label;
+      if (tags) fields.backendName = this.backendName;
       if (!fields.hasRequestId) fields.requestId = this.requestId;
       return this.res.writeHeadLines(head.status, fields);
     }
     const headers: OutgoingHttpHeaders = downstreamHeaders(head, this.req.protocol === "h2", tags);
-    if (tags) headers["x-kedge-backend-name"] = this.label;
+    if (tags) headers["x-kedge-backend-name"] = this.backendName;
     headers["x-kedge-request-id"] ??= this.requestId;
     this.res.writeHead(head.status, headers);
   }
@@ -283,19 +289,18 @@ class HttpExchange extends Attempts<HttpBackend> {
   private switchProtocols(head: ResponseHead): void {
     const conn = this.conn!;
     this.conn = undefined;
-    this.release();
     const i = head.names.indexOf("upgrade");
     const offered = i >= 0 ? head.rawHeaders[2 * i + 1] : "";
     if (offered.toLowerCase() !== this.upgrade!.toLowerCase()) {
       conn.abort();
-      return this.fail(new KedgeError("backend-transport-closed", 502, `backend ${this.label} switched to ${JSON.stringify(offered.slice(0, 50))}, not the ${this.upgrade} asked for`));
+      return this.fail(new KedgeError("backend-transport-closed", 502, `backend ${this.backendName} switched to ${JSON.stringify(offered.slice(0, 50))}, not the ${this.upgrade} asked for`));
     }
     this.succeeded();
     this.status = 101;
     if (this.obs) this.obs.firstByteAt = performance.now();
     const fields = downstreamHeadLines(head, this.proxy.tagsResponses);
     fields.lines = `connection: upgrade\r\nupgrade: ${offered}\r\n`;
-    if (this.proxy.tagsResponses) fields.backendName = this.label;
+    if (this.proxy.tagsResponses) fields.backendName = this.backendName;
     fields.requestId = this.requestId;
     const client = this.res.switchProtocols!(fields);
     if (!client) {
@@ -303,13 +308,9 @@ class HttpExchange extends Attempts<HttpBackend> {
       return this.done(499);
     }
     const obs = this.obs;
-    this.obs = undefined; // logged when the splice closes, with its bytes
-    this.done(101);
+    recordFinished(this.proxy.metrics, this, 101, true); // its access line waits for the splice to close, with its bytes
     const upstream = conn.switchProtocols();
-    const closed = (end: TunnelEnd) => {
-      countTunnelEnd(end, this.proxy.metrics.proxyErrors, this.label, obs);
-      if (obs) this.log(obs, 101);
-    };
+    const closed = (end: TunnelEnd) => recordTunnelClosed(this.proxy.metrics, this, obs, 101, end);
     this.proxy.tunnels!.splice(client.socket, upstream, { head: client.rest, counts: obs, closed, idleMs: this.backend.tunnelIdleMs });
   }
 
@@ -322,7 +323,6 @@ class HttpExchange extends Attempts<HttpBackend> {
   }
 
   onEnd(last?: Uint8Array): void {
-    this.release();
     this.succeeded();
     if (this.obs && last) this.obs.bytesOut += last.length;
     this.res.end(last);
@@ -338,55 +338,40 @@ class HttpExchange extends Attempts<HttpBackend> {
 
   private upstreamFailed(err: UpstreamError): void {
     this.conn = undefined;
-    if (this.finished) return this.release();
+    if (this.recorded) return;
     const failure = attemptFailure(err);
-    if (failure === undefined) this.release();
-    else if (this.retry(failure, !this.bodyStarted)) {
-      if (failure !== "unprocessed") return this.attempt();
-      const pool = this.sameEndpoint();
-      if (pool) return pool.dial(this);
-    } else if (failure !== "unprocessed") {
-      return this.fail(new KedgeError("no-connection-to-all-resolved-addresses", 502, `backend ${this.label}: ${err.message}`));
+    if (failure !== undefined) {
+      if (this.retry(failure, !this.bodyStarted)) {
+        if (failure !== "unprocessed") return this.attempt();
+        const pool = this.sameEndpoint();
+        if (pool) return pool.dial(this);
+      } else if (failure !== "unprocessed") {
+        return this.fail(new KedgeError("no-connection-to-all-resolved-addresses", 502, `backend ${this.backendName}: ${err.message}`));
+      }
     }
-    if (err.failure === "response-timeout") return this.fail(new KedgeError("backend-timeout", 504, `backend ${this.label}: ${err.message}`));
-    this.fail(new KedgeError("backend-transport-closed", 502, `backend ${this.label}: ${err.message}`));
+    if (err.failure === "response-timeout") return this.fail(new KedgeError("backend-timeout", 504, `backend ${this.backendName}: ${err.message}`));
+    this.fail(new KedgeError("backend-transport-closed", 502, `backend ${this.backendName}: ${err.message}`));
   }
 
   private clientGone(): void {
-    if (this.finished) return;
+    if (this.recorded) return;
     this.conn?.abort();
     this.conn = undefined;
-    this.release();
     this.done(499);
   }
 
   private fail(err: KedgeError): void {
-    if (this.finished) return;
+    if (this.recorded) return;
     // The rest of a refused body is not worth reading: close once the answer is out.
     if (err.status === 413) this.res.lastOnConnection();
-    this.proxy.metrics.proxyErrors.inc([this.label, err.type]);
-    if (this.obs) this.obs.errorType = err.type;
+    recordError(this.proxy.metrics, this, err.type);
     sendError(this.res, err, this.requestId, this.proxy.errorHeader);
     if (this.req.hasBody) this.req.body.resume();
     this.done(err.status);
   }
 
   private done(status: number): void {
-    if (this.finished) return;
-    this.finished = true;
-    inflight.count--;
-    const metrics = this.proxy.metrics;
-    metrics.inflight.http--;
-    const route = this.routing?.route ?? "none";
-    const labels = [this.label, statusLabel(status), route];
-    metrics.httpRequests.inc(labels);
-    metrics.httpLatency.observe(labels, (performance.now() - this.started) / 1000);
-    if (this.obs) this.log(this.obs, status);
-  }
-
-  /** The access log line and span of this request. */
-  private log(obs: Observation, status: number): void {
-    this.proxy.metrics.observer.finishHttp(obs, this.requestId, this.req, this.facts?.path ?? "", status, this.routing?.route ?? "none", this.label);
+    recordFinished(this.proxy.metrics, this, status);
   }
 }
 

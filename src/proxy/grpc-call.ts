@@ -3,6 +3,7 @@ import type { ClientStream } from "./client-stream.js";
 import type { ProxyMetrics } from "../observe/metrics.js";
 import type { Observation } from "../observe/observer.js";
 import { asKedgeError, type KedgeError } from "../errors.js";
+import { recordError, recordFinished, recordStarted, type Outcome, type RecordedGrpc } from "./record.js";
 import { addField, addFieldValues, finishBlock, startBlock } from "../upstream/h2/hpack.js";
 
 /** gRPC status codes kedge itself answers with. */
@@ -49,36 +50,38 @@ export function forwardableInPlace<T extends Record<string, unknown>>(headers: T
   return headers;
 }
 
-/** Counts each call once, by backend, method, route and the grpc-status its client got. */
-export class CallRecord {
-  private readonly started = performance.now();
-  private recorded = false;
+/** A call's facts for the accounting (record.ts), which counts it once, by backend, method, route and the grpc-status its client got. */
+export class CallRecord implements RecordedGrpc {
+  readonly protocol = "grpc";
+  recorded = false;
+  readonly startedAt = performance.now();
   backendName = "none";
-  /** The matched route's label (its index, "adhoc" or "none"). */
   route = "none";
-  /** Access log and trace record; undefined unless logging samples this call or tracing is on. */
   readonly obs: Observation | undefined;
+  /** Set once the call goes to a backend. */
+  attempts: { release(): void } | undefined = undefined;
 
   constructor(
     private readonly metrics: ProxyMetrics,
-    private readonly method: string,
-    private readonly headers: IncomingHttpHeaders,
+    readonly method: string,
+    readonly headers: IncomingHttpHeaders,
     private readonly stream: ClientStream,
   ) {
-    metrics.inflight.grpc++;
+    recordStarted(metrics, this);
     this.obs = metrics.observer.start(headers);
   }
 
-  record(code: string | number | string[] | undefined): void {
-    if (this.recorded) return;
-    this.recorded = true;
-    this.metrics.inflight.grpc--;
-    const grpcCode = String(code ?? "unknown");
-    // Unrouted calls name any path a client makes up: one label keeps the series bounded.
-    const method = this.backendName === "none" ? "unrouted" : this.metrics.methodLabel(this.method);
-    this.metrics.grpcRequests.inc([this.backendName, method, grpcCode, this.route]);
-    this.metrics.grpcLatency.observe([this.backendName, grpcCode, method, this.route], (performance.now() - this.started) / 1000);
-    if (this.obs) this.metrics.observer.finishGrpc(this.obs, this.headers, this.stream.session?.socket, this.method, grpcCode, this.route, this.backendName);
+  get socket(): { remoteAddress?: string } | null | undefined {
+    return this.stream.session?.socket;
+  }
+
+  /** kedge, not the backend, refused or failed the call with an error of `type`. */
+  error(type: string): void {
+    recordError(this.metrics, this, type);
+  }
+
+  record(code: Outcome): void {
+    recordFinished(this.metrics, this, code);
   }
 }
 
@@ -120,8 +123,7 @@ export function openCall(metrics: ProxyMetrics, stream: ClientStream, headers: I
   const call = new CallRecord(metrics, (headers[":path"] as string | undefined) ?? "", headers, stream);
   const refuse = (e: unknown) => {
     const err = asKedgeError(e);
-    metrics.proxyErrors.inc([call.backendName, err.type]);
-    if (call.obs) call.obs.errorType = err.type;
+    call.error(err.type);
     answerStatus(stream, statusFor(err), err.message, call);
   };
   return { call, refuse };

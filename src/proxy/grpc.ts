@@ -10,7 +10,7 @@ import { answerStatus, type CallRecord, GrpcStatus, openCall, upstreamBlock } fr
 import { GrpcRelay, RequestReplay, type RelayOwner } from "./grpc-relay.js";
 import type { StreamError } from "../upstream/h2/frames.js";
 import type { ProxyContext } from "./http.js";
-import { routeLabel, type ProxyMetrics } from "../observe/metrics.js";
+import { routeLabel } from "../observe/metrics.js";
 import { screenUnderscoreNames } from "./underscore-names.js";
 
 function statusFor(err: KedgeError): number {
@@ -83,7 +83,7 @@ export function proxyGrpc(ctx: ProxyContext, stream: ClientStream, headers: Inco
     if (call.obs) call.obs.identity = identity;
     if (routed.unrouted) return refuse(routed.unrouted);
     call.backendName = routed.backendName;
-    forwardCall(ctx.metrics, stream, headers, call, routed.backend!, undefined);
+    forwardCall(stream, headers, call, routed.backend!, undefined);
   };
   if (decision) decision.then(go, refuse);
   else go();
@@ -94,7 +94,6 @@ export function proxyGrpc(ctx: ProxyContext, stream: ClientStream, headers: Inco
  * reached; `set` replaces the client's metadata of the same names (winch's injected credentials).
  */
 export function forwardCall(
-  metrics: ProxyMetrics,
   stream: ClientStream,
   headers: IncomingHttpHeaders,
   call: CallRecord,
@@ -102,7 +101,7 @@ export function forwardCall(
   set: Record<string, string> | undefined,
 ): void {
   if (call.obs?.logged) call.obs.countIn(stream);
-  const forward = new GrpcForward(metrics, stream, headers, call, routedTo, set);
+  const forward = new GrpcForward(stream, headers, call, routedTo, set);
   forward.replay.gather(forward);
 }
 
@@ -112,7 +111,6 @@ class GrpcForward extends Attempts<GrpcBackend> implements RelayOwner {
   readonly replay: RequestReplay;
 
   constructor(
-    private readonly metrics: ProxyMetrics,
     private readonly stream: ClientStream,
     private readonly headers: IncomingHttpHeaders,
     private readonly call: CallRecord,
@@ -125,6 +123,7 @@ class GrpcForward extends Attempts<GrpcBackend> implements RelayOwner {
     const timeoutMs = grpcTimeoutMs(headers["grpc-timeout"]);
     if (timeoutMs !== undefined) this.deadlineAt = performance.now() + timeoutMs;
     this.replay = new RequestReplay(stream);
+    call.attempts = this;
   }
 
   /** The body so far is in hand: waits for the backend's first resolution (a retired backend settles it), then sends. */
@@ -140,7 +139,7 @@ class GrpcForward extends Attempts<GrpcBackend> implements RelayOwner {
     try {
       picked = this.next();
     } catch (e) {
-      this.metrics.proxyErrors.inc([this.backendName, (e as KedgeError).type]);
+      call.error((e as KedgeError).type);
       return answerStatus(stream, GrpcStatus.UNAVAILABLE, (e as Error).message, call);
     }
     const { endpoint, pool } = picked;
@@ -155,7 +154,7 @@ class GrpcForward extends Attempts<GrpcBackend> implements RelayOwner {
   retryUnprocessed(err: StreamError): boolean {
     const resendable = this.replay.replayable && !this.stream.closed && !this.stream.destroyed;
     if (!this.retry(err.dialFailed ? "dial" : "unprocessed", resendable)) {
-      if (err.dialFailed && resendable && !this.pastDeadline()) this.metrics.proxyErrors.inc([this.backendName, "no-connection-to-all-resolved-addresses"]);
+      if (err.dialFailed && resendable && !this.pastDeadline()) this.call.error("no-connection-to-all-resolved-addresses");
       return false;
     }
     this.attempt();

@@ -2,17 +2,9 @@ import net from "node:net";
 import type { Duplex } from "node:stream";
 import { STATUS_CODES } from "node:http";
 import type { KedgeError } from "../errors.js";
-import type { Counter } from "../observe/metrics.js";
 
 /** How a tunnel ended: one side closed or failed, or both were silent for the idle timeout. */
 export type TunnelEnd = "closed" | "idle";
-
-/** A tunnel closed for silence is kedge's doing: counted as an error of its backend and named in its access line. */
-export function countTunnelEnd(end: TunnelEnd, proxyErrors: Counter, label: string, record: { errorType: string } | undefined): void {
-  if (end !== "idle") return;
-  proxyErrors.inc([label, "tunnel-idle-timeout"]);
-  if (record) record.errorType = "tunnel-idle-timeout";
-}
 
 export interface SpliceOptions {
   /** Bytes the client sent after its head, before the splice: they go upstream first. */

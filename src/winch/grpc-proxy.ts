@@ -32,7 +32,7 @@ export function winchGrpc(ctx: WinchContext, stream: ClientStream, headers: Inco
     const go = (injection: Injection) => {
       call.backendName = kedge.host;
       const set = { ...injection.headers, "x-kedge-request-id": requestId };
-      forwardCall(ctx.metrics, stream, headers, call, ctx.upstreams.grpcTo(kedge, injection.clientCert), set);
+      forwardCall(stream, headers, call, ctx.upstreams.grpcTo(kedge, injection.clientCert), set);
     };
     const injection = ctx.injector.inject(to.mapping);
     if (injection instanceof Promise) injection.then(go, refuse);
