@@ -14,6 +14,11 @@ export interface WinchContext {
   readonly unknownHosts: "direct" | "refuse";
 }
 
+/** Request-head limits on winch's ports: a laptop's clients (kubectl, browsers) send larger heads than kedge's defaults allow. */
+export const winchHeadLimits = { maxHeaderBytes: 64 * 1024, maxHeaders: 200, maxUriBytes: 16 * 1024 };
+/** How long a connection may sit silent between requests, or mid-body, on winch's ports. */
+export const winchClientIdleMs = 300_000;
+
 export type Destination = { kind: "kedge"; mapping: Mapping } | { kind: "direct" };
 
 /** Where a request for host[:port] goes; throws the error its client should see. */

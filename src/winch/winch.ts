@@ -1,28 +1,21 @@
-import http, { type IncomingMessage, type ServerResponse } from "node:http";
-import type { AddressInfo } from "node:net";
-import type { Duplex } from "node:stream";
+import http from "node:http";
 import { WinchServer_UnknownHosts, type WinchConfig } from "../gen/kedge/winch/v1/winch_pb.js";
 import { ConfigError } from "../config/error.js";
-import { KedgeError } from "../errors.js";
 import { log } from "../observe/log.js";
 import { proxyMetrics, Registry } from "../observe/metrics.js";
-import { exchange, inflight, sendError } from "../proxy/exchange.js";
+import { inflight } from "../proxy/exchange.js";
 import { Tunnels } from "../proxy/tunnel.js";
-import { H1Response, h1Request } from "./ingress-h1.js";
 import { isGrpc, listen } from "../server/listen.js";
 import { ConnectionGuard } from "../server/connection-guard.js";
 import { defaultGracefulShutdownMs, drain } from "../server/drain.js";
 import { defaultSendTimeoutMs, H2Connections } from "../server/h2/connections.js";
 import { startPlainListener, type PlainListener } from "../server/plain-listener.js";
 import { buildAuthSources } from "./auth/index.js";
-import { winchConnect } from "./connect.js";
-import { winchUpgrade } from "./upgrade.js";
-import type { WinchContext } from "./context.js";
+import { winchClientIdleMs, winchHeadLimits, type WinchContext } from "./context.js";
 import { CredentialInjector } from "./credentials.js";
 import { winchGrpc } from "./grpc-proxy.js";
-import { winchHttpProxy } from "./http-proxy.js";
+import { startWinchHttpPort, type WinchHttpPort } from "./http-port.js";
 import { WinchMapper } from "./mapper.js";
-import { pacBody, pacContentType } from "./pac.js";
 import { KedgeUpstreams } from "./upstreams.js";
 
 export interface Winch {
@@ -64,51 +57,8 @@ export async function startWinch(config: WinchConfig, options: WinchOptions = {}
     unknownHosts: server?.unknownHosts === WinchServer_UnknownHosts.REFUSE ? "refuse" : "direct",
   };
   const tunnels = new Tunnels();
-  const httpProxy = winchHttpProxy(ctx);
   const ports = { http: 0, grpc: 0 } as { http: number; grpc: number; monitoring?: number };
-
-  /** Tunnels winch serves itself (plain HTTP inside a CONNECT), by client socket: the CONNECT's host:port. */
-  const servedTunnels = new WeakMap<object, string>();
-  /** Inside a served tunnel, origin-form requests are for the CONNECT's target: as if sent absolute. */
-  const forTunnelTarget = (req: IncomingMessage): boolean => {
-    const target = servedTunnels.get(req.socket);
-    if (target === undefined || !(req.url ?? "/").startsWith("/")) return false;
-    req.url = `http://${target}${req.url ?? "/"}`;
-    return true;
-  };
-  const proxyServer = http.createServer((req: IncomingMessage, res: ServerResponse) => {
-    const url = req.url ?? "/";
-    if (url.startsWith("/") && !forTunnelTarget(req)) return serveLocal(req, res);
-    exchange(httpProxy, h1Request(req, "http", ports.http), new H1Response(res));
-  });
-  const serveInside = (client: Duplex, head: Buffer, target: string) => {
-    servedTunnels.set(client, target);
-    if (head.length > 0) client.unshift(head);
-    proxyServer.emit("connection", client);
-  };
-  proxyServer.on("connect", (req: IncomingMessage, socket: Duplex, head: Buffer) => winchConnect(ctx, tunnels, req, socket, head, serveInside));
-  proxyServer.on("upgrade", (req: IncomingMessage, socket: Duplex, head: Buffer) => {
-    forTunnelTarget(req);
-    winchUpgrade(ctx, tunnels, req, socket, head);
-  });
-
-  // Requests for winch itself: the PAC file. Anything else is a client not configured to use a proxy.
-  const serveLocal = (req: IncomingMessage, res: ServerResponse) => {
-    const path = (req.url ?? "/").split("?")[0];
-    if (path === "/wpad.dat" && (req.method === "GET" || req.method === "HEAD")) {
-      const host = bind === "0.0.0.0" || bind === "::" ? (req.headers.host ?? "127.0.0.1").replace(/:\d+$/, "") : bind;
-      const address = `${host.includes(":") && !host.startsWith("[") ? `[${host}]` : host}:${ports.http}`;
-      try {
-        const body = pacBody(server?.pacFile ?? "", address, server?.pacRedirectShExpressions ?? []);
-        res.writeHead(200, { "content-type": pacContentType, "content-length": Buffer.byteLength(body) });
-        res.end(req.method === "HEAD" ? undefined : body);
-      } catch (e) {
-        sendError(new H1Response(res), new KedgeError("internal", 500, `PAC file: ${(e as Error).message}`), "", "x-winch");
-      }
-      return;
-    }
-    sendError(new H1Response(res), new KedgeError("bad-request", 400, "winch is a forward proxy: send absolute-URI requests (set HTTP_PROXY) or CONNECT; the PAC file is /wpad.dat"), "", "x-winch");
-  };
+  let httpPort: WinchHttpPort | undefined;
 
   // The gRPC port runs on kedge's own HTTP/2 server, as kedge's listeners do.
   const grpcGuard = new ConnectionGuard(16_384);
@@ -121,10 +71,10 @@ export async function startWinch(config: WinchConfig, options: WinchOptions = {}
     },
     errorPrefix: "x-winch",
     guard: grpcGuard,
-    limits: { maxHeaderBytes: 64 * 1024, maxHeaders: 200, maxUriBytes: 16 * 1024 },
+    limits: winchHeadLimits,
     maxStreams: 256,
     headTimeoutMs: 10_000,
-    idleMs: 300_000,
+    idleMs: winchClientIdleMs,
     sendTimeoutMs: defaultSendTimeoutMs,
   });
   let grpcListener: PlainListener | undefined;
@@ -137,12 +87,13 @@ export async function startWinch(config: WinchConfig, options: WinchOptions = {}
   });
 
   try {
-    ports.http = await listen(proxyServer, server?.httpPort ?? 8070, bind);
+    httpPort = startWinchHttpPort(ctx, tunnels, server, bind);
+    ports.http = httpPort.port;
     grpcListener = startPlainListener(bind, server?.grpcPort ?? 8071, grpcConnections);
     ports.grpc = grpcListener.port;
     if (server?.monitoringPort !== undefined) ports.monitoring = await listen(monitoring, server.monitoringPort, bind);
   } catch (e) {
-    proxyServer.close();
+    httpPort?.listener.kill();
     grpcListener?.kill();
     grpcConnections.kill();
     monitoring.close();
@@ -153,8 +104,7 @@ export async function startWinch(config: WinchConfig, options: WinchOptions = {}
   log.info("winch is serving", { bind, ports });
 
   const close = async () => {
-    proxyServer.close();
-    proxyServer.closeAllConnections();
+    httpPort?.listener.kill();
     grpcListener?.kill();
     monitoring.close();
     tunnels.closeAll();
@@ -163,16 +113,15 @@ export async function startWinch(config: WinchConfig, options: WinchOptions = {}
   };
   return {
     ports,
-    address: (proxyServer.address() as AddressInfo).address,
+    address: bind,
     shutdown: async () => {
-      proxyServer.close();
-      proxyServer.closeIdleConnections();
+      httpPort?.listener.stop();
       grpcListener?.stop();
       await drain(
         {
           busy: () => inflight.count > 0 || grpcConnections.activeStreams() > 0,
           abortInFlight: () => grpcConnections.abortInFlight(),
-          openConnections: () => grpcGuard.openConnections,
+          openConnections: () => grpcGuard.openConnections + (httpPort?.openConnections() ?? 0),
         },
         defaultGracefulShutdownMs,
       );
