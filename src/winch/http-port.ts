@@ -1,4 +1,3 @@
-import type { WinchServer } from "../gen/kedge/winch/v1/winch_pb.js";
 import { KedgeError } from "../errors.js";
 import { exchange, sendError } from "../proxy/exchange.js";
 import type { IngressRequest, IngressResponse } from "../proxy/ingress.js";
@@ -28,11 +27,10 @@ const slash = 47;
  * itself: the PAC file at /wpad.dat. Inside a tunnel to a mapped host's port 80, which winch serves
  * itself, origin-form requests are for the CONNECT's host:port, as if sent absolute.
  */
-export function startWinchHttpPort(ctx: WinchContext, tunnels: Tunnels, server: WinchServer | undefined, bind: string): WinchHttpPort {
-  const httpProxy = winchHttpProxy(ctx, tunnels);
+export function startWinchHttpPort(live: () => WinchContext, tunnels: Tunnels, bind: string, port: number): WinchHttpPort {
+  const httpProxy = winchHttpProxy(live, tunnels);
   /** Tunnels winch serves itself, by their client side: the CONNECT's host:port. */
   const servedTunnels = new WeakMap<object, string>();
-  let port = 0;
 
   const serveLocal = (req: IngressRequest, res: IngressResponse) => {
     const query = req.target.indexOf("?");
@@ -40,10 +38,11 @@ export function startWinchHttpPort(ctx: WinchContext, tunnels: Tunnels, server: 
     const requestId = requestIdFrom(req.headers, winchRequestId);
     if (path !== "/wpad.dat" || (req.method !== "GET" && req.method !== "HEAD")) return sendError(res, notAProxyRequest, requestId, "x-winch");
     const host = bind === "0.0.0.0" || bind === "::" ? (req.authority || "127.0.0.1").replace(/:\d+$/, "") : bind;
-    const address = `${host.includes(":") && !host.startsWith("[") ? `[${host}]` : host}:${port}`;
+    const address = `${host.includes(":") && !host.startsWith("[") ? `[${host}]` : host}:${listener.port}`;
     let body: Buffer;
     try {
-      body = Buffer.from(pacBody(server?.pacFile ?? "", address, server?.pacRedirectShExpressions ?? []));
+      const { pac } = live();
+      body = Buffer.from(pacBody(pac.file, address, pac.shExpressions));
     } catch (e) {
       return sendError(res, new KedgeError("internal", 500, `PAC file: ${(e as Error).message}`), requestId, "x-winch");
     }
@@ -64,7 +63,7 @@ export function startWinchHttpPort(ctx: WinchContext, tunnels: Tunnels, server: 
       exchange(httpProxy, req, res);
     },
     connect(head, tunnel, rest, client) {
-      winchConnect(ctx, tunnels, head, tunnel, rest, (early, target) => {
+      winchConnect(live(), tunnels, head, tunnel, rest, (early, target) => {
         servedTunnels.set(tunnel, target);
         connections.adoptTunnel(tunnel, early, client);
       });
@@ -82,15 +81,14 @@ export function startWinchHttpPort(ctx: WinchContext, tunnels: Tunnels, server: 
       headTimeoutMs: 10_000,
       idleMs: winchClientIdleMs,
     },
-    () => port,
+    () => listener.port,
   );
   let listener: PlainListener;
   try {
-    listener = startPlainListener(bind, server?.httpPort ?? 8070, connections);
+    listener = startPlainListener(bind, port, connections);
   } catch (e) {
     connections.kill();
     throw e;
   }
-  port = listener.port;
-  return { port, listener, openConnections: () => guard.openConnections };
+  return { port: listener.port, listener, openConnections: () => guard.openConnections };
 }

@@ -9,16 +9,18 @@ import type { Injection } from "./credentials.js";
  * winch's HTTP_PROXY side: an absolute-URI request for a mapped host goes to its cluster's kedge
  * with the Host it named and the route's credentials; an unknown host goes direct (or is refused).
  * WebSocket and SPDY upgrades (kubectl exec, port-forward) go the same way, and after kedge's 101
- * the connections are spliced in `tunnels`.
+ * the connections are spliced in `tunnels`. Each request is routed by the config live when it came.
  */
-export function winchHttpProxy(ctx: WinchContext, tunnels: Tunnels): HttpProxy {
+export function winchHttpProxy(live: () => WinchContext, tunnels: Tunnels): HttpProxy {
   return {
-    metrics: ctx.metrics,
+    // One registry for winch's life: a reload keeps the counts.
+    metrics: live().metrics,
     errorHeader: "x-winch",
     tagsResponses: false,
     newRequestId: winchRequestId,
     tunnels,
     dispatch: (req, facts): Routing => {
+      const ctx = live();
       if (!facts.forwardProxy) throw new KedgeError("bad-request", 400, "winch is a forward proxy: send absolute-URI requests (set HTTP_PROXY) or CONNECT");
       // The server lets through only the upgrades it can splice; another would reach kedge as a plain request.
       const { upgrade, connection } = req.headers;

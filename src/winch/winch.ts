@@ -1,7 +1,7 @@
 import http from "node:http";
-import { WinchServer_UnknownHosts, type WinchConfig } from "../gen/kedge/winch/v1/winch_pb.js";
+import type { WinchConfig } from "../gen/kedge/winch/v1/winch_pb.js";
 import { ConfigError } from "../config/error.js";
-import { log } from "../observe/log.js";
+import { log, setLogLevel } from "../observe/log.js";
 import { proxyMetrics, Registry } from "../observe/metrics.js";
 import { inflight } from "../proxy/exchange.js";
 import { Tunnels } from "../proxy/tunnel.js";
@@ -10,18 +10,22 @@ import { ConnectionGuard } from "../server/connection-guard.js";
 import { defaultGracefulShutdownMs, drain } from "../server/drain.js";
 import { defaultSendTimeoutMs, H2Connections } from "../server/h2/connections.js";
 import { startPlainListener, type PlainListener } from "../server/plain-listener.js";
-import { buildAuthSources } from "./auth/index.js";
-import { winchClientIdleMs, winchHeadLimits, type WinchContext } from "./context.js";
-import { CredentialInjector } from "./credentials.js";
+import { winchClientIdleMs, winchHeadLimits } from "./context.js";
 import { winchGrpc } from "./grpc-proxy.js";
 import { startWinchHttpPort, type WinchHttpPort } from "./http-port.js";
-import { WinchMapper } from "./mapper.js";
-import { KedgeUpstreams } from "./upstreams.js";
+import { buildWinchRuntime, closeWinchRuntime, type WinchRuntime } from "./runtime.js";
 
 export interface Winch {
   readonly ports: { http: number; grpc: number; monitoring?: number };
   /** The address the listeners are bound to. */
   readonly address: string;
+  /**
+   * Serves `config` from now on, as kedge reloads: in-flight requests finish on the config they
+   * started with; unchanged auth sources and kedge connections are kept. A config that cannot be
+   * built is rejected (the error is returned, naming its field path) and the old one keeps serving.
+   * Listener settings (bind_address, ports) take effect on restart.
+   */
+  reload(config: WinchConfig): ConfigError | undefined;
   /** SIGTERM: stops accepting, lets in-flight requests and calls finish (up to 10 s), then closes. */
   shutdown(): Promise<void>;
   close(): Promise<void>;
@@ -34,28 +38,19 @@ export interface WinchOptions {
   home?: string;
 }
 
-/** The auth sources; what only building them finds (a kubeconfig without the user) is a config error, as at load. */
-function authSourcesOf(config: WinchConfig, options: WinchOptions) {
-  try {
-    return buildAuthSources(config.authSources, { log: options.log, openBrowser: options.openBrowser, home: options.home });
-  } catch (e) {
-    throw new ConfigError([(e as Error).message]);
-  }
-}
+const listenerFields = ["bindAddress", "httpPort", "grpcPort", "monitoringPort"] as const;
 
 /** Starts winch's listeners: the HTTP proxy (plus /wpad.dat), the h2c gRPC port and optional monitoring. */
 export async function startWinch(config: WinchConfig, options: WinchOptions = {}): Promise<Winch> {
   const server = config.server;
   const bind = server?.bindAddress || "127.0.0.1";
   const registry = new Registry();
-  const sources = authSourcesOf(config, options);
-  const ctx: WinchContext = {
-    mapper: new WinchMapper(config.routes),
-    injector: new CredentialInjector(sources),
-    upstreams: new KedgeUpstreams(server),
-    metrics: proxyMetrics(registry, "winch"),
-    unknownHosts: server?.unknownHosts === WinchServer_UnknownHosts.REFUSE ? "refuse" : "direct",
-  };
+  const metrics = proxyMetrics(registry, "winch");
+  const sourceOptions = { log: options.log, openBrowser: options.openBrowser, home: options.home };
+  let current = buildWinchRuntime(config, metrics, sourceOptions);
+  const live = () => current.ctx;
+  /** Runtimes a reload replaced, closed once what was in flight on them has had time to finish. */
+  const retiring = new Map<WinchRuntime, ReturnType<typeof setTimeout>>();
   const tunnels = new Tunnels();
   const ports = { http: 0, grpc: 0 } as { http: number; grpc: number; monitoring?: number };
   let httpPort: WinchHttpPort | undefined;
@@ -64,7 +59,7 @@ export async function startWinch(config: WinchConfig, options: WinchOptions = {}
   const grpcGuard = new ConnectionGuard(16_384);
   const grpcConnections = new H2Connections({
     serve: (stream, headers) => {
-      if (isGrpc(headers)) return winchGrpc(ctx, stream, headers);
+      if (isGrpc(headers)) return winchGrpc(live(), stream, headers);
       const reason = "this port takes gRPC only; use the HTTP proxy port";
       stream.respond({ ":status": 415, "content-type": "text/plain; charset=utf-8", "x-winch-error": reason, "x-winch-error-type": "bad-request" });
       stream.end(Buffer.from(`${reason}\n`));
@@ -87,7 +82,7 @@ export async function startWinch(config: WinchConfig, options: WinchOptions = {}
   });
 
   try {
-    httpPort = startWinchHttpPort(ctx, tunnels, server, bind);
+    httpPort = startWinchHttpPort(live, tunnels, bind, server?.httpPort ?? 8070);
     ports.http = httpPort.port;
     grpcListener = startPlainListener(bind, server?.grpcPort ?? 8071, grpcConnections);
     ports.grpc = grpcListener.port;
@@ -97,8 +92,7 @@ export async function startWinch(config: WinchConfig, options: WinchOptions = {}
     grpcListener?.kill();
     grpcConnections.kill();
     monitoring.close();
-    ctx.upstreams.close();
-    for (const s of sources.values()) s.close();
+    closeWinchRuntime(current, undefined);
     throw e;
   }
   log.info("winch is serving", { bind, ports });
@@ -108,12 +102,40 @@ export async function startWinch(config: WinchConfig, options: WinchOptions = {}
     grpcListener?.kill();
     monitoring.close();
     tunnels.closeAll();
-    ctx.upstreams.close();
-    for (const s of sources.values()) s.close();
+    for (const [runtime, timer] of retiring) {
+      clearTimeout(timer);
+      closeWinchRuntime(runtime, undefined);
+    }
+    retiring.clear();
+    closeWinchRuntime(current, undefined);
+  };
+  const reload = (next: WinchConfig): ConfigError | undefined => {
+    let built: WinchRuntime;
+    try {
+      built = buildWinchRuntime(next, metrics, sourceOptions, current);
+    } catch (e) {
+      const err = e instanceof ConfigError ? e : new ConfigError([(e as Error).message]);
+      log.error("winch config rejected; the previous config keeps serving", { problems: err.problems });
+      return err;
+    }
+    if (listenerFields.some((f) => current.config.server?.[f] !== next.server?.[f])) log.warn("listener changes in the server section take effect on restart");
+    const previous = current;
+    current = built; // one reference swap: new requests see the new config, in-flight ones keep theirs
+    if (next.server?.logLevel) setLogLevel(next.server.logLevel);
+    retiring.set(
+      previous,
+      setTimeout(() => {
+        retiring.delete(previous);
+        closeWinchRuntime(previous, current);
+      }, defaultGracefulShutdownMs).unref(),
+    );
+    log.info("winch config reloaded", { routes: next.routes.length, authSources: next.authSources.length });
+    return undefined;
   };
   return {
     ports,
     address: bind,
+    reload,
     shutdown: async () => {
       httpPort?.listener.stop();
       grpcListener?.stop();
