@@ -48,21 +48,29 @@ async function main(argv: string[]): Promise<number> {
       return 0;
     }
     case "winch": {
-      const [{ loadWinchConfig }, { startWinch }] = await Promise.all([import("./winch/config.js"), import("./winch/winch.js")]);
-      const config = loadWinchConfig({
+      const [{ loadWinchConfig }, { startWinch }, { reloadWinch, watchWinchFiles }] = await Promise.all([
+        import("./winch/config.js"),
+        import("./winch/winch.js"),
+        import("./winch/reload.js"),
+      ]);
+      const sources = {
         configFile: args.flags.get("config"),
         mapperFile: args.flags.get("mapper-config"),
         authFile: args.flags.get("auth-config"),
         serverOverrides: winchServerOverrides(args.flags),
-      });
+      };
+      const config = loadWinchConfig(sources);
       if (config.server?.logLevel) setLogLevel(config.server.logLevel);
       const winch = await startWinch(config, { log: (m) => process.stderr.write(`${m}\n`) });
       interactive();
       const listening = Object.entries(winch.ports).map(([name, port]) => `${name}=${port}`).join(" ");
       process.stdout.write(`winch ${version.kedge} listening: ${listening}\n`);
+      const watchers = watchWinchFiles(winch, sources, config);
+      process.on("SIGHUP", () => void reloadWinch(winch, sources));
       process.on("uncaughtException", (e) => log.error("uncaught exception", { error: e.stack ?? String(e) }));
       process.on("unhandledRejection", (e) => log.error("unhandled rejection", { error: (e as Error)?.stack ?? String(e) }));
       const stop = async () => {
+        for (const w of watchers) w.close();
         await winch.shutdown();
         process.exit(0);
       };

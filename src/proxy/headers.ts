@@ -46,8 +46,6 @@ export interface UpstreamHeadInput {
   upgrade?: string;
   /** server.headers_with_underscores is DROP: the client's lines named with "_" are left out. */
   dropUnderscoreNames?: boolean;
-  /** The connection carries this one exchange: winch's upgrades, where a refusal ends with the close. */
-  closeAfter?: boolean;
 }
 
 /** A client's HTTP/1.1 field lines as received: text[fieldsAt..fieldsEnd), each with its CRLF. */
@@ -81,7 +79,7 @@ function connectionTokens(headers: IncomingHttpHeaders): Set<string> | undefined
   return tokens.size > 0 ? tokens : undefined;
 }
 
-/** The whole HTTP/1.1 request head as one latin1 string (winch's upgrades, tests). */
+/** The whole HTTP/1.1 request head as one latin1 string (tests). */
 export function buildUpstreamHead(input: UpstreamHeadInput): string {
   return writeUpstreamHead(headWriter.start(), input).toString();
 }
@@ -121,7 +119,7 @@ export function writeUpstreamHead(w: HeadWriter, input: UpstreamHeadInput): Head
   if (input.set) for (const name in input.set) w.line(name, input.set[name]);
   if (input.traceparent !== undefined) w.line("traceparent", input.traceparent);
   if (input.upgrade !== undefined) {
-    w.line("connection", input.closeAfter ? "upgrade, close" : "upgrade");
+    w.line("connection", "upgrade");
     w.line("upgrade", input.upgrade);
   }
   if (input.bodyLength > 0) w.line("content-length", String(input.bodyLength));

@@ -1,10 +1,10 @@
-import { watch, type FSWatcher } from "node:fs";
-import { dirname, basename, resolve } from "node:path";
+import type { FSWatcher } from "node:fs";
 import type { Config } from "../gen/kedge/config/v1/config_pb.js";
 import { durationMs } from "../backend/http-backend.js";
 import { ConfigError } from "../config/parse.js";
 import { withDiscovered } from "../config/compose.js";
 import { configFiles, loadConfig, type ConfigSources } from "../config/load.js";
+import { watchConfigFiles } from "../config/watch.js";
 import { defaultBindAddress, unguardedListeners } from "../config/validate-exposure.js";
 import { RoutingDiscovery } from "../k8s/discovery.js";
 import { kubeClient, useKubernetesConfig } from "../k8s/shared-client.js";
@@ -166,23 +166,6 @@ export async function startKedge(sources: ConfigSources, options: { watchFiles?:
       await metrics.observer.close(); // sends the spans still queued
     },
   };
-}
-
-/**
- * Watches the directories, not the files: editors and Kubernetes ConfigMaps replace files by
- * rename, which a watch on the old inode never reports. Changes are debounced.
- */
-function watchConfigFiles(files: string[], onChange: () => void): FSWatcher[] {
-  let timer: Timer | undefined;
-  const names = new Set(files.map((f) => basename(f)));
-  const dirs = new Set(files.map((f) => dirname(resolve(f))));
-  return [...dirs].map((dir) =>
-    watch(dir, (_event, name) => {
-      if (name && !names.has(String(name)) && !String(name).startsWith("..")) return;
-      clearTimeout(timer);
-      timer = setTimeout(onChange, 200);
-    }),
-  );
 }
 
 function warnAboutListenerChanges(before: Config, after: Config): void {

@@ -12,7 +12,7 @@ import { listen } from "./listen.js";
 import { ConnectionGuard } from "./connection-guard.js";
 import type { HeadLimits } from "./h1/request-head.js";
 import { startPlainListener } from "./plain-listener.js";
-import { H1Connections, type H1Options } from "./h1/connections.js";
+import { H1Connections, kedgeRoles, type H1Options } from "./h1/connections.js";
 import { defaultSendTimeoutMs, H2Connections, type H2Options } from "./h2/connections.js";
 import { serveKedgeStream } from "./ingress-h2.js";
 import { TlsHandshakeFailures } from "./tls-failures.js";
@@ -90,9 +90,7 @@ export async function startDataListeners(server: ServerConfig, ctx: ProxyContext
 
   const h1Options = (scheme: "http" | "https"): H1Options => ({
     scheme,
-    ctx,
-    http: proxies.http,
-    tunnels: proxies.tunnels,
+    roles: kedgeRoles(ctx, proxies.http, proxies.tunnels),
     guard,
     limits,
     headTimeoutMs,

@@ -4,7 +4,7 @@ import type { CredentialInjector } from "./credentials.js";
 import type { Mapping, Protocol, WinchMapper } from "./mapper.js";
 import type { KedgeUpstreams } from "./upstreams.js";
 
-/** What winch's listeners share. */
+/** What winch's listeners share: built from one config, swapped whole by a reload. */
 export interface WinchContext {
   readonly mapper: WinchMapper;
   readonly injector: CredentialInjector;
@@ -12,7 +12,14 @@ export interface WinchContext {
   readonly metrics: ProxyMetrics;
   /** A host no route maps: reach it directly (kedge Go) or refuse. */
   readonly unknownHosts: "direct" | "refuse";
+  /** /wpad.dat: server.pac_file, or one generated for these hosts. */
+  readonly pac: { readonly file: string; readonly shExpressions: readonly string[] };
 }
+
+/** Request-head limits on winch's ports: a laptop's clients (kubectl, browsers) send larger heads than kedge's defaults allow. */
+export const winchHeadLimits = { maxHeaderBytes: 64 * 1024, maxHeaders: 200, maxUriBytes: 16 * 1024 };
+/** How long a connection may sit silent between requests, or mid-body, on winch's ports. */
+export const winchClientIdleMs = 300_000;
 
 export type Destination = { kind: "kedge"; mapping: Mapping } | { kind: "direct" };
 

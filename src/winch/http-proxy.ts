@@ -1,20 +1,32 @@
 import type { Routing, HttpProxy } from "../proxy/exchange.js";
+import type { Tunnels } from "../proxy/tunnel.js";
 import { KedgeError } from "../errors.js";
+import { hasToken } from "../net/fields.js";
 import { destination, winchRequestId, type WinchContext } from "./context.js";
 import type { Injection } from "./credentials.js";
 
 /**
  * winch's HTTP_PROXY side: an absolute-URI request for a mapped host goes to its cluster's kedge
  * with the Host it named and the route's credentials; an unknown host goes direct (or is refused).
+ * WebSocket and SPDY upgrades (kubectl exec, port-forward) go the same way, and after kedge's 101
+ * the connections are spliced in `tunnels`. Each request is routed by the config live when it came.
  */
-export function winchHttpProxy(ctx: WinchContext): HttpProxy {
+export function winchHttpProxy(live: () => WinchContext, tunnels: Tunnels): HttpProxy {
   return {
-    metrics: ctx.metrics,
+    // One registry for winch's life: a reload keeps the counts.
+    metrics: live().metrics,
     errorHeader: "x-winch",
     tagsResponses: false,
     newRequestId: winchRequestId,
-    dispatch: (_req, facts): Routing => {
+    tunnels,
+    dispatch: (req, facts): Routing => {
+      const ctx = live();
       if (!facts.forwardProxy) throw new KedgeError("bad-request", 400, "winch is a forward proxy: send absolute-URI requests (set HTTP_PROXY) or CONNECT");
+      // The server lets through only the upgrades it can splice; another would reach kedge as a plain request.
+      const { upgrade, connection } = req.headers;
+      if (req.upgrade === undefined && upgrade !== undefined && connection !== undefined && hasToken(connection, "upgrade")) {
+        throw new KedgeError("bad-request", 400, `winch passes on WebSocket and SPDY upgrades without a body, not ${JSON.stringify(upgrade.slice(0, 50))}`);
+      }
       const port = facts.explicitPort ? facts.port : undefined;
       const to = destination(ctx, facts.host, port, "http");
       if (to.kind === "direct") {

@@ -34,6 +34,13 @@ export class KedgeUpstreams {
     this.ownCert = server?.clientCertFile ? { cert: readFileSync(server.clientCertFile, "utf8"), key: readFileSync(server.clientKeyFile, "utf8") } : undefined;
   }
 
+  /** Both present the same certificate and trust the same roots: connections of one serve the other's config. */
+  sameTlsAs(other: KedgeUpstreams): boolean {
+    const a = this.ownCert;
+    const b = other.ownCert;
+    return a?.cert === b?.cert && a?.key === b?.key && this.roots.length === other.roots.length && this.roots.every((r, i) => r === other.roots[i]);
+  }
+
   private material(cert: ClientCert): TlsMaterial {
     const identity = cert ?? this.ownCert;
     return { ca: this.roots, cert: identity?.cert, key: identity?.key };

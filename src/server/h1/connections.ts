@@ -2,19 +2,42 @@ import type { KedgeError } from "../../errors.js";
 import { proxyConnect } from "../../proxy/connect.js";
 import { exchange, type HttpProxy } from "../../proxy/exchange.js";
 import type { ProxyContext } from "../../proxy/http.js";
+import type { IngressRequest } from "../../proxy/ingress.js";
 import { newRequestId } from "../../proxy/request.js";
 import { rawErrorResponse, type Tunnels } from "../../proxy/tunnel.js";
 import { headTimeout, tooManyConnections, type ConnectionGuard } from "../connection-guard.js";
 import { H1ClientConnection, type H1Handler } from "./connection.js";
-import type { HeadLimits } from "./request-head.js";
+import type { HeadLimits, RequestHead } from "./request-head.js";
+import type { H1RawResponse } from "./response.js";
 import { NodeTransport, type ClientTransport } from "./transport.js";
+import type { TunnelSocket } from "./tunnel-socket.js";
 import type { Duplex } from "node:stream";
+
+/** What a listener's requests are for: kedge's reverse proxy, or winch's forward proxy on its HTTP port. */
+export interface H1Roles {
+  /** Answers one request, once. */
+  request(req: IngressRequest, res: H1RawResponse): void;
+  /** A CONNECT request: the tunnel owns the connection from here on. */
+  connect(head: RequestHead, tunnel: TunnelSocket, rest: Buffer, client: ClientTransport): void;
+  /** The error headers on what the connection refuses itself (a malformed head, over max_connections). */
+  readonly errorPrefix: "x-kedge" | "x-winch";
+  newRequestId(): string;
+}
+
+/** kedge's roles: requests and CONNECTs go where its routes say. */
+export function kedgeRoles(ctx: ProxyContext, http: HttpProxy, tunnels: Tunnels): H1Roles {
+  return {
+    request: (req, res) => exchange(http, req, res),
+    connect: (head, tunnel, rest, client) =>
+      proxyConnect(ctx, tunnels, { target: head.target, headers: head.headers, socket: client.peer, remoteAddress: client.remoteAddress }, tunnel, rest),
+    errorPrefix: "x-kedge",
+    newRequestId,
+  };
+}
 
 export interface H1Options {
   scheme: "http" | "https";
-  ctx: ProxyContext;
-  http: HttpProxy;
-  tunnels: Tunnels;
+  roles: H1Roles;
   guard: ConnectionGuard;
   limits: HeadLimits;
   headTimeoutMs: number;
@@ -37,6 +60,7 @@ export class H1Connections {
     private readonly opts: H1Options,
     localPort: () => number,
   ) {
+    const roles = opts.roles;
     this.handler = {
       limits: opts.limits,
       scheme: opts.scheme,
@@ -46,11 +70,10 @@ export class H1Connections {
       headTimeoutMs: opts.headTimeoutMs,
       idleMs: opts.idleMs,
       draining: false,
-      request: (req, res) => exchange(opts.http, req, res),
-      connect: (head, tunnel, rest, client) =>
-        proxyConnect(opts.ctx, opts.tunnels, { target: head.target, headers: head.headers, socket: client.peer, remoteAddress: client.remoteAddress }, tunnel, rest),
+      request: roles.request,
+      connect: roles.connect,
       refuse: (conn: H1ClientConnection, err: KedgeError) => {
-        conn.send(Buffer.from(rawErrorResponse(err, newRequestId(), "x-kedge"), "latin1"));
+        conn.send(Buffer.from(rawErrorResponse(err, roles.newRequestId(), roles.errorPrefix), "latin1"));
         conn.closeWhenFlushed();
       },
     };
@@ -68,7 +91,20 @@ export class H1Connections {
 
   /** A node socket: the TLS listener's connections that chose http/1.1. */
   adoptSocket(socket: Duplex): void {
-    const transport = new NodeTransport(socket);
+    this.adoptStream(new NodeTransport(socket));
+  }
+
+  /**
+   * A CONNECT tunnel whose bytes this listener serves as HTTP/1.1 itself (winch: plain HTTP to a
+   * cluster host's port 80); `rest` is what the client sent past the CONNECT head. Requests on it
+   * name the tunnel as their `socket`.
+   */
+  adoptTunnel(tunnel: TunnelSocket, rest: Buffer, client: ClientTransport): void {
+    const conn = this.adoptStream(new NodeTransport(tunnel, client.remoteAddress));
+    if (rest.length > 0) conn.onData(rest);
+  }
+
+  private adoptStream(transport: NodeTransport): H1ClientConnection {
     const conn = this.adopt(transport);
     transport.deliverTo({
       onData: (d) => conn.onData(d),
@@ -76,6 +112,7 @@ export class H1Connections {
       onEnd: () => conn.onEnd(),
       onClose: () => this.closed(conn),
     });
+    return conn;
   }
 
   closed(conn: H1ClientConnection | undefined): void {

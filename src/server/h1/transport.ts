@@ -88,7 +88,12 @@ export class NodeTransport implements ClientTransport {
   /** Read once: a node socket's getter costs ~160 ns a call in Bun. */
   private address: string | undefined;
 
-  constructor(private readonly socket: Duplex & { remoteAddress?: string }) {
+  /** `remoteAddress`: the client's, for a stream that is not itself a socket (a tunnel). */
+  constructor(
+    private readonly socket: Duplex & { remoteAddress?: string },
+    remoteAddress?: string,
+  ) {
+    this.address = remoteAddress;
     socket.on("error", () => {});
   }
 

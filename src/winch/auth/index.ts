@@ -18,10 +18,12 @@ export interface AuthSourceOptions {
   readonly log?: (msg: string) => void;
   /** Opens a URL in the user's browser, for an OIDC login. */
   readonly openBrowser?: (url: string) => void;
+  /** A source already running for exactly this config (a reload keeps its tokens and logins); it is used as it is. */
+  readonly keep?: (source: AuthSourceConfig) => AuthSource | undefined;
 }
 
 /**
- * winch's auth sources by name, built once at start. Throws an Error naming the field path of the
+ * winch's auth sources by name, built at start and on each reload. Throws an Error naming the field path of the
  * first problem that can be seen now (a missing kubeconfig user, an unusable provider URL); problems
  * that only show later (an expired refresh token) make credential() reject instead.
  */
@@ -30,6 +32,7 @@ export function buildAuthSources(sources: readonly AuthSourceConfig[], options: 
   const env = options.env ?? process.env;
   const log = options.log ?? ((msg: string) => void process.stderr.write(`${msg}\n`));
   const built = new Map<string, AuthSource>();
+  const kept = new Set<AuthSource>();
   try {
     sources.forEach((source, i) => {
       const at = `auth_sources[${i}]`;
@@ -37,6 +40,11 @@ export function buildAuthSources(sources: readonly AuthSourceConfig[], options: 
       if (built.has(source.name)) throw new Error(`${at}.name: duplicate auth source "${source.name}"`);
       const t = source.type;
       if (t.case === undefined) throw new Error(`${at}: set one of token, dummy, kube, oidc`);
+      const running = options.keep?.(source);
+      if (running) {
+        kept.add(running);
+        return void built.set(source.name, running);
+      }
       const field = (name: string) => `${at}.${t.case}.${name}`;
       let made: AuthSource;
       switch (t.case) {
@@ -66,7 +74,7 @@ export function buildAuthSources(sources: readonly AuthSourceConfig[], options: 
       built.set(source.name, made);
     });
   } catch (e) {
-    for (const source of built.values()) source.close();
+    for (const source of built.values()) if (!kept.has(source)) source.close();
     throw e;
   }
   return built;
