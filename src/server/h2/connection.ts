@@ -1,6 +1,7 @@
 import type { OutgoingHttpHeaders } from "node:http2";
 import { ConnectionError, joinBytes, defaultMaxFrameSize, defaultWindow, ErrorCode, Flag, FrameBuffer, frameHeaderSize, FrameType, maxWindow, preface, Setting } from "../../upstream/h2/frames.js";
 import { type H2Headers, HpackDecoder, HpackError } from "../../upstream/h2/hpack.js";
+import { ClosedHow, ClosedStreams } from "../../h2/closed-streams.js";
 import { bytesIn } from "../../net/bytes.js";
 import { KedgeError } from "../../errors.js";
 import { log } from "../../observe/log.js";
@@ -56,8 +57,9 @@ export class H2ServerConnection {
   /** The client's first SETTINGS arrived: a real HTTP/2 client. */
   settled = false;
   private lastStreamId = 0;
+  private readonly closedStreams = new ClosedStreams();
   /** A header block waiting for its CONTINUATION frames. */
-  private block: { id: number; flags: number; chunks: Uint8Array[]; bytes: number } | undefined;
+  private block: { id: number; flags: number; selfDependent: boolean; chunks: Uint8Array[]; bytes: number } | undefined;
   private readonly blocked = new Set<H2ServerStream>();
   private closing: H2ServerStream[] = [];
   private flushQueued = false;
@@ -81,6 +83,8 @@ export class H2ServerConnection {
     private readonly handler: H2ServerHandler,
     /** Where the proxy reads the client's certificate (TLS) and address. */
     readonly socket: object,
+    /** The h2c port: a client that sends an HTTP/1.1 request line is answered in HTTP/1.1. Over TLS, ALPN chose h2 and any other preface is a protocol error. */
+    private readonly plaintext: boolean,
   ) {
     this.decoder = new HpackDecoder(4096, Math.max(64 * 1024, 4 * handler.limits.maxHeaderBytes));
   }
@@ -117,7 +121,7 @@ export class H2ServerConnection {
     try {
       if (!this.prefaceSeen) {
         const n = Math.min(buf.length, preface.length);
-        for (let i = 0; i < n; i++) if (buf[i] !== preface[i]) return this.notHttp2();
+        for (let i = 0; i < n; i++) if (buf[i] !== preface[i]) return this.badPreface(buf);
         if (n < preface.length) {
           this.partial = buf;
           return;
@@ -180,8 +184,7 @@ export class H2ServerConnection {
       case FrameType.WINDOW_UPDATE:
         return this.onWindowUpdate(id, buf, start, end);
       case FrameType.PRIORITY:
-        if (id === 0) throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "PRIORITY on stream 0");
-        return this.control();
+        return this.onPriority(id, buf, start, end);
       case FrameType.PUSH_PROMISE:
         throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "PUSH_PROMISE from a client");
       default:
@@ -221,7 +224,7 @@ export class H2ServerConnection {
     const stream = this.streams.get(id);
     if (!stream) {
       if (id > this.lastStreamId) throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "DATA on an idle stream");
-      return this.control(); // a stream kedge closed: its frames in flight are dropped
+      return this.onClosedStream(id, false);
     }
     if (stream.remoteEnded) return this.reset(stream, ErrorCode.STREAM_CLOSED);
     stream.recvWindow -= size;
@@ -234,7 +237,7 @@ export class H2ServerConnection {
       return this.reset(stream, ErrorCode.PROTOCOL_ERROR); // RFC 9113 §8.1.1: a body unlike its content-length
     }
     stream.receive(bodyEnd > bodyStart ? (bytesIn(buf, bodyStart, bodyEnd) as Buffer) : emptyBody, endStream);
-    if (endStream && stream.localEnded) this.closeStream(stream);
+    if (endStream && stream.localEnded) this.closeStream(stream, ClosedHow.ENDED);
   }
 
   private onHeaders(flags: number, id: number, buf: Uint8Array, start: number, end: number): void {
@@ -244,10 +247,14 @@ export class H2ServerConnection {
       end -= pad;
       if (end < start) throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "padding as long as the frame");
     }
-    if (flags & Flag.PRIORITY) start += 5;
+    let selfDependent = false;
+    if (flags & Flag.PRIORITY) {
+      selfDependent = end - start >= 5 && dependency(buf, start) === id;
+      start += 5;
+    }
     if (end < start) throw new ConnectionError(ErrorCode.FRAME_SIZE_ERROR, "HEADERS too short");
-    if (flags & Flag.END_HEADERS) return this.headerBlock(id, flags, buf, start, end);
-    this.block = { id, flags, chunks: [Uint8Array.prototype.slice.call(buf, start, end)], bytes: end - start };
+    if (flags & Flag.END_HEADERS) return this.headerBlock(id, flags, selfDependent, buf, start, end);
+    this.block = { id, flags, selfDependent, chunks: [Uint8Array.prototype.slice.call(buf, start, end)], bytes: end - start };
   }
 
   private onContinuation(flags: number, id: number, buf: Uint8Array, start: number, end: number): void {
@@ -260,32 +267,29 @@ export class H2ServerConnection {
     if (!(flags & Flag.END_HEADERS)) return;
     this.block = undefined;
     const whole = Buffer.concat(block.chunks);
-    this.headerBlock(id, block.flags, whole, 0, whole.length);
+    this.headerBlock(id, block.flags, block.selfDependent, whole, 0, whole.length);
   }
 
   /** A complete header block: a new request, or an open stream's trailers. */
-  private headerBlock(id: number, flags: number, buf: Uint8Array, start: number, end: number): void {
+  private headerBlock(id: number, flags: number, selfDependent: boolean, buf: Uint8Array, start: number, end: number): void {
     const headers = this.decoder.decode(buf, start, end); // always: the HPACK context must follow every block
     const endStream = (flags & Flag.END_STREAM) !== 0;
     const open = this.streams.get(id);
     if (open) {
+      if (open.remoteEnded) return this.reset(open, ErrorCode.STREAM_CLOSED);
       // Trailers: kedge forwards none from clients (gRPC and HTTP requests carry them rarely); they end the body.
-      if (!endStream || open.remoteEnded) return this.reset(open, ErrorCode.PROTOCOL_ERROR);
+      if (!endStream || selfDependent || this.decoder.pseudoAfterRegular) return this.reset(open, ErrorCode.PROTOCOL_ERROR);
       if (open.declaredLength >= 0 && open.received !== open.declaredLength) return this.reset(open, ErrorCode.PROTOCOL_ERROR);
       open.receive(emptyBody, true);
-      if (open.localEnded) this.closeStream(open);
+      if (open.localEnded) this.closeStream(open, ClosedHow.ENDED);
       return;
     }
-    if (id <= this.lastStreamId) return; // a stream already closed (reset by kedge): ignored
+    if (id <= this.lastStreamId) return this.onClosedStream(id, true);
     this.lastStreamId = id;
-    if (this.goingAway) return;
+    if (this.goingAway) return this.closedStreams.add(id, ClosedHow.RESET_LOCALLY); // after GOAWAY: ignored, as are its frames in flight
     const { limits } = this.handler;
-    const fault = requestFault(headers);
-    if (this.streams.size >= this.handler.maxStreams || fault !== undefined) {
-      this.out.words(FrameType.RST_STREAM, 0, id, fault === undefined ? ErrorCode.REFUSED_STREAM : ErrorCode.PROTOCOL_ERROR);
-      this.schedule();
-      return this.control();
-    }
+    const fault = selfDependent ? "a stream depending on itself" : this.decoder.pseudoAfterRegular ? "a pseudo-header after a regular field" : requestFault(headers);
+    if (this.streams.size >= this.handler.maxStreams || fault !== undefined) return this.refuseStream(id, fault === undefined ? ErrorCode.REFUSED_STREAM : ErrorCode.PROTOCOL_ERROR);
     const stream = new H2ServerStream(this, id, endStream, contentLength(headers["content-length"]));
     this.streams.set(id, stream);
     if (endStream) stream.noBody();
@@ -303,12 +307,53 @@ export class H2ServerConnection {
     }
   }
 
+  /** A stream kedge never started (a malformed request, or one above max_concurrent_streams). */
+  private refuseStream(id: number, code: number): void {
+    this.out.words(FrameType.RST_STREAM, 0, id, code);
+    this.closedStreams.add(id, ClosedHow.RESET_LOCALLY);
+    this.schedule();
+    this.control();
+  }
+
+  /**
+   * DATA or HEADERS on a stream that is no longer open (RFC 9113 §5.1): in flight when kedge reset
+   * it, dropped; after the client reset it, a stream error; after both sides ended it, a
+   * connection error. HEADERS on an id the client skipped reuses an id lower than one it opened.
+   */
+  private onClosedStream(id: number, headers: boolean): void {
+    switch (this.closedStreams.how(id)) {
+      case ClosedHow.RESET_BY_PEER:
+        this.out.words(FrameType.RST_STREAM, 0, id, ErrorCode.STREAM_CLOSED);
+        this.schedule();
+        return this.control();
+      case ClosedHow.ENDED:
+        throw new ConnectionError(ErrorCode.STREAM_CLOSED, `${headers ? "HEADERS" : "DATA"} on closed stream ${id}`);
+      case ClosedHow.NEVER_OPENED:
+        if (headers) throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, `stream ${id} opened after a higher one`);
+        throw new ConnectionError(ErrorCode.STREAM_CLOSED, `DATA on closed stream ${id}`);
+      default:
+        return this.control();
+    }
+  }
+
+  /** PRIORITY: kedge does not prioritise, but the frame's own rules still hold (RFC 9113 §6.3, §5.3.1). */
+  private onPriority(id: number, buf: Uint8Array, start: number, end: number): void {
+    if (id === 0) throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "PRIORITY on stream 0");
+    this.control();
+    const fault = end - start !== 5 ? ErrorCode.FRAME_SIZE_ERROR : dependency(buf, start) === id ? ErrorCode.PROTOCOL_ERROR : -1;
+    if (fault < 0) return;
+    const stream = this.streams.get(id);
+    if (stream) return this.reset(stream, fault);
+    this.out.words(FrameType.RST_STREAM, 0, id, fault);
+    this.schedule();
+  }
+
   private onReset(id: number, start: number, end: number): void {
     if (end - start !== 4) throw new ConnectionError(ErrorCode.FRAME_SIZE_ERROR, "RST_STREAM of other than 4 bytes");
     if (id === 0 || id > this.lastStreamId) throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, `RST_STREAM on idle stream ${id}`);
     const stream = this.streams.get(id);
     if (!stream) return this.control();
-    this.closeStream(stream);
+    this.closeStream(stream, ClosedHow.RESET_BY_PEER);
     this.tick();
     if (++this.resets > maxResetsPerSecond) throw new ConnectionError(ErrorCode.ENHANCE_YOUR_CALM, "too many streams reset");
   }
@@ -366,7 +411,24 @@ export class H2ServerConnection {
     if (stream.pendingOutBytes > 0) this.sendPending(stream);
   }
 
-  /** Not HTTP/2 at all (an HTTP/1.1 client on the h2c port): told so in HTTP/1.1, then closed. */
+  /**
+   * Not the client preface. On the h2c port an HTTP/1.1 client is told in HTTP/1.1 that the port
+   * speaks HTTP/2 only, once its request line is in; anything else (and anything over TLS, where
+   * ALPN already chose h2) is a connection error of type PROTOCOL_ERROR (RFC 9113 §3.4).
+   */
+  private badPreface(buf: Uint8Array): void {
+    if (this.plaintext) {
+      const lineEnd = buf.indexOf(10 /* LF */);
+      if (lineEnd < 0 && buf.length < this.handler.limits.maxUriBytes + 64) {
+        this.partial = buf;
+        return;
+      }
+      if (lineEnd >= 0 && http1RequestLine.test(Buffer.from(buf.buffer, buf.byteOffset, lineEnd).toString("latin1"))) return this.notHttp2();
+    }
+    this.fail(ErrorCode.PROTOCOL_ERROR, "not the HTTP/2 client preface");
+  }
+
+  /** An HTTP/1.1 client on the h2c port: told so in HTTP/1.1, then closed. */
   private notHttp2(): void {
     const err = new KedgeError("bad-request", 505, "this port speaks HTTP/2 with prior knowledge only");
     this.transport.write(Buffer.from(rawErrorResponse(err, newRequestId(), this.handler.errorPrefix), "latin1"));
@@ -485,10 +547,10 @@ export class H2ServerConnection {
   /** END_STREAM went out: the stream is done if the client's side is, else the client is told to stop sending (RFC 9113 §8.1). */
   localEnd(stream: H2ServerStream): void {
     stream.localEnded = true;
-    if (stream.remoteEnded) return this.closeStream(stream);
+    if (stream.remoteEnded) return this.closeStream(stream, ClosedHow.ENDED);
     this.out.words(FrameType.RST_STREAM, 0, stream.id, ErrorCode.NO_ERROR);
     this.schedule();
-    this.closeStream(stream);
+    this.closeStream(stream, ClosedHow.RESET_LOCALLY);
   }
 
   /** Gives the client back the window a reader has consumed. */
@@ -504,11 +566,12 @@ export class H2ServerConnection {
     if (stream.closed) return;
     this.out.words(FrameType.RST_STREAM, 0, stream.id, code);
     this.schedule();
-    this.closeStream(stream);
+    this.closeStream(stream, ClosedHow.RESET_LOCALLY);
   }
 
-  private closeStream(stream: H2ServerStream): void {
+  private closeStream(stream: H2ServerStream, how: ClosedHow): void {
     if (stream.closed) return;
+    this.closedStreams.add(stream.id, how);
     stream.markClosed();
     this.streams.delete(stream.id);
     this.blocked.delete(stream);
@@ -563,7 +626,7 @@ export class H2ServerConnection {
     if (this.closed) return;
     this.greet(); // a GOAWAY follows the server's preface (RFC 9113 §3.4), even before the client's arrived
     if (!this.goingAway || code !== ErrorCode.NO_ERROR) this.goaway(code, message);
-    for (const s of [...this.streams.values()]) this.closeStream(s);
+    for (const s of [...this.streams.values()]) this.closeStream(s, ClosedHow.RESET_LOCALLY);
     this.endSoon();
   }
 
@@ -610,7 +673,7 @@ export class H2ServerConnection {
   onClose(): void {
     if (this.closed && this.streams.size === 0) return;
     this.closed = true;
-    for (const s of [...this.streams.values()]) this.closeStream(s);
+    for (const s of [...this.streams.values()]) this.closeStream(s, ClosedHow.RESET_LOCALLY);
   }
 
   /**
@@ -638,6 +701,14 @@ const shutdownPing = Buffer.from("kedge-go");
 function isShutdownPing(buf: Uint8Array, start: number): boolean {
   for (let i = 0; i < 8; i++) if (buf[start + i] !== shutdownPing[i]) return false;
   return true;
+}
+
+/** A request line as HTTP/1.x clients send it: told in HTTP/1.1 that the h2c port speaks HTTP/2 only. */
+const http1RequestLine = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+ \S+ HTTP\/1\.[01]\r?$/;
+
+/** The stream a PRIORITY frame or HEADERS priority block at `at` depends on. */
+function dependency(buf: Uint8Array, at: number): number {
+  return ((buf[at] & 0x7f) << 24) | (buf[at + 1] << 16) | (buf[at + 2] << 8) | buf[at + 3];
 }
 
 /** A content-length requestFault has checked: digits, or absent. */
