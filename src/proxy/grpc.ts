@@ -10,7 +10,7 @@ import type { Runtime } from "../runtime.js";
 import type { H2Session } from "../upstream/h2-session.js";
 import { answerStatus, type CallRecord, GrpcStatus, openCall, upstreamBlock } from "./grpc-call.js";
 import { GrpcRelay, RequestReplay, type RelayOwner } from "./grpc-relay.js";
-import type { StreamError } from "../upstream/h2/frames.js";
+import type { StreamError } from "../h2/frames.js";
 import type { ProxyContext } from "./http.js";
 import { routeLabel, type ProxyMetrics } from "../observe/metrics.js";
 import { screenUnderscoreNames } from "./underscore-names.js";

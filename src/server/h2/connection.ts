@@ -1,6 +1,6 @@
 import type { OutgoingHttpHeaders } from "node:http2";
-import { ConnectionError, joinBytes, defaultMaxFrameSize, defaultWindow, ErrorCode, Flag, FrameBuffer, frameHeaderSize, FrameType, maxWindow, preface, Setting } from "../../upstream/h2/frames.js";
-import { type H2Headers, HpackDecoder, HpackError } from "../../upstream/h2/hpack.js";
+import { ConnectionError, joinBytes, defaultMaxFrameSize, defaultWindow, ErrorCode, Flag, FrameBuffer, frameHeaderSize, FrameType, maxWindow, preface, Setting } from "../../h2/frames.js";
+import { type H2Headers, HpackDecoder, HpackError } from "../../h2/hpack.js";
 import { ClosedHow, ClosedStreams } from "../../h2/closed-streams.js";
 import { bytesIn } from "../../net/bytes.js";
 import { KedgeError } from "../../errors.js";

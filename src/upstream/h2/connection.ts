@@ -1,6 +1,6 @@
 import type { Socket, SocketHandler, TLSOptions } from "bun";
-import { HpackDecoder, HpackError } from "./hpack.js";
-import { ConnectionError, joinBytes, defaultMaxFrameSize, defaultWindow, ErrorCode, errorName, Flag, FrameBuffer, frameHeaderSize, FrameType, maxWindow, preface, Setting, StreamError } from "./frames.js";
+import { HpackDecoder, HpackError } from "../../h2/hpack.js";
+import { ConnectionError, joinBytes, defaultMaxFrameSize, defaultWindow, ErrorCode, errorName, Flag, FrameBuffer, frameHeaderSize, FrameType, maxWindow, preface, Setting, StreamError } from "../../h2/frames.js";
 import type { H2Stream } from "./stream.js";
 
 export interface H2ConnectionOptions {
