@@ -204,7 +204,7 @@ export abstract class H2Endpoint<S extends H2StreamState> {
     if (id === 0) throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "DATA on stream 0");
     const size = end - start;
     this.connRecv -= size;
-    if (this.connRecv < 0) throw new ConnectionError(ErrorCode.FLOW_CONTROL_ERROR, "DATA beyond the connection window");
+    if (this.connRecv < 0) throw new ConnectionError(ErrorCode.FLOW_CONTROL_ERROR, "DATA overran the connection window");
     this.connUnacked += size;
     let bodyStart = start;
     let bodyEnd = end;
@@ -218,7 +218,7 @@ export abstract class H2Endpoint<S extends H2StreamState> {
     if (stream === undefined) return this.lateFrame(id, false);
     if (stream.remoteEnded) return this.streamError(stream, ErrorCode.STREAM_CLOSED, "DATA after END_STREAM");
     stream.recvWindow -= size;
-    if (stream.recvWindow < 0) return this.streamError(stream, ErrorCode.FLOW_CONTROL_ERROR, "DATA beyond the stream window");
+    if (stream.recvWindow < 0) return this.streamError(stream, ErrorCode.FLOW_CONTROL_ERROR, "DATA overran the stream window");
     if (bodyEnd === bodyStart && !(flags & Flag.END_STREAM)) this.control();
     this.streamData(stream, flags, buf, bodyStart, bodyEnd, size);
   }
