@@ -1,7 +1,7 @@
 import { describe, expect, it } from "bun:test";
 import fc from "fast-check";
-import { encodeHeaders, HpackDecoder, HpackError, type H2Headers } from "../src/upstream/h2/hpack.ts";
-import { huffmanCodes, huffmanDecode as decodeInto, huffmanOutput } from "../src/upstream/h2/huffman.ts";
+import { encodeHeaders, HpackDecoder, HpackError, type H2Headers } from "../src/h2/hpack.ts";
+import { huffmanCodes, huffmanDecode as decodeInto, huffmanOutput } from "../src/h2/huffman.ts";
 
 // HPACK as kedge's upstream HTTP/2 client uses it: every decoder case from RFC 7541 Appendix C,
 // its error cases, and round trips through the encoder. A fixed seed: CI runs the same cases.

@@ -7,9 +7,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Subprocess } from "bun";
 import { H2Session } from "../src/upstream/h2-session.ts";
-import { FrameBuffer, type StreamError } from "../src/upstream/h2/frames.ts";
-import { encodeHeaders } from "../src/upstream/h2/hpack.ts";
-import type { H2Headers } from "../src/upstream/h2/hpack.ts";
+import { FrameBuffer, type StreamError } from "../src/h2/frames.ts";
+import { encodeHeaders } from "../src/h2/hpack.ts";
+import type { H2Headers } from "../src/h2/hpack.ts";
 import type { H2Stream, StreamHandler } from "../src/upstream/h2/stream.ts";
 import { makeTestPki, type TestPki } from "./helpers/certs.ts";
 import { data, frame, goaway, ping, rawH2Server, rstStream, settings, status200, type RawConnection } from "./helpers/h2-wire.ts";
@@ -321,6 +321,36 @@ describe("against a backend that breaks HTTP/2", () => {
     expect(goawayCode(conn)).toEqual([9]); // COMPRESSION_ERROR
     const acks = conn.frames.filter((f) => f.type === 6 && f.flags === 1);
     expect(acks.map((f) => f.payload.toString())).toEqual(["12345678"]);
+  });
+
+  // The rules a client of kedge's server is held to (h2spec), met by a backend: the same error for the same violation.
+  it.each([
+    ["a PING of other than 8 bytes", () => [frame(6, 0, 0, Buffer.alloc(6))], 6],
+    ["a PING on a stream", (id: number) => [frame(6, 0, id, Buffer.alloc(8))], 1],
+    ["a GOAWAY shorter than 8 bytes", () => [frame(7, 0, 0, Buffer.alloc(4))], 6],
+    ["DATA on a stream it ended", (id: number) => [status200(id, 0x1), data(id, 0x1, "late")], 5],
+    ["HEADERS on a stream kedge never opened", (id: number) => [status200(id + 2, 0x1)], 1],
+    ["RST_STREAM on a stream kedge never opened", (id: number) => [rstStream(id + 2, 8)], 1],
+  ])("ends the connection with the error a client of kedge's server would get for %s", async (_what, frames, code) => {
+    const { server, session } = scripted((f, conn) => {
+      if (f.type === 1) conn.send(...frames(f.id));
+    });
+    await get(session, "/");
+    const conn = server.connections[0];
+    await until("GOAWAY", () => goawayCode(conn).length > 0);
+    expect(goawayCode(conn)).toEqual([code]);
+  });
+
+  it("resets a stream whose PRIORITY frame has the wrong length (FRAME_SIZE_ERROR), as kedge's server does", async () => {
+    const { server, session } = scripted((f, conn) => {
+      if (f.type === 1) conn.send(frame(2, 0, f.id, Buffer.alloc(4)));
+    });
+    const a = await get(session, "/");
+    expect(a.err?.code).toBe(6);
+    const conn = server.connections[0];
+    await until("RST_STREAM", () => conn.frames.some((f) => f.type === 3));
+    expect(conn.frames.find((f) => f.type === 3)!.payload.readUInt32BE(0)).toBe(6);
+    expect(goawayCode(conn)).toEqual([]);
   });
 
   it("refuses a CONTINUATION flood with ENHANCE_YOUR_CALM before buffering it", async () => {

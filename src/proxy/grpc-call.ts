@@ -4,7 +4,7 @@ import type { ProxyMetrics } from "../observe/metrics.js";
 import type { Observation } from "../observe/observer.js";
 import { asKedgeError, type KedgeError } from "../errors.js";
 import { recordError, recordFinished, recordStarted, type Outcome, type RecordedGrpc } from "./record.js";
-import { addField, addFieldValues, finishBlock, startBlock } from "../upstream/h2/hpack.js";
+import { addField, addFieldValues, finishBlock, startBlock } from "../h2/hpack.js";
 
 /** gRPC status codes kedge itself answers with. */
 export const GrpcStatus = { UNIMPLEMENTED: 12, UNAVAILABLE: 14, INTERNAL: 13, DEADLINE_EXCEEDED: 4, PERMISSION_DENIED: 7, UNAUTHENTICATED: 16 } as const;

@@ -1,7 +1,7 @@
 import type { OutgoingHttpHeaders } from "node:http2";
 import type { ClientStream } from "./client-stream.js";
-import type { H2Headers } from "../upstream/h2/hpack.js";
-import type { StreamError } from "../upstream/h2/frames.js";
+import type { H2Headers } from "../h2/hpack.js";
+import type { StreamError } from "../h2/frames.js";
 import type { H2Stream, StreamHandler } from "../upstream/h2/stream.js";
 import { answerStatus, forwardableInPlace, GrpcStatus, statusTrailers, type CallRecord } from "./grpc-call.js";
 

@@ -8,7 +8,7 @@ import { parseHostPort, type HostPort } from "../router/host.js";
 import type { Runtime } from "../runtime.js";
 import { answerStatus, type CallRecord, GrpcStatus, openCall, upstreamBlock } from "./grpc-call.js";
 import { GrpcRelay, RequestReplay, type RelayOwner } from "./grpc-relay.js";
-import type { StreamError } from "../upstream/h2/frames.js";
+import type { StreamError } from "../h2/frames.js";
 import type { ProxyContext } from "./http.js";
 import { routeLabel } from "../observe/metrics.js";
 import { screenUnderscoreNames } from "./underscore-names.js";

@@ -1,7 +1,7 @@
 import type { OutgoingHttpHeaders } from "node:http";
 import type { IncomingHttpHeaders } from "node:http2";
 import { KedgeError } from "../errors.js";
-import { ErrorCode } from "../upstream/h2/frames.js";
+import { ErrorCode } from "../h2/frames.js";
 import type { ClientStream } from "../proxy/client-stream.js";
 import { exchange, sendError, type HttpProxy } from "../proxy/exchange.js";
 import { proxyGrpc } from "../proxy/grpc.js";

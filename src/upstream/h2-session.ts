@@ -1,6 +1,6 @@
 import type { TLSOptions } from "bun";
 import { H2Connection } from "./h2/connection.js";
-import { ErrorCode, StreamError } from "./h2/frames.js";
+import { ErrorCode, StreamError } from "../h2/frames.js";
 import { H2Stream, type StreamHandler } from "./h2/stream.js";
 
 export interface H2SessionOptions {

@@ -1,6 +1,8 @@
 import type { OutgoingHttpHeaders } from "node:http2";
-import { ConnectionError, joinBytes, defaultMaxFrameSize, defaultWindow, ErrorCode, Flag, FrameBuffer, frameHeaderSize, FrameType, maxWindow, preface, Setting } from "../../upstream/h2/frames.js";
-import { type H2Headers, HpackDecoder, HpackError } from "../../upstream/h2/hpack.js";
+import { ClosedHow } from "../../h2/closed-streams.js";
+import { H2Endpoint } from "../../h2/endpoint.js";
+import { defaultWindow, ErrorCode, Flag, FrameType, preface, Setting } from "../../h2/frames.js";
+import type { H2Headers } from "../../h2/hpack.js";
 import { bytesIn } from "../../net/bytes.js";
 import { KedgeError } from "../../errors.js";
 import { log } from "../../observe/log.js";
@@ -25,39 +27,20 @@ export interface H2ServerHandler {
 
 /** Client resets of open streams a second before the connection is cut off (rapid reset, CVE-2023-44487). */
 const maxResetsPerSecond = 200;
-/** PING, SETTINGS, PRIORITY and empty DATA frames a second: more is a flood (CVE-2019-9512/9515/9518). */
-const maxControlPerSecond = 1000;
-/** Receive window per stream (node:http2's default): bounds what a paused reader holds. */
-const streamWindow = defaultWindow;
-/** The connection's receive window: large, as each stream's own window bounds what kedge holds. */
+/** The connection's receive window: large, as each stream's own window (node:http2's default) bounds what kedge holds. */
 const connectionWindow = 16 * 1024 * 1024;
 /** A header block (HEADERS and CONTINUATIONs) larger than this ends the connection (CVE-2024-27316). */
 const maxBlockBytes = 256 * 1024;
 
 /**
- * One client's HTTP/2 connection on kedge's own server (RFC 9113): frames in from the transport,
- * requests out to the handler as H2ServerStreams, responses framed into one buffer written once
- * per turn. node:http2's server cost ~24 µs per gRPC call in Bun, more than nginx's whole proxy
- * (bench/grpc-floor.sh); this does the same work in ~1–2 µs.
+ * One client's HTTP/2 connection on kedge's own server: the server role on the shared engine
+ * (h2/endpoint.ts). It checks the preface and each request, hands requests to the handler as
+ * H2ServerStreams, and frames responses into one buffer written once per turn. node:http2's
+ * server cost ~24 µs per gRPC call in Bun, more than nginx's whole proxy (bench/grpc-floor.sh);
+ * this does the same work in ~1–2 µs.
  */
-export class H2ServerConnection {
-  readonly streams = new Map<number, H2ServerStream>();
-  readonly streamWindow = streamWindow;
-  peerInitialWindow = defaultWindow;
-  private peerMaxFrame = defaultMaxFrameSize;
-  private connSend = defaultWindow;
-  private connRecv = connectionWindow;
-  private connUnacked = 0;
-  private readonly decoder: HpackDecoder;
-  private readonly out = new FrameBuffer();
-  private partial: Uint8Array | undefined;
-  private prefaceSeen = false;
+export class H2ServerConnection extends H2Endpoint<H2ServerStream> {
   private greeted = false;
-  /** The client's first SETTINGS arrived: a real HTTP/2 client. */
-  settled = false;
-  private lastStreamId = 0;
-  /** A header block waiting for its CONTINUATION frames. */
-  private block: { id: number; flags: number; chunks: Uint8Array[]; bytes: number } | undefined;
   private readonly blocked = new Set<H2ServerStream>();
   private closing: H2ServerStream[] = [];
   private flushQueued = false;
@@ -67,22 +50,19 @@ export class H2ServerConnection {
   private shutdownMessage = "";
   /** performance.now() of shutdown's first GOAWAY, until the final one is sent; 0 otherwise. */
   drainingSince = 0;
-  private endAfterFlush = false;
-  closed = false;
-  /** performance.now() of the last read, for the idle sweep. */
-  lastActivity = performance.now();
   readonly openedAt = this.lastActivity;
-  private windowStart = 0;
   private resets = 0;
-  private controls = 0;
 
   constructor(
     readonly transport: ClientTransport,
     private readonly handler: H2ServerHandler,
     /** Where the proxy reads the client's certificate (TLS) and address. */
     readonly socket: object,
+    /** The h2c port: a client that sends an HTTP/1.1 request line is answered in HTTP/1.1. Over TLS, ALPN chose h2 and any other preface is a protocol error. */
+    private readonly plaintext: boolean,
   ) {
-    this.decoder = new HpackDecoder(4096, Math.max(64 * 1024, 4 * handler.limits.maxHeaderBytes));
+    super({ streamWindow: defaultWindow, connectionWindow, maxHeaderListSize: Math.max(64 * 1024, 4 * handler.limits.maxHeaderBytes), maxBlockBytes });
+    this.awaitingPreface = true;
   }
 
   /** kedge's SETTINGS, once the client's preface shows it speaks HTTP/2 (one that does not is answered in HTTP/1.1). */
@@ -92,7 +72,7 @@ export class H2ServerConnection {
     const { handler } = this;
     this.out.settings(0, [
       [Setting.MAX_CONCURRENT_STREAMS, handler.maxStreams],
-      [Setting.INITIAL_WINDOW_SIZE, streamWindow],
+      [Setting.INITIAL_WINDOW_SIZE, this.streamWindow],
       [Setting.MAX_HEADER_LIST_SIZE, handler.limits.maxHeaderBytes],
     ]);
     this.out.words(FrameType.WINDOW_UPDATE, 0, 0, connectionWindow - defaultWindow);
@@ -105,187 +85,79 @@ export class H2ServerConnection {
 
   // --- reading ---
 
-  onData(data: Uint8Array): void {
-    if (this.closed) return;
-    this.lastActivity = performance.now();
-    let buf = data;
-    if (this.partial) {
-      buf = joinBytes(this.partial, data);
-      this.partial = undefined;
-    }
-    let pos = 0;
-    try {
-      if (!this.prefaceSeen) {
-        const n = Math.min(buf.length, preface.length);
-        for (let i = 0; i < n; i++) if (buf[i] !== preface[i]) return this.notHttp2();
-        if (n < preface.length) {
-          this.partial = buf;
-          return;
-        }
-        this.prefaceSeen = true;
-        this.greet();
-        pos = preface.length;
+  protected override readPreface(buf: Uint8Array): number {
+    const n = Math.min(buf.length, preface.length);
+    for (let i = 0; i < n; i++) {
+      if (buf[i] !== preface[i]) {
+        this.badPreface(buf);
+        return -1;
       }
-      while (buf.length - pos >= frameHeaderSize) {
-        const length = (buf[pos] << 16) | (buf[pos + 1] << 8) | buf[pos + 2];
-        if (length > defaultMaxFrameSize) throw new ConnectionError(ErrorCode.FRAME_SIZE_ERROR, `frame of ${length} bytes above ${defaultMaxFrameSize}`);
-        if (buf.length - pos < frameHeaderSize + length) break;
-        const type = buf[pos + 3];
-        const flags = buf[pos + 4];
-        const id = ((buf[pos + 5] & 0x7f) << 24) | (buf[pos + 6] << 16) | (buf[pos + 7] << 8) | buf[pos + 8];
-        const start = pos + frameHeaderSize;
-        pos = start + length;
-        this.frame(type, flags, id, buf, start, pos);
-        if (this.closed || this.endAfterFlush) return;
-      }
-    } catch (e) {
-      if (e instanceof ConnectionError) return this.fail(e.code, e.message);
-      if (e instanceof HpackError) return this.fail(ErrorCode.COMPRESSION_ERROR, e.message);
-      throw e;
     }
-    if (pos < buf.length) this.partial = buf.slice(pos);
-    if (this.connUnacked >= connectionWindow / 2) {
-      this.out.words(FrameType.WINDOW_UPDATE, 0, 0, this.connUnacked);
-      this.connRecv += this.connUnacked;
-      this.connUnacked = 0;
-      this.schedule();
+    if (n < preface.length) {
+      this.keepPartial(buf);
+      return -1;
     }
+    this.awaitingPreface = false;
+    this.greet();
+    return preface.length;
   }
 
-  private frame(type: number, flags: number, id: number, buf: Uint8Array, start: number, end: number): void {
-    if (!this.settled && type !== FrameType.SETTINGS) throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "the client's first frame was not SETTINGS");
-    if (this.block && type !== FrameType.CONTINUATION) throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "header block interrupted");
-    switch (type) {
-      case FrameType.DATA:
-        return this.onDataFrame(flags, id, buf, start, end);
-      case FrameType.HEADERS:
-        return this.onHeaders(flags, id, buf, start, end);
-      case FrameType.CONTINUATION:
-        return this.onContinuation(flags, id, buf, start, end);
-      case FrameType.RST_STREAM:
-        return this.onReset(id, start, end);
-      case FrameType.SETTINGS:
-        return this.onSettings(flags, id, buf, start, end);
-      case FrameType.PING:
-        if (end - start !== 8) throw new ConnectionError(ErrorCode.FRAME_SIZE_ERROR, "PING of other than 8 bytes");
-        if (id !== 0) throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "PING on a stream");
-        this.control();
-        if (!(flags & Flag.ACK)) {
-          this.out.frame(FrameType.PING, Flag.ACK, 0, buf, start, end);
-          this.schedule();
-        } else if (this.drainingSince > 0 && isShutdownPing(buf, start)) this.finalGoaway();
-        return;
-      case FrameType.GOAWAY:
-        return this.onGoaway();
-      case FrameType.WINDOW_UPDATE:
-        return this.onWindowUpdate(id, buf, start, end);
-      case FrameType.PRIORITY:
-        if (id === 0) throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "PRIORITY on stream 0");
-        return this.control();
-      case FrameType.PUSH_PROMISE:
-        throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "PUSH_PROMISE from a client");
-      default:
-        return; // unknown frame types are ignored (RFC 9113 §5.5)
+  /**
+   * Not the client preface. On the h2c port an HTTP/1.1 client is told in HTTP/1.1 that the port
+   * speaks HTTP/2 only, once its request line is in; anything else (and anything over TLS, where
+   * ALPN already chose h2) is a connection error of type PROTOCOL_ERROR (RFC 9113 §3.4).
+   */
+  private badPreface(buf: Uint8Array): void {
+    if (this.plaintext) {
+      const lineEnd = buf.indexOf(10 /* LF */);
+      if (lineEnd < 0 && buf.length < this.handler.limits.maxUriBytes + 64) return this.keepPartial(buf);
+      if (lineEnd >= 0 && http1RequestLine.test(Buffer.from(buf.buffer, buf.byteOffset, lineEnd).toString("latin1"))) return this.notHttp2();
     }
+    this.fail(ErrorCode.PROTOCOL_ERROR, "not the HTTP/2 client preface");
   }
 
-  /** Counts a frame that costs kedge work and the client nothing; a flood ends the connection. */
-  private control(): void {
-    this.tick();
-    if (++this.controls > maxControlPerSecond) throw new ConnectionError(ErrorCode.ENHANCE_YOUR_CALM, "too many control frames");
+  /** An HTTP/1.1 client on the h2c port: told so in HTTP/1.1, then closed. */
+  private notHttp2(): void {
+    const err = new KedgeError("bad-request", 505, "this port speaks HTTP/2 with prior knowledge only");
+    this.transport.write(Buffer.from(rawErrorResponse(err, newRequestId(), this.handler.errorPrefix), "latin1"));
+    this.closed = true;
+    this.transport.end();
   }
 
-  private tick(): void {
-    const now = this.lastActivity;
-    if (now - this.windowStart > 1000) {
-      this.windowStart = now;
-      this.resets = 0;
-      this.controls = 0;
-    }
+  protected connectionError(code: number, reason: string): void {
+    this.fail(code, reason);
   }
 
-  private onDataFrame(flags: number, id: number, buf: Uint8Array, start: number, end: number): void {
-    if (id === 0) throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "DATA on stream 0");
-    const size = end - start;
-    this.connRecv -= size;
-    if (this.connRecv < 0) throw new ConnectionError(ErrorCode.FLOW_CONTROL_ERROR, "DATA beyond the connection window");
-    this.connUnacked += size;
-    let bodyEnd = end;
-    let bodyStart = start;
-    if (flags & Flag.PADDED) {
-      const pad = size > 0 ? buf[start] : 0;
-      if (size === 0 || pad >= size) throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "padding as long as the frame");
-      bodyStart++;
-      bodyEnd -= pad;
-    }
-    const stream = this.streams.get(id);
-    if (!stream) {
-      if (id > this.lastStreamId) throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "DATA on an idle stream");
-      return this.control(); // a stream kedge closed: its frames in flight are dropped
-    }
-    if (stream.remoteEnded) return this.reset(stream, ErrorCode.STREAM_CLOSED);
-    stream.recvWindow -= size;
-    if (stream.recvWindow < 0) return this.reset(stream, ErrorCode.FLOW_CONTROL_ERROR);
-    stream.unacked += size - (bodyEnd - bodyStart); // padding is consumed at once
+  protected streamError(stream: H2ServerStream, code: number): void {
+    this.reset(stream, code);
+  }
+
+  protected streamData(stream: H2ServerStream, flags: number, buf: Uint8Array, start: number, end: number, size: number): void {
+    stream.unacked += size - (end - start); // padding is granted back at once, the body as the reader takes it
     const endStream = (flags & Flag.END_STREAM) !== 0;
-    if (bodyEnd === bodyStart && !endStream) this.control();
-    stream.received += bodyEnd - bodyStart;
+    stream.received += end - start;
     if (stream.declaredLength >= 0 && (stream.received > stream.declaredLength || (endStream && stream.received !== stream.declaredLength))) {
       return this.reset(stream, ErrorCode.PROTOCOL_ERROR); // RFC 9113 §8.1.1: a body unlike its content-length
     }
-    stream.receive(bodyEnd > bodyStart ? (bytesIn(buf, bodyStart, bodyEnd) as Buffer) : emptyBody, endStream);
-    if (endStream && stream.localEnded) this.closeStream(stream);
+    stream.receive(end > start ? (bytesIn(buf, start, end) as Buffer) : emptyBody, endStream);
+    if (endStream && stream.localEnded) this.closeStream(stream, ClosedHow.ENDED);
   }
 
-  private onHeaders(flags: number, id: number, buf: Uint8Array, start: number, end: number): void {
-    if (id === 0 || (id & 1) === 0) throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, `HEADERS on stream ${id}`);
-    if (flags & Flag.PADDED) {
-      const pad = end > start ? buf[start++] : 0;
-      end -= pad;
-      if (end < start) throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "padding as long as the frame");
-    }
-    if (flags & Flag.PRIORITY) start += 5;
-    if (end < start) throw new ConnectionError(ErrorCode.FRAME_SIZE_ERROR, "HEADERS too short");
-    if (flags & Flag.END_HEADERS) return this.headerBlock(id, flags, buf, start, end);
-    this.block = { id, flags, chunks: [Uint8Array.prototype.slice.call(buf, start, end)], bytes: end - start };
+  /** Trailers: kedge forwards none from clients (gRPC and HTTP requests carry them rarely); they end the body. */
+  protected streamHeaders(stream: H2ServerStream, _headers: H2Headers, endStream: boolean): void {
+    if (!endStream) return this.reset(stream, ErrorCode.PROTOCOL_ERROR);
+    if (stream.declaredLength >= 0 && stream.received !== stream.declaredLength) return this.reset(stream, ErrorCode.PROTOCOL_ERROR);
+    stream.receive(emptyBody, true);
+    if (stream.localEnded) this.closeStream(stream, ClosedHow.ENDED);
   }
 
-  private onContinuation(flags: number, id: number, buf: Uint8Array, start: number, end: number): void {
-    const block = this.block;
-    if (!block || block.id !== id) throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "CONTINUATION without a header block");
-    block.bytes += end - start;
-    if (block.bytes > maxBlockBytes) throw new ConnectionError(ErrorCode.ENHANCE_YOUR_CALM, "header block too large");
-    if (end === start) this.control();
-    block.chunks.push(Uint8Array.prototype.slice.call(buf, start, end));
-    if (!(flags & Flag.END_HEADERS)) return;
-    this.block = undefined;
-    const whole = Buffer.concat(block.chunks);
-    this.headerBlock(id, block.flags, whole, 0, whole.length);
-  }
-
-  /** A complete header block: a new request, or an open stream's trailers. */
-  private headerBlock(id: number, flags: number, buf: Uint8Array, start: number, end: number): void {
-    const headers = this.decoder.decode(buf, start, end); // always: the HPACK context must follow every block
-    const endStream = (flags & Flag.END_STREAM) !== 0;
-    const open = this.streams.get(id);
-    if (open) {
-      // Trailers: kedge forwards none from clients (gRPC and HTTP requests carry them rarely); they end the body.
-      if (!endStream || open.remoteEnded) return this.reset(open, ErrorCode.PROTOCOL_ERROR);
-      if (open.declaredLength >= 0 && open.received !== open.declaredLength) return this.reset(open, ErrorCode.PROTOCOL_ERROR);
-      open.receive(emptyBody, true);
-      if (open.localEnded) this.closeStream(open);
-      return;
-    }
-    if (id <= this.lastStreamId) return; // a stream already closed (reset by kedge): ignored
+  /** A new request. */
+  protected openStream(id: number, headers: H2Headers, endStream: boolean, malformed: string | undefined): void {
     this.lastStreamId = id;
-    if (this.goingAway) return;
+    if (this.goingAway) return this.closedStreams.add(id, ClosedHow.RESET_LOCALLY); // after GOAWAY: ignored, as are its frames in flight
     const { limits } = this.handler;
-    const fault = requestFault(headers);
-    if (this.streams.size >= this.handler.maxStreams || fault !== undefined) {
-      this.out.words(FrameType.RST_STREAM, 0, id, fault === undefined ? ErrorCode.REFUSED_STREAM : ErrorCode.PROTOCOL_ERROR);
-      this.schedule();
-      return this.control();
-    }
+    const fault = malformed ?? requestFault(headers);
+    if (this.streams.size >= this.handler.maxStreams || fault !== undefined) return this.refuseStream(id, fault === undefined ? ErrorCode.REFUSED_STREAM : ErrorCode.PROTOCOL_ERROR);
     const stream = new H2ServerStream(this, id, endStream, contentLength(headers["content-length"]));
     this.streams.set(id, stream);
     if (endStream) stream.noBody();
@@ -303,75 +175,40 @@ export class H2ServerConnection {
     }
   }
 
-  private onReset(id: number, start: number, end: number): void {
-    if (end - start !== 4) throw new ConnectionError(ErrorCode.FRAME_SIZE_ERROR, "RST_STREAM of other than 4 bytes");
-    if (id === 0 || id > this.lastStreamId) throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, `RST_STREAM on idle stream ${id}`);
-    const stream = this.streams.get(id);
-    if (!stream) return this.control();
-    this.closeStream(stream);
-    this.tick();
-    if (++this.resets > maxResetsPerSecond) throw new ConnectionError(ErrorCode.ENHANCE_YOUR_CALM, "too many streams reset");
+  /** A stream kedge never started (a malformed request, or one above max_concurrent_streams). */
+  private refuseStream(id: number, code: number): void {
+    this.resetFrame(id, code);
+    this.closedStreams.add(id, ClosedHow.RESET_LOCALLY);
+    this.control();
   }
 
-  private onSettings(flags: number, id: number, buf: Uint8Array, start: number, end: number): void {
-    if (id !== 0) throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "SETTINGS on a stream");
-    if (flags & Flag.ACK) {
-      if (end !== start) throw new ConnectionError(ErrorCode.FRAME_SIZE_ERROR, "SETTINGS ACK with a payload");
-      return;
-    }
-    if ((end - start) % 6 !== 0) throw new ConnectionError(ErrorCode.FRAME_SIZE_ERROR, "SETTINGS not a multiple of 6 bytes");
-    if (this.settled) this.control();
-    this.settled = true;
-    for (let at = start; at < end; at += 6) {
-      const key = (buf[at] << 8) | buf[at + 1];
-      const value = ((buf[at + 2] << 24) | (buf[at + 3] << 16) | (buf[at + 4] << 8) | buf[at + 5]) >>> 0;
-      if (key === Setting.INITIAL_WINDOW_SIZE) {
-        if (value > maxWindow) throw new ConnectionError(ErrorCode.FLOW_CONTROL_ERROR, "INITIAL_WINDOW_SIZE above 2^31-1");
-        const delta = value - this.peerInitialWindow;
-        this.peerInitialWindow = value;
-        for (const s of this.streams.values()) s.sendWindow += delta;
-      } else if (key === Setting.MAX_FRAME_SIZE) {
-        if (value < defaultMaxFrameSize || value > 16_777_215) throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, `MAX_FRAME_SIZE ${value}`);
-        this.peerMaxFrame = value;
-      } else if (key === Setting.ENABLE_PUSH && value > 1) throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, `ENABLE_PUSH ${value}`);
-    }
-    this.out.frame(FrameType.SETTINGS, Flag.ACK, 0);
-    this.schedule();
+  protected peerReset(stream: H2ServerStream): void {
+    this.closeStream(stream, ClosedHow.RESET_BY_PEER);
+    this.control();
+    if (++this.resets > maxResetsPerSecond) this.fail(ErrorCode.ENHANCE_YOUR_CALM, "too many streams reset");
+  }
+
+  protected override newSecond(): void {
+    this.resets = 0;
+  }
+
+  protected peerSettings(): void {
     this.sendBlocked();
   }
 
   /** The client will open no more streams: the connection closes once its streams are done. */
-  private onGoaway(): void {
+  protected peerGoaway(): void {
     this.goingAway = true;
     if (this.streams.size === 0) this.endSoon();
   }
 
-  private onWindowUpdate(id: number, buf: Uint8Array, start: number, end: number): void {
-    if (end - start !== 4) throw new ConnectionError(ErrorCode.FRAME_SIZE_ERROR, "WINDOW_UPDATE of other than 4 bytes");
-    const increment = ((buf[start] & 0x7f) << 24) | (buf[start + 1] << 16) | (buf[start + 2] << 8) | buf[start + 3];
-    if (id === 0) {
-      if (increment === 0) throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "WINDOW_UPDATE of 0");
-      this.connSend += increment;
-      if (this.connSend > maxWindow) throw new ConnectionError(ErrorCode.FLOW_CONTROL_ERROR, "connection window above 2^31-1");
-      return this.sendBlocked();
-    }
-    const stream = this.streams.get(id);
-    if (!stream) {
-      if (id > this.lastStreamId) throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "WINDOW_UPDATE on an idle stream");
-      return;
-    }
-    if (increment === 0) return this.reset(stream, ErrorCode.PROTOCOL_ERROR);
-    stream.sendWindow += increment;
-    if (stream.sendWindow > maxWindow) return this.reset(stream, ErrorCode.FLOW_CONTROL_ERROR);
-    if (stream.pendingOutBytes > 0) this.sendPending(stream);
+  protected windowOpened(stream: H2ServerStream | undefined): void {
+    if (stream === undefined) this.sendBlocked();
+    else if (stream.pendingOutBytes > 0) this.sendPending(stream);
   }
 
-  /** Not HTTP/2 at all (an HTTP/1.1 client on the h2c port): told so in HTTP/1.1, then closed. */
-  private notHttp2(): void {
-    const err = new KedgeError("bad-request", 505, "this port speaks HTTP/2 with prior knowledge only");
-    this.transport.write(Buffer.from(rawErrorResponse(err, newRequestId(), this.handler.errorPrefix), "latin1"));
-    this.closed = true;
-    this.transport.end();
+  protected override pingAcked(buf: Uint8Array, start: number): void {
+    if (this.drainingSince > 0 && isShutdownPing(buf, start)) this.finalGoaway();
   }
 
   // --- writing ---
@@ -485,30 +322,26 @@ export class H2ServerConnection {
   /** END_STREAM went out: the stream is done if the client's side is, else the client is told to stop sending (RFC 9113 §8.1). */
   localEnd(stream: H2ServerStream): void {
     stream.localEnded = true;
-    if (stream.remoteEnded) return this.closeStream(stream);
+    if (stream.remoteEnded) return this.closeStream(stream, ClosedHow.ENDED);
     this.out.words(FrameType.RST_STREAM, 0, stream.id, ErrorCode.NO_ERROR);
     this.schedule();
-    this.closeStream(stream);
+    this.closeStream(stream, ClosedHow.RESET_LOCALLY);
   }
 
   /** Gives the client back the window a reader has consumed. */
   grant(stream: H2ServerStream): void {
-    if (stream.remoteEnded || stream.closed || stream.unacked < streamWindow / 2) return;
-    this.out.words(FrameType.WINDOW_UPDATE, 0, stream.id, stream.unacked);
-    stream.recvWindow += stream.unacked;
-    stream.unacked = 0;
-    this.schedule();
+    this.grantStream(stream);
   }
 
   reset(stream: H2ServerStream, code: number): void {
     if (stream.closed) return;
-    this.out.words(FrameType.RST_STREAM, 0, stream.id, code);
-    this.schedule();
-    this.closeStream(stream);
+    this.resetFrame(stream.id, code);
+    this.closeStream(stream, ClosedHow.RESET_LOCALLY);
   }
 
-  private closeStream(stream: H2ServerStream): void {
+  private closeStream(stream: H2ServerStream, how: ClosedHow): void {
     if (stream.closed) return;
+    this.closedStreams.add(stream.id, how);
     stream.markClosed();
     this.streams.delete(stream.id);
     this.blocked.delete(stream);
@@ -517,7 +350,7 @@ export class H2ServerConnection {
     if (this.goingAway && this.streams.size === 0) this.endSoon();
   }
 
-  private schedule(): void {
+  protected schedule(): void {
     if (this.flushQueued) return;
     this.flushQueued = true;
     queueMicrotask(this.flush);
@@ -534,7 +367,7 @@ export class H2ServerConnection {
       this.closing = [];
       for (const s of closing) s.emitClosed();
     }
-    if (this.endAfterFlush && !this.closed && !this.flushQueued) {
+    if (this.stopReading && !this.closed && !this.flushQueued) {
       this.closed = true;
       this.transport.end();
     }
@@ -554,7 +387,7 @@ export class H2ServerConnection {
   // --- ending ---
 
   private endSoon(): void {
-    this.endAfterFlush = true;
+    this.stopReading = true;
     this.schedule();
   }
 
@@ -563,23 +396,13 @@ export class H2ServerConnection {
     if (this.closed) return;
     this.greet(); // a GOAWAY follows the server's preface (RFC 9113 §3.4), even before the client's arrived
     if (!this.goingAway || code !== ErrorCode.NO_ERROR) this.goaway(code, message);
-    for (const s of [...this.streams.values()]) this.closeStream(s);
+    for (const s of [...this.streams.values()]) this.closeStream(s, ClosedHow.RESET_LOCALLY);
     this.endSoon();
   }
 
   private goaway(code: number, message: string): void {
     this.goingAway = true;
     this.goawayFrame(this.lastStreamId, code, message);
-  }
-
-  private goawayFrame(lastStreamId: number, code: number, message: string): void {
-    const debug = Buffer.from(message.slice(0, 200), "latin1");
-    const payload = Buffer.allocUnsafe(8 + debug.length);
-    payload.writeUInt32BE(lastStreamId, 0);
-    payload.writeUInt32BE(code, 4);
-    debug.copy(payload, 8);
-    this.out.frame(FrameType.GOAWAY, 0, 0, payload);
-    this.schedule();
   }
 
   /**
@@ -610,7 +433,7 @@ export class H2ServerConnection {
   onClose(): void {
     if (this.closed && this.streams.size === 0) return;
     this.closed = true;
-    for (const s of [...this.streams.values()]) this.closeStream(s);
+    for (const s of [...this.streams.values()]) this.closeStream(s, ClosedHow.RESET_LOCALLY);
   }
 
   /**
@@ -639,6 +462,9 @@ function isShutdownPing(buf: Uint8Array, start: number): boolean {
   for (let i = 0; i < 8; i++) if (buf[start + i] !== shutdownPing[i]) return false;
   return true;
 }
+
+/** A request line as HTTP/1.x clients send it: told in HTTP/1.1 that the h2c port speaks HTTP/2 only. */
+const http1RequestLine = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+ \S+ HTTP\/1\.[01]\r?$/;
 
 /** A content-length requestFault has checked: digits, or absent. */
 function contentLength(value: string | string[] | undefined): number {

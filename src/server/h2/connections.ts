@@ -2,8 +2,8 @@ import type { Duplex } from "node:stream";
 import type { IncomingHttpHeaders } from "node:http2";
 import { KedgeError } from "../../errors.js";
 import { sendError } from "../../proxy/exchange.js";
-import { ErrorCode } from "../../upstream/h2/frames.js";
-import type { H2Headers } from "../../upstream/h2/hpack.js";
+import { ErrorCode } from "../../h2/frames.js";
+import type { H2Headers } from "../../h2/hpack.js";
 import { GrpcStatus, statusTrailers } from "../../proxy/grpc-call.js";
 import type { ConnectionGuard } from "../connection-guard.js";
 import { isGrpc } from "../listen.js";
@@ -66,9 +66,12 @@ export class H2Connections implements H2ServerHandler {
     sendError(new H2Response(stream), new KedgeError("bad-request", status, reason), "", this.errorPrefix);
   }
 
-  /** A new client connection; over max_connections it is sent GOAWAY at once. `peer` is where its address and certificate are read. */
-  adopt(transport: ClientTransport, peer: object = transport): H2ServerConnection {
-    const conn = new H2ServerConnection(transport, this, peer);
+  /**
+   * A new client connection; over max_connections it is sent GOAWAY at once. `peer` is where its
+   * address and certificate are read; `plaintext`: the h2c port, where HTTP/1.1 clients are answered.
+   */
+  adopt(transport: ClientTransport, peer: object = transport, plaintext = true): H2ServerConnection {
+    const conn = new H2ServerConnection(transport, this, peer, plaintext);
     if (this.opts.guard.admit()) this.conns.add(conn);
     else conn.fail(ErrorCode.REFUSED_STREAM, "too many connections");
     return conn;
@@ -77,7 +80,7 @@ export class H2Connections implements H2ServerHandler {
   /** A node socket: the TLS listener's connections that chose h2. */
   adoptSocket(socket: Duplex): void {
     const transport = new NodeTransport(socket);
-    const conn = this.adopt(transport, socket);
+    const conn = this.adopt(transport, socket, false);
     transport.deliverTo({
       onData: (d) => conn.onData(d),
       onDrain: () => conn.onDrain(),

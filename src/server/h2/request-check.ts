@@ -1,4 +1,4 @@
-import type { H2Headers } from "../../upstream/h2/hpack.js";
+import type { H2Headers } from "../../h2/hpack.js";
 
 /** Fields that belong to one HTTP/1.1 connection and make an HTTP/2 message malformed (RFC 9113 §8.2.2). */
 export const connectionSpecific = new Set(["connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade"]);

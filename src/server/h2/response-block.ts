@@ -1,5 +1,5 @@
 import type { OutgoingHttpHeaders } from "node:http2";
-import { addFieldValues, finishBlock, startBlock } from "../../upstream/h2/hpack.js";
+import { addFieldValues, finishBlock, startBlock } from "../../h2/hpack.js";
 import { connectionSpecific } from "./request-check.js";
 
 /** Fields that take one value (node:http2's list): two of them in an answer is an error, not something to pass on. */

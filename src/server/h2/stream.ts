@@ -1,6 +1,6 @@
 import type { OutgoingHttpHeaders } from "node:http2";
 import type { ClientStream } from "../../proxy/client-stream.js";
-import { ErrorCode } from "../../upstream/h2/frames.js";
+import { ErrorCode } from "../../h2/frames.js";
 import type { H2ServerConnection } from "./connection.js";
 
 // node:http2-style listeners take their event's own argument type.

@@ -1,5 +1,5 @@
-import type { H2Headers } from "./hpack.js";
-import { ErrorCode, type StreamError } from "./frames.js";
+import type { H2Headers } from "../../h2/hpack.js";
+import { ErrorCode, type StreamError } from "../../h2/frames.js";
 import type { H2Connection } from "./connection.js";
 
 /** What a stream tells its user, each synchronously as the frames arrive. */

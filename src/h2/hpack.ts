@@ -112,6 +112,8 @@ export class HpackDecoder {
     const out: H2Headers = Object.create(null); // a backend may send a field named "constructor" or "__proto__"
     let listSize = 0;
     let fields = 0;
+    let regular = false;
+    this.pseudoAfterRegular = false;
     while (this.pos < end) {
       const b = block[this.pos];
       let name: string;
@@ -135,6 +137,9 @@ export class HpackDecoder {
         if (indexing) this.insert(name, value);
       }
       fields++;
+      if (name.charCodeAt(0) === 58 /* ":" */) {
+        if (regular) this.pseudoAfterRegular = true;
+      } else regular = true;
       listSize += name.length + value.length + entryOverhead;
       if (listSize > this.maxListSize) throw new HpackError(`header list above ${this.maxListSize} bytes`);
       const had = out[name];
@@ -150,6 +155,8 @@ export class HpackDecoder {
   /** The last decoded block's size (RFC 9113 §6.5.2: octets of names and values plus 32 per field) and field count. */
   listSize = 0;
   fieldCount = 0;
+  /** The last block had a pseudo-header after a regular field: a malformed message (RFC 9113 §8.3), which the object form cannot show. */
+  pseudoAfterRegular = false;
 
   /** An integer with an N-bit prefix (RFC 7541 §5.1), at most 2^28: larger is an attack, not a header. */
   private int(prefixBits: number): number {
