@@ -1,5 +1,5 @@
 import type { DiscoveryConfig } from "../gen/kedge/config/v1/config_pb.js";
-import { durationMs } from "../backend/http-backend.js";
+import { durationMs } from "../config/duration.js";
 import { log } from "../observe/log.js";
 import type { KubeClient } from "./client.js";
 import { Reflector, type KubeMeta } from "./reflector.js";

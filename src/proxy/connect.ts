@@ -1,7 +1,7 @@
 import type { IncomingHttpHeaders } from "node:http";
 import type { Duplex } from "node:stream";
 import type { Endpoint } from "../backend/endpoint.js";
-import { defaults } from "../backend/http-backend.js";
+import { defaults } from "../config/backend-defaults.js";
 import { asKedgeError, KedgeError } from "../errors.js";
 import { parseHostPort } from "../router/host.js";
 import { kedgeRouting, type ProxyContext } from "./http.js";

@@ -1,6 +1,7 @@
 import type { OutgoingHttpHeaders } from "node:http";
 import type { Endpoint } from "../backend/endpoint.js";
-import { defaults, type HttpBackend } from "../backend/http-backend.js";
+import { defaults } from "../config/backend-defaults.js";
+import type { HttpBackend } from "../backend/http-backend.js";
 import { asKedgeError, KedgeError } from "../errors.js";
 import type { ProxyMetrics } from "../observe/metrics.js";
 import type { Observation } from "../observe/observer.js";

@@ -2,7 +2,7 @@ import type { IncomingHttpHeaders } from "node:http2";
 import type { ClientStream } from "./client-stream.js";
 import type { Endpoint } from "../backend/endpoint.js";
 import type { GrpcBackend } from "../backend/grpc-backend.js";
-import { defaults } from "../backend/http-backend.js";
+import { defaults } from "../config/backend-defaults.js";
 import type { RoutePolicy } from "../auth/policy.js";
 import { KedgeError } from "../errors.js";
 import { parseHostPort, type HostPort } from "../router/host.js";
