@@ -11,7 +11,7 @@ import { messageSecrets, redactedJson, scrubSecrets } from "./config/secrets.js"
 import { compileAdhocRules, type AdhocTable } from "./router/adhoc.js";
 import { compileGrpcRoutes, type GrpcRouteTable } from "./router/grpc.js";
 import { compileHttpRoutes, type HttpRouteTable } from "./router/http.js";
-import { formatHostPort } from "./router/host.js";
+import { formatHostPort } from "./net/host-port.js";
 
 const maxAdhocBackends = 1024;
 

@@ -3,7 +3,7 @@ import type { Duplex } from "node:stream";
 import type { Endpoint } from "../backend/endpoint.js";
 import { defaults } from "../config/backend-defaults.js";
 import { asKedgeError, KedgeError } from "../errors.js";
-import { parseHostPort } from "../router/host.js";
+import { parseHostPort } from "../net/host-port.js";
 import { kedgeRouting, type ProxyContext } from "./http.js";
 import { newRequestId, requestIdFrom, type ParsedRequest } from "./request.js";
 import { dialTcp, writeRawError, tunnelEstablished, countTunnelEnd, type TunnelEnd, type Tunnels } from "./tunnel.js";

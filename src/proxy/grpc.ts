@@ -5,7 +5,7 @@ import type { GrpcBackend } from "../backend/grpc-backend.js";
 import { defaults } from "../config/backend-defaults.js";
 import type { RoutePolicy } from "../auth/policy.js";
 import { KedgeError } from "../errors.js";
-import { parseHostPort, type HostPort } from "../router/host.js";
+import { parseHostPort, type HostPort } from "../net/host-port.js";
 import type { Runtime } from "../runtime.js";
 import type { H2Session } from "../upstream/h2-session.js";
 import { answerStatus, type CallRecord, GrpcStatus, openCall, upstreamBlock } from "./grpc-call.js";

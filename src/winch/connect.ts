@@ -5,7 +5,7 @@ import { asKedgeError, KedgeError } from "../errors.js";
 import { log } from "../observe/log.js";
 import { dialTcp, writeRawError, tunnelEstablished, type Tunnels } from "../proxy/tunnel.js";
 import { requestIdFrom } from "../proxy/request.js";
-import { parseHostPort } from "../router/host.js";
+import { parseHostPort } from "../net/host-port.js";
 import { destination, winchRequestId, type WinchContext } from "./context.js";
 
 const connectTimeoutMs = 5_000;
