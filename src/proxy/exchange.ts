@@ -8,7 +8,7 @@ import type { Observation } from "../observe/observer.js";
 import type { H1Connection, UpstreamError } from "../upstream/h1-connection.js";
 import type { ResponseHead } from "../upstream/response-parser.js";
 import { headWriter } from "../net/head-writer.js";
-import { downstreamHeadLines, downstreamHeaders, writeUpstreamHead, type UpstreamHeadInput } from "./headers.js";
+import { downstreamHeadLines, downstreamHeaders, writeUpstreamHead, type UpstreamHeadInput } from "../net/hop-headers.js";
 import type { IngressRequest, IngressResponse } from "./ingress.js";
 import { requestFacts, requestIdFrom, type ParsedRequest } from "./request.js";
 import { countTunnelEnd, type TunnelEnd, type Tunnels } from "./tunnel.js";

@@ -3,7 +3,7 @@ import { ParseError, ResponseParser, type ResponseHead } from "./response-parser
 import type { H1Pool } from "./h1-pool.js";
 import type { HeadWriter } from "../net/head-writer.js";
 import { SocketWriter } from "../net/socket-writer.js";
-import { TunnelSocket, type TunnelOutput } from "../server/h1/tunnel-socket.js";
+import { TunnelSocket, type TunnelOutput } from "../net/tunnel-socket.js";
 
 /** Why an exchange with a backend failed, and whether the request may be sent elsewhere. */
 export type UpstreamFailure =

@@ -2,7 +2,7 @@ import type { IncomingMessage } from "node:http";
 import type { Duplex } from "node:stream";
 import tls from "node:tls";
 import { KedgeError } from "../errors.js";
-import { buildUpstreamHead, switchable } from "../proxy/headers.js";
+import { buildUpstreamHead, switchable } from "../net/hop-headers.js";
 import { requestIdFrom } from "../proxy/request.js";
 import { dialTcp, type Tunnels } from "../proxy/tunnel.js";
 import { readResponseHead, refuseRaw, relayAnswer } from "./connect.js";

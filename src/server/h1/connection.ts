@@ -6,7 +6,7 @@ import { bodyTimeout } from "../connection-guard.js";
 import { RequestBody, type BodySource } from "./request-body.js";
 import { findHeadEnd, parseRequestHead, type HeadLimits, type RequestHead } from "./request-head.js";
 import { H1RawResponse, type ResponseOutput } from "./response.js";
-import { TunnelSocket, type TunnelOutput } from "./tunnel-socket.js";
+import { TunnelSocket, type TunnelOutput } from "../../net/tunnel-socket.js";
 import type { ClientTransport, TransportEvents } from "./transport.js";
 
 /** What a connection hands its requests to, and the settings it runs by. */

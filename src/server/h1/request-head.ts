@@ -1,7 +1,7 @@
 import type { IncomingHttpHeaders } from "node:http";
 import { KedgeError } from "../../errors.js";
 import { decimalIn, fieldValue, hasToken, nameIs } from "../../net/fields.js";
-import { notForwardedUpstream, RequestDrop, switchable, type ForwardLines } from "../../proxy/headers.js";
+import { notForwardedUpstream, RequestDrop, switchable, type ForwardLines } from "../../net/hop-headers.js";
 
 /** The request-head limits of the server section, with defaults applied. */
 export interface HeadLimits {
