@@ -1,7 +1,7 @@
 import type { OtlpExportConfig } from "../gen/kedge/config/v1/observability_pb.js";
 import { version } from "../version.js";
 import { log } from "./log.js";
-import type { Counter } from "./metrics.js";
+import type { Counter } from "./prometheus.js";
 import { redactUrl } from "../config/secrets.js";
 import { durationMs } from "../config/duration.js";
 

@@ -2,7 +2,7 @@ import net from "node:net";
 import type { Duplex } from "node:stream";
 import { STATUS_CODES } from "node:http";
 import type { KedgeError } from "../errors.js";
-import type { Counter } from "../observe/metrics.js";
+import type { Counter } from "../observe/prometheus.js";
 
 /** How a tunnel ended: one side closed or failed, or both were silent for the idle timeout. */
 export type TunnelEnd = "closed" | "idle";

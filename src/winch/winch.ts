@@ -5,7 +5,8 @@ import { WinchServer_UnknownHosts, type WinchConfig } from "../gen/kedge/winch/v
 import { ConfigError } from "../config/error.js";
 import { KedgeError } from "../errors.js";
 import { log } from "../observe/log.js";
-import { proxyMetrics, Registry } from "../observe/metrics.js";
+import { proxyMetrics } from "../observe/metrics.js";
+import { Registry } from "../observe/prometheus.js";
 import { exchange, inflight, sendError } from "../proxy/exchange.js";
 import { Tunnels } from "../proxy/tunnel.js";
 import { H1Response, h1Request } from "./ingress-h1.js";
