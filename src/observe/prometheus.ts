@@ -20,7 +20,7 @@ class SeriesIndex<T> {
   /**
    * The label values of the last get() and their series: request after request counts into the
    * same series (one backend, status 200), and comparing the values is cheaper than a Map lookup
-   * per label (issue 8's profile).
+   * per label (bench/README.md).
    */
   private lastValues: string[] = [];
   private lastSeries: T | undefined;

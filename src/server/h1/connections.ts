@@ -5,7 +5,7 @@ import type { ProxyContext } from "../../proxy/http.js";
 import { newRequestId } from "../../proxy/request.js";
 import { rawErrorResponse, type Tunnels } from "../../proxy/tunnel.js";
 import { headTimeout, tooManyConnections, type ConnectionGuard } from "../connection-guard.js";
-import { H1ClientConnection, type H1Handler } from "./connection.js";
+import { H1ServerConnection, type H1Handler } from "./connection.js";
 import type { HeadLimits } from "./request-head.js";
 import { NodeTransport, type ClientTransport } from "./transport.js";
 import type { Duplex } from "node:stream";
@@ -29,7 +29,7 @@ const sweepEveryMs = 500;
  * idle timeout, lingering close) instead of a timer per connection.
  */
 export class H1Connections {
-  private readonly conns = new Set<H1ClientConnection>();
+  private readonly conns = new Set<H1ServerConnection>();
   private readonly handler: H1Handler;
   private readonly sweeper: ReturnType<typeof setInterval>;
 
@@ -49,7 +49,7 @@ export class H1Connections {
       request: (req, res) => exchange(opts.http, req, res),
       connect: (head, tunnel, rest, client) =>
         proxyConnect(opts.ctx, opts.tunnels, { target: head.target, headers: head.headers, socket: client.peer, remoteAddress: client.remoteAddress }, tunnel, rest),
-      refuse: (conn: H1ClientConnection, err: KedgeError) => {
+      refuse: (conn: H1ServerConnection, err: KedgeError) => {
         conn.send(Buffer.from(rawErrorResponse(err, newRequestId(), "x-kedge"), "latin1"));
         conn.closeWhenFlushed();
       },
@@ -59,8 +59,8 @@ export class H1Connections {
   }
 
   /** A new client connection; over max_connections it is answered 503 and closed. */
-  adopt(transport: ClientTransport): H1ClientConnection {
-    const conn = new H1ClientConnection(transport, this.handler);
+  adopt(transport: ClientTransport): H1ServerConnection {
+    const conn = new H1ServerConnection(transport, this.handler);
     if (this.opts.guard.admit()) this.conns.add(conn);
     else this.handler.refuse(conn, tooManyConnections);
     return conn;
@@ -78,7 +78,7 @@ export class H1Connections {
     });
   }
 
-  closed(conn: H1ClientConnection | undefined): void {
+  closed(conn: H1ServerConnection | undefined): void {
     if (!conn) return;
     if (this.conns.delete(conn)) this.opts.guard.release();
     conn.onClose();
