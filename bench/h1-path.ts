@@ -14,7 +14,8 @@ import { kedgeHttpProxy } from "../src/proxy/http.ts";
 import { buildRuntime } from "../src/runtime.ts";
 import { H1ServerConnection, type H1Handler } from "../src/server/h1/connection.ts";
 import type { ClientTransport } from "../src/server/h1/transport.ts";
-import { ResponseParser, type ResponseHead } from "../src/upstream/response-parser.ts";
+import type { ResponseHead } from "../src/upstream/response-head.ts";
+import { ResponseParser } from "../src/upstream/response-parser.ts";
 import type { ExchangeHandlers } from "../src/upstream/h1-connection.ts";
 
 const requests = Number(process.argv[2] ?? 100_000);

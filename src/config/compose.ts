@@ -1,6 +1,6 @@
 import { clone, mergeFromJson } from "@bufbuild/protobuf";
 import { ConfigSchema, type Config } from "../gen/kedge/config/v1/config_pb.js";
-import { ConfigError } from "./parse.js";
+import { ConfigError } from "./error.js";
 import { messageSecrets, scrubSecrets } from "./secrets.js";
 import { validateConfig } from "./validate.js";
 

@@ -6,7 +6,7 @@ import { asKedgeError, KedgeError } from "../errors.js";
 import type { ProxyMetrics } from "../observe/metrics.js";
 import type { Observation } from "../observe/observer.js";
 import type { H1Connection, UpstreamError } from "../upstream/h1-connection.js";
-import type { ResponseHead } from "../upstream/response-parser.js";
+import type { ResponseHead } from "../upstream/response-head.js";
 import { headWriter } from "../net/head-writer.js";
 import { downstreamHeadLines, downstreamHeaders, writeUpstreamHead, type UpstreamHeadInput } from "../net/hop-headers.js";
 import type { IngressRequest, IngressResponse } from "./ingress.js";

@@ -2,7 +2,7 @@ import { watch, type FSWatcher } from "node:fs";
 import { dirname, basename, resolve } from "node:path";
 import type { Config } from "../gen/kedge/config/v1/config_pb.js";
 import { durationMs } from "../config/duration.js";
-import { ConfigError } from "../config/parse.js";
+import { ConfigError } from "../config/error.js";
 import { withDiscovered } from "../config/compose.js";
 import { configFiles, loadConfig, type ConfigSources } from "../config/load.js";
 import { defaultBindAddress, unguardedListeners } from "../config/validate-exposure.js";

@@ -1,5 +1,6 @@
 import type { Socket, SocketHandler, TLSOptions } from "bun";
-import { ParseError, ResponseParser, type ResponseHead } from "./response-parser.js";
+import { ParseError, type ResponseHead } from "./response-head.js";
+import { ResponseParser } from "./response-parser.js";
 import type { HeadWriter } from "../net/head-writer.js";
 import { SocketWriter } from "../net/socket-writer.js";
 import { TunnelSocket, type TunnelOutput } from "../net/tunnel-socket.js";
