@@ -12,9 +12,10 @@ import { setLogLevel } from "../src/observe/log.ts";
 import { exchange } from "../src/proxy/exchange.ts";
 import { kedgeHttpProxy } from "../src/proxy/http.ts";
 import { buildRuntime } from "../src/runtime.ts";
-import { H1ClientConnection, type H1Handler } from "../src/server/h1/connection.ts";
+import { H1ServerConnection, type H1Handler } from "../src/server/h1/connection.ts";
 import type { ClientTransport } from "../src/server/h1/transport.ts";
-import { ResponseParser, type ResponseHead } from "../src/upstream/response-parser.ts";
+import type { ResponseHead } from "../src/upstream/response-head.ts";
+import { ResponseParser } from "../src/upstream/response-parser.ts";
 import type { ExchangeHandlers } from "../src/upstream/h1-connection.ts";
 
 const requests = Number(process.argv[2] ?? 100_000);
@@ -76,7 +77,7 @@ const handler: H1Handler = {
     throw err;
   },
 };
-const conn = new H1ClientConnection(transport, handler);
+const conn = new H1ServerConnection(transport, handler);
 const request = Buffer.from("GET / HTTP/1.1\r\nHost: localhost:8080\r\nUser-Agent: wrk\r\nAccept: */*\r\n\r\n");
 for (let round = 1; round <= 5; round++) {
   const started = performance.now();

@@ -6,12 +6,12 @@ import { GrpcBackendSchema, HttpBackendSchema } from "./gen/kedge/config/v1/back
 import { ServerConfig_HeadersWithUnderscores as Underscores } from "./gen/kedge/config/v1/server_pb.js";
 import { GrpcBackend } from "./backend/grpc-backend.js";
 import { HttpBackend } from "./backend/http-backend.js";
-import { ConfigError } from "./config/parse.js";
+import { ConfigError } from "./config/error.js";
 import { messageSecrets, redactedJson, scrubSecrets } from "./config/secrets.js";
 import { compileAdhocRules, type AdhocTable } from "./router/adhoc.js";
 import { compileGrpcRoutes, type GrpcRouteTable } from "./router/grpc.js";
 import { compileHttpRoutes, type HttpRouteTable } from "./router/http.js";
-import { formatHostPort } from "./router/host.js";
+import { formatHostPort } from "./net/host-port.js";
 
 const maxAdhocBackends = 1024;
 

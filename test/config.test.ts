@@ -7,7 +7,7 @@ import { join } from "node:path";
 import { authOverrides, discoveryOverrides, kubernetesOverrides, parseArgs, serverOverrides, winchServerOverrides } from "../src/cli/args.ts";
 import { HttpBackend } from "../src/backend/http-backend.ts";
 import { loadConfig } from "../src/config/load.ts";
-import { ConfigError } from "../src/config/parse.ts";
+import { ConfigError } from "../src/config/error.ts";
 
 const referenceDir = referenceConfigs;
 const dir = mkdtempSync(join(tmpdir(), "kedge-config-"));

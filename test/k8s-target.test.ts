@@ -1,6 +1,6 @@
 import { describe, expect, it } from "bun:test";
 import { addressesFromEndpoints, addressesFromSlices } from "../src/k8s/endpoints-resolver.ts";
-import { parseK8sTarget } from "../src/k8s/target.ts";
+import { parseK8sTarget } from "../src/config/k8s-target.ts";
 
 describe("k8s resolver target syntax (kedge Go's cases)", () => {
   const ok: Array<[string, unknown]> = [

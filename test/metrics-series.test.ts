@@ -1,5 +1,5 @@
 import { expect, it } from "bun:test";
-import { Counter, Histogram } from "../src/observe/metrics.ts";
+import { Counter, Histogram } from "../src/observe/prometheus.ts";
 import { mulberry32 } from "./helpers/rng.ts";
 
 it("counts every label set into its own series, however the sets alternate", () => {

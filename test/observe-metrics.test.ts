@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "bun:test";
 import * as grpc from "@grpc/grpc-js";
-import { proxyMetrics, Registry } from "../src/observe/metrics.ts";
+import { proxyMetrics } from "../src/observe/metrics.ts";
+import { Registry } from "../src/observe/prometheus.ts";
 import { curl } from "./helpers/curl.ts";
 import { GreeterClient, startGreeter, unary, type GreeterServer } from "./helpers/grpc.ts";
 import { plainServer, startTestKedge, type TestKedge } from "./helpers/kedge.ts";

@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from "bun:test";
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { ConfigError } from "../src/config/parse.ts";
+import { ConfigError } from "../src/config/error.ts";
 import { embeddedDefaultConfig } from "../src/config/default.ts";
 import { loadConfig } from "../src/config/load.ts";
 import { startKedge } from "../src/server/kedge.ts";

@@ -3,7 +3,8 @@ import { equals, ScalarType, toJson, type DescField, type DescMessage } from "@b
 import fc from "fast-check";
 import { stringify } from "yaml";
 import { loadConfig } from "../src/config/load.ts";
-import { ConfigError, parseConfigText } from "../src/config/parse.ts";
+import { ConfigError } from "../src/config/error.ts";
+import { parseConfigText } from "../src/config/parse.ts";
 import { makeTestPki } from "./helpers/certs.ts";
 import { ConfigSchema, type Config } from "../src/gen/kedge/config/v1/config_pb.ts";
 

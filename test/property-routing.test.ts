@@ -5,7 +5,7 @@ import { AdhocRuleSchema, GrpcRouteSchema, HttpRoute_ProxyMode, HttpRouteSchema,
 import { KedgeError } from "../src/errors.ts";
 import { compileAdhocRules } from "../src/router/adhoc.ts";
 import { compileGrpcRoutes, type GrpcCallFacts } from "../src/router/grpc.ts";
-import { formatHostPort, parseHostPort } from "../src/router/host.ts";
+import { formatHostPort, parseHostPort } from "../src/net/host-port.ts";
 import { compileHttpRoutes } from "../src/router/http.ts";
 import { compileDnsNameMatcher, type RequestFacts } from "../src/router/match.ts";
 

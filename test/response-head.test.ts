@@ -1,7 +1,7 @@
 import { describe, expect, it } from "bun:test";
 import { mulberry32 } from "./helpers/rng";
 import { headWriter } from "../src/net/head-writer";
-import { downstreamHeadLines, downstreamHeaders, writeFieldLines, type HeadLines } from "../src/proxy/headers";
+import { downstreamHeadLines, downstreamHeaders, writeFieldLines, type HeadLines } from "../src/net/hop-headers";
 import { ParseError, parseResponseHead } from "../src/upstream/response-head";
 
 const hopByHop = ["connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade", "proxy-authenticate"];

@@ -1,6 +1,7 @@
 import { describe, expect, it } from "bun:test";
 import { mulberry32, type Rng } from "./helpers/rng";
-import { ParseError, ResponseParser, type ResponseHead, type ResponseSink } from "../src/upstream/response-parser";
+import { ParseError, type ResponseHead } from "../src/upstream/response-head";
+import { ResponseParser, type ResponseSink } from "../src/upstream/response-parser";
 
 // Property-based tests with a tiny seeded PRNG. Every failure names its seed; rerun one with
 // PROP_SEED=<seed> (it becomes the first case). PROP_RUNS scales the number of cases.

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "bun:test";
 import { mulberry32 } from "./helpers/rng";
-import { buildUpstreamHead, notForwardedUpstream, type UpstreamHeadInput } from "../src/proxy/headers";
+import { buildUpstreamHead, notForwardedUpstream, type UpstreamHeadInput } from "../src/net/hop-headers";
 import { parseRequestHead, type RequestHead } from "../src/server/h1/request-head";
 
 const limits = { maxHeaderBytes: 65_536, maxHeaders: 100, maxUriBytes: 8192 };

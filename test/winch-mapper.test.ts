@@ -2,7 +2,7 @@ import { describe, expect, it } from "bun:test";
 import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { ConfigError } from "../src/config/parse.ts";
+import { ConfigError } from "../src/config/error.ts";
 import { loadWinchConfig } from "../src/winch/config.ts";
 import { translateRe2, WinchMapper } from "../src/winch/mapper.ts";
 import { makeTestPki } from "./helpers/certs.ts";

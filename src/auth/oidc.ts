@@ -1,7 +1,7 @@
 import { readFileSync } from "node:fs";
 import { createLocalJWKSet, createRemoteJWKSet, customFetch, errors as joseErrors, jwtVerify, type JWTPayload, type JWTVerifyGetKey } from "jose";
 import type { OidcAuth } from "../gen/kedge/config/v1/auth_pb.js";
-import { durationMs } from "../backend/http-backend.js";
+import { durationMs } from "../config/duration.js";
 import { authUnavailable, unauthorized } from "../errors.js";
 import { log } from "../observe/log.js";
 import type { TokenIdentity } from "./identity.js";

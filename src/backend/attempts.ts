@@ -1,6 +1,6 @@
 import type { Backend, EndpointPool } from "./backend.js";
 import type { Endpoint } from "./endpoint.js";
-import { defaults } from "./http-backend.js";
+import { defaults } from "../config/backend-defaults.js";
 
 /**
  * How an attempt ended short of the backend's application, which is all that makes a request safe

@@ -1,6 +1,6 @@
 import { KedgeError } from "../errors.js";
 import { log } from "../observe/log.js";
-import { formatHostPort } from "../router/host.js";
+import { formatHostPort } from "../net/host-port.js";
 import type { Balancer } from "./balancer.js";
 import { Endpoint, type ResolvedAddress, type Resolver } from "./endpoint.js";
 

@@ -1,4 +1,4 @@
-import { formatHostPort } from "../router/host.js";
+import { formatHostPort } from "../net/host-port.js";
 
 /** One address of a backend, with the health state the balancer reads. */
 export class Endpoint {

@@ -2,7 +2,9 @@ import type { GrpcBackend as GrpcBackendConfig } from "../gen/kedge/config/v1/ba
 import { H2Session, type H2SessionOptions, type H2SessionStats } from "../upstream/h2-session.js";
 import { Backend } from "./backend.js";
 import { balancerFor } from "./balancer.js";
-import { defaults, durationMs, sniName, tlsMaterial, type TlsMaterial } from "./http-backend.js";
+import { defaults } from "../config/backend-defaults.js";
+import { durationMs } from "../config/duration.js";
+import { sniName, tlsMaterial, type TlsMaterial } from "./http-backend.js";
 import { resolverFor } from "./resolvers.js";
 
 function grpcTls(config: GrpcBackendConfig, host: string, material: TlsMaterial | undefined): H2SessionOptions["tls"] {

@@ -1,27 +1,12 @@
 import { readFileSync } from "node:fs";
 import type { TLSOptions } from "bun";
-import type { Duration } from "@bufbuild/protobuf/wkt";
 import type { HttpBackend as HttpBackendConfig } from "../gen/kedge/config/v1/backend_pb.js";
 import { H1Pool, type PoolOptions, type PoolStats } from "../upstream/h1-pool.js";
 import { Backend } from "./backend.js";
 import { balancerFor } from "./balancer.js";
 import { resolverFor } from "./resolvers.js";
-
-export const defaults = {
-  connectTimeoutMs: 5_000,
-  responseHeaderTimeoutMs: 60_000,
-  idleTimeoutMs: 300_000,
-  keepAliveMs: 60_000,
-  tunnelIdleMs: 3_600_000,
-  maxConnectionsPerEndpoint: 256,
-  failureBackoffMs: 1_000,
-  maxFailureBackoffMs: 30_000,
-};
-
-export function durationMs(d: Duration | undefined, fallback: number): number {
-  if (!d) return fallback;
-  return Number(d.seconds) * 1000 + Math.round(d.nanos / 1e6);
-}
+import { defaults } from "../config/backend-defaults.js";
+import { durationMs } from "../config/duration.js";
 
 /** PEM material given directly instead of as files (winch: system plus extra roots, a kubeconfig user's cert). */
 export interface TlsMaterial {

@@ -1,7 +1,7 @@
 import { promises as dns } from "node:dns";
 import { isIP } from "node:net";
 import type { HttpBackend, GrpcBackend } from "../gen/kedge/config/v1/backend_pb.js";
-import { parseHostPort } from "../router/host.js";
+import { parseHostPort } from "../net/host-port.js";
 import { K8sResolver } from "../k8s/endpoints-resolver.js";
 import { kubeClient } from "../k8s/shared-client.js";
 import { dedupeAddresses, type ResolvedAddress, type Resolver } from "./endpoint.js";

@@ -1,9 +1,14 @@
 import { clone, mergeFromJson } from "@bufbuild/protobuf";
 import { ConfigSchema, type Config } from "../gen/kedge/config/v1/config_pb.js";
-import type { DiscoveredConfig } from "../k8s/discovery.js";
-import { ConfigError } from "./parse.js";
+import { ConfigError } from "./error.js";
 import { messageSecrets, scrubSecrets } from "./secrets.js";
 import { validateConfig } from "./validate.js";
+
+/** Routes and backends in the config file's JSON shape, merged after the static ones. */
+export interface DiscoveredConfig {
+  http: { routes: unknown[]; backends: unknown[] };
+  grpc: { routes: unknown[]; backends: unknown[] };
+}
 
 /**
  * The static config plus what discovery generated: generated routes after the static ones (first

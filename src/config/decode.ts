@@ -1,5 +1,5 @@
 import { fromJson, ScalarType, type DescField, type DescMessage, type MessageShape } from "@bufbuild/protobuf";
-import { ConfigError } from "./parse.js";
+import { ConfigError } from "./error.js";
 import { isSecretField } from "./secrets.js";
 
 const durationPattern = /^-?\d+(\.\d{1,9})?s$/;

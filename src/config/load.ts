@@ -2,7 +2,8 @@ import { readFileSync } from "node:fs";
 import { create, mergeFromJson, type DescMessage, type MessageShape } from "@bufbuild/protobuf";
 import { ConfigSchema, type Config } from "../gen/kedge/config/v1/config_pb.js";
 import { decodeMessage } from "./decode.js";
-import { ConfigError, parseConfigText } from "./parse.js";
+import { ConfigError } from "./error.js";
+import { parseConfigText } from "./parse.js";
 import { scrubSecrets, secretValues } from "./secrets.js";
 import { validateConfig } from "./validate.js";
 

@@ -1,8 +1,6 @@
 import { parseDocument } from "yaml";
 import { ConfigError } from "./error.js";
 
-export { ConfigError };
-
 /**
  * Parses JSON or YAML text. JSON is parsed with YAML's JSON schema, so both report
  * "line L, column C" (JSON.parse under Bun reports no position).

@@ -1,6 +1,6 @@
 import type { Config } from "../gen/kedge/config/v1/config_pb.js";
 import type { RouteAuth } from "../gen/kedge/config/v1/auth_pb.js";
-import { durationMs } from "../backend/http-backend.js";
+import { durationMs } from "./duration.js";
 
 /** Signature algorithms kedge verifies: asymmetric only, so a public key can never serve as an HMAC secret. */
 export const verifiableAlgorithms = new Set(["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"]);

@@ -1,7 +1,7 @@
 import * as v from "valibot";
 import type { Config } from "../gen/kedge/config/v1/config_pb.js";
-import { parseHostPort } from "../router/host.js";
-import { parseK8sTarget } from "../k8s/target.js";
+import { parseHostPort } from "../net/host-port.js";
+import { parseK8sTarget } from "./k8s-target.js";
 import { validateAuth } from "./validate-auth.js";
 import { validateExposure } from "./validate-exposure.js";
 import { validateFiles } from "./validate-files.js";

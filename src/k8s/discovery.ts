@@ -1,5 +1,6 @@
 import type { DiscoveryConfig } from "../gen/kedge/config/v1/config_pb.js";
-import { durationMs } from "../backend/http-backend.js";
+import type { DiscoveredConfig } from "../config/compose.js";
+import { durationMs } from "../config/duration.js";
 import { log } from "../observe/log.js";
 import type { KubeClient } from "./client.js";
 import { Reflector, type KubeMeta } from "./reflector.js";
@@ -10,12 +11,6 @@ const backendNamePattern = /^[a-z0-9_.-]{2,64}$/;
 
 export interface ServiceObject extends KubeMeta {
   spec?: { ports?: Array<{ name?: string; port: number; targetPort?: number | string }> };
-}
-
-/** Routes and backends in the config file's JSON shape, merged after the static ones. */
-export interface DiscoveredConfig {
-  http: { routes: unknown[]; backends: unknown[] };
-  grpc: { routes: unknown[]; backends: unknown[] };
 }
 
 type Scheme = "http" | "httptls" | "grpc" | "grpctls";

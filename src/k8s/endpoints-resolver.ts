@@ -2,7 +2,7 @@ import { dedupeAddresses, type ResolvedAddress, type Resolver } from "../backend
 import { KubeApiError, type KubeClient } from "./client.js";
 import { k8sMetrics } from "../observe/metrics.js";
 import { Reflector, type KubeMeta, type ReflectorOptions } from "./reflector.js";
-import { parseK8sTarget, type K8sTarget, type TargetPort } from "./target.js";
+import { parseK8sTarget, type K8sTarget, type TargetPort } from "../config/k8s-target.js";
 
 interface EndpointSlice extends KubeMeta {
   ports?: Array<{ name?: string; port?: number }> | null;

@@ -5,8 +5,8 @@ const copyLimit = 1024;
 /**
  * data[start..end) for a consumer that keeps or writes it. The first view (subarray) of a Buffer
  * Bun handed to a socket's data handler moves its bytes out of the GC heap into an ArrayBuffer of
- * its own: ~0.3–0.5 µs, once per read, which was the largest native cost of a small proxied
- * response (perf, issue 8). A short range is copied instead and the whole array passed as it is.
+ * its own: ~0.3–0.5 µs, once per read, the largest native cost of a small proxied response in a
+ * perf profile (bench/README.md). A short range is copied instead and the whole array passed as it is.
  */
 export function bytesIn(data: Uint8Array, start: number, end: number): Uint8Array {
   if (start === 0 && end === data.length) return data;

@@ -5,7 +5,7 @@ interface WritableSocket {
 
 /**
  * One buffer for bytes that live only until the write that sends them returns: the heads made per
- * request. A Buffer per head was two allocations per proxied request for the GC (issue 8's profile).
+ * request. A Buffer per head would be two allocations per proxied request for the GC (bench/README.md).
  * JavaScript is single-threaded, so one is enough; whatever a socket does not take at once is
  * copied before it is queued.
  */

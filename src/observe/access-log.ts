@@ -1,4 +1,4 @@
-import { peerCertOf, type Identity } from "../auth/identity.js";
+import { peerCertOf } from "../net/peer-cert.js";
 
 /** How bad an access line is; the config's level is the least severe one written. */
 export type LineLevel = "info" | "warn" | "error";
@@ -24,13 +24,16 @@ export function grpcLineLevel(code: string): LineLevel {
   return code === "0" ? "info" : serverSideGrpcCodes.has(code) ? "error" : "warn";
 }
 
+/** The names of auth's Identity a log line shows (observe sits below auth, so only the shape). */
+type NamedCaller = { readonly cert?: { readonly subject: string }; readonly token?: { readonly subject: unknown } };
+
 /**
  * Who the caller was, by name only: the verified client certificate's subject and the verified
  * token's subject. `resolved` is what the access decision resolved with (an Identity when a token
  * was verified); the certificate is read from the connection's cache otherwise.
  */
 export function identityOf(resolved: unknown, socket: object | null | undefined): { cert: string | undefined; token: string | undefined } {
-  const identity = typeof resolved === "object" && resolved !== null ? (resolved as Identity) : undefined;
+  const identity = typeof resolved === "object" && resolved !== null ? (resolved as NamedCaller) : undefined;
   const token = typeof identity?.token?.subject === "string" ? identity.token.subject : undefined;
   let cert = identity?.cert?.subject;
   if (cert === undefined) {

@@ -1,9 +1,9 @@
-import type { Duration } from "@bufbuild/protobuf/wkt";
 import type { OtlpExportConfig } from "../gen/kedge/config/v1/observability_pb.js";
 import { version } from "../version.js";
 import { log } from "./log.js";
-import type { Counter } from "./metrics.js";
+import type { Counter } from "./prometheus.js";
 import { redactUrl } from "../config/secrets.js";
+import { durationMs } from "../config/duration.js";
 
 /** An OTLP attribute in the JSON encoding: string values, or integers as decimal strings (int64). */
 export type SpanAttribute = { key: string; value: { stringValue: string } | { intValue: string } };
@@ -36,10 +36,6 @@ function unixNanos(ms: number): string {
   const whole = Math.floor(ms);
   const nanos = Math.min(999_999, Math.round((ms - whole) * 1e6));
   return `${whole}${String(nanos).padStart(6, "0")}`;
-}
-
-function durationMs(d: Duration | undefined, fallback: number): number {
-  return d ? Number(d.seconds) * 1000 + Math.round(d.nanos / 1e6) : fallback;
 }
 
 /** The traces URL: a URL without a path gets OTLP/HTTP's default /v1/traces. */

@@ -1,5 +1,5 @@
 import { readdirSync, readFileSync } from "node:fs";
-import type { Metric } from "./metrics.js";
+import type { Metric } from "./prometheus.js";
 
 /** USER_HZ: the unit of /proc's CPU times. 100 on every Linux architecture kedge ships for. */
 const clockTicksPerSecond = 100;

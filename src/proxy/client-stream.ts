@@ -2,7 +2,7 @@ import type { OutgoingHttpHeaders } from "node:http2";
 
 /**
  * A client's HTTP/2 stream as the proxy uses it: what kedge's own server (src/server/h2) offers,
- * the subset of node:http2's ServerHttp2Stream API the proxy was written against (a
+ * the subset of node:http2's ServerHttp2Stream API the proxy uses (a
  * ServerHttp2Stream fits too). Listeners are called with the stream as `this`, so one shared
  * function can serve every stream.
  */

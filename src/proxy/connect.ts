@@ -3,7 +3,7 @@ import type { Duplex } from "node:stream";
 import { Attempts } from "../backend/attempts.js";
 import type { HttpBackend } from "../backend/http-backend.js";
 import { asKedgeError, KedgeError } from "../errors.js";
-import { parseHostPort } from "../router/host.js";
+import { parseHostPort } from "../net/host-port.js";
 import { kedgeRouting, type ProxyContext } from "./http.js";
 import { newRequestId, requestIdFrom, type ParsedRequest } from "./request.js";
 import type { Observation, ObservedRequest } from "../observe/observer.js";

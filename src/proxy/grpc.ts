@@ -4,7 +4,7 @@ import { Attempts } from "../backend/attempts.js";
 import type { GrpcBackend } from "../backend/grpc-backend.js";
 import type { RoutePolicy } from "../auth/policy.js";
 import { KedgeError } from "../errors.js";
-import { parseHostPort, type HostPort } from "../router/host.js";
+import { parseHostPort, type HostPort } from "../net/host-port.js";
 import type { Runtime } from "../runtime.js";
 import { answerStatus, type CallRecord, GrpcStatus, openCall, upstreamBlock } from "./grpc-call.js";
 import { GrpcRelay, RequestReplay, type RelayOwner } from "./grpc-relay.js";

@@ -1,6 +1,6 @@
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from "node:http";
 import type { Duplex } from "node:stream";
-import type { ForwardLines, HeadLines } from "./headers.js";
+import type { ForwardLines, HeadLines } from "../net/hop-headers.js";
 
 /** A request body as the proxy reads it: a node Readable or an HTTP/2 stream of kedge's own server. */
 export interface RequestBody {

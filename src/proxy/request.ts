@@ -1,6 +1,6 @@
 import type { IncomingHttpHeaders } from "node:http";
 import { KedgeError } from "../errors.js";
-import { parseHostPort } from "../router/host.js";
+import { parseHostPort } from "../net/host-port.js";
 import type { RequestFacts } from "../router/match.js";
 import type { IngressRequest } from "./ingress.js";
 import { normalizePath } from "./path.js";

@@ -1,7 +1,7 @@
 import type { FSWatcher } from "node:fs";
 import type { Config } from "../gen/kedge/config/v1/config_pb.js";
-import { durationMs } from "../backend/http-backend.js";
-import { ConfigError } from "../config/parse.js";
+import { durationMs } from "../config/duration.js";
+import { ConfigError } from "../config/error.js";
 import { withDiscovered } from "../config/compose.js";
 import { configFiles, loadConfig, type ConfigSources } from "../config/load.js";
 import { watchConfigFiles } from "../config/watch.js";

@@ -1,7 +1,7 @@
 import { readFileSync } from "node:fs";
 import tls from "node:tls";
 import type { ServerConfig } from "../gen/kedge/config/v1/server_pb.js";
-import { durationMs } from "../backend/http-backend.js";
+import { durationMs } from "../config/duration.js";
 import { defaultBindAddress } from "../config/validate-exposure.js";
 import type { HttpProxy } from "../proxy/exchange.js";
 import { inflight } from "../proxy/record.js";

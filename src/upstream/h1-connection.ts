@@ -1,9 +1,9 @@
-import type { Socket, SocketHandler } from "bun";
-import { ParseError, ResponseParser, type ResponseHead } from "./response-parser.js";
-import type { H1Pool } from "./h1-pool.js";
+import type { Socket, SocketHandler, TLSOptions } from "bun";
+import { ParseError, type ResponseHead } from "./response-head.js";
+import { ResponseParser } from "./response-parser.js";
 import type { HeadWriter } from "../net/head-writer.js";
 import { SocketWriter } from "../net/socket-writer.js";
-import { TunnelSocket, type TunnelOutput } from "../server/h1/tunnel-socket.js";
+import { TunnelSocket, type TunnelOutput } from "../net/tunnel-socket.js";
 
 /** Why an exchange with a backend failed, and whether the request may be sent elsewhere. */
 export type UpstreamFailure =
@@ -35,6 +35,13 @@ export interface ExchangeHandlers {
   /** The response is complete; `last` is its final body bytes, if they came with the end. */
   onEnd(last?: Uint8Array): void;
   onError(err: UpstreamError): void;
+}
+
+/** What a connection needs of the pool that dialled it: its timeouts, and a way to hand itself back. */
+export interface ConnectionPool {
+  readonly options: { readonly tls?: TLSOptions; readonly responseHeaderTimeoutMs: number; readonly idleTimeoutMs: number; readonly keepAliveMs: number };
+  release(conn: H1Connection): void;
+  forget(conn: H1Connection): void;
 }
 
 /** Bun.connect handlers shared by every connection; the connection is the socket's data. */
@@ -110,7 +117,7 @@ export class H1Connection implements TunnelOutput {
   /** Set while a TLS connection waits for its handshake: dial() is not done until it succeeds. */
   handshakeWaiter: ((err: Error | undefined) => void) | undefined;
 
-  constructor(readonly pool: H1Pool) {}
+  constructor(readonly pool: ConnectionPool) {}
 
   onHandshake(success: boolean, authorizationError: Error | null): void {
     const waiter = this.handshakeWaiter;

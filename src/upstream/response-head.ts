@@ -1,5 +1,5 @@
 import { decimalIn, fieldValue, hasToken, lowerFieldName, nameIs, type LineDrops } from "../net/fields.js";
-import { Drop, type ResponseFields, type ResponseText } from "../proxy/headers.js";
+import { Drop, type ResponseFields, type ResponseText } from "../net/hop-headers.js";
 
 export class ParseError extends Error {}
 

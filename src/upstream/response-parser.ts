@@ -2,8 +2,6 @@ import { bytesIn } from "../net/bytes.js";
 import { latin1Text } from "../net/latin1.js";
 import { ParseError, parseResponseHead, type ResponseHead } from "./response-head.js";
 
-export { ParseError };
-export type { ResponseHead };
 
 export interface ResponseSink {
   onHead(head: ResponseHead): void;

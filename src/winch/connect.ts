@@ -4,9 +4,10 @@ import { asKedgeError, KedgeError } from "../errors.js";
 import { log } from "../observe/log.js";
 import { requestIdFrom } from "../proxy/request.js";
 import { dialTcp, writeRawError, tunnelEstablished, type Tunnels } from "../proxy/tunnel.js";
-import { parseHostPort } from "../router/host.js";
+import { parseHostPort } from "../net/host-port.js";
 import type { RequestHead } from "../server/h1/request-head.js";
-import { ResponseParser, type ResponseHead } from "../upstream/response-parser.js";
+import { ResponseParser } from "../upstream/response-parser.js";
+import type { ResponseHead } from "../upstream/response-head.js";
 import { destination, winchRequestId, type WinchContext } from "./context.js";
 
 const connectTimeoutMs = 5_000;

@@ -4,7 +4,7 @@ import type { KedgeError } from "../errors.js";
 import { forwardCall } from "../proxy/grpc.js";
 import { answerStatus, GrpcStatus, openCall } from "../proxy/grpc-call.js";
 import { requestIdFrom } from "../proxy/request.js";
-import { parseHostPort } from "../router/host.js";
+import { parseHostPort } from "../net/host-port.js";
 import { destination, winchRequestId, type WinchContext } from "./context.js";
 import type { Injection } from "./credentials.js";
 

@@ -6,7 +6,7 @@ import { bodyTimeout } from "../connection-guard.js";
 import { RequestBody, type BodySource } from "./request-body.js";
 import { findHeadEnd, parseRequestHead, type HeadLimits, type RequestHead } from "./request-head.js";
 import { H1RawResponse, type ResponseOutput } from "./response.js";
-import { TunnelSocket, type TunnelOutput } from "./tunnel-socket.js";
+import { TunnelSocket, type TunnelOutput } from "../../net/tunnel-socket.js";
 import type { ClientTransport, TransportEvents } from "./transport.js";
 
 /** What a connection hands its requests to, and the settings it runs by. */
@@ -21,7 +21,7 @@ export interface H1Handler {
   /** A CONNECT request: the tunnel owns the connection from here on. */
   connect(head: RequestHead, tunnel: TunnelSocket, rest: Buffer, client: ClientTransport): void;
   /** A head that cannot be served: answered, then the connection closes. */
-  refuse(conn: H1ClientConnection, err: KedgeError): void;
+  refuse(conn: H1ServerConnection, err: KedgeError): void;
   /** The listener is draining: finish the request in flight, take no more. */
   draining: boolean;
 }
@@ -36,10 +36,10 @@ const dropMs = 5_000;
 /**
  * One client connection on a kedge-owned HTTP/1.1 listener (Bun.listen). Requests are read one
  * at a time: a pipelined request waits in the buffer until the previous response is complete,
- * which is what keeps responses in order. Replaces node:http, whose per-request machinery cost
- * more CPU in Bun than nginx's whole proxy (issue 8's profile).
+ * which is what keeps responses in order. Hand-written because node:http's per-request machinery
+ * costs more CPU in Bun than nginx's whole proxy (bench/README.md, "The Bun socket floor").
  */
-export class H1ClientConnection implements ResponseOutput, TunnelOutput, TransportEvents, BodySource {
+export class H1ServerConnection implements ResponseOutput, TunnelOutput, TransportEvents, BodySource {
   closed = false;
   /** When the head in progress, or the next one on an idle connection, must have arrived (performance.now()); 0: none. */
   deadline = 0;

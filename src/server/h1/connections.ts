@@ -6,11 +6,11 @@ import type { IngressRequest } from "../../proxy/ingress.js";
 import { newRequestId } from "../../proxy/request.js";
 import { rawErrorResponse, type Tunnels } from "../../proxy/tunnel.js";
 import { headTimeout, tooManyConnections, type ConnectionGuard } from "../connection-guard.js";
-import { H1ClientConnection, type H1Handler } from "./connection.js";
+import { H1ServerConnection, type H1Handler } from "./connection.js";
 import type { HeadLimits, RequestHead } from "./request-head.js";
 import type { H1RawResponse } from "./response.js";
 import { NodeTransport, type ClientTransport } from "./transport.js";
-import type { TunnelSocket } from "./tunnel-socket.js";
+import type { TunnelSocket } from "../../net/tunnel-socket.js";
 import type { Duplex } from "node:stream";
 
 /** What a listener's requests are for: kedge's reverse proxy, or winch's forward proxy on its HTTP port. */
@@ -52,7 +52,7 @@ const sweepEveryMs = 500;
  * idle timeout, lingering close) instead of a timer per connection.
  */
 export class H1Connections {
-  private readonly conns = new Set<H1ClientConnection>();
+  private readonly conns = new Set<H1ServerConnection>();
   private readonly handler: H1Handler;
   private readonly sweeper: ReturnType<typeof setInterval>;
 
@@ -72,7 +72,7 @@ export class H1Connections {
       draining: false,
       request: roles.request,
       connect: roles.connect,
-      refuse: (conn: H1ClientConnection, err: KedgeError) => {
+      refuse: (conn: H1ServerConnection, err: KedgeError) => {
         conn.send(Buffer.from(rawErrorResponse(err, roles.newRequestId(), roles.errorPrefix), "latin1"));
         conn.closeWhenFlushed();
       },
@@ -82,8 +82,8 @@ export class H1Connections {
   }
 
   /** A new client connection; over max_connections it is answered 503 and closed. */
-  adopt(transport: ClientTransport): H1ClientConnection {
-    const conn = new H1ClientConnection(transport, this.handler);
+  adopt(transport: ClientTransport): H1ServerConnection {
+    const conn = new H1ServerConnection(transport, this.handler);
     if (this.opts.guard.admit()) this.conns.add(conn);
     else this.handler.refuse(conn, tooManyConnections);
     return conn;
@@ -104,7 +104,7 @@ export class H1Connections {
     if (rest.length > 0) conn.onData(rest);
   }
 
-  private adoptStream(transport: NodeTransport): H1ClientConnection {
+  private adoptStream(transport: NodeTransport): H1ServerConnection {
     const conn = this.adopt(transport);
     transport.deliverTo({
       onData: (d) => conn.onData(d),
@@ -115,7 +115,7 @@ export class H1Connections {
     return conn;
   }
 
-  closed(conn: H1ClientConnection | undefined): void {
+  closed(conn: H1ServerConnection | undefined): void {
     if (!conn) return;
     if (this.conns.delete(conn)) this.opts.guard.release();
     conn.onClose();

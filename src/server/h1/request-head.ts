@@ -1,7 +1,7 @@
 import type { IncomingHttpHeaders } from "node:http";
 import { KedgeError } from "../../errors.js";
 import { decimalIn, fieldValue, hasToken, nameIs } from "../../net/fields.js";
-import { notForwardedUpstream, RequestDrop, switchable, type ForwardLines } from "../../proxy/headers.js";
+import { notForwardedUpstream, RequestDrop, switchable, type ForwardLines } from "../../net/hop-headers.js";
 
 /** The request-head limits of the server section, with defaults applied. */
 export interface HeadLimits {
@@ -111,12 +111,12 @@ export function parseRequestHead(text: string, limits: HeadLimits, bytes?: Uint8
   if (badHeadByte.test(text)) return bad("invalid byte in the request head");
   const lineEnd = text.indexOf("\r\n");
   const requestLine = text.slice(0, lineEnd);
-  const sp1 = requestLine.indexOf(" ");
-  const sp2 = requestLine.lastIndexOf(" ");
-  if (sp1 <= 0 || sp2 === sp1) return bad("malformed request line");
-  const method = requestLine.slice(0, sp1);
-  const target = requestLine.slice(sp1 + 1, sp2);
-  const version = requestLine.slice(sp2 + 1);
+  const firstSpace = requestLine.indexOf(" ");
+  const lastSpace = requestLine.lastIndexOf(" ");
+  if (firstSpace <= 0 || lastSpace === firstSpace) return bad("malformed request line");
+  const method = requestLine.slice(0, firstSpace);
+  const target = requestLine.slice(firstSpace + 1, lastSpace);
+  const version = requestLine.slice(lastSpace + 1);
   if (!token.test(method)) return bad("malformed request method");
   if (target.length === 0 || target.includes(" ") || target.includes("\t")) return bad("malformed request target");
   if (target.length > limits.maxUriBytes) return tooLong(limits.maxUriBytes);

@@ -1,6 +1,6 @@
 import { STATUS_CODES, type OutgoingHttpHeaders } from "node:http";
 import { headWriter, type HeadWriter } from "../../net/head-writer.js";
-import { writeFieldLines, type HeadLines } from "../../proxy/headers.js";
+import { writeFieldLines, type HeadLines } from "../../net/hop-headers.js";
 import type { IngressResponse, SwitchedConnection } from "../../proxy/ingress.js";
 
 /** What a response needs from its connection. */

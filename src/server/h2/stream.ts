@@ -1,10 +1,22 @@
 import type { OutgoingHttpHeaders } from "node:http2";
 import type { ClientStream } from "../../proxy/client-stream.js";
 import { ErrorCode } from "../../h2/frames.js";
-import type { H2ServerConnection } from "./connection.js";
 
 // node:http2-style listeners take their event's own argument type.
 type Listener = (this: H2ServerStream, arg?: any) => void;
+
+/** What a stream asks of the connection that carries it. */
+export interface StreamCarrier {
+  readonly socket: object;
+  readonly streamWindow: number;
+  readonly peerInitialWindow: number;
+  sendHeaders(stream: H2ServerStream, headers: OutgoingHttpHeaders, endStream: boolean): void;
+  sendData(stream: H2ServerStream, chunk: Uint8Array): boolean;
+  endData(stream: H2ServerStream, chunk: Uint8Array | undefined): void;
+  localEnd(stream: H2ServerStream): void;
+  grant(stream: H2ServerStream): void;
+  reset(stream: H2ServerStream, code: number): void;
+}
 
 /**
  * One client request on kedge's HTTP/2 server: the ClientStream the proxy drives. Events are kept
@@ -46,7 +58,7 @@ export class H2ServerStream implements ClientStream {
   private deliverQueued = false;
 
   constructor(
-    readonly conn: H2ServerConnection,
+    readonly conn: StreamCarrier,
     readonly id: number,
     readonly endAfterHeaders: boolean,
     /** content-length, or -1. */
@@ -57,7 +69,7 @@ export class H2ServerStream implements ClientStream {
     this.remoteEnded = endAfterHeaders;
   }
 
-  get session(): H2ServerConnection {
+  get session(): StreamCarrier {
     return this.conn;
   }
 

@@ -1,6 +1,5 @@
 import type { H2Headers } from "../../h2/hpack.js";
 import { ErrorCode, type StreamError } from "../../h2/frames.js";
-import type { H2Connection } from "./connection.js";
 
 /** What a stream tells its user, each synchronously as the frames arrive. */
 export interface StreamHandler {
@@ -20,6 +19,13 @@ export interface StreamHandler {
   drain(): void;
 }
 
+/** What a stream asks of the connection that carries it. */
+export interface StreamCarrier {
+  sendPending(stream: H2Stream): boolean;
+  grant(stream: H2Stream): void;
+  reset(stream: H2Stream, code: number): void;
+}
+
 /**
  * One request/response exchange on an upstream HTTP/2 connection. It may be created before its
  * connection is ready or has a free stream slot; what is written meanwhile waits in `pending`.
@@ -27,7 +33,7 @@ export interface StreamHandler {
 export class H2Stream {
   /** 0 until the HEADERS frame is sent. */
   id = 0;
-  conn: H2Connection | undefined;
+  conn: StreamCarrier | undefined;
   sendWindow = 0;
   /** Receive window kedge has granted and the backend not used yet. */
   recvWindow = 0;

@@ -1,6 +1,6 @@
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from "node:http";
-import type { LineDrops } from "../net/fields.js";
-import { headWriter, type HeadWriter } from "../net/head-writer.js";
+import type { LineDrops } from "./fields.js";
+import { headWriter, type HeadWriter } from "./head-writer.js";
 
 // RFC 9110 §7.6.1 connection-specific fields, plus what kedge sets itself and what must not
 // leave kedge (Proxy-Authorization is kedge's own credential, never the backend's).
