@@ -1,22 +1,13 @@
 import { describe, expect, it } from "bun:test";
 import { ClosedHow, ClosedStreams } from "../src/h2/closed-streams.ts";
-import { H2Endpoint, type H2StreamState } from "../src/h2/endpoint.ts";
+import { H2Endpoint } from "../src/h2/endpoint.ts";
 import { ErrorCode } from "../src/h2/frames.ts";
 import { encodeHeaders, type H2Headers } from "../src/h2/hpack.ts";
 import { data, frame, rstStream, settings } from "./helpers/h2-wire.ts";
+import { TestStream as Stream } from "./helpers/h2-stream-state.ts";
 
 // The shared HTTP/2 engine's stream-state machine, in process: a minimal role records what the
 // engine decides for each frame, so each transition of RFC 9113 §5.1 is checked on its own.
-
-class Stream implements H2StreamState {
-  sendWindow = 65_535;
-  recvWindow = 65_535;
-  unacked = 0;
-  remoteEnded = false;
-  localEnded = false;
-  closed = false;
-  constructor(readonly id: number) {}
-}
 
 /** A server-like role that answers nothing: it records errors and closes streams as told. */
 class RecordingRole extends H2Endpoint<Stream> {
@@ -53,7 +44,11 @@ class RecordingRole extends H2Endpoint<Stream> {
   }
   protected peerSettings(): void {}
   protected peerGoaway(): void {}
-  protected windowOpened(): void {}
+  protected get congested(): boolean {
+    return false;
+  }
+  protected dataEnded(): void {}
+  protected notifyDrain(): void {}
 
   /** The role answered the stream in full (END_STREAM), or reset it. */
   finish(id: number, how: ClosedHow): void {

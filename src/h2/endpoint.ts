@@ -1,18 +1,15 @@
 import { ClosedHow, ClosedStreams } from "./closed-streams.js";
-import { ConnectionError, defaultMaxFrameSize, defaultWindow, ErrorCode, Flag, FrameBuffer, frameHeaderSize, FrameType, joinBytes, maxWindow, Setting } from "./frames.js";
+import { H2DataWriter, type H2SendingStream } from "./data-writer.js";
+import { ConnectionError, defaultMaxFrameSize, defaultWindow, ErrorCode, Flag, frameHeaderSize, FrameType, joinBytes, maxWindow, Setting } from "./frames.js";
 import { type H2Headers, HpackDecoder, HpackError } from "./hpack.js";
 
 /** What the engine reads and updates on a stream of either role. */
-export interface H2StreamState {
-  readonly id: number;
-  /** Window the peer granted for this stream. */
-  sendWindow: number;
+export interface H2StreamState extends H2SendingStream {
   /** Window this side granted and the peer has not used. */
   recvWindow: number;
   /** Bytes received and not yet granted back. */
   unacked: number;
   remoteEnded: boolean;
-  closed: boolean;
 }
 
 export interface H2EndpointLimits {
@@ -38,9 +35,8 @@ const maxControlPerSecond = 1000;
  * A role supplies what differs: accepting or opening streams, reading requests or responses,
  * writing, and how the connection ends.
  */
-export abstract class H2Endpoint<S extends H2StreamState> {
+export abstract class H2Endpoint<S extends H2StreamState> extends H2DataWriter<S> {
   readonly streams = new Map<number, S>();
-  protected readonly out = new FrameBuffer();
   protected readonly decoder: HpackDecoder;
   protected readonly closedStreams = new ClosedStreams();
   readonly streamWindow: number;
@@ -49,10 +45,8 @@ export abstract class H2Endpoint<S extends H2StreamState> {
   /** The peer's first SETTINGS arrived. */
   settled = false;
   peerInitialWindow = defaultWindow;
-  protected peerMaxFrame = defaultMaxFrameSize;
   /** The peer's MAX_CONCURRENT_STREAMS: until its SETTINGS say otherwise, 100 (RFC 9113 §6.5.2 suggests no fewer). */
   protected peerMaxStreams = 100;
-  protected connSend = defaultWindow;
   private connRecv: number;
   private connUnacked = 0;
   /** The highest stream id opened: ids above it (and even ones) are idle. */
@@ -65,13 +59,13 @@ export abstract class H2Endpoint<S extends H2StreamState> {
   /** No more frames are read: the connection is closed or closing. */
   closed = false;
   protected stopReading = false;
-  /** performance.now() of the last read, and reads so far, for idle sweeps and keepalives. */
-  lastActivity = performance.now();
+  /** Reads so far, for keepalives. */
   protected reads = 0;
   private windowStart = 0;
   private controls = 0;
 
   constructor(limits: H2EndpointLimits) {
+    super();
     this.streamWindow = limits.streamWindow;
     this.connectionWindow = limits.connectionWindow;
     this.connRecv = limits.connectionWindow;
@@ -81,8 +75,6 @@ export abstract class H2Endpoint<S extends H2StreamState> {
 
   // --- what a role supplies ---
 
-  /** Writes the turn's frames soon (once per turn, however many frames). */
-  protected abstract schedule(): void;
   /** A connection error: GOAWAY with the code, every stream ends, then the socket. */
   protected abstract connectionError(code: number, reason: string): void;
   /** A stream error: RST_STREAM with the code, the stream ends. */
@@ -97,8 +89,6 @@ export abstract class H2Endpoint<S extends H2StreamState> {
   /** SETTINGS applied and acknowledged; `first`: the peer's preface. */
   protected abstract peerSettings(first: boolean): void;
   protected abstract peerGoaway(lastStreamId: number, code: number): void;
-  /** The connection's or this stream's send window grew. */
-  protected abstract windowOpened(stream: S | undefined): void;
   /** The ACK of a PING this side sent, its opaque data at buf[start, start + 8). */
   protected pingAcked(_buf: Uint8Array, _start: number): void {}
   /** Checks the bytes before the first frame; returns where frames start, or -1 when it kept or refused them. */
@@ -325,6 +315,7 @@ export abstract class H2Endpoint<S extends H2StreamState> {
     this.out.frame(FrameType.SETTINGS, Flag.ACK, 0);
     this.schedule();
     this.peerSettings(first);
+    this.sendBlocked();
   }
 
   private onPing(flags: number, id: number, buf: Uint8Array, start: number, end: number): void {
@@ -343,7 +334,7 @@ export abstract class H2Endpoint<S extends H2StreamState> {
       if (increment === 0) throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "WINDOW_UPDATE of 0");
       this.connSend += increment;
       if (this.connSend > maxWindow) throw new ConnectionError(ErrorCode.FLOW_CONTROL_ERROR, "connection window above 2^31-1");
-      return this.windowOpened(undefined);
+      return this.sendBlocked();
     }
     const stream = this.streams.get(id);
     if (stream === undefined) {
@@ -353,7 +344,7 @@ export abstract class H2Endpoint<S extends H2StreamState> {
     if (increment === 0) return this.streamError(stream, ErrorCode.PROTOCOL_ERROR, "WINDOW_UPDATE of 0");
     stream.sendWindow += increment;
     if (stream.sendWindow > maxWindow) return this.streamError(stream, ErrorCode.FLOW_CONTROL_ERROR, "stream window above 2^31-1");
-    this.windowOpened(stream);
+    if (this.blocked.has(stream)) this.sendPending(stream);
   }
 
   /** PRIORITY: kedge does not prioritise, but the frame's own rules hold (RFC 9113 §6.3, §5.3.1). */

@@ -41,10 +41,9 @@ const maxBlockBytes = 256 * 1024;
  */
 export class H2ServerConnection extends H2Endpoint<H2ServerStream> {
   private greeted = false;
-  private readonly blocked = new Set<H2ServerStream>();
   private closing: H2ServerStream[] = [];
   private flushQueued = false;
-  private congested = false;
+  private transportFull = false;
   /** GOAWAY sent or received: no new streams; the connection ends once its streams are done. */
   private goingAway = false;
   private shutdownMessage = "";
@@ -192,19 +191,12 @@ export class H2ServerConnection extends H2Endpoint<H2ServerStream> {
     this.resets = 0;
   }
 
-  protected peerSettings(): void {
-    this.sendBlocked();
-  }
+  protected peerSettings(): void {}
 
   /** The client will open no more streams: the connection closes once its streams are done. */
   protected peerGoaway(): void {
     this.goingAway = true;
     if (this.streams.size === 0) this.endSoon();
-  }
-
-  protected windowOpened(stream: H2ServerStream | undefined): void {
-    if (stream === undefined) this.sendBlocked();
-    else if (stream.pendingOutBytes > 0) this.sendPending(stream);
   }
 
   protected override pingAcked(buf: Uint8Array, start: number): void {
@@ -221,74 +213,32 @@ export class H2ServerConnection extends H2Endpoint<H2ServerStream> {
 
   /** Response body bytes; false when they wait (flow control or a full socket): "drain" follows. */
   sendData(stream: H2ServerStream, chunk: Uint8Array): boolean {
-    if (chunk.length > 0) {
-      if (stream.pendingOutBytes > 0) this.hold(stream, chunk, 0);
-      else {
-        const sent = this.dataFrames(stream, chunk, false);
-        if (sent < chunk.length) this.hold(stream, chunk, sent);
-      }
-    }
-    const ok = stream.pendingOutBytes === 0 && !this.congested;
-    if (!ok) stream.wantsDrain = true;
-    return ok;
+    return this.writeData(stream, chunk, false);
   }
 
   /** end(): the last bytes, then END_STREAM, or the trailers the stream's "wantTrailers" listener sends. */
   endData(stream: H2ServerStream, chunk: Uint8Array | undefined): void {
-    if (chunk !== undefined && chunk.length > 0) {
-      if (stream.pendingOutBytes > 0) return this.hold(stream, chunk, 0);
-      const last = !stream.waitForTrailers;
-      const sent = this.dataFrames(stream, chunk, last);
-      if (sent < chunk.length) return this.hold(stream, chunk, sent);
-      if (last) return this.localEnd(stream);
-    } else if (stream.pendingOutBytes > 0) return;
-    this.finishEnd(stream);
+    const last = !stream.waitForTrailers;
+    this.writeData(stream, chunk ?? emptyBody, last);
+    if (!last && stream.pendingOutBytes === 0) this.finishEnd(stream);
   }
 
-  /** Frames as much of chunk as the windows allow, END_STREAM on the last when `last` and all of it went; returns the bytes sent. */
-  private dataFrames(stream: H2ServerStream, chunk: Uint8Array, last: boolean): number {
-    const n = Math.min(chunk.length, stream.sendWindow, this.connSend);
-    if (n <= 0) return 0;
-    const max = this.peerMaxFrame;
-    for (let at = 0; at < n; at += max) {
-      const stop = Math.min(n, at + max);
-      this.out.frame(FrameType.DATA, last && stop === chunk.length ? Flag.END_STREAM : 0, stream.id, chunk, at, stop);
-    }
-    stream.sendWindow -= n;
-    this.connSend -= n;
-    this.schedule();
-    return n;
+  protected get congested(): boolean {
+    return this.transportFull;
   }
 
-  private hold(stream: H2ServerStream, chunk: Uint8Array, from: number): void {
-    stream.pendingOut.push(from > 0 ? chunk.subarray(from) : chunk);
-    stream.pendingOutBytes += chunk.length - from;
-    if (this.blocked.has(stream)) return;
-    this.blocked.add(stream);
-    stream.blockedSince = performance.now();
+  protected dataEnded(stream: H2ServerStream): void {
+    this.localEnd(stream);
   }
 
-  /** Sends a stream's queued bytes as far as the windows allow; ends it if end() is waiting on them. */
-  private sendPending(stream: H2ServerStream): void {
-    const pending = stream.pendingOut;
-    while (pending.length > 0) {
-      const chunk = pending[0];
-      const sent = this.dataFrames(stream, chunk, false);
-      stream.pendingOutBytes -= sent;
-      if (sent < chunk.length) {
-        pending[0] = chunk.subarray(sent);
-        // Called on a read (WINDOW_UPDATE, SETTINGS): lastActivity is now.
-        if (sent > 0) stream.blockedSince = this.lastActivity;
-        return;
-      }
-      pending.shift();
-    }
-    this.blocked.delete(stream);
+  protected notifyDrain(stream: H2ServerStream): void {
+    stream.emit("drain");
+  }
+
+  /** The body went out and end() waits on trailers: "wantTrailers" now. */
+  protected override pendingSent(stream: H2ServerStream): void {
     if (stream.ending && !stream.localEnded) this.finishEnd(stream);
-    else if (stream.wantsDrain && !this.congested) {
-      stream.wantsDrain = false;
-      stream.emit("drain");
-    }
+    else super.pendingSent(stream);
   }
 
   /**
@@ -298,14 +248,6 @@ export class H2ServerConnection extends H2Endpoint<H2ServerStream> {
    */
   resetStalled(now: number, limitMs: number): void {
     for (const s of this.blocked) if (now - s.blockedSince > limitMs) this.reset(s, ErrorCode.CANCEL);
-  }
-
-  private sendBlocked(): void {
-    if (this.blocked.size === 0) return;
-    for (const s of [...this.blocked]) {
-      if (this.connSend <= 0) return;
-      this.sendPending(s);
-    }
   }
 
   private finishEnd(stream: H2ServerStream): void {
@@ -360,7 +302,7 @@ export class H2ServerConnection extends H2Endpoint<H2ServerStream> {
   private readonly flush = (): void => {
     this.flushQueued = false;
     if (this.out.length > 0 && !this.closed) {
-      if (!this.transport.writeTransient(this.out.take())) this.congested = true;
+      if (!this.transport.writeTransient(this.out.take())) this.transportFull = true;
     }
     if (this.closing.length > 0) {
       const closing = this.closing;
@@ -375,13 +317,8 @@ export class H2ServerConnection extends H2Endpoint<H2ServerStream> {
 
   /** The socket took everything queued: writers waiting on it may go on. */
   onDrain(): void {
-    this.congested = false;
-    for (const s of this.streams.values()) {
-      if (s.wantsDrain && s.pendingOutBytes === 0) {
-        s.wantsDrain = false;
-        s.emit("drain");
-      }
-    }
+    this.transportFull = false;
+    this.transportDrained(this.streams.values());
   }
 
   // --- ending ---

@@ -36,6 +36,8 @@ export class H2ServerStream implements ClientStream {
   /** Response DATA waiting for flow-control window. */
   readonly pendingOut: Uint8Array[] = [];
   pendingOutBytes = 0;
+  /** END_STREAM goes with the last of pendingOut. */
+  pendingEnd = false;
   /** performance.now() since which pendingOut has waited for window without any of it going out. */
   blockedSince = 0;
   /** end() was called; END_STREAM (or the trailers) goes once pendingOut is out. */

@@ -53,7 +53,6 @@ export class H2Connection extends H2Endpoint<H2Stream> {
   private backlogBytes = 0;
   /** Streams over the backend's MAX_CONCURRENT_STREAMS, or written before the connection was up. */
   private readonly waiting: H2Stream[] = [];
-  private readonly blocked = new Set<H2Stream>();
   private nextId = 1;
   /** Socket reads when the keepalive last looked. */
   private readsAtCheck = 0;
@@ -146,43 +145,38 @@ export class H2Connection extends H2Endpoint<H2Stream> {
     stream.sendWindow = this.peerInitialWindow;
     stream.recvWindow = this.streamWindow;
     this.streams.set(id, stream);
-    const endStream = stream.pendingEnd && stream.pending.length === 0;
+    const endStream = stream.pendingEnd && stream.pendingOutBytes === 0;
     this.out.headerBlock(id, endStream ? Flag.END_STREAM : 0, stream.block, this.peerMaxFrame);
-    if (endStream) stream.localEnded = true;
+    this.schedule();
+    if (endStream) {
+      stream.pendingEnd = false;
+      stream.localEnded = true;
+    }
     // A writer told to wait while the stream had no connection or slot is owed drain() once the
     // bytes are out, else it never writes its next message (a client stream's second one).
-    else this.unblock(stream);
-    this.schedule();
+    else this.sendPending(stream);
     if (this.nextId > lastStreamId) this.retire();
   }
 
-  /** Sends what the stream holds as far as the windows allow; false while bytes still wait. */
-  sendPending(stream: H2Stream): boolean {
-    if (stream.id === 0) return !(stream.wantsDrain = true);
-    const { pending } = stream;
-    while (pending.length > 0) {
-      const chunk = pending[0];
-      const n = Math.min(chunk.length, stream.sendWindow, this.connSend, this.peerMaxFrame);
-      if (n <= 0) break;
-      const last = n === chunk.length && pending.length === 1 && stream.pendingEnd;
-      this.out.frame(FrameType.DATA, last ? Flag.END_STREAM : 0, stream.id, chunk, 0, n);
-      stream.sendWindow -= n;
-      this.connSend -= n;
-      if (n === chunk.length) pending.shift();
-      else pending[0] = chunk.subarray(n);
-      if (last) stream.localEnded = true;
-    }
-    if (pending.length === 0 && stream.pendingEnd && !stream.localEnded) {
-      this.out.frame(FrameType.DATA, Flag.END_STREAM, stream.id);
-      stream.localEnded = true;
-    }
-    this.schedule();
-    if (stream.localEnded && stream.remoteEnded) this.finish(stream, undefined, ClosedHow.ENDED);
-    if (pending.length > 0) this.blocked.add(stream);
-    else this.blocked.delete(stream);
-    const ok = pending.length === 0 && this.backlogBytes < highWaterBytes;
-    if (!ok) stream.wantsDrain = true;
-    return ok;
+  /** Request bytes: sent as far as the windows allow, or held until the stream has its id. */
+  write(stream: H2Stream, chunk: Uint8Array, end: boolean): boolean {
+    if (stream.id !== 0) return this.writeData(stream, chunk, end);
+    this.queueData(stream, chunk, 0, end);
+    if (!end) stream.wantsDrain = true;
+    return false;
+  }
+
+  protected get congested(): boolean {
+    return this.backlogBytes >= highWaterBytes;
+  }
+
+  protected dataEnded(stream: H2Stream): void {
+    stream.localEnded = true;
+    if (stream.remoteEnded) this.finish(stream, undefined, ClosedHow.ENDED);
+  }
+
+  protected notifyDrain(stream: H2Stream): void {
+    stream.handler.drain();
   }
 
   /** Grants the backend the window this stream used, unless its reader is paused. */
@@ -257,12 +251,7 @@ export class H2Connection extends H2Endpoint<H2Stream> {
       this.backlogBytes -= next.length;
       this.backlog.shift();
     }
-    for (const s of this.streams.values()) {
-      if (s.wantsDrain && s.pending.length === 0) {
-        s.wantsDrain = false;
-        s.handler.drain();
-      }
-    }
+    this.transportDrained(this.streams.values());
   }
 
   // --- reading: the engine's rules, then the client role's ---
@@ -321,7 +310,6 @@ export class H2Connection extends H2Endpoint<H2Stream> {
       this.keepalive.unref?.();
     }
     this.startWaiting();
-    for (const s of [...this.blocked]) this.unblock(s);
   }
 
   protected peerGoaway(last: number, code: number): void {
@@ -334,19 +322,6 @@ export class H2Connection extends H2Endpoint<H2Stream> {
     for (const s of this.waiting.splice(0)) this.finish(s, new StreamError(refused, ErrorCode.REFUSED_STREAM, true), ClosedHow.RESET_LOCALLY);
     if (!wasGoing) this.onGoaway?.();
     if (this.streams.size === 0) this.shutdown(undefined);
-  }
-
-  protected windowOpened(stream: H2Stream | undefined): void {
-    if (stream === undefined) for (const s of [...this.blocked]) this.unblock(s);
-    else if (this.blocked.has(stream)) this.unblock(stream);
-  }
-
-  private unblock(stream: H2Stream): void {
-    if (stream.closed) return void this.blocked.delete(stream);
-    if (this.sendPending(stream) && stream.wantsDrain) {
-      stream.wantsDrain = false;
-      stream.handler.drain();
-    }
   }
 
   /**

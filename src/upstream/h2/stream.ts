@@ -21,7 +21,8 @@ export interface StreamHandler {
 
 /** What a stream asks of the connection that carries it. */
 export interface StreamCarrier {
-  sendPending(stream: H2Stream): boolean;
+  /** DATA as far as the windows allow, END_STREAM after it when `end`; false while bytes wait. */
+  write(stream: H2Stream, chunk: Uint8Array, end: boolean): boolean;
   grant(stream: H2Stream): void;
   reset(stream: H2Stream, code: number): void;
 }
@@ -40,8 +41,13 @@ export class H2Stream {
   /** Bytes received and not yet granted again. */
   unacked = 0;
   paused = false;
-  readonly pending: Uint8Array[] = [];
+  /** Request bytes waiting for the stream's id or for window. */
+  readonly pendingOut: Uint8Array[] = [];
+  pendingOutBytes = 0;
+  /** end() was called and END_STREAM waits behind pendingOut. */
   pendingEnd = false;
+  /** performance.now() since which pendingOut has waited for window. */
+  blockedSince = 0;
   localEnded = false;
   remoteEnded = false;
   responded = false;
@@ -64,16 +70,24 @@ export class H2Stream {
 
   /** False when the bytes wait for flow control (or the connection): wait for drain(). */
   write(chunk: Uint8Array): boolean {
-    if (this.closed || this.pendingEnd) return true;
-    if (chunk.length > 0) this.pending.push(chunk);
-    return this.conn ? this.conn.sendPending(this) : !(this.wantsDrain = true);
+    if (this.closed || this.pendingEnd || this.localEnded) return true;
+    if (this.conn) return this.conn.write(this, chunk, false);
+    this.hold(chunk);
+    return !(this.wantsDrain = true);
   }
 
   end(chunk?: Uint8Array): void {
-    if (this.closed || this.pendingEnd) return;
-    if (chunk && chunk.length > 0) this.pending.push(chunk);
+    if (this.closed || this.pendingEnd || this.localEnded) return;
+    if (this.conn) return void this.conn.write(this, chunk ?? noBytes, true);
+    if (chunk) this.hold(chunk);
     this.pendingEnd = true;
-    this.conn?.sendPending(this);
+  }
+
+  /** Bytes written before the stream was given to a connection. */
+  private hold(chunk: Uint8Array): void {
+    if (chunk.length === 0) return;
+    this.pendingOut.push(chunk);
+    this.pendingOutBytes += chunk.length;
   }
 
   /** Resets the stream (RST_STREAM); no handler call follows. */
@@ -94,3 +108,5 @@ export class H2Stream {
     this.conn?.grant(this);
   }
 }
+
+const noBytes = new Uint8Array(0);
