@@ -233,7 +233,7 @@ export class H2ServerConnection extends H2Endpoint<H2ServerStream> {
     return ok;
   }
 
-  /** end(): the last bytes, then END_STREAM, or the trailers the stream's "wantTrailers" listener sends. */
+  /** end(): the last bytes, then END_STREAM, or the trailers the stream's handler sends when asked. */
   endData(stream: H2ServerStream, chunk: Uint8Array | undefined): void {
     if (chunk !== undefined && chunk.length > 0) {
       if (stream.pendingOutBytes > 0) return this.hold(stream, chunk, 0);
@@ -287,7 +287,7 @@ export class H2ServerConnection extends H2Endpoint<H2ServerStream> {
     if (stream.ending && !stream.localEnded) this.finishEnd(stream);
     else if (stream.wantsDrain && !this.congested) {
       stream.wantsDrain = false;
-      stream.emit("drain");
+      stream.drained();
     }
   }
 
@@ -310,8 +310,7 @@ export class H2ServerConnection extends H2Endpoint<H2ServerStream> {
 
   private finishEnd(stream: H2ServerStream): void {
     if (stream.localEnded || stream.closed) return;
-    if (stream.waitForTrailers && stream.has("wantTrailers")) {
-      stream.emit("wantTrailers");
+    if (stream.waitForTrailers && stream.askTrailers()) {
       if (stream.localEnded || stream.closed) return;
     }
     this.out.frame(FrameType.DATA, Flag.END_STREAM, stream.id);
@@ -356,7 +355,7 @@ export class H2ServerConnection extends H2Endpoint<H2ServerStream> {
     queueMicrotask(this.flush);
   }
 
-  /** Writes the turn's frames in one write, then tells closed streams' listeners. */
+  /** Writes the turn's frames in one write, then tells closed streams' handlers. */
   private readonly flush = (): void => {
     this.flushQueued = false;
     if (this.out.length > 0 && !this.closed) {
@@ -365,7 +364,7 @@ export class H2ServerConnection extends H2Endpoint<H2ServerStream> {
     if (this.closing.length > 0) {
       const closing = this.closing;
       this.closing = [];
-      for (const s of closing) s.emitClosed();
+      for (const s of closing) s.tellClosed();
     }
     if (this.stopReading && !this.closed && !this.flushQueued) {
       this.closed = true;
@@ -379,7 +378,7 @@ export class H2ServerConnection extends H2Endpoint<H2ServerStream> {
     for (const s of this.streams.values()) {
       if (s.wantsDrain && s.pendingOutBytes === 0) {
         s.wantsDrain = false;
-        s.emit("drain");
+        s.drained();
       }
     }
   }
