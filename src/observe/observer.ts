@@ -20,7 +20,7 @@ export class Observation {
   /** performance.now() when the request went upstream, and when the response head came back. */
   upstreamAt = 0;
   firstByteAt = 0;
-  /** Request and response body bytes. */
+  /** Request and response body bytes: a gRPC call counts them in its RequestReplay and GrpcRelay, an HTTP exchange in its own data path. */
   bytesIn = 0;
   bytesOut = 0;
 
@@ -43,12 +43,6 @@ export class Observation {
   sentUpstream(endpoint: string): void {
     this.endpoint = endpoint;
     this.upstreamAt = performance.now();
-  }
-
-  // gRPC calls count the client's bytes with this and the backend's in their relay; HTTP exchanges count in their own data path.
-  /** Counts the client's bytes from its first one (before any upstream stream opens). */
-  countIn(client: { on(event: "data", cb: (chunk: Uint8Array) => void): unknown }): void {
-    client.on("data", (chunk) => (this.bytesIn += chunk.length));
   }
 }
 

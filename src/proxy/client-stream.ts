@@ -1,18 +1,31 @@
 import type { OutgoingHttpHeaders } from "node:http2";
 
 /**
- * A client's HTTP/2 stream as the proxy uses it: what kedge's own server (src/server/h2) offers,
- * the subset of node:http2's ServerHttp2Stream API the proxy uses (a
- * ServerHttp2Stream fits too). Listeners are called with the stream as `this`, so one shared
- * function can serve every stream.
+ * What a client's HTTP/2 stream tells the proxy, each synchronously: the mirror of the upstream
+ * side's StreamHandler. One object per stream, so the proxy's per-call state is the handler and
+ * no closure is made per call.
  */
+export interface ClientStreamHandler {
+  /** Request body bytes, in order; delivered while the stream flows (not paused). */
+  data(chunk: Buffer): void;
+  /** The client ended its side (END_STREAM), after all of its data. */
+  end(): void;
+  /** The stream is over (ended both ways, or reset): once, after the turn that closed it. */
+  close(): void;
+  /** write() returned false and the stream may take more now. */
+  drain(): void;
+  /** The response was sent with waitForTrailers and its body is out: send the trailers now. Without it the stream ends with no trailers. */
+  wantTrailers?(): void;
+}
+
+/** A client's HTTP/2 stream as the proxy uses it: what kedge's own server (src/server/h2) offers. */
 export interface ClientStream {
   /** The connection; its socket is where a client certificate and address are read. */
   readonly session: { readonly socket?: object | null } | undefined;
   readonly headersSent: boolean;
   readonly destroyed: boolean;
   readonly closed: boolean;
-  /** The request's end has been delivered ("end" emitted). */
+  /** The request's end has been delivered (the handler's end()). */
   readonly readableEnded: boolean;
   readonly writableEnded: boolean;
   /** The response's end (END_STREAM) has gone out. */
@@ -21,15 +34,13 @@ export interface ClientStream {
   readonly endAfterHeaders: boolean;
   respond(headers: OutgoingHttpHeaders, options?: { endStream?: boolean; waitForTrailers?: boolean }): void;
   sendTrailers(headers: OutgoingHttpHeaders): void;
-  /** False when the bytes wait: "drain" follows. */
+  /** False when the bytes wait: the handler's drain() follows. */
   write(chunk: Uint8Array): boolean;
   end(chunk?: Uint8Array): void;
   /** Resets the stream with this HTTP/2 error code. */
   close(code?: number): void;
+  /** Gives the stream its one handler; body bytes flow to it from then on unless paused first. */
+  handle(handler: ClientStreamHandler): void;
   pause(): unknown;
   resume(): unknown;
-  on(event: "data", listener: (chunk: Buffer) => void): unknown;
-  on(event: "end" | "close" | "drain" | "wantTrailers", listener: () => void): unknown;
-  on(event: "error", listener: (err: Error) => void): unknown;
-  once(event: "end" | "close" | "drain", listener: () => void): unknown;
 }

@@ -8,7 +8,7 @@ import type { H1Connection, UpstreamError } from "../upstream/h1-connection.js";
 import type { ResponseHead } from "../upstream/response-head.js";
 import { headWriter } from "../net/head-writer.js";
 import { downstreamHeadLines, downstreamHeaders, writeUpstreamHead, type UpstreamHeadInput } from "../net/hop-headers.js";
-import type { IngressRequest, IngressResponse } from "./ingress.js";
+import type { BodyReader, IngressRequest, IngressResponse } from "./ingress.js";
 import { requestFacts, requestIdFrom, type ParsedRequest } from "./request.js";
 import { recordError, recordFinished, recordStarted, recordTunnelClosed, type RecordedHttp } from "./record.js";
 import type { TunnelEnd, Tunnels } from "./tunnel.js";
@@ -85,7 +85,7 @@ function attemptFailure(err: UpstreamError): AttemptFailure | undefined {
 }
 
 /** One proxied request: its attempts at the backend (the policy it extends), streaming both ways. */
-class HttpExchange extends Attempts<HttpBackend> implements RecordedHttp {
+class HttpExchange extends Attempts<HttpBackend> implements RecordedHttp, BodyReader {
   readonly protocol = "http";
   recorded = false;
   readonly startedAt = performance.now();
@@ -98,6 +98,8 @@ class HttpExchange extends Attempts<HttpBackend> implements RecordedHttp {
   private upgrade: string | undefined;
   private bodyLength = 0;
   private conn: H1Connection | undefined;
+  /** The connection the request body goes to; bytes for an attempt given up on (conn no longer it) are not sent. */
+  private bodyTo: H1Connection | undefined;
   private bodyStarted = false;
   private bodyBytes = 0;
   private status = 0;
@@ -232,35 +234,41 @@ class HttpExchange extends Attempts<HttpBackend> implements RecordedHttp {
   }
 
   private pipeBody(conn: H1Connection): void {
-    const body = this.req.body;
-    const chunked = this.bodyLength < 0;
+    const first = this.bodyTo === undefined;
+    this.bodyTo = conn;
+    if (first) this.req.body.read(this);
+    else this.req.body.resume();
+  }
+
+  // BodyReader, called by the request body.
+  bodyData(chunk: Buffer): void {
+    const conn = this.bodyTo!;
+    if (this.conn !== conn) return;
+    this.bodyStarted = true;
+    if (this.obs) this.obs.bytesIn += chunk.length;
+    // A body of unknown length (chunked, HTTP/2) is counted as it streams.
     const max = this.routing!.maxBodyBytes;
-    const onData = (chunk: Buffer) => {
-      if (this.conn !== conn) return;
-      this.bodyStarted = true;
-      if (this.obs) this.obs.bytesIn += chunk.length;
-      // A body of unknown length (chunked, HTTP/2) is counted as it streams.
-      if (max > 0 && (this.bodyBytes += chunk.length) > max) {
-        conn.abort();
-        this.conn = undefined;
-        return this.fail(bodyTooLarge(max));
-      }
-      if (chunked) conn.write(Buffer.from(`${chunk.length.toString(16)}\r\n`));
-      let ok = conn.write(chunk);
-      if (chunked) ok = conn.write(crlf) && ok;
-      if (!ok) {
-        body.pause();
-        conn.onWritable(() => body.resume());
-      }
-    };
-    const onEnd = () => {
-      if (this.conn !== conn) return;
-      if (chunked) conn.write(lastChunk);
-      conn.endRequest();
-    };
-    body.on("data", onData);
-    body.once("end", onEnd);
-    body.resume();
+    if (max > 0 && (this.bodyBytes += chunk.length) > max) {
+      conn.abort();
+      this.conn = undefined;
+      return this.fail(bodyTooLarge(max));
+    }
+    const chunked = this.bodyLength < 0;
+    if (chunked) conn.write(Buffer.from(`${chunk.length.toString(16)}\r\n`));
+    let ok = conn.write(chunk);
+    if (chunked) ok = conn.write(crlf) && ok;
+    if (!ok) {
+      const body = this.req.body;
+      body.pause();
+      conn.onWritable(() => body.resume());
+    }
+  }
+
+  bodyEnd(): void {
+    const conn = this.bodyTo!;
+    if (this.conn !== conn) return;
+    if (this.bodyLength < 0) conn.write(lastChunk);
+    conn.endRequest();
   }
 
   // ExchangeHandlers, called by the connection.

@@ -119,7 +119,6 @@ export function grpcMessage(message: string): string {
  * answered with the status `statusFor` gives it.
  */
 export function openCall(metrics: ProxyMetrics, stream: ClientStream, headers: IncomingHttpHeaders, statusFor: (err: KedgeError) => number): { call: CallRecord; refuse: (e: unknown) => void } {
-  stream.on("error", () => {});
   const call = new CallRecord(metrics, (headers[":path"] as string | undefined) ?? "", headers, stream);
   const refuse = (e: unknown) => {
     const err = asKedgeError(e);

@@ -1,5 +1,5 @@
 import type { OutgoingHttpHeaders } from "node:http2";
-import type { ClientStream } from "./client-stream.js";
+import type { ClientStream, ClientStreamHandler } from "./client-stream.js";
 import type { H2Headers } from "../h2/hpack.js";
 import type { StreamError } from "../h2/frames.js";
 import type { H2Stream, StreamHandler } from "../upstream/h2/stream.js";
@@ -19,8 +19,14 @@ const replayLimitBytes = 64 * 1024;
  *
  * It also gathers what the client sends in the same event-loop turn as its headers before the
  * upstream stream opens, so a unary call's HEADERS and DATA go upstream in one write.
+ *
+ * It is the client stream's handler for the whole call: body bytes are recorded, gathered and
+ * forwarded here; the stream's close, drain and trailer request go to the current attempt's relay
+ * (a replayed call's new relay takes the old one's place).
  */
-export class RequestReplay {
+export class RequestReplay implements ClientStreamHandler {
+  /** The relay of the current attempt, from its start. */
+  relay: GrpcRelay | undefined;
   private chunks: Buffer[] | undefined = [];
   private size = 0;
   private attached: H2Stream | undefined;
@@ -28,15 +34,16 @@ export class RequestReplay {
   private oversize = false;
   private ready: Gatherer | undefined;
 
-  // One "data" and one "end" listener for recording, gathering and forwarding: a listener call
-  // costs more than the branches below.
-  constructor(private readonly client: RelayedStream) {
-    client[replayOf] = this;
-    client.on("data", replayData);
-    client.on("end", replayEnd);
+  constructor(
+    private readonly client: ClientStream,
+    /** Where the client's bytes are counted from the first one (a logged call's observation). */
+    private readonly counted: { bytesIn: number } | undefined,
+  ) {
+    client.handle(this);
   }
 
-  onData(chunk: Buffer): void {
+  data(chunk: Buffer): void {
+    if (this.counted) this.counted.bytesIn += chunk.length;
     if (this.chunks) {
       this.size += chunk.length;
       if (this.size <= replayLimitBytes) this.chunks.push(chunk);
@@ -49,9 +56,21 @@ export class RequestReplay {
     if (this.attached && !this.attached.write(chunk)) this.client.pause();
   }
 
-  onEnd(): void {
+  end(): void {
     if (this.ready) this.go();
     else this.attached?.end();
+  }
+
+  close(): void {
+    this.relay?.clientClosed();
+  }
+
+  drain(): void {
+    this.relay?.clientDrained();
+  }
+
+  wantTrailers(): void {
+    this.relay?.wantTrailers();
   }
 
   get replayable(): boolean {
@@ -127,20 +146,6 @@ export interface RelayOwner {
   release(): void;
 }
 
-const replayOf = Symbol("kedge.requestReplay");
-const relayOf = Symbol("kedge.grpcRelay");
-
-/** A client stream and what kedge hangs on it: listeners are shared functions that find their call here, not closures per call. */
-type RelayedStream = ClientStream & { [replayOf]?: RequestReplay; [relayOf]?: GrpcRelay };
-
-function replayData(this: RelayedStream, chunk: Buffer): void {
-  this[replayOf]!.onData(chunk);
-}
-
-function replayEnd(this: RelayedStream): void {
-  this[replayOf]!.onEnd();
-}
-
 /** Calls gathering their body until this event-loop turn is over: one immediate for all of them. */
 let gathering: RequestReplay[] = [];
 
@@ -148,15 +153,6 @@ function turnOver(): void {
   const replays = gathering;
   gathering = [];
   for (const replay of replays) replay.go(); // a no-op for those whose body ended first
-}
-
-// The relay of the current attempt: a replayed call's new relay takes the old one's place.
-function relayWantsTrailers(this: RelayedStream): void {
-  this[relayOf]?.wantTrailers();
-}
-
-function relayClientClosed(this: RelayedStream): void {
-  this[relayOf]?.clientClosed();
 }
 
 function deadlinePassed(relay: GrpcRelay): void {
@@ -194,7 +190,7 @@ export class GrpcRelay implements StreamHandler {
   private deadline: Timer | undefined;
 
   constructor(
-    private readonly client: RelayedStream,
+    private readonly client: ClientStream,
     private readonly call: CallRecord,
     private readonly owner: RelayOwner,
   ) {}
@@ -214,11 +210,7 @@ export class GrpcRelay implements StreamHandler {
     // kedge enforces the deadline itself too: a client that does not (or a backend that ignores
     // grpc-timeout) must not hold a call open forever.
     if (owner.deadlineAt !== undefined) this.deadline = setTimeout(deadlinePassed, Math.max(0, owner.deadlineAt - performance.now()), this);
-    if (client[relayOf] === undefined) {
-      client.on("wantTrailers", relayWantsTrailers);
-      client.on("close", relayClientClosed);
-    }
-    client[relayOf] = this;
+    owner.replay.relay = this;
     owner.replay.attach(upstream);
   }
 
@@ -234,6 +226,11 @@ export class GrpcRelay implements StreamHandler {
     this.upstream?.cancel();
     this.finish();
     this.call.record("cancelled"); // no-op when a status was already recorded
+  }
+
+  /** The client can take more: the backend's stream, paused while it could not, goes on. */
+  clientDrained(): void {
+    if (this.upstream?.paused) this.upstream.resume();
   }
 
   wantTrailers(): void {
@@ -367,11 +364,7 @@ export class GrpcRelay implements StreamHandler {
     else if (!ending) ok = client.write(joined);
     held.clear();
     if (ending) client.end(joined);
-    else if (!ok && this.upstream && !this.upstream.paused) {
-      const upstream = this.upstream;
-      upstream.pause();
-      client.once("drain", () => upstream.resume());
-    }
+    else if (!ok && this.upstream && !this.upstream.paused) this.upstream.pause(); // until clientDrained
   }
 }
 

@@ -100,7 +100,6 @@ export function forwardCall(
   routedTo: GrpcBackend,
   set: Record<string, string> | undefined,
 ): void {
-  if (call.obs?.logged) call.obs.countIn(stream);
   const forward = new GrpcForward(stream, headers, call, routedTo, set);
   forward.replay.gather(forward);
 }
@@ -122,7 +121,7 @@ class GrpcForward extends Attempts<GrpcBackend> implements RelayOwner {
     this.backendName = call.backendName;
     const timeoutMs = grpcTimeoutMs(headers["grpc-timeout"]);
     if (timeoutMs !== undefined) this.deadlineAt = performance.now() + timeoutMs;
-    this.replay = new RequestReplay(stream);
+    this.replay = new RequestReplay(stream, call.obs?.logged ? call.obs : undefined);
     call.attempts = this;
   }
 

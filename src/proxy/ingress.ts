@@ -2,11 +2,18 @@ import type { IncomingHttpHeaders, OutgoingHttpHeaders } from "node:http";
 import type { Duplex } from "node:stream";
 import type { ForwardLines, HeadLines } from "../net/hop-headers.js";
 
-/** A request body as the proxy reads it: a node Readable or an HTTP/2 stream of kedge's own server. */
+/** Told of a request body's bytes as they come, then of its end, each synchronously. */
+export interface BodyReader {
+  bodyData(chunk: Buffer): void;
+  bodyEnd(): void;
+}
+
+/** A request body as the proxy reads it: HTTP/1.1's body stream, or an HTTP/2 stream of kedge's own server. */
 export interface RequestBody {
-  on(event: "data", listener: (chunk: Buffer) => void): unknown;
-  once(event: "end", listener: () => void): unknown;
+  /** Starts the flow to its one reader. */
+  read(reader: BodyReader): void;
   pause(): unknown;
+  /** Flowing with no reader (never read, or the answer was given): the bytes are dropped. */
   resume(): unknown;
 }
 

@@ -2,11 +2,11 @@ import type { OutgoingHttpHeaders } from "node:http";
 import type { IncomingHttpHeaders } from "node:http2";
 import { KedgeError } from "../errors.js";
 import { ErrorCode } from "../h2/frames.js";
-import type { ClientStream } from "../proxy/client-stream.js";
+import type { ClientStream, ClientStreamHandler } from "../proxy/client-stream.js";
 import { exchange, sendError, type HttpProxy } from "../proxy/exchange.js";
 import { proxyGrpc } from "../proxy/grpc.js";
 import type { ProxyContext } from "../proxy/http.js";
-import type { IngressRequest, IngressResponse } from "../proxy/ingress.js";
+import type { BodyReader, IngressRequest, IngressResponse, RequestBody } from "../proxy/ingress.js";
 import { isGrpc } from "./listen.js";
 
 const addressOf = new WeakMap<object, string>();
@@ -23,8 +23,8 @@ function peerAddress(socket: { remoteAddress?: string } | undefined | null): str
   return address;
 }
 
-/** Adapts a client's HTTP/2 stream to the proxy's request. */
-export function h2Request(stream: ClientStream, headers: IncomingHttpHeaders, localPort: number): IngressRequest {
+/** Adapts a client's HTTP/2 stream to the proxy's request; its body is read through `body` (the stream's handler). */
+function h2Request(stream: ClientStream, headers: IncomingHttpHeaders, localPort: number, body: RequestBody): IngressRequest {
   const lengthHeader = headers["content-length"];
   const ended = stream.endAfterHeaders;
   const socket = stream.session?.socket ?? undefined;
@@ -40,17 +40,66 @@ export function h2Request(stream: ClientStream, headers: IncomingHttpHeaders, lo
     socket,
     hasBody: !ended,
     contentLength: ended ? 0 : lengthHeader !== undefined ? Number(lengthHeader) : -1,
-    body: stream,
+    body,
   };
 }
 
+/**
+ * An HTTP exchange's reading side of a client stream, as the stream's handler: the request body,
+ * and the drain and close its H2Response waits for. Body bytes nobody reads (the answer was given
+ * first) are dropped.
+ */
+class H2RequestBody implements RequestBody, ClientStreamHandler {
+  private reader: BodyReader | undefined;
+  onDrain: (() => void) | undefined;
+  onGone: (() => void) | undefined;
+
+  /** Becomes the stream's handler; the body waits until the exchange reads it. */
+  constructor(private readonly stream: ClientStream) {
+    stream.pause();
+    stream.handle(this);
+  }
+
+  read(reader: BodyReader): void {
+    this.reader = reader;
+    this.stream.resume();
+  }
+
+  pause(): void {
+    this.stream.pause();
+  }
+
+  resume(): void {
+    this.stream.resume();
+  }
+
+  data(chunk: Buffer): void {
+    this.reader?.bodyData(chunk);
+  }
+
+  end(): void {
+    this.reader?.bodyEnd();
+  }
+
+  close(): void {
+    if (this.onGone !== undefined && !this.stream.writableFinished) this.onGone();
+  }
+
+  drain(): void {
+    const cb = this.onDrain;
+    this.onDrain = undefined;
+    cb?.();
+  }
+}
+
+/** The response on a client stream; without the request's body (a refusal) nothing waits for drain or close. */
 export class H2Response implements IngressResponse {
   private sent = false;
 
-  constructor(private readonly stream: ClientStream) {
-    // An unhandled stream error would crash the process (client resets are routine).
-    stream.on("error", () => {});
-  }
+  constructor(
+    private readonly stream: ClientStream,
+    private readonly body?: H2RequestBody,
+  ) {}
 
   lastOnConnection(): void {}
 
@@ -75,7 +124,7 @@ export class H2Response implements IngressResponse {
   }
 
   onceDrain(cb: () => void): void {
-    this.stream.once("drain", cb);
+    if (this.body) this.body.onDrain = cb;
   }
 
   end(last?: Uint8Array): void {
@@ -87,10 +136,7 @@ export class H2Response implements IngressResponse {
   }
 
   onGone(cb: () => void): void {
-    const stream = this.stream;
-    stream.once("close", () => {
-      if (!stream.writableFinished) cb();
-    });
+    if (this.body) this.body.onGone = cb;
   }
 }
 
@@ -98,11 +144,12 @@ export class H2Response implements IngressResponse {
 export function serveKedgeStream(ctx: ProxyContext, http: HttpProxy, localPort: () => number): (stream: ClientStream, headers: IncomingHttpHeaders) => void {
   return (stream, headers) => {
     if (isGrpc(headers)) return proxyGrpc(ctx, stream, headers);
-    const res = new H2Response(stream);
+    const body = new H2RequestBody(stream);
+    const res = new H2Response(stream, body);
     if (headers[":method"] === "CONNECT") {
       // winch tunnels over HTTP/1.1; HTTP/2 CONNECT (RFC 9113 §8.5) is not offered.
       return sendError(res, new KedgeError("bad-request", 405, "CONNECT over HTTP/2 is not supported: use HTTP/1.1"), "");
     }
-    exchange(http, h2Request(stream, headers, localPort()), res);
+    exchange(http, h2Request(stream, headers, localPort(), body), res);
   };
 }

@@ -1,6 +1,5 @@
-import { Readable } from "node:stream";
 import { asKedgeError, type KedgeError } from "../../errors.js";
-import type { IngressRequest, SwitchedConnection } from "../../proxy/ingress.js";
+import type { IngressRequest, RequestBody as ProxyRequestBody, SwitchedConnection } from "../../proxy/ingress.js";
 import { latin1Text } from "../../net/latin1.js";
 import { bodyTimeout } from "../connection-guard.js";
 import { RequestBody, type BodySource } from "./request-body.js";
@@ -145,10 +144,10 @@ export class H1ServerConnection implements ResponseOutput, TunnelOutput, Transpo
     const keepAlive = head.keepAlive && !this.handler.draining;
     const res = new H1RawResponse(this, head.versionMinor, keepAlive, head.method === "HEAD");
     const hasBody = head.contentLength !== 0;
-    let body: Readable;
+    let body: ProxyRequestBody;
     if (hasBody) {
       this.body = new RequestBody(this, head.contentLength, head.expectContinue);
-      body = this.body.stream;
+      body = this.body;
       // Framing errors in what already arrived are refused before anything goes upstream.
       if (this.input) this.consume(this.body.feed(this.input));
     } else body = emptyBody;
@@ -365,5 +364,10 @@ export class H1ServerConnection implements ResponseOutput, TunnelOutput, Transpo
   }
 }
 
-const emptyBody = new Readable({ read() {} });
-emptyBody.push(null);
+const emptyBody: ProxyRequestBody = {
+  read(reader) {
+    reader.bodyEnd();
+  },
+  pause() {},
+  resume() {},
+};

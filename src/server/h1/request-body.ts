@@ -1,4 +1,5 @@
 import { Readable } from "node:stream";
+import type { BodyReader as ProxyBodyReader, RequestBody as ProxyRequestBody } from "../../proxy/ingress.js";
 import { BodyReader, type BodySink } from "./body-reader.js";
 
 /** What a request body needs from the connection it arrives on. */
@@ -20,7 +21,7 @@ const maxDropBytes = 262_144;
  * One request's body on an HTTP/1.1 connection: read off the connection's bytes into the stream
  * the exchange reads, or, once the request was answered before all of it came, dropped.
  */
-export class RequestBody implements BodySink {
+export class RequestBody implements BodySink, ProxyRequestBody {
   readonly stream: Readable;
   private readonly reader: BodyReader;
   /** The client sent `Expect: 100-continue` and waits for the 100 before sending the body. */
@@ -41,6 +42,21 @@ export class RequestBody implements BodySink {
 
   get done(): boolean {
     return this.reader.done;
+  }
+
+  // The proxy's view of the body.
+  read(reader: ProxyBodyReader): void {
+    this.stream.on("data", (chunk: Buffer) => reader.bodyData(chunk));
+    this.stream.once("end", () => reader.bodyEnd());
+    this.stream.resume();
+  }
+
+  pause(): void {
+    this.stream.pause();
+  }
+
+  resume(): void {
+    this.stream.resume();
   }
 
   /** Consumes what belongs to the body and returns how many bytes it took; throws a KedgeError for broken framing. */

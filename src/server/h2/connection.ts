@@ -216,7 +216,7 @@ export class H2ServerConnection extends H2Endpoint<H2ServerStream> {
     return this.writeData(stream, chunk, false);
   }
 
-  /** end(): the last bytes, then END_STREAM, or the trailers the stream's "wantTrailers" listener sends. */
+  /** end(): the last bytes, then END_STREAM, or the trailers the stream's handler sends when asked. */
   endData(stream: H2ServerStream, chunk: Uint8Array | undefined): void {
     const last = !stream.waitForTrailers;
     this.writeData(stream, chunk ?? emptyBody, last);
@@ -232,7 +232,7 @@ export class H2ServerConnection extends H2Endpoint<H2ServerStream> {
   }
 
   protected notifyDrain(stream: H2ServerStream): void {
-    stream.emit("drain");
+    stream.drained();
   }
 
   /** The body went out and end() waits on trailers: "wantTrailers" now. */
@@ -252,8 +252,7 @@ export class H2ServerConnection extends H2Endpoint<H2ServerStream> {
 
   private finishEnd(stream: H2ServerStream): void {
     if (stream.localEnded || stream.closed) return;
-    if (stream.waitForTrailers && stream.has("wantTrailers")) {
-      stream.emit("wantTrailers");
+    if (stream.waitForTrailers && stream.askTrailers()) {
       if (stream.localEnded || stream.closed) return;
     }
     this.out.frame(FrameType.DATA, Flag.END_STREAM, stream.id);
@@ -298,7 +297,7 @@ export class H2ServerConnection extends H2Endpoint<H2ServerStream> {
     queueMicrotask(this.flush);
   }
 
-  /** Writes the turn's frames in one write, then tells closed streams' listeners. */
+  /** Writes the turn's frames in one write, then tells closed streams' handlers. */
   private readonly flush = (): void => {
     this.flushQueued = false;
     if (this.out.length > 0 && !this.closed) {
@@ -307,7 +306,7 @@ export class H2ServerConnection extends H2Endpoint<H2ServerStream> {
     if (this.closing.length > 0) {
       const closing = this.closing;
       this.closing = [];
-      for (const s of closing) s.emitClosed();
+      for (const s of closing) s.tellClosed();
     }
     if (this.stopReading && !this.closed && !this.flushQueued) {
       this.closed = true;

@@ -1,9 +1,6 @@
 import type { OutgoingHttpHeaders } from "node:http2";
-import type { ClientStream } from "../../proxy/client-stream.js";
+import type { ClientStream, ClientStreamHandler } from "../../proxy/client-stream.js";
 import { ErrorCode } from "../../h2/frames.js";
-
-// node:http2-style listeners take their event's own argument type.
-type Listener = (this: H2ServerStream, arg?: any) => void;
 
 /** What a stream asks of the connection that carries it. */
 export interface StreamCarrier {
@@ -19,9 +16,9 @@ export interface StreamCarrier {
 }
 
 /**
- * One client request on kedge's HTTP/2 server: the ClientStream the proxy drives. Events are kept
- * as a flat list (a stream has a handful of listeners) and called with the stream as `this`.
- * Request body bytes are views of the socket reads they arrived in (Bun never reuses a read's
+ * One client request on kedge's HTTP/2 server: the ClientStream the proxy drives. What happens to
+ * the stream goes to the one handler the proxy gives it, called synchronously, as the upstream
+ * side's H2Stream tells its StreamHandler. Request body bytes are views of the socket reads they arrived in (Bun never reuses a read's
  * buffer), or copies of short ones (net/bytes bytesIn).
  */
 export class H2ServerStream implements ClientStream {
@@ -52,8 +49,8 @@ export class H2ServerStream implements ClientStream {
   grpc = false;
   closed = false;
   readableEnded = false;
-  private listeners: (string | Listener)[] = [];
-  /** null until a reader attaches ("data" listener or resume()), false while paused. */
+  private handler: ClientStreamHandler | undefined;
+  /** null until a reader attaches (handle() or resume()), false while paused. */
   private flowing: boolean | null = null;
   private inbox: Uint8Array[] | undefined;
   private endQueued = false;
@@ -87,55 +84,29 @@ export class H2ServerStream implements ClientStream {
     return this.localEnded;
   }
 
-  // --- events ---
+  // --- the handler ---
 
-  on(event: string, listener: Listener): this {
-    this.listeners.push(event, listener);
-    if (event === "data" && this.flowing === null) this.resume();
-    return this;
+  /**
+   * Gives the stream its handler, once: what arrived meanwhile follows in order (in a microtask),
+   * unless the stream was paused first, then from resume().
+   */
+  handle(handler: ClientStreamHandler): void {
+    if (this.handler !== undefined) throw new Error("the stream already has a handler");
+    this.handler = handler;
+    if (this.flowing === null) this.resume();
   }
 
-  once(event: string, listener: Listener): this {
-    const stream = this;
-    const wrapped: Listener = function (arg) {
-      stream.off(event, wrapped);
-      listener.call(stream, arg);
-    };
-    return this.on(event, wrapped);
+  /** The stream can take more response bytes (write() returned false). */
+  drained(): void {
+    this.handler?.drain();
   }
 
-  off(event: string, listener: Listener): this {
-    const ls = this.listeners;
-    for (let i = 0; i < ls.length; i += 2) {
-      if (ls[i] === event && ls[i + 1] === listener) {
-        ls.splice(i, 2);
-        break;
-      }
-    }
-    return this;
-  }
-
-  /** Calls this event's listeners; those a listener adds or removes meanwhile do not change this call's set. */
-  emit(event: string, arg?: unknown): boolean {
-    const ls = this.listeners;
-    let first: Listener | undefined;
-    let more: Listener[] | undefined;
-    for (let i = 0; i < ls.length; i += 2) {
-      if (ls[i] !== event) continue;
-      if (first === undefined) first = ls[i + 1] as Listener;
-      else (more ??= []).push(ls[i + 1] as Listener);
-    }
-    if (first === undefined) return false;
-    first.call(this, arg);
-    if (more) for (const l of more) l.call(this, arg);
+  /** The response waits for trailers: asks the handler for them; false when it has none to send. */
+  askTrailers(): boolean {
+    const handler = this.handler;
+    if (handler?.wantTrailers === undefined) return false;
+    handler.wantTrailers();
     return true;
-  }
-
-  /** Listeners of this event, for wantTrailers (no listener: the stream ends without trailers). */
-  has(event: string): boolean {
-    const ls = this.listeners;
-    for (let i = 0; i < ls.length; i += 2) if (ls[i] === event) return true;
-    return false;
   }
 
   // --- the request body ---
@@ -154,14 +125,14 @@ export class H2ServerStream implements ClientStream {
 
   private deliver(bytes: Uint8Array): void {
     this.unacked += bytes.length;
-    this.emit("data", bytes);
+    this.handler?.data(bytes as Buffer);
     this.conn.grant(this);
   }
 
   private finishReading(): void {
     if (this.readableEnded) return;
     this.readableEnded = true;
-    this.emit("end");
+    this.handler?.end();
   }
 
   /** A stream whose HEADERS ended it: its reader still hears "end" once it attaches. */
@@ -234,7 +205,7 @@ export class H2ServerStream implements ClientStream {
     this.conn.reset(this, code);
   }
 
-  /** The connection ended the stream (cleanly or not): nothing more is read or written. Its "close" follows later, from emitClosed. */
+  /** The connection ended the stream (cleanly or not): nothing more is read or written. Its handler hears of it later, from tellClosed(). */
   markClosed(): void {
     this.closed = true;
     this.inbox = undefined;
@@ -243,8 +214,8 @@ export class H2ServerStream implements ClientStream {
     this.pendingOutBytes = 0;
   }
 
-  /** "close", once the turn that closed the stream is over, as node:http2 emits it. */
-  emitClosed(): void {
-    this.emit("close");
+  /** The handler hears of the close once the turn that closed the stream is over, as node:http2 emits "close". */
+  tellClosed(): void {
+    this.handler?.close();
   }
 }
