@@ -8,7 +8,7 @@ import ts from "typescript";
 // is named on its own. net/ sits below observe and config because both read its syntax helpers
 // (host:port, the peer certificate); h2/ stays above them so the HTTP/2 engine may count and log.
 const floors: readonly (readonly string[])[] = [
-  ["main.ts", "cli/"],
+  ["main.ts", "cli/", "client/"],
   ["winch/"],
   ["server/"],
   ["proxy/"],
