@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "bun:test";
 import * as grpc from "@grpc/grpc-js";
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import https from "node:https";
 import net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -173,6 +174,35 @@ describe("the client's port and scheme reach kedge through winch", () => {
     const before = kedgeConnections;
     for (let i = 0; i < 3; i++) expect((await viaWinch(`http://p80.${domain}/again`)).status).toBe(200);
     expect(kedgeConnections).toBe(before);
+  });
+});
+
+describe("kedge accepts the wire form from any HTTPS client", () => {
+  /** One absolute-form GET to kedge's TLS listener with Node's https client, as the client library sends it. */
+  const absoluteGet = (agent: https.Agent, url: string) =>
+    new Promise<{ status: number; body: string; socket: object }>((resolve, reject) => {
+      const { host } = new URL(url);
+      const req = https.request({ host: "localhost", servername: "localhost", port: ports.kedge, path: url, headers: { host }, agent }, (res) => {
+        let body = "";
+        res.on("data", (d) => (body += d));
+        res.on("end", () => resolve({ status: res.statusCode ?? 0, body, socket: req.socket! }));
+      });
+      req.on("error", reject);
+      req.end();
+    });
+
+  it("routes Node's https client by the URI's port, on one kept-alive connection", async () => {
+    const agent = new https.Agent({ keepAlive: true, maxSockets: 1, ca: readFileSync(pki.caFile, "utf8") });
+    try {
+      const first = await absoluteGet(agent, `http://p80.${domain}/node`);
+      expect(first.status).toBe(200);
+      expect(JSON.parse(first.body)).toEqual({ line: "GET /node HTTP/1.1", host: `p80.${domain}` });
+      const second = await absoluteGet(agent, `http://p8080.${domain}:8080/node`);
+      expect(second.status).toBe(200);
+      expect(second.socket).toBe(first.socket);
+    } finally {
+      agent.destroy();
+    }
   });
 });
 
