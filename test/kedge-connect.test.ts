@@ -3,6 +3,7 @@ import net from "node:net";
 import { makeTestPki, type TestPki } from "./helpers/certs.ts";
 import { curl } from "./helpers/curl.ts";
 import { startTestKedge, type TestKedge } from "./helpers/kedge.ts";
+import { rawHead } from "./helpers/raw-http.ts";
 import { startUpstream, type Upstream } from "./helpers/upstream.ts";
 import { until } from "./helpers/wait.ts";
 
@@ -52,20 +53,7 @@ const viaKedge = (extra: string[]) => ["-p", "-x", `https://127.0.0.1:${kedge.po
 const bearer = ["--proxy-header", `Proxy-Authorization: Bearer ${token}`];
 
 /** Sends a raw CONNECT and returns kedge's answer head. */
-function rawConnect(port: number, target: string, headers: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const socket = net.connect(port, "127.0.0.1", () => socket.write(`CONNECT ${target} HTTP/1.1\r\nHost: ${target}\r\n${headers}\r\n`));
-    let got = "";
-    socket.on("data", (d) => {
-      got += d.toString("latin1");
-      if (got.includes("\r\n\r\n")) {
-        socket.destroy();
-        resolve(got);
-      }
-    });
-    socket.on("error", reject);
-  });
-}
+const rawConnect = (port: number, target: string, headers: string) => rawHead(port, `CONNECT ${target} HTTP/1.1\r\nHost: ${target}\r\n${headers}\r\n`);
 
 describe("CONNECT through kedge", () => {
   it("tunnels plain HTTP to the route's backend: curl -p over kedge's TLS listener", async () => {

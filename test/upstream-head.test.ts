@@ -69,4 +69,11 @@ describe("the upstream request head", () => {
     expect(out).toContain("Accept: */*\r\n");
     expect(out).toContain("x-forwarded-proto: http\r\n");
   });
+
+  it("writes the absolute-form request line for an upstream that is a forward proxy, origin-form otherwise", () => {
+    const head = parseRequestHead("GET http://svc.c1.example:8080/p?q=1 HTTP/1.1\r\nHost: svc.c1.example:8080\r\n\r\n", limits) as RequestHead;
+    const base = { path: "/p?q=1", host: "svc.c1.example:8080" };
+    expect(buildUpstreamHead(input(head, { ...base, absoluteScheme: "http" }))).toStartWith("GET http://svc.c1.example:8080/p?q=1 HTTP/1.1\r\nhost: svc.c1.example:8080\r\n");
+    expect(buildUpstreamHead(input(head, base))).toStartWith("GET /p?q=1 HTTP/1.1\r\nhost: svc.c1.example:8080\r\n");
+  });
 });

@@ -30,6 +30,12 @@ export interface UpstreamHeadInput {
   method: string;
   path: string;
   host: string;
+  /**
+   * Set when the upstream is itself a forward proxy (winch → kedge): the request line is the
+   * absolute-form `scheme://host` + path (RFC 9112 §3.2.2), so it learns the port and scheme the
+   * client named, which an origin-form line over its TLS listener would hide.
+   */
+  absoluteScheme?: string;
   headers: IncomingHttpHeaders;
   clientIp: string;
   scheme: string;
@@ -90,6 +96,11 @@ export function writeUpstreamHead(w: HeadWriter, input: UpstreamHeadInput): Head
   const extra = connectionTokens(headers);
   w.text(input.method);
   w.text(" ");
+  if (input.absoluteScheme !== undefined) {
+    w.text(input.absoluteScheme);
+    w.text("://");
+    w.text(input.host);
+  }
   w.text(input.path);
   w.text(" HTTP/1.1\r\n");
   w.line("host", input.host);

@@ -25,7 +25,7 @@ function connectFacts(req: ConnectRequest): ParsedRequest {
   const hostPort = /:\d+$/.test(target) ? parseHostPort(target, 0) : undefined;
   if (!hostPort) throw new KedgeError("bad-request", 400, `CONNECT needs host:port, got ${JSON.stringify(target.slice(0, 100))}`);
   // No path: a route with path rules never matches a tunnel, since no path could be enforced inside it.
-  return { host: hostPort.host, port: hostPort.port, explicitPort: true, path: "", forwardProxy: true, headers: req.headers, origin: "", authority: target };
+  return { host: hostPort.host, port: hostPort.port, explicitPort: true, path: "", forwardProxy: true, headers: req.headers, origin: "", authority: target, uriScheme: "" };
 }
 
 /**

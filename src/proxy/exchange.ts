@@ -30,6 +30,8 @@ export interface Routing {
   dropUnderscoreNames?: boolean;
   /** The matched route for metrics and access logs (its index, "adhoc" or "none"); winch has none. */
   route?: string;
+  /** The backend is a forward proxy (winch's kedge): send it the client's absolute URI, not origin-form. */
+  absoluteForm?: boolean;
 }
 
 /** What differs between kedge's reverse proxy and winch's forward proxy; the exchange itself is shared. */
@@ -187,6 +189,7 @@ class HttpExchange extends Attempts<HttpBackend> implements RecordedHttp, BodyRe
       method: this.req.method,
       path: facts.origin,
       host: facts.authority,
+      absoluteScheme: routing.absoluteForm ? facts.uriScheme : undefined,
       headers: this.req.headers,
       clientIp: this.req.remoteAddress,
       scheme: this.req.scheme,

@@ -43,6 +43,8 @@ export interface ParsedRequest extends RequestFacts {
   origin: string;
   /** What the client addressed; becomes the backend's Host header. */
   authority: string;
+  /** The absolute URI's scheme, lower case; "" for an origin-form request or a CONNECT. */
+  uriScheme: string;
 }
 
 function splitTarget(target: string): { path: string; origin: string } {
@@ -81,11 +83,12 @@ export function requestFacts(req: IngressRequest): ParsedRequest {
   let target = req.target;
   let authority = req.authority;
   let scheme: string = req.scheme;
+  let uriScheme = "";
   let forwardProxy = false;
   if (target.charCodeAt(0) !== 47 /* "/" */ && target !== "*") {
     const m = /^(https?):\/\/([^/?#]*)(.*)$/i.exec(target);
     if (!m) throw new KedgeError("bad-request", 400, "malformed request target");
-    scheme = m[1].toLowerCase();
+    scheme = uriScheme = m[1].toLowerCase();
     authority = m[2]; // RFC 9112 §3.2.2: the absolute URI's authority replaces Host
     target = m[3] === "" ? "/" : m[3].charCodeAt(0) === 47 ? m[3] : `/${m[3]}`;
     forwardProxy = true;
@@ -103,5 +106,6 @@ export function requestFacts(req: IngressRequest): ParsedRequest {
     headers: req.headers,
     origin,
     authority,
+    uriScheme,
   };
 }

@@ -33,7 +33,8 @@ export function winchHttpProxy(live: () => WinchContext, tunnels: Tunnels): Http
         return { backend: ctx.upstreams.directTo(facts.host, facts.port), label: "direct", ready: undefined, unrouted: undefined, setHeaders: undefined, maxBodyBytes: 0 };
       }
       const { kedge } = to.mapping;
-      const routing: Routing = { backend: undefined, label: kedge.host, ready: undefined, unrouted: undefined, setHeaders: undefined, maxBodyBytes: 0 };
+      // kedge gets the request as it would from a client using it as its own proxy: absolute-form, the port and scheme intact.
+      const routing: Routing = { backend: undefined, label: kedge.host, ready: undefined, unrouted: undefined, setHeaders: undefined, maxBodyBytes: 0, absoluteForm: true };
       const use = (injection: Injection) => {
         routing.backend = ctx.upstreams.httpTo(kedge, injection.clientCert);
         routing.setHeaders = injection.headers;

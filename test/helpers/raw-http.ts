@@ -1,3 +1,5 @@
+import net from "node:net";
+
 export interface RawResponse {
   status: number;
   headers: Record<string, string>;
@@ -32,6 +34,23 @@ export async function rawHttp(port: number, request: string | Uint8Array): Promi
   for (const l of lines) headers[l.slice(0, l.indexOf(":")).toLowerCase()] = l.slice(l.indexOf(":") + 1).trim();
   if (headers["transfer-encoding"] === "chunked") body = dechunk(body);
   return { status: Number(statusLine.split(" ")[1]), headers, body, text };
+}
+
+/** Sends `request` over TCP and returns what came back up to the end of the first head (a 101's or CONNECT's answer). */
+export function rawHead(port: number, request: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect(port, "127.0.0.1", () => socket.write(request));
+    let got = "";
+    socket.on("data", (d) => {
+      got += d.toString("latin1");
+      if (got.includes("\r\n\r\n")) {
+        socket.destroy();
+        resolve(got);
+      }
+    });
+    socket.on("error", reject);
+    socket.on("close", () => resolve(got));
+  });
 }
 
 function dechunk(s: string): string {
