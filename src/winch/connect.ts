@@ -1,79 +1,23 @@
 import type { Duplex } from "node:stream";
-import tls from "node:tls";
 import { asKedgeError, KedgeError } from "../errors.js";
 import { log } from "../observe/log.js";
 import { requestIdFrom } from "../proxy/request.js";
 import { dialTcp, writeRawError, tunnelEstablished, type Tunnels } from "../proxy/tunnel.js";
-import { parseHostPort } from "../net/host-port.js";
+import { parseHostPort, type HostPort } from "../net/host-port.js";
 import type { RequestHead } from "../server/h1/request-head.js";
-import { ResponseParser } from "../upstream/response-parser.js";
-import type { ResponseHead } from "../upstream/response-head.js";
-import { destination, winchRequestId, type WinchContext } from "./context.js";
+import { destination, winchClientIdleMs, winchRequestId, type WinchContext } from "./context.js";
+import { answerField, askKedgeForTunnel, type KedgeAnswer } from "./kedge-tunnel.js";
+import type { Mapping } from "./mapper.js";
+import { sniffTunnel } from "./tunnel-sniff.js";
 
 const connectTimeoutMs = 5_000;
 
-/** kedge's answer to a CONNECT: its head, and what came after the head in the same read. */
-interface KedgeAnswer {
-  head: ResponseHead;
-  rest: Uint8Array;
-}
-
-/** A sink for a head only: a CONNECT's 200 is followed by the tunnel's bytes, a refusal's body is relayed as it comes. */
-class HeadOnly {
-  head: ResponseHead | undefined;
-  onHead(head: ResponseHead): void {
-    this.head = head;
-  }
-  onBody(): boolean {
-    return true;
-  }
-  onEnd(): void {}
-}
-
-/**
- * Opens TLS to the kedge, sends CONNECT with the route's proxy credentials, and resolves with
- * kedge's answer read by the upstream response parser (the socket is paused after it), or rejects
- * after connectTimeoutMs.
- */
-function connectViaKedge(socket: tls.TLSSocket, target: string, headers: Record<string, string>): Promise<KedgeAnswer> {
-  socket.once("secureConnect", () => {
-    let request = `CONNECT ${target} HTTP/1.1\r\nhost: ${target}\r\n`;
-    for (const name in headers) request += `${name}: ${headers[name]}\r\n`;
-    socket.write(`${request}\r\n`);
-  });
-  return new Promise((resolve, reject) => {
-    const parser = new ResponseParser();
-    const sink = new HeadOnly();
-    parser.expect(sink, true);
-    const timer = setTimeout(() => fail(new Error("kedge did not answer CONNECT in time")), connectTimeoutMs);
-    const stop = () => {
-      clearTimeout(timer);
-      socket.off("data", onData);
-      socket.off("error", fail);
-      socket.off("close", closed);
-    };
-    const fail = (err: Error) => {
-      stop();
-      socket.destroy();
-      reject(err);
-    };
-    const closed = () => fail(new Error("kedge closed the connection before answering CONNECT"));
-    const onData = (chunk: Buffer) => {
-      let used: number;
-      try {
-        used = parser.feed(chunk);
-      } catch (e) {
-        return fail(e as Error);
-      }
-      if (!sink.head) return;
-      stop();
-      socket.pause();
-      resolve({ head: sink.head, rest: chunk.subarray(used) });
-    };
-    socket.on("data", onData);
-    socket.once("error", fail);
-    socket.once("close", closed);
-  });
+/** Where winch serves a tunnel's bytes itself, as if they had come to one of its ports. */
+export interface TunnelServers {
+  /** Plain HTTP to `target`, served by winch's HTTP proxy. */
+  http(early: Buffer, target: string): void;
+  /** HTTP/2 (gRPC) to `target`, served by winch's gRPC port's server; `early` starts with the preface. */
+  grpc(early: Buffer, target: string): void;
 }
 
 /**
@@ -81,7 +25,8 @@ function connectViaKedge(socket: tls.TLSSocket, target: string, headers: Record<
  * opened, the connections are spliced, `early` (what the client sent past its CONNECT) first;
  * otherwise the rest of the answer follows until kedge closes.
  */
-function relayAnswer(tunnels: Tunnels, client: Duplex, upstream: Duplex, answer: KedgeAnswer, early: Buffer): void {
+function relayAnswer(tunnels: Tunnels, client: Duplex, answer: KedgeAnswer, early: Buffer): void {
+  const upstream = answer.socket;
   client.write(`${answer.head.text}\r\n`, "latin1");
   if (answer.rest.length > 0) client.write(answer.rest);
   if (answer.head.status === 200) tunnels.splice(client, upstream, { head: early });
@@ -100,8 +45,16 @@ function refuse(ctx: WinchContext, client: Duplex, label: string, requestId: str
   writeRawError(client, err, requestId, "x-winch");
 }
 
-/** Serves the plain HTTP inside a tunnel to `target` as winch's own requests. */
-export type ServeInside = (early: Buffer, target: string) => void;
+/**
+ * A tunnel that already got winch's 200 cannot be refused with a status: it is closed, with one
+ * warn line saying why, and counted by `type` (kedge's refusal: "tunnel-refused").
+ */
+function closeAnswered(ctx: WinchContext, client: Duplex, label: string, target: string, status: number, type: string, fields: Record<string, string>): void {
+  log.warn("closed a CONNECT tunnel winch had answered 200", { target, kedge: label, status, ...fields });
+  ctx.metrics.proxyErrors.inc([label, type]);
+  ctx.metrics.httpRequests.inc([label, String(status)]);
+  client.destroy();
+}
 
 /**
  * CONNECT to winch (HTTPS_PROXY clients: kubectl, curl https://…). For a mapped host winch opens
@@ -110,10 +63,19 @@ export type ServeInside = (early: Buffer, target: string) => void;
  * opaque tunnel; proxy_auth does. Unknown hosts get a plain TCP tunnel, or are refused.
  *
  * A mapped host's port 80 carries plain HTTP, and clients that always CONNECT through a proxy
- * (kubectl exec, attach and port-forward; WebSocket clients) send it that way: `serveInside` hands
+ * (kubectl exec, attach and port-forward; WebSocket clients) send it that way: `inside.http` hands
  * such a tunnel to winch's own HTTP proxy, so its requests get the route's credentials and upgrades.
+ *
+ * gRPC clients behind grpc_proxy / https_proxy (grpc-js, grpc-go) CONNECT too, and speak h2c inside,
+ * but only after the 200. So for a mapped host on any port but 80 and 443 whose route takes gRPC
+ * (protocol GRPC or ANY), winch answers 200 at once and looks at the first bytes: the HTTP/2
+ * preface goes to `inside.grpc`, winch's own gRPC path (each call mapped by its :authority and
+ * given the route's credentials); anything else (a TLS ClientHello …) goes to kedge's tunnel as
+ * below, except on a GRPC-only route, where it is closed. A refusal from kedge can then no longer
+ * be relayed with its status: the client's connection is closed and the refusal logged and counted.
+ * Port 443 and HTTP-only routes ask kedge first, so kubectl and curl see kedge's refusal as it is.
  */
-export function winchConnect(ctx: WinchContext, tunnels: Tunnels, req: RequestHead, client: Duplex, early: Buffer, serveInside: ServeInside): void {
+export function winchConnect(ctx: WinchContext, tunnels: Tunnels, req: RequestHead, client: Duplex, early: Buffer, inside: TunnelServers): void {
   const target = req.target;
   const requestId = requestIdFrom(req.headers, winchRequestId);
   client.on("error", () => {});
@@ -121,6 +83,10 @@ export function winchConnect(ctx: WinchContext, tunnels: Tunnels, req: RequestHe
   const open = async () => {
     const hostPort = /:\d+$/.test(target) ? parseHostPort(target, 0) : undefined;
     if (!hostPort) throw new KedgeError("bad-request", 400, `CONNECT needs host:port, got ${JSON.stringify(target.slice(0, 100))}`);
+    if (hostPort.port !== 80 && hostPort.port !== 443) {
+      const grpcRoute = ctx.mapper.map(hostPort.host, hostPort.port, "grpc");
+      if (grpcRoute.kind === "mapped") return sniffFirst(ctx, tunnels, client, early, target, hostPort, grpcRoute.mapping, requestId, inside);
+    }
     const to = destination(ctx, hostPort.host, hostPort.port, "http");
     if (to.kind === "direct") {
       label = "direct";
@@ -133,24 +99,62 @@ export function winchConnect(ctx: WinchContext, tunnels: Tunnels, req: RequestHe
       ctx.metrics.httpRequests.inc([label, "200"]);
       return;
     }
-    const { kedge } = to.mapping;
-    label = kedge.host;
+    label = to.mapping.kedge.host;
     if (hostPort.port === 80) {
       // Plain HTTP inside: winch serves the tunnel's requests itself, credentials and upgrades included.
       client.write(tunnelEstablished({ "x-kedge-request-id": requestId }));
       ctx.metrics.httpRequests.inc([label, "200"]);
-      return serveInside(early, target);
+      return inside.http(early, target);
     }
     if (to.mapping.backendAuth) log.debug("backend_auth does not apply to a CONNECT tunnel", { host: hostPort.host });
-    const injection = await ctx.injector.inject(to.mapping, false);
-    const socket = tls.connect(ctx.upstreams.tlsOptions(kedge, injection.clientCert));
-    const answer = await connectViaKedge(socket, target, { ...injection.headers, "x-kedge-request-id": requestId }).catch((e: Error) => {
-      throw new KedgeError("no-connection-to-all-resolved-addresses", 502, `kedge ${kedge.host}: ${e.message}`);
-    });
+    const answer = await askKedgeForTunnel(ctx, to.mapping, target, requestId);
     ctx.metrics.httpRequests.inc([label, String(answer.head.status)]);
-    if (client.destroyed) return void socket.destroy();
+    if (client.destroyed) return void answer.socket.destroy();
     // kedge's refusal (401, 403, 502 …) goes to the client as kedge wrote it.
-    relayAnswer(tunnels, client, socket, answer, early);
+    relayAnswer(tunnels, client, answer, early);
   };
   open().catch((e) => refuse(ctx, client, label, requestId, e));
+}
+
+/** The 200 first, then the tunnel's first bytes decide (winchConnect's rule for gRPC routes). */
+async function sniffFirst(
+  ctx: WinchContext,
+  tunnels: Tunnels,
+  client: Duplex,
+  early: Buffer,
+  target: string,
+  hostPort: HostPort,
+  grpcMapping: Mapping,
+  requestId: string,
+  inside: TunnelServers,
+): Promise<void> {
+  let label = grpcMapping.kedge.host;
+  client.write(tunnelEstablished({ "x-kedge-request-id": requestId }));
+  const sniffed = await sniffTunnel(client, early, winchClientIdleMs);
+  if (sniffed.kind === "closed") return void client.destroy();
+  if (sniffed.kind === "idle") return closeAnswered(ctx, client, label, target, 408, "tunnel-idle-timeout", { error: "the client sent nothing" });
+  if (sniffed.kind === "h2") {
+    ctx.metrics.httpRequests.inc([label, "200"]);
+    return inside.grpc(sniffed.bytes, target);
+  }
+  const httpRoute = ctx.mapper.map(hostPort.host, hostPort.port, "http");
+  if (httpRoute.kind !== "mapped") return closeAnswered(ctx, client, label, target, 400, "bad-request", { error: "the route takes gRPC only and the tunnel is not HTTP/2" });
+  label = httpRoute.mapping.kedge.host;
+  let answer: KedgeAnswer;
+  try {
+    answer = await askKedgeForTunnel(ctx, httpRoute.mapping, target, requestId);
+  } catch (e) {
+    const err = asKedgeError(e);
+    return closeAnswered(ctx, client, label, target, err.status, err.type, { error: err.message });
+  }
+  if (client.destroyed) return void answer.socket.destroy();
+  if (answer.head.status !== 200) {
+    answer.socket.destroy();
+    const fields = { error: answerField(answer.head, "x-kedge-error"), errorType: answerField(answer.head, "x-kedge-error-type") };
+    return closeAnswered(ctx, client, label, target, answer.head.status, "tunnel-refused", fields);
+  }
+  ctx.metrics.httpRequests.inc([label, "200"]);
+  if (answer.rest.length > 0) client.write(answer.rest);
+  tunnels.splice(client, answer.socket, { head: sniffed.bytes });
+  answer.socket.resume();
 }

@@ -4,7 +4,8 @@ import type { KedgeError } from "../errors.js";
 import { forwardCall } from "../proxy/grpc.js";
 import { answerStatus, GrpcStatus, openCall } from "../proxy/grpc-call.js";
 import { requestIdFrom } from "../proxy/request.js";
-import { parseHostPort } from "../net/host-port.js";
+import { isIP } from "node:net";
+import { parseHostPort, type HostPort } from "../net/host-port.js";
 import { destination, winchRequestId, type WinchContext } from "./context.js";
 import type { Injection } from "./credentials.js";
 
@@ -15,15 +16,28 @@ function statusFor(err: KedgeError): number {
 }
 
 /**
- * One call on winch's h2c gRPC port: the client dialled winch with its target as :authority;
- * winch maps it and forwards the call to that cluster's kedge over TLS, authority unchanged,
- * with the route's credentials as metadata.
+ * A call's authority is the CONNECT's target when it names no host winch could map (missing,
+ * malformed or an IP literal) and the call came through a tunnel: the client meant that target.
  */
-export function winchGrpc(ctx: WinchContext, stream: ClientStream, headers: IncomingHttpHeaders): void {
+function tunnelAuthority(stream: ClientStream, headers: IncomingHttpHeaders, tunnelTargets: WeakMap<object, string>): HostPort | undefined {
+  const socket = stream.session?.socket;
+  const target = socket ? tunnelTargets.get(socket) : undefined;
+  if (target === undefined) return undefined;
+  headers[":authority"] = target;
+  return parseHostPort(target, 0);
+}
+
+/**
+ * One call on winch's h2c gRPC port, or in a CONNECT tunnel that carries HTTP/2: the client's
+ * target is the :authority; winch maps it and forwards the call to that cluster's kedge over TLS,
+ * authority unchanged, with the route's credentials as metadata.
+ */
+export function winchGrpc(ctx: WinchContext, stream: ClientStream, headers: IncomingHttpHeaders, tunnelTargets: WeakMap<object, string>): void {
   const { call, refuse } = openCall(ctx.metrics, stream, headers, statusFor);
   try {
     const authority = ((headers[":authority"] ?? headers.host) as string | undefined) ?? "";
-    const hostPort = parseHostPort(authority, 0);
+    let hostPort = parseHostPort(authority, 0);
+    if (!hostPort || isIP(hostPort.host)) hostPort = tunnelAuthority(stream, headers, tunnelTargets) ?? hostPort;
     if (!hostPort) return answerStatus(stream, GrpcStatus.UNIMPLEMENTED, `${JSON.stringify(authority.slice(0, 100))} is not a kedge destination`, call);
     const to = destination(ctx, hostPort.host, hostPort.port || undefined, "grpc");
     if (to.kind !== "kedge") throw new Error("unreachable: gRPC never goes direct");

@@ -4,6 +4,7 @@ import type { IngressRequest, IngressResponse } from "../proxy/ingress.js";
 import { requestIdFrom } from "../proxy/request.js";
 import type { Tunnels } from "../proxy/tunnel.js";
 import { ConnectionGuard } from "../server/connection-guard.js";
+import type { TunnelSocket } from "../net/tunnel-socket.js";
 import { H1Connections, type H1Roles } from "../server/h1/connections.js";
 import { startPlainListener, type PlainListener } from "../server/plain-listener.js";
 import { winchConnect } from "./connect.js";
@@ -18,6 +19,9 @@ export interface WinchHttpPort {
   openConnections(): number;
 }
 
+/** Serves a CONNECT tunnel that carries HTTP/2 on winch's gRPC server; `early` starts with the preface. */
+export type GrpcTunnelServer = (tunnel: TunnelSocket, early: Buffer, target: string, remoteAddress: string) => void;
+
 const notAProxyRequest = new KedgeError("bad-request", 400, "winch is a forward proxy: send absolute-URI requests (set HTTP_PROXY) or CONNECT; the PAC file is /wpad.dat");
 const slash = 47;
 
@@ -25,9 +29,10 @@ const slash = 47;
  * winch's HTTP proxy port, on kedge's own HTTP/1.1 server: absolute-URI requests and upgrades are
  * forwarded (http-proxy), CONNECT opens a tunnel (connect), and origin-form requests are for winch
  * itself: the PAC file at /wpad.dat. Inside a tunnel to a mapped host's port 80, which winch serves
- * itself, origin-form requests are for the CONNECT's host:port, as if sent absolute.
+ * itself, origin-form requests are for the CONNECT's host:port, as if sent absolute. A tunnel that
+ * carries HTTP/2 (gRPC behind grpc_proxy) goes to `grpcTunnel`.
  */
-export function startWinchHttpPort(live: () => WinchContext, tunnels: Tunnels, bind: string, port: number): WinchHttpPort {
+export function startWinchHttpPort(live: () => WinchContext, tunnels: Tunnels, bind: string, port: number, grpcTunnel: GrpcTunnelServer): WinchHttpPort {
   const httpProxy = winchHttpProxy(live, tunnels);
   /** Tunnels winch serves itself, by their client side: the CONNECT's host:port. */
   const servedTunnels = new WeakMap<object, string>();
@@ -63,9 +68,12 @@ export function startWinchHttpPort(live: () => WinchContext, tunnels: Tunnels, b
       exchange(httpProxy, req, res);
     },
     connect(head, tunnel, rest, client) {
-      winchConnect(live(), tunnels, head, tunnel, rest, (early, target) => {
-        servedTunnels.set(tunnel, target);
-        connections.adoptTunnel(tunnel, early, client);
+      winchConnect(live(), tunnels, head, tunnel, rest, {
+        http(early, target) {
+          servedTunnels.set(tunnel, target);
+          connections.adoptTunnel(tunnel, early, client);
+        },
+        grpc: (early, target) => grpcTunnel(tunnel, early, target, client.remoteAddress),
       });
     },
     errorPrefix: "x-winch",

@@ -58,9 +58,11 @@ export async function startWinch(config: WinchConfig, options: WinchOptions = {}
 
   // The gRPC port runs on kedge's own HTTP/2 server, as kedge's listeners do.
   const grpcGuard = new ConnectionGuard(16_384);
+  /** CONNECT tunnels served as gRPC, by their client side: the CONNECT's host:port, for calls whose :authority names no host. */
+  const tunnelTargets = new WeakMap<object, string>();
   const grpcConnections = new H2Connections({
     serve: (stream, headers) => {
-      if (isGrpc(headers)) return winchGrpc(live(), stream, headers);
+      if (isGrpc(headers)) return winchGrpc(live(), stream, headers, tunnelTargets);
       const reason = "this port takes gRPC only; use the HTTP proxy port";
       stream.respond({ ":status": 415, "content-type": "text/plain; charset=utf-8", "x-winch-error": reason, "x-winch-error-type": "bad-request" });
       stream.end(Buffer.from(`${reason}\n`));
@@ -83,7 +85,10 @@ export async function startWinch(config: WinchConfig, options: WinchOptions = {}
   });
 
   try {
-    httpPort = startWinchHttpPort(live, tunnels, bind, server?.httpPort ?? 8070);
+    httpPort = startWinchHttpPort(live, tunnels, bind, server?.httpPort ?? 8070, (tunnel, early, target, remoteAddress) => {
+      tunnelTargets.set(tunnel, target);
+      grpcConnections.adoptTunnel(tunnel, early, remoteAddress);
+    });
     ports.http = httpPort.port;
     grpcListener = startPlainListener(bind, server?.grpcPort ?? 8071, grpcConnections);
     ports.grpc = grpcListener.port;

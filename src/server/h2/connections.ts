@@ -79,14 +79,30 @@ export class H2Connections implements H2ServerHandler {
 
   /** A node socket: the TLS listener's connections that chose h2. */
   adoptSocket(socket: Duplex): void {
-    const transport = new NodeTransport(socket);
-    const conn = this.adopt(transport, socket, false);
+    this.adoptStream(new NodeTransport(socket), socket);
+  }
+
+  /**
+   * A CONNECT tunnel whose bytes this listener serves as HTTP/2 itself (winch: gRPC clients that
+   * reach it through grpc_proxy); `rest` is what the client already sent, the preface first. Its
+   * streams name the tunnel as their connection's socket.
+   */
+  adoptTunnel(tunnel: Duplex, rest: Buffer, remoteAddress: string): void {
+    const conn = this.adoptStream(new NodeTransport(tunnel, remoteAddress), tunnel);
+    if (rest.length > 0) conn.onData(rest);
+    // Left paused by whoever read its first bytes to decide what it carries.
+    tunnel.resume();
+  }
+
+  private adoptStream(transport: NodeTransport, peer: Duplex): H2ServerConnection {
+    const conn = this.adopt(transport, peer, false);
     transport.deliverTo({
       onData: (d) => conn.onData(d),
       onDrain: () => conn.onDrain(),
       onEnd: () => conn.onEnd(),
       onClose: () => this.closed(conn),
     });
+    return conn;
   }
 
   closed(conn: H2ServerConnection | undefined): void {
