@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from "bun:test";
 import { mkdtempSync, writeFileSync } from "node:fs";
+import { connect, createServer, type Server } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ensureBinary, root, runBinary, waitFor, type Running } from "./helpers/binary.ts";
@@ -20,6 +21,8 @@ const appToken = "app-backend-token";
 let pki: TestPki;
 let greeter: GreeterServer;
 let secure: Upstream;
+/** A server that speaks first, as SMTP, MySQL and SSH do: its banner, then an echo. */
+let banner: Server;
 let kedge: Running;
 let winch: Running;
 const ports = { kedgeTls: 0, http: 0, monitoring: 0 };
@@ -32,14 +35,23 @@ beforeAll(async () => {
   greeter = await startGreeter("tunnelled", undefined, { requiredAuthorization: () => `Bearer ${appToken}` });
   const secureCert = issueClientCert(pki, "secure", "/CN=secure", { serverAuth: true, sans: `DNS:secure.${cluster}` });
   secure = await startUpstream("secure", { tls: { cert: secureCert.cert, key: secureCert.key } });
+  banner = createServer((s) => {
+    s.write("220 banner ready\r\n");
+    s.pipe(s);
+  });
+  await new Promise<void>((resolve) => banner.listen(0, "127.0.0.1", resolve));
   const kedgeConfig = join(dir, "kedge.json");
   writeFileSync(kedgeConfig, JSON.stringify({
     server: { bind_address: "127.0.0.1", http_tls_port: 0, admin_port: 0, log_level: "error", tls_cert_file: pki.serverCertFile, tls_key_file: pki.serverKeyFile, tls_client_ca_files: [pki.caFile] },
     auth: { bearer_token: kedgeToken },
     grpc: { backends: [{ name: "greeter", static: { addresses: [`127.0.0.1:${greeter.port}`] } }], routes: [{ backend_name: "greeter" }] },
     http: {
-      backends: [{ name: "secure", static: { addresses: [`127.0.0.1:${secure.port}`] } }],
+      backends: [
+        { name: "secure", static: { addresses: [`127.0.0.1:${secure.port}`] } },
+        { name: "banner", static: { addresses: [`127.0.0.1:${(banner.address() as { port: number }).port}`] } },
+      ],
       routes: [
+        { backend_name: "banner", host_matcher: `banner.${cluster}`, port_matcher: 2525 },
         { backend_name: "secure", host_matcher: `secure.${cluster}`, port_matcher: 8443 },
         { backend_name: "secure", host_matcher: `secure.${cluster}`, port_matcher: 443, auth: { allowed_client_subjects: ["CN=nobody"] } },
       ],
@@ -74,6 +86,7 @@ afterAll(async () => {
   winch?.proc.kill("SIGKILL");
   await greeter?.close();
   await secure?.close();
+  banner?.close();
 });
 
 interface Outcome {
@@ -147,6 +160,18 @@ describe("other tunnels to the same routes", () => {
     expect(line).toMatchObject({ level: "warn", target: `wrong.${cluster}:8443`, status: 401, errorType: "unauthorized" });
     expect(line.error).toContain("Token does not match");
     expect(await metrics()).toMatch(new RegExp(`winch_proxy_errors_total\\{backend_name="${kedgeLabel()}",type="tunnel-refused"\\} 1`));
+  });
+
+  it("a client that waits for the server to speak first (SMTP, MySQL, SSH) gets kedge's tunnel after a short silence, not a hang", async () => {
+    const socket = connect(ports.http, "127.0.0.1");
+    let seen = "";
+    socket.on("data", (d) => void (seen += d.toString("latin1")));
+    socket.write(`CONNECT banner.${cluster}:2525 HTTP/1.1\r\nhost: banner.${cluster}:2525\r\n\r\n`);
+    await waitFor(() => seen.includes("220 banner ready"), "the server's banner through the tunnel");
+    expect(seen).toMatch(/^HTTP\/1\.1 200/);
+    socket.write("HELO winch\r\n");
+    await waitFor(() => seen.includes("HELO winch"), "the echo of what the client sent after the banner");
+    socket.destroy();
   });
 
   it("a GRPC-only route closes a tunnel that is not HTTP/2", async () => {

@@ -5,11 +5,13 @@ import { requestIdFrom } from "../proxy/request.js";
 import { dialTcp, writeRawError, tunnelEstablished, type Tunnels } from "../proxy/tunnel.js";
 import { parseHostPort, type HostPort } from "../net/host-port.js";
 import type { RequestHead } from "../server/h1/request-head.js";
-import { destination, winchClientIdleMs, winchRequestId, type WinchContext } from "./context.js";
+import { destination, winchRequestId, type WinchContext } from "./context.js";
 import { answerField, askKedgeForTunnel, type KedgeAnswer } from "./kedge-tunnel.js";
 import type { Mapping } from "./mapper.js";
 import { sniffTunnel } from "./tunnel-sniff.js";
 
+/** How long a tunnel on a gRPC-capable route may stay silent before it is taken for a server-first protocol. */
+const serverFirstWaitMs = 1_000;
 const connectTimeoutMs = 5_000;
 
 /** Where winch serves a tunnel's bytes itself, as if they had come to one of its ports. */
@@ -71,7 +73,10 @@ function closeAnswered(ctx: WinchContext, client: Duplex, label: string, target:
  * (protocol GRPC or ANY), winch answers 200 at once and looks at the first bytes: the HTTP/2
  * preface goes to `inside.grpc`, winch's own gRPC path (each call mapped by its :authority and
  * given the route's credentials); anything else (a TLS ClientHello …) goes to kedge's tunnel as
- * below, except on a GRPC-only route, where it is closed. A refusal from kedge can then no longer
+ * below, except on a GRPC-only route, where it is closed. A client that says nothing for
+ * `serverFirstWaitMs` is taken to speak a protocol where the server talks first (SMTP, MySQL, SSH
+ * banners) and goes to kedge's tunnel too: gRPC clients send their preface the moment the 200
+ * arrives, so the wait costs them nothing and spares the others a hang. A refusal from kedge can then no longer
  * be relayed with its status: the client's connection is closed and the refusal logged and counted.
  * Port 443 and HTTP-only routes ask kedge first, so kubectl and curl see kedge's refusal as it is.
  */
@@ -130,15 +135,17 @@ async function sniffFirst(
 ): Promise<void> {
   let label = grpcMapping.kedge.host;
   client.write(tunnelEstablished({ "x-kedge-request-id": requestId }));
-  const sniffed = await sniffTunnel(client, early, winchClientIdleMs);
+  const sniffed = await sniffTunnel(client, early, serverFirstWaitMs);
   if (sniffed.kind === "closed") return void client.destroy();
-  if (sniffed.kind === "idle") return closeAnswered(ctx, client, label, target, 408, "tunnel-idle-timeout", { error: "the client sent nothing" });
   if (sniffed.kind === "h2") {
     ctx.metrics.httpRequests.inc([label, "200"]);
     return inside.grpc(sniffed.bytes, target);
   }
   const httpRoute = ctx.mapper.map(hostPort.host, hostPort.port, "http");
-  if (httpRoute.kind !== "mapped") return closeAnswered(ctx, client, label, target, 400, "bad-request", { error: "the route takes gRPC only and the tunnel is not HTTP/2" });
+  if (httpRoute.kind !== "mapped") {
+    if (sniffed.kind === "idle") return closeAnswered(ctx, client, label, target, 408, "tunnel-idle-timeout", { error: "the client sent nothing on a route that takes gRPC only" });
+    return closeAnswered(ctx, client, label, target, 400, "bad-request", { error: "the route takes gRPC only and the tunnel is not HTTP/2" });
+  }
   label = httpRoute.mapping.kedge.host;
   let answer: KedgeAnswer;
   try {

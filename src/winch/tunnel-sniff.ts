@@ -7,7 +7,7 @@ import { preface } from "../h2/frames.js";
  * HTTP/1.1 request), or nothing before it closed or fell silent. `bytes` is everything read so
  * far, to be handed on first.
  */
-export type Sniffed = { kind: "h2"; bytes: Buffer } | { kind: "other"; bytes: Buffer } | { kind: "closed" } | { kind: "idle" };
+export type Sniffed = { kind: "h2"; bytes: Buffer } | { kind: "other"; bytes: Buffer } | { kind: "closed" } | { kind: "idle"; bytes: Buffer };
 
 /** "h2" once the whole preface is in, "other" at the first byte that differs, undefined while a prefix of it. */
 export function prefaceVerdict(bytes: Uint8Array): "h2" | "other" | undefined {
@@ -43,7 +43,7 @@ export function sniffTunnel(tunnel: Duplex, early: Buffer, idleMs: number): Prom
       if (verdict !== undefined) done(verdict === "h2" ? { kind: "h2", bytes } : { kind: "other", bytes });
     };
     const onClosed = () => done({ kind: "closed" });
-    const timer = setTimeout(() => done({ kind: "idle" }), idleMs);
+    const timer = setTimeout(() => done({ kind: "idle", bytes }), idleMs);
     tunnel.on("data", onData);
     tunnel.once("end", onClosed);
     tunnel.once("close", onClosed);
