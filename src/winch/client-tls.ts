@@ -1,0 +1,73 @@
+import { createPrivateKey, X509Certificate } from "node:crypto";
+import { keyPairProblems } from "../config/files.js";
+import { KedgeError } from "../errors.js";
+import type { Credential } from "./auth/source.js";
+import { WatchedFile } from "./auth/watched-file.js";
+import type { ClientTlsFiles } from "./mapper.js";
+
+type ClientCert = NonNullable<Credential["clientCert"]>;
+
+interface Pair {
+  certText: string;
+  keyText: string;
+  identity: ClientCert;
+}
+
+/**
+ * Routes' client certificates (client_tls), read at first use and cached by path: a stat per use
+ * notices a rotated file, and the pair is checked again only then. Only files that could be read
+ * are kept, so hosts that name no cluster's files do not grow the cache.
+ */
+export class ClientTlsCache {
+  private readonly files = new Map<string, WatchedFile>();
+  private readonly pairs = new Map<string, Pair>();
+
+  /** The certificate and key to present; throws an auth-source KedgeError naming the route's field. */
+  identity(tls: ClientTlsFiles, routeIndex: number): ClientCert {
+    const at = `routes[${routeIndex}].client_tls`;
+    let certText: string;
+    let keyText: string;
+    try {
+      certText = this.read(tls.certFile);
+      keyText = this.read(tls.keyFile);
+    } catch (e) {
+      throw problem(at, tls, e);
+    }
+    const pairKey = `${tls.certFile}\0${tls.keyFile}`;
+    const known = this.pairs.get(pairKey);
+    if (known && known.certText === certText && known.keyText === keyText) return known.identity;
+    if (!matches(certText, keyText)) {
+      // Rotation writes the two files one after the other: until both are new, the last good pair serves.
+      if (known) return known.identity;
+      throw problem(at, tls, new Error("the certificate and key do not make a pair"));
+    }
+    const pair = { certText, keyText, identity: { cert: certText, key: keyText } };
+    this.pairs.set(pairKey, pair);
+    return pair.identity;
+  }
+
+  private read(path: string): string {
+    let file = this.files.get(path);
+    if (!file) {
+      file = new WatchedFile(path);
+      const text = file.read();
+      this.files.set(path, file);
+      return text;
+    }
+    return file.read();
+  }
+}
+
+function matches(certText: string, keyText: string): boolean {
+  try {
+    return new X509Certificate(certText).checkPrivateKey(createPrivateKey(keyText));
+  } catch {
+    return false;
+  }
+}
+
+/** The config check's words for what is wrong with the files, which name the field and the reason. */
+function problem(at: string, tls: ClientTlsFiles, e: unknown): KedgeError {
+  const problems = keyPairProblems(at, "cert_file", tls.certFile, "key_file", tls.keyFile);
+  return new KedgeError("auth-source", 502, problems.length > 0 ? problems.join("; ") : `${at}: ${(e as Error).message}`);
+}
