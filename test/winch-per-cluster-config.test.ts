@@ -1,5 +1,5 @@
 import { describe, expect, it } from "bun:test";
-import { copyFileSync, mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
+import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ConfigError } from "../src/config/error.ts";
@@ -169,6 +169,16 @@ describe("winch mapper and injector: one route, each cluster's identity", () => 
     expect(((await injector.inject(mapping)) as Injection).clientCert?.cert).toBe(first.cert);
     writeFileSync(join(dir, "cluster-3", "tls.key"), second.key);
     expect(((await injector.inject(mapping)) as Injection).clientCert).toEqual({ cert: second.cert, key: second.key });
+  });
+
+  it("maps with the README's many-clusters example as the README says", () => {
+    const readme = readFileSync(join(import.meta.dir, "../README.md"), "utf8");
+    const file = join(dir, "readme-many-clusters.yaml");
+    writeFileSync(file, /### Many clusters[\s\S]*?```yaml\n([\s\S]*?)```/.exec(readme)![1]);
+    const mapper = new WinchMapper(loadWinchConfig({ configFile: file }).routes);
+    const mapping = mapped(mapper, "nginx.cluster-1.internal.example.com");
+    expect(mapping.kedge.href).toBe("https://kedge.cluster-1.example.com/");
+    expect(mapping).toMatchObject({ proxyAuth: "proxy-cluster-1", clientTls: { certFile: "/etc/winch/cluster-1/tls.crt", keyFile: "/etc/winch/cluster-1/tls.key" } });
   });
 
   it("keeps a direct route's names as they are", () => {
