@@ -130,6 +130,14 @@ describe("per-cluster identity in one regexp route", () => {
     }
   });
 
+  it("a CONNECT tunnel through winch reaches each cluster's kedge with that cluster's token and certificate", async () => {
+    for (const c of clusters) {
+      const r = await curl(["-p", "-x", `http://127.0.0.1:${ports.http}`, `http://${host(c)}:8080/tunnelled`]);
+      expect(r.status).toBe(200);
+      expect(JSON.parse(r.body).upstream).toBe(`app-${c.name}`);
+    }
+  });
+
   it("a cluster with no auth source of its name is refused by winch, naming the source it looked for", async () => {
     const unknown = 1;
     const r = await viaWinch(`http://${host(unknown)}/`);
