@@ -142,6 +142,16 @@ describe("winch mapper and injector: one route, each cluster's identity", () => 
     expect(err.message).toContain(`routes[0].client_tls.cert_file: cannot read "${join(dir, "cluster-8", "tls.crt")}"`);
   });
 
+  it("a certificate and key that never made a pair are an auth-source error", async () => {
+    certFor("cluster-4");
+    writeFileSync(join(dir, "cluster-4", "tls.key"), issueClientCert(pki, "stranger", "/CN=stranger").key);
+    const { mapper, injector } = setup([{ ...route, proxy_auth: "" }]);
+    const err = await failure(injector.inject(mapped(mapper, "app.cluster-4.internal.example.com")));
+    expect(err.type).toBe("auth-source");
+    expect(err.message).toContain("routes[0].client_tls.key_file");
+    expect(err.message).toContain("is not the key of routes[0].client_tls.cert_file");
+  });
+
   it("refuses a host whose group would step out of the certificate directory", () => {
     const { mapper } = setup([{ regexp: { exp: "^(?P<cluster>.*)[.]example[.]com$", url: "https://kedge.example.com" }, client_tls: route.client_tls }]);
     for (const host of ["...example.com", "..example.com", ".example.com"]) {
