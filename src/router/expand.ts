@@ -17,3 +17,10 @@ export function replaceFirst(text: string, re: RegExp, template: string): string
   const m = re.exec(text);
   return m ? text.slice(0, m.index) + expandTemplate(template, m) + text.slice(m.index + m[0].length) : text;
 }
+
+/** The group names and numbers `template` refers to, as expandTemplate reads them ("$$" refers to none). */
+export function templateGroups(template: string): string[] {
+  const groups: string[] = [];
+  for (const m of template.matchAll(/\$(\$|\{([\p{L}\p{Nd}_]+)\}|([\p{L}\p{Nd}_]+))/gu)) if (m[1] !== "$") groups.push(m[2] ?? m[3]);
+  return groups;
+}

@@ -1,6 +1,7 @@
 import { WinchConfigSchema, type WinchConfig } from "../gen/kedge/winch/v1/winch_pb.js";
 import { fileProblem, keyPairProblems } from "../config/files.js";
 import { configError, mergeConfigParts, readConfigFiles } from "../config/load.js";
+import { templateGroups } from "../router/expand.js";
 import { expandTemplate, translateRe2 } from "./mapper.js";
 
 /** Where winch's config comes from: one file, and/or kedge Go's mapper and auth files. */
@@ -50,25 +51,53 @@ export function validateWinchConfig(config: WinchConfig): string[] {
   }
   config.routes.forEach((r, i) => {
     const at = `routes[${i}]`;
-    for (const [field, name] of [["backend_auth", r.backendAuth], ["proxy_auth", r.proxyAuth]] as const) {
-      if (name && !names.has(name)) problems.push(`${at}.${field}: unknown auth source "${name}"`);
-    }
     const t = r.type;
-    if (t.case === undefined) return void problems.push(`${at}: set direct or regexp`);
-    if (t.case === "direct") {
+    let re: RegExp | undefined;
+    if (t.case === undefined) problems.push(`${at}: set direct or regexp`);
+    else if (t.case === "direct") {
       if (!t.value.key) problems.push(`${at}.direct.key: required`);
       if (!isKedgeUrl(t.value.url)) problems.push(`${at}.direct.url: "${t.value.url}" is not an http(s) URL`);
-      return;
+    } else {
+      try {
+        re = translateRe2(t.value.exp);
+      } catch (e) {
+        problems.push(`${at}.regexp.exp: ${(e as Error).message}`);
+      }
     }
-    let re: RegExp;
-    try {
-      re = translateRe2(t.value.exp);
-    } catch (e) {
-      return void problems.push(`${at}.regexp.exp: ${(e as Error).message}`);
+    const groups = re && new Set(groupNames(re));
+    if (re && t.case === "regexp") {
+      // The URL template must make a URL whatever the groups hold: try it with a sample for each
+      // ("1" fits a host name and a port alike).
+      if (!isKedgeUrl(expandTemplate(t.value.url, sampleMatch(groups!, "1")))) problems.push(`${at}.regexp.url: "${t.value.url}" does not make an http(s) URL`);
     }
-    // The URL template must make a URL whatever the groups hold: try it with a sample for each.
-    const sample = Object.assign(["x"], { index: 0, input: "x", groups: Object.fromEntries(groupNames(re).map((g) => [g, "x"])) }) as unknown as RegExpExecArray;
-    if (!isKedgeUrl(expandTemplate(t.value.url, sample))) problems.push(`${at}.regexp.url: "${t.value.url}" does not make an http(s) URL`);
+    // backend_auth, proxy_auth and client_tls's files may hold ${group} in a regexp route: check the groups exist.
+    const templated = (field: string, value: string): boolean => {
+      if (!value.includes("$")) return false;
+      if (t.case !== "regexp") problems.push(`${at}.${field}: "${value}" holds \${…}, which only a regexp route fills`);
+      else if (groups) {
+        const unknown = templateGroups(value).filter((g) => !groups.has(g));
+        if (unknown.length > 0) problems.push(`${at}.${field}: "${value}" names ${unknown.map((g) => `\${${g}}`).join(", ")}, which ${at}.regexp.exp does not capture (it captures ${[...groups].filter((g) => !/^[0-9]+$/.test(g)).join(", ") || "no named group"})`);
+      }
+      return true;
+    };
+    for (const [field, name] of [["backend_auth", r.backendAuth], ["proxy_auth", r.proxyAuth]] as const) {
+      if (!name) continue;
+      if (!templated(field, name)) {
+        if (!names.has(name)) problems.push(`${at}.${field}: unknown auth source "${name}"`);
+      } else if (groups && ![...names.keys()].some((n) => templateMatcher(name, groups).test(n))) {
+        problems.push(`${at}.${field}: no auth source has a name "${name}" could make`);
+      }
+    }
+    const tls = r.clientTls;
+    if (tls) {
+      if (!tls.certFile || !tls.keyFile) problems.push(`${at}.client_tls: cert_file and key_file go together`);
+      const certTemplated = tls.certFile ? templated("client_tls.cert_file", tls.certFile) : false;
+      const keyTemplated = tls.keyFile ? templated("client_tls.key_file", tls.keyFile) : false;
+      // Templated files are per cluster and read when a request first needs them; fixed ones are checked now.
+      if (!certTemplated && !keyTemplated) problems.push(...keyPairProblems(`${at}.client_tls`, "cert_file", tls.certFile, "key_file", tls.keyFile));
+      else if (!certTemplated && tls.certFile) problems.push(...present([fileProblem(`${at}.client_tls.cert_file`, tls.certFile, "certificate")]));
+      else if (!keyTemplated && tls.keyFile) problems.push(...present([fileProblem(`${at}.client_tls.key_file`, tls.keyFile, "private-key")]));
+    }
   });
   return problems;
 }
@@ -77,8 +106,25 @@ function present(problems: (string | undefined)[]): string[] {
   return problems.filter((p): p is string => !!p);
 }
 
+/** The names of re's named groups and the numbers of all its groups ("0" is the whole match). */
 function groupNames(re: RegExp): string[] {
-  return [...re.source.matchAll(/\(\?<([A-Za-z_][A-Za-z0-9_]*)>/g)].map((m) => m[1]);
+  const named = [...re.source.matchAll(/\(\?<([A-Za-z_][A-Za-z0-9_]*)>/g)].map((m) => m[1]);
+  // An alternative that matches "" makes exec report every group, so its length counts them.
+  const count = new RegExp(`${re.source}|`).exec("")!.length;
+  return [...named, ...Array.from({ length: count }, (_, i) => String(i))];
+}
+
+/** A match whose every group (named, or numbered as in groupNames) holds `value`, to fill templates with. */
+function sampleMatch(groups: ReadonlySet<string>, value: string): RegExpExecArray {
+  const numbered = [...groups].filter((g) => /^[0-9]+$/.test(g)).map(() => value);
+  const named = Object.fromEntries([...groups].filter((g) => !/^[0-9]+$/.test(g)).map((g) => [g, value]));
+  return Object.assign(numbered, { index: 0, input: value, groups: named }) as unknown as RegExpExecArray;
+}
+
+/** Matches the names a templated auth source name can fill to: each group stands for any text. */
+function templateMatcher(template: string, groups: ReadonlySet<string>): RegExp {
+  const filled = expandTemplate(template, sampleMatch(groups, "\0"));
+  return new RegExp(`^${filled.split("\0").map((text) => text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")).join(".*")}$`, "s");
 }
 
 function isKedgeUrl(text: string): boolean {

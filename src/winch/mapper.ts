@@ -1,6 +1,7 @@
 import { isIP } from "node:net";
 import { Route_Protocol, type Route } from "../gen/kedge/winch/v1/winch_pb.js";
-import { expandTemplate } from "../router/expand.js";
+import { KedgeError } from "../errors.js";
+import { expandTemplate, templateGroups } from "../router/expand.js";
 
 export { expandTemplate };
 
@@ -13,6 +14,13 @@ export interface Mapping {
   readonly backendAuth: string;
   readonly proxyAuth: string;
   readonly routeIndex: number;
+  /** The route's client_tls, ${group} filled in: presented to the kedge unless proxy_auth gives a certificate. */
+  readonly clientTls?: ClientTlsFiles;
+}
+
+export interface ClientTlsFiles {
+  readonly certFile: string;
+  readonly keyFile: string;
 }
 
 export type MapResult = { kind: "mapped"; mapping: Mapping } | { kind: "ip-literal" } | { kind: "unknown" };
@@ -65,30 +73,60 @@ export function translateRe2(exp: string): RegExp {
 }
 
 interface CompiledRoute {
-  index: number;
   protocol: Route_Protocol;
-  backendAuth: string;
-  proxyAuth: string;
-  resolve(host: string, hostPort: string): URL | undefined;
+  resolve(host: string, hostPort: string): Mapping | undefined;
+}
+
+/** An auth source name for this host: the name itself, or a template filled from the host's match. */
+function authName(template: string, m: RegExpExecArray): string {
+  if (!template.includes("$")) return template;
+  // A name that fills to nothing stays the template, which names no source: the request fails
+  // saying so instead of going out without credentials.
+  return expandTemplate(template, m) || template;
+}
+
+/**
+ * A file path for this host. The groups come from the requested host, so a value that would
+ * step out of the intended directory, or leave the path's part empty, is refused.
+ */
+function filePath(template: string, groups: readonly string[], m: RegExpExecArray, routeIndex: number): string {
+  for (const g of groups) {
+    const value = /^[0-9]+$/.test(g) ? m[Number(g)] : m.groups?.[g];
+    if (!value || value === "." || value === ".." || /[/\\\0]/.test(value)) {
+      throw new KedgeError("auth-source", 502, `routes[${routeIndex}].client_tls: the host's ${g} ${JSON.stringify(value ?? "")} cannot be part of a file path`);
+    }
+  }
+  return groups.length === 0 ? template : expandTemplate(template, m);
 }
 
 function compile(route: Route, index: number): CompiledRoute {
-  const base = { index, protocol: route.protocol, backendAuth: route.backendAuth, proxyAuth: route.proxyAuth };
+  const { protocol, backendAuth, proxyAuth } = route;
+  const tls = route.clientTls?.certFile ? { certFile: route.clientTls.certFile, keyFile: route.clientTls.keyFile } : undefined;
   const t = route.type;
   if (t.case === "direct") {
     const key = t.value.key.toLowerCase();
-    const url = new URL(t.value.url);
-    return { ...base, resolve: (host, hostPort) => (key === host || key === hostPort ? url : undefined) };
+    // Nothing in a direct route depends on the host: one mapping serves every request.
+    const mapping: Mapping = { kedge: new URL(t.value.url), backendAuth, proxyAuth, routeIndex: index, clientTls: tls };
+    return { protocol, resolve: (host, hostPort) => (key === host || key === hostPort ? mapping : undefined) };
   }
   if (t.case === "regexp") {
     const re = translateRe2(t.value.exp);
     const template = t.value.url;
+    const certGroups = tls ? templateGroups(tls.certFile) : [];
+    const keyGroups = tls ? templateGroups(tls.keyFile) : [];
     return {
-      ...base,
+      protocol,
       resolve: (host) => {
         re.lastIndex = 0;
         const m = re.exec(host);
-        return m ? new URL(expandTemplate(template, m)) : undefined;
+        if (!m) return undefined;
+        return {
+          kedge: new URL(expandTemplate(template, m)),
+          backendAuth: authName(backendAuth, m),
+          proxyAuth: authName(proxyAuth, m),
+          routeIndex: index,
+          clientTls: tls && { certFile: filePath(tls.certFile, certGroups, m, index), keyFile: filePath(tls.keyFile, keyGroups, m, index) },
+        };
       },
     };
   }
@@ -111,8 +149,8 @@ export class WinchMapper {
     const wanted = protocol === "grpc" ? Route_Protocol.GRPC : Route_Protocol.HTTP;
     for (const route of this.routes) {
       if (route.protocol !== Route_Protocol.ANY && route.protocol !== wanted) continue;
-      const kedge = route.resolve(name, hostPort);
-      if (kedge) return { kind: "mapped", mapping: { kedge, backendAuth: route.backendAuth, proxyAuth: route.proxyAuth, routeIndex: route.index } };
+      const mapping = route.resolve(name, hostPort);
+      if (mapping) return { kind: "mapped", mapping };
     }
     return { kind: "unknown" };
   }

@@ -11,7 +11,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file kedge/winch/v1/winch.proto.
  */
 export const file_kedge_winch_v1_winch: GenFile = /*@__PURE__*/
-  fileDesc("ChprZWRnZS93aW5jaC92MS93aW5jaC5wcm90bxIOa2VkZ2Uud2luY2gudjEikwEKC1dpbmNoQ29uZmlnEisKBnNlcnZlchgBIAEoCzIbLmtlZGdlLndpbmNoLnYxLldpbmNoU2VydmVyEiUKBnJvdXRlcxgCIAMoCzIVLmtlZGdlLndpbmNoLnYxLlJvdXRlEjAKDGF1dGhfc291cmNlcxgDIAMoCzIaLmtlZGdlLndpbmNoLnYxLkF1dGhTb3VyY2UimQMKC1dpbmNoU2VydmVyEhQKDGJpbmRfYWRkcmVzcxgBIAEoCRIWCglodHRwX3BvcnQYAiABKA1IAIgBARIWCglncnBjX3BvcnQYAyABKA1IAYgBARIcCg9tb25pdG9yaW5nX3BvcnQYBCABKA1IAogBARIQCghjYV9maWxlcxgFIAMoCRIYChBjbGllbnRfY2VydF9maWxlGAYgASgJEhcKD2NsaWVudF9rZXlfZmlsZRgHIAEoCRI/Cg11bmtub3duX2hvc3RzGAggASgOMigua2VkZ2Uud2luY2gudjEuV2luY2hTZXJ2ZXIuVW5rbm93bkhvc3RzEiMKG3BhY19yZWRpcmVjdF9zaF9leHByZXNzaW9ucxgJIAMoCRIQCghwYWNfZmlsZRgKIAEoCRIRCglsb2dfbGV2ZWwYCyABKAkiJgoMVW5rbm93bkhvc3RzEgoKBkRJUkVDVBAAEgoKBlJFRlVTRRABQgwKCl9odHRwX3BvcnRCDAoKX2dycGNfcG9ydEISChBfbW9uaXRvcmluZ19wb3J0IrwCCgVSb3V0ZRIuCgZkaXJlY3QYASABKAsyHC5rZWRnZS53aW5jaC52MS5Sb3V0ZS5EaXJlY3RIABIuCgZyZWdleHAYAiABKAsyHC5rZWRnZS53aW5jaC52MS5Sb3V0ZS5SZWdleHBIABIUCgxiYWNrZW5kX2F1dGgYAyABKAkSEgoKcHJveHlfYXV0aBgEIAEoCRIwCghwcm90b2NvbBgFIAEoDjIeLmtlZGdlLndpbmNoLnYxLlJvdXRlLlByb3RvY29sGiIKBkRpcmVjdBILCgNrZXkYASABKAkSCwoDdXJsGAIgASgJGiIKBlJlZ2V4cBILCgNleHAYASABKAkSCwoDdXJsGAIgASgJIicKCFByb3RvY29sEgcKA0FOWRAAEggKBEhUVFAQARIICgRHUlBDEAJCBgoEdHlwZSLcAQoKQXV0aFNvdXJjZRIMCgRuYW1lGAEgASgJEiwKBXRva2VuGAIgASgLMhsua2VkZ2Uud2luY2gudjEuVG9rZW5BY2Nlc3NIABIsCgVkdW1teRgDIAEoCzIbLmtlZGdlLndpbmNoLnYxLkR1bW15QWNjZXNzSAASMAoEa3ViZRgEIAEoCzIgLmtlZGdlLndpbmNoLnYxLkt1YmVybmV0ZXNBY2Nlc3NIABIqCgRvaWRjGAUgASgLMhoua2VkZ2Uud2luY2gudjEuT0lEQ0FjY2Vzc0gAQgYKBHR5cGUiIgoLVG9rZW5BY2Nlc3MSEwoFdG9rZW4YASABKAlCBJCCGQEiIgoLRHVtbXlBY2Nlc3MSEwoFdmFsdWUYASABKAlCBJCCGQEiLgoQS3ViZXJuZXRlc0FjY2VzcxIMCgR1c2VyGAEgASgJEgwKBHBhdGgYAiABKAkiggEKCk9JRENBY2Nlc3MSEAoIcHJvdmlkZXIYASABKAkSEQoJY2xpZW50X2lkGAIgASgJEhQKBnNlY3JldBgDIAEoCUIEkIIZARIOCgZzY29wZXMYBCADKAkSDAoEcGF0aBgFIAEoCRIbChNsb2dpbl9jYWxsYmFja19wYXRoGAYgASgJYgZwcm90bzM", [file_kedge_options_v1_secret]);
+  fileDesc("ChprZWRnZS93aW5jaC92MS93aW5jaC5wcm90bxIOa2VkZ2Uud2luY2gudjEikwEKC1dpbmNoQ29uZmlnEisKBnNlcnZlchgBIAEoCzIbLmtlZGdlLndpbmNoLnYxLldpbmNoU2VydmVyEiUKBnJvdXRlcxgCIAMoCzIVLmtlZGdlLndpbmNoLnYxLlJvdXRlEjAKDGF1dGhfc291cmNlcxgDIAMoCzIaLmtlZGdlLndpbmNoLnYxLkF1dGhTb3VyY2UimQMKC1dpbmNoU2VydmVyEhQKDGJpbmRfYWRkcmVzcxgBIAEoCRIWCglodHRwX3BvcnQYAiABKA1IAIgBARIWCglncnBjX3BvcnQYAyABKA1IAYgBARIcCg9tb25pdG9yaW5nX3BvcnQYBCABKA1IAogBARIQCghjYV9maWxlcxgFIAMoCRIYChBjbGllbnRfY2VydF9maWxlGAYgASgJEhcKD2NsaWVudF9rZXlfZmlsZRgHIAEoCRI/Cg11bmtub3duX2hvc3RzGAggASgOMigua2VkZ2Uud2luY2gudjEuV2luY2hTZXJ2ZXIuVW5rbm93bkhvc3RzEiMKG3BhY19yZWRpcmVjdF9zaF9leHByZXNzaW9ucxgJIAMoCRIQCghwYWNfZmlsZRgKIAEoCRIRCglsb2dfbGV2ZWwYCyABKAkiJgoMVW5rbm93bkhvc3RzEgoKBkRJUkVDVBAAEgoKBlJFRlVTRRABQgwKCl9odHRwX3BvcnRCDAoKX2dycGNfcG9ydEISChBfbW9uaXRvcmluZ19wb3J0IusCCgVSb3V0ZRIuCgZkaXJlY3QYASABKAsyHC5rZWRnZS53aW5jaC52MS5Sb3V0ZS5EaXJlY3RIABIuCgZyZWdleHAYAiABKAsyHC5rZWRnZS53aW5jaC52MS5Sb3V0ZS5SZWdleHBIABIUCgxiYWNrZW5kX2F1dGgYAyABKAkSEgoKcHJveHlfYXV0aBgEIAEoCRIwCghwcm90b2NvbBgFIAEoDjIeLmtlZGdlLndpbmNoLnYxLlJvdXRlLlByb3RvY29sEi0KCmNsaWVudF90bHMYBiABKAsyGS5rZWRnZS53aW5jaC52MS5DbGllbnRUTFMaIgoGRGlyZWN0EgsKA2tleRgBIAEoCRILCgN1cmwYAiABKAkaIgoGUmVnZXhwEgsKA2V4cBgBIAEoCRILCgN1cmwYAiABKAkiJwoIUHJvdG9jb2wSBwoDQU5ZEAASCAoESFRUUBABEggKBEdSUEMQAkIGCgR0eXBlIjAKCUNsaWVudFRMUxIRCgljZXJ0X2ZpbGUYASABKAkSEAoIa2V5X2ZpbGUYAiABKAki3AEKCkF1dGhTb3VyY2USDAoEbmFtZRgBIAEoCRIsCgV0b2tlbhgCIAEoCzIbLmtlZGdlLndpbmNoLnYxLlRva2VuQWNjZXNzSAASLAoFZHVtbXkYAyABKAsyGy5rZWRnZS53aW5jaC52MS5EdW1teUFjY2Vzc0gAEjAKBGt1YmUYBCABKAsyIC5rZWRnZS53aW5jaC52MS5LdWJlcm5ldGVzQWNjZXNzSAASKgoEb2lkYxgFIAEoCzIaLmtlZGdlLndpbmNoLnYxLk9JRENBY2Nlc3NIAEIGCgR0eXBlIiIKC1Rva2VuQWNjZXNzEhMKBXRva2VuGAEgASgJQgSQghkBIiIKC0R1bW15QWNjZXNzEhMKBXZhbHVlGAEgASgJQgSQghkBIi4KEEt1YmVybmV0ZXNBY2Nlc3MSDAoEdXNlchgBIAEoCRIMCgRwYXRoGAIgASgJIoIBCgpPSURDQWNjZXNzEhAKCHByb3ZpZGVyGAEgASgJEhEKCWNsaWVudF9pZBgCIAEoCRIUCgZzZWNyZXQYAyABKAlCBJCCGQESDgoGc2NvcGVzGAQgAygJEgwKBHBhdGgYBSABKAkSGwoTbG9naW5fY2FsbGJhY2tfcGF0aBgGIAEoCWIGcHJvdG8z", [file_kedge_options_v1_secret]);
 
 /**
  * WinchConfig is what `kedge winch --config F` reads. kedge Go's mapper file (routes) and auth
@@ -173,14 +173,16 @@ export type Route = Message<"kedge.winch.v1.Route"> & {
   } | { case: undefined; value?: undefined };
 
   /**
-   * backend_auth names an auth source injected as `Authorization: Bearer …`.
+   * backend_auth names an auth source injected as `Authorization: Bearer …`. In a regexp route
+   * it may hold ${group}, e.g. "sso-${cluster}", to pick one source per cluster.
    *
    * @generated from field: string backend_auth = 3;
    */
   backendAuth: string;
 
   /**
-   * proxy_auth names an auth source injected as `Proxy-Authorization: Bearer …` (kedge's own auth).
+   * proxy_auth names an auth source injected as `Proxy-Authorization: Bearer …` (kedge's own
+   * auth); ${group} as in backend_auth.
    *
    * @generated from field: string proxy_auth = 4;
    */
@@ -190,6 +192,14 @@ export type Route = Message<"kedge.winch.v1.Route"> & {
    * @generated from field: kedge.winch.v1.Route.Protocol protocol = 5;
    */
   protocol: Route_Protocol;
+
+  /**
+   * client_tls: the certificate presented to this route's kedge instead of
+   * server.client_cert_file. A proxy_auth source that yields a client certificate wins over it.
+   *
+   * @generated from field: kedge.winch.v1.ClientTLS client_tls = 6;
+   */
+  clientTls?: ClientTLS | undefined;
 };
 
 /**
@@ -278,6 +288,31 @@ export const Route_ProtocolSchema: GenEnum<Route_Protocol> = /*@__PURE__*/
   enumDesc(file_kedge_winch_v1_winch, 2, 0);
 
 /**
+ * ClientTLS is a certificate and key for the TLS handshake with a kedge. In a regexp route both
+ * paths may hold ${group} (e.g. /etc/winch/${cluster}/tls.crt); the files are re-read when they change.
+ *
+ * @generated from message kedge.winch.v1.ClientTLS
+ */
+export type ClientTLS = Message<"kedge.winch.v1.ClientTLS"> & {
+  /**
+   * @generated from field: string cert_file = 1;
+   */
+  certFile: string;
+
+  /**
+   * @generated from field: string key_file = 2;
+   */
+  keyFile: string;
+};
+
+/**
+ * Describes the message kedge.winch.v1.ClientTLS.
+ * Use `create(ClientTLSSchema)` to create a new message.
+ */
+export const ClientTLSSchema: GenMessage<ClientTLS> = /*@__PURE__*/
+  messageDesc(file_kedge_winch_v1_winch, 3);
+
+/**
  * AuthSource is a named credential a route injects (kedge Go: winch.AuthSource).
  *
  * @generated from message kedge.winch.v1.AuthSource
@@ -323,7 +358,7 @@ export type AuthSource = Message<"kedge.winch.v1.AuthSource"> & {
  * Use `create(AuthSourceSchema)` to create a new message.
  */
 export const AuthSourceSchema: GenMessage<AuthSource> = /*@__PURE__*/
-  messageDesc(file_kedge_winch_v1_winch, 3);
+  messageDesc(file_kedge_winch_v1_winch, 4);
 
 /**
  * @generated from message kedge.winch.v1.TokenAccess
@@ -340,7 +375,7 @@ export type TokenAccess = Message<"kedge.winch.v1.TokenAccess"> & {
  * Use `create(TokenAccessSchema)` to create a new message.
  */
 export const TokenAccessSchema: GenMessage<TokenAccess> = /*@__PURE__*/
-  messageDesc(file_kedge_winch_v1_winch, 4);
+  messageDesc(file_kedge_winch_v1_winch, 5);
 
 /**
  * DummyAccess injects a fixed value as the whole header value (tests).
@@ -359,7 +394,7 @@ export type DummyAccess = Message<"kedge.winch.v1.DummyAccess"> & {
  * Use `create(DummyAccessSchema)` to create a new message.
  */
 export const DummyAccessSchema: GenMessage<DummyAccess> = /*@__PURE__*/
-  messageDesc(file_kedge_winch_v1_winch, 5);
+  messageDesc(file_kedge_winch_v1_winch, 6);
 
 /**
  * @generated from message kedge.winch.v1.KubernetesAccess
@@ -387,7 +422,7 @@ export type KubernetesAccess = Message<"kedge.winch.v1.KubernetesAccess"> & {
  * Use `create(KubernetesAccessSchema)` to create a new message.
  */
 export const KubernetesAccessSchema: GenMessage<KubernetesAccess> = /*@__PURE__*/
-  messageDesc(file_kedge_winch_v1_winch, 6);
+  messageDesc(file_kedge_winch_v1_winch, 7);
 
 /**
  * @generated from message kedge.winch.v1.OIDCAccess
@@ -435,5 +470,5 @@ export type OIDCAccess = Message<"kedge.winch.v1.OIDCAccess"> & {
  * Use `create(OIDCAccessSchema)` to create a new message.
  */
 export const OIDCAccessSchema: GenMessage<OIDCAccess> = /*@__PURE__*/
-  messageDesc(file_kedge_winch_v1_winch, 7);
+  messageDesc(file_kedge_winch_v1_winch, 8);
 
