@@ -1,17 +1,20 @@
-import { kedgeFetch, type FetchInput } from "./fetch.js";
+import { kedgeFetch } from "./fetch.js";
+import type { FetchInput, KedgeClientOptions } from "./options.js";
 import { KedgeAgents } from "./pool.js";
-import { KedgeRouting, loadClientConfig, type KedgeClientOptions } from "./routing.js";
+import { KedgeRouting, loadClientConfig } from "./routing.js";
 
 export { KedgeError, type KedgeErrorType } from "../errors.js";
-export type { FetchInput } from "./fetch.js";
-export type { KedgeClientOptions, KedgeTarget, KedgeTls, Target } from "./routing.js";
+export type { FetchInput, KedgeClientOptions } from "./options.js";
 
 /**
  * kedge's native client: winch's routes, auth sources and TLS identity inside the calling
  * service. One object per process is enough; it keeps the connections to each kedge warm.
  */
 export class KedgeClient {
-  /** Where a host goes and what it carries; the transports share it. */
+  /**
+   * Where a host goes and what it carries; the transports share it.
+   * @internal
+   */
   readonly routing: KedgeRouting;
   private readonly agents = new KedgeAgents();
 
