@@ -124,6 +124,47 @@ describe("client.fetch to two clusters through one client", () => {
   });
 });
 
+describe("redirects", () => {
+  const redirect = (to: string, status = 302) => url(clusters.hosts.http1, `/redirect?status=${status}&to=${encodeURIComponent(to)}`);
+
+  it("are followed by default, each hop routed on its own: cluster-1 sends the client to cluster-2", async () => {
+    const landing = url(clusters.hosts.http2, "/landed");
+    const res = await client.fetch(redirect(landing), { headers: { authorization: "Bearer the-callers-own" } });
+    expect(res.status).toBe(200);
+    expect(res.redirected).toBe(true);
+    expect(res.url).toBe(landing);
+    const seen = await json(res);
+    expect(seen).toMatchObject({ upstream: "cluster-2", url: "/landed" });
+    expect(seen.headers.authorization).toBeUndefined(); // the caller's credential stays with its origin
+  });
+
+  it("turn a POST into a GET on 303, and keep a known-length body on 307", async () => {
+    const seeOther = await json(await client.fetch(redirect("/after-post", 303), { method: "POST", body: "form" }));
+    expect(seeOther).toMatchObject({ method: "GET", url: "/after-post", bodyBytes: 0 });
+    const temporary = await json(await client.fetch(redirect("/again", 307), { method: "PUT", body: "resent" }));
+    expect(temporary).toMatchObject({ method: "PUT", url: "/again", bodyBytes: 6 });
+  });
+
+  it("cannot resend a streamed body on 307: TypeError", async () => {
+    const body = new ReadableStream<Uint8Array>({
+      start(c) {
+        c.enqueue(new TextEncoder().encode("once"));
+        c.close();
+      },
+    });
+    const err = await rejection(client.fetch(redirect("/again", 307), { method: "POST", body, duplex: "half" } as RequestInit));
+    expect(err).toBeInstanceOf(TypeError);
+  });
+
+  it("are answers with redirect manual, and TypeErrors with redirect error", async () => {
+    const manual = await client.fetch(redirect("/elsewhere"), { redirect: "manual" });
+    expect(manual.status).toBe(302);
+    expect(manual.headers.get("location")).toBe("/elsewhere");
+    expect(manual.redirected).toBe(false);
+    expect(await rejection(client.fetch(redirect("/elsewhere"), { redirect: "error" }))).toBeInstanceOf(TypeError);
+  });
+});
+
 describe("kedge's refusals as KedgeError", () => {
   it("a host kedge has no route for: no-route with kedge's status and message", async () => {
     const err = await rejection(client.fetch(url("nothing.cluster-1.internal.example.com")));
