@@ -1,5 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "bun:test";
 import { writeFileSync } from "node:fs";
+import type { AddressInfo } from "node:net";
+import tls from "node:tls";
 import { createKedgeClient, KedgeError, type KedgeClient } from "../src/client/index.ts";
 import { issueClientCert } from "./helpers/certs.ts";
 import { startTwoClusters, type TwoClusters } from "./helpers/two-clusters.ts";
@@ -311,5 +313,37 @@ describe("connections and credentials", () => {
     writeFileSync(clusters.tokenFile, "second-backend-token-rotated\n");
     const seen = await json(await client.fetch(url(clusters.hosts.http1, "/rotated")));
     expect(seen.headers.authorization).toBe("Bearer second-backend-token-rotated");
+  });
+});
+
+describe("a kept-alive connection kedge closed just as it is reused", () => {
+  it("is retried once on a new connection, and the caller sees the answer", async () => {
+    const { pki } = clusters;
+    // A TLS listener answering each connection's first request only; a second one on the same
+    // connection finds it closed, as when kedge's idle timeout and the reuse cross.
+    const requests = { total: 0, connections: 0 };
+    const server = tls.createServer({ cert: pki.serverCert, key: pki.serverKey }, (socket) => {
+      requests.connections++;
+      let served = 0;
+      socket.on("data", () => {
+        requests.total++;
+        if (served++ > 0) return void socket.destroy();
+        socket.write("HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: keep-alive\r\n\r\nok");
+      });
+      socket.on("error", () => {});
+    });
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    const port = (server.address() as AddressInfo).port;
+    const flaky = createKedgeClient({ routes: [{ direct: { key: "flaky.internal.example.com", url: `https://localhost:${port}` } }], tls: { ca_files: [pki.caFile] } });
+    try {
+      for (const path of ["/one", "/two", "/three"]) {
+        const res = await flaky.fetch(`http://flaky.internal.example.com${path}`);
+        expect(await res.text()).toBe("ok");
+      }
+      expect(requests.connections).toBe(3);
+    } finally {
+      flaky.close();
+      server.close();
+    }
   });
 });

@@ -11,6 +11,9 @@ import type { KedgeRouting, KedgeTarget } from "./routing.js";
 /** Fetch's null body statuses: their responses carry no body whatever the wire says. */
 const nullBodyStatus = new Set([101, 103, 204, 205, 304]);
 
+/** How a kept-alive connection the peer already closed fails when reused. */
+const staleCodes = new Set(["ECONNRESET", "EPIPE"]);
+
 /** What a request sends: nothing, bytes of known length, or a stream sent chunked. */
 type OutgoingBody = Hop["body"];
 
@@ -119,10 +122,15 @@ function exchange(hop: Hop, target: KedgeTarget, agent: http.Agent, signal: Abor
     };
     const finished = () => signal.removeEventListener("abort", onAbort);
     signal.addEventListener("abort", onAbort, { once: true });
-    req.on("error", (err) => {
+    req.on("error", (err: NodeJS.ErrnoException) => {
       finished();
-      if (incoming) incoming.fail(new TypeError("terminated", { cause: err }));
-      else reject(new TypeError("fetch failed", { cause: err }));
+      if (incoming) return incoming.fail(new TypeError("terminated", { cause: err }));
+      // kedge may close an idle keep-alive connection just as it is reused: nothing was processed,
+      // so the request goes again on another connection (a stream cannot be sent twice).
+      if (req.reusedSocket && staleCodes.has(err.code ?? "") && !(body instanceof ReadableStream) && !signal.aborted) {
+        return resolve(exchange(hop, target, agent, signal));
+      }
+      reject(new TypeError("fetch failed", { cause: err }));
     });
     req.on("response", (res) => {
       const status = res.statusCode ?? 502;
