@@ -116,6 +116,12 @@ describe("client.fetch to two clusters through one client", () => {
     expect(failed.headers.get("x-upstream")).toBe("cluster-2");
   });
 
+  it("decodes a gzip-encoded body, as fetch does", async () => {
+    const res = await client.fetch(url(clusters.hosts.http2, `/gzip?text=${"zipped,".repeat(100)}`));
+    expect(res.headers.get("content-encoding")).toBe("gzip");
+    expect(await res.text()).toBe("zipped,".repeat(100));
+  });
+
   it("gives HEAD and 204 responses without a body", async () => {
     const head = await client.fetch(url(clusters.hosts.http1, "/"), { method: "HEAD" });
     expect(head.status).toBe(200);
@@ -225,6 +231,13 @@ describe("kedge's refusals as KedgeError", () => {
     } finally {
       broken.close();
     }
+  });
+});
+
+describe("options", () => {
+  it("are checked as winch checks its config: a ConfigError names the field", () => {
+    const bad = () => createKedgeClient({ routes: [{ direct: { key: "x.internal.example.com", url: clusters.cluster1.url }, backend_auth: "nowhere" }] });
+    expect(bad).toThrow('routes[0].backend_auth: unknown auth source "nowhere"');
   });
 });
 

@@ -16,7 +16,7 @@ export class KedgeAgents {
     let agent = this.agents.get(target.poolKey);
     if (!agent) {
       const { ca, cert, key } = target.tls;
-      // LIFO reuses the most recently used socket, so idle ones past the need time out and close.
+      // LIFO reuses the most recently used socket, so the ones a burst opened stay idle until kedge closes them.
       agent =
         target.kedge.protocol === "https:"
           ? new https.Agent({ keepAlive: true, scheduling: "lifo", ca: [...ca], cert, key })
