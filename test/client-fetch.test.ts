@@ -1,7 +1,9 @@
 import { afterAll, beforeAll, describe, expect, it } from "bun:test";
 import { writeFileSync } from "node:fs";
+import { join } from "node:path";
 import type { AddressInfo } from "node:net";
 import tls from "node:tls";
+import YAML from "yaml";
 import { createKedgeClient, KedgeError, type KedgeClient } from "../src/client/index.ts";
 import { issueClientCert } from "./helpers/certs.ts";
 import { startTwoClusters, type TwoClusters } from "./helpers/two-clusters.ts";
@@ -235,6 +237,20 @@ describe("kedge's refusals as KedgeError", () => {
 });
 
 describe("options", () => {
+  it("can be winch's own config file: its routes, auth sources and server TLS", async () => {
+    const { routes, auth_sources, tls } = clusters.options();
+    const configFile = join(clusters.dir, "winch.yaml");
+    writeFileSync(configFile, YAML.stringify({ server: { http_port: 8070, ...tls }, routes, auth_sources }));
+    const fromFile = createKedgeClient({ configFile, home: clusters.dir });
+    try {
+      const [one, two] = await Promise.all([fromFile.fetch(url(clusters.hosts.http1, "/from-file")), fromFile.fetch(url(clusters.hosts.http2, "/from-file"))]);
+      expect(await json(one)).toMatchObject({ upstream: "cluster-1", url: "/from-file" });
+      expect(await json(two)).toMatchObject({ upstream: "cluster-2", url: "/from-file" });
+    } finally {
+      fromFile.close();
+    }
+  });
+
   it("are checked as winch checks its config: a ConfigError names the field", () => {
     const bad = () => createKedgeClient({ routes: [{ direct: { key: "x.internal.example.com", url: clusters.cluster1.url }, backend_auth: "nowhere" }] });
     expect(bad).toThrow('routes[0].backend_auth: unknown auth source "nowhere"');
