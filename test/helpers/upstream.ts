@@ -1,6 +1,7 @@
 import http from "node:http";
 import https from "node:https";
 import type { AddressInfo } from "node:net";
+import { gzipSync } from "node:zlib";
 
 export interface SeenRequest {
   method: string;
@@ -22,7 +23,8 @@ export interface Upstream {
  * A real HTTP/1.1 backend (node:http) that answers JSON describing what it received: method, URL,
  * headers and body size, plus its own name so load balancing is visible. Special paths:
  * /echo streams the request body back, /slow-chunks writes chunks with pauses, /big?bytes=N
- * streams N bytes, /status/N answers N, /hang never answers, /die sends half a body then resets.
+ * streams N bytes, /status/N answers N, /redirect?to=URL&status=N redirects (302 by default),
+ * /gzip?text=T answers T gzip-encoded, /hang never answers, /die sends half a body then resets.
  */
 export async function startUpstream(name: string, options: { tls?: { cert: string; key: string; ca?: string; requestCert?: boolean } } = {}): Promise<Upstream> {
   const seen: SeenRequest[] = [];
@@ -42,6 +44,16 @@ export async function startUpstream(name: string, options: { tls?: { cert: strin
         res.writeHead(200, { "content-length": "1000" });
         res.write("x".repeat(100));
         setTimeout(() => res.socket?.destroy(), 20);
+        return;
+      }
+      if (url.pathname === "/gzip") {
+        res.writeHead(200, { "content-type": "text/plain", "content-encoding": "gzip", "x-upstream": name });
+        res.end(gzipSync(url.searchParams.get("text") ?? ""));
+        return;
+      }
+      if (url.pathname === "/redirect") {
+        res.writeHead(Number(url.searchParams.get("status") ?? 302), { location: url.searchParams.get("to") ?? "/", "x-upstream": name });
+        res.end();
         return;
       }
       if (url.pathname.startsWith("/status/")) {
