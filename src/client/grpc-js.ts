@@ -1,0 +1,68 @@
+import * as grpc from "@grpc/grpc-js";
+import { KedgeError } from "../errors.js";
+import type { KedgeRouting } from "./routing.js";
+
+/** What a @grpc/grpc-js client constructor takes: `new GreeterClient(address, credentials, options)`. */
+export interface GrpcJsTarget {
+  /** The kedge's host:port. */
+  readonly address: string;
+  /** TLS to the kedge with the route's identity, and the route's credentials added to each call's metadata. */
+  readonly credentials: grpc.ChannelCredentials;
+  /** `grpc.default_authority` names the destination (kedge routes on it); the TLS name stays the kedge's. */
+  readonly options: grpc.ChannelOptions;
+}
+
+/** A gRPC target as grpc-js reads it, `host:port`, `dns:host:port` or `dns:///host:port`, as host and port. */
+export function parseGrpcTarget(target: string): { host: string; port: number | undefined; authority: string } {
+  const authority = target.replace(/^dns:(\/\/[^/]*\/)?/, "");
+  const m = /^(\[[^\]]+\]|[^:]+)(?::(\d+))?$/.exec(authority);
+  if (!m) throw new KedgeError("unknown-host", 502, `${target} is not a gRPC target of the form host:port`);
+  return { host: m[1].replace(/^\[|\]$/g, ""), port: m[2] === undefined ? undefined : Number(m[2]), authority };
+}
+
+/**
+ * grpc-js pools connections by equal credentials and options, so handing out the same object for
+ * the same destination lets every client made from it share one connection to the kedge.
+ */
+export class GrpcJsTargets {
+  private readonly made = new Map<string, GrpcJsTarget>();
+
+  constructor(private readonly routing: KedgeRouting) {}
+
+  /**
+   * Rejects with KedgeError unknown-host when no route maps the target: no channel can be made.
+   * The identity is the one the route has now; credentials headers are fetched again for every call.
+   */
+  async target(target: string): Promise<GrpcJsTarget> {
+    const { host, port, authority } = parseGrpcTarget(target);
+    const kedge = await this.routing.target(host, port, "grpc");
+    if (kedge.kind !== "kedge") throw new KedgeError("unknown-host", 502, `${host} is not a kedge destination`);
+    if (kedge.kedge.protocol !== "https:") throw new KedgeError("unknown-host", 502, `${host} maps to ${kedge.kedge.origin}: grpc-js sends call credentials only over TLS, so the kedge URL must be https`);
+    const key = `${authority}|${kedge.poolKey}`;
+    const made = this.made.get(key);
+    if (made) return made;
+    const tls = grpc.credentials.createSsl(
+      Buffer.from(kedge.tls.ca.join("\n")),
+      kedge.tls.key === undefined ? null : Buffer.from(kedge.tls.key),
+      kedge.tls.cert === undefined ? null : Buffer.from(kedge.tls.cert),
+    );
+    const perCall = grpc.credentials.createFromMetadataGenerator((_params, callback) => {
+      this.routing.target(host, port, "grpc").then(
+        (fresh) => {
+          const metadata = new grpc.Metadata();
+          if (fresh.kind === "kedge") for (const [name, value] of Object.entries(fresh.headers)) metadata.set(name, value);
+          callback(null, metadata);
+        },
+        (e: Error) => callback(Object.assign(new Error(e.message), { code: grpc.status.UNAVAILABLE })),
+      );
+    });
+    const hostname = kedge.kedge.hostname.replace(/^\[|\]$/g, "");
+    const result: GrpcJsTarget = {
+      address: `${kedge.kedge.hostname}:${kedge.kedge.port || 443}`,
+      credentials: grpc.credentials.combineChannelCredentials(tls, perCall),
+      options: { "grpc.default_authority": authority, "grpc.ssl_target_name_override": hostname },
+    };
+    this.made.set(key, result);
+    return result;
+  }
+}

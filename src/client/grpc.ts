@@ -1,0 +1,52 @@
+import type { Transport } from "@connectrpc/connect";
+import type { GrpcJsTarget, GrpcJsTargets } from "./grpc-js.js";
+import type { KedgeGrpcSessions, KedgeGrpcTransportOptions } from "./grpc-transport.js";
+import type { KedgeRouting } from "./routing.js";
+
+export type { GrpcJsTarget, KedgeGrpcTransportOptions };
+
+type TransportModule = typeof import("./grpc-transport.js");
+
+/**
+ * The client's gRPC entry points. @connectrpc/connect-node and @grpc/grpc-js are the caller's
+ * (optional peer dependencies: grpc-js checks `instanceof ChannelCredentials` against its own
+ * copy), so they are loaded on first use: a fetch-only user needs neither installed.
+ */
+export class KedgeGrpc {
+  private transports: Promise<{ module: TransportModule; sessions: KedgeGrpcSessions }> | undefined;
+  private grpcJsTargets: Promise<GrpcJsTargets> | undefined;
+  private closed = false;
+
+  constructor(private readonly routing: KedgeRouting) {}
+
+  /**
+   * A Connect Transport (gRPC over HTTP/2) to options.baseUrl's service through the kedge its host
+   * maps to. Returned at once; connect-node is loaded by the first call.
+   */
+  transport(options: KedgeGrpcTransportOptions): Transport {
+    let inner: Promise<Transport> | undefined;
+    const ready = () =>
+      (inner ??= this.loadTransports().then(({ module, sessions }) => module.createKedgeGrpcTransport(this.routing, sessions, options)));
+    return {
+      unary: (...args) => ready().then((t) => t.unary(...args)),
+      stream: (...args) => ready().then((t) => t.stream(...args)),
+    };
+  }
+
+  /** `{ address, credentials, options }` for a @grpc/grpc-js client constructor; rejects with KedgeError for an unmapped target. */
+  async grpcJs(target: string): Promise<GrpcJsTarget> {
+    this.grpcJsTargets ??= import("./grpc-js.js").then((m) => new m.GrpcJsTargets(this.routing));
+    return (await this.grpcJsTargets).target(target);
+  }
+
+  /** Ends the sessions to the kedges; calls in flight fail. grpc-js channels are their clients' to close. */
+  async close(): Promise<void> {
+    this.closed = true;
+    if (this.transports) (await this.transports).sessions.close();
+  }
+
+  private loadTransports(): Promise<{ module: TransportModule; sessions: KedgeGrpcSessions }> {
+    if (this.closed) return Promise.reject(new Error("kedge client is closed"));
+    return (this.transports ??= import("./grpc-transport.js").then((module) => ({ module, sessions: new module.KedgeGrpcSessions() })));
+  }
+}

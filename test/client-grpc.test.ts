@@ -1,0 +1,284 @@
+import { afterAll, beforeAll, describe, expect, it } from "bun:test";
+import * as grpc from "@grpc/grpc-js";
+import { Code, ConnectError, createClient } from "@connectrpc/connect";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { KedgeGrpc } from "../src/client/grpc.ts";
+import { KedgeRouting, loadClientConfig } from "../src/client/routing.ts";
+import { KedgeError } from "../src/errors.ts";
+import { makeTestPki, type TestPki } from "./helpers/certs.ts";
+import { GreeterService } from "./helpers/greeter-schema.ts";
+import { GreeterClient, openChat, startGreeter, unary, type GreeterServer } from "./helpers/grpc.ts";
+import { plainServer, startTestKedge, type TestKedge } from "./helpers/kedge.ts";
+import { startTcpRelay, type TcpRelay } from "./helpers/tcp-relay.ts";
+import { until } from "./helpers/wait.ts";
+
+// kedge/client's gRPC entry points against a real kedge that requires client certificates and a
+// proxy token, in front of a grpc-js Greeter that requires the backend's token. The kedge is
+// reached through a TCP relay that counts the client's connections.
+
+const dir = mkdtempSync(join(tmpdir(), "client-grpc-"));
+const proxyToken = "proxy-token-0123456789";
+let backendToken = "backend-token-one";
+const backendTokenFile = join(dir, "backend-token");
+let pki: TestPki;
+let greeter: GreeterServer;
+let kedge: TestKedge;
+let relay: TcpRelay;
+let grpcEntry: KedgeGrpc;
+
+function newClient(): KedgeGrpc {
+  const kedgeUrl = `https://localhost:${relay.port}`;
+  const kubeconfig = join(dir, "kubeconfig");
+  writeFileSync(kubeconfig, `apiVersion: v1\nkind: Config\nusers:\n- name: svc\n  user:\n    tokenFile: ${backendTokenFile}\n`);
+  const config = loadClientConfig({
+    tls: { ca_files: [pki.caFile], client_cert_file: pki.clientCertFile, client_key_file: pki.clientKeyFile },
+    routes: [
+      { direct: { key: "wrong-token.cluster-1.internal.example.com", url: kedgeUrl }, proxy_auth: "wrong", backend_auth: "backend" },
+      { regexp: { exp: "^[a-z0-9-]+\\.cluster-1\\.internal\\.example\\.com$", url: kedgeUrl }, proxy_auth: "proxy", backend_auth: "backend" },
+    ],
+    auth_sources: [
+      { name: "proxy", token: { token: proxyToken } },
+      { name: "wrong", token: { token: "not-the-proxy-token" } },
+      { name: "backend", kube: { user: "svc", path: kubeconfig } },
+    ],
+  });
+  return new KedgeGrpc(new KedgeRouting(config, { home: dir }));
+}
+
+beforeAll(async () => {
+  pki = makeTestPki();
+  writeFileSync(backendTokenFile, backendToken);
+  const kedgeTokenFile = join(dir, "kedge-token");
+  writeFileSync(kedgeTokenFile, proxyToken);
+  greeter = await startGreeter("cluster-1", undefined, { requiredAuthorization: () => `Bearer ${backendToken}` });
+  kedge = await startTestKedge({
+    server: {
+      ...plainServer, http_tls_port: 0,
+      tls_cert_file: pki.serverCertFile, tls_key_file: pki.serverKeyFile, tls_client_ca_files: [pki.caFile], tls_client_cert_required: true,
+    },
+    auth: { bearer_token_file: kedgeTokenFile },
+    grpc: {
+      backends: [{ name: "greeter", static: { addresses: [`127.0.0.1:${greeter.port}`] } }],
+      // Routes by the authority the client names: a call that arrived with kedge's own name would find no route.
+      routes: [
+        { backend_name: "greeter", authority_host_matcher: "greeter.cluster-1.internal.example.com", authority_port_matcher: 8080 },
+        ...["other", "shared", "wrong-token"].map((name) => ({ backend_name: "greeter", authority_host_matcher: `${name}.cluster-1.internal.example.com` })),
+      ],
+    },
+  });
+  relay = await startTcpRelay(kedge.ports.tls);
+  grpcEntry = newClient();
+});
+
+afterAll(async () => {
+  await grpcEntry?.close();
+  await relay?.close();
+  await kedge?.shutdown();
+  greeter?.kill();
+});
+
+const greeterUrl = "https://greeter.cluster-1.internal.example.com:8080";
+const greeterTarget = "greeter.cluster-1.internal.example.com:8080";
+
+async function collect<T>(stream: AsyncIterable<T>): Promise<T[]> {
+  const out: T[] = [];
+  for await (const m of stream) out.push(m);
+  return out;
+}
+
+async function connectError(call: Promise<unknown>): Promise<ConnectError> {
+  try {
+    await call;
+  } catch (e) {
+    return ConnectError.from(e);
+  }
+  throw new Error("the call succeeded");
+}
+
+function connectClient(entry: KedgeGrpc, baseUrl = greeterUrl): Record<string, any> {
+  return createClient(GreeterService, entry.transport({ baseUrl, useBinaryFormat: false, jsonOptions: { ignoreUnknownFields: true } })) as any;
+}
+
+async function grpcJsClient(entry: KedgeGrpc, target = greeterTarget): Promise<grpc.Client & Record<string, any>> {
+  const { address, credentials, options } = await entry.grpcJs(target);
+  return new GreeterClient(address, credentials, options) as any;
+}
+
+describe("Connect transport (grpcTransport)", () => {
+  it("unary: reaches the backend through the mapped kedge with mTLS, the proxy token and the backend's token", async () => {
+    const reply = await connectClient(grpcEntry).sayHello({ name: "kedge" });
+    expect(reply.message).toBe("Hello kedge!");
+    expect(reply.server).toBe("cluster-1");
+    expect(reply.auth).toBe(`Bearer ${backendToken}`);
+  });
+
+  it("server streaming, client streaming and bidi", async () => {
+    const client = connectClient(grpcEntry);
+    expect((await collect(client.countTo({ n: 3 }))).map((m: any) => m.i)).toEqual([1, 2, 3]);
+    async function* numbers() {
+      yield { n: 1 };
+      yield { n: 2 };
+    }
+    expect((await client.sum(numbers())).total).toBe(3);
+    async function* texts() {
+      yield { text: "a" };
+      yield { text: "b" };
+    }
+    expect((await collect(client.chat(texts()))).map((m: any) => m.echo)).toEqual(["a", "b"]);
+  });
+
+  it("a deadline shorter than the backend's answer: DEADLINE_EXCEEDED, and the backend sees the call cancelled", async () => {
+    const before = greeter.cancelled;
+    const err = await connectError(connectClient(grpcEntry).sleep({ ms: 5000 }, { timeoutMs: 300 }));
+    expect(err.code).toBe(Code.DeadlineExceeded);
+    await until("the backend to see the cancellation", () => greeter.cancelled > before);
+  });
+
+  it("an AbortSignal cancels the call, and the backend sees it", async () => {
+    const before = greeter.cancelled;
+    const abort = new AbortController();
+    setTimeout(() => abort.abort(), 200);
+    const err = await connectError(connectClient(grpcEntry).sleep({ ms: 5000 }, { signal: abort.signal }));
+    expect(err.code).toBe(Code.Canceled);
+    await until("the backend to see the cancellation", () => greeter.cancelled > before);
+  });
+
+  it("a wrong proxy token: kedge's UNAUTHENTICATED as an ordinary ConnectError", async () => {
+    const err = await connectError(connectClient(grpcEntry, "https://wrong-token.cluster-1.internal.example.com:8080").sayHello({ name: "x" }));
+    expect(err.code).toBe(Code.Unauthenticated);
+    expect(err.rawMessage).toBe("Verification failed. Token does not match.");
+  });
+
+  it("an unmapped host: UNAVAILABLE, caused by KedgeError unknown-host, and nothing is sent", async () => {
+    const before = relay.accepted;
+    const err = await connectError(connectClient(grpcEntry, "https://greeter.elsewhere.example.com").sayHello({ name: "x" }));
+    expect(err.code).toBe(Code.Unavailable);
+    expect(err.cause).toBeInstanceOf(KedgeError);
+    expect((err.cause as KedgeError).type).toBe("unknown-host");
+    expect(relay.accepted).toBe(before);
+  });
+
+  it("shares one HTTP/2 connection per kedge among all the client's transports", async () => {
+    const entry = newClient();
+    try {
+      const before = relay.accepted;
+      const a = connectClient(entry);
+      const b = connectClient(entry, "https://other.cluster-1.internal.example.com");
+      await Promise.all([a.sayHello({ name: "1" }), b.sayHello({ name: "2" }), collect(a.countTo({ n: 2 }))]);
+      await a.sayHello({ name: "3" });
+      await b.sayHello({ name: "4" });
+      expect(relay.accepted - before).toBe(1);
+    } finally {
+      await entry.close();
+    }
+  });
+});
+
+describe("grpc-js (grpcJs)", () => {
+  it("gives the kedge's address, TLS credentials with call credentials, and the destination as default authority", async () => {
+    const { address, credentials, options } = await grpcEntry.grpcJs(greeterTarget);
+    expect(address).toBe(`localhost:${relay.port}`);
+    expect(credentials).toBeInstanceOf(grpc.ChannelCredentials);
+    expect(options["grpc.default_authority"]).toBe(greeterTarget);
+    expect((await grpcEntry.grpcJs(`dns:///${greeterTarget}`)).options["grpc.default_authority"]).toBe(greeterTarget);
+  });
+
+  it("unary: reaches the backend with the route's credentials added per call", async () => {
+    const client = await grpcJsClient(grpcEntry);
+    const r = await unary(client, "sayHello", { name: "kedge" });
+    client.close();
+    expect(r.error).toBeUndefined();
+    expect(r.response.message).toBe("Hello kedge!");
+    expect(r.response.auth).toBe(`Bearer ${backendToken}`);
+  });
+
+  it("server streaming, client streaming and bidi", async () => {
+    const client = await grpcJsClient(grpcEntry);
+    const counted = await new Promise<number[]>((resolve, reject) => {
+      const got: number[] = [];
+      const call = client.countTo({ n: 3 });
+      call.on("data", (m: { i: number }) => got.push(m.i));
+      call.on("error", reject);
+      call.on("end", () => resolve(got));
+    });
+    expect(counted).toEqual([1, 2, 3]);
+    const total = await new Promise<number>((resolve, reject) => {
+      const call = client.sum((err: Error | null, r: { total: number }) => (err ? reject(err) : resolve(r.total)));
+      call.write({ n: 1 });
+      call.write({ n: 2 });
+      call.end();
+    });
+    expect(total).toBe(3);
+    const { chat, echoes, ended } = openChat(client);
+    chat.write({ text: "a" });
+    chat.write({ text: "b" });
+    chat.end();
+    expect(await ended).toBeUndefined();
+    expect(echoes.map((m) => m.echo)).toEqual(["a", "b"]);
+    client.close();
+  });
+
+  it("a deadline shorter than the backend's answer: DEADLINE_EXCEEDED, and the backend sees the call cancelled", async () => {
+    const client = await grpcJsClient(grpcEntry);
+    const before = greeter.cancelled;
+    const err = await new Promise<grpc.ServiceError>((resolve) =>
+      client.sleep({ ms: 5000 }, new grpc.Metadata(), { deadline: Date.now() + 300 }, (e: grpc.ServiceError) => resolve(e)),
+    );
+    expect(err?.code).toBe(grpc.status.DEADLINE_EXCEEDED);
+    await until("the backend to see the cancellation", () => greeter.cancelled > before);
+    client.close();
+  });
+
+  it("call.cancel() cancels the call, and the backend sees it", async () => {
+    const client = await grpcJsClient(grpcEntry);
+    const before = greeter.cancelled;
+    let call: grpc.ClientUnaryCall | undefined;
+    const err = await new Promise<grpc.ServiceError>((resolve) => {
+      call = client.sleep({ ms: 5000 }, (e: grpc.ServiceError) => resolve(e));
+      setTimeout(() => call!.cancel(), 300);
+    });
+    expect(err?.code).toBe(grpc.status.CANCELLED);
+    await until("the backend to see the cancellation", () => greeter.cancelled > before);
+    client.close();
+  });
+
+  it("a wrong proxy token: kedge's UNAUTHENTICATED", async () => {
+    const client = await grpcJsClient(grpcEntry, "wrong-token.cluster-1.internal.example.com:8080");
+    const r = await unary(client, "sayHello", { name: "x" });
+    client.close();
+    expect(r.error?.code).toBe(grpc.status.UNAUTHENTICATED);
+    expect(r.error?.details).toBe("Verification failed. Token does not match.");
+  });
+
+  it("an unmapped target: rejects at once with KedgeError unknown-host (no channel can be made)", async () => {
+    const err = await grpcEntry.grpcJs("greeter.elsewhere.example.com:443").catch((e) => e);
+    expect(err).toBeInstanceOf(KedgeError);
+    expect(err.type).toBe("unknown-host");
+  });
+
+  it("clients made from the same target share one connection to the kedge", async () => {
+    const before = relay.accepted;
+    const target = "shared.cluster-1.internal.example.com:8080";
+    const [a, b] = [await grpcJsClient(grpcEntry, target), await grpcJsClient(grpcEntry, target)];
+    for (const client of [a, b, a, b]) expect((await unary(client, "sayHello", { name: "x" })).error).toBeUndefined();
+    a.close();
+    b.close();
+    expect(relay.accepted - before).toBe(1);
+  });
+});
+
+describe("credentials are fetched for every call", () => {
+  it("a token file rewritten between calls: the next Connect and grpc-js calls carry the new token", async () => {
+    const connect = connectClient(grpcEntry);
+    const js = await grpcJsClient(grpcEntry);
+    expect((await connect.sayHello({ name: "a" })).auth).toBe(`Bearer ${backendToken}`);
+    backendToken = "backend-token-number-two";
+    writeFileSync(backendTokenFile, backendToken);
+    expect((await connect.sayHello({ name: "b" })).auth).toBe(`Bearer ${backendToken}`);
+    const r = await unary(js, "sayHello", { name: "c" });
+    js.close();
+    expect(r.response?.auth).toBe(`Bearer ${backendToken}`);
+  });
+});
