@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from "bun:test";
 import * as grpc from "@grpc/grpc-js";
-import { Code, ConnectError, createClient } from "@connectrpc/connect";
+import { Code } from "@connectrpc/connect";
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -8,7 +8,7 @@ import { KedgeGrpc } from "../src/client/grpc.ts";
 import { KedgeRouting, loadClientConfig } from "../src/client/routing.ts";
 import { KedgeError } from "../src/errors.ts";
 import { makeTestPki, type TestPki } from "./helpers/certs.ts";
-import { GreeterService } from "./helpers/greeter-schema.ts";
+import { connectError, connectGreeter, greeterJson } from "./helpers/connect-greeter.ts";
 import { GreeterClient, openChat, startGreeter, unary, type GreeterServer } from "./helpers/grpc.ts";
 import { plainServer, startTestKedge, type TestKedge } from "./helpers/kedge.ts";
 import { startTcpRelay, type TcpRelay } from "./helpers/tcp-relay.ts";
@@ -88,17 +88,8 @@ async function collect<T>(stream: AsyncIterable<T>): Promise<T[]> {
   return out;
 }
 
-async function connectError(call: Promise<unknown>): Promise<ConnectError> {
-  try {
-    await call;
-  } catch (e) {
-    return ConnectError.from(e);
-  }
-  throw new Error("the call succeeded");
-}
-
 function connectClient(entry: KedgeGrpc, baseUrl = greeterUrl): Record<string, any> {
-  return createClient(GreeterService, entry.transport({ baseUrl, useBinaryFormat: false, jsonOptions: { ignoreUnknownFields: true } })) as any;
+  return connectGreeter(entry.transport({ baseUrl, ...greeterJson }));
 }
 
 async function grpcJsClient(entry: KedgeGrpc, target = greeterTarget): Promise<grpc.Client & Record<string, any>> {

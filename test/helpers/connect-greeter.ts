@@ -1,3 +1,4 @@
+import { ConnectError, createClient, type Transport } from "@connectrpc/connect";
 import { create, createFileRegistry, type DescService } from "@bufbuild/protobuf";
 import { FieldDescriptorProto_Label, FieldDescriptorProto_Type, FileDescriptorProtoSchema } from "@bufbuild/protobuf/wkt";
 
@@ -41,3 +42,19 @@ const file = create(FileDescriptorProtoSchema, {
 });
 
 export const GreeterService = createFileRegistry(file, () => undefined).getService("e2e.helloworld.Greeter") as DescService;
+
+/** The transport options the JSON Greeter needs: JSON messages, and replies' extra fields ignored. */
+export const greeterJson = { useBinaryFormat: false, jsonOptions: { ignoreUnknownFields: true } } as const;
+
+/** A Connect client of the Greeter; its methods are untyped, as the service is built at run time. */
+export const connectGreeter = (transport: Transport): Record<string, any> => createClient(GreeterService, transport);
+
+/** The ConnectError a call fails with; throws when it succeeds. */
+export async function connectError(call: Promise<unknown>): Promise<ConnectError> {
+  try {
+    await call;
+  } catch (e) {
+    return ConnectError.from(e);
+  }
+  throw new Error("the call succeeded");
+}
