@@ -23,7 +23,7 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  await entry?.close();
+  entry?.close();
   await clusters?.stop();
 });
 
@@ -70,7 +70,7 @@ describe("kedge's refusals are ordinary gRPC errors", () => {
       js.close();
       expect(r.error?.code).toBe(grpc.status.UNAUTHENTICATED);
     } finally {
-      await anonymous.close();
+      anonymous.close();
     }
   });
 
@@ -84,7 +84,7 @@ describe("kedge's refusals are ordinary gRPC errors", () => {
       js.close();
       expect(r.error?.code).toBe(grpc.status.PERMISSION_DENIED);
     } finally {
-      await other.close();
+      other.close();
     }
   });
 });

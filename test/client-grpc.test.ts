@@ -8,7 +8,7 @@ import { KedgeGrpc } from "../src/client/grpc.ts";
 import { KedgeRouting, loadClientConfig } from "../src/client/routing.ts";
 import { KedgeError } from "../src/errors.ts";
 import { makeTestPki, type TestPki } from "./helpers/certs.ts";
-import { connectError, connectGreeter, greeterJson } from "./helpers/connect-greeter.ts";
+import { collect, connectError, connectGreeter, greeterJson } from "./helpers/connect-greeter.ts";
 import { GreeterClient, openChat, startGreeter, unary, type GreeterServer } from "./helpers/grpc.ts";
 import { plainServer, startTestKedge, type TestKedge } from "./helpers/kedge.ts";
 import { startTcpRelay, type TcpRelay } from "./helpers/tcp-relay.ts";
@@ -73,7 +73,7 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  await grpcEntry?.close();
+  grpcEntry?.close();
   await relay?.close();
   await kedge?.shutdown();
   greeter?.kill();
@@ -81,12 +81,6 @@ afterAll(async () => {
 
 const greeterUrl = "https://greeter.cluster-1.internal.example.com:8080";
 const greeterTarget = "greeter.cluster-1.internal.example.com:8080";
-
-async function collect<T>(stream: AsyncIterable<T>): Promise<T[]> {
-  const out: T[] = [];
-  for await (const m of stream) out.push(m);
-  return out;
-}
 
 function connectClient(entry: KedgeGrpc, baseUrl = greeterUrl): Record<string, any> {
   return connectGreeter(entry.transport({ baseUrl, ...greeterJson }));
@@ -162,7 +156,7 @@ describe("Connect transport (grpcTransport)", () => {
       await b.sayHello({ name: "4" });
       expect(relay.accepted - before).toBe(1);
     } finally {
-      await entry.close();
+      entry.close();
     }
   });
 });

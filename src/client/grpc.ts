@@ -40,9 +40,9 @@ export class KedgeGrpc {
   }
 
   /** Ends the sessions to the kedges; calls in flight fail. grpc-js channels are their clients' to close. */
-  async close(): Promise<void> {
+  close(): void {
     this.closed = true;
-    if (this.transports) (await this.transports).sessions.close();
+    void this.transports?.then(({ sessions }) => sessions.close());
   }
 
   private loadTransports(): Promise<{ module: TransportModule; sessions: KedgeGrpcSessions }> {

@@ -58,3 +58,10 @@ export async function connectError(call: Promise<unknown>): Promise<ConnectError
   }
   throw new Error("the call succeeded");
 }
+
+/** Every message of a stream. */
+export async function collect<T>(stream: AsyncIterable<T>): Promise<T[]> {
+  const out: T[] = [];
+  for await (const m of stream) out.push(m);
+  return out;
+}
