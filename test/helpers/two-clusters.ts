@@ -25,6 +25,8 @@ export interface Cluster {
   /** https://localhost:PORT: kedge's TLS port (HTTP/1.1, HTTP/2 and gRPC by content-type). */
   url: string;
   port: number;
+  /** kedge's admin port (/_healthz, /metrics). */
+  adminPort: number;
   kedge: Running;
   http: Upstream;
   grpc: GreeterServer;
@@ -62,13 +64,13 @@ function listeningPorts(stdout: string): Record<string, number> | undefined {
   return Object.fromEntries(line.trim().split(" ").map((kv) => kv.split("=")).map(([k, v]) => [k, Number(v)]));
 }
 
-async function startKedgeBinary(dir: string, name: string, config: Record<string, unknown>): Promise<{ kedge: Running; port: number }> {
+async function startKedgeBinary(dir: string, name: string, config: Record<string, unknown>): Promise<{ kedge: Running; port: number; adminPort: number }> {
   const configFile = join(dir, `${name}.json`);
   writeFileSync(configFile, JSON.stringify(config, null, 2));
   const kedge = runBinary(["--config", configFile], dir);
   let ports: Record<string, number> | undefined;
   await waitFor(() => (ports = listeningPorts(kedge.stdout())) !== undefined, `${name}'s kedge to listen`, kedge);
-  return { kedge, port: ports!.tls! };
+  return { kedge, port: ports!.tls!, adminPort: ports!.admin! };
 }
 
 function clusterConfig(pki: TestPki, cluster: string, http: Upstream, grpc: GreeterServer, extra: { server?: object; auth?: object; routeAuth?: object }) {
@@ -119,7 +121,7 @@ export async function startTwoClusters(): Promise<TwoClusters> {
   await seedOidcCache();
 
   const url = (port: number) => `https://localhost:${port}`;
-  const cluster = (c: { kedge: Running; port: number }, http: Upstream, grpc: GreeterServer): Cluster => ({ url: url(c.port), port: c.port, kedge: c.kedge, http, grpc });
+  const cluster = (c: { kedge: Running; port: number; adminPort: number }, http: Upstream, grpc: GreeterServer): Cluster => ({ url: url(c.port), port: c.port, adminPort: c.adminPort, kedge: c.kedge, http, grpc });
   return {
     pki,
     dir,
