@@ -36,28 +36,42 @@ afterAll(async () => {
   greeter?.kill();
 });
 
+/**
+ * Bundles a fixture for Node with the peers external and code split at the dynamic imports, as the
+ * package ships them; with `peers`, they resolve from the repo's node_modules as a caller's would.
+ */
+async function bundleForNode(fixture: string, peers: boolean): Promise<string> {
+  const outdir = mkdtempSync(join(dir, "bundle-"));
+  const build = await Bun.build({
+    entrypoints: [join(root, "test/fixtures/client-node", fixture)],
+    target: "node",
+    format: "esm",
+    splitting: true,
+    external: ["@connectrpc/connect", "@connectrpc/connect-node", "@grpc/grpc-js"],
+    outdir,
+  });
+  expect(build.success).toBe(true);
+  if (peers) symlinkSync(join(root, "node_modules"), join(outdir, "node_modules"));
+  return join(outdir, fixture.replace(/\.ts$/, ".js"));
+}
+
+async function runNode(script: string, arg = ""): Promise<unknown> {
+  const node = Bun.spawn(["node", script, arg], { stdout: "pipe", stderr: "pipe" });
+  const [out, err, code] = await Promise.all([new Response(node.stdout).text(), new Response(node.stderr).text(), node.exited]);
+  expect({ code, err }).toEqual({ code: 0, err: "" });
+  return JSON.parse(out);
+}
+
 describe("gRPC entry points under Node", () => {
   it("Connect: four call kinds and a deadline; grpc-js: a call, a deadline and a cancel", async () => {
-    const build = await Bun.build({
-      entrypoints: [join(root, "test/fixtures/client-node/grpc-calls.ts")],
-      target: "node",
-      format: "esm",
-      external: ["@connectrpc/connect", "@connectrpc/connect-node", "@grpc/grpc-js"],
-      outdir: dir,
-    });
-    expect(build.success).toBe(true);
-    // The peers resolve from the repo's node_modules, as the caller's own would.
-    symlinkSync(join(root, "node_modules"), join(dir, "node_modules"));
+    const script = await bundleForNode("grpc-calls.ts", true);
     const options = {
       target: "greeter.cluster-1.internal.example.com:8080",
       routes: [{ regexp: { exp: "^[a-z]+[.]cluster-1[.]internal[.]example[.]com$", url: `https://localhost:${kedge.ports.tls}` } }],
       tls: { ca_files: [pki.caFile], client_cert_file: pki.clientCertFile, client_key_file: pki.clientKeyFile },
     };
     const before = greeter.cancelled;
-    const node = Bun.spawn(["node", join(dir, "grpc-calls.js"), JSON.stringify(options)], { stdout: "pipe", stderr: "pipe" });
-    const [out, err, code] = await Promise.all([new Response(node.stdout).text(), new Response(node.stderr).text(), node.exited]);
-    expect({ code, err }).toEqual({ code: 0, err: "" });
-    expect(JSON.parse(out)).toEqual({
+    expect(await runNode(script, JSON.stringify(options))).toEqual({
       connectUnary: "Hello node!",
       connectServerStream: [1, 2, 3],
       connectClientStream: 3,
@@ -68,5 +82,13 @@ describe("gRPC entry points under Node", () => {
       grpcJsCancel: grpc.status.CANCELLED,
     });
     await until("the backend to see the three cancelled calls", () => greeter.cancelled >= before + 3);
+  });
+
+  it("without the gRPC peers installed the client loads, and only a gRPC call names the missing package", async () => {
+    expect(await runNode(await bundleForNode("without-peers.ts", false))).toEqual({
+      loaded: true,
+      grpcTransport: expect.stringContaining("could not load @connectrpc/connect-node, an optional peer dependency"),
+      grpcJs: expect.stringContaining("could not load @grpc/grpc-js, an optional peer dependency"),
+    });
   });
 });

@@ -4,8 +4,7 @@ import { Code } from "@connectrpc/connect";
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { KedgeGrpc } from "../src/client/grpc.ts";
-import { KedgeRouting, loadClientConfig } from "../src/client/routing.ts";
+import { createKedgeClient, type KedgeClient } from "../src/client/index.ts";
 import { KedgeError } from "../src/errors.ts";
 import { makeTestPki, type TestPki } from "./helpers/certs.ts";
 import { collect, connectError, connectGreeter, greeterJson } from "./helpers/connect-greeter.ts";
@@ -14,7 +13,7 @@ import { plainServer, startTestKedge, type TestKedge } from "./helpers/kedge.ts"
 import { startTcpRelay, type TcpRelay } from "./helpers/tcp-relay.ts";
 import { until } from "./helpers/wait.ts";
 
-// kedge/client's gRPC entry points against a real kedge that requires client certificates and a
+// kedge/client's gRPC kedgeClient points against a real kedge that requires client certificates and a
 // proxy token, in front of a grpc-js Greeter that requires the backend's token. The kedge is
 // reached through a TCP relay that counts the client's connections.
 
@@ -26,13 +25,14 @@ let pki: TestPki;
 let greeter: GreeterServer;
 let kedge: TestKedge;
 let relay: TcpRelay;
-let grpcEntry: KedgeGrpc;
+let kedgeClient: KedgeClient;
 
-function newClient(): KedgeGrpc {
+function newClient(): KedgeClient {
   const kedgeUrl = `https://localhost:${relay.port}`;
   const kubeconfig = join(dir, "kubeconfig");
   writeFileSync(kubeconfig, `apiVersion: v1\nkind: Config\nusers:\n- name: svc\n  user:\n    tokenFile: ${backendTokenFile}\n`);
-  const config = loadClientConfig({
+  return createKedgeClient({
+    home: dir,
     tls: { ca_files: [pki.caFile], client_cert_file: pki.clientCertFile, client_key_file: pki.clientKeyFile },
     routes: [
       { direct: { key: "wrong-token.cluster-1.internal.example.com", url: kedgeUrl }, proxy_auth: "wrong", backend_auth: "backend" },
@@ -44,7 +44,6 @@ function newClient(): KedgeGrpc {
       { name: "backend", kube: { user: "svc", path: kubeconfig } },
     ],
   });
-  return new KedgeGrpc(new KedgeRouting(config, { home: dir }));
 }
 
 beforeAll(async () => {
@@ -69,11 +68,11 @@ beforeAll(async () => {
     },
   });
   relay = await startTcpRelay(kedge.ports.tls);
-  grpcEntry = newClient();
+  kedgeClient = newClient();
 });
 
 afterAll(async () => {
-  grpcEntry?.close();
+  kedgeClient?.close();
   await relay?.close();
   await kedge?.shutdown();
   greeter?.kill();
@@ -82,25 +81,25 @@ afterAll(async () => {
 const greeterUrl = "https://greeter.cluster-1.internal.example.com:8080";
 const greeterTarget = "greeter.cluster-1.internal.example.com:8080";
 
-function connectClient(entry: KedgeGrpc, baseUrl = greeterUrl): Record<string, any> {
-  return connectGreeter(entry.transport({ baseUrl, ...greeterJson }));
+function connectClient(kedgeClient: KedgeClient, baseUrl = greeterUrl): Record<string, any> {
+  return connectGreeter(kedgeClient.grpcTransport({ baseUrl, ...greeterJson }));
 }
 
-async function grpcJsClient(entry: KedgeGrpc, target = greeterTarget): Promise<grpc.Client & Record<string, any>> {
-  const { address, credentials, options } = await entry.grpcJs(target);
+async function grpcJsClient(kedgeClient: KedgeClient, target = greeterTarget): Promise<grpc.Client & Record<string, any>> {
+  const { address, credentials, options } = await kedgeClient.grpcJs(target);
   return new GreeterClient(address, credentials, options) as any;
 }
 
 describe("Connect transport (grpcTransport)", () => {
   it("unary: reaches the backend through the mapped kedge with mTLS, the proxy token and the backend's token", async () => {
-    const reply = await connectClient(grpcEntry).sayHello({ name: "kedge" });
+    const reply = await connectClient(kedgeClient).sayHello({ name: "kedge" });
     expect(reply.message).toBe("Hello kedge!");
     expect(reply.server).toBe("cluster-1");
     expect(reply.auth).toBe(`Bearer ${backendToken}`);
   });
 
   it("server streaming, client streaming and bidi", async () => {
-    const client = connectClient(grpcEntry);
+    const client = connectClient(kedgeClient);
     expect((await collect(client.countTo({ n: 3 }))).map((m: any) => m.i)).toEqual([1, 2, 3]);
     async function* numbers() {
       yield { n: 1 };
@@ -116,7 +115,7 @@ describe("Connect transport (grpcTransport)", () => {
 
   it("a deadline shorter than the backend's answer: DEADLINE_EXCEEDED, and the backend sees the call cancelled", async () => {
     const before = greeter.cancelled;
-    const err = await connectError(connectClient(grpcEntry).sleep({ ms: 5000 }, { timeoutMs: 300 }));
+    const err = await connectError(connectClient(kedgeClient).sleep({ ms: 5000 }, { timeoutMs: 300 }));
     expect(err.code).toBe(Code.DeadlineExceeded);
     await until("the backend to see the cancellation", () => greeter.cancelled > before);
   });
@@ -125,20 +124,20 @@ describe("Connect transport (grpcTransport)", () => {
     const before = greeter.cancelled;
     const abort = new AbortController();
     setTimeout(() => abort.abort(), 200);
-    const err = await connectError(connectClient(grpcEntry).sleep({ ms: 5000 }, { signal: abort.signal }));
+    const err = await connectError(connectClient(kedgeClient).sleep({ ms: 5000 }, { signal: abort.signal }));
     expect(err.code).toBe(Code.Canceled);
     await until("the backend to see the cancellation", () => greeter.cancelled > before);
   });
 
   it("a wrong proxy token: kedge's UNAUTHENTICATED as an ordinary ConnectError", async () => {
-    const err = await connectError(connectClient(grpcEntry, "https://wrong-token.cluster-1.internal.example.com:8080").sayHello({ name: "x" }));
+    const err = await connectError(connectClient(kedgeClient, "https://wrong-token.cluster-1.internal.example.com:8080").sayHello({ name: "x" }));
     expect(err.code).toBe(Code.Unauthenticated);
     expect(err.rawMessage).toBe("Verification failed. Token does not match.");
   });
 
   it("an unmapped host: UNAVAILABLE, caused by KedgeError unknown-host, and nothing is sent", async () => {
     const before = relay.accepted;
-    const err = await connectError(connectClient(grpcEntry, "https://greeter.elsewhere.example.com").sayHello({ name: "x" }));
+    const err = await connectError(connectClient(kedgeClient, "https://greeter.elsewhere.example.com").sayHello({ name: "x" }));
     expect(err.code).toBe(Code.Unavailable);
     expect(err.cause).toBeInstanceOf(KedgeError);
     expect((err.cause as KedgeError).type).toBe("unknown-host");
@@ -146,32 +145,48 @@ describe("Connect transport (grpcTransport)", () => {
   });
 
   it("shares one HTTP/2 connection per kedge among all the client's transports", async () => {
-    const entry = newClient();
+    const kedgeClient = newClient();
     try {
       const before = relay.accepted;
-      const a = connectClient(entry);
-      const b = connectClient(entry, "https://other.cluster-1.internal.example.com");
+      const a = connectClient(kedgeClient);
+      const b = connectClient(kedgeClient, "https://other.cluster-1.internal.example.com");
       await Promise.all([a.sayHello({ name: "1" }), b.sayHello({ name: "2" }), collect(a.countTo({ n: 2 }))]);
       await a.sayHello({ name: "3" });
       await b.sayHello({ name: "4" });
       expect(relay.accepted - before).toBe(1);
     } finally {
-      entry.close();
+      kedgeClient.close();
     }
+  });
+
+  it("close() ends the sessions: the call in flight and later calls fail, and nothing reconnects", async () => {
+    const kedgeClient = newClient();
+    const greeterClient = connectClient(kedgeClient);
+    await greeterClient.sayHello({ name: "warm" });
+    const before = { accepted: relay.accepted, cancelled: greeter.cancelled };
+    const inFlight = connectError(greeterClient.sleep({ ms: 5000 }));
+    await Bun.sleep(100);
+    kedgeClient.close();
+    expect((await inFlight).code).not.toBe(Code.OK);
+    const later = await connectError(greeterClient.sayHello({ name: "late" }));
+    expect(later.code).toBe(Code.Unavailable);
+    expect(later.rawMessage).toBe("the kedge client is closed");
+    await until("the backend to see the call in flight cancelled", () => greeter.cancelled > before.cancelled);
+    expect(relay.accepted).toBe(before.accepted);
   });
 });
 
 describe("grpc-js (grpcJs)", () => {
   it("gives the kedge's address, TLS credentials with call credentials, and the destination as default authority", async () => {
-    const { address, credentials, options } = await grpcEntry.grpcJs(greeterTarget);
+    const { address, credentials, options } = await kedgeClient.grpcJs(greeterTarget);
     expect(address).toBe(`localhost:${relay.port}`);
     expect(credentials).toBeInstanceOf(grpc.ChannelCredentials);
     expect(options["grpc.default_authority"]).toBe(greeterTarget);
-    expect((await grpcEntry.grpcJs(`dns:///${greeterTarget}`)).options["grpc.default_authority"]).toBe(greeterTarget);
+    expect((await kedgeClient.grpcJs(`dns:///${greeterTarget}`)).options["grpc.default_authority"]).toBe(greeterTarget);
   });
 
   it("unary: reaches the backend with the route's credentials added per call", async () => {
-    const client = await grpcJsClient(grpcEntry);
+    const client = await grpcJsClient(kedgeClient);
     const r = await unary(client, "sayHello", { name: "kedge" });
     client.close();
     expect(r.error).toBeUndefined();
@@ -180,7 +195,7 @@ describe("grpc-js (grpcJs)", () => {
   });
 
   it("server streaming, client streaming and bidi", async () => {
-    const client = await grpcJsClient(grpcEntry);
+    const client = await grpcJsClient(kedgeClient);
     const counted = await new Promise<number[]>((resolve, reject) => {
       const got: number[] = [];
       const call = client.countTo({ n: 3 });
@@ -206,7 +221,7 @@ describe("grpc-js (grpcJs)", () => {
   });
 
   it("a deadline shorter than the backend's answer: DEADLINE_EXCEEDED, and the backend sees the call cancelled", async () => {
-    const client = await grpcJsClient(grpcEntry);
+    const client = await grpcJsClient(kedgeClient);
     const before = greeter.cancelled;
     const err = await new Promise<grpc.ServiceError>((resolve) =>
       client.sleep({ ms: 5000 }, new grpc.Metadata(), { deadline: Date.now() + 300 }, (e: grpc.ServiceError) => resolve(e)),
@@ -217,7 +232,7 @@ describe("grpc-js (grpcJs)", () => {
   });
 
   it("call.cancel() cancels the call, and the backend sees it", async () => {
-    const client = await grpcJsClient(grpcEntry);
+    const client = await grpcJsClient(kedgeClient);
     const before = greeter.cancelled;
     let call: grpc.ClientUnaryCall | undefined;
     const err = await new Promise<grpc.ServiceError>((resolve) => {
@@ -230,7 +245,7 @@ describe("grpc-js (grpcJs)", () => {
   });
 
   it("a wrong proxy token: kedge's UNAUTHENTICATED", async () => {
-    const client = await grpcJsClient(grpcEntry, "wrong-token.cluster-1.internal.example.com:8080");
+    const client = await grpcJsClient(kedgeClient, "wrong-token.cluster-1.internal.example.com:8080");
     const r = await unary(client, "sayHello", { name: "x" });
     client.close();
     expect(r.error?.code).toBe(grpc.status.UNAUTHENTICATED);
@@ -238,7 +253,7 @@ describe("grpc-js (grpcJs)", () => {
   });
 
   it("an unmapped target: rejects at once with KedgeError unknown-host (no channel can be made)", async () => {
-    const err = await grpcEntry.grpcJs("greeter.elsewhere.example.com:443").catch((e) => e);
+    const err = await kedgeClient.grpcJs("greeter.elsewhere.example.com:443").catch((e) => e);
     expect(err).toBeInstanceOf(KedgeError);
     expect(err.type).toBe("unknown-host");
   });
@@ -246,7 +261,7 @@ describe("grpc-js (grpcJs)", () => {
   it("clients made from the same target share one connection to the kedge", async () => {
     const before = relay.accepted;
     const target = "shared.cluster-1.internal.example.com:8080";
-    const [a, b] = [await grpcJsClient(grpcEntry, target), await grpcJsClient(grpcEntry, target)];
+    const [a, b] = [await grpcJsClient(kedgeClient, target), await grpcJsClient(kedgeClient, target)];
     for (const client of [a, b, a, b]) expect((await unary(client, "sayHello", { name: "x" })).error).toBeUndefined();
     a.close();
     b.close();
@@ -256,8 +271,8 @@ describe("grpc-js (grpcJs)", () => {
 
 describe("credentials are fetched for every call", () => {
   it("a token file rewritten between calls: the next Connect and grpc-js calls carry the new token", async () => {
-    const connect = connectClient(grpcEntry);
-    const js = await grpcJsClient(grpcEntry);
+    const connect = connectClient(kedgeClient);
+    const js = await grpcJsClient(kedgeClient);
     expect((await connect.sayHello({ name: "a" })).auth).toBe(`Bearer ${backendToken}`);
     backendToken = "backend-token-number-two";
     writeFileSync(backendTokenFile, backendToken);

@@ -14,8 +14,10 @@ export type KedgeGrpcTransportOptions = Omit<GrpcTransportOptions, "sessionManag
  */
 export class KedgeGrpcSessions {
   private readonly sessions = new Map<string, Http2SessionManager>();
+  private closed = false;
 
   session(target: KedgeTarget): Http2SessionManager {
+    if (this.closed) throw new ConnectError("the kedge client is closed", Code.Unavailable);
     let session = this.sessions.get(target.poolKey);
     if (!session) {
       const tls: http2.SecureClientSessionOptions = { ca: [...target.tls.ca], cert: target.tls.cert, key: target.tls.key, servername: target.kedge.hostname };
@@ -26,6 +28,7 @@ export class KedgeGrpcSessions {
   }
 
   close(): void {
+    this.closed = true;
     for (const session of this.sessions.values()) session.abort();
     this.sessions.clear();
   }

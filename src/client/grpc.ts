@@ -35,18 +35,27 @@ export class KedgeGrpc {
 
   /** `{ address, credentials, options }` for a @grpc/grpc-js client constructor; rejects with KedgeError for an unmapped target. */
   async grpcJs(target: string): Promise<GrpcJsTarget> {
-    this.grpcJsTargets ??= import("./grpc-js.js").then((m) => new m.GrpcJsTargets(this.routing));
+    if (this.closed) throw new Error("kedge client is closed");
+    this.grpcJsTargets ??= import("./grpc-js.js").then((m) => new m.GrpcJsTargets(this.routing), peerMissing("client.grpcJs()", "@grpc/grpc-js"));
     return (await this.grpcJsTargets).target(target);
   }
 
-  /** Ends the sessions to the kedges; calls in flight fail. grpc-js channels are their clients' to close. */
+  /** Ends the sessions to the kedges: calls in flight and later ones fail. grpc-js channels are their clients' to close. */
   close(): void {
     this.closed = true;
-    void this.transports?.then(({ sessions }) => sessions.close());
+    void this.transports?.then(({ sessions }) => sessions.close(), () => undefined);
   }
 
   private loadTransports(): Promise<{ module: TransportModule; sessions: KedgeGrpcSessions }> {
-    if (this.closed) return Promise.reject(new Error("kedge client is closed"));
-    return (this.transports ??= import("./grpc-transport.js").then((module) => ({ module, sessions: new module.KedgeGrpcSessions() })));
+    return (this.transports ??= import("./grpc-transport.js").then((module) => {
+      const sessions = new module.KedgeGrpcSessions();
+      if (this.closed) sessions.close();
+      return { module, sessions };
+    }, peerMissing("client.grpcTransport()", "@connectrpc/connect-node")));
   }
 }
+
+/** Loading a peer failed: most likely the caller has not installed it. */
+const peerMissing = (entry: string, peer: string) => (cause: unknown) => {
+  throw new Error(`kedge/client: ${entry} could not load ${peer}, an optional peer dependency it needs (npm install ${peer})`, { cause });
+};

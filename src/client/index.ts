@@ -1,9 +1,12 @@
+import type { Transport } from "@connectrpc/connect";
 import { kedgeFetch, type FetchInput } from "./fetch.js";
+import { KedgeGrpc, type GrpcJsTarget, type KedgeGrpcTransportOptions } from "./grpc.js";
 import { KedgeAgents } from "./pool.js";
 import { KedgeRouting, loadClientConfig, type KedgeClientOptions } from "./routing.js";
 
 export { KedgeError, type KedgeErrorType } from "../errors.js";
 export type { FetchInput } from "./fetch.js";
+export type { GrpcJsTarget, KedgeGrpcTransportOptions } from "./grpc.js";
 export type { KedgeClientOptions, KedgeTarget, KedgeTls, Target } from "./routing.js";
 
 /**
@@ -14,9 +17,11 @@ export class KedgeClient {
   /** Where a host goes and what it carries; the transports share it. */
   readonly routing: KedgeRouting;
   private readonly agents = new KedgeAgents();
+  private readonly grpc: KedgeGrpc;
 
   constructor(options: KedgeClientOptions) {
     this.routing = new KedgeRouting(loadClientConfig(options), { home: options.home, env: options.env, log: options.log, openBrowser: options.openBrowser });
+    this.grpc = new KedgeGrpc(this.routing);
   }
 
   /**
@@ -28,9 +33,27 @@ export class KedgeClient {
     return kedgeFetch(this.routing, this.agents, input, init);
   }
 
+  /**
+   * A @connectrpc/connect Transport (gRPC over HTTP/2) to the service at baseUrl, through the kedge
+   * its host maps to; all the client's transports share one connection per kedge. An unmapped host
+   * fails each call with Code.Unavailable, the KedgeError as its cause.
+   */
+  grpcTransport(options: KedgeGrpcTransportOptions): Transport {
+    return this.grpc.transport(options);
+  }
+
+  /**
+   * `{ address, credentials, options }` for a @grpc/grpc-js client constructor reaching target
+   * (`host:port` or `dns:///host:port`) through its kedge. Rejects with KedgeError for an unmapped target.
+   */
+  grpcJs(target: string): Promise<GrpcJsTarget> {
+    return this.grpc.grpcJs(target);
+  }
+
   /** Closes the connections and stops the auth sources' background refreshes. */
   close(): void {
     this.agents.close();
+    this.grpc.close();
     this.routing.close();
   }
 }
