@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "bun:test";
 import * as grpc from "@grpc/grpc-js";
-import { Code } from "@connectrpc/connect";
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { Code, ConnectError } from "@connectrpc/connect";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createKedgeClient, type KedgeClient } from "../src/client/index.ts";
@@ -167,7 +167,7 @@ describe("Connect transport (grpcTransport)", () => {
     const inFlight = connectError(greeterClient.sleep({ ms: 5000 }));
     await Bun.sleep(100);
     kedgeClient.close();
-    expect((await inFlight).code).not.toBe(Code.OK);
+    expect(await inFlight).toBeInstanceOf(ConnectError);
     const later = await connectError(greeterClient.sayHello({ name: "late" }));
     expect(later.code).toBe(Code.Unavailable);
     expect(later.rawMessage).toBe("the kedge client is closed");
@@ -269,8 +269,19 @@ describe("grpc-js (grpcJs)", () => {
   });
 });
 
-describe("credentials are fetched for every call", () => {
-  it("a token file rewritten between calls: the next Connect and grpc-js calls carry the new token", async () => {
+describe("the route's credentials", () => {
+  it("replace the caller's own authorization, through Connect and grpc-js", async () => {
+    const own = "Bearer the-callers-own";
+    expect((await connectClient(kedgeClient).sayHello({ name: "x" }, { headers: { authorization: own } })).auth).toBe(`Bearer ${backendToken}`);
+    const js = await grpcJsClient(kedgeClient);
+    const metadata = new grpc.Metadata();
+    metadata.set("authorization", own);
+    const r = await unary(js, "sayHello", { name: "x" }, metadata);
+    js.close();
+    expect(r.response?.auth).toBe(`Bearer ${backendToken}`);
+  });
+
+  it("are fetched for every call: a token file rewritten between calls is used by the next Connect and grpc-js calls", async () => {
     const connect = connectClient(kedgeClient);
     const js = await grpcJsClient(kedgeClient);
     expect((await connect.sayHello({ name: "a" })).auth).toBe(`Bearer ${backendToken}`);
@@ -280,5 +291,22 @@ describe("credentials are fetched for every call", () => {
     const r = await unary(js, "sayHello", { name: "c" });
     js.close();
     expect(r.response?.auth).toBe(`Bearer ${backendToken}`);
+  });
+
+  it("that cannot be had fail the call with UNAVAILABLE naming the auth source", async () => {
+    const connect = connectClient(kedgeClient);
+    const js = await grpcJsClient(kedgeClient);
+    rmSync(backendTokenFile);
+    try {
+      const err = await connectError(connect.sayHello({ name: "x" }));
+      expect(err.code).toBe(Code.Unavailable);
+      expect((err.cause as KedgeError).type).toBe("auth-source");
+      const r = await unary(js, "sayHello", { name: "x" });
+      expect(r.error?.code).toBe(grpc.status.UNAVAILABLE);
+      expect(r.error?.details).toContain('auth source "backend"');
+    } finally {
+      js.close();
+      writeFileSync(backendTokenFile, backendToken);
+    }
   });
 });

@@ -8,8 +8,27 @@ export interface GrpcJsTarget {
   readonly address: string;
   /** TLS to the kedge with the route's identity, and the route's credentials added to each call's metadata. */
   readonly credentials: grpc.ChannelCredentials;
-  /** `grpc.default_authority` names the destination (kedge routes on it); the TLS name stays the kedge's. */
-  readonly options: grpc.ChannelOptions;
+  /**
+   * `grpc.default_authority` names the destination (kedge routes on it); the TLS name stays the
+   * kedge's. `interceptors` drops the caller's own values of the headers the route injects: keep
+   * it when adding interceptors of your own.
+   */
+  readonly options: grpc.ChannelOptions & { interceptors: grpc.Interceptor[] };
+}
+
+/**
+ * Call credentials add to the caller's metadata rather than replace it, so a caller's own
+ * `authorization` would travel beside the route's and a backend reading the first value would get
+ * the caller's. The route's credentials replace the caller's, as winch does.
+ */
+function dropping(names: readonly string[]): grpc.Interceptor {
+  const requester: grpc.Requester = {
+    start(metadata, listener, next) {
+      for (const name of names) metadata.remove(name);
+      next(metadata, listener);
+    },
+  };
+  return (options, nextCall) => new grpc.InterceptingCall(nextCall(options), requester);
 }
 
 /** A gRPC target as grpc-js reads it, `host:port`, `dns:host:port` or `dns:///host:port`, as host and port. */
@@ -60,7 +79,7 @@ export class GrpcJsTargets {
     const result: GrpcJsTarget = {
       address: `${kedge.kedge.hostname}:${kedge.kedge.port || 443}`,
       credentials: grpc.credentials.combineChannelCredentials(tls, perCall),
-      options: { "grpc.default_authority": authority, "grpc.ssl_target_name_override": hostname },
+      options: { "grpc.default_authority": authority, "grpc.ssl_target_name_override": hostname, interceptors: [dropping(Object.keys(kedge.headers))] },
     };
     this.made.set(key, result);
     return result;
