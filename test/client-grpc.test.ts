@@ -25,6 +25,8 @@ let pki: TestPki;
 let greeter: GreeterServer;
 let kedge: TestKedge;
 let relay: TcpRelay;
+/** The same kedge at an address its certificate does not name. */
+let unnamedRelay: TcpRelay;
 let kedgeClient: KedgeClient;
 
 function newClient(): KedgeClient {
@@ -36,6 +38,8 @@ function newClient(): KedgeClient {
     tls: { ca_files: [pki.caFile], client_cert_file: pki.clientCertFile, client_key_file: pki.clientKeyFile },
     routes: [
       { direct: { key: "wrong-token.cluster-1.internal.example.com", url: kedgeUrl }, proxy_auth: "wrong", backend_auth: "backend" },
+      { direct: { key: "by-ip.cluster-1.internal.example.com", url: `https://127.0.0.1:${relay.port}` }, proxy_auth: "proxy", backend_auth: "backend" },
+      { direct: { key: "by-unnamed-ip.cluster-1.internal.example.com", url: `https://127.0.0.2:${unnamedRelay.port}` }, proxy_auth: "proxy", backend_auth: "backend" },
       { regexp: { exp: "^[a-z0-9-]+\\.cluster-1\\.internal\\.example\\.com$", url: kedgeUrl }, proxy_auth: "proxy", backend_auth: "backend" },
     ],
     auth_sources: [
@@ -63,17 +67,19 @@ beforeAll(async () => {
       // Routes by the authority the client names: a call that arrived with kedge's own name would find no route.
       routes: [
         { backend_name: "greeter", authority_host_matcher: "greeter.cluster-1.internal.example.com", authority_port_matcher: 8080 },
-        ...["other", "shared", "wrong-token"].map((name) => ({ backend_name: "greeter", authority_host_matcher: `${name}.cluster-1.internal.example.com` })),
+        ...["other", "shared", "wrong-token", "by-ip"].map((name) => ({ backend_name: "greeter", authority_host_matcher: `${name}.cluster-1.internal.example.com` })),
       ],
     },
   });
   relay = await startTcpRelay(kedge.ports.tls);
+  unnamedRelay = await startTcpRelay(kedge.ports.tls, "127.0.0.2");
   kedgeClient = newClient();
 });
 
 afterAll(async () => {
   kedgeClient?.close();
   await relay?.close();
+  await unnamedRelay?.close();
   await kedge?.shutdown();
   greeter?.kill();
 });
@@ -266,6 +272,29 @@ describe("grpc-js (grpcJs)", () => {
     a.close();
     b.close();
     expect(relay.accepted - before).toBe(1);
+  });
+});
+
+describe("a kedge named by its IP address", () => {
+  it("is reached with its certificate checked against the IP, through Connect and grpc-js", async () => {
+    expect((await connectClient(kedgeClient, "https://by-ip.cluster-1.internal.example.com").sayHello({ name: "ip" })).message).toBe("Hello ip!");
+    const js = await grpcJsClient(kedgeClient, "by-ip.cluster-1.internal.example.com:443");
+    const r = await unary(js, "sayHello", { name: "ip" });
+    js.close();
+    expect(r.error?.details).toBeUndefined();
+    expect(r.response?.message).toBe("Hello ip!");
+  });
+
+  it("is refused when its certificate does not name that IP", async () => {
+    const host = "by-unnamed-ip.cluster-1.internal.example.com";
+    const err = await connectError(connectClient(kedgeClient, `https://${host}`).sayHello({ name: "ip" }));
+    // connect-node calls a failed TLS check INTERNAL; the message says why.
+    expect(err.rawMessage).toContain("IP: 127.0.0.2 is not in the cert's list");
+    const js = await grpcJsClient(kedgeClient, `${host}:443`);
+    const r = await unary(js, "sayHello", { name: "ip" });
+    js.close();
+    expect(r.error?.code).toBe(grpc.status.UNAVAILABLE);
+    expect(r.error?.details).toContain("127.0.0.2");
   });
 });
 

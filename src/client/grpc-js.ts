@@ -1,6 +1,8 @@
 import * as grpc from "@grpc/grpc-js";
+import { isIP } from "node:net";
+import { checkServerIdentity as tlsCheckServerIdentity, type PeerCertificate } from "node:tls";
 import { KedgeError } from "../errors.js";
-import type { KedgeRouting } from "./routing.js";
+import type { KedgeRouting, KedgeTarget } from "./routing.js";
 
 /** What a @grpc/grpc-js client constructor takes: `new GreeterClient(address, credentials, options)`. */
 export interface GrpcJsTarget {
@@ -29,6 +31,22 @@ function dropping(names: readonly string[]): grpc.Interceptor {
     },
   };
   return (options, nextCall) => new grpc.InterceptingCall(nextCall(options), requester);
+}
+
+/**
+ * TLS to the kedge with the route's identity, verifying the kedge's own name: grpc-js would check
+ * the default authority (the destination) otherwise. A named kedge is also the SNI (an SNI-routing
+ * load balancer in front of kedge needs it). An IP cannot be an SNI (Bun refuses it, Node warns),
+ * so for an IP the destination's host is sent and only the check is against the IP.
+ */
+function kedgeTls(target: KedgeTarget, destinationHost: string): { credentials: grpc.ChannelCredentials; nameOptions: grpc.ChannelOptions } {
+  const ca = Buffer.from(target.tls.ca.join("\n"));
+  const key = target.tls.key === undefined ? null : Buffer.from(target.tls.key);
+  const cert = target.tls.cert === undefined ? null : Buffer.from(target.tls.cert);
+  const name = target.kedge.hostname.replace(/^\[|\]$/g, "");
+  if (!isIP(name)) return { credentials: grpc.credentials.createSsl(ca, key, cert), nameOptions: { "grpc.ssl_target_name_override": name } };
+  const checkServerIdentity = (_host: string, peer: PeerCertificate) => tlsCheckServerIdentity(name, peer);
+  return { credentials: grpc.credentials.createSsl(ca, key, cert, { checkServerIdentity }), nameOptions: { "grpc.ssl_target_name_override": destinationHost } };
 }
 
 /** A gRPC target as grpc-js reads it, `host:port`, `dns:host:port` or `dns:///host:port`, as host and port. */
@@ -60,11 +78,6 @@ export class GrpcJsTargets {
     const key = `${authority}|${kedge.poolKey}`;
     const made = this.made.get(key);
     if (made) return made;
-    const tls = grpc.credentials.createSsl(
-      Buffer.from(kedge.tls.ca.join("\n")),
-      kedge.tls.key === undefined ? null : Buffer.from(kedge.tls.key),
-      kedge.tls.cert === undefined ? null : Buffer.from(kedge.tls.cert),
-    );
     const perCall = grpc.credentials.createFromMetadataGenerator((_params, callback) => {
       this.routing.target(host, port, "grpc").then(
         (fresh) => {
@@ -75,11 +88,11 @@ export class GrpcJsTargets {
         (e: Error) => callback(Object.assign(new Error(e.message), { code: grpc.status.UNAVAILABLE })),
       );
     });
-    const hostname = kedge.kedge.hostname.replace(/^\[|\]$/g, "");
+    const { credentials, nameOptions } = kedgeTls(kedge, host);
     const result: GrpcJsTarget = {
       address: `${kedge.kedge.hostname}:${kedge.kedge.port || 443}`,
-      credentials: grpc.credentials.combineChannelCredentials(tls, perCall),
-      options: { "grpc.default_authority": authority, "grpc.ssl_target_name_override": hostname, interceptors: [dropping(Object.keys(kedge.headers))] },
+      credentials: grpc.credentials.combineChannelCredentials(credentials, perCall),
+      options: { "grpc.default_authority": authority, ...nameOptions, interceptors: [dropping(Object.keys(kedge.headers))] },
     };
     this.made.set(key, result);
     return result;

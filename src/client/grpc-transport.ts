@@ -20,7 +20,8 @@ export class KedgeGrpcSessions {
     if (this.closed) throw new ConnectError("the kedge client is closed", Code.Unavailable);
     let session = this.sessions.get(target.poolKey);
     if (!session) {
-      const tls: http2.SecureClientSessionOptions = { ca: [...target.tls.ca], cert: target.tls.cert, key: target.tls.key, servername: target.kedge.hostname };
+      // No servername: http2.connect takes it from the kedge's URL, and leaves it out for an IP.
+      const tls: http2.SecureClientSessionOptions = { ca: [...target.tls.ca], cert: target.tls.cert, key: target.tls.key };
       session = new Http2SessionManager(target.kedge.origin, {}, tls);
       this.sessions.set(target.poolKey, session);
     }

@@ -7,8 +7,8 @@ export interface TcpRelay {
   close(): Promise<void>;
 }
 
-/** Relays bytes to 127.0.0.1:targetPort and counts the connections it accepts. */
-export async function startTcpRelay(targetPort: number): Promise<TcpRelay> {
+/** Relays bytes to 127.0.0.1:targetPort and counts the connections it accepts; listens on a loopback address. */
+export async function startTcpRelay(targetPort: number, host = "127.0.0.1"): Promise<TcpRelay> {
   let accepted = 0;
   const sockets = new Set<net.Socket>();
   const server = net.createServer((downstream) => {
@@ -24,7 +24,7 @@ export async function startTcpRelay(targetPort: number): Promise<TcpRelay> {
     }
     downstream.pipe(upstream).pipe(downstream);
   });
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  await new Promise<void>((resolve) => server.listen(0, host, resolve));
   return {
     port: (server.address() as net.AddressInfo).port,
     get accepted() {
