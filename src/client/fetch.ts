@@ -2,15 +2,13 @@ import http from "node:http";
 import https from "node:https";
 import { isIP } from "node:net";
 import { KedgeError, type KedgeErrorType } from "../errors.js";
+import type { FetchInput } from "./options.js";
 import type { KedgeAgents } from "./pool.js";
 import { IncomingBody } from "./response-body.js";
 import type { KedgeRouting, KedgeTarget } from "./routing.js";
 
 /** Fetch's null body statuses: their responses carry no body whatever the wire says. */
 const nullBodyStatus = new Set([101, 103, 204, 205, 304]);
-
-/** What fetch takes as its first argument. */
-export type FetchInput = string | URL | Request;
 
 /** What a request sends: nothing, bytes of known length, or a stream sent chunked. */
 type OutgoingBody = undefined | Buffer | ReadableStream<Uint8Array>;

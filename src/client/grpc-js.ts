@@ -2,21 +2,8 @@ import * as grpc from "@grpc/grpc-js";
 import { isIP } from "node:net";
 import { checkServerIdentity as tlsCheckServerIdentity, type PeerCertificate } from "node:tls";
 import { KedgeError } from "../errors.js";
+import type { GrpcJsTarget } from "./options.js";
 import type { KedgeRouting, KedgeTarget } from "./routing.js";
-
-/** What a @grpc/grpc-js client constructor takes: `new GreeterClient(address, credentials, options)`. */
-export interface GrpcJsTarget {
-  /** The kedge's host:port. */
-  readonly address: string;
-  /** TLS to the kedge with the route's identity, and the route's credentials added to each call's metadata. */
-  readonly credentials: grpc.ChannelCredentials;
-  /**
-   * `grpc.default_authority` names the destination (kedge routes on it); the TLS name stays the
-   * kedge's. `interceptors` drops the caller's own values of the headers the route injects: keep
-   * it when adding interceptors of your own.
-   */
-  readonly options: grpc.ChannelOptions & { interceptors: grpc.Interceptor[] };
-}
 
 /**
  * Call credentials add to the caller's metadata rather than replace it, so a caller's own

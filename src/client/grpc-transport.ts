@@ -2,10 +2,8 @@ import type * as http2 from "node:http2";
 import { Code, ConnectError, type Transport } from "@connectrpc/connect";
 import { createGrpcTransport, Http2SessionManager, type GrpcTransportOptions } from "@connectrpc/connect-node";
 import { KedgeError } from "../errors.js";
+import type { KedgeGrpcTransportOptions } from "./options.js";
 import type { KedgeRouting, KedgeTarget } from "./routing.js";
-
-/** What grpcTransport takes: Connect's own gRPC transport options, less the connection, which the client owns. */
-export type KedgeGrpcTransportOptions = Omit<GrpcTransportOptions, "sessionManager" | "nodeOptions" | "pingIntervalMs" | "pingIdleConnection" | "pingTimeoutMs" | "idleConnectionTimeoutMs">;
 
 /**
  * The client's HTTP/2 sessions to kedges, one per kedge and identity, shared by every transport of
@@ -86,5 +84,6 @@ class KedgeDestination {
 /** A Connect gRPC transport (HTTP/2) to the service at options.baseUrl, through the kedge its host maps to. */
 export function createKedgeGrpcTransport(routing: KedgeRouting, sessions: KedgeGrpcSessions, options: KedgeGrpcTransportOptions): Transport {
   const destination = new KedgeDestination(new URL(options.baseUrl), routing, sessions);
-  return createGrpcTransport({ ...options, sessionManager: destination });
+  const transportOptions: GrpcTransportOptions = { ...options, sessionManager: destination };
+  return createGrpcTransport(transportOptions);
 }

@@ -1,9 +1,8 @@
 import type { Transport } from "@connectrpc/connect";
-import type { GrpcJsTarget, GrpcJsTargets } from "./grpc-js.js";
-import type { KedgeGrpcSessions, KedgeGrpcTransportOptions } from "./grpc-transport.js";
+import type { GrpcJsTargets } from "./grpc-js.js";
+import type { KedgeGrpcSessions } from "./grpc-transport.js";
+import type { GrpcJsTarget, KedgeGrpcTransportOptions } from "./options.js";
 import type { KedgeRouting } from "./routing.js";
-
-export type { GrpcJsTarget, KedgeGrpcTransportOptions };
 
 type TransportModule = typeof import("./grpc-transport.js");
 

@@ -1,20 +1,21 @@
-import type { Transport } from "@connectrpc/connect";
-import { kedgeFetch, type FetchInput } from "./fetch.js";
-import { KedgeGrpc, type GrpcJsTarget, type KedgeGrpcTransportOptions } from "./grpc.js";
+import { kedgeFetch } from "./fetch.js";
+import { KedgeGrpc } from "./grpc.js";
+import type { FetchInput, GrpcJsTarget, KedgeClientOptions, KedgeGrpcTransport, KedgeGrpcTransportOptions } from "./options.js";
 import { KedgeAgents } from "./pool.js";
-import { KedgeRouting, loadClientConfig, type KedgeClientOptions } from "./routing.js";
+import { KedgeRouting, loadClientConfig } from "./routing.js";
 
 export { KedgeError, type KedgeErrorType } from "../errors.js";
-export type { FetchInput } from "./fetch.js";
-export type { GrpcJsTarget, KedgeGrpcTransportOptions } from "./grpc.js";
-export type { KedgeClientOptions, KedgeTarget, KedgeTls, Target } from "./routing.js";
+export type { FetchInput, GrpcJsTarget, KedgeClientOptions, KedgeGrpcTransport, KedgeGrpcTransportOptions } from "./options.js";
 
 /**
  * kedge's native client: winch's routes, auth sources and TLS identity inside the calling
  * service. One object per process is enough; it keeps the connections to each kedge warm.
  */
 export class KedgeClient {
-  /** Where a host goes and what it carries; the transports share it. */
+  /**
+   * Where a host goes and what it carries; the transports share it.
+   * @internal
+   */
   readonly routing: KedgeRouting;
   private readonly agents = new KedgeAgents();
   private readonly grpc: KedgeGrpc;
@@ -38,7 +39,7 @@ export class KedgeClient {
    * its host maps to; all the client's transports share one connection per kedge. An unmapped host
    * fails each call with Code.Unavailable, the KedgeError as its cause.
    */
-  grpcTransport(options: KedgeGrpcTransportOptions): Transport {
+  grpcTransport(options: KedgeGrpcTransportOptions): KedgeGrpcTransport {
     return this.grpc.transport(options);
   }
 

@@ -6,23 +6,9 @@ import { buildAuthSources, type AuthSource, type AuthSourceOptions } from "../wi
 import { loadWinchConfig } from "../winch/config.js";
 import { CredentialInjector } from "../winch/credentials.js";
 import { WinchMapper, type Mapping, type Protocol } from "../winch/mapper.js";
+import type { KedgeClientOptions } from "./options.js";
 
-/**
- * What createKedgeClient takes: winch's own config shapes (snake_case, as in winch.yaml), so one
- * file serves winch and the library alike.
- */
-export interface KedgeClientOptions extends Pick<AuthSourceOptions, "home" | "env" | "log" | "openBrowser"> {
-  /** A winch config file (YAML or JSON); its routes, auth_sources and server TLS fields are used. */
-  configFile?: string;
-  /** winch's `routes`: direct `{ key, url }` or `{ regexp: { exp, url } }` with `${group}`, plus backend_auth / proxy_auth. */
-  routes?: unknown[];
-  /** winch's `auth_sources`: token, dummy, kube, oidc. */
-  auth_sources?: unknown[];
-  /** Trust and identity towards the kedges; wins over the config file's server section. */
-  tls?: { ca_files?: string[]; client_cert_file?: string; client_key_file?: string };
-  /** A host no route maps: plain fetch (DIRECT, the default) or a KedgeError (REFUSE). gRPC never goes direct. */
-  unknown_hosts?: "DIRECT" | "REFUSE";
-}
+export type { KedgeClientOptions };
 
 /** TLS material for a connection to one kedge. */
 export interface KedgeTls {
