@@ -264,6 +264,12 @@ describe("grpc-js (grpcJs)", () => {
     expect(err.type).toBe("unknown-host");
   });
 
+  it("a target grpc-js would not read as host:port: rejects with KedgeError bad-request", async () => {
+    const err = await kedgeClient.grpcJs("unix:/run/greeter.sock").catch((e) => e);
+    expect(err).toBeInstanceOf(KedgeError);
+    expect(err.type).toBe("bad-request");
+  });
+
   it("clients made from the same target share one connection to the kedge", async () => {
     const before = relay.accepted;
     const target = "shared.cluster-1.internal.example.com:8080";

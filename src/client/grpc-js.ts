@@ -40,7 +40,7 @@ function kedgeTls(target: KedgeTarget, destinationHost: string): { credentials: 
 export function parseGrpcTarget(target: string): { host: string; port: number | undefined; authority: string } {
   const authority = target.replace(/^dns:(\/\/[^/]*\/)?/, "");
   const m = /^(\[[^\]]+\]|[^:]+)(?::(\d+))?$/.exec(authority);
-  if (!m) throw new KedgeError("unknown-host", 502, `${target} is not a gRPC target of the form host:port`);
+  if (!m) throw new KedgeError("bad-request", 400, `${target} is not a gRPC target of the form host:port or dns:///host:port`);
   return { host: m[1].replace(/^\[|\]$/g, ""), port: m[2] === undefined ? undefined : Number(m[2]), authority };
 }
 
@@ -61,7 +61,7 @@ export class GrpcJsTargets {
     const { host, port, authority } = parseGrpcTarget(target);
     const kedge = await this.routing.target(host, port, "grpc");
     if (kedge.kind !== "kedge") throw new KedgeError("unknown-host", 502, `${host} is not a kedge destination`);
-    if (kedge.kedge.protocol !== "https:") throw new KedgeError("unknown-host", 502, `${host} maps to ${kedge.kedge.origin}: grpc-js sends call credentials only over TLS, so the kedge URL must be https`);
+    if (kedge.kedge.protocol !== "https:") throw new KedgeError("bad-request", 400, `${host} maps to ${kedge.kedge.origin}: grpc-js sends call credentials only over TLS, so the kedge URL must be https`);
     const key = `${authority}|${kedge.poolKey}`;
     const made = this.made.get(key);
     if (made) return made;
