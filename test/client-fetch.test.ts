@@ -1,5 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "bun:test";
 import { writeFileSync } from "node:fs";
+import type { AddressInfo } from "node:net";
+import tls from "node:tls";
 import { createKedgeClient, KedgeError, type KedgeClient } from "../src/client/index.ts";
 import { issueClientCert } from "./helpers/certs.ts";
 import { startTwoClusters, type TwoClusters } from "./helpers/two-clusters.ts";
@@ -121,6 +123,47 @@ describe("client.fetch to two clusters through one client", () => {
     const empty = await client.fetch(url(clusters.hosts.http1, "/status/204"));
     expect(empty.status).toBe(204);
     expect(await empty.text()).toBe("");
+  });
+});
+
+describe("redirects", () => {
+  const redirect = (to: string, status = 302) => url(clusters.hosts.http1, `/redirect?status=${status}&to=${encodeURIComponent(to)}`);
+
+  it("are followed by default, each hop routed on its own: cluster-1 sends the client to cluster-2", async () => {
+    const landing = url(clusters.hosts.http2, "/landed");
+    const res = await client.fetch(redirect(landing), { headers: { authorization: "Bearer the-callers-own" } });
+    expect(res.status).toBe(200);
+    expect(res.redirected).toBe(true);
+    expect(res.url).toBe(landing);
+    const seen = await json(res);
+    expect(seen).toMatchObject({ upstream: "cluster-2", url: "/landed" });
+    expect(seen.headers.authorization).toBeUndefined(); // the caller's credential stays with its origin
+  });
+
+  it("turn a POST into a GET on 303, and keep a known-length body on 307", async () => {
+    const seeOther = await json(await client.fetch(redirect("/after-post", 303), { method: "POST", body: "form" }));
+    expect(seeOther).toMatchObject({ method: "GET", url: "/after-post", bodyBytes: 0 });
+    const temporary = await json(await client.fetch(redirect("/again", 307), { method: "PUT", body: "resent" }));
+    expect(temporary).toMatchObject({ method: "PUT", url: "/again", bodyBytes: 6 });
+  });
+
+  it("cannot resend a streamed body on 307: TypeError", async () => {
+    const body = new ReadableStream<Uint8Array>({
+      start(c) {
+        c.enqueue(new TextEncoder().encode("once"));
+        c.close();
+      },
+    });
+    const err = await rejection(client.fetch(redirect("/again", 307), { method: "POST", body, duplex: "half" } as RequestInit));
+    expect(err).toBeInstanceOf(TypeError);
+  });
+
+  it("are answers with redirect manual, and TypeErrors with redirect error", async () => {
+    const manual = await client.fetch(redirect("/elsewhere"), { redirect: "manual" });
+    expect(manual.status).toBe(302);
+    expect(manual.headers.get("location")).toBe("/elsewhere");
+    expect(manual.redirected).toBe(false);
+    expect(await rejection(client.fetch(redirect("/elsewhere"), { redirect: "error" }))).toBeInstanceOf(TypeError);
   });
 });
 
@@ -270,5 +313,37 @@ describe("connections and credentials", () => {
     writeFileSync(clusters.tokenFile, "second-backend-token-rotated\n");
     const seen = await json(await client.fetch(url(clusters.hosts.http1, "/rotated")));
     expect(seen.headers.authorization).toBe("Bearer second-backend-token-rotated");
+  });
+});
+
+describe("a kept-alive connection kedge closed just as it is reused", () => {
+  it("is retried once on a new connection, and the caller sees the answer", async () => {
+    const { pki } = clusters;
+    // A TLS listener answering each connection's first request only; a second one on the same
+    // connection finds it closed, as when kedge's idle timeout and the reuse cross.
+    const requests = { total: 0, connections: 0 };
+    const server = tls.createServer({ cert: pki.serverCert, key: pki.serverKey }, (socket) => {
+      requests.connections++;
+      let served = 0;
+      socket.on("data", () => {
+        requests.total++;
+        if (served++ > 0) return void socket.destroy();
+        socket.write("HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: keep-alive\r\n\r\nok");
+      });
+      socket.on("error", () => {});
+    });
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    const port = (server.address() as AddressInfo).port;
+    const flaky = createKedgeClient({ routes: [{ direct: { key: "flaky.internal.example.com", url: `https://localhost:${port}` } }], tls: { ca_files: [pki.caFile] } });
+    try {
+      for (const path of ["/one", "/two", "/three"]) {
+        const res = await flaky.fetch(`http://flaky.internal.example.com${path}`);
+        expect(await res.text()).toBe("ok");
+      }
+      expect(requests.connections).toBe(3);
+    } finally {
+      flaky.close();
+      server.close();
+    }
   });
 });

@@ -4,30 +4,45 @@ import { isIP } from "node:net";
 import { KedgeError, type KedgeErrorType } from "../errors.js";
 import type { FetchInput } from "./options.js";
 import type { KedgeAgents } from "./pool.js";
+import { nextHop, settle, type Hop } from "./redirect.js";
 import { IncomingBody } from "./response-body.js";
 import type { KedgeRouting, KedgeTarget } from "./routing.js";
 
 /** Fetch's null body statuses: their responses carry no body whatever the wire says. */
 const nullBodyStatus = new Set([101, 103, 204, 205, 304]);
 
+/** How a kept-alive connection the peer already closed fails when reused. */
+const staleCodes = new Set(["ECONNRESET", "EPIPE"]);
+
 /** What a request sends: nothing, bytes of known length, or a stream sent chunked. */
-type OutgoingBody = undefined | Buffer | ReadableStream<Uint8Array>;
+type OutgoingBody = Hop["body"];
 
 /**
  * fetch through kedge: a host a route maps goes to its kedge as an HTTP/1.1 absolute-form request
  * (`GET http://host:port/path`, Host: host:port), as to a forward proxy, with the route's
  * credentials; other hosts go to the platform's fetch, or are refused (unknown_hosts: REFUSE).
+ * Redirects are followed here, hop by hop, so each hop is routed on its own host.
  */
 export async function kedgeFetch(routing: KedgeRouting, agents: KedgeAgents, input: FetchInput, init?: RequestInit): Promise<Response> {
   const request = input instanceof Request ? new Request(input, init) : new Request(String(input), init);
-  const signal = request.signal;
-  signal.throwIfAborted();
-  const url = new URL(request.url);
+  request.signal.throwIfAborted();
+  let url = new URL(request.url);
   if (url.protocol !== "http:" && url.protocol !== "https:") return fetch(request);
+  let hop: Hop | undefined = { url, method: request.method, headers: request.headers, body: await outgoingBody(request, input, init) };
+  for (let redirects = 0; ; redirects++) {
+    const response = await send(routing, agents, hop, request.signal);
+    url = hop.url;
+    hop = await nextHop(response, hop, request.redirect, redirects);
+    if (!hop) return settle(response, url, redirects > 0);
+  }
+}
+
+async function send(routing: KedgeRouting, agents: KedgeAgents, hop: Hop, signal: AbortSignal): Promise<Response> {
+  const { url } = hop;
   const target = await untilAborted(routing.target(url.hostname, url.port ? Number(url.port) : undefined, "http"), signal);
-  if (target.kind === "direct") return fetch(request);
-  const body = await outgoingBody(request, input, init);
-  return exchange(request, url, target, agents.agentFor(target), body);
+  if (target.kind === "kedge") return exchange(hop, target, agents.agentFor(target), signal);
+  const init = { method: hop.method, headers: hop.headers, body: hop.body, signal, redirect: "manual", duplex: "half" };
+  return fetch(url, init as RequestInit);
 }
 
 /** Rejects with the abort's reason as soon as `signal` aborts, whatever `work` is waiting for. */
@@ -54,13 +69,13 @@ function kedgePort(kedge: URL): number {
   return kedge.port ? Number(kedge.port) : kedge.protocol === "https:" ? 443 : 80;
 }
 
-function outgoingHeaders(request: Request, url: URL, target: KedgeTarget, body: OutgoingBody): Record<string, string> {
+function outgoingHeaders(hop: Hop, target: KedgeTarget): Record<string, string> {
   const headers: Record<string, string> = { accept: "*/*", "user-agent": "kedge-client" };
-  for (const [name, value] of request.headers) headers[name] = value;
-  headers.host = url.host;
+  for (const [name, value] of hop.headers) headers[name] = value;
+  headers.host = hop.url.host;
   // The route's credentials replace the caller's own, as winch's do.
   Object.assign(headers, target.headers);
-  if (Buffer.isBuffer(body)) headers["content-length"] = String(body.length);
+  if (Buffer.isBuffer(hop.body)) headers["content-length"] = String(hop.body.length);
   return headers;
 }
 
@@ -83,16 +98,16 @@ function responseHeaders(raw: readonly string[]): Headers {
 }
 
 /** One request to kedge and its response; a failure before the response is fetch's TypeError. */
-function exchange(request: Request, url: URL, target: KedgeTarget, agent: http.Agent, body: OutgoingBody): Promise<Response> {
-  const signal = request.signal;
+function exchange(hop: Hop, target: KedgeTarget, agent: http.Agent, signal: AbortSignal): Promise<Response> {
+  const { url, method, body } = hop;
   const kedge = target.kedge;
   const host = kedge.hostname.replace(/^\[|\]$/g, "");
   const options: https.RequestOptions = {
     host,
     port: kedgePort(kedge),
-    method: request.method,
+    method,
     path: `${url.protocol}//${url.host}${url.pathname}${url.search}`,
-    headers: outgoingHeaders(request, url, target, body),
+    headers: outgoingHeaders(hop, target),
     agent,
     // Without it Node takes the SNI name from the Host header, the backend's name, not kedge's.
     servername: isIP(host) ? "" : host,
@@ -107,10 +122,15 @@ function exchange(request: Request, url: URL, target: KedgeTarget, agent: http.A
     };
     const finished = () => signal.removeEventListener("abort", onAbort);
     signal.addEventListener("abort", onAbort, { once: true });
-    req.on("error", (err) => {
+    req.on("error", (err: NodeJS.ErrnoException) => {
       finished();
-      if (incoming) incoming.fail(new TypeError("terminated", { cause: err }));
-      else reject(new TypeError("fetch failed", { cause: err }));
+      if (incoming) return incoming.fail(new TypeError("terminated", { cause: err }));
+      // kedge may close an idle keep-alive connection just as it is reused: nothing was processed,
+      // so the request goes again on another connection (a stream cannot be sent twice).
+      if (req.reusedSocket && staleCodes.has(err.code ?? "") && !(body instanceof ReadableStream) && !signal.aborted) {
+        return resolve(exchange(hop, target, agent, signal));
+      }
+      reject(new TypeError("fetch failed", { cause: err }));
     });
     req.on("response", (res) => {
       const status = res.statusCode ?? 502;
@@ -121,22 +141,16 @@ function exchange(request: Request, url: URL, target: KedgeTarget, agent: http.A
         return reject(kedgeErrorOf(res, errorType));
       }
       const headers = responseHeaders(res.rawHeaders);
-      if (nullBodyStatus.has(status) || request.method === "HEAD") {
+      if (nullBodyStatus.has(status) || method === "HEAD") {
         res.resume();
         res.on("end", finished);
-        return resolve(withUrl(new Response(null, { status, statusText: res.statusMessage, headers }), request.url));
+        return resolve(new Response(null, { status, statusText: res.statusMessage, headers }));
       }
       incoming = new IncomingBody(res, finished);
-      resolve(withUrl(new Response(incoming.stream(), { status, statusText: res.statusMessage, headers }), request.url));
+      resolve(new Response(incoming.stream(), { status, statusText: res.statusMessage, headers }));
     });
     writeBody(req, body, signal).catch((err) => req.destroy(err instanceof Error ? err : new Error(String(err))));
   });
-}
-
-/** Response.url is the request's URL for fetch's responses; a constructed Response has none. */
-function withUrl(response: Response, url: string): Response {
-  Object.defineProperty(response, "url", { value: url });
-  return response;
 }
 
 /** Sends the body, waiting for the socket to drain between chunks of a stream; an abort cancels the stream. */

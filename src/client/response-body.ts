@@ -35,7 +35,9 @@ export class IncomingBody {
   cancel(): void {
     if (this.finished) return;
     this.finished = true;
-    this.res.destroy();
+    // A body that has fully arrived is drained so its connection goes back to the pool; only a cut one closes it.
+    if (this.res.complete) this.res.resume();
+    else this.res.destroy();
     this.onFinished();
   }
 

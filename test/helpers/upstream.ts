@@ -22,7 +22,7 @@ export interface Upstream {
  * A real HTTP/1.1 backend (node:http) that answers JSON describing what it received: method, URL,
  * headers and body size, plus its own name so load balancing is visible. Special paths:
  * /echo streams the request body back, /slow-chunks writes chunks with pauses, /big?bytes=N
- * streams N bytes, /status/N answers N, /hang never answers, /die sends half a body then resets.
+ * streams N bytes, /status/N answers N, /redirect?to=URL&status=N redirects (302 by default), /hang never answers, /die sends half a body then resets.
  */
 export async function startUpstream(name: string, options: { tls?: { cert: string; key: string; ca?: string; requestCert?: boolean } } = {}): Promise<Upstream> {
   const seen: SeenRequest[] = [];
@@ -42,6 +42,11 @@ export async function startUpstream(name: string, options: { tls?: { cert: strin
         res.writeHead(200, { "content-length": "1000" });
         res.write("x".repeat(100));
         setTimeout(() => res.socket?.destroy(), 20);
+        return;
+      }
+      if (url.pathname === "/redirect") {
+        res.writeHead(Number(url.searchParams.get("status") ?? 302), { location: url.searchParams.get("to") ?? "/", "x-upstream": name });
+        res.end();
         return;
       }
       if (url.pathname.startsWith("/status/")) {
