@@ -94,4 +94,18 @@ describe("the kedge/client package", () => {
     expect(tsc.stdout + tsc.stderr).toBe("");
     expect(tsc.exitCode).toBe(0);
   });
+
+  it("serves Connect and grpc-js from Node with the caller's own peers (installed after the fetch-only runs above)", async () => {
+    const peers = ["@connectrpc/connect", "@connectrpc/connect-node", "@grpc/grpc-js", "@bufbuild/protobuf"];
+    for (const peer of peers) {
+      mkdirSync(join(project, "node_modules", peer, ".."), { recursive: true });
+      symlinkSync(join(root, "node_modules", peer), join(project, "node_modules", peer));
+    }
+    const build = await Bun.build({ entrypoints: [join(fixtures, "consumer-grpc.ts")], target: "node", format: "esm", external: ["kedge/client", ...peers], outdir: project });
+    expect(build.success).toBe(true);
+    const node = await run(["node", "consumer-grpc.js", "options.json"], project);
+    expect(node.stderr).toBe("");
+    expect(node.exitCode).toBe(0);
+    expect(JSON.parse(node.stdout)).toEqual({ connect1: "cluster-1", connect2: "cluster-2", grpcJs1: "cluster-1", grpcJs2: "cluster-2" });
+  });
 });
