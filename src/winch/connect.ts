@@ -2,13 +2,15 @@ import type { Duplex } from "node:stream";
 import tls from "node:tls";
 import { asKedgeError, KedgeError } from "../errors.js";
 import { log } from "../observe/log.js";
-import { requestIdFrom } from "../proxy/request.js";
+import { routeLabel } from "../observe/metrics.js";
+import type { ConnectRequest } from "../proxy/connect.js";
 import { dialTcp, writeRawError, tunnelEstablished, type Tunnels } from "../proxy/tunnel.js";
 import { parseHostPort } from "../net/host-port.js";
-import type { RequestHead } from "../server/h1/request-head.js";
 import { ResponseParser } from "../upstream/response-parser.js";
 import type { ResponseHead } from "../upstream/response-head.js";
-import { destination, winchRequestId, type WinchContext } from "./context.js";
+import { noteDestination } from "./access-fields.js";
+import { WinchTunnelRecord } from "./connect-record.js";
+import { destination, type WinchContext } from "./context.js";
 
 const connectTimeoutMs = 5_000;
 
@@ -81,10 +83,10 @@ function connectViaKedge(socket: tls.TLSSocket, target: string, headers: Record<
  * opened, the connections are spliced, `early` (what the client sent past its CONNECT) first;
  * otherwise the rest of the answer follows until kedge closes.
  */
-function relayAnswer(tunnels: Tunnels, client: Duplex, upstream: Duplex, answer: KedgeAnswer, early: Buffer): void {
+function relayAnswer(tunnels: Tunnels, client: Duplex, upstream: Duplex, answer: KedgeAnswer, early: Buffer, record: WinchTunnelRecord): void {
   client.write(`${answer.head.text}\r\n`, "latin1");
   if (answer.rest.length > 0) client.write(answer.rest);
-  if (answer.head.status === 200) tunnels.splice(client, upstream, { head: early });
+  if (answer.head.status === 200) tunnels.splice(client, upstream, { head: early, counts: record.obs, closed: record.closed });
   else {
     upstream.pipe(client);
     upstream.on("error", () => client.destroy());
@@ -93,11 +95,10 @@ function relayAnswer(tunnels: Tunnels, client: Duplex, upstream: Duplex, answer:
 }
 
 /** A CONNECT winch refuses itself, counted like any other request. */
-function refuse(ctx: WinchContext, client: Duplex, label: string, requestId: string, e: unknown): void {
+function refuse(record: WinchTunnelRecord, client: Duplex, e: unknown): void {
   const err = asKedgeError(e);
-  ctx.metrics.proxyErrors.inc([label, err.type]);
-  ctx.metrics.httpRequests.inc([label, String(err.status)]);
-  writeRawError(client, err, requestId, "x-winch");
+  writeRawError(client, err, record.requestId, "x-winch");
+  record.refused(err.type, err.status);
 }
 
 /** Serves the plain HTTP inside a tunnel to `target` as winch's own requests. */
@@ -113,44 +114,56 @@ export type ServeInside = (early: Buffer, target: string) => void;
  * (kubectl exec, attach and port-forward; WebSocket clients) send it that way: `serveInside` hands
  * such a tunnel to winch's own HTTP proxy, so its requests get the route's credentials and upgrades.
  */
-export function winchConnect(ctx: WinchContext, tunnels: Tunnels, req: RequestHead, client: Duplex, early: Buffer, serveInside: ServeInside): void {
+export function winchConnect(ctx: WinchContext, tunnels: Tunnels, req: ConnectRequest, client: Duplex, early: Buffer, serveInside: ServeInside): void {
   const target = req.target;
-  const requestId = requestIdFrom(req.headers, winchRequestId);
+  const record = new WinchTunnelRecord(ctx.metrics, req);
+  const requestId = record.requestId;
   client.on("error", () => {});
-  let label = "none";
   const open = async () => {
+    noteDestination(record.obs, target, undefined, false);
     const hostPort = /:\d+$/.test(target) ? parseHostPort(target, 0) : undefined;
     if (!hostPort) throw new KedgeError("bad-request", 400, `CONNECT needs host:port, got ${JSON.stringify(target.slice(0, 100))}`);
     const to = destination(ctx, hostPort.host, hostPort.port, "http");
+    noteDestination(record.obs, target, to, false);
     if (to.kind === "direct") {
-      label = "direct";
+      record.backendName = "direct";
       const upstream = await dialTcp(hostPort.host, hostPort.port, connectTimeoutMs).catch((e: Error) => {
         throw new KedgeError("no-connection-to-all-resolved-addresses", 502, e.message);
       });
-      if (client.destroyed) return void upstream.destroy();
+      if (client.destroyed) {
+        upstream.destroy();
+        return record.answered(499, false);
+      }
+      record.sentTo(target);
       client.write(tunnelEstablished({ "x-kedge-request-id": requestId }));
-      tunnels.splice(client, upstream, { head: early });
-      ctx.metrics.httpRequests.inc([label, "200"]);
+      record.answered(200, true);
+      tunnels.splice(client, upstream, { head: early, counts: record.obs, closed: record.closed });
       return;
     }
     const { kedge } = to.mapping;
-    label = kedge.host;
+    record.backendName = kedge.host;
+    record.route = routeLabel(to.mapping.routeIndex);
     if (hostPort.port === 80) {
-      // Plain HTTP inside: winch serves the tunnel's requests itself, credentials and upgrades included.
+      // Plain HTTP inside: winch serves the tunnel's requests itself (each gets its own access line), credentials and upgrades included.
       client.write(tunnelEstablished({ "x-kedge-request-id": requestId }));
-      ctx.metrics.httpRequests.inc([label, "200"]);
+      record.answered(200, false);
       return serveInside(early, target);
     }
     if (to.mapping.backendAuth) log.debug("backend_auth does not apply to a CONNECT tunnel", { host: hostPort.host });
     const injection = await ctx.injector.inject(to.mapping, false);
     const socket = tls.connect(ctx.upstreams.tlsOptions(kedge, injection.clientCert));
+    record.sentTo(kedge.host);
     const answer = await connectViaKedge(socket, target, { ...injection.headers, "x-kedge-request-id": requestId }).catch((e: Error) => {
       throw new KedgeError("no-connection-to-all-resolved-addresses", 502, `kedge ${kedge.host}: ${e.message}`);
     });
-    ctx.metrics.httpRequests.inc([label, String(answer.head.status)]);
-    if (client.destroyed) return void socket.destroy();
+    if (client.destroyed) {
+      socket.destroy();
+      return record.answered(499, false);
+    }
+    const opened = answer.head.status === 200;
+    record.answered(answer.head.status, opened);
     // kedge's refusal (401, 403, 502 …) goes to the client as kedge wrote it.
-    relayAnswer(tunnels, client, socket, answer, early);
+    relayAnswer(tunnels, client, socket, answer, early, record);
   };
-  open().catch((e) => refuse(ctx, client, label, requestId, e));
+  open().catch((e) => refuse(record, client, e));
 }

@@ -63,7 +63,8 @@ export function startWinchHttpPort(live: () => WinchContext, tunnels: Tunnels, b
       exchange(httpProxy, req, res);
     },
     connect(head, tunnel, rest, client) {
-      winchConnect(live(), tunnels, head, tunnel, rest, (early, target) => {
+      const req = { target: head.target, headers: head.headers, socket: client.peer, remoteAddress: client.remoteAddress };
+      winchConnect(live(), tunnels, req, tunnel, rest, (early, target) => {
         servedTunnels.set(tunnel, target);
         connections.adoptTunnel(tunnel, early, client);
       });

@@ -13,7 +13,11 @@ export interface Mapping {
   readonly backendAuth: string;
   readonly proxyAuth: string;
   readonly routeIndex: number;
+  /** What the route matched on, in the config's words: its direct.key or its regexp.exp. */
+  readonly match: RouteMatch;
 }
+
+export type RouteMatch = { readonly key: string } | { readonly exp: string };
 
 export type MapResult = { kind: "mapped"; mapping: Mapping } | { kind: "ip-literal" } | { kind: "unknown" };
 
@@ -69,6 +73,7 @@ interface CompiledRoute {
   protocol: Route_Protocol;
   backendAuth: string;
   proxyAuth: string;
+  match: RouteMatch;
   resolve(host: string, hostPort: string): URL | undefined;
 }
 
@@ -78,13 +83,14 @@ function compile(route: Route, index: number): CompiledRoute {
   if (t.case === "direct") {
     const key = t.value.key.toLowerCase();
     const url = new URL(t.value.url);
-    return { ...base, resolve: (host, hostPort) => (key === host || key === hostPort ? url : undefined) };
+    return { ...base, match: { key: t.value.key }, resolve: (host, hostPort) => (key === host || key === hostPort ? url : undefined) };
   }
   if (t.case === "regexp") {
     const re = translateRe2(t.value.exp);
     const template = t.value.url;
     return {
       ...base,
+      match: { exp: t.value.exp },
       resolve: (host) => {
         re.lastIndex = 0;
         const m = re.exec(host);
@@ -112,7 +118,7 @@ export class WinchMapper {
     for (const route of this.routes) {
       if (route.protocol !== Route_Protocol.ANY && route.protocol !== wanted) continue;
       const kedge = route.resolve(name, hostPort);
-      if (kedge) return { kind: "mapped", mapping: { kedge, backendAuth: route.backendAuth, proxyAuth: route.proxyAuth, routeIndex: route.index } };
+      if (kedge) return { kind: "mapped", mapping: { kedge, backendAuth: route.backendAuth, proxyAuth: route.proxyAuth, routeIndex: route.index, match: route.match } };
     }
     return { kind: "unknown" };
   }
