@@ -5,7 +5,7 @@ import { curl } from "./helpers/curl.ts";
 import { GreeterClient, startGreeter, unary, type GreeterServer } from "./helpers/grpc.ts";
 import { plainServer, startTestKedge, type TestKedge } from "./helpers/kedge.ts";
 import { startUpstream, type Upstream } from "./helpers/upstream.ts";
-import { until } from "./helpers/wait.ts";
+import { captureAccessLines, type AccessLine } from "./helpers/access-lines.ts";
 
 // Access logs: one JSON line per request or call on stdout (captured here from the in-process
 // kedge), with who/where/how long, never a credential; sampling and level; x-kedge-info-logs.
@@ -19,41 +19,12 @@ let up: Upstream;
 let greeter: GreeterServer;
 let logged: TestKedge;
 let sampled: TestKedge;
-let stdout = "";
-const originalWrite = process.stdout.write.bind(process.stdout);
-
-interface AccessLine {
-  [field: string]: unknown;
-  raw: string;
-}
-
-function accessLines(): AccessLine[] {
-  const out: AccessLine[] = [];
-  for (const raw of stdout.split("\n")) {
-    if (!raw.startsWith("{")) continue;
-    const line = JSON.parse(raw);
-    if (line.msg === "access") out.push({ ...line, raw });
-  }
-  return out;
-}
-
-async function lineFor(requestId: string): Promise<AccessLine> {
-  let found: AccessLine | undefined;
-  await until(`the access line of ${requestId}`, () => (found = accessLines().find((l) => l.request_id === requestId)) !== undefined);
-  return found!;
-}
-
-const loggedOnly = (requestId: string) => accessLines().filter((l) => l.request_id === requestId);
+let capture: ReturnType<typeof captureAccessLines>;
+const lineFor = (requestId: string) => capture.lineFor(requestId);
+const loggedOnly = (requestId: string) => capture.linesOf(requestId);
 
 beforeAll(async () => {
-  process.stdout.write = ((chunk: string | Uint8Array, ...rest: unknown[]) => {
-    const text = typeof chunk === "string" ? chunk : Buffer.from(chunk).toString();
-    if (text.includes('"msg":"access"')) {
-      stdout += text;
-      return true;
-    }
-    return (originalWrite as (c: string | Uint8Array, ...r: unknown[]) => boolean)(chunk, ...rest);
-  }) as typeof process.stdout.write;
+  capture = captureAccessLines();
   pki = makeTestPki();
   alice = issueClientCert(pki, "alice", "/CN=alice/O=Example");
   up = await startUpstream("up");
@@ -95,7 +66,7 @@ function sampledConfig(accessLog: Record<string, unknown>) {
 
 afterAll(async () => {
   await Promise.all([logged?.shutdown(), sampled?.shutdown()]);
-  process.stdout.write = originalWrite;
+  capture?.stop();
   await up?.close();
   await greeter?.close();
 });

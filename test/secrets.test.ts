@@ -230,6 +230,8 @@ describe("winch keeps its secrets", () => {
       seen(`winch ${host}`, JSON.stringify(r));
       expect(r.status).toBeGreaterThanOrEqual(400);
     }
+    // Its access log names each route's auth sources: by name, never their values.
+    await waitFor(() => w.stdout().split('"msg":"access"').length > 6, "winch's access lines", w);
     for (const path of ["/metrics", "/_healthz", "/debug/config"]) {
       seen(`winch ${path}`, await (await fetch(`http://127.0.0.1:${winchPorts.monitoring}${path}`)).text());
     }

@@ -2,6 +2,7 @@ import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from
 import { fromJson } from "@bufbuild/protobuf";
 import { decodeJwt } from "jose";
 import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { createServer, type AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { stringify } from "yaml";
@@ -48,6 +49,14 @@ async function rejection(p: Promise<unknown>): Promise<string> {
     return (e as Error).message;
   }
   throw new Error("expected a rejection");
+}
+
+/** A port nothing listens on now. */
+async function freePort(): Promise<number> {
+  const server = createServer();
+  const port = await new Promise<number>((resolve) => server.listen(0, "127.0.0.1", () => resolve((server.address() as AddressInfo).port)));
+  await new Promise((resolve) => server.close(resolve));
+  return port;
 }
 
 function tempDir(): string {
@@ -238,7 +247,7 @@ describe("oidc auth source", () => {
   afterAll(() => issuer.close());
   beforeEach(() => {
     home = tempDir();
-    Object.assign(issuer.tokenSettings, { idTokenTtlSeconds: 300, rotateRefreshTokens: true, authMethods: ["client_secret_post", "client_secret_basic"], failWith: undefined });
+    Object.assign(issuer.tokenSettings, { idTokenTtlSeconds: 300, rotateRefreshTokens: true, authMethods: ["client_secret_post", "client_secret_basic"], failWith: undefined, offlineAccess: false });
   });
 
   function oidcSource(extra: Record<string, unknown> = {}, options: AuthSourceOptions = {}): AuthSource {
@@ -376,6 +385,51 @@ describe("oidc auth source", () => {
       expect(statSync(join(home, ".config", "kedge")).mode & 0o777).toBe(0o700);
       // The stored refresh token is what the next run uses.
       expect((await oidcSource().credential()).header).toBe(header);
+    });
+
+    it("asks for offline_access when the issuer lists it in scopes_supported, so a refresh token comes back", async () => {
+      issuer.tokenSettings.offlineAccess = true;
+      const logged: string[] = [];
+      const { openBrowser } = browser();
+      await oidcSource({ login_callback_path: "/callback", scopes: ["email"] }, { log: (m) => logged.push(m), openBrowser }).credential();
+      expect(new URL(logged[0].split(" ").at(-1)!).searchParams.get("scope")).toBe("openid email offline_access");
+      expect(stored().refresh_token).toBeString();
+    });
+
+    it("does not ask for offline_access when the issuer does not list it", async () => {
+      const logged: string[] = [];
+      const { openBrowser } = browser();
+      await oidcSource({ login_callback_path: "/callback" }, { log: (m) => logged.push(m), openBrowser }).credential();
+      expect(new URL(logged[0].split(" ").at(-1)!).searchParams.get("scope")).toBe("openid");
+    });
+
+    it("listens on login_callback_port, so the redirect URI is the one registered with the issuer", async () => {
+      const port = await freePort();
+      const logged: string[] = [];
+      const { openBrowser } = browser();
+      const header = (await oidcSource({ login_callback_path: "/callback", login_callback_port: port }, { log: (m) => logged.push(m), openBrowser }).credential()).header;
+      expect(new URL(logged[0].split(" ").at(-1)!).searchParams.get("redirect_uri")).toBe(`http://127.0.0.1:${port}/callback`);
+      expect(stored().id_token).toBe(tokenOf(header));
+    });
+
+    it("says which setting to change when login_callback_port is in use", async () => {
+      const taken = createServer();
+      const port = await new Promise<number>((resolve) => taken.listen(0, "127.0.0.1", () => resolve((taken.address() as AddressInfo).port)));
+      try {
+        const message = await rejection(oidcSource({ login_callback_path: "/callback", login_callback_port: port }, { openBrowser: () => {} }).credential());
+        expect(message).toBe(
+          `auth source "o": OIDC login failed: the login callback port 127.0.0.1:${port} (login_callback_port) is in use by another program; stop it or configure another port (and register that redirect URI with the issuer)`,
+        );
+      } finally {
+        taken.close();
+      }
+    });
+
+    it("refuses a login_callback_port that is not a port, or without login_callback_path", () => {
+      const oidc = { provider: issuer.url, client_id: "c", login_callback_path: "/callback" };
+      expect(buildError([{ name: "o", oidc: { ...oidc, login_callback_port: 0 } }])).toBe("auth_sources[0].oidc.login_callback_port: 0 is not a port (1–65535)");
+      expect(buildError([{ name: "o", oidc: { ...oidc, login_callback_port: 65536 } }])).toBe("auth_sources[0].oidc.login_callback_port: 65536 is not a port (1–65535)");
+      expect(buildError([{ name: "o", oidc: { provider: issuer.url, client_id: "c", login_callback_port: 8000 } }])).toBe("auth_sources[0].oidc.login_callback_port: needs login_callback_path, the login it is for");
     });
 
     it("logs in again when the issuer refuses the refresh token", async () => {

@@ -3,6 +3,7 @@ import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ConfigError } from "../src/config/error.ts";
+import { defaultPrefix, discoveredConfig } from "../src/k8s/discovery.ts";
 import { loadWinchConfig } from "../src/winch/config.ts";
 import { translateRe2, WinchMapper } from "../src/winch/mapper.ts";
 import { makeTestPki } from "./helpers/certs.ts";
@@ -10,6 +11,18 @@ import { referenceConfigs } from "./helpers/reference.ts";
 
 const referenceDir = referenceConfigs;
 const reference = () => loadWinchConfig({ mapperFile: join(referenceDir, "winch_mapper.json"), authFile: join(referenceDir, "winch_auth.json") });
+
+const readme = () => readFileSync(join(import.meta.dir, "../README.md"), "utf8");
+
+/** The winch config the README shows, with test files for the ones it names (winch reads them at load). */
+function readmeWinchConfig() {
+  const example = /## winch[\s\S]*?```yaml\n([\s\S]*?)```/.exec(readme())![1];
+  const pki = makeTestPki();
+  const yaml = example.replace("[ca.pem]", `[${pki.caFile}]`).replace("me.pem", pki.clientCertFile).replace("me.key", pki.clientKeyFile);
+  const file = join(mkdtempSync(join(tmpdir(), "winch-readme-")), "winch.yaml");
+  writeFileSync(file, yaml);
+  return loadWinchConfig({ configFile: file });
+}
 
 function problemsOf(config: unknown): string[] {
   const file = join(mkdtempSync(join(tmpdir(), "winch-config-")), "winch.json");
@@ -25,17 +38,27 @@ function problemsOf(config: unknown): string[] {
 
 describe("winch config", () => {
   it("loads the example in the README, and maps with it as the README says", () => {
-    const readme = readFileSync(join(import.meta.dir, "../README.md"), "utf8");
-    const example = /## winch[\s\S]*?```yaml\n([\s\S]*?)```/.exec(readme)![1];
-    // winch reads the files it names at load: the test's stand in for the README's.
-    const pki = makeTestPki();
-    const yaml = example.replace("[ca.pem]", `[${pki.caFile}]`).replace("me.pem", pki.clientCertFile).replace("me.key", pki.clientKeyFile);
-    const file = join(mkdtempSync(join(tmpdir(), "winch-readme-")), "winch.yaml");
-    writeFileSync(file, yaml);
-    const config = loadWinchConfig({ configFile: file });
+    const config = readmeWinchConfig();
     const mapped = new WinchMapper(config.routes).map("nginx.cluster-1.internal.example.com", undefined, "http");
     expect(mapped.kind === "mapped" && mapped.mapping.kedge.href).toBe("https://kedge.cluster-1.example.com/");
     expect(config.authSources.map((s) => s.type.case)).toEqual(["token", "kube", "oidc"]);
+  });
+
+  it("maps the names the README's discovery section gives Services with the README's regexp route, to that cluster's kedge", () => {
+    const suffix = /^\s*external_domain_suffix: (\S+)/m.exec(readme())![1];
+    const cluster = suffix.split(".")[0];
+    const discovered = discoveredConfig([{ metadata: { name: "nginx", namespace: "shop" }, spec: { ports: [{ name: "http", port: 80 }, { name: "grpc", port: 8081 }] } }], { prefix: defaultPrefix, domainSuffix: suffix });
+    const httpHost = (discovered.http.routes[0] as { host_matcher: string }).host_matcher;
+    const grpcHost = (discovered.grpc.routes[0] as { authority_host_matcher: string }).authority_host_matcher;
+    expect(httpHost).toBe(`nginx.shop.svc.${suffix}`);
+    const mapper = new WinchMapper(readmeWinchConfig().routes);
+    for (const [host, port, protocol] of [[httpHost, 80, "http"], [grpcHost, 8081, "grpc"]] as const) {
+      const mapped = mapper.map(host, port, protocol);
+      expect(mapped).toMatchObject({ kind: "mapped", mapping: { routeIndex: 0, proxyAuth: "sso" } });
+      expect(mapped.kind === "mapped" && mapped.mapping.kedge.href).toBe(`https://kedge.${cluster}.example.com/`);
+    }
+    // The name the README's winch section shows is one discovery makes.
+    expect(readme().includes(`\`nginx.default.svc.${suffix}\``)).toBe(true);
   });
 
   it("loads kedge Go's winch_mapper.json and winch_auth.json unchanged", () => {

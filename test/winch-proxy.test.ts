@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from "bun:test";
 import * as grpc from "@grpc/grpc-js";
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { loadWinchConfig } from "../src/winch/config.ts";
@@ -171,6 +171,25 @@ describe("curl through winch", () => {
     const [out, err] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text()]);
     expect(err).toBe("");
     expect(JSON.parse(out)).toMatchObject({ upstream: "secure", url: "/over-connect" });
+  });
+
+  it("with the README's environment: curl sends http:// through winch on the lower-case http_proxy, not on HTTP_PROXY, and reaches winch's own ports directly", async () => {
+    const readme = readFileSync(join(import.meta.dir, "../README.md"), "utf8");
+    const exported = /^export (.+)$/m.exec(/## winch[\s\S]*/.exec(readme)![0])![1];
+    const env: Record<string, string> = Object.fromEntries(exported.split(" ").map((pair) => pair.replace(":8070", `:${winch.ports.http}`).split("=")));
+    const path = { PATH: process.env.PATH ?? "/usr/bin:/bin" };
+    const url = `http://kube-http.${domain}/api/v1/namespaces/default/pods`;
+    const proxied = await curl([url], { ...path, ...env });
+    expect(proxied.status).toBe(200);
+    expect(proxied.headers["x-kedge-request-id"]).toStartWith("winch-");
+    // curl reads only the lower-case name for http:// URLs: with HTTP_PROXY alone it resolves the name itself.
+    const upper = await curl([url], { ...path, HTTP_PROXY: env.http_proxy });
+    expect(upper.exitCode).not.toBe(0);
+    expect(upper.headers["x-kedge-request-id"]).toBeUndefined();
+    const own = `http://127.0.0.1:${winch.ports.monitoring}/_healthz`;
+    expect((await curl([own], { ...path, ...env })).status).toBe(200);
+    // Without no_proxy the request for winch's own port goes to winch, which refuses an IP address.
+    expect((await curl([own], { ...path, http_proxy: env.http_proxy })).headers["x-winch-error-type"]).toBe("ip-literal");
   });
 
   it("sends a host no route maps directly, plain and CONNECT (kedge Go's default)", async () => {

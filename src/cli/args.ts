@@ -53,13 +53,14 @@ export const flagAliases: Record<string, readonly string[]> = {
   "kedge-cert-file": ["kedge-cert-file", "client_tls_cert_file"],
   "kedge-key-file": ["kedge-key-file", "client_tls_key_file"],
   "unknown-hosts": ["unknown-hosts"],
+  "access-log": ["access-log", "access_log"],
   help: ["help", "h"],
 };
 
 const canonicalByAlias = new Map<string, string>();
 for (const [canonical, aliases] of Object.entries(flagAliases)) for (const a of aliases) canonicalByAlias.set(a, canonical);
 
-const booleanFlags = new Set(["help", "tls-client-cert-required", "admin-auth", "allow-unauthenticated", "kube-tls-insecure", "discovery"]);
+const booleanFlags = new Set(["help", "tls-client-cert-required", "admin-auth", "allow-unauthenticated", "kube-tls-insecure", "discovery", "access-log"]);
 const commands = new Set(["serve", "validate", "version", "admin", "help", "winch"]);
 
 export class UsageError extends Error {}
@@ -198,6 +199,8 @@ export function winchServerOverrides(flags: Map<string, string>): Record<string,
     if (unknown !== "direct" && unknown !== "refuse") throw new UsageError(`--unknown-hosts: "${unknown}" is not direct or refuse`);
     out.unknown_hosts = unknown.toUpperCase();
   }
+  const accessLog = flags.get("access-log");
+  if (accessLog !== undefined) out.access_log = { enabled: bool("access-log", accessLog) };
   return out;
 }
 
@@ -288,6 +291,7 @@ winch flags (kedge Go's winch names in parentheses):
   --pac-redirect E,E         (--pac_redirect_sh_expressions) hosts /wpad.dat sends through winch
   --pac-file F               serve this file as /wpad.dat
   --unknown-hosts direct|refuse                          hosts no route maps (default direct)
+  --access-log=false         (--access_log)                 no access lines on stdout (default on)
 
 Signals: SIGHUP reloads the config (also on file change); SIGTERM drains and exits.
 `;

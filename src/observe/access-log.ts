@@ -1,4 +1,6 @@
+import { createWriteStream, type WriteStream } from "node:fs";
 import { peerCertOf } from "../net/peer-cert.js";
+import { log } from "./log.js";
 
 /** How bad an access line is; the config's level is the least severe one written. */
 export type LineLevel = "info" | "warn" | "error";
@@ -64,11 +66,31 @@ export function millis(ms: number): number {
 }
 
 /**
- * Access lines go to stdout, gathered into one write per turn of the event loop: under load
- * many requests finish in the same turn, and one write is cheaper than one per line.
+ * Access lines go to stdout (or a file), gathered into one write per turn of the event loop:
+ * under load many requests finish in the same turn, and one write is cheaper than one per line.
+ * Every write holds whole lines, so lines of concurrent requests never interleave.
  */
 export class AccessLogWriter {
   private pending = "";
+  private file: WriteStream | undefined;
+  private filePath = "";
+
+  /** Appends lines to `path` from now on (created 0600: lines name hosts and users); "" is stdout. */
+  to(path: string): void {
+    if (path === this.filePath) return;
+    this.file?.end();
+    this.filePath = path;
+    this.file = path ? this.open(path) : undefined;
+  }
+
+  private open(path: string): WriteStream {
+    const file = createWriteStream(path, { flags: "a", mode: 0o600 });
+    file.on("error", (e) => {
+      log.error("access log file failed; access lines go to stdout", { path, error: e.message });
+      if (this.file === file) this.file = undefined;
+    });
+    return file;
+  }
 
   write(line: string): void {
     if (this.pending === "") queueMicrotask(this.flush);
@@ -77,7 +99,14 @@ export class AccessLogWriter {
 
   private readonly flush = (): void => {
     const out = this.pending;
+    if (out === "") return;
     this.pending = "";
-    process.stdout.write(out);
+    (this.file ?? process.stdout).write(out);
   };
+
+  /** Writes what is waiting, then closes the file, if any. */
+  close(): void {
+    this.flush();
+    this.to("");
+  }
 }

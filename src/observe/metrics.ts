@@ -67,7 +67,7 @@ export function proxyMetrics(registry: Registry, prefix: "kedge" | "winch") {
     spansDropped: registry.add(new Counter(`${prefix}_trace_spans_dropped_total`, "Spans not exported, by reason: queue_full (the export queue was full) or export_failed.", ["reason"])),
   };
   /** Access logs and tracing per request; off until configured. */
-  return { ...metrics, ...exportCounters, observer: new RequestObserver(exportCounters) };
+  return { ...metrics, ...exportCounters, observer: new RequestObserver(exportCounters, !kedge) };
 }
 
 export type ProxyMetrics = ReturnType<typeof proxyMetrics>;

@@ -23,6 +23,12 @@ export class Observation {
   /** Request and response body bytes: a gRPC call counts them in its RequestReplay and GrpcRelay, an HTTP exchange in its own data path. */
   bytesIn = 0;
   bytesOut = 0;
+  /**
+   * Fields a forward proxy (winch) adds to the line, after kedge's so they may fill one kedge
+   * leaves open (the host the client asked for, a request id winch made): its route's match, the
+   * kedge it went to, auth sources by name. Names only, never a credential.
+   */
+  fields: Readonly<Record<string, string | undefined>> | undefined = undefined;
 
   constructor(
     /** An access line is wanted (sampled, or forced by x-kedge-info-logs). */
@@ -77,9 +83,15 @@ export class RequestObserver {
   private exporter: OtlpExporter | undefined;
   private readonly writer = new AccessLogWriter();
 
-  constructor(private readonly counters: ExportCounters) {}
+  constructor(
+    private readonly counters: ExportCounters,
+    /** winch's lines name their protocol as its users think of it: http, connect or grpc. */
+    private readonly forwardProxy = false,
+  ) {}
 
-  configure(config: ObservabilityConfig | undefined): void {
+  /** `accessLogPath`: lines are appended to this file instead of stdout (winch's server.access_log.path). */
+  configure(config: ObservabilityConfig | undefined, accessLogPath = ""): void {
+    this.writer.to(accessLogPath);
     const log = config?.accessLog;
     this.accessLog = log?.enabled ? { sampleRate: log.sampleRate ?? 1, minLevel: levelRank[parseLineLevel(log.level) ?? "info"] } : undefined;
     const tracing = config?.tracing;
@@ -108,6 +120,7 @@ export class RequestObserver {
     const exporter = this.exporter;
     this.exporter = undefined;
     this.active = false;
+    this.writer.close();
     await exporter?.close();
   }
 
@@ -155,13 +168,14 @@ export class RequestObserver {
           trace_id: o.traceId || undefined,
           span_id: o.spanId || undefined,
           client: req.remoteAddress,
-          protocol: req.protocol,
+          protocol: this.forwardProxy ? (req.method === "CONNECT" ? "connect" : "http") : req.protocol,
           method: req.method,
           host: loggedHost(req.authority),
           path: loggedPath(path),
           route,
           backend,
           endpoint: o.endpoint || undefined,
+          ...o.fields,
           status,
           ...outcomeFields(o, who, endedAt),
         }),
@@ -204,6 +218,7 @@ export class RequestObserver {
           route,
           backend,
           endpoint: o.endpoint || undefined,
+          ...o.fields,
           grpc_status: numeric ? Number(code) : code,
           ...outcomeFields(o, who, endedAt),
         }),

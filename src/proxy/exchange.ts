@@ -28,7 +28,7 @@ export interface Routing {
   maxBodyBytes: number;
   /** server.headers_with_underscores is DROP and the request had such fields (gone from its headers already). */
   dropUnderscoreNames?: boolean;
-  /** The matched route for metrics and access logs (its index, "adhoc" or "none"); winch has none. */
+  /** The matched route for metrics and access logs (its index, "adhoc" or "none"). */
   route?: string;
   /** The backend is a forward proxy (winch's kedge): send it the client's absolute URI, not origin-form. */
   absoluteForm?: boolean;
@@ -37,8 +37,8 @@ export interface Routing {
 /** What differs between kedge's reverse proxy and winch's forward proxy; the exchange itself is shared. */
 export interface HttpProxy {
   readonly metrics: ProxyMetrics;
-  /** Throws a KedgeError for a request it must refuse outright. */
-  dispatch(req: IngressRequest, facts: ParsedRequest): Routing;
+  /** Throws a KedgeError for a request it must refuse outright. `obs`: its access record, if it has one. */
+  dispatch(req: IngressRequest, facts: ParsedRequest, obs: Observation | undefined): Routing;
   /** Prefix of the error headers this proxy writes: x-kedge-error or x-winch-error. */
   readonly errorHeader: "x-kedge" | "x-winch";
   /** kedge names its backend on responses; winch passes kedge's answer through as it is. */
@@ -141,7 +141,7 @@ class HttpExchange extends Attempts<HttpBackend> implements RecordedHttp, BodyRe
     this.obs = this.proxy.metrics.observer.start(this.req.headers);
     try {
       this.facts = requestFacts(this.req);
-      this.routing = this.proxy.dispatch(this.req, this.facts);
+      this.routing = this.proxy.dispatch(this.req, this.facts, this.obs);
     } catch (e) {
       this.fail(asKedgeError(e));
       return;

@@ -1,3 +1,5 @@
+import { statSync } from "node:fs";
+import { dirname } from "node:path";
 import { WinchConfigSchema, type WinchConfig } from "../gen/kedge/winch/v1/winch_pb.js";
 import { fileProblem, keyPairProblems } from "../config/files.js";
 import { configError, mergeConfigParts, readConfigFiles } from "../config/load.js";
@@ -48,6 +50,8 @@ export function validateWinchConfig(config: WinchConfig): string[] {
     problems.push(...keyPairProblems("server", "client_cert_file", server.clientCertFile, "client_key_file", server.clientKeyFile));
     if ((server.clientCertFile === "") !== (server.clientKeyFile === "")) problems.push("server.client_cert_file: client_cert_file and client_key_file go together");
     if (server.pacFile) problems.push(...present([fileProblem("server.pac_file", server.pacFile, "text")]));
+    const logPath = server.accessLog?.path;
+    if (logPath && !isDirectory(dirname(logPath))) problems.push(`server.access_log.path: ${JSON.stringify(dirname(logPath))} is not a directory`);
   }
   config.routes.forEach((r, i) => {
     const at = `routes[${i}]`;
@@ -104,6 +108,10 @@ export function validateWinchConfig(config: WinchConfig): string[] {
 
 function present(problems: (string | undefined)[]): string[] {
   return problems.filter((p): p is string => !!p);
+}
+
+function isDirectory(path: string): boolean {
+  return statSync(path, { throwIfNoEntry: false })?.isDirectory() ?? false;
 }
 
 /** The names of re's named groups and the numbers of all its groups ("0" is the whole match). */

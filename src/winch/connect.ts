@@ -1,11 +1,13 @@
 import type { Duplex } from "node:stream";
 import { asKedgeError, KedgeError } from "../errors.js";
 import { log } from "../observe/log.js";
-import { requestIdFrom } from "../proxy/request.js";
+import { routeLabel } from "../observe/metrics.js";
+import type { ConnectRequest } from "../proxy/connect.js";
 import { dialTcp, writeRawError, tunnelEstablished, type Tunnels } from "../proxy/tunnel.js";
 import { parseHostPort, type HostPort } from "../net/host-port.js";
-import type { RequestHead } from "../server/h1/request-head.js";
-import { destination, winchRequestId, type WinchContext } from "./context.js";
+import { noteDestination } from "./access-fields.js";
+import { WinchTunnelRecord } from "./connect-record.js";
+import { destination, type WinchContext } from "./context.js";
 import { answerField, askKedgeForTunnel, type KedgeAnswer } from "./kedge-tunnel.js";
 import type { Mapping } from "./mapper.js";
 import { sniffTunnel } from "./tunnel-sniff.js";
@@ -27,11 +29,11 @@ export interface TunnelServers {
  * opened, the connections are spliced, `early` (what the client sent past its CONNECT) first;
  * otherwise the rest of the answer follows until kedge closes.
  */
-function relayAnswer(tunnels: Tunnels, client: Duplex, answer: KedgeAnswer, early: Buffer): void {
+function relayAnswer(tunnels: Tunnels, client: Duplex, answer: KedgeAnswer, early: Buffer, record: WinchTunnelRecord): void {
   const upstream = answer.socket;
   client.write(`${answer.head.text}\r\n`, "latin1");
   if (answer.rest.length > 0) client.write(answer.rest);
-  if (answer.head.status === 200) tunnels.splice(client, upstream, { head: early });
+  if (answer.head.status === 200) tunnels.splice(client, upstream, { head: early, counts: record.obs, closed: record.closed });
   else {
     upstream.pipe(client);
     upstream.on("error", () => client.destroy());
@@ -40,21 +42,19 @@ function relayAnswer(tunnels: Tunnels, client: Duplex, answer: KedgeAnswer, earl
 }
 
 /** A CONNECT winch refuses itself, counted like any other request. */
-function refuse(ctx: WinchContext, client: Duplex, label: string, requestId: string, e: unknown): void {
+function refuse(record: WinchTunnelRecord, client: Duplex, e: unknown): void {
   const err = asKedgeError(e);
-  ctx.metrics.proxyErrors.inc([label, err.type]);
-  ctx.metrics.httpRequests.inc([label, String(err.status)]);
-  writeRawError(client, err, requestId, "x-winch");
+  writeRawError(client, err, record.requestId, "x-winch");
+  record.refused(err.type, err.status);
 }
 
 /**
  * A tunnel that already got winch's 200 cannot be refused with a status: it is closed, with one
  * warn line saying why, and counted by `type` (kedge's refusal: "tunnel-refused").
  */
-function closeAnswered(ctx: WinchContext, client: Duplex, label: string, target: string, status: number, type: string, fields: Record<string, string>): void {
-  log.warn("closed a CONNECT tunnel winch had answered 200", { target, kedge: label, status, ...fields });
-  ctx.metrics.proxyErrors.inc([label, type]);
-  ctx.metrics.httpRequests.inc([label, String(status)]);
+function closeAnswered(record: WinchTunnelRecord, client: Duplex, target: string, status: number, type: string, fields: Record<string, string>): void {
+  log.warn("closed a CONNECT tunnel winch had answered 200", { target, kedge: record.backendName, status, ...fields });
+  record.refused(type, status);
   client.destroy();
 }
 
@@ -80,45 +80,57 @@ function closeAnswered(ctx: WinchContext, client: Duplex, label: string, target:
  * be relayed with its status: the client's connection is closed and the refusal logged and counted.
  * Port 443 and HTTP-only routes ask kedge first, so kubectl and curl see kedge's refusal as it is.
  */
-export function winchConnect(ctx: WinchContext, tunnels: Tunnels, req: RequestHead, client: Duplex, early: Buffer, inside: TunnelServers): void {
+export function winchConnect(ctx: WinchContext, tunnels: Tunnels, req: ConnectRequest, client: Duplex, early: Buffer, inside: TunnelServers): void {
   const target = req.target;
-  const requestId = requestIdFrom(req.headers, winchRequestId);
+  const record = new WinchTunnelRecord(ctx.metrics, req);
+  const requestId = record.requestId;
   client.on("error", () => {});
-  let label = "none";
   const open = async () => {
+    noteDestination(record.obs, target, undefined, false);
     const hostPort = /:\d+$/.test(target) ? parseHostPort(target, 0) : undefined;
     if (!hostPort) throw new KedgeError("bad-request", 400, `CONNECT needs host:port, got ${JSON.stringify(target.slice(0, 100))}`);
     if (hostPort.port !== 80 && hostPort.port !== 443) {
       const grpcRoute = ctx.mapper.map(hostPort.host, hostPort.port, "grpc");
-      if (grpcRoute.kind === "mapped") return sniffFirst(ctx, tunnels, client, early, target, hostPort, grpcRoute.mapping, requestId, inside);
+      if (grpcRoute.kind === "mapped") return sniffFirst(ctx, tunnels, client, early, target, hostPort, grpcRoute.mapping, record, inside);
     }
     const to = destination(ctx, hostPort.host, hostPort.port, "http");
+    noteDestination(record.obs, target, to, false);
     if (to.kind === "direct") {
-      label = "direct";
+      record.backendName = "direct";
       const upstream = await dialTcp(hostPort.host, hostPort.port, connectTimeoutMs).catch((e: Error) => {
         throw new KedgeError("no-connection-to-all-resolved-addresses", 502, e.message);
       });
-      if (client.destroyed) return void upstream.destroy();
+      if (client.destroyed) {
+        upstream.destroy();
+        return record.answered(499, false);
+      }
+      record.sentTo(target);
       client.write(tunnelEstablished({ "x-kedge-request-id": requestId }));
-      tunnels.splice(client, upstream, { head: early });
-      ctx.metrics.httpRequests.inc([label, "200"]);
+      record.answered(200, true);
+      tunnels.splice(client, upstream, { head: early, counts: record.obs, closed: record.closed });
       return;
     }
-    label = to.mapping.kedge.host;
+    const { kedge } = to.mapping;
+    record.backendName = kedge.host;
+    record.route = routeLabel(to.mapping.routeIndex);
     if (hostPort.port === 80) {
-      // Plain HTTP inside: winch serves the tunnel's requests itself, credentials and upgrades included.
+      // Plain HTTP inside: winch serves the tunnel's requests itself (each gets its own access line), credentials and upgrades included.
       client.write(tunnelEstablished({ "x-kedge-request-id": requestId }));
-      ctx.metrics.httpRequests.inc([label, "200"]);
+      record.answered(200, false);
       return inside.http(early, target);
     }
     if (to.mapping.backendAuth) log.debug("backend_auth does not apply to a CONNECT tunnel", { host: hostPort.host });
+    record.sentTo(kedge.host);
     const answer = await askKedgeForTunnel(ctx, to.mapping, target, requestId);
-    ctx.metrics.httpRequests.inc([label, String(answer.head.status)]);
-    if (client.destroyed) return void answer.socket.destroy();
+    if (client.destroyed) {
+      answer.socket.destroy();
+      return record.answered(499, false);
+    }
+    record.answered(answer.head.status, answer.head.status === 200);
     // kedge's refusal (401, 403, 502 …) goes to the client as kedge wrote it.
-    relayAnswer(tunnels, client, answer, early);
+    relayAnswer(tunnels, client, answer, early, record);
   };
-  open().catch((e) => refuse(ctx, client, label, requestId, e));
+  open().catch((e) => refuse(record, client, e));
 }
 
 /** The 200 first, then the tunnel's first bytes decide (winchConnect's rule for gRPC routes). */
@@ -130,38 +142,50 @@ async function sniffFirst(
   target: string,
   hostPort: HostPort,
   grpcMapping: Mapping,
-  requestId: string,
+  record: WinchTunnelRecord,
   inside: TunnelServers,
 ): Promise<void> {
-  let label = grpcMapping.kedge.host;
-  client.write(tunnelEstablished({ "x-kedge-request-id": requestId }));
+  record.backendName = grpcMapping.kedge.host;
+  record.route = routeLabel(grpcMapping.routeIndex);
+  noteDestination(record.obs, target, { kind: "kedge", mapping: grpcMapping }, false);
+  client.write(tunnelEstablished({ "x-kedge-request-id": record.requestId }));
   const sniffed = await sniffTunnel(client, early, serverFirstWaitMs);
-  if (sniffed.kind === "closed") return void client.destroy();
+  if (sniffed.kind === "closed") {
+    record.answered(200, false);
+    return void client.destroy();
+  }
   if (sniffed.kind === "h2") {
-    ctx.metrics.httpRequests.inc([label, "200"]);
+    // Each call inside gets its own access line from winch's gRPC path.
+    record.answered(200, false);
     return inside.grpc(sniffed.bytes, target);
   }
   const httpRoute = ctx.mapper.map(hostPort.host, hostPort.port, "http");
   if (httpRoute.kind !== "mapped") {
-    if (sniffed.kind === "idle") return closeAnswered(ctx, client, label, target, 408, "tunnel-idle-timeout", { error: "the client sent nothing on a route that takes gRPC only" });
-    return closeAnswered(ctx, client, label, target, 400, "bad-request", { error: "the route takes gRPC only and the tunnel is not HTTP/2" });
+    if (sniffed.kind === "idle") return closeAnswered(record, client, target, 408, "tunnel-idle-timeout", { error: "the client sent nothing on a route that takes gRPC only" });
+    return closeAnswered(record, client, target, 400, "bad-request", { error: "the route takes gRPC only and the tunnel is not HTTP/2" });
   }
-  label = httpRoute.mapping.kedge.host;
+  record.backendName = httpRoute.mapping.kedge.host;
+  record.route = routeLabel(httpRoute.mapping.routeIndex);
+  noteDestination(record.obs, target, { kind: "kedge", mapping: httpRoute.mapping }, false);
+  record.sentTo(httpRoute.mapping.kedge.host);
   let answer: KedgeAnswer;
   try {
-    answer = await askKedgeForTunnel(ctx, httpRoute.mapping, target, requestId);
+    answer = await askKedgeForTunnel(ctx, httpRoute.mapping, target, record.requestId);
   } catch (e) {
     const err = asKedgeError(e);
-    return closeAnswered(ctx, client, label, target, err.status, err.type, { error: err.message });
+    return closeAnswered(record, client, target, err.status, err.type, { error: err.message });
   }
-  if (client.destroyed) return void answer.socket.destroy();
+  if (client.destroyed) {
+    answer.socket.destroy();
+    return record.answered(499, false);
+  }
   if (answer.head.status !== 200) {
     answer.socket.destroy();
     const fields = { error: answerField(answer.head, "x-kedge-error"), errorType: answerField(answer.head, "x-kedge-error-type") };
-    return closeAnswered(ctx, client, label, target, answer.head.status, "tunnel-refused", fields);
+    return closeAnswered(record, client, target, answer.head.status, "tunnel-refused", fields);
   }
-  ctx.metrics.httpRequests.inc([label, "200"]);
+  record.answered(200, true);
   if (answer.rest.length > 0) client.write(answer.rest);
-  tunnels.splice(client, answer.socket, { head: sniffed.bytes });
+  tunnels.splice(client, answer.socket, { head: sniffed.bytes, counts: record.obs, closed: record.closed });
   answer.socket.resume();
 }

@@ -6,6 +6,8 @@ import { answerStatus, GrpcStatus, openCall } from "../proxy/grpc-call.js";
 import { requestIdFrom } from "../proxy/request.js";
 import { isIP } from "node:net";
 import { parseHostPort, type HostPort } from "../net/host-port.js";
+import { routeLabel } from "../observe/metrics.js";
+import { noteDestination } from "./access-fields.js";
 import { destination, winchRequestId, type WinchContext } from "./context.js";
 import type { Injection } from "./credentials.js";
 
@@ -36,13 +38,19 @@ export function winchGrpc(ctx: WinchContext, stream: ClientStream, headers: Inco
   const { call, refuse } = openCall(ctx.metrics, stream, headers, statusFor);
   try {
     const authority = ((headers[":authority"] ?? headers.host) as string | undefined) ?? "";
+    const requestId = requestIdFrom(headers, winchRequestId);
+    noteDestination(call.obs, authority, undefined, true, requestId);
     let hostPort = parseHostPort(authority, 0);
     if (!hostPort || isIP(hostPort.host)) hostPort = tunnelAuthority(stream, headers, tunnelTargets) ?? hostPort;
-    if (!hostPort) return answerStatus(stream, GrpcStatus.UNIMPLEMENTED, `${JSON.stringify(authority.slice(0, 100))} is not a kedge destination`, call);
+    if (!hostPort) {
+      call.error("unknown-host");
+      return answerStatus(stream, GrpcStatus.UNIMPLEMENTED, `${JSON.stringify(authority.slice(0, 100))} is not a kedge destination`, call);
+    }
     const to = destination(ctx, hostPort.host, hostPort.port || undefined, "grpc");
     if (to.kind !== "kedge") throw new Error("unreachable: gRPC never goes direct");
+    noteDestination(call.obs, authority, to, true, requestId);
+    call.route = routeLabel(to.mapping.routeIndex);
     const { kedge } = to.mapping;
-    const requestId = requestIdFrom(headers, winchRequestId);
     const go = (injection: Injection) => {
       call.backendName = kedge.host;
       const set = { ...injection.headers, "x-kedge-request-id": requestId };

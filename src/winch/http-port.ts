@@ -68,7 +68,8 @@ export function startWinchHttpPort(live: () => WinchContext, tunnels: Tunnels, b
       exchange(httpProxy, req, res);
     },
     connect(head, tunnel, rest, client) {
-      winchConnect(live(), tunnels, head, tunnel, rest, {
+      const req = { target: head.target, headers: head.headers, socket: client.peer, remoteAddress: client.remoteAddress };
+      winchConnect(live(), tunnels, req, tunnel, rest, {
         http(early, target) {
           servedTunnels.set(tunnel, target);
           connections.adoptTunnel(tunnel, early, client);

@@ -2,6 +2,8 @@ import type { Routing, HttpProxy } from "../proxy/exchange.js";
 import type { Tunnels } from "../proxy/tunnel.js";
 import { KedgeError } from "../errors.js";
 import { hasToken } from "../net/fields.js";
+import { routeLabel } from "../observe/metrics.js";
+import { noteDestination } from "./access-fields.js";
 import { destination, winchRequestId, type WinchContext } from "./context.js";
 import type { Injection } from "./credentials.js";
 
@@ -19,8 +21,9 @@ export function winchHttpProxy(live: () => WinchContext, tunnels: Tunnels): Http
     tagsResponses: false,
     newRequestId: winchRequestId,
     tunnels,
-    dispatch: (req, facts): Routing => {
+    dispatch: (req, facts, obs): Routing => {
       const ctx = live();
+      noteDestination(obs, facts.authority, undefined, true);
       if (!facts.forwardProxy) throw new KedgeError("bad-request", 400, "winch is a forward proxy: send absolute-URI requests (set HTTP_PROXY) or CONNECT");
       // The server lets through only the upgrades it can splice; another would reach kedge as a plain request.
       const { upgrade, connection } = req.headers;
@@ -29,12 +32,13 @@ export function winchHttpProxy(live: () => WinchContext, tunnels: Tunnels): Http
       }
       const port = facts.explicitPort ? facts.port : undefined;
       const to = destination(ctx, facts.host, port, "http");
+      noteDestination(obs, facts.authority, to, true);
       if (to.kind === "direct") {
         return { backend: ctx.upstreams.directTo(facts.host, facts.port), label: "direct", ready: undefined, unrouted: undefined, setHeaders: undefined, maxBodyBytes: 0 };
       }
       const { kedge } = to.mapping;
       // kedge gets the request as it would from a client using it as its own proxy: absolute-form, the port and scheme intact.
-      const routing: Routing = { backend: undefined, label: kedge.host, ready: undefined, unrouted: undefined, setHeaders: undefined, maxBodyBytes: 0, absoluteForm: true };
+      const routing: Routing = { backend: undefined, label: kedge.host, ready: undefined, unrouted: undefined, setHeaders: undefined, maxBodyBytes: 0, route: routeLabel(to.mapping.routeIndex), absoluteForm: true };
       const use = (injection: Injection) => {
         routing.backend = ctx.upstreams.httpTo(kedge, injection.clientCert);
         routing.setHeaders = injection.headers;

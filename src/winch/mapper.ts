@@ -16,7 +16,11 @@ export interface Mapping {
   readonly routeIndex: number;
   /** The route's client_tls, ${group} filled in: presented to the kedge unless proxy_auth gives a certificate. */
   readonly clientTls?: ClientTlsFiles;
+  /** What the route matched on, in the config's words: its direct.key or its regexp.exp. */
+  readonly match: RouteMatch;
 }
+
+export type RouteMatch = { readonly key: string } | { readonly exp: string };
 
 export interface ClientTlsFiles {
   readonly certFile: string;
@@ -106,7 +110,7 @@ function compile(route: Route, index: number): CompiledRoute {
   if (t.case === "direct") {
     const key = t.value.key.toLowerCase();
     // Nothing in a direct route depends on the host: one mapping serves every request.
-    const mapping: Mapping = { kedge: new URL(t.value.url), backendAuth, proxyAuth, routeIndex: index, clientTls: tls };
+    const mapping: Mapping = { kedge: new URL(t.value.url), backendAuth, proxyAuth, routeIndex: index, clientTls: tls, match: { key: t.value.key } };
     return { protocol, resolve: (host, hostPort) => (key === host || key === hostPort ? mapping : undefined) };
   }
   if (t.case === "regexp") {
@@ -114,6 +118,7 @@ function compile(route: Route, index: number): CompiledRoute {
     const template = t.value.url;
     const certGroups = tls ? templateGroups(tls.certFile) : [];
     const keyGroups = tls ? templateGroups(tls.keyFile) : [];
+    const match = { exp: t.value.exp };
     return {
       protocol,
       resolve: (host) => {
@@ -126,6 +131,7 @@ function compile(route: Route, index: number): CompiledRoute {
           proxyAuth: authName(proxyAuth, m),
           routeIndex: index,
           clientTls: tls && { certFile: filePath(tls.certFile, certGroups, m, index), keyFile: filePath(tls.keyFile, keyGroups, m, index) },
+          match,
         };
       },
     };

@@ -11,6 +11,7 @@ import { ConnectionGuard } from "../server/connection-guard.js";
 import { defaultGracefulShutdownMs, drain } from "../server/drain.js";
 import { defaultSendTimeoutMs, H2Connections } from "../server/h2/connections.js";
 import { startPlainListener, type PlainListener } from "../server/plain-listener.js";
+import { configureAccessLog } from "./access-log.js";
 import { winchClientIdleMs, winchHeadLimits } from "./context.js";
 import { winchGrpc } from "./grpc-proxy.js";
 import { startWinchHttpPort, type WinchHttpPort } from "./http-port.js";
@@ -47,6 +48,7 @@ export async function startWinch(config: WinchConfig, options: WinchOptions = {}
   const bind = server?.bindAddress || "127.0.0.1";
   const registry = new Registry();
   const metrics = proxyMetrics(registry, "winch");
+  configureAccessLog(metrics, server);
   const sourceOptions = { log: options.log, openBrowser: options.openBrowser, home: options.home };
   let current = buildWinchRuntime(config, metrics, sourceOptions);
   const live = () => current.ctx;
@@ -99,6 +101,7 @@ export async function startWinch(config: WinchConfig, options: WinchOptions = {}
     grpcConnections.kill();
     monitoring.close();
     closeWinchRuntime(current, undefined);
+    void metrics.observer.close();
     throw e;
   }
   log.info("winch is serving", { bind, ports });
@@ -114,6 +117,7 @@ export async function startWinch(config: WinchConfig, options: WinchOptions = {}
     }
     retiring.clear();
     closeWinchRuntime(current, undefined);
+    await metrics.observer.close();
   };
   const reload = (next: WinchConfig): ConfigError | undefined => {
     let built: WinchRuntime;
@@ -128,6 +132,7 @@ export async function startWinch(config: WinchConfig, options: WinchOptions = {}
     const previous = current;
     current = built; // one reference swap: new requests see the new config, in-flight ones keep theirs
     if (next.server?.logLevel) setLogLevel(next.server.logLevel);
+    configureAccessLog(metrics, next.server);
     retiring.set(
       previous,
       setTimeout(() => {

@@ -7,9 +7,9 @@ export interface CurlResult {
   stderr: string;
 }
 
-/** Runs the real curl binary; `-w` reports the negotiated HTTP version. */
-export async function curl(args: string[]): Promise<CurlResult> {
-  const proc = Bun.spawn(["curl", "-sS", "-D", "-", "-w", "\n%{http_version}", ...args], { stdout: "pipe", stderr: "pipe" });
+/** Runs the real curl binary; `-w` reports the negotiated HTTP version. `env`: its whole environment (default this process's). */
+export async function curl(args: string[], env?: Record<string, string>): Promise<CurlResult> {
+  const proc = Bun.spawn(["curl", "-sS", "-D", "-", "-w", "\n%{http_version}", ...args], { stdout: "pipe", stderr: "pipe", env });
   const [out, stderr, exitCode] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text(), proc.exited]);
   const nl = out.lastIndexOf("\n");
   const httpVersion = out.slice(nl + 1);

@@ -51,6 +51,11 @@ export interface TokenSettings {
   authMethods: string[];
   /** When set, every token request fails with this status and OAuth error. */
   failWith?: { status: number; error: string; description?: string };
+  /**
+   * Discovery lists offline_access in scopes_supported and, as Dex does, a login gets a refresh
+   * token only when it asked for that scope. Default false: not listed, and a login always gets one.
+   */
+  offlineAccess: boolean;
 }
 
 interface IssuerKey {
@@ -99,9 +104,9 @@ async function signWith(key: IssuerKey, payload: Record<string, unknown>, header
 export async function startTestIssuer(options: { audience?: string; client?: { id: string; secret: string } } = {}): Promise<TestIssuer> {
   const audience = options.audience ?? "kedge";
   const client = options.client ?? { id: "winch", secret: "winch-secret" };
-  const tokenSettings: TokenSettings = { idTokenTtlSeconds: 300, rotateRefreshTokens: true, authMethods: ["client_secret_post", "client_secret_basic"] };
+  const tokenSettings: TokenSettings = { idTokenTtlSeconds: 300, rotateRefreshTokens: true, authMethods: ["client_secret_post", "client_secret_basic"], offlineAccess: false };
   const refreshTokens = new Map<string, string>(); // refresh token → sub
-  const codes = new Map<string, { redirectUri: string; challenge: string; sub: string }>();
+  const codes = new Map<string, { redirectUri: string; challenge: string; sub: string; scopes: string[] }>();
   const tokenRequestLog: Array<{ grantType: string; clientAuth: "basic" | "post" | "none" }> = [];
   const dir = mkdtempSync(join(tmpdir(), "kedge-oidc-"));
   const jwksFile = join(dir, "jwks.json");
@@ -139,6 +144,7 @@ export async function startTestIssuer(options: { audience?: string; client?: { i
           subject_types_supported: ["public"],
           token_endpoint_auth_methods_supported: tokenSettings.authMethods,
           code_challenge_methods_supported: ["S256"],
+          scopes_supported: ["openid", "email", "profile", ...(tokenSettings.offlineAccess ? ["offline_access"] : [])],
         });
       }
       if (req.method === "GET" && path === "/authorize") return authorize(new URL(req.url).searchParams);
@@ -165,7 +171,7 @@ export async function startTestIssuer(options: { audience?: string; client?: { i
     if (q.get("response_type") !== "code" || q.get("client_id") !== client.id || !URL.canParse(redirectUri)) return oauthError(400, "invalid_request");
     if (q.get("code_challenge_method") !== "S256" || !q.get("code_challenge")) return oauthError(400, "invalid_request", "PKCE S256 required");
     const code = `code-${randomBytes(12).toString("base64url")}`;
-    codes.set(code, { redirectUri, challenge: q.get("code_challenge")!, sub: "alice" });
+    codes.set(code, { redirectUri, challenge: q.get("code_challenge")!, sub: "alice", scopes: (q.get("scope") ?? "").split(" ") });
     const back = new URL(redirectUri);
     back.searchParams.set("code", code);
     if (q.get("state") !== null) back.searchParams.set("state", q.get("state")!);
@@ -206,7 +212,7 @@ export async function startTestIssuer(options: { audience?: string; client?: { i
       const verifier = form.get("code_verifier") ?? "";
       if (createHash("sha256").update(verifier).digest("base64url") !== grant.challenge) return oauthError(400, "invalid_grant", "PKCE verification failed");
       sub = grant.sub;
-      refreshToken = newRefreshToken(sub);
+      if (!tokenSettings.offlineAccess || grant.scopes.includes("offline_access")) refreshToken = newRefreshToken(sub);
     } else {
       return oauthError(400, "unsupported_grant_type");
     }

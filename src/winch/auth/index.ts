@@ -67,6 +67,9 @@ export function buildAuthSources(sources: readonly AuthSourceConfig[], options: 
           if (!URL.canParse(provider) || !/^https?:$/.test(new URL(provider).protocol)) throw new Error(`${field("provider")}: "${provider}" is not an http(s) URL`);
           if (!clientId) throw new Error(`${field("client_id")}: required`);
           if (loginCallbackPath && !loginCallbackPath.startsWith("/")) throw new Error(`${field("login_callback_path")}: "${loginCallbackPath}" must start with "/"`);
+          const port = t.value.loginCallbackPort;
+          if (port !== undefined && (port < 1 || port > 65535)) throw new Error(`${field("login_callback_port")}: ${port} is not a port (1–65535)`);
+          if (port !== undefined && !loginCallbackPath) throw new Error(`${field("login_callback_port")}: needs login_callback_path, the login it is for`);
           made = new OidcSource(source.name, t.value, { home, log, openBrowser: options.openBrowser });
           break;
         }

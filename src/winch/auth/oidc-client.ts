@@ -13,6 +13,8 @@ export interface TokenSet {
 interface Endpoints {
   readonly token: string;
   readonly authorization?: string;
+  /** The discovery document's scopes_supported; empty when it lists none. */
+  readonly scopesSupported: readonly string[];
   /** client_secret_post unless discovery offers only client_secret_basic. */
   readonly basicAuth: boolean;
 }
@@ -69,6 +71,7 @@ export class OidcClient {
     return {
       token: doc.token_endpoint,
       authorization: typeof doc.authorization_endpoint === "string" ? doc.authorization_endpoint : undefined,
+      scopesSupported: Array.isArray(doc.scopes_supported) ? doc.scopes_supported.filter((s): s is string => typeof s === "string") : [],
       basicAuth: basicOnly,
     };
   }

@@ -1,5 +1,5 @@
 import { createHash, randomBytes } from "node:crypto";
-import { createServer, type ServerResponse } from "node:http";
+import { createServer, type Server, type ServerResponse } from "node:http";
 import { listen } from "../../server/listen.js";
 import { messageOf } from "./errors.js";
 import type { OidcClient, TokenSet } from "./oidc-client.js";
@@ -8,6 +8,9 @@ export interface LoginOptions {
   readonly client: OidcClient;
   /** Path of the local callback, e.g. "/callback": the redirect_uri is http://127.0.0.1:<port><path>. */
   readonly callbackPath: string;
+  /** The callback's port; 0: a free one. */
+  readonly callbackPort: number;
+  /** The configured scopes (loginScopes adds to them). */
   readonly scopes: readonly string[];
   /** Shows the authorization URL to the user. */
   readonly show: (url: string) => void;
@@ -17,9 +20,31 @@ export interface LoginOptions {
 }
 
 /**
+ * The scopes a login asks for: "openid", the configured ones, and "offline_access" when the issuer
+ * lists it. Such issuers (OIDC Core §11) return a refresh token only when it is asked for, and
+ * without one every expiry of the id_token means another login in the browser.
+ */
+export function loginScopes(configured: readonly string[], supported: readonly string[]): string[] {
+  const scopes = ["openid", ...configured.filter((s) => s !== "openid")];
+  if (supported.includes("offline_access") && !scopes.includes("offline_access")) scopes.push("offline_access");
+  return scopes;
+}
+
+/** Binds the callback listener, saying which setting to change when its port is taken. */
+async function listenForCallback(server: Server, port: number): Promise<number> {
+  try {
+    return await listen(server, port, "127.0.0.1");
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === "EADDRINUSE") throw new Error(`the login callback port 127.0.0.1:${port} (login_callback_port) is in use by another program; stop it or configure another port (and register that redirect URI with the issuer)`);
+    throw new Error(`the login callback cannot listen on 127.0.0.1:${port}: ${messageOf(e)}`);
+  }
+}
+
+/**
  * An authorization-code login with PKCE (RFC 7636, S256) and state (RFC 6749 §10.12), answered on
- * a one-shot listener on 127.0.0.1 (RFC 8252 §7.3: loopback redirect, ephemeral port). The first
- * callback decides: a wrong state or an issuer error ends the login.
+ * a one-shot listener on 127.0.0.1 (RFC 8252 §7.3: loopback redirect, an ephemeral port unless
+ * login_callback_port fixes one for an issuer that wants it registered). The first callback decides: a wrong state or an issuer error ends the login.
  */
 export async function interactiveLogin(options: LoginOptions): Promise<TokenSet> {
   const { client, callbackPath } = options;
@@ -29,12 +54,12 @@ export async function interactiveLogin(options: LoginOptions): Promise<TokenSet>
   const state = randomBytes(16).toString("base64url");
 
   const server = createServer();
-  const redirectUri = `http://127.0.0.1:${await listen(server, 0, "127.0.0.1")}${callbackPath}`;
+  const redirectUri = `http://127.0.0.1:${await listenForCallback(server, options.callbackPort)}${callbackPath}`;
   const url = new URL(endpoints.authorization);
   url.searchParams.set("response_type", "code");
   url.searchParams.set("client_id", client.clientId);
   url.searchParams.set("redirect_uri", redirectUri);
-  url.searchParams.set("scope", options.scopes.join(" "));
+  url.searchParams.set("scope", loginScopes(options.scopes, endpoints.scopesSupported).join(" "));
   url.searchParams.set("state", state);
   url.searchParams.set("code_challenge", createHash("sha256").update(verifier).digest("base64url"));
   url.searchParams.set("code_challenge_method", "S256");

@@ -101,11 +101,11 @@ export class OidcSource implements AuthSource {
   }
 
   private login(): Promise<TokenSet> {
-    const scopes = ["openid", ...this.access.scopes.filter((s) => s !== "openid")];
     return interactiveLogin({
       client: this.client,
       callbackPath: this.access.loginCallbackPath,
-      scopes,
+      callbackPort: this.access.loginCallbackPort ?? 0,
+      scopes: this.access.scopes,
       timeoutMs: loginTimeoutMs,
       signal: this.closed.signal,
       show: (url) => {

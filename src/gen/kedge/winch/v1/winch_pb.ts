@@ -11,7 +11,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file kedge/winch/v1/winch.proto.
  */
 export const file_kedge_winch_v1_winch: GenFile = /*@__PURE__*/
-  fileDesc("ChprZWRnZS93aW5jaC92MS93aW5jaC5wcm90bxIOa2VkZ2Uud2luY2gudjEikwEKC1dpbmNoQ29uZmlnEisKBnNlcnZlchgBIAEoCzIbLmtlZGdlLndpbmNoLnYxLldpbmNoU2VydmVyEiUKBnJvdXRlcxgCIAMoCzIVLmtlZGdlLndpbmNoLnYxLlJvdXRlEjAKDGF1dGhfc291cmNlcxgDIAMoCzIaLmtlZGdlLndpbmNoLnYxLkF1dGhTb3VyY2UimQMKC1dpbmNoU2VydmVyEhQKDGJpbmRfYWRkcmVzcxgBIAEoCRIWCglodHRwX3BvcnQYAiABKA1IAIgBARIWCglncnBjX3BvcnQYAyABKA1IAYgBARIcCg9tb25pdG9yaW5nX3BvcnQYBCABKA1IAogBARIQCghjYV9maWxlcxgFIAMoCRIYChBjbGllbnRfY2VydF9maWxlGAYgASgJEhcKD2NsaWVudF9rZXlfZmlsZRgHIAEoCRI/Cg11bmtub3duX2hvc3RzGAggASgOMigua2VkZ2Uud2luY2gudjEuV2luY2hTZXJ2ZXIuVW5rbm93bkhvc3RzEiMKG3BhY19yZWRpcmVjdF9zaF9leHByZXNzaW9ucxgJIAMoCRIQCghwYWNfZmlsZRgKIAEoCRIRCglsb2dfbGV2ZWwYCyABKAkiJgoMVW5rbm93bkhvc3RzEgoKBkRJUkVDVBAAEgoKBlJFRlVTRRABQgwKCl9odHRwX3BvcnRCDAoKX2dycGNfcG9ydEISChBfbW9uaXRvcmluZ19wb3J0IusCCgVSb3V0ZRIuCgZkaXJlY3QYASABKAsyHC5rZWRnZS53aW5jaC52MS5Sb3V0ZS5EaXJlY3RIABIuCgZyZWdleHAYAiABKAsyHC5rZWRnZS53aW5jaC52MS5Sb3V0ZS5SZWdleHBIABIUCgxiYWNrZW5kX2F1dGgYAyABKAkSEgoKcHJveHlfYXV0aBgEIAEoCRIwCghwcm90b2NvbBgFIAEoDjIeLmtlZGdlLndpbmNoLnYxLlJvdXRlLlByb3RvY29sEi0KCmNsaWVudF90bHMYBiABKAsyGS5rZWRnZS53aW5jaC52MS5DbGllbnRUTFMaIgoGRGlyZWN0EgsKA2tleRgBIAEoCRILCgN1cmwYAiABKAkaIgoGUmVnZXhwEgsKA2V4cBgBIAEoCRILCgN1cmwYAiABKAkiJwoIUHJvdG9jb2wSBwoDQU5ZEAASCAoESFRUUBABEggKBEdSUEMQAkIGCgR0eXBlIjAKCUNsaWVudFRMUxIRCgljZXJ0X2ZpbGUYASABKAkSEAoIa2V5X2ZpbGUYAiABKAki3AEKCkF1dGhTb3VyY2USDAoEbmFtZRgBIAEoCRIsCgV0b2tlbhgCIAEoCzIbLmtlZGdlLndpbmNoLnYxLlRva2VuQWNjZXNzSAASLAoFZHVtbXkYAyABKAsyGy5rZWRnZS53aW5jaC52MS5EdW1teUFjY2Vzc0gAEjAKBGt1YmUYBCABKAsyIC5rZWRnZS53aW5jaC52MS5LdWJlcm5ldGVzQWNjZXNzSAASKgoEb2lkYxgFIAEoCzIaLmtlZGdlLndpbmNoLnYxLk9JRENBY2Nlc3NIAEIGCgR0eXBlIiIKC1Rva2VuQWNjZXNzEhMKBXRva2VuGAEgASgJQgSQghkBIiIKC0R1bW15QWNjZXNzEhMKBXZhbHVlGAEgASgJQgSQghkBIi4KEEt1YmVybmV0ZXNBY2Nlc3MSDAoEdXNlchgBIAEoCRIMCgRwYXRoGAIgASgJIoIBCgpPSURDQWNjZXNzEhAKCHByb3ZpZGVyGAEgASgJEhEKCWNsaWVudF9pZBgCIAEoCRIUCgZzZWNyZXQYAyABKAlCBJCCGQESDgoGc2NvcGVzGAQgAygJEgwKBHBhdGgYBSABKAkSGwoTbG9naW5fY2FsbGJhY2tfcGF0aBgGIAEoCWIGcHJvdG8z", [file_kedge_options_v1_secret]);
+  fileDesc("ChprZWRnZS93aW5jaC92MS93aW5jaC5wcm90bxIOa2VkZ2Uud2luY2gudjEikwEKC1dpbmNoQ29uZmlnEisKBnNlcnZlchgBIAEoCzIbLmtlZGdlLndpbmNoLnYxLldpbmNoU2VydmVyEiUKBnJvdXRlcxgCIAMoCzIVLmtlZGdlLndpbmNoLnYxLlJvdXRlEjAKDGF1dGhfc291cmNlcxgDIAMoCzIaLmtlZGdlLndpbmNoLnYxLkF1dGhTb3VyY2UiyAMKC1dpbmNoU2VydmVyEhQKDGJpbmRfYWRkcmVzcxgBIAEoCRIWCglodHRwX3BvcnQYAiABKA1IAIgBARIWCglncnBjX3BvcnQYAyABKA1IAYgBARIcCg9tb25pdG9yaW5nX3BvcnQYBCABKA1IAogBARIQCghjYV9maWxlcxgFIAMoCRIYChBjbGllbnRfY2VydF9maWxlGAYgASgJEhcKD2NsaWVudF9rZXlfZmlsZRgHIAEoCRI/Cg11bmtub3duX2hvc3RzGAggASgOMigua2VkZ2Uud2luY2gudjEuV2luY2hTZXJ2ZXIuVW5rbm93bkhvc3RzEiMKG3BhY19yZWRpcmVjdF9zaF9leHByZXNzaW9ucxgJIAMoCRIQCghwYWNfZmlsZRgKIAEoCRIRCglsb2dfbGV2ZWwYCyABKAkSLQoKYWNjZXNzX2xvZxgMIAEoCzIZLmtlZGdlLndpbmNoLnYxLkFjY2Vzc0xvZyImCgxVbmtub3duSG9zdHMSCgoGRElSRUNUEAASCgoGUkVGVVNFEAFCDAoKX2h0dHBfcG9ydEIMCgpfZ3JwY19wb3J0QhIKEF9tb25pdG9yaW5nX3BvcnQiOwoJQWNjZXNzTG9nEhQKB2VuYWJsZWQYASABKAhIAIgBARIMCgRwYXRoGAIgASgJQgoKCF9lbmFibGVkIusCCgVSb3V0ZRIuCgZkaXJlY3QYASABKAsyHC5rZWRnZS53aW5jaC52MS5Sb3V0ZS5EaXJlY3RIABIuCgZyZWdleHAYAiABKAsyHC5rZWRnZS53aW5jaC52MS5Sb3V0ZS5SZWdleHBIABIUCgxiYWNrZW5kX2F1dGgYAyABKAkSEgoKcHJveHlfYXV0aBgEIAEoCRIwCghwcm90b2NvbBgFIAEoDjIeLmtlZGdlLndpbmNoLnYxLlJvdXRlLlByb3RvY29sEi0KCmNsaWVudF90bHMYBiABKAsyGS5rZWRnZS53aW5jaC52MS5DbGllbnRUTFMaIgoGRGlyZWN0EgsKA2tleRgBIAEoCRILCgN1cmwYAiABKAkaIgoGUmVnZXhwEgsKA2V4cBgBIAEoCRILCgN1cmwYAiABKAkiJwoIUHJvdG9jb2wSBwoDQU5ZEAASCAoESFRUUBABEggKBEdSUEMQAkIGCgR0eXBlIjAKCUNsaWVudFRMUxIRCgljZXJ0X2ZpbGUYASABKAkSEAoIa2V5X2ZpbGUYAiABKAki3AEKCkF1dGhTb3VyY2USDAoEbmFtZRgBIAEoCRIsCgV0b2tlbhgCIAEoCzIbLmtlZGdlLndpbmNoLnYxLlRva2VuQWNjZXNzSAASLAoFZHVtbXkYAyABKAsyGy5rZWRnZS53aW5jaC52MS5EdW1teUFjY2Vzc0gAEjAKBGt1YmUYBCABKAsyIC5rZWRnZS53aW5jaC52MS5LdWJlcm5ldGVzQWNjZXNzSAASKgoEb2lkYxgFIAEoCzIaLmtlZGdlLndpbmNoLnYxLk9JRENBY2Nlc3NIAEIGCgR0eXBlIiIKC1Rva2VuQWNjZXNzEhMKBXRva2VuGAEgASgJQgSQghkBIiIKC0R1bW15QWNjZXNzEhMKBXZhbHVlGAEgASgJQgSQghkBIi4KEEt1YmVybmV0ZXNBY2Nlc3MSDAoEdXNlchgBIAEoCRIMCgRwYXRoGAIgASgJIrwBCgpPSURDQWNjZXNzEhAKCHByb3ZpZGVyGAEgASgJEhEKCWNsaWVudF9pZBgCIAEoCRIUCgZzZWNyZXQYAyABKAlCBJCCGQESDgoGc2NvcGVzGAQgAygJEgwKBHBhdGgYBSABKAkSGwoTbG9naW5fY2FsbGJhY2tfcGF0aBgGIAEoCRIgChNsb2dpbl9jYWxsYmFja19wb3J0GAcgASgNSACIAQFCFgoUX2xvZ2luX2NhbGxiYWNrX3BvcnRiBnByb3RvMw", [file_kedge_options_v1_secret]);
 
 /**
  * WinchConfig is what `kedge winch --config F` reads. kedge Go's mapper file (routes) and auth
@@ -119,6 +119,13 @@ export type WinchServer = Message<"kedge.winch.v1.WinchServer"> & {
    * @generated from field: string log_level = 11;
    */
   logLevel: string;
+
+  /**
+   * access_log: one JSON line per request, tunnel and call on stdout. On unless disabled.
+   *
+   * @generated from field: kedge.winch.v1.AccessLog access_log = 12;
+   */
+  accessLog?: AccessLog | undefined;
 };
 
 /**
@@ -148,6 +155,38 @@ export enum WinchServer_UnknownHosts {
  */
 export const WinchServer_UnknownHostsSchema: GenEnum<WinchServer_UnknownHosts> = /*@__PURE__*/
   enumDesc(file_kedge_winch_v1_winch, 1, 0);
+
+/**
+ * AccessLog: what winch did with each request (the host asked for, the route, the kedge, the auth
+ * sources by name, status, duration, bytes), in kedge's access-line format plus those fields.
+ * On by default, unlike kedge's: winch runs for one user on their own machine, where "why did
+ * this request fail" is the first question and the answer must not need a restart. Lines never
+ * carry a credential: auth sources appear by name only, no headers, no query strings.
+ *
+ * @generated from message kedge.winch.v1.AccessLog
+ */
+export type AccessLog = Message<"kedge.winch.v1.AccessLog"> & {
+  /**
+   * enabled: default true; `--access_log=false` turns it off.
+   *
+   * @generated from field: optional bool enabled = 1;
+   */
+  enabled?: boolean | undefined;
+
+  /**
+   * path: append the lines to this file (created 0600) instead of writing them to stdout.
+   *
+   * @generated from field: string path = 2;
+   */
+  path: string;
+};
+
+/**
+ * Describes the message kedge.winch.v1.AccessLog.
+ * Use `create(AccessLogSchema)` to create a new message.
+ */
+export const AccessLogSchema: GenMessage<AccessLog> = /*@__PURE__*/
+  messageDesc(file_kedge_winch_v1_winch, 2);
 
 /**
  * Route maps a requested host to a kedge; the first match wins (kedge Go: winch.Route).
@@ -207,7 +246,7 @@ export type Route = Message<"kedge.winch.v1.Route"> & {
  * Use `create(RouteSchema)` to create a new message.
  */
 export const RouteSchema: GenMessage<Route> = /*@__PURE__*/
-  messageDesc(file_kedge_winch_v1_winch, 2);
+  messageDesc(file_kedge_winch_v1_winch, 3);
 
 /**
  * @generated from message kedge.winch.v1.Route.Direct
@@ -233,7 +272,7 @@ export type Route_Direct = Message<"kedge.winch.v1.Route.Direct"> & {
  * Use `create(Route_DirectSchema)` to create a new message.
  */
 export const Route_DirectSchema: GenMessage<Route_Direct> = /*@__PURE__*/
-  messageDesc(file_kedge_winch_v1_winch, 2, 0);
+  messageDesc(file_kedge_winch_v1_winch, 3, 0);
 
 /**
  * @generated from message kedge.winch.v1.Route.Regexp
@@ -259,7 +298,7 @@ export type Route_Regexp = Message<"kedge.winch.v1.Route.Regexp"> & {
  * Use `create(Route_RegexpSchema)` to create a new message.
  */
 export const Route_RegexpSchema: GenMessage<Route_Regexp> = /*@__PURE__*/
-  messageDesc(file_kedge_winch_v1_winch, 2, 1);
+  messageDesc(file_kedge_winch_v1_winch, 3, 1);
 
 /**
  * @generated from enum kedge.winch.v1.Route.Protocol
@@ -285,7 +324,7 @@ export enum Route_Protocol {
  * Describes the enum kedge.winch.v1.Route.Protocol.
  */
 export const Route_ProtocolSchema: GenEnum<Route_Protocol> = /*@__PURE__*/
-  enumDesc(file_kedge_winch_v1_winch, 2, 0);
+  enumDesc(file_kedge_winch_v1_winch, 3, 0);
 
 /**
  * ClientTLS is a certificate and key for the TLS handshake with a kedge. In a regexp route both
@@ -310,7 +349,7 @@ export type ClientTLS = Message<"kedge.winch.v1.ClientTLS"> & {
  * Use `create(ClientTLSSchema)` to create a new message.
  */
 export const ClientTLSSchema: GenMessage<ClientTLS> = /*@__PURE__*/
-  messageDesc(file_kedge_winch_v1_winch, 3);
+  messageDesc(file_kedge_winch_v1_winch, 4);
 
 /**
  * AuthSource is a named credential a route injects (kedge Go: winch.AuthSource).
@@ -358,7 +397,7 @@ export type AuthSource = Message<"kedge.winch.v1.AuthSource"> & {
  * Use `create(AuthSourceSchema)` to create a new message.
  */
 export const AuthSourceSchema: GenMessage<AuthSource> = /*@__PURE__*/
-  messageDesc(file_kedge_winch_v1_winch, 4);
+  messageDesc(file_kedge_winch_v1_winch, 5);
 
 /**
  * @generated from message kedge.winch.v1.TokenAccess
@@ -375,7 +414,7 @@ export type TokenAccess = Message<"kedge.winch.v1.TokenAccess"> & {
  * Use `create(TokenAccessSchema)` to create a new message.
  */
 export const TokenAccessSchema: GenMessage<TokenAccess> = /*@__PURE__*/
-  messageDesc(file_kedge_winch_v1_winch, 5);
+  messageDesc(file_kedge_winch_v1_winch, 6);
 
 /**
  * DummyAccess injects a fixed value as the whole header value (tests).
@@ -394,7 +433,7 @@ export type DummyAccess = Message<"kedge.winch.v1.DummyAccess"> & {
  * Use `create(DummyAccessSchema)` to create a new message.
  */
 export const DummyAccessSchema: GenMessage<DummyAccess> = /*@__PURE__*/
-  messageDesc(file_kedge_winch_v1_winch, 6);
+  messageDesc(file_kedge_winch_v1_winch, 7);
 
 /**
  * @generated from message kedge.winch.v1.KubernetesAccess
@@ -422,7 +461,7 @@ export type KubernetesAccess = Message<"kedge.winch.v1.KubernetesAccess"> & {
  * Use `create(KubernetesAccessSchema)` to create a new message.
  */
 export const KubernetesAccessSchema: GenMessage<KubernetesAccess> = /*@__PURE__*/
-  messageDesc(file_kedge_winch_v1_winch, 7);
+  messageDesc(file_kedge_winch_v1_winch, 8);
 
 /**
  * @generated from message kedge.winch.v1.OIDCAccess
@@ -444,7 +483,8 @@ export type OIDCAccess = Message<"kedge.winch.v1.OIDCAccess"> & {
   secret: string;
 
   /**
-   * scopes requested at login; "openid" is always added.
+   * scopes requested at login; "openid" is always added, and "offline_access" when the issuer's
+   * discovery lists it in scopes_supported (it is what gets a refresh token back from such issuers).
    *
    * @generated from field: repeated string scopes = 4;
    */
@@ -463,6 +503,15 @@ export type OIDCAccess = Message<"kedge.winch.v1.OIDCAccess"> & {
    * @generated from field: string login_callback_path = 6;
    */
   loginCallbackPath: string;
+
+  /**
+   * login_callback_port: the callback listens on 127.0.0.1 at this port (1–65535), for issuers
+   * that accept only a registered redirect URI, e.g. http://127.0.0.1:8000/callback. Unset: a free
+   * port is picked at each login (RFC 8252 §7.3), which issuers that follow RFC 8252 accept.
+   *
+   * @generated from field: optional uint32 login_callback_port = 7;
+   */
+  loginCallbackPort?: number | undefined;
 };
 
 /**
@@ -470,5 +519,5 @@ export type OIDCAccess = Message<"kedge.winch.v1.OIDCAccess"> & {
  * Use `create(OIDCAccessSchema)` to create a new message.
  */
 export const OIDCAccessSchema: GenMessage<OIDCAccess> = /*@__PURE__*/
-  messageDesc(file_kedge_winch_v1_winch, 8);
+  messageDesc(file_kedge_winch_v1_winch, 9);
 
