@@ -387,12 +387,14 @@ describe("oidc auth source", () => {
       expect((await oidcSource().credential()).header).toBe(header);
     });
 
-    it("asks for offline_access when the issuer lists it in scopes_supported, so a refresh token comes back", async () => {
+    it("asks for offline_access when the issuer lists it in scopes_supported, with prompt=consent as OIDC Core §11 requires, so a refresh token comes back", async () => {
       issuer.tokenSettings.offlineAccess = true;
       const logged: string[] = [];
       const { openBrowser } = browser();
       await oidcSource({ login_callback_path: "/callback", scopes: ["email"] }, { log: (m) => logged.push(m), openBrowser }).credential();
-      expect(new URL(logged[0].split(" ").at(-1)!).searchParams.get("scope")).toBe("openid email offline_access");
+      const params = new URL(logged[0].split(" ").at(-1)!).searchParams;
+      expect(params.get("scope")).toBe("openid email offline_access");
+      expect(params.get("prompt")).toBe("consent");
       expect(stored().refresh_token).toBeString();
     });
 
@@ -400,7 +402,9 @@ describe("oidc auth source", () => {
       const logged: string[] = [];
       const { openBrowser } = browser();
       await oidcSource({ login_callback_path: "/callback" }, { log: (m) => logged.push(m), openBrowser }).credential();
-      expect(new URL(logged[0].split(" ").at(-1)!).searchParams.get("scope")).toBe("openid");
+      const params = new URL(logged[0].split(" ").at(-1)!).searchParams;
+      expect(params.get("scope")).toBe("openid");
+      expect(params.get("prompt")).toBeNull();
     });
 
     it("listens on login_callback_port, so the redirect URI is the one registered with the issuer", async () => {

@@ -59,7 +59,11 @@ export async function interactiveLogin(options: LoginOptions): Promise<TokenSet>
   url.searchParams.set("response_type", "code");
   url.searchParams.set("client_id", client.clientId);
   url.searchParams.set("redirect_uri", redirectUri);
-  url.searchParams.set("scope", loginScopes(options.scopes, endpoints.scopesSupported).join(" "));
+  const scopes = loginScopes(options.scopes, endpoints.scopesSupported);
+  url.searchParams.set("scope", scopes.join(" "));
+  // OIDC Core §11: offline access is asked with prompt=consent, and strict issuers (node
+  // oidc-provider among them) drop offline_access without it. Logins are rare: one per lost refresh token.
+  if (scopes.includes("offline_access")) url.searchParams.set("prompt", "consent");
   url.searchParams.set("state", state);
   url.searchParams.set("code_challenge", createHash("sha256").update(verifier).digest("base64url"));
   url.searchParams.set("code_challenge_method", "S256");
