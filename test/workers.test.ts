@@ -167,7 +167,8 @@ describe("kedge workers: restart, drain and reload", () => {
     writeFileSync(k.configFile, JSON.stringify(config("bravo", b.port!)));
     await waitFor(() => allAnswer(k, (r) => r.body === "bravo\n"), "every worker to serve the new route", k.proc);
     expect((await workers(k)).workers.map((w) => w.configVersion)).toEqual([2, 2]);
-    expect((await (await fetch(`http://127.0.0.1:${k.admin}/_version`)).json()).configVersion).toBe(2);
+    const version = (await (await fetch(`http://127.0.0.1:${k.admin}/_version`)).json()) as { configVersion: number };
+    expect(version.configVersion).toBe(2);
   });
 
   it("rejects a bad config once, with one log line, and every worker keeps the old one", async () => {
