@@ -140,6 +140,7 @@ describe("kedge workers: restart, drain and reload", () => {
     expect(after.find((w) => w.id === 2)!.pid).toBe(before[1].pid);
     const metrics = await (await fetch(`http://127.0.0.1:${k.admin}/metrics`)).text();
     expect(metrics).toContain("kedge_worker_restarts_total 1\n");
+    expect(metrics).toContain("kedge_workers 2\n");
     expect(k.proc.stderr()).toContain('"msg":"worker exited: restarting it","worker":1');
     expect(await allAnswer(k, (r) => r.status === 200)).toBe(true);
   });
@@ -156,8 +157,8 @@ describe("kedge workers: restart, drain and reload", () => {
     expect(await k.proc.proc.exited).toBe(0);
     expect(performance.now() - started).toBeLessThan(8000);
     // Both workers drained (each logs its own shutdown).
-    expect(k.proc.stderr()).toContain("worker 1 shutting down (SIGTERM)");
-    expect(k.proc.stderr()).toContain("worker 2 shutting down (SIGTERM)");
+    expect(k.proc.stderr()).toContain('"msg":"shutting down: draining in-flight requests","worker":1,"reason":"SIGTERM"');
+    expect(k.proc.stderr()).toContain('"msg":"shutting down: draining in-flight requests","worker":2,"reason":"SIGTERM"');
   });
 
   it("applies a changed config file on every worker, validated once", async () => {
