@@ -14,6 +14,9 @@ const dir = mkdtempSync(join(tmpdir(), "kedge-workers-"));
 let backends: Array<ReturnType<typeof Bun.serve>> = [];
 let running: Running | undefined;
 
+/** Requests that reached a backend's /slow. */
+let slowArrivals = 0;
+
 /** A backend answering its name; /slow?ms=N answers after N ms. */
 function startBackend(name: string): ReturnType<typeof Bun.serve> {
   const server = Bun.serve({
@@ -21,6 +24,7 @@ function startBackend(name: string): ReturnType<typeof Bun.serve> {
     port: 0,
     async fetch(req) {
       const url = new URL(req.url);
+      if (url.pathname === "/slow") slowArrivals++;
       if (url.pathname === "/slow") await Bun.sleep(Number(url.searchParams.get("ms") ?? 1000));
       return new Response(`${name}\n`);
     },
@@ -148,8 +152,11 @@ describe("kedge workers: restart, drain and reload", () => {
   it("drains in-flight requests on every worker on SIGTERM, then exits 0", async () => {
     const a = startBackend("alpha");
     const k = await startKedge(config("alpha", a.port!, { graceful_shutdown: "10s" }));
+    slowArrivals = 0;
     const slow = Array.from({ length: 16 }, () => get(k, "/slow?ms=1500"));
-    await waitFor(async () => (await workers(k)).workers.every((w) => w.acceptedConnections > 0), "slow requests on both workers", k.proc);
+    // All 16 in flight (a connection still in a worker's accept queue is not in flight yet), on both workers.
+    await waitFor(() => slowArrivals === 16, "16 requests at the backend", k.proc);
+    expect((await workers(k)).workers.every((w) => w.acceptedConnections > 0)).toBe(true);
     const started = performance.now();
     k.proc.proc.kill("SIGTERM");
     const answers = await Promise.all(slow);
@@ -168,6 +175,8 @@ describe("kedge workers: restart, drain and reload", () => {
     writeFileSync(k.configFile, JSON.stringify(config("bravo", b.port!)));
     await waitFor(() => allAnswer(k, (r) => r.body === "bravo\n"), "every worker to serve the new route", k.proc);
     expect((await workers(k)).workers.map((w) => w.configVersion)).toEqual([2, 2]);
+    // The ports worker 1 bound for port 0 are no listener change.
+    expect(k.proc.stderr()).not.toContain("listener changes");
     const version = (await (await fetch(`http://127.0.0.1:${k.admin}/_version`)).json()) as { configVersion: number };
     expect(version.configVersion).toBe(2);
   });
@@ -188,6 +197,21 @@ describe("kedge workers: restart, drain and reload", () => {
     for (const line of lines) expect(line).toContain('http.routes[0].backend_name: unknown backend \\"missing\\"');
     expect(await allAnswer(k, (r) => r.body === "alpha\n")).toBe(true);
     expect((await workers(k)).workers.map((w) => w.configVersion)).toEqual([1, 1]);
+  });
+
+  it("reloads once and ends no worker when every kedge process gets SIGHUP (pkill -HUP kedge)", async () => {
+    const a = startBackend("alpha");
+    const k = await startKedge(config("alpha", a.port!), "hup-all.json");
+    const before = (await workers(k)).workers.map((w) => w.pid);
+    for (const pid of [k.proc.proc.pid, ...before]) process.kill(pid, "SIGHUP");
+    // The supervisor's line (a worker's carries "worker" first, and is at debug level).
+    const reloads = () => k.proc.stderr().split('"msg":"config reloaded","version"').length - 1;
+    await waitFor(() => reloads() === 1, "the supervisor's reload", k.proc);
+    await Bun.sleep(300);
+    expect(reloads()).toBe(1);
+    expect((await workers(k)).workers).toMatchObject([{ pid: before[0], configVersion: 2 }, { pid: before[1], configVersion: 2 }]);
+    expect(k.proc.stderr()).not.toContain("worker exited");
+    expect(await allAnswer(k, (r) => r.body === "alpha\n")).toBe(true);
   });
 
   it("stays one process with workers: 1", async () => {
