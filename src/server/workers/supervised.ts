@@ -83,7 +83,7 @@ export async function startSupervisor(sources: ConfigSources, first: Config, cou
   try {
     await pool.startAll();
   } catch (e) {
-    await pool.stop(0);
+    await pool.stop(exitMarginMs);
     demo?.stop();
     current.retire(undefined);
     throw e;
