@@ -29,6 +29,8 @@ export interface DataListeners {
   closeAll(): void;
   /** Client connections open now, over all listeners (the active-connections gauge). */
   openConnections(): number;
+  /** Client connections admitted since start, over all listeners. */
+  acceptedConnections(): number;
   /** Connections refused so far: over max_connections, or no request head within request_header_timeout. */
   refusedConnections(): { overLimit: number; headTimeout: number };
   /** Failed TLS handshakes so far, as [listener, reason] → count. */
@@ -42,7 +44,7 @@ const defaultClientIdleMs = 120_000;
  * untrusted one fails the handshake only when required, otherwise the request path refuses an
  * untrusted one and treats a missing one as no identity.
  */
-function tlsFiles(server: ServerConfig): tls.SecureContextOptions & { requestCert: boolean; rejectUnauthorized: boolean } {
+export function tlsFiles(server: ServerConfig): tls.SecureContextOptions & { requestCert: boolean; rejectUnauthorized: boolean } {
   const clientCas = server.tlsClientCaFiles.map((f) => readFileSync(f));
   return {
     cert: readFileSync(server.tlsCertFile),
@@ -66,8 +68,9 @@ interface Proxies {
  * - grpc_tls_port: kedge Go's dedicated gRPC port, TLS with ALPN h2 only;
  * - h2c_port: HTTP/2 with prior knowledge, no TLS (in-cluster and tests);
  * - http_port: plaintext HTTP/1.1.
+ * `reusePort`: each kedge worker binds the same ports (SO_REUSEPORT).
  */
-export async function startDataListeners(server: ServerConfig, ctx: ProxyContext): Promise<DataListeners> {
+export async function startDataListeners(server: ServerConfig, ctx: ProxyContext, reusePort = false): Promise<DataListeners> {
   const bind = server.bindAddress || defaultBindAddress;
   const idleMs = durationMs(server.clientIdleTimeout, defaultClientIdleMs);
   const limits: HeadLimits = {
@@ -121,7 +124,7 @@ export async function startDataListeners(server: ServerConfig, ctx: ProxyContext
       },
     );
     listener.on("tlsClientError", (err: Error, socket: tls.TLSSocket | undefined) => tlsFailures.record(name, err, socket?.remoteAddress));
-    ports[name] = await listen(listener, port, bind);
+    ports[name] = await listen(listener, port, bind, reusePort);
     tlsServers.push(listener);
     closers.push({
       stop: () => {
@@ -144,13 +147,13 @@ export async function startDataListeners(server: ServerConfig, ctx: ProxyContext
   if (server.h2cPort !== undefined) {
     const h2 = new H2Connections(h2Options(() => ports.h2c));
     h2Sets.push(h2);
-    const h2c = startPlainListener(bind, server.h2cPort, h2);
+    const h2c = startPlainListener(bind, server.h2cPort, h2, reusePort);
     ports.h2c = h2c.port;
     closers.push({ stop: h2c.stop, kill: h2c.kill });
   }
 
   if (server.httpPort !== undefined) {
-    const plain = startPlainListener(bind, server.httpPort, new H1Connections(h1Options("http"), () => ports.http));
+    const plain = startPlainListener(bind, server.httpPort, new H1Connections(h1Options("http"), () => ports.http), reusePort);
     ports.http = plain.port;
     closers.push({ stop: plain.stop, kill: plain.kill });
   }
@@ -168,6 +171,7 @@ export async function startDataListeners(server: ServerConfig, ctx: ProxyContext
     },
     closeAll: () => closers.forEach((c) => c.kill()),
     openConnections: () => guard.openConnections,
+    acceptedConnections: () => guard.accepted,
     refusedConnections: () => guard.refused,
     tlsHandshakeFailures: () => tlsFailures.samples(),
   };
