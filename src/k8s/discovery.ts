@@ -133,7 +133,7 @@ export interface DiscoveredRouting {
   stop(): void;
 }
 
-const noDiscovery: DiscoveredRouting = { compose: (config) => config, stop() {} };
+export const noDiscoveredRouting: DiscoveredRouting = { compose: (config) => config, stop() {} };
 
 /**
  * Starts discovery when the config enables it and waits (bounded) for its first listing;
@@ -141,7 +141,7 @@ const noDiscovery: DiscoveredRouting = { compose: (config) => config, stop() {} 
  * the one process, or by the supervisor, whose workers get the composed config.
  */
 export async function startDiscoveredRouting(config: Config, onChange: () => void): Promise<DiscoveredRouting> {
-  if (!config.discovery?.enabled) return noDiscovery;
+  if (!config.discovery?.enabled) return noDiscoveredRouting;
   useKubernetesConfig(config.kubernetes);
   const discovery = new RoutingDiscovery(kubeClient(), config.discovery, onChange);
   discovery.start();

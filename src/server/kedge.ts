@@ -5,7 +5,7 @@ import { ConfigError } from "../config/error.js";
 import { loadConfig, type ConfigSources } from "../config/load.js";
 import { watchConfigFiles, watchedFiles } from "../config/watch.js";
 import { defaultBindAddress, unguardedListeners } from "../config/validate-exposure.js";
-import { startDiscoveredRouting } from "../k8s/discovery.js";
+import { noDiscoveredRouting, startDiscoveredRouting } from "../k8s/discovery.js";
 import { startDemoBackend } from "../demo/backend.js";
 import { log, setLogLevel } from "../observe/log.js";
 import { countBackendChanges, createMetrics, watchBackends } from "../observe/metrics.js";
@@ -54,7 +54,8 @@ export async function startKedge(sources: ConfigSources, options: KedgeOptions =
   setLogLevel(base.server?.logLevel || "info");
   const metrics = createMetrics();
   let reload: () => Promise<ConfigError | undefined> = async () => undefined;
-  const discovery = await startDiscoveredRouting(base, () => void reload());
+  // A worker's config comes composed: the supervisor runs discovery for all of them.
+  const discovery = supervised ? noDiscoveredRouting : await startDiscoveredRouting(base, () => void reload());
   const compose = (config: Config) => discovery.compose(config);
   let first: Config;
   let current: Runtime;
