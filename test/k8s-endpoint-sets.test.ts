@@ -115,6 +115,32 @@ describe("k8s endpoint sets", () => {
     }
   });
 
+  it("moves a target's watch to a new client when the API server settings change", async () => {
+    let client = new KubeClient({ server: kube.url, ca: kube.ca, token: "test-token" });
+    const sets = new K8sEndpointSets(() => client);
+    const before = kube.openWatches;
+    const first = follow(sets, "web.prod:http");
+    await until("the first watch", () => kube.openWatches === before + 1 && first.last() === "10.0.0.2:8002");
+    client = new KubeClient({ server: kube.url, ca: kube.ca, token: "rotated" });
+    kube.tokens = ["test-token", "rotated"];
+    try {
+      const second = follow(sets, "web.prod:http");
+      expect(second.last()).toBe("10.0.0.2:8002");
+      // Only the new client can come back after the streams are cut.
+      kube.tokens = ["rotated"];
+      kube.dropWatches();
+      kube.apply(endpointSlice("prod", "web", "web-3", [{ name: "http", port: 8003 }], [{ ip: "10.0.0.3" }]));
+      await until("the change to arrive on the new client's watch", () => second.last() === "10.0.0.2:8002,10.0.0.3:8003");
+      expect([first.errors, second.errors, kube.openWatches - before]).toEqual([[], [], 1]);
+      first.resolver.stop();
+      second.resolver.stop();
+      await until("no watch left", () => kube.openWatches === before);
+    } finally {
+      kube.tokens = ["test-token"];
+      kube.remove(slices, "EndpointSlice", "prod", "web-3");
+    }
+  });
+
   it("rejects a malformed target in a worker as in one process", () => {
     const worker = newSets();
     worker.receiveFromSupervisor();

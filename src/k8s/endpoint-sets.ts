@@ -33,6 +33,8 @@ interface Target {
   state: EndpointSetState | undefined;
   readonly subscribers: Set<Subscriber>;
   watch: K8sResolver | undefined;
+  /** The client the watch runs on: a reload that changes the kubernetes section makes another. */
+  client: KubeClient | undefined;
 }
 
 /**
@@ -93,12 +95,16 @@ export class K8sEndpointSets {
     const target = this.target(name);
     target.subscribers.add(subscriber);
     if (target.state) replay(target.state, subscriber);
-    if (this.fromSupervisor || target.watch) return;
-    const watch = new K8sResolver(name, this.client, this.options);
+    if (this.fromSupervisor) return;
+    const client = this.client();
+    if (target.watch && target.client === client) return;
+    target.watch?.stop();
+    const watch = new K8sResolver(name, () => client, this.options);
     target.watch = watch;
+    target.client = client;
     watch.start(
-      (addresses) => this.changed(name, target, { addresses }),
-      (error) => this.changed(name, target, { addresses: target.state?.addresses, error }),
+      (addresses) => this.changed(name, watch, { addresses }),
+      (error) => this.changed(name, watch, { addresses: this.targets.get(name)?.state?.addresses, error }),
     );
   }
 
@@ -113,8 +119,9 @@ export class K8sEndpointSets {
     this.forgetIfUnused(name, target);
   }
 
-  private changed(name: string, target: Target, state: EndpointSetState): void {
-    if (this.targets.get(name) !== target) return; // a stopped watch's last word
+  private changed(name: string, watch: K8sResolver, state: EndpointSetState): void {
+    const target = this.targets.get(name);
+    if (target?.watch !== watch) return; // a stopped watch's last word
     target.state = state;
     for (const s of target.subscribers) replay(state, s);
     this.publish({ type: endpointSetsMessageType, snapshot: false, sets: { [name]: state } });
@@ -126,7 +133,7 @@ export class K8sEndpointSets {
 
   private target(name: string): Target {
     let target = this.targets.get(name);
-    if (!target) this.targets.set(name, (target = { state: undefined, subscribers: new Set(), watch: undefined }));
+    if (!target) this.targets.set(name, (target = { state: undefined, subscribers: new Set(), watch: undefined, client: undefined }));
     return target;
   }
 
