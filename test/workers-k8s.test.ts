@@ -158,6 +158,8 @@ describe("kubernetes watches with workers", () => {
     for (const n of onlyB.perWorker) expect(n).toBeGreaterThan(0);
     expect(a.seen.length).toBe(servedBefore);
     expect(Object.values(apiCalls(from))).toEqual([]); // the open watches carried it all
+    const metrics = await (await fetch(`http://127.0.0.1:${k.admin}/metrics`)).text();
+    expect(metrics).toContain('kedge_k8sresolver_up_addresses{target="web.prod:http"} 1');
     kube.apply(sliceFor("web-a", a));
     kube.remove(slices, "EndpointSlice", "prod", "web-b");
     await stopKedge(k);
