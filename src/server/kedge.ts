@@ -10,9 +10,8 @@ import { startDemoBackend } from "../demo/backend.js";
 import { log, setLogLevel } from "../observe/log.js";
 import { countBackendChanges, createMetrics, watchBackends } from "../observe/metrics.js";
 import { buildRuntime, type Runtime } from "../runtime.js";
-import { adminApp } from "./admin.js";
+import type { AdminState } from "./admin.js";
 import { debugServedWithoutToken } from "./admin-auth.js";
-import { startAdminListener } from "./admin-listener.js";
 import { defaultGracefulShutdownMs, drain } from "./drain.js";
 import { startDataListeners, type DataListeners } from "./listeners.js";
 import { nextRuntime, rejected } from "./next-runtime.js";
@@ -102,7 +101,7 @@ export async function startKedge(sources: ConfigSources, options: KedgeOptions =
 
   const adminHost = server.bindAddress || defaultBindAddress;
   const admin = server.adminPort !== undefined && !supervised
-    ? await startAdminListener(adminApp({ runtime: () => current, metrics, draining: () => draining }), () => current, adminHost, server.adminPort)
+    ? await startAdmin({ runtime: () => current, metrics, draining: () => draining }, adminHost, server.adminPort)
     : undefined;
   if (admin) ports.admin = admin.port;
   if (admin && !current.access.requiresToken && !debugServedWithoutToken(current, adminHost)) {
@@ -155,4 +154,13 @@ export async function startKedge(sources: ConfigSources, options: KedgeOptions =
       await metrics.observer.close(); // sends the spans still queued
     },
   };
+}
+
+/**
+ * The admin port, its modules (Hono, node:http and node:http2) loaded only where it is served:
+ * a worker process has none, the supervisor serves it for all of them.
+ */
+async function startAdmin(state: AdminState, host: string, port: number): Promise<{ port: number; close: () => void }> {
+  const [{ adminApp }, { startAdminListener }] = await Promise.all([import("./admin.js"), import("./admin-listener.js")]);
+  return startAdminListener(adminApp(state), state.runtime, host, port);
 }

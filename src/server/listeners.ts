@@ -1,4 +1,3 @@
-import { readFileSync } from "node:fs";
 import tls from "node:tls";
 import type { ServerConfig } from "../gen/kedge/config/v1/server_pb.js";
 import { durationMs } from "../config/duration.js";
@@ -16,6 +15,7 @@ import { H1Connections, kedgeRoles, type H1Options } from "./h1/connections.js";
 import { defaultSendTimeoutMs, H2Connections, type H2Options } from "./h2/connections.js";
 import { serveKedgeStream } from "./ingress-h2.js";
 import { TlsHandshakeFailures } from "./tls-failures.js";
+import { tlsFiles } from "./tls-files.js";
 
 export interface DataListeners {
   /** Bound ports, by listener name (tls, http). */
@@ -38,22 +38,6 @@ export interface DataListeners {
 }
 
 const defaultClientIdleMs = 120_000;
-
-/**
- * The listener's TLS material. With client CAs, clients are asked for a certificate; a missing or
- * untrusted one fails the handshake only when required, otherwise the request path refuses an
- * untrusted one and treats a missing one as no identity.
- */
-export function tlsFiles(server: ServerConfig): tls.SecureContextOptions & { requestCert: boolean; rejectUnauthorized: boolean } {
-  const clientCas = server.tlsClientCaFiles.map((f) => readFileSync(f));
-  return {
-    cert: readFileSync(server.tlsCertFile),
-    key: readFileSync(server.tlsKeyFile),
-    ca: clientCas.length > 0 ? clientCas : undefined,
-    requestCert: clientCas.length > 0,
-    rejectUnauthorized: clientCas.length > 0 && server.tlsClientCertRequired,
-  };
-}
 
 interface Proxies {
   ctx: ProxyContext;

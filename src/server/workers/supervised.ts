@@ -17,7 +17,7 @@ import { buildRuntime, type Runtime } from "../../runtime.js";
 import { adminApp } from "../admin.js";
 import { startAdminListener } from "../admin-listener.js";
 import { defaultGracefulShutdownMs } from "../drain.js";
-import { tlsFiles } from "../listeners.js";
+import { tlsFiles } from "../tls-files.js";
 import { nextRuntime, rejected } from "../next-runtime.js";
 import type { ServeMessage, WorkerStats } from "./worker.js";
 import { WorkerPool } from "./supervisor.js";
