@@ -202,4 +202,23 @@ describe("kubernetes watches with workers", () => {
     for (const n of gone.perWorker) expect(n).toBeGreaterThan(0);
     await stopKedge(k);
   });
+
+  it("validates discovery's changes once in the supervisor: an invalid result is one log line and every worker keeps its routes", async () => {
+    const k = await startKedge(2);
+    const versions = async () => (await workers(k)).map((w) => (w as WorkerView & { configVersion: number }).configVersion);
+    const start = await versions();
+    kube.apply(service("shop", "broken", [{ name: "http", port: 80 }], { labels: exposed, annotations: { "kedge.com/host-matcher": "bad host" } }));
+    await waitFor(() => k.proc.stderr().includes("config rejected"), "the rejection", k.proc);
+    await Bun.sleep(300);
+    const lines = k.proc.stderr().split("\n").filter((l) => l.includes("config rejected"));
+    expect(lines.length).toBe(1);
+    expect(lines[0]).toContain("dynamic routing discovery");
+    const still = await spread(k, `cart.shop.svc.${suffix}`, 100);
+    expect(still.upstreams).toEqual(["c"]);
+    for (const n of still.perWorker) expect(n).toBeGreaterThan(0);
+    expect(await versions()).toEqual(start);
+    kube.remove("v1", "Service", "shop", "broken");
+    await until("the next good result to reach every worker", async () => (await versions()).every((v) => v > start[0]));
+    await stopKedge(k);
+  });
 });
