@@ -2,8 +2,7 @@ import { promises as dns } from "node:dns";
 import { isIP } from "node:net";
 import type { HttpBackend, GrpcBackend } from "../gen/kedge/config/v1/backend_pb.js";
 import { parseHostPort } from "../net/host-port.js";
-import { K8sResolver } from "../k8s/endpoints-resolver.js";
-import { kubeClient } from "../k8s/shared-client.js";
+import { k8sEndpoints } from "../k8s/endpoint-sets.js";
 import { dedupeAddresses, type ResolvedAddress, type Resolver } from "./endpoint.js";
 
 const defaultRefreshMs = 30_000;
@@ -120,7 +119,11 @@ async function ttlOf(name: string): Promise<number> {
   }
 }
 
-/** The resolver a backend's config names. */
+/**
+ * The resolver a backend's config names. Host, SRV and static resolve in every process, workers
+ * included: a DNS answer is local and cheap (the node's cache). A `k8s` watch costs the API
+ * server a stream and memory per watcher, so a process (or a supervisor for all its workers) holds one per target.
+ */
 export function resolverFor(backend: HttpBackend | GrpcBackend): Resolver {
   const r = backend.resolver;
   switch (r.case) {
@@ -132,7 +135,8 @@ export function resolverFor(backend: HttpBackend | GrpcBackend): Resolver {
     case "static":
       return new StaticResolver(r.value.addresses.map((a) => parseHostPort(a, 0)!));
     case "k8s":
-      return new K8sResolver(r.value.dnsPortName, kubeClient);
+      // Shared by every backend naming the target; in a worker, fed by the supervisor's one watch.
+      return k8sEndpoints.resolver(r.value.dnsPortName);
     default:
       throw new Error("missing resolver");
   }

@@ -1,9 +1,10 @@
-import type { DiscoveryConfig } from "../gen/kedge/config/v1/config_pb.js";
-import type { DiscoveredConfig } from "../config/compose.js";
+import type { Config, DiscoveryConfig } from "../gen/kedge/config/v1/config_pb.js";
+import { withDiscovered, type DiscoveredConfig } from "../config/compose.js";
 import { durationMs } from "../config/duration.js";
 import { log } from "../observe/log.js";
 import type { KubeClient } from "./client.js";
 import { Reflector, type KubeMeta } from "./reflector.js";
+import { kubeClient, useKubernetesConfig } from "./shared-client.js";
 
 export const defaultPrefix = "kedge.com/";
 const defaultQuietMs = 300;
@@ -120,4 +121,30 @@ export class RoutingDiscovery {
     clearTimeout(this.timer);
     for (const r of this.reflectors) r.stop();
   }
+}
+
+/** How long start waits for discovery's first listing, so generated routes serve from the first request. */
+const firstSyncWaitMs = 5_000;
+
+/** Discovery as kedge serve runs it: what it found, composed into every config kedge loads. */
+export interface DiscoveredRouting {
+  /** The config plus the discovered routes and backends; throws ConfigError when the result is invalid. */
+  compose(config: Config): Config;
+  stop(): void;
+}
+
+export const noDiscoveredRouting: DiscoveredRouting = { compose: (config) => config, stop() {} };
+
+/**
+ * Starts discovery when the config enables it and waits (bounded) for its first listing;
+ * `onChange` runs when the discovered routes change, and should reload. Run once per kedge: by
+ * the one process, or by the supervisor, whose workers get the composed config.
+ */
+export async function startDiscoveredRouting(config: Config, onChange: () => void): Promise<DiscoveredRouting> {
+  if (!config.discovery?.enabled) return noDiscoveredRouting;
+  useKubernetesConfig(config.kubernetes);
+  const discovery = new RoutingDiscovery(kubeClient(), config.discovery, onChange);
+  discovery.start();
+  await discovery.waitForFirstSync(firstSyncWaitMs);
+  return { compose: (c) => withDiscovered(c, discovery.current), stop: () => discovery.stop() };
 }

@@ -2,12 +2,10 @@ import type { FSWatcher } from "node:fs";
 import type { Config } from "../gen/kedge/config/v1/config_pb.js";
 import { durationMs } from "../config/duration.js";
 import { ConfigError } from "../config/error.js";
-import { withDiscovered } from "../config/compose.js";
 import { loadConfig, type ConfigSources } from "../config/load.js";
 import { watchConfigFiles, watchedFiles } from "../config/watch.js";
 import { defaultBindAddress, unguardedListeners } from "../config/validate-exposure.js";
-import { RoutingDiscovery } from "../k8s/discovery.js";
-import { kubeClient, useKubernetesConfig } from "../k8s/shared-client.js";
+import { noDiscoveredRouting, startDiscoveredRouting } from "../k8s/discovery.js";
 import { startDemoBackend } from "../demo/backend.js";
 import { log, setLogLevel } from "../observe/log.js";
 import { countBackendChanges, createMetrics, watchBackends } from "../observe/metrics.js";
@@ -47,17 +45,6 @@ export interface SupervisedConfig {
   version(): number;
 }
 
-/** How long start waits for discovery's first listing, so generated routes serve from the first request. */
-const firstSyncWaitMs = 5_000;
-
-function startDiscovery(config: Config, onChange: () => void): RoutingDiscovery | undefined {
-  if (!config.discovery?.enabled) return undefined;
-  useKubernetesConfig(config.kubernetes);
-  const discovery = new RoutingDiscovery(kubeClient(), config.discovery, onChange);
-  discovery.start();
-  return discovery;
-}
-
 /** Starts kedge serve from config sources; throws ConfigError before binding anything when the config is bad. */
 export async function startKedge(sources: ConfigSources, options: KedgeOptions = {}): Promise<KedgeServer> {
   const supervised = options.supervised;
@@ -66,16 +53,16 @@ export async function startKedge(sources: ConfigSources, options: KedgeOptions =
   setLogLevel(base.server?.logLevel || "info");
   const metrics = createMetrics();
   let reload: () => Promise<ConfigError | undefined> = async () => undefined;
-  const discovery = startDiscovery(base, () => void reload());
-  if (discovery) await discovery.waitForFirstSync(firstSyncWaitMs);
-  const compose = (config: Config) => (discovery ? withDiscovered(config, discovery.current) : config);
+  // A worker's config comes composed: the supervisor runs discovery for all of them.
+  const discovery = supervised ? noDiscoveredRouting : await startDiscoveredRouting(base, () => void reload());
+  const compose = (config: Config) => discovery.compose(config);
   let first: Config;
   let current: Runtime;
   try {
     first = compose(base);
     current = buildRuntime(first, supervised?.version() ?? 1);
   } catch (e) {
-    discovery?.stop();
+    discovery.stop();
     throw e;
   }
   let draining = false;
@@ -93,7 +80,7 @@ export async function startKedge(sources: ConfigSources, options: KedgeOptions =
     data = await startDataListeners(server, ctx, !!supervised);
   } catch (e) {
     demo?.stop();
-    discovery?.stop();
+    discovery.stop();
     current.retire(undefined);
     throw e;
   }
@@ -160,7 +147,7 @@ export async function startKedge(sources: ConfigSources, options: KedgeOptions =
       if (draining) return;
       draining = true;
       for (const w of watchers) w.close();
-      discovery?.stop();
+      discovery.stop();
       data.stopAccepting();
       await drain(data.draining, durationMs(server.gracefulShutdown, defaultGracefulShutdownMs));
       data.closeAll();

@@ -7,6 +7,8 @@ import { ConfigError } from "../../config/error.js";
 import { loadConfig, type ConfigSources } from "../../config/load.js";
 import { watchConfigFiles, watchedFiles } from "../../config/watch.js";
 import { defaultBindAddress, unguardedListeners } from "../../config/validate-exposure.js";
+import { startDiscoveredRouting } from "../../k8s/discovery.js";
+import { k8sEndpoints } from "../../k8s/endpoint-sets.js";
 import { startDemoBackend } from "../../demo/backend.js";
 import { log, setLogLevel } from "../../observe/log.js";
 import { createMetrics } from "../../observe/metrics.js";
@@ -44,6 +46,9 @@ function workerCommand(): string[] {
  * kedge with more than one worker: this process loads and validates the config, owns the admin
  * port, the demo backend and the file watches, and runs `count` worker processes that serve the
  * data ports. Its runtime (backends, access control) answers the admin surfaces; it serves no data.
+ * It also holds the Kubernetes API's watches, once for all workers: its k8s backends' endpoint
+ * sets go to every worker (a snapshot as each one starts, then every change), and discovery's
+ * routes reach the workers inside the config they are sent, validated here like any reload.
  */
 export async function startSupervisor(sources: ConfigSources, first: Config, count: number): Promise<SupervisedKedge> {
   setLogLevel(first.server?.logLevel || "info");
@@ -51,7 +56,15 @@ export async function startSupervisor(sources: ConfigSources, first: Config, cou
   const metrics = createMetrics();
   const restarts = metrics.registry.add(new Counter("kedge_worker_restarts_total", "Worker processes restarted after they died.", []));
   let restartCount = 0;
-  let current = buildRuntime(first, 1);
+  let reload: () => Promise<ConfigError | undefined> = async () => undefined;
+  const discovery = await startDiscoveredRouting(first, () => void reload());
+  let current: Runtime;
+  try {
+    current = buildRuntime(discovery.compose(first), 1);
+  } catch (e) {
+    discovery.stop();
+    throw e;
+  }
   let draining = false;
   const ports: Record<string, number> = {};
   const demo = server.demoBackendPort !== undefined ? startDemoBackend(server.demoBackendPort) : undefined;
@@ -69,6 +82,8 @@ export async function startSupervisor(sources: ConfigSources, first: Config, cou
     command: workerCommand(),
     env: process.env,
     start: async (worker, workers) => {
+      // Before it serves, so its k8s backends have their endpoints from the first request.
+      await workers.ask(worker.id, k8sEndpoints.snapshot(), workerStartTimeoutMs);
       const sent = current;
       const reply = await workers.ask<{ ports: Record<string, number> }>(worker.id, serveMessage("start", sent), workerStartTimeoutMs);
       dataPorts ??= reply.ports;
@@ -80,10 +95,14 @@ export async function startSupervisor(sources: ConfigSources, first: Config, cou
       restarts.inc([]);
     },
   });
+  k8sEndpoints.publishTo((message) => pool.broadcast(message));
+  // Changes while a worker was starting were not broadcast to it (it was not serving yet).
+  pool.onWorkerStart((worker) => void pool.ask(worker.id, k8sEndpoints.snapshot()).catch(() => undefined));
   try {
     await pool.startAll();
   } catch (e) {
     await pool.stop(exitMarginMs);
+    discovery.stop();
     demo?.stop();
     current.retire(undefined);
     throw e;
@@ -113,7 +132,7 @@ export async function startSupervisor(sources: ConfigSources, first: Config, cou
   const reloadOnce = async (): Promise<ConfigError | undefined> => {
     let config: Config;
     try {
-      config = loadConfig(sources);
+      config = discovery.compose(loadConfig(sources));
     } catch (e) {
       return rejected(e, current, metrics);
     }
@@ -132,7 +151,7 @@ export async function startSupervisor(sources: ConfigSources, first: Config, cou
     log.info("config reloaded", { version: next.version, workers: replies.length - refused.length });
     return undefined;
   };
-  const reload = () => (reloading = reloading.then(reloadOnce));
+  reload = () => (reloading = reloading.then(reloadOnce));
 
   const watchers: FSWatcher[] = watchConfigFiles(watchedFiles(sources, first), () => void reload());
 
@@ -145,6 +164,7 @@ export async function startSupervisor(sources: ConfigSources, first: Config, cou
       if (draining) return;
       draining = true;
       for (const w of watchers) w.close();
+      discovery.stop();
       await pool.stop(durationMs(server.gracefulShutdown, defaultGracefulShutdownMs) + exitMarginMs);
       admin?.close();
       demo?.stop();

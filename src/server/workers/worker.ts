@@ -1,6 +1,7 @@
 import { fromJson, type JsonValue } from "@bufbuild/protobuf";
 import { ConfigSchema, type Config } from "../../gen/kedge/config/v1/config_pb.js";
 import type { ConfigSources } from "../../config/load.js";
+import { endpointSetsMessageType, k8sEndpoints, type EndpointSetsMessage } from "../../k8s/endpoint-sets.js";
 import { log, setLogProcessFields } from "../../observe/log.js";
 import { startKedge, type KedgeServer } from "../kedge.js";
 import { WorkerChannel, type WorkerMessage } from "./channel.js";
@@ -45,6 +46,9 @@ export function runWorker(workerId: number, sources: ConfigSources, onServing: (
   let ports: Record<string, number> | undefined;
   let kedge: KedgeServer | undefined;
   const supervised = { config: () => withPorts(config!, ports), version: () => version };
+  // The supervisor watches the API server for every worker: k8s backends here follow its sets.
+  k8sEndpoints.receiveFromSupervisor();
+  channel.handle(endpointSetsMessageType, (message) => k8sEndpoints.receive(message as EndpointSetsMessage));
 
   channel.handle("start", async (message) => {
     const serve = message as ServeMessage;
