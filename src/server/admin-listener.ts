@@ -1,8 +1,7 @@
 import http, { type IncomingMessage, type ServerResponse } from "node:http";
 import http2 from "node:http2";
 import net from "node:net";
-import type { Hono } from "hono";
-import type { Runtime } from "../runtime.js";
+import { adminApp, type AdminState } from "./admin.js";
 import { guardAdmin } from "./admin-auth.js";
 import { listen } from "./listen.js";
 
@@ -14,7 +13,7 @@ type AdminHandler = (req: AdminRequest, res: AdminResponse) => void;
 const adminServicePrefix = "/kedge.admin.v1.AdminService/";
 
 /** Hands a node request to the Hono app (admin traffic is light, so the Fetch conversion is fine here). */
-function honoHandler(app: Hono) {
+function honoHandler(app: ReturnType<typeof adminApp>) {
   return async (req: IncomingMessage | http2.Http2ServerRequest, res: ServerResponse | http2.Http2ServerResponse) => {
     const headers = new Headers();
     for (const [k, v] of Object.entries(req.headers)) {
@@ -33,13 +32,14 @@ function honoHandler(app: Hono) {
  * The admin port: kedge.admin.v1.AdminService over Connect, gRPC and gRPC-web (HTTP/1.1 and
  * h2c, since gRPC needs HTTP/2), and everything else (/_healthz, /metrics, …) by the Hono app.
  */
-export async function startAdminListener(app: Hono, runtime: () => Runtime, host: string, port: number): Promise<{ port: number; close: () => void }> {
-  const fallback = honoHandler(app);
+export async function startAdminListener(state: AdminState, host: string, port: number): Promise<{ port: number; close: () => void }> {
+  const fallback = honoHandler(adminApp(state));
+  const runtime = () => state.runtime();
   // The AdminService handler is loaded on its first call: Connect, its Node adapter (with
   // node:zlib) and the admin descriptors cost start-up time and idle memory that only `kedge admin`
   // callers need. Probes and scrapers (/_healthz, /metrics) are answered by the Hono app without it.
   let service: Promise<AdminHandler> | undefined;
-  const loadService = () => (service ??= import("./admin-api.js").then((api) => api.adminServiceHandler(runtime, fallback)));
+  const loadService = () => (service ??= import("./admin-api.js").then((api) => api.adminServiceHandler(state, fallback)));
   const handler = guardAdmin(runtime, host, (req, res) => {
     if (!req.url?.startsWith(adminServicePrefix)) return void fallback(req, res);
     loadService().then(

@@ -12,9 +12,9 @@ import { startDemoBackend } from "../demo/backend.js";
 import { log, setLogLevel } from "../observe/log.js";
 import { countBackendChanges, createMetrics, watchBackends } from "../observe/metrics.js";
 import { buildRuntime, type Runtime } from "../runtime.js";
-import { adminApp } from "./admin.js";
 import { debugServedWithoutToken } from "./admin-auth.js";
 import { startAdminListener } from "./admin-listener.js";
+import { backendsView } from "./backends-view.js";
 import { defaultGracefulShutdownMs, drain } from "./drain.js";
 import { startDataListeners, type DataListeners } from "./listeners.js";
 
@@ -62,6 +62,7 @@ export async function startKedge(sources: ConfigSources, options: { watchFiles?:
   metrics.observer.configure(first.observability);
   countBackendChanges(metrics, undefined, current);
   watchBackends(metrics, () => current);
+  metrics.configVersion.collect = () => [[[], current.version]];
   const ports: Record<string, number> = {};
 
   const demo = server.demoBackendPort !== undefined ? startDemoBackend(server.demoBackendPort) : undefined;
@@ -93,7 +94,11 @@ export async function startKedge(sources: ConfigSources, options: { watchFiles?:
 
   const adminHost = server.bindAddress || defaultBindAddress;
   const admin = server.adminPort !== undefined
-    ? await startAdminListener(adminApp({ runtime: () => current, metrics, draining: () => draining }), () => current, adminHost, server.adminPort)
+    ? await startAdminListener(
+        { runtime: () => current, draining: () => draining, metricsText: () => metrics.registry.render(), backends: () => backendsView(current) },
+        adminHost,
+        server.adminPort,
+      )
     : undefined;
   if (admin) ports.admin = admin.port;
   if (admin && !current.access.requiresToken && !debugServedWithoutToken(current, adminHost)) {
