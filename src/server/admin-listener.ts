@@ -1,7 +1,8 @@
 import http, { type IncomingMessage, type ServerResponse } from "node:http";
 import http2 from "node:http2";
 import net from "node:net";
-import { adminApp, type AdminState } from "./admin.js";
+import type { Hono } from "hono";
+import type { AdminState } from "./admin.js";
 import { guardAdmin } from "./admin-auth.js";
 import { listen } from "./listen.js";
 
@@ -13,7 +14,7 @@ type AdminHandler = (req: AdminRequest, res: AdminResponse) => void;
 const adminServicePrefix = "/kedge.admin.v1.AdminService/";
 
 /** Hands a node request to the Hono app (admin traffic is light, so the Fetch conversion is fine here). */
-function honoHandler(app: ReturnType<typeof adminApp>) {
+function honoHandler(app: Hono) {
   return async (req: IncomingMessage | http2.Http2ServerRequest, res: ServerResponse | http2.Http2ServerResponse) => {
     const headers = new Headers();
     for (const [k, v] of Object.entries(req.headers)) {
@@ -32,8 +33,8 @@ function honoHandler(app: ReturnType<typeof adminApp>) {
  * The admin port: kedge.admin.v1.AdminService over Connect, gRPC and gRPC-web (HTTP/1.1 and
  * h2c, since gRPC needs HTTP/2), and everything else (/_healthz, /metrics, …) by the Hono app.
  */
-export async function startAdminListener(state: AdminState, host: string, port: number): Promise<{ port: number; close: () => void }> {
-  const fallback = honoHandler(adminApp(state));
+export async function startAdminListener(app: Hono, state: Pick<AdminState, "runtime" | "backends">, host: string, port: number): Promise<{ port: number; close: () => void }> {
+  const fallback = honoHandler(app);
   const runtime = () => state.runtime();
   // The AdminService handler is loaded on its first call: Connect, its Node adapter (with
   // node:zlib) and the admin descriptors cost start-up time and idle memory that only `kedge admin`
