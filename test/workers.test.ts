@@ -140,6 +140,7 @@ describe("kedge workers: restart, drain and reload", () => {
     expect(after.find((w) => w.id === 2)!.pid).toBe(before[1].pid);
     const metrics = await (await fetch(`http://127.0.0.1:${k.admin}/metrics`)).text();
     expect(metrics).toContain("kedge_worker_restarts_total 1\n");
+    expect(metrics).toContain("kedge_workers 2\n");
     expect(k.proc.stderr()).toContain('"msg":"worker exited: restarting it","worker":1');
     expect(await allAnswer(k, (r) => r.status === 200)).toBe(true);
   });
@@ -156,8 +157,8 @@ describe("kedge workers: restart, drain and reload", () => {
     expect(await k.proc.proc.exited).toBe(0);
     expect(performance.now() - started).toBeLessThan(8000);
     // Both workers drained (each logs its own shutdown).
-    expect(k.proc.stderr()).toContain("worker 1 shutting down (SIGTERM)");
-    expect(k.proc.stderr()).toContain("worker 2 shutting down (SIGTERM)");
+    expect(k.proc.stderr()).toContain('"msg":"shutting down: draining in-flight requests","worker":1,"reason":"SIGTERM"');
+    expect(k.proc.stderr()).toContain('"msg":"shutting down: draining in-flight requests","worker":2,"reason":"SIGTERM"');
   });
 
   it("applies a changed config file on every worker, validated once", async () => {
@@ -198,3 +199,32 @@ describe("kedge workers: restart, drain and reload", () => {
     expect(children).toBe("");
   });
 });
+
+describe("kedge workers: stdout", () => {
+  it("keeps every access log line whole while both workers write to one pipe", async () => {
+    const a = startBackend("alpha");
+    const k = await startKedge(
+      { ...config("alpha", a.port!, { max_request_uri_bytes: 16_000 }), observability: { access_log: { enabled: true } } },
+      "access-log.json",
+    );
+    // 3 KB paths: each worker's batch of lines is past PIPE_BUF (4096), the size a pipe writes whole.
+    const path = `/${"p".repeat(3000)}`;
+    const clients = Array.from({ length: 8 }, async (_, c) => {
+      for (let i = 0; i < 100; i++) await get(k, `${path}?${c}-${i}`);
+    });
+    await Promise.all(clients);
+    await waitFor(() => k.proc.stdout().split("\n").filter((l) => l.startsWith("{")).length >= 800, "800 access lines", k.proc);
+    const lines = k.proc.stdout().split("\n").slice(1, -1);
+    const broken = lines.filter((l) => {
+      try {
+        JSON.parse(l);
+        return false;
+      } catch {
+        return true;
+      }
+    });
+    expect({ lines: lines.length, broken: broken.length }).toEqual({ lines: 800, broken: 0 });
+    expect((await workers(k)).workers.every((w) => w.acceptedConnections > 0)).toBe(true);
+  });
+});
+

@@ -10,7 +10,7 @@ import { defaultBindAddress, unguardedListeners } from "../../config/validate-ex
 import { startDemoBackend } from "../../demo/backend.js";
 import { log, setLogLevel } from "../../observe/log.js";
 import { createMetrics } from "../../observe/metrics.js";
-import { Counter } from "../../observe/prometheus.js";
+import { Counter, Gauge } from "../../observe/prometheus.js";
 import { buildRuntime, type Runtime } from "../../runtime.js";
 import { adminApp } from "../admin.js";
 import { startAdminListener } from "../admin-listener.js";
@@ -87,6 +87,8 @@ export async function startSupervisor(sources: ConfigSources, first: Config, cou
     throw e;
   }
   Object.assign(ports, dataPorts);
+  const serving = metrics.registry.add(new Gauge("kedge_workers", "Worker processes serving the data ports now.", []));
+  serving.collect = () => [[[], pool.workers().length]];
   const unguarded = unguardedListeners(first);
   if (unguarded.length > 0) {
     log.warn("data listeners are reachable beyond loopback without authentication (auth.allow_unauthenticated)", { listeners: unguarded.map((l) => l.address) });

@@ -1,7 +1,7 @@
 import { fromJson, type JsonValue } from "@bufbuild/protobuf";
 import { ConfigSchema, type Config } from "../../gen/kedge/config/v1/config_pb.js";
 import type { ConfigSources } from "../../config/load.js";
-import { log } from "../../observe/log.js";
+import { log, setLogProcessFields } from "../../observe/log.js";
 import { startKedge, type KedgeServer } from "../kedge.js";
 import { WorkerChannel, type WorkerMessage } from "./channel.js";
 
@@ -38,6 +38,7 @@ function withPorts(config: Config, ports: Record<string, number> | undefined): C
  * no admin port: the supervisor does both, once for all workers.
  */
 export function runWorker(workerId: number, sources: ConfigSources, onServing: () => void): void {
+  setLogProcessFields({ worker: workerId });
   const channel = new WorkerChannel(workerId);
   let config: Config | undefined;
   let version = 0;
@@ -72,7 +73,7 @@ export function runWorker(workerId: number, sources: ConfigSources, onServing: (
   const stop = async (why: string) => {
     if (stopping) return;
     stopping = true;
-    log.info(`worker ${workerId} shutting down (${why}): draining in-flight requests`);
+    log.info("shutting down: draining in-flight requests", { reason: why });
     await kedge?.shutdown();
     process.exit(0);
   };
