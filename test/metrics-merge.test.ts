@@ -3,6 +3,7 @@ import { renderFamilies } from "../src/observe/metric-families.ts";
 import { createMetrics } from "../src/observe/metrics.ts";
 import { mergeFamilies } from "../src/observe/metrics-merge.ts";
 import { Counter, Registry } from "../src/observe/prometheus.ts";
+import { promtool } from "./helpers/prometheus.ts";
 
 // Workers hand their supervisor their registries' families as JSON; the supervisor renders one
 // exposition of the whole process. Real registries, the IPC's JSON round trip, promtool's lint.
@@ -25,12 +26,6 @@ function worker(requests: number, slow: number, streams: number, version: number
 function value(text: string, series: string): number | undefined {
   for (const line of text.split("\n")) if (line.startsWith(`${series} `)) return Number(line.slice(series.length + 1));
   return undefined;
-}
-
-async function promtool(text: string): Promise<{ code: number; out: string }> {
-  const p = Bun.spawn(["promtool", "check", "metrics"], { stdin: new Blob([text]), stdout: "pipe", stderr: "pipe" });
-  const out = (await new Response(p.stdout).text()) + (await new Response(p.stderr).text());
-  return { code: await p.exited, out };
 }
 
 describe("metrics merged across workers", () => {

@@ -1,6 +1,6 @@
 import type { HistogramFamily, MetricFamily, ValueFamily } from "./metric-families.js";
 
-/** One process's families and the `worker` label value its own series get ("0", "1", …, "supervisor"). */
+/** One process's families and the `worker` label value its own series get ("1", "2", …, "supervisor"). */
 export interface ProcessFamilies {
   readonly worker: string;
   readonly families: readonly MetricFamily[];

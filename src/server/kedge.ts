@@ -11,6 +11,7 @@ import { kubeClient, useKubernetesConfig } from "../k8s/shared-client.js";
 import { startDemoBackend } from "../demo/backend.js";
 import { log, setLogLevel } from "../observe/log.js";
 import { countBackendChanges, createMetrics, watchBackends } from "../observe/metrics.js";
+import type { Registry } from "../observe/prometheus.js";
 import { buildRuntime, type Runtime } from "../runtime.js";
 import type { AdminState } from "./admin.js";
 import { debugServedWithoutToken } from "./admin-auth.js";
@@ -29,6 +30,8 @@ export interface KedgeServer {
   shutdown(): Promise<void>;
   /** Client connections admitted since start (a worker's share of the ports). */
   acceptedConnections(): number;
+  /** This process's metrics (a worker hands them to the supervisor's /metrics). */
+  readonly registry: Registry;
 }
 
 export interface KedgeOptions {
@@ -82,7 +85,7 @@ export async function startKedge(sources: ConfigSources, options: KedgeOptions =
   let draining = false;
   const server = first.server!;
   metrics.observer.configure(first.observability);
-  countBackendChanges(metrics, undefined, current);
+  if (!supervised) countBackendChanges(metrics, undefined, current);
   watchBackends(metrics, () => current);
   metrics.configVersion.collect = () => [[[], current.version]];
   const ports: Record<string, number> = {};
@@ -144,8 +147,11 @@ export async function startKedge(sources: ConfigSources, options: KedgeOptions =
     current = next; // one reference swap: new requests see the new runtime, in-flight ones keep theirs
     previous.retire(next);
     metrics.observer.configure(next.config.observability);
-    countBackendChanges(metrics, previous, next);
-    metrics.reloads.inc(["success"]);
+    // Under a supervisor, config changes are counted once, by the supervisor, not once per worker.
+    if (!supervised) {
+      countBackendChanges(metrics, previous, next);
+      metrics.reloads.inc(["success"]);
+    }
     log.info("config reloaded", { version: next.version });
     return undefined;
   };
@@ -156,6 +162,7 @@ export async function startKedge(sources: ConfigSources, options: KedgeOptions =
 
   return {
     ports,
+    registry: metrics.registry,
     runtime: () => current,
     reload,
     acceptedConnections: () => data.acceptedConnections(),

@@ -9,16 +9,16 @@ import { watchConfigFiles, watchedFiles } from "../../config/watch.js";
 import { defaultBindAddress, unguardedListeners } from "../../config/validate-exposure.js";
 import { startDemoBackend } from "../../demo/backend.js";
 import { log, setLogLevel } from "../../observe/log.js";
-import { createMetrics } from "../../observe/metrics.js";
+import { countBackendChanges, createMetrics } from "../../observe/metrics.js";
 import { Counter, Gauge } from "../../observe/prometheus.js";
 import { buildRuntime, type Runtime } from "../../runtime.js";
 import { adminApp } from "../admin.js";
 import { startAdminListener } from "../admin-listener.js";
-import { backendsView } from "../backends-view.js";
 import { defaultGracefulShutdownMs } from "../drain.js";
 import { tlsFiles } from "../tls-files.js";
 import { nextRuntime, rejected } from "../next-runtime.js";
 import type { ServeMessage, WorkerStats } from "./worker.js";
+import { supervisorAdminState } from "./admin-views.js";
 import { WorkerPool } from "./supervisor.js";
 
 export interface SupervisedKedge {
@@ -53,6 +53,8 @@ export async function startSupervisor(sources: ConfigSources, first: Config, cou
   const restarts = metrics.registry.add(new Counter("kedge_worker_restarts_total", "Worker processes restarted after they died.", []));
   let restartCount = 0;
   let current = buildRuntime(first, 1);
+  countBackendChanges(metrics, undefined, current);
+  metrics.configVersion.collect = () => [[[], current.version]];
   let draining = false;
   const ports: Record<string, number> = {};
   const demo = server.demoBackendPort !== undefined ? startDemoBackend(server.demoBackendPort) : undefined;
@@ -94,7 +96,8 @@ export async function startSupervisor(sources: ConfigSources, first: Config, cou
     log.warn("data listeners are reachable beyond loopback without authentication (auth.allow_unauthenticated)", { listeners: unguarded.map((l) => l.address) });
   }
 
-  const app = adminApp({ runtime: () => current, draining: () => draining, metricsText: () => metrics.registry.render(), backends: () => backendsView(current) });
+  const adminState = supervisorAdminState(pool, metrics.registry, { runtime: () => current, draining: () => draining });
+  const app = adminApp(adminState);
   app.get("/debug/workers", async (c) => {
     const stats = await pool.askAll<WorkerStats>({ type: "stats" });
     const byId = new Map(stats.map((s) => [s.workerId, s]));
@@ -104,7 +107,7 @@ export async function startSupervisor(sources: ConfigSources, first: Config, cou
     });
   });
   const adminHost = server.bindAddress || defaultBindAddress;
-  const admin = server.adminPort !== undefined ? await startAdminListener(app, { runtime: () => current, backends: () => backendsView(current) }, adminHost, server.adminPort) : undefined;
+  const admin = server.adminPort !== undefined ? await startAdminListener(app, adminState, adminHost, server.adminPort) : undefined;
   if (admin) ports.admin = admin.port;
 
   let reloading: Promise<ConfigError | undefined> = Promise.resolve(undefined);
@@ -120,6 +123,7 @@ export async function startSupervisor(sources: ConfigSources, first: Config, cou
     const previous = current;
     current = next;
     previous.retire(next);
+    countBackendChanges(metrics, previous, next);
     const replies = await pool.askAll<{ problems?: string[] }>(serveMessage("reload", next));
     const refused = replies.filter((r) => r.error !== undefined || r.reply?.problems);
     if (refused.length > 0) {

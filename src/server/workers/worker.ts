@@ -3,6 +3,7 @@ import { ConfigSchema, type Config } from "../../gen/kedge/config/v1/config_pb.j
 import type { ConfigSources } from "../../config/load.js";
 import { log, setLogProcessFields } from "../../observe/log.js";
 import { startKedge, type KedgeServer } from "../kedge.js";
+import { answerAdminAsks } from "./admin-views.js";
 import { WorkerChannel, type WorkerMessage } from "./channel.js";
 
 /** The listener names kedge reports ports under, and the server fields that set them. */
@@ -52,6 +53,7 @@ export function runWorker(workerId: number, sources: ConfigSources, onServing: (
     version = serve.version;
     ports = serve.ports;
     kedge = await startKedge(sources, { supervised });
+    answerAdminAsks(channel, kedge.registry, kedge.runtime);
     ports = { ...kedge.ports };
     onServing();
     return { ports: kedge.ports };
