@@ -6,6 +6,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { GreeterClient, greeterService, startGreeter, unary, type GreeterServer } from "./helpers/grpc.ts";
 import { plainServer, startTestKedge, type TestKedge } from "./helpers/kedge.ts";
+import { seriesTotal } from "./helpers/prometheus.ts";
 import { rawHttp } from "./helpers/raw-http.ts";
 import { startUpstream, type Upstream } from "./helpers/upstream.ts";
 import { until } from "./helpers/wait.ts";
@@ -66,14 +67,7 @@ afterAll(async () => {
 
 /** The sum of a metric's series on /metrics, optionally only those whose labels contain `having`. */
 async function total(name: string, having = ""): Promise<number> {
-  const text = await (await fetch(`http://127.0.0.1:${kedge.ports.admin}/metrics`)).text();
-  let sum = 0;
-  for (const line of text.split("\n")) {
-    if (!line.startsWith(`${name}{`) && !line.startsWith(`${name} `)) continue;
-    if (having && !line.includes(having)) continue;
-    sum += Number(line.slice(line.lastIndexOf(" ") + 1));
-  }
-  return sum;
+  return seriesTotal(await (await fetch(`http://127.0.0.1:${kedge.ports.admin}/metrics`)).text(), name, having);
 }
 
 function outstanding(): number {

@@ -9,7 +9,8 @@ const latencyBuckets = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
  * runtime and every kedge instance in the process registers the same series.
  */
 export const k8sMetrics = {
-  upAddresses: new Gauge("kedge_k8sresolver_up_addresses", "Addresses the Kubernetes resolver currently serves, by target.", ["target"]),
+  // Each process that resolves a target serves the same addresses: a sum would multiply them.
+  upAddresses: new Gauge("kedge_k8sresolver_up_addresses", "Addresses the Kubernetes resolver currently serves, by target.", ["target"], undefined, "worker"),
   watchErrors: new Counter("kedge_k8sresolver_watcher_errors_total", "List or watch failures against the API server, by target.", ["target"]),
   changes: new Counter("kedge_k8sresolver_watcher_changes_total", "Endpoint changes received from the API server, by target.", ["target"]),
 };
@@ -79,7 +80,7 @@ export function createMetrics() {
     registry,
     ...proxyMetrics(registry, "kedge"),
     reloads: registry.add(new Counter("kedge_config_reloads_total", "Config reloads, by result (success, failure).", ["result"])),
-    configVersion: registry.add(new Gauge("kedge_config_version", "The version number of the live config.", [])),
+    configVersion: registry.add(new Gauge("kedge_config_version", "The version number of the live config.", [], undefined, "worker")),
     httpBackendChanges: registry.add(new Counter("kedge_http_backend_configuration_changes_total", "HTTP backends created, updated or deleted by config changes (file, flags or discovery).", ["backend_name", "action"])),
     grpcBackendChanges: registry.add(new Counter("kedge_grpc_backend_configuration_changes_total", "gRPC backends created, updated or deleted by config changes (file, flags or discovery).", ["backend_name", "action"])),
     activeConnections: registry.add(new Gauge("kedge_active_connections", "Client connections open on the data listeners.", [])),

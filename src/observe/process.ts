@@ -1,4 +1,5 @@
 import { readdirSync, readFileSync } from "node:fs";
+import type { ValueFamily } from "./metric-families.js";
 import type { Metric } from "./prometheus.js";
 
 /** USER_HZ: the unit of /proc's CPU times. 100 on every Linux architecture kedge ships for. */
@@ -66,21 +67,22 @@ function sample(): ProcessSample {
   };
 }
 
-function family(name: string, type: "counter" | "gauge", help: string, value: number | undefined): string {
-  return value === undefined || Number.isNaN(value) ? "" : `# HELP ${name} ${help}\n# TYPE ${name} ${type}\n${name} ${value}\n`;
+/** One process's value: with workers each process keeps its own series under a `worker` label. */
+function family(name: string, type: "counter" | "gauge", help: string, value: number | undefined): ValueFamily[] {
+  return value === undefined || Number.isNaN(value) ? [] : [{ name, help, type, merge: "worker", labelNames: [], series: [[[], value]] }];
 }
 
 /** The standard process_* metrics (the names every Prometheus client library uses), read once per scrape. */
 export class ProcessMetrics implements Metric {
-  render(): string {
+  families(): ValueFamily[] {
     const s = sample();
-    return (
-      family("process_cpu_seconds_total", "counter", "Total user and system CPU time spent in seconds.", s.cpuSeconds) +
-      family("process_resident_memory_bytes", "gauge", "Resident memory size in bytes.", s.residentBytes) +
-      family("process_virtual_memory_bytes", "gauge", "Virtual memory size in bytes.", s.virtualBytes) +
-      family("process_start_time_seconds", "gauge", "Start time of the process since unix epoch in seconds.", s.startTimeSeconds) +
-      family("process_open_fds", "gauge", "Number of open file descriptors.", s.openFds) +
-      family("process_max_fds", "gauge", "Maximum number of open file descriptors.", s.maxFds)
-    );
+    return [
+      ...family("process_cpu_seconds_total", "counter", "Total user and system CPU time spent in seconds.", s.cpuSeconds),
+      ...family("process_resident_memory_bytes", "gauge", "Resident memory size in bytes.", s.residentBytes),
+      ...family("process_virtual_memory_bytes", "gauge", "Virtual memory size in bytes.", s.virtualBytes),
+      ...family("process_start_time_seconds", "gauge", "Start time of the process since unix epoch in seconds.", s.startTimeSeconds),
+      ...family("process_open_fds", "gauge", "Number of open file descriptors.", s.openFds),
+      ...family("process_max_fds", "gauge", "Maximum number of open file descriptors.", s.maxFds),
+    ];
   }
 }

@@ -1,14 +1,10 @@
 /**
- * A small Prometheus registry: counters and histograms keyed by label values, rendered in the
- * text exposition format.
+ * A small Prometheus registry: counters, gauges and histograms keyed by label values, read out as
+ * metric families (metric-families.ts) and rendered in the text exposition format.
  */
+import { renderFamilies, type HistogramFamily, type MergeRule, type MetricFamily, type ValueFamily } from "./metric-families.js";
+
 type Labels = Record<string, string>;
-
-const escape = (v: string) => v.replace(/\\/g, "\\\\").replace(/"/g, '\\"').replace(/\n/g, "\\n");
-
-function renderLabels(names: readonly string[], values: readonly string[]): string {
-  return names.map((n, i) => `${n}="${escape(values[i])}"`).join(",");
-}
 
 /**
  * A metric's series by label values, found by walking one Map per label name: the hot path
@@ -16,7 +12,7 @@ function renderLabels(names: readonly string[], values: readonly string[]): stri
  */
 class SeriesIndex<T> {
   private root = new Map<string, unknown>();
-  private list: Array<[labels: string, series: T]> = [];
+  private list: Array<[labelValues: readonly string[], series: T]> = [];
   /**
    * The label values of the last get() and their series: request after request counts into the
    * same series (one backend, status 200), and comparing the values is cheaper than a Map lookup
@@ -52,8 +48,8 @@ class SeriesIndex<T> {
     return this.walk(values, false);
   }
 
-  /** Rendered label sets and their series, in creation order. */
-  entries(): ReadonlyArray<[string, T]> {
+  /** Label values and their series, in creation order. */
+  entries(): ReadonlyArray<[readonly string[], T]> {
     return this.list;
   }
 
@@ -80,14 +76,15 @@ class SeriesIndex<T> {
     if (series === undefined && create) {
       series = this.make();
       map.set(leafKey, series);
-      this.list.push([renderLabels(this.names, values), series]);
+      this.list.push([values.slice(0, this.names.length), series]);
     }
     return series;
   }
 }
 
 export interface Metric {
-  render(): string;
+  /** The families this metric shows now (collect callbacks run here); empty ones are left out by some. */
+  families(): MetricFamily[];
 }
 
 /** Label values and a value, as a collect callback reports them at scrape time. */
@@ -97,10 +94,8 @@ interface Value {
   v: number;
 }
 
-function renderValues(name: string, series: ReadonlyArray<[string, Value]>): string {
-  let out = "";
-  for (const [key, s] of series) out += `${name}${key ? `{${key}}` : ""} ${s.v}\n`;
-  return out;
+function valueSeries(entries: ReadonlyArray<[readonly string[], Value]>): Array<[readonly string[], number]> {
+  return entries.map(([values, s]) => [values, s.v]);
 }
 
 export class Counter implements Metric {
@@ -115,30 +110,40 @@ export class Counter implements Metric {
   get(labels: Labels): number {
     return this.series.find(this.labelNames.map((n) => labels[n]))?.v ?? 0;
   }
-  render(): string {
+  families(): ValueFamily[] {
     if (this.collect) {
       this.series.clear();
       for (const [labels, v] of this.collect()) this.series.get(labels).v = v;
     }
-    return `# HELP ${this.name} ${this.help}\n# TYPE ${this.name} counter\n${renderValues(this.name, this.series.entries())}`;
+    return [{ name: this.name, help: this.help, type: "counter", merge: "sum", labelNames: this.labelNames, series: valueSeries(this.series.entries()) }];
+  }
+  render(): string {
+    return renderFamilies(this.families());
   }
 }
 
 export class Gauge implements Metric {
   private readonly series: SeriesIndex<Value>;
-  /** `collect` reads the values at scrape time; it may be set once what it reads exists (listeners, backends). */
-  constructor(readonly name: string, readonly help: string, readonly labelNames: readonly string[], public collect?: () => Iterable<Sample>) {
+  /**
+   * `collect` reads the values at scrape time; it may be set once what it reads exists (listeners,
+   * backends). `merge`: how workers' values make the process's (metric-families.ts); a gauge that
+   * counts things sums.
+   */
+  constructor(readonly name: string, readonly help: string, readonly labelNames: readonly string[], public collect?: () => Iterable<Sample>, readonly merge: MergeRule = "sum") {
     this.series = new SeriesIndex(labelNames, () => ({ v: 0 }));
   }
   set(labelValues: readonly string[], v: number): void {
     this.series.get(labelValues).v = v;
   }
-  render(): string {
+  families(): ValueFamily[] {
     if (this.collect) {
       this.series.clear();
       for (const [labels, v] of this.collect()) this.set(labels, v);
     }
-    return `# HELP ${this.name} ${this.help}\n# TYPE ${this.name} gauge\n${renderValues(this.name, this.series.entries())}`;
+    return [{ name: this.name, help: this.help, type: "gauge", merge: this.merge, labelNames: this.labelNames, series: valueSeries(this.series.entries()) }];
+  }
+  render(): string {
+    return renderFamilies(this.families());
   }
 }
 
@@ -159,17 +164,12 @@ export class Histogram implements Metric {
     s.sum += value;
     s.count++;
   }
+  families(): HistogramFamily[] {
+    const series = this.series.entries().map(([values, s]) => [values, s.counts.slice(), s.sum, s.count] as const);
+    return [{ name: this.name, help: this.help, type: "histogram", merge: "sum", labelNames: this.labelNames, buckets: this.buckets, series }];
+  }
   render(): string {
-    let out = `# HELP ${this.name} ${this.help}\n# TYPE ${this.name} histogram\n`;
-    for (const [key, s] of this.series.entries()) {
-      const sep = key ? "," : "";
-      this.buckets.forEach((b, i) => {
-        out += `${this.name}_bucket{${key}${sep}le="${b}"} ${s.counts[i]}\n`;
-      });
-      out += `${this.name}_bucket{${key}${sep}le="+Inf"} ${s.count}\n`;
-      out += `${this.name}_sum${key ? `{${key}}` : ""} ${s.sum}\n${this.name}_count${key ? `{${key}}` : ""} ${s.count}\n`;
-    }
-    return out;
+    return renderFamilies(this.families());
   }
 }
 
@@ -179,7 +179,11 @@ export class Registry {
     this.metrics.push(m);
     return m;
   }
+  /** Every metric's families, in registration order: what a worker hands its supervisor. */
+  families(): MetricFamily[] {
+    return this.metrics.flatMap((m) => m.families());
+  }
   render(): string {
-    return this.metrics.map((m) => m.render()).join("");
+    return renderFamilies(this.families());
   }
 }

@@ -6,8 +6,9 @@ import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { AdminService, BackendSchema, RouteSchema, type Backend as BackendMessage, type Route } from "../gen/kedge/admin/v1/admin_pb.js";
 import type { GrpcRoute, HttpRoute } from "../gen/kedge/config/v1/routes_pb.js";
 import { HttpRoute_ProxyMode } from "../gen/kedge/config/v1/routes_pb.js";
-import type { Backend } from "../backend/backend.js";
-import { configToJson, type Runtime } from "../runtime.js";
+import { configToJson } from "../runtime.js";
+import type { AdminState } from "./admin.js";
+import type { BackendState, EndpointState } from "./backends-view.js";
 
 function httpMatcher(r: HttpRoute): string {
   const parts: string[] = [];
@@ -27,20 +28,29 @@ function grpcMatcher(r: GrpcRoute): string {
   return parts.join(" ");
 }
 
-function backendMessage(kind: string, b: Backend<unknown, { readonly stats: unknown; close(): void }>): BackendMessage {
+/** Connections open to an endpoint: an HTTP/1.1 pool's open ones, or a connected HTTP/2 session. */
+function openOf(pool: EndpointState["pool"]): number {
+  return typeof pool.open === "number" ? pool.open : pool.connected ? 1 : 0;
+}
+
+function backendMessage(kind: string, b: BackendState): BackendMessage {
   return create(BackendSchema, {
     kind,
     name: b.name,
-    resolver: b.resolverDescription,
-    endpoints: b.view().map((e) => {
-      const stats = e.pool as { open?: number; connected?: boolean };
-      return { address: e.address, healthy: e.healthy, outstanding: e.outstanding, open: stats.open ?? (stats.connected ? 1 : 0) };
-    }),
+    resolver: b.resolver,
+    endpoints: b.endpoints.map((e) => ({
+      address: e.address,
+      healthy: e.healthy,
+      outstanding: e.outstanding,
+      // Merged across workers: each worker's connections count.
+      open: e.workers ? e.workers.reduce((sum, w) => sum + openOf(w.pool), 0) : openOf(e.pool),
+    })),
   });
 }
 
 /** kedge.admin.v1.AdminService: read-only views of the live runtime. */
-export function adminRoutes(runtime: () => Runtime): (router: ConnectRouter) => void {
+export function adminRoutes(state: Pick<AdminState, "runtime" | "backends">): (router: ConnectRouter) => void {
+  const runtime = () => state.runtime();
   return (router) =>
     router.service(AdminService, {
       listRoutes() {
@@ -51,14 +61,9 @@ export function adminRoutes(runtime: () => Runtime): (router: ConnectRouter) => 
         ];
         return { routes };
       },
-      listBackends() {
-        const rt = runtime();
-        return {
-          backends: [
-            ...[...rt.httpBackends.values()].map((b) => backendMessage("http", b)),
-            ...[...rt.grpcBackends.values()].map((b) => backendMessage("grpc", b)),
-          ],
-        };
+      async listBackends() {
+        const view = await state.backends();
+        return { backends: [...view.http.map((b) => backendMessage("http", b)), ...view.grpc.map((b) => backendMessage("grpc", b))] };
       },
       getConfig() {
         const rt = runtime();
@@ -70,6 +75,6 @@ export function adminRoutes(runtime: () => Runtime): (router: ConnectRouter) => 
 type Handler = (req: IncomingMessage | Http2ServerRequest, res: ServerResponse | Http2ServerResponse) => void;
 
 /** AdminService over Connect, gRPC and gRPC-web; what it does not route goes to `fallback`. */
-export function adminServiceHandler(runtime: () => Runtime, fallback: Handler): Handler {
-  return connectNodeAdapter({ routes: adminRoutes(runtime), fallback: fallback as never }) as Handler;
+export function adminServiceHandler(state: Pick<AdminState, "runtime" | "backends">, fallback: Handler): Handler {
+  return connectNodeAdapter({ routes: adminRoutes(state), fallback: fallback as never }) as Handler;
 }

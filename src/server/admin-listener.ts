@@ -2,7 +2,7 @@ import http, { type IncomingMessage, type ServerResponse } from "node:http";
 import http2 from "node:http2";
 import net from "node:net";
 import type { Hono } from "hono";
-import type { Runtime } from "../runtime.js";
+import type { AdminState } from "./admin.js";
 import { guardAdmin } from "./admin-auth.js";
 import { listen } from "./listen.js";
 
@@ -33,13 +33,14 @@ function honoHandler(app: Hono) {
  * The admin port: kedge.admin.v1.AdminService over Connect, gRPC and gRPC-web (HTTP/1.1 and
  * h2c, since gRPC needs HTTP/2), and everything else (/_healthz, /metrics, …) by the Hono app.
  */
-export async function startAdminListener(app: Hono, runtime: () => Runtime, host: string, port: number): Promise<{ port: number; close: () => void }> {
+export async function startAdminListener(app: Hono, state: Pick<AdminState, "runtime" | "backends">, host: string, port: number): Promise<{ port: number; close: () => void }> {
   const fallback = honoHandler(app);
+  const runtime = () => state.runtime();
   // The AdminService handler is loaded on its first call: Connect, its Node adapter (with
   // node:zlib) and the admin descriptors cost start-up time and idle memory that only `kedge admin`
   // callers need. Probes and scrapers (/_healthz, /metrics) are answered by the Hono app without it.
   let service: Promise<AdminHandler> | undefined;
-  const loadService = () => (service ??= import("./admin-api.js").then((api) => api.adminServiceHandler(runtime, fallback)));
+  const loadService = () => (service ??= import("./admin-api.js").then((api) => api.adminServiceHandler(state, fallback)));
   const handler = guardAdmin(runtime, host, (req, res) => {
     if (!req.url?.startsWith(adminServicePrefix)) return void fallback(req, res);
     loadService().then(

@@ -1,12 +1,18 @@
 import { Hono } from "hono";
-import type { Metrics } from "../observe/metrics.js";
 import { configToJson, type Runtime } from "../runtime.js";
 import { version } from "../version.js";
+import type { BackendsView } from "./backends-view.js";
 
+/**
+ * What the admin port shows. One process answers from its own registry and runtime; a supervisor
+ * from its workers' (the config is the same everywhere, so it stays the supervisor's own).
+ */
 export interface AdminState {
   runtime(): Runtime;
-  readonly metrics: Metrics;
   draining(): boolean;
+  /** The /metrics exposition. */
+  metricsText(): string | Promise<string>;
+  backends(): BackendsView | Promise<BackendsView>;
 }
 
 /** The admin app: health, version, Prometheus metrics and the live config. Plaintext, meant for the pod network. */
@@ -14,18 +20,11 @@ export function adminApp(state: AdminState): Hono {
   const app = new Hono();
   app.get("/_healthz", (c) => (state.draining() ? c.text("draining\n", 503) : c.text("ok\n")));
   app.get("/_version", (c) => c.json({ ...version, configVersion: state.runtime().version }));
-  app.get("/metrics", (c) => {
-    state.metrics.configVersion.set([], state.runtime().version);
-    return c.body(state.metrics.registry.render(), 200, { "content-type": "text/plain; version=0.0.4; charset=utf-8" });
-  });
+  app.get("/metrics", async (c) => c.body(await state.metricsText(), 200, { "content-type": "text/plain; version=0.0.4; charset=utf-8" }));
   app.get("/debug/config", (c) => {
     const runtime = state.runtime();
     return c.json({ version: runtime.version, config: configToJson(runtime.config) });
   });
-  app.get("/debug/backends", (c) => {
-    const runtime = state.runtime();
-    const view = (b: { name: string; view(): unknown }) => ({ name: b.name, endpoints: b.view() });
-    return c.json({ http: [...runtime.httpBackends.values()].map(view), grpc: [...runtime.grpcBackends.values()].map(view) });
-  });
+  app.get("/debug/backends", async (c) => c.json(await state.backends()));
   return app;
 }

@@ -9,9 +9,11 @@ import { noDiscoveredRouting, startDiscoveredRouting } from "../k8s/discovery.js
 import { startDemoBackend } from "../demo/backend.js";
 import { log, setLogLevel } from "../observe/log.js";
 import { countBackendChanges, createMetrics, watchBackends } from "../observe/metrics.js";
+import type { Registry } from "../observe/prometheus.js";
 import { buildRuntime, type Runtime } from "../runtime.js";
 import type { AdminState } from "./admin.js";
 import { debugServedWithoutToken } from "./admin-auth.js";
+import { backendsView } from "./backends-view.js";
 import { defaultGracefulShutdownMs, drain } from "./drain.js";
 import { startDataListeners, type DataListeners } from "./listeners.js";
 import { nextRuntime, rejected, warnAboutListenerChanges } from "./next-runtime.js";
@@ -26,6 +28,8 @@ export interface KedgeServer {
   shutdown(): Promise<void>;
   /** Client connections admitted since start (a worker's share of the ports). */
   acceptedConnections(): number;
+  /** This process's metrics (a worker hands them to the supervisor's /metrics). */
+  readonly registry: Registry;
 }
 
 export interface KedgeOptions {
@@ -68,8 +72,9 @@ export async function startKedge(sources: ConfigSources, options: KedgeOptions =
   let draining = false;
   const server = first.server!;
   metrics.observer.configure(first.observability);
-  countBackendChanges(metrics, undefined, current);
+  if (!supervised) countBackendChanges(metrics, undefined, current);
   watchBackends(metrics, () => current);
+  metrics.configVersion.collect = () => [[[], current.version]];
   const ports: Record<string, number> = {};
 
   const demo = server.demoBackendPort !== undefined && !supervised ? startDemoBackend(server.demoBackendPort) : undefined;
@@ -101,7 +106,11 @@ export async function startKedge(sources: ConfigSources, options: KedgeOptions =
 
   const adminHost = server.bindAddress || defaultBindAddress;
   const admin = server.adminPort !== undefined && !supervised
-    ? await startAdmin({ runtime: () => current, metrics, draining: () => draining }, adminHost, server.adminPort)
+    ? await startAdmin(
+        { runtime: () => current, draining: () => draining, metricsText: () => metrics.registry.render(), backends: () => backendsView(current) },
+        adminHost,
+        server.adminPort,
+      )
     : undefined;
   if (admin) ports.admin = admin.port;
   if (admin && !current.access.requiresToken && !debugServedWithoutToken(current, adminHost)) {
@@ -126,10 +135,12 @@ export async function startKedge(sources: ConfigSources, options: KedgeOptions =
     const previous = current;
     current = next; // one reference swap: new requests see the new runtime, in-flight ones keep theirs
     previous.retire(next);
-    countBackendChanges(metrics, previous, next);
     metrics.observer.configure(next.config.observability);
-    metrics.reloads.inc(["success"]);
-    // A worker's reload is its supervisor's, which logs it once for all of them.
+    // Under a supervisor, config changes are counted and logged once, by the supervisor, not once per worker.
+    if (!supervised) {
+      countBackendChanges(metrics, previous, next);
+      metrics.reloads.inc(["success"]);
+    }
     (supervised ? log.debug : log.info)("config reloaded", { version: next.version });
     return undefined;
   };
@@ -140,6 +151,7 @@ export async function startKedge(sources: ConfigSources, options: KedgeOptions =
 
   return {
     ports,
+    registry: metrics.registry,
     runtime: () => current,
     reload,
     acceptedConnections: () => data.acceptedConnections(),
@@ -165,5 +177,5 @@ export async function startKedge(sources: ConfigSources, options: KedgeOptions =
  */
 async function startAdmin(state: AdminState, host: string, port: number): Promise<{ port: number; close: () => void }> {
   const [{ adminApp }, { startAdminListener }] = await Promise.all([import("./admin.js"), import("./admin-listener.js")]);
-  return startAdminListener(adminApp(state), state.runtime, host, port);
+  return startAdminListener(adminApp(state), state, host, port);
 }

@@ -11,7 +11,7 @@ import { startDiscoveredRouting } from "../../k8s/discovery.js";
 import { k8sEndpoints } from "../../k8s/endpoint-sets.js";
 import { startDemoBackend } from "../../demo/backend.js";
 import { log, setLogLevel } from "../../observe/log.js";
-import { createMetrics } from "../../observe/metrics.js";
+import { countBackendChanges, createMetrics } from "../../observe/metrics.js";
 import { Counter, Gauge } from "../../observe/prometheus.js";
 import { buildRuntime, type Runtime } from "../../runtime.js";
 import { adminApp } from "../admin.js";
@@ -20,6 +20,7 @@ import { defaultGracefulShutdownMs } from "../drain.js";
 import { tlsFiles } from "../tls-files.js";
 import { nextRuntime, rejected, warnAboutListenerChanges } from "../next-runtime.js";
 import type { ServeMessage, WorkerStats } from "./worker.js";
+import { supervisorAdminState } from "./admin-views.js";
 import { WorkerPool } from "./supervisor.js";
 
 export interface SupervisedKedge {
@@ -65,6 +66,8 @@ export async function startSupervisor(sources: ConfigSources, first: Config, cou
     discovery.stop();
     throw e;
   }
+  countBackendChanges(metrics, undefined, current);
+  metrics.configVersion.collect = () => [[[], current.version]];
   let draining = false;
   const ports: Record<string, number> = {};
   const demo = server.demoBackendPort !== undefined ? startDemoBackend(server.demoBackendPort) : undefined;
@@ -115,7 +118,8 @@ export async function startSupervisor(sources: ConfigSources, first: Config, cou
     log.warn("data listeners are reachable beyond loopback without authentication (auth.allow_unauthenticated)", { listeners: unguarded.map((l) => l.address) });
   }
 
-  const app = adminApp({ runtime: () => current, metrics, draining: () => draining });
+  const adminState = supervisorAdminState(pool, metrics.registry, { runtime: () => current, draining: () => draining });
+  const app = adminApp(adminState);
   app.get("/debug/workers", async (c) => {
     const stats = await pool.askAll<WorkerStats>({ type: "stats" });
     const byId = new Map(stats.map((s) => [s.workerId, s]));
@@ -125,7 +129,7 @@ export async function startSupervisor(sources: ConfigSources, first: Config, cou
     });
   });
   const adminHost = server.bindAddress || defaultBindAddress;
-  const admin = server.adminPort !== undefined ? await startAdminListener(app, () => current, adminHost, server.adminPort) : undefined;
+  const admin = server.adminPort !== undefined ? await startAdminListener(app, adminState, adminHost, server.adminPort) : undefined;
   if (admin) ports.admin = admin.port;
 
   let reloading: Promise<ConfigError | undefined> = Promise.resolve(undefined);
@@ -142,6 +146,7 @@ export async function startSupervisor(sources: ConfigSources, first: Config, cou
     const previous = current;
     current = next;
     previous.retire(next);
+    countBackendChanges(metrics, previous, next);
     const replies = await pool.askAll<{ problems?: string[] }>(serveMessage("reload", next));
     const refused = replies.filter((r) => r.error !== undefined || r.reply?.problems);
     if (refused.length > 0) {

@@ -1,4 +1,5 @@
 import type { Subprocess } from "bun";
+import { relayLines } from "../../observe/line-relay.js";
 import { log } from "../../observe/log.js";
 import { workerIdEnv, type Envelope, type WorkerMessage } from "./channel.js";
 
@@ -34,6 +35,8 @@ const firstBackoffMs = 100;
 const maxBackoffMs = 10_000;
 const healthyAfterMs = 10_000;
 const defaultAskTimeoutMs = 10_000;
+/** How long stop() waits for exited workers' output to be relayed. */
+const outputFlushMs = 1_000;
 
 interface Pending {
   resolve(reply: unknown): void;
@@ -50,6 +53,8 @@ class WorkerSlot implements WorkerProcess {
   /** Started and answering: asks and broadcasts go only to serving workers. */
   serving = false;
   restartTimer: Timer | undefined;
+  /** Copying the process's stdout and stderr to the supervisor's; done once it exited and they are flushed. */
+  output: Promise<unknown> = Promise.resolve();
   readonly pending = new Map<number, Pending>();
 
   constructor(readonly id: number) {}
@@ -147,6 +152,8 @@ export class WorkerPool {
       for (const slot of left) slot.proc!.kill("SIGKILL");
       await exited;
     }
+    // The workers' last lines (a drained request's access line) are still on their way.
+    await Promise.race([Promise.all(running.map((s) => s.output)), Bun.sleep(outputFlushMs)]);
   }
 
   private post(slot: WorkerSlot, envelope: Envelope): void {
@@ -174,11 +181,14 @@ export class WorkerPool {
     const proc = Bun.spawn({
       cmd: [...this.options.command],
       env: { ...this.options.env, [workerIdEnv]: String(slot.id) },
-      // Workers write their access log and logs straight to the supervisor's stdout and stderr.
-      stdio: ["ignore", "inherit", "inherit"],
+      // The supervisor relays the workers' access log (stdout) and logs (stderr) whole lines at a
+      // time (observe/line-relay.ts): workers sharing an inherited pipe would tear long lines
+      // whenever the pipe is full (a write is atomic only up to PIPE_BUF, 4096 bytes).
+      stdio: ["ignore", "pipe", "pipe"],
       serialization: "json",
       ipc: (envelope: Envelope) => this.receive(slot, envelope),
     });
+    slot.output = Promise.all([relayLines(proc.stdout, process.stdout), relayLines(proc.stderr, process.stderr)]);
     slot.proc = proc;
     slot.pid = proc.pid;
     slot.startedAt = Date.now();

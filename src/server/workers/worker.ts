@@ -4,6 +4,7 @@ import type { ConfigSources } from "../../config/load.js";
 import { endpointSetsMessageType, k8sEndpoints, type EndpointSetsMessage } from "../../k8s/endpoint-sets.js";
 import { log, setLogProcessFields } from "../../observe/log.js";
 import { startKedge, type KedgeServer } from "../kedge.js";
+import { answerAdminAsks } from "./admin-views.js";
 import { WorkerChannel, type WorkerMessage } from "./channel.js";
 
 /** The listener names kedge reports ports under, and the server fields that set them. */
@@ -56,6 +57,7 @@ export function runWorker(workerId: number, sources: ConfigSources, onServing: (
     version = serve.version;
     ports = serve.ports;
     kedge = await startKedge(sources, { supervised });
+    answerAdminAsks(channel, kedge.registry, kedge.runtime);
     ports = { ...kedge.ports };
     onServing();
     return { ports: kedge.ports };
