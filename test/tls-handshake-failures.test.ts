@@ -133,4 +133,21 @@ describe("failed TLS handshakes", () => {
     expect(lines.map((l) => [l.peer, l.suppressed])).toEqual([["192.0.2.7", 0], ["192.0.2.8", 3]]);
     expect([...failures.samples()]).toEqual([[["tls", "certificate_expired"], 5]]);
   });
+
+  it("read Bun's handshake errors (EPROTO, BoringSSL's reason last in the message) as the same reasons", () => {
+    const failures = new TlsHandshakeFailures();
+    const bun = (reason: string) => Object.assign(new Error(`error:100000f0:SSL routines:OPENSSL_internal:${reason}`), { code: "EPROTO" });
+    failures.record("bun", bun("PEER_DID_NOT_RETURN_A_CERTIFICATE"), "192.0.2.9");
+    failures.record("bun", bun("UNSUPPORTED_PROTOCOL"), "192.0.2.9");
+    failures.record("bun", bun("NO_APPLICATION_PROTOCOL"), "192.0.2.9");
+    failures.record("bun", bun("HTTP_REQUEST"), "192.0.2.9");
+    failures.record("bun", bun("SOMETHING_NEW"), "192.0.2.9");
+    expect(Object.fromEntries([...failures.samples()].map(([labels, n]) => [labels[1], n]))).toEqual({
+      no_client_certificate: 1,
+      protocol_version: 1,
+      no_shared_alpn: 1,
+      not_tls: 1,
+      other: 1,
+    });
+  });
 });

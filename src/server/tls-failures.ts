@@ -35,6 +35,18 @@ const reasonOfCode: Record<string, TlsFailureReason> = {
 // reported as ECONNRESET: routine, not a failed handshake, so neither counted nor logged.
 const notHandshakes = new Set(["ECONNRESET", "EPIPE", "ETIMEDOUT"]);
 
+/**
+ * node:tls's code for a failed handshake. Bun.listen reports BoringSSL's reasons as EPROTO with the
+ * reason last in the message ("error:100000f0:SSL routines:OPENSSL_internal:UNSUPPORTED_PROTOCOL"),
+ * where node:tls says ERR_SSL_UNSUPPORTED_PROTOCOL.
+ */
+function codeOf(err: Error & { code?: string }): string {
+  const code = err.code ?? "";
+  if (code !== "EPROTO") return code;
+  const reason = err.message.slice(err.message.lastIndexOf(":") + 1);
+  return reason ? `ERR_SSL_${reason}` : code;
+}
+
 const defaultLogIntervalMs = 60_000;
 
 interface ReasonState {
@@ -54,7 +66,7 @@ export class TlsHandshakeFailures {
   constructor(private readonly logIntervalMs = defaultLogIntervalMs) {}
 
   record(listener: string, err: Error & { code?: string }, peer: string | undefined): void {
-    const code = err.code ?? "";
+    const code = codeOf(err);
     if (notHandshakes.has(code)) return;
     const reason = reasonOfCode[code] ?? "other";
     const key = `${listener} ${reason}`;
