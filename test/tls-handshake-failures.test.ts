@@ -34,6 +34,7 @@ beforeAll(async () => {
     server: {
       ...plainServer, log_level: "warn", http_tls_port: 0, grpc_tls_port: 0,
       tls_cert_file: pki.serverCertFile, tls_key_file: pki.serverKeyFile, tls_client_ca_files: [pki.caFile], tls_client_cert_required: true,
+      request_header_timeout: "1s",
     },
     http: { backends: [{ name: "app", static: { addresses: [`127.0.0.1:${upstream.port}`] } }], routes: [{ backend_name: "app" }] },
   });
@@ -149,5 +150,27 @@ describe("failed TLS handshakes", () => {
       not_tls: 1,
       other: 1,
     });
+  });
+
+  it("close a client that does not finish its handshake within request_header_timeout, counted as a header timeout", async () => {
+    const refused = async () => Number((await (await fetch(`http://127.0.0.1:${kedge.ports.admin}/metrics`)).text()).match(/^kedge_connections_refused_total\{reason="header_timeout"\} (\d+)$/m)?.[1] ?? 0);
+    const before = await refused();
+    const started = performance.now();
+    // Connected, then silent: no ClientHello (or half of one) ever comes.
+    const closed = await new Promise<boolean>((resolve) => {
+      const socket = net.connect(kedge.ports.tls, "127.0.0.1", () => socket.write(Buffer.from([0x16, 0x03, 0x01])));
+      const timer = setTimeout(() => {
+        socket.destroy();
+        resolve(false);
+      }, 6_000);
+      socket.on("error", () => {});
+      socket.on("close", () => {
+        clearTimeout(timer);
+        resolve(true);
+      });
+    });
+    expect(closed).toBe(true);
+    expect(performance.now() - started).toBeGreaterThan(500);
+    expect(await refused()).toBe(before + 1);
   });
 });

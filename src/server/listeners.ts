@@ -16,6 +16,7 @@ import { H1Connections, kedgeRoles, type H1Options } from "./h1/connections.js";
 import { defaultSendTimeoutMs, H2Connections, type H2Options } from "./h2/connections.js";
 import { serveKedgeStream } from "./ingress-h2.js";
 import { TlsHandshakeFailures } from "./tls-failures.js";
+import { startTlsListener, type TlsListener, type TlsMaterial } from "./tls-listener.js";
 
 export interface DataListeners {
   /** Bound ports, by listener name (tls, http). */
@@ -42,7 +43,7 @@ const defaultClientIdleMs = 120_000;
  * untrusted one fails the handshake only when required, otherwise the request path refuses an
  * untrusted one and treats a missing one as no identity.
  */
-function tlsFiles(server: ServerConfig): tls.SecureContextOptions & { requestCert: boolean; rejectUnauthorized: boolean } {
+function tlsFiles(server: ServerConfig): TlsMaterial {
   const clientCas = server.tlsClientCaFiles.map((f) => readFileSync(f));
   return {
     cert: readFileSync(server.tlsCertFile),
@@ -81,6 +82,7 @@ export async function startDataListeners(server: ServerConfig, ctx: ProxyContext
   const ports: Record<string, number> = {};
   const closers: Array<{ stop: () => void; kill: () => void }> = [];
   const tlsServers: tls.Server[] = [];
+  const bunTls: TlsListener[] = [];
   const tunnels = new Tunnels();
   const proxies: Proxies = { ctx, http: kedgeHttpProxy(ctx, tunnels), tunnels };
   const guard = new ConnectionGuard(server.maxConnections || 16_384);
@@ -111,6 +113,24 @@ export async function startDataListeners(server: ServerConfig, ctx: ProxyContext
   const startTls = async (name: string, port: number, h1: H1Connections | undefined) => {
     const h2 = new H2Connections(h2Options(() => ports[name]));
     h2Sets.push(h2);
+    if (process.env.KEDGE_TLS_LISTENER !== "node") {
+      const listener = startTlsListener(
+        {
+          name,
+          hostname: bind,
+          port,
+          material: tlsFiles(server),
+          failures: tlsFailures,
+          handshakeTimeoutMs: headTimeoutMs,
+          onHandshakeTimeout: () => guard.refused.headTimeout++,
+        },
+        { h2, http1: h1 },
+      );
+      ports[name] = listener.port;
+      bunTls.push(listener);
+      closers.push({ stop: listener.stop, kill: listener.kill });
+      return;
+    }
     const listener = tls.createServer(
       // A client may half-close once its request is sent: it still gets its answer.
       { ...tlsFiles(server), ALPNProtocols: h1 ? ["h2", "http/1.1"] : ["h2"], minVersion: "TLSv1.2", allowHalfOpen: true },
@@ -159,6 +179,7 @@ export async function startDataListeners(server: ServerConfig, ctx: ProxyContext
     ports,
     reloadTls: (next) => {
       for (const listener of tlsServers) listener.setSecureContext({ ...tlsFiles(next), minVersion: "TLSv1.2" });
+      for (const listener of bunTls) listener.rotate(tlsFiles(next));
     },
     stopAccepting: () => closers.forEach((c) => c.stop()),
     draining: {
