@@ -86,7 +86,7 @@ export class BunTransport implements ClientTransport {
   }
 }
 
-/** A node socket (the TLS listener's, after ALPN chose http/1.1). */
+/** A node stream: a CONNECT tunnel whose bytes a listener serves itself (winch). */
 export class NodeTransport implements ClientTransport {
   /** Read once: a node socket's getter costs ~160 ns a call in Bun. */
   private address: string | undefined;

@@ -77,11 +77,6 @@ export class H2Connections implements H2ServerHandler {
     return conn;
   }
 
-  /** A node socket: the TLS listener's connections that chose h2. */
-  adoptSocket(socket: Duplex): void {
-    this.adoptStream(new NodeTransport(socket), socket);
-  }
-
   /**
    * A CONNECT tunnel whose bytes this listener serves as HTTP/2 itself (winch: gRPC clients that
    * reach it through grpc_proxy); `rest` is what the client already sent, the preface first. Its
