@@ -81,7 +81,8 @@ export interface TlsListener extends PlainListener {
  * Bun cannot change a listening socket's certificate (`reload` takes handlers only, oven-sh/bun
  * issue 43815), so a rotation binds a second socket to the same port with SO_REUSEPORT and the new
  * material, and closes the first once the event loop has taken the connections already queued on it
- * (closing it at once would reset them).
+ * (closing it at once would reset them; one that arrives in between is reset unless the node sets
+ * net.ipv4.tcp_migrate_req).
  */
 export function startTlsListener<H1 extends PlainConnection, H2 extends PlainConnection>(options: TlsListenOptions, protocols: TlsProtocols<H1, H2>): TlsListener {
   const alpn = alpnWire(protocols.http1 ? ["h2", "http/1.1"] : ["h2"]);
