@@ -10,7 +10,7 @@ const latencyBuckets = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
  */
 export const k8sMetrics = {
   // Each process that resolves a target serves the same addresses: a sum would multiply them.
-  upAddresses: new Gauge("kedge_k8sresolver_up_addresses", "Addresses the Kubernetes resolver currently serves, by target.", ["target"], undefined, "worker"),
+  upAddresses: new Gauge("kedge_k8sresolver_up_addresses", "Addresses the Kubernetes resolver currently serves, by target.", ["target"]), // the watches run once (in the supervisor under workers), so a sum is that one value
   watchErrors: new Counter("kedge_k8sresolver_watcher_errors_total", "List or watch failures against the API server, by target.", ["target"]),
   changes: new Counter("kedge_k8sresolver_watcher_changes_total", "Endpoint changes received from the API server, by target.", ["target"]),
 };
