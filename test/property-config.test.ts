@@ -141,6 +141,8 @@ function messageValue(desc: DescMessage, mode: Mode): fc.Arbitrary<unknown> {
   if (cached) return cached;
   const withJunk = (a: fc.Arbitrary<unknown>) => (mode === "junk" ? fc.oneof({ weight: 12, arbitrary: a }, { weight: 1, arbitrary: junk }) : a);
   const item = (field: DescField): fc.Arbitrary<unknown> => {
+    // google.protobuf.Value takes any JSON (server.workers: a number or "auto"); its schema is recursive.
+    if (field.message?.typeName === "google.protobuf.Value") return fc.oneof(fc.integer({ min: 1, max: 64 }), fc.constant("auto"));
     if (field.message) return messageValue(field.message, mode);
     if (field.enum) return enumValue(field.enum.values.map((v) => v.name), field.enum.values.map((v) => v.number), mode);
     return scalarValue(field.scalar ?? ScalarType.STRING, mode);
