@@ -8,6 +8,7 @@ import type { ConfigSources } from "./config/load.js";
 import { embeddedDefaultConfig } from "./config/default.js";
 import { log, setLogLevel } from "./observe/log.js";
 import { version } from "./version.js";
+import { workerIdEnv } from "./server/workers/channel.js";
 
 function sourcesFrom(flags: Map<string, string>): ConfigSources {
   return {
@@ -31,6 +32,31 @@ function sourcesFrom(flags: Map<string, string>): ConfigSources {
  */
 function interactive(): void {
   Bun.unsafe.setJITPolicy(1);
+}
+
+/** The line tests and operators read the ports from, and the demo's first request. */
+function announce(ports: Record<string, number>, configVersion: number, sources: ConfigSources, extra: Record<string, unknown>): void {
+  const listening = Object.entries(ports).map(([name, port]) => `${name}=${port}`).join(" ");
+  log.info("kedge is serving", { ports, configVersion, ...extra });
+  process.stdout.write(`kedge ${version.kedge} listening: ${listening}\n`);
+  if (!sources.configFile && !sources.directorFile && !sources.backendpoolFile && ports.http) {
+    process.stdout.write(`Embedded demo config. Try:\n  curl -s 'http://127.0.0.1:${ports.http}/?name=kedge'\n`);
+  }
+}
+
+/** One request's bug must not take down every other client's connection: log and keep serving. */
+function keepServingOnErrors(): void {
+  process.on("uncaughtException", (e) => log.error("uncaught exception", { error: e.stack ?? String(e) }));
+  process.on("unhandledRejection", (e) => log.error("unhandled rejection", { error: (e as Error)?.stack ?? String(e) }));
+}
+
+function onStop(shutdown: () => Promise<void>): void {
+  const stop = async () => {
+    await shutdown();
+    process.exit(0);
+  };
+  process.once("SIGTERM", stop);
+  process.once("SIGINT", stop);
 }
 
 async function main(argv: string[]): Promise<number> {
@@ -87,26 +113,44 @@ async function main(argv: string[]): Promise<number> {
     }
     default: {
       const sources = sourcesFrom(args.flags);
+      const workerId = process.env[workerIdEnv];
+      if (workerId) {
+        const { runWorker } = await import("./server/workers/worker.js");
+        runWorker(Number(workerId), sources, interactive);
+        keepServingOnErrors();
+        return -1;
+      }
+      const [{ loadConfig }, { workersSetting }, { availableCpus, readCpuLimitFiles }] = await Promise.all([
+        import("./config/load.js"),
+        import("./config/workers.js"),
+        import("./server/workers/cpus.js"),
+      ]);
+      const config = loadConfig(sources);
+      const setting = workersSetting(config);
+      const workers = setting === "auto" ? availableCpus(readCpuLimitFiles(navigator.hardwareConcurrency)) : setting;
+      if (workers > 1) {
+        const { startSupervisor } = await import("./server/workers/supervised.js");
+        const kedge = await startSupervisor(sources, config, workers);
+        interactive();
+        announce(kedge.ports, kedge.runtime().version, sources, { workers: kedge.pool.workers() });
+        process.on("SIGHUP", () => void kedge.reload());
+        keepServingOnErrors();
+        onStop(async () => {
+          log.info("shutting down: draining every worker");
+          await kedge.shutdown();
+        });
+        return -1;
+      }
       const { startKedge } = await import("./server/kedge.js");
       const kedge = await startKedge(sources, { watchFiles: true });
       interactive();
-      const listening = Object.entries(kedge.ports).map(([name, port]) => `${name}=${port}`).join(" ");
-      log.info("kedge is serving", { ports: kedge.ports, configVersion: kedge.runtime().version });
-      process.stdout.write(`kedge ${version.kedge} listening: ${listening}\n`);
-      if (!sources.configFile && !sources.directorFile && !sources.backendpoolFile && kedge.ports.http) {
-        process.stdout.write(`Embedded demo config. Try:\n  curl -s 'http://127.0.0.1:${kedge.ports.http}/?name=kedge'\n`);
-      }
+      announce(kedge.ports, kedge.runtime().version, sources, {});
       process.on("SIGHUP", () => void kedge.reload());
-      // One request's bug must not take down every other client's connection: log and keep serving.
-      process.on("uncaughtException", (e) => log.error("uncaught exception", { error: e.stack ?? String(e) }));
-      process.on("unhandledRejection", (e) => log.error("unhandled rejection", { error: (e as Error)?.stack ?? String(e) }));
-      const stop = async () => {
+      keepServingOnErrors();
+      onStop(async () => {
         log.info("shutting down: draining in-flight requests");
         await kedge.shutdown();
-        process.exit(0);
-      };
-      process.once("SIGTERM", stop);
-      process.once("SIGINT", stop);
+      });
       return -1; // keep running
     }
   }

@@ -277,7 +277,8 @@ for (const flavour of [
       expect(pod.hostNetwork).toBeUndefined();
       expect(pod.terminationGracePeriodSeconds).toBe(30);
       expect(c.lifecycle).toBeUndefined(); // no preStop: the distroless image has no shell
-      expect(c.resources).toEqual({ requests: { cpu: "100m", memory: "64Mi" }, limits: { memory: "256Mi" } });
+      // Guaranteed QoS with whole CPUs: the CPU limit is what workers: auto sizes itself by.
+      expect(c.resources).toEqual({ requests: { cpu: "2", memory: "256Mi" }, limits: { cpu: "2", memory: "256Mi" } });
     });
 
     it("runs the image of this release (package.json's version), never :latest", async () => {

@@ -25,6 +25,7 @@ export const flagAliases: Record<string, readonly string[]> = {
   "tls-key-file": ["tls-key-file", "server_tls_key_file"],
   "bind-address": ["bind-address", "server_bind_address"],
   "log-level": ["log-level", "log_level"],
+  workers: ["workers"],
   "tls-client-ca-files": ["tls-client-ca-files", "server_tls_client_ca_files"],
   "tls-client-cert-required": ["tls-client-cert-required", "server_tls_client_cert_required"],
   "oidc-provider-url": ["oidc-provider-url", "server_oidc_provider_url"],
@@ -111,6 +112,11 @@ export function serverOverrides(flags: Map<string, string>): Record<string, unkn
   str("tls-key-file", "tls_key_file");
   str("bind-address", "bind_address");
   str("log-level", "log_level");
+  const workers = flags.get("workers");
+  if (workers !== undefined) {
+    if (workers !== "auto" && !/^\d+$/.test(workers)) throw new UsageError(`--workers: "${workers}" is not auto or a number`);
+    out.workers = workers === "auto" ? "auto" : Number(workers);
+  }
   const list = flags.get("tls-client-ca-files");
   if (list !== undefined) out.tls_client_ca_files = commaList(list);
   const required = flags.get("tls-client-cert-required");
@@ -251,6 +257,8 @@ Server flags (override the config's server section; kedge Go names in parenthese
   --tls-key-file F           (--server_tls_key_file)
   --bind-address A           (--server_bind_address)
   --log-level L              (--log_level)               debug, info, warn, error
+  --workers N|auto                                       worker processes (default auto: the CPUs
+                                                        the cgroup quota and affinity mask allow)
   --tls-client-ca-files F,F  (--server_tls_client_ca_files)      CAs for client certificates
   --tls-client-cert-required (--server_tls_client_cert_required) fail handshakes without one
 

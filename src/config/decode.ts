@@ -39,6 +39,8 @@ function checkMessage(desc: DescMessage, value: unknown, path: string, problems:
     }
     return;
   }
+  // Any JSON: a field such as server.workers takes a number or a word; its own check reads it.
+  if (desc.typeName === "google.protobuf.Value") return;
   if (typeof value !== "object" || value === null || Array.isArray(value)) {
     problems.push(`${path || "(top level)"}: expected an object, got ${describe(value)}`);
     return;

@@ -3,6 +3,12 @@ export type LogLevel = "debug" | "info" | "warn" | "error";
 
 const order: Record<LogLevel, number> = { debug: 10, info: 20, warn: 30, error: 40 };
 let threshold = order.info;
+/** Fields every line of this process carries: a worker's id, so the merged stderr tells workers apart. */
+let processFields: Record<string, unknown> = {};
+
+export function setLogProcessFields(fields: Record<string, unknown>): void {
+  processFields = fields;
+}
 
 export function setLogLevel(level: string): void {
   const normalised = (level === "warning" ? "warn" : level) as LogLevel;
@@ -11,7 +17,7 @@ export function setLogLevel(level: string): void {
 
 function emit(level: LogLevel, msg: string, fields?: Record<string, unknown>): void {
   if (order[level] < threshold) return;
-  process.stderr.write(`${JSON.stringify({ time: new Date().toISOString(), level, msg, ...fields })}\n`);
+  process.stderr.write(`${JSON.stringify({ time: new Date().toISOString(), level, msg, ...processFields, ...fields })}\n`);
 }
 
 export const log = {

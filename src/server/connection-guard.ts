@@ -10,6 +10,8 @@ export const bodyTimeout = new KedgeError("bad-request", 408, "request body stal
  */
 export class ConnectionGuard {
   private open = 0;
+  /** Connections admitted so far (a worker's share of the port, in /debug/workers). */
+  accepted = 0;
   /** Connections refused because the limit was reached, and ones that missed the head deadline. */
   readonly refused = { overLimit: 0, headTimeout: 0 };
 
@@ -26,6 +28,7 @@ export class ConnectionGuard {
       return false;
     }
     this.open++;
+    this.accepted++;
     return true;
   }
 

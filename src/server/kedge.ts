@@ -3,8 +3,8 @@ import type { Config } from "../gen/kedge/config/v1/config_pb.js";
 import { durationMs } from "../config/duration.js";
 import { ConfigError } from "../config/error.js";
 import { withDiscovered } from "../config/compose.js";
-import { configFiles, loadConfig, type ConfigSources } from "../config/load.js";
-import { watchConfigFiles } from "../config/watch.js";
+import { loadConfig, type ConfigSources } from "../config/load.js";
+import { watchConfigFiles, watchedFiles } from "../config/watch.js";
 import { defaultBindAddress, unguardedListeners } from "../config/validate-exposure.js";
 import { RoutingDiscovery } from "../k8s/discovery.js";
 import { kubeClient, useKubernetesConfig } from "../k8s/shared-client.js";
@@ -12,11 +12,11 @@ import { startDemoBackend } from "../demo/backend.js";
 import { log, setLogLevel } from "../observe/log.js";
 import { countBackendChanges, createMetrics, watchBackends } from "../observe/metrics.js";
 import { buildRuntime, type Runtime } from "../runtime.js";
-import { adminApp } from "./admin.js";
+import type { AdminState } from "./admin.js";
 import { debugServedWithoutToken } from "./admin-auth.js";
-import { startAdminListener } from "./admin-listener.js";
 import { defaultGracefulShutdownMs, drain } from "./drain.js";
 import { startDataListeners, type DataListeners } from "./listeners.js";
+import { nextRuntime, rejected } from "./next-runtime.js";
 
 export interface KedgeServer {
   readonly ports: Record<string, number>;
@@ -26,6 +26,25 @@ export interface KedgeServer {
   reload(): Promise<ConfigError | undefined>;
   /** Graceful: stop accepting, wait for in-flight requests up to the deadline, then close everything. */
   shutdown(): Promise<void>;
+  /** Client connections admitted since start (a worker's share of the ports). */
+  acceptedConnections(): number;
+}
+
+export interface KedgeOptions {
+  watchFiles?: boolean;
+  /**
+   * Set in a worker process (server/workers): the config comes from the supervisor, which loaded
+   * and validated it; the supervisor owns the admin port and the demo backend; the data ports
+   * are bound with SO_REUSEPORT beside the other workers'.
+   */
+  supervised?: SupervisedConfig;
+}
+
+export interface SupervisedConfig {
+  /** The config the supervisor sent last, with the ports every worker binds. */
+  config(): Config;
+  /** Its version number, the supervisor's. */
+  version(): number;
 }
 
 /** How long start waits for discovery's first listing, so generated routes serve from the first request. */
@@ -40,8 +59,10 @@ function startDiscovery(config: Config, onChange: () => void): RoutingDiscovery 
 }
 
 /** Starts kedge serve from config sources; throws ConfigError before binding anything when the config is bad. */
-export async function startKedge(sources: ConfigSources, options: { watchFiles?: boolean } = {}): Promise<KedgeServer> {
-  const base = loadConfig(sources);
+export async function startKedge(sources: ConfigSources, options: KedgeOptions = {}): Promise<KedgeServer> {
+  const supervised = options.supervised;
+  const load = supervised ? supervised.config : () => loadConfig(sources);
+  const base = load();
   setLogLevel(base.server?.logLevel || "info");
   const metrics = createMetrics();
   let reload: () => Promise<ConfigError | undefined> = async () => undefined;
@@ -52,7 +73,7 @@ export async function startKedge(sources: ConfigSources, options: { watchFiles?:
   let current: Runtime;
   try {
     first = compose(base);
-    current = buildRuntime(first, 1);
+    current = buildRuntime(first, supervised?.version() ?? 1);
   } catch (e) {
     discovery?.stop();
     throw e;
@@ -64,12 +85,12 @@ export async function startKedge(sources: ConfigSources, options: { watchFiles?:
   watchBackends(metrics, () => current);
   const ports: Record<string, number> = {};
 
-  const demo = server.demoBackendPort !== undefined ? startDemoBackend(server.demoBackendPort) : undefined;
+  const demo = server.demoBackendPort !== undefined && !supervised ? startDemoBackend(server.demoBackendPort) : undefined;
   if (demo) ports.demo = demo.port;
   const ctx = { runtime: () => current, metrics };
   let data: DataListeners;
   try {
-    data = await startDataListeners(server, ctx);
+    data = await startDataListeners(server, ctx, !!supervised);
   } catch (e) {
     demo?.stop();
     discovery?.stop();
@@ -78,7 +99,7 @@ export async function startKedge(sources: ConfigSources, options: { watchFiles?:
   }
   Object.assign(ports, data.ports);
   const unguarded = unguardedListeners(first);
-  if (unguarded.length > 0) {
+  if (unguarded.length > 0 && !supervised) {
     log.warn("data listeners are reachable beyond loopback without authentication (auth.allow_unauthenticated)", { listeners: unguarded.map((l) => l.address) });
   }
   metrics.activeConnections.collect = () => [[[], data.openConnections()]];
@@ -92,8 +113,8 @@ export async function startKedge(sources: ConfigSources, options: { watchFiles?:
   };
 
   const adminHost = server.bindAddress || defaultBindAddress;
-  const admin = server.adminPort !== undefined
-    ? await startAdminListener(adminApp({ runtime: () => current, metrics, draining: () => draining }), () => current, adminHost, server.adminPort)
+  const admin = server.adminPort !== undefined && !supervised
+    ? await startAdmin({ runtime: () => current, metrics, draining: () => draining }, adminHost, server.adminPort)
     : undefined;
   if (admin) ports.admin = admin.port;
   if (admin && !current.access.requiresToken && !debugServedWithoutToken(current, adminHost)) {
@@ -105,25 +126,14 @@ export async function startKedge(sources: ConfigSources, options: { watchFiles?:
 
   let reloading: Promise<ConfigError | undefined> = Promise.resolve(undefined);
   const reloadOnce = async (): Promise<ConfigError | undefined> => {
-    let next: Runtime;
+    let config: Config;
     try {
-      const config = compose(loadConfig(sources));
-      warnAboutListenerChanges(current.config, config);
-      next = buildRuntime(config, current.version + 1, current);
-      if (config.server?.httpTlsPort !== undefined || config.server?.grpcTlsPort !== undefined) {
-        try {
-          data.reloadTls(config.server);
-        } catch (e) {
-          next.retire(current); // closes only what the rejected runtime started
-          throw new ConfigError([`server.tls_cert_file/tls_key_file/tls_client_ca_files: ${(e as Error).message}`]);
-        }
-      }
+      config = compose(load());
     } catch (e) {
-      const err = e instanceof ConfigError ? e : new ConfigError([(e as Error).message]);
-      metrics.reloads.inc(["failure"]);
-      log.error("config rejected; the previous config keeps serving", { problems: err.problems, version: current.version });
-      return err;
+      return rejected(e, current, metrics);
     }
+    const next = nextRuntime(config, current, supervised?.version() ?? current.version + 1, metrics, (s) => data.reloadTls(s));
+    if (next instanceof ConfigError) return next;
     const previous = current;
     current = next; // one reference swap: new requests see the new runtime, in-flight ones keep theirs
     previous.retire(next);
@@ -136,22 +146,13 @@ export async function startKedge(sources: ConfigSources, options: { watchFiles?:
   reload = () => (reloading = reloading.then(reloadOnce));
 
   const watchers: FSWatcher[] = [];
-  // Cert files too: cert-manager and friends rotate them in place.
-  const auth = first.auth;
-  const watched = [
-    ...configFiles(sources),
-    server.tlsCertFile,
-    server.tlsKeyFile,
-    ...server.tlsClientCaFiles,
-    auth?.bearerTokenFile ?? "",
-    auth?.oidc?.jwksFile ?? "",
-  ].filter(Boolean);
-  if (options.watchFiles) watchers.push(...watchConfigFiles(watched, () => void reload()));
+  if (options.watchFiles) watchers.push(...watchConfigFiles(watchedFiles(sources, first), () => void reload()));
 
   return {
     ports,
     runtime: () => current,
     reload,
+    acceptedConnections: () => data.acceptedConnections(),
     async shutdown() {
       if (draining) return;
       draining = true;
@@ -168,11 +169,11 @@ export async function startKedge(sources: ConfigSources, options: { watchFiles?:
   };
 }
 
-function warnAboutListenerChanges(before: Config, after: Config): void {
-  const b = before.server;
-  const a = after.server;
-  const listenerFields = ["httpTlsPort", "httpPort", "grpcTlsPort", "h2cPort", "adminPort", "bindAddress"] as const;
-  if (listenerFields.some((f) => b?.[f] !== a?.[f])) {
-    log.warn("listener changes in the server section take effect on restart");
-  }
+/**
+ * The admin port, its modules (Hono, node:http and node:http2) loaded only where it is served:
+ * a worker process has none, the supervisor serves it for all of them.
+ */
+async function startAdmin(state: AdminState, host: string, port: number): Promise<{ port: number; close: () => void }> {
+  const [{ adminApp }, { startAdminListener }] = await Promise.all([import("./admin.js"), import("./admin-listener.js")]);
+  return startAdminListener(adminApp(state), state.runtime, host, port);
 }

@@ -2,16 +2,19 @@ import type { IncomingHttpHeaders } from "node:http2";
 import type { AddressInfo } from "node:net";
 
 interface Listenable {
-  listen: (port: number, host: string, cb: () => void) => unknown;
+  listen: (options: { port: number; host: string; reusePort?: boolean }, cb: () => void) => unknown;
   once: (e: string, cb: (err: Error) => void) => unknown;
   address: () => AddressInfo | string | null;
 }
 
-/** Binds `server` and resolves with the port it got (port 0 picks a free one). */
-export function listen(server: Listenable, port: number, host: string): Promise<number> {
+/**
+ * Binds `server` and resolves with the port it got (port 0 picks a free one). With `reusePort`
+ * (SO_REUSEPORT) every kedge worker binds the same port and the kernel spreads connections.
+ */
+export function listen(server: Listenable, port: number, host: string, reusePort = false): Promise<number> {
   return new Promise((resolve, reject) => {
     server.once("error", reject);
-    server.listen(port, host, () => resolve((server.address() as AddressInfo).port));
+    server.listen({ port, host, reusePort }, () => resolve((server.address() as AddressInfo).port));
   });
 }
 

@@ -1,4 +1,3 @@
-import { readFileSync } from "node:fs";
 import tls from "node:tls";
 import type { ServerConfig } from "../gen/kedge/config/v1/server_pb.js";
 import { durationMs } from "../config/duration.js";
@@ -16,6 +15,7 @@ import { H1Connections, kedgeRoles, type H1Options } from "./h1/connections.js";
 import { defaultSendTimeoutMs, H2Connections, type H2Options } from "./h2/connections.js";
 import { serveKedgeStream } from "./ingress-h2.js";
 import { TlsHandshakeFailures } from "./tls-failures.js";
+import { tlsFiles } from "./tls-files.js";
 
 export interface DataListeners {
   /** Bound ports, by listener name (tls, http). */
@@ -29,6 +29,8 @@ export interface DataListeners {
   closeAll(): void;
   /** Client connections open now, over all listeners (the active-connections gauge). */
   openConnections(): number;
+  /** Client connections admitted since start, over all listeners. */
+  acceptedConnections(): number;
   /** Connections refused so far: over max_connections, or no request head within request_header_timeout. */
   refusedConnections(): { overLimit: number; headTimeout: number };
   /** Failed TLS handshakes so far, as [listener, reason] → count. */
@@ -36,22 +38,6 @@ export interface DataListeners {
 }
 
 const defaultClientIdleMs = 120_000;
-
-/**
- * The listener's TLS material. With client CAs, clients are asked for a certificate; a missing or
- * untrusted one fails the handshake only when required, otherwise the request path refuses an
- * untrusted one and treats a missing one as no identity.
- */
-function tlsFiles(server: ServerConfig): tls.SecureContextOptions & { requestCert: boolean; rejectUnauthorized: boolean } {
-  const clientCas = server.tlsClientCaFiles.map((f) => readFileSync(f));
-  return {
-    cert: readFileSync(server.tlsCertFile),
-    key: readFileSync(server.tlsKeyFile),
-    ca: clientCas.length > 0 ? clientCas : undefined,
-    requestCert: clientCas.length > 0,
-    rejectUnauthorized: clientCas.length > 0 && server.tlsClientCertRequired,
-  };
-}
 
 interface Proxies {
   ctx: ProxyContext;
@@ -66,8 +52,9 @@ interface Proxies {
  * - grpc_tls_port: kedge Go's dedicated gRPC port, TLS with ALPN h2 only;
  * - h2c_port: HTTP/2 with prior knowledge, no TLS (in-cluster and tests);
  * - http_port: plaintext HTTP/1.1.
+ * `reusePort`: each kedge worker binds the same ports (SO_REUSEPORT).
  */
-export async function startDataListeners(server: ServerConfig, ctx: ProxyContext): Promise<DataListeners> {
+export async function startDataListeners(server: ServerConfig, ctx: ProxyContext, reusePort = false): Promise<DataListeners> {
   const bind = server.bindAddress || defaultBindAddress;
   const idleMs = durationMs(server.clientIdleTimeout, defaultClientIdleMs);
   const limits: HeadLimits = {
@@ -121,7 +108,7 @@ export async function startDataListeners(server: ServerConfig, ctx: ProxyContext
       },
     );
     listener.on("tlsClientError", (err: Error, socket: tls.TLSSocket | undefined) => tlsFailures.record(name, err, socket?.remoteAddress));
-    ports[name] = await listen(listener, port, bind);
+    ports[name] = await listen(listener, port, bind, reusePort);
     tlsServers.push(listener);
     closers.push({
       stop: () => {
@@ -144,13 +131,13 @@ export async function startDataListeners(server: ServerConfig, ctx: ProxyContext
   if (server.h2cPort !== undefined) {
     const h2 = new H2Connections(h2Options(() => ports.h2c));
     h2Sets.push(h2);
-    const h2c = startPlainListener(bind, server.h2cPort, h2);
+    const h2c = startPlainListener(bind, server.h2cPort, h2, reusePort);
     ports.h2c = h2c.port;
     closers.push({ stop: h2c.stop, kill: h2c.kill });
   }
 
   if (server.httpPort !== undefined) {
-    const plain = startPlainListener(bind, server.httpPort, new H1Connections(h1Options("http"), () => ports.http));
+    const plain = startPlainListener(bind, server.httpPort, new H1Connections(h1Options("http"), () => ports.http), reusePort);
     ports.http = plain.port;
     closers.push({ stop: plain.stop, kill: plain.kill });
   }
@@ -168,6 +155,7 @@ export async function startDataListeners(server: ServerConfig, ctx: ProxyContext
     },
     closeAll: () => closers.forEach((c) => c.kill()),
     openConnections: () => guard.openConnections,
+    acceptedConnections: () => guard.accepted,
     refusedConnections: () => guard.refused,
     tlsHandshakeFailures: () => tlsFailures.samples(),
   };

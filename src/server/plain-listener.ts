@@ -31,10 +31,12 @@ interface SocketState<C> {
 }
 
 /** A plaintext listener on Bun.listen whose sockets go to `conns`: no node:net or node:http in the path. */
-export function startPlainListener<C extends PlainConnection>(hostname: string, port: number, conns: PlainConnections<C>): PlainListener {
+export function startPlainListener<C extends PlainConnection>(hostname: string, port: number, conns: PlainConnections<C>, reusePort = false): PlainListener {
   const listener: TCPSocketListener<SocketState<C>> = Bun.listen<SocketState<C>>({
     hostname,
     port,
+    // Bun 1.4.5 honours reusePort in Bun.listen but its types do not list it yet.
+    ...({ reusePort } as object),
     // A client may half-close once its request is sent (nc -N, some health checkers): it still gets its answer.
     allowHalfOpen: true,
     socket: {

@@ -4,15 +4,15 @@
 
 import type { GenEnum, GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
 import { enumDesc, fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
-import type { Duration } from "@bufbuild/protobuf/wkt";
-import { file_google_protobuf_duration } from "@bufbuild/protobuf/wkt";
+import type { Duration, Value } from "@bufbuild/protobuf/wkt";
+import { file_google_protobuf_duration, file_google_protobuf_struct } from "@bufbuild/protobuf/wkt";
 import type { Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file kedge/config/v1/server.proto.
  */
 export const file_kedge_config_v1_server: GenFile = /*@__PURE__*/
-  fileDesc("ChxrZWRnZS9jb25maWcvdjEvc2VydmVyLnByb3RvEg9rZWRnZS5jb25maWcudjEi9wcKDFNlcnZlckNvbmZpZxIUCgxiaW5kX2FkZHJlc3MYASABKAkSGgoNaHR0cF90bHNfcG9ydBgCIAEoDUgAiAEBEhYKCWh0dHBfcG9ydBgDIAEoDUgBiAEBEhoKDWdycGNfdGxzX3BvcnQYBCABKA1IAogBARIXCgphZG1pbl9wb3J0GAUgASgNSAOIAQESFQoNdGxzX2NlcnRfZmlsZRgGIAEoCRIUCgx0bHNfa2V5X2ZpbGUYByABKAkSGwoTdGxzX2NsaWVudF9jYV9maWxlcxgIIAMoCRIgChh0bHNfY2xpZW50X2NlcnRfcmVxdWlyZWQYCSABKAgSNAoRZ3JhY2VmdWxfc2h1dGRvd24YCiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SEQoJbG9nX2xldmVsGAsgASgJEh4KEWRlbW9fYmFja2VuZF9wb3J0GAwgASgNSASIAQESIAoYbWF4X3JlcXVlc3RfaGVhZGVyX2J5dGVzGA0gASgNEjYKE2NsaWVudF9pZGxlX3RpbWVvdXQYDiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SFQoIaDJjX3BvcnQYDyABKA1IBYgBARIbChNtYXhfcmVxdWVzdF9oZWFkZXJzGBAgASgNEh0KFW1heF9yZXF1ZXN0X3VyaV9ieXRlcxgRIAEoDRIeChZtYXhfcmVxdWVzdF9ib2R5X2J5dGVzGBIgASgEEjkKFnJlcXVlc3RfaGVhZGVyX3RpbWVvdXQYEyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SFwoPbWF4X2Nvbm5lY3Rpb25zGBQgASgNEiEKGWgyX21heF9jb25jdXJyZW50X3N0cmVhbXMYFSABKA0SHQoVYWxsb3dfZW5jb2RlZF9zbGFzaGVzGBYgASgIEjkKFmgyX3N0cmVhbV9zZW5kX3RpbWVvdXQYFyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SVgoYaGVhZGVyc193aXRoX3VuZGVyc2NvcmVzGBggASgOMjQua2VkZ2UuY29uZmlnLnYxLlNlcnZlckNvbmZpZy5IZWFkZXJzV2l0aFVuZGVyc2NvcmVzIjkKFkhlYWRlcnNXaXRoVW5kZXJzY29yZXMSCgoGUkVKRUNUEAASCQoFQUxMT1cQARIICgREUk9QEAJCEAoOX2h0dHBfdGxzX3BvcnRCDAoKX2h0dHBfcG9ydEIQCg5fZ3JwY190bHNfcG9ydEINCgtfYWRtaW5fcG9ydEIUChJfZGVtb19iYWNrZW5kX3BvcnRCCwoJX2gyY19wb3J0YgZwcm90bzM", [file_google_protobuf_duration]);
+  fileDesc("ChxrZWRnZS9jb25maWcvdjEvc2VydmVyLnByb3RvEg9rZWRnZS5jb25maWcudjEioAgKDFNlcnZlckNvbmZpZxIUCgxiaW5kX2FkZHJlc3MYASABKAkSGgoNaHR0cF90bHNfcG9ydBgCIAEoDUgAiAEBEhYKCWh0dHBfcG9ydBgDIAEoDUgBiAEBEhoKDWdycGNfdGxzX3BvcnQYBCABKA1IAogBARIXCgphZG1pbl9wb3J0GAUgASgNSAOIAQESFQoNdGxzX2NlcnRfZmlsZRgGIAEoCRIUCgx0bHNfa2V5X2ZpbGUYByABKAkSGwoTdGxzX2NsaWVudF9jYV9maWxlcxgIIAMoCRIgChh0bHNfY2xpZW50X2NlcnRfcmVxdWlyZWQYCSABKAgSNAoRZ3JhY2VmdWxfc2h1dGRvd24YCiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SEQoJbG9nX2xldmVsGAsgASgJEh4KEWRlbW9fYmFja2VuZF9wb3J0GAwgASgNSASIAQESIAoYbWF4X3JlcXVlc3RfaGVhZGVyX2J5dGVzGA0gASgNEjYKE2NsaWVudF9pZGxlX3RpbWVvdXQYDiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SFQoIaDJjX3BvcnQYDyABKA1IBYgBARIbChNtYXhfcmVxdWVzdF9oZWFkZXJzGBAgASgNEh0KFW1heF9yZXF1ZXN0X3VyaV9ieXRlcxgRIAEoDRIeChZtYXhfcmVxdWVzdF9ib2R5X2J5dGVzGBIgASgEEjkKFnJlcXVlc3RfaGVhZGVyX3RpbWVvdXQYEyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SFwoPbWF4X2Nvbm5lY3Rpb25zGBQgASgNEiEKGWgyX21heF9jb25jdXJyZW50X3N0cmVhbXMYFSABKA0SHQoVYWxsb3dfZW5jb2RlZF9zbGFzaGVzGBYgASgIEjkKFmgyX3N0cmVhbV9zZW5kX3RpbWVvdXQYFyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SVgoYaGVhZGVyc193aXRoX3VuZGVyc2NvcmVzGBggASgOMjQua2VkZ2UuY29uZmlnLnYxLlNlcnZlckNvbmZpZy5IZWFkZXJzV2l0aFVuZGVyc2NvcmVzEicKB3dvcmtlcnMYGSABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWUiOQoWSGVhZGVyc1dpdGhVbmRlcnNjb3JlcxIKCgZSRUpFQ1QQABIJCgVBTExPVxABEggKBERST1AQAkIQCg5faHR0cF90bHNfcG9ydEIMCgpfaHR0cF9wb3J0QhAKDl9ncnBjX3Rsc19wb3J0Qg0KC19hZG1pbl9wb3J0QhQKEl9kZW1vX2JhY2tlbmRfcG9ydEILCglfaDJjX3BvcnRiBnByb3RvMw", [file_google_protobuf_duration, file_google_protobuf_struct]);
 
 /**
  * ServerConfig sets up kedge's listeners. An absent port is off; 0 picks a free port.
@@ -187,6 +187,18 @@ export type ServerConfig = Message<"kedge.config.v1.ServerConfig"> & {
    * @generated from field: kedge.config.v1.ServerConfig.HeadersWithUnderscores headers_with_underscores = 24;
    */
   headersWithUnderscores: ServerConfig_HeadersWithUnderscores;
+
+  /**
+   * workers: how many worker processes serve the data ports, "auto" (the default) or a number
+   * (at least 1). "auto" is the CPUs this process may use: the smaller of the affinity mask and
+   * the cgroup CPU quota (rounded up), at least 1. With 1, kedge is one process; with more, one
+   * supervisor owns the admin port, config loading and reloads, and runs the workers, each
+   * listening on every data port with SO_REUSEPORT. Any JSON value, so that both `workers: 2`
+   * and `workers: auto` load.
+   *
+   * @generated from field: google.protobuf.Value workers = 25;
+   */
+  workers?: Value | undefined;
 };
 
 /**

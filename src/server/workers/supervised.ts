@@ -1,0 +1,150 @@
+import type { FSWatcher } from "node:fs";
+import tls from "node:tls";
+import { toJson } from "@bufbuild/protobuf";
+import { ConfigSchema, type Config } from "../../gen/kedge/config/v1/config_pb.js";
+import { durationMs } from "../../config/duration.js";
+import { ConfigError } from "../../config/error.js";
+import { loadConfig, type ConfigSources } from "../../config/load.js";
+import { watchConfigFiles, watchedFiles } from "../../config/watch.js";
+import { defaultBindAddress, unguardedListeners } from "../../config/validate-exposure.js";
+import { startDemoBackend } from "../../demo/backend.js";
+import { log, setLogLevel } from "../../observe/log.js";
+import { createMetrics } from "../../observe/metrics.js";
+import { Counter, Gauge } from "../../observe/prometheus.js";
+import { buildRuntime, type Runtime } from "../../runtime.js";
+import { adminApp } from "../admin.js";
+import { startAdminListener } from "../admin-listener.js";
+import { defaultGracefulShutdownMs } from "../drain.js";
+import { tlsFiles } from "../tls-files.js";
+import { nextRuntime, rejected } from "../next-runtime.js";
+import type { ServeMessage, WorkerStats } from "./worker.js";
+import { WorkerPool } from "./supervisor.js";
+
+export interface SupervisedKedge {
+  readonly ports: Record<string, number>;
+  readonly pool: WorkerPool;
+  runtime(): Runtime;
+  /** Loads and validates the config once; valid, every worker swaps to it; invalid, one error line and the workers keep theirs. */
+  reload(): Promise<ConfigError | undefined>;
+  /** Drains every worker (SIGTERM), then closes the admin port. */
+  shutdown(): Promise<void>;
+}
+
+/** Workers get the grace period, then this long to exit, before they are killed. */
+const exitMarginMs = 3_000;
+const workerStartTimeoutMs = 30_000;
+
+/** This binary again with the same arguments: a compiled kedge is its own execPath; under `bun` the script follows. */
+function workerCommand(): string[] {
+  const compiled = Bun.main.startsWith("/$bunfs/");
+  return [process.execPath, ...(compiled ? [] : [Bun.main]), ...process.argv.slice(2)];
+}
+
+/**
+ * kedge with more than one worker: this process loads and validates the config, owns the admin
+ * port, the demo backend and the file watches, and runs `count` worker processes that serve the
+ * data ports. Its runtime (backends, access control) answers the admin surfaces; it serves no data.
+ */
+export async function startSupervisor(sources: ConfigSources, first: Config, count: number): Promise<SupervisedKedge> {
+  setLogLevel(first.server?.logLevel || "info");
+  const server = first.server!;
+  const metrics = createMetrics();
+  const restarts = metrics.registry.add(new Counter("kedge_worker_restarts_total", "Worker processes restarted after they died.", []));
+  let restartCount = 0;
+  let current = buildRuntime(first, 1);
+  let draining = false;
+  const ports: Record<string, number> = {};
+  const demo = server.demoBackendPort !== undefined ? startDemoBackend(server.demoBackendPort) : undefined;
+  if (demo) ports.demo = demo.port;
+
+  let dataPorts: Record<string, number> | undefined;
+  const serveMessage = (type: string, runtime: Runtime): ServeMessage => ({
+    type,
+    config: toJson(ConfigSchema, runtime.config),
+    version: runtime.version,
+    ports: dataPorts,
+  });
+  const pool = new WorkerPool({
+    count,
+    command: workerCommand(),
+    env: process.env,
+    start: async (worker, workers) => {
+      const reply = await workers.ask<{ ports: Record<string, number> }>(worker.id, serveMessage("start", current), workerStartTimeoutMs);
+      dataPorts ??= reply.ports;
+    },
+    onRestart: () => {
+      restartCount++;
+      restarts.inc([]);
+    },
+  });
+  try {
+    await pool.startAll();
+  } catch (e) {
+    await pool.stop(0);
+    demo?.stop();
+    current.retire(undefined);
+    throw e;
+  }
+  Object.assign(ports, dataPorts);
+  const serving = metrics.registry.add(new Gauge("kedge_workers", "Worker processes serving the data ports now.", []));
+  serving.collect = () => [[[], pool.workers().length]];
+  const unguarded = unguardedListeners(first);
+  if (unguarded.length > 0) {
+    log.warn("data listeners are reachable beyond loopback without authentication (auth.allow_unauthenticated)", { listeners: unguarded.map((l) => l.address) });
+  }
+
+  const app = adminApp({ runtime: () => current, metrics, draining: () => draining });
+  app.get("/debug/workers", async (c) => {
+    const stats = await pool.askAll<WorkerStats>({ type: "stats" });
+    const byId = new Map(stats.map((s) => [s.workerId, s]));
+    return c.json({
+      supervisor: { pid: process.pid, workerRestarts: restartCount },
+      workers: pool.workers().map((w) => ({ ...w, ...byId.get(w.id)?.reply, error: byId.get(w.id)?.error })),
+    });
+  });
+  const adminHost = server.bindAddress || defaultBindAddress;
+  const admin = server.adminPort !== undefined ? await startAdminListener(app, () => current, adminHost, server.adminPort) : undefined;
+  if (admin) ports.admin = admin.port;
+
+  let reloading: Promise<ConfigError | undefined> = Promise.resolve(undefined);
+  const reloadOnce = async (): Promise<ConfigError | undefined> => {
+    let config: Config;
+    try {
+      config = loadConfig(sources);
+    } catch (e) {
+      return rejected(e, current, metrics);
+    }
+    const next = nextRuntime(config, current, current.version + 1, metrics, (s) => void tls.createSecureContext(tlsFiles(s)));
+    if (next instanceof ConfigError) return next;
+    const previous = current;
+    current = next;
+    previous.retire(next);
+    const replies = await pool.askAll<{ problems?: string[] }>(serveMessage("reload", next));
+    const refused = replies.filter((r) => r.error !== undefined || r.reply?.problems);
+    if (refused.length > 0) {
+      log.error("workers did not take the new config", { version: next.version, workers: refused.map((r) => ({ worker: r.workerId, problems: r.error ?? r.reply?.problems })) });
+    }
+    metrics.reloads.inc(["success"]);
+    log.info("config reloaded", { version: next.version, workers: replies.length - refused.length });
+    return undefined;
+  };
+  const reload = () => (reloading = reloading.then(reloadOnce));
+
+  const watchers: FSWatcher[] = watchConfigFiles(watchedFiles(sources, first), () => void reload());
+
+  return {
+    ports,
+    pool,
+    runtime: () => current,
+    reload,
+    async shutdown() {
+      if (draining) return;
+      draining = true;
+      for (const w of watchers) w.close();
+      await pool.stop(durationMs(server.gracefulShutdown, defaultGracefulShutdownMs) + exitMarginMs);
+      admin?.close();
+      demo?.stop();
+      current.retire(undefined);
+    },
+  };
+}

@@ -1,0 +1,230 @@
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "bun:test";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { ensureBinary, healthy, runBinary, waitFor, type Running } from "./helpers/binary.ts";
+import { rawHttp } from "./helpers/raw-http.ts";
+
+// kedge with `workers: 2` (this machine has two cores): one supervisor owning the admin port and
+// the config, two worker processes serving the data port with SO_REUSEPORT. Every request here
+// opens its own connection (rawHttp), so the kernel's spread across the workers' sockets decides
+// which worker answers.
+
+const dir = mkdtempSync(join(tmpdir(), "kedge-workers-"));
+let backends: Array<ReturnType<typeof Bun.serve>> = [];
+let running: Running | undefined;
+
+/** A backend answering its name; /slow?ms=N answers after N ms. */
+function startBackend(name: string): ReturnType<typeof Bun.serve> {
+  const server = Bun.serve({
+    hostname: "127.0.0.1",
+    port: 0,
+    async fetch(req) {
+      const url = new URL(req.url);
+      if (url.pathname === "/slow") await Bun.sleep(Number(url.searchParams.get("ms") ?? 1000));
+      return new Response(`${name}\n`);
+    },
+  });
+  backends.push(server);
+  return server;
+}
+
+function config(backend: string, port: number, extra: Record<string, unknown> = {}) {
+  return {
+    server: { bind_address: "127.0.0.1", http_port: 0, admin_port: 0, workers: 2, log_level: "info", ...extra },
+    http: {
+      backends: [{ name: backend, static: { addresses: [`127.0.0.1:${port}`] } }],
+      routes: [{ backend_name: backend, path_rules: ["/*"] }],
+    },
+  };
+}
+
+interface Kedge {
+  proc: Running;
+  http: number;
+  admin: number;
+  configFile: string;
+}
+
+async function startKedge(cfg: unknown, name = "config.json"): Promise<Kedge> {
+  const configFile = join(dir, name);
+  writeFileSync(configFile, JSON.stringify(cfg));
+  const proc = runBinary(["--config", configFile], dir);
+  running = proc;
+  await waitFor(() => /listening: .*admin=\d+/.test(proc.stdout()), "kedge to listen", proc);
+  const port = (n: string) => Number(new RegExp(`${n}=(\\d+)`).exec(proc.stdout())![1]);
+  const k = { proc, http: port("http"), admin: port("admin"), configFile };
+  await waitFor(healthy(k.admin), "kedge to become healthy", proc);
+  return k;
+}
+
+interface WorkerView {
+  id: number;
+  pid: number;
+  restarts: number;
+  acceptedConnections: number;
+  configVersion: number;
+}
+
+async function workers(k: Kedge): Promise<{ supervisor: { pid: number }; workers: WorkerView[] }> {
+  return (await fetch(`http://127.0.0.1:${k.admin}/debug/workers`)).json() as never;
+}
+
+const get = (k: Kedge, path = "/") => rawHttp(k.http, `GET ${path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`);
+
+beforeAll(() => ensureBinary());
+afterEach(() => {
+  running?.proc.kill("SIGKILL");
+  running = undefined;
+});
+afterAll(() => {
+  for (const b of backends) b.stop(true);
+  backends = [];
+});
+
+describe("kedge workers", () => {
+  it("runs one supervisor and two workers, each listening on the data port with SO_REUSEPORT", async () => {
+    const a = startBackend("alpha");
+    const k = await startKedge(config("alpha", a.port!));
+    const view = await workers(k);
+    expect(view.supervisor.pid).toBe(k.proc.proc.pid);
+    expect(view.workers.map((w) => w.id)).toEqual([1, 2]);
+    const pids = view.workers.map((w) => w.pid);
+    expect(new Set([k.proc.proc.pid, ...pids]).size).toBe(3);
+    // Each worker has its own listening socket on the one port.
+    const ss = Bun.spawnSync(["ss", "-tlnpH", `sport = :${k.http}`]).stdout.toString();
+    for (const pid of pids) expect(ss).toContain(`pid=${pid},`);
+    expect(ss).not.toContain(`pid=${k.proc.proc.pid},`);
+  });
+
+  it("spreads 200 connections across both workers", async () => {
+    const a = startBackend("alpha");
+    const k = await startKedge(config("alpha", a.port!));
+    const answers = await Promise.all(Array.from({ length: 200 }, () => get(k)));
+    expect(answers.every((r) => r.status === 200 && r.body === "alpha\n")).toBe(true);
+    const accepted = (await workers(k)).workers.map((w) => w.acceptedConnections);
+    expect(accepted.reduce((x, y) => x + y, 0)).toBe(200);
+    // Uniform hashing of 200 connections over two sockets: far from a 10/190 split.
+    for (const n of accepted) expect(n).toBeGreaterThanOrEqual(20);
+  });
+});
+
+/** Fresh-connection requests until `count` in a row satisfy `ok`: enough to reach both workers. */
+async function allAnswer(k: Kedge, ok: (r: { status: number; body: string }) => boolean, count = 40): Promise<boolean> {
+  const answers = await Promise.all(Array.from({ length: count }, () => get(k).catch(() => ({ status: 0, body: "" }))));
+  return answers.every(ok);
+}
+
+describe("kedge workers: restart, drain and reload", () => {
+  it("restarts a killed worker while the other keeps serving, and counts it", async () => {
+    const a = startBackend("alpha");
+    const k = await startKedge(config("alpha", a.port!));
+    const before = (await workers(k)).workers;
+    process.kill(before[0].pid, "SIGKILL");
+    const gone = () => {
+      try {
+        process.kill(before[0].pid, 0);
+        return false;
+      } catch {
+        return true;
+      }
+    };
+    await waitFor(gone, "worker 1 to be gone", k.proc);
+    // Requests go on succeeding: the survivor's socket takes every new connection. (Connections
+    // the kernel had queued on the killed worker's socket are lost with it: SO_REUSEPORT's limit.)
+    for (let i = 0; i < 5; i++) expect(await allAnswer(k, (r) => r.status === 200, 20)).toBe(true);
+    await waitFor(async () => (await workers(k)).workers.length === 2, "worker 1 to be back", k.proc);
+    const after = (await workers(k)).workers;
+    expect(after.find((w) => w.id === 1)!.pid).not.toBe(before[0].pid);
+    expect(after.find((w) => w.id === 1)!.restarts).toBe(1);
+    expect(after.find((w) => w.id === 2)!.pid).toBe(before[1].pid);
+    const metrics = await (await fetch(`http://127.0.0.1:${k.admin}/metrics`)).text();
+    expect(metrics).toContain("kedge_worker_restarts_total 1\n");
+    expect(metrics).toContain("kedge_workers 2\n");
+    expect(k.proc.stderr()).toContain('"msg":"worker exited: restarting it","worker":1');
+    expect(await allAnswer(k, (r) => r.status === 200)).toBe(true);
+  });
+
+  it("drains in-flight requests on every worker on SIGTERM, then exits 0", async () => {
+    const a = startBackend("alpha");
+    const k = await startKedge(config("alpha", a.port!, { graceful_shutdown: "10s" }));
+    const slow = Array.from({ length: 16 }, () => get(k, "/slow?ms=1500"));
+    await waitFor(async () => (await workers(k)).workers.every((w) => w.acceptedConnections > 0), "slow requests on both workers", k.proc);
+    const started = performance.now();
+    k.proc.proc.kill("SIGTERM");
+    const answers = await Promise.all(slow);
+    expect(answers.map((r) => r.status)).toEqual(Array(16).fill(200));
+    expect(await k.proc.proc.exited).toBe(0);
+    expect(performance.now() - started).toBeLessThan(8000);
+    // Both workers drained (each logs its own shutdown).
+    expect(k.proc.stderr()).toContain('"msg":"shutting down: draining in-flight requests","worker":1,"reason":"SIGTERM"');
+    expect(k.proc.stderr()).toContain('"msg":"shutting down: draining in-flight requests","worker":2,"reason":"SIGTERM"');
+  });
+
+  it("applies a changed config file on every worker, validated once", async () => {
+    const a = startBackend("alpha");
+    const b = startBackend("bravo");
+    const k = await startKedge(config("alpha", a.port!), "reload.json");
+    writeFileSync(k.configFile, JSON.stringify(config("bravo", b.port!)));
+    await waitFor(() => allAnswer(k, (r) => r.body === "bravo\n"), "every worker to serve the new route", k.proc);
+    expect((await workers(k)).workers.map((w) => w.configVersion)).toEqual([2, 2]);
+    const version = (await (await fetch(`http://127.0.0.1:${k.admin}/_version`)).json()) as { configVersion: number };
+    expect(version.configVersion).toBe(2);
+  });
+
+  it("rejects a bad config once, with one log line, and every worker keeps the old one", async () => {
+    const a = startBackend("alpha");
+    const k = await startKedge(config("alpha", a.port!), "bad-reload.json");
+    const bad = config("alpha", a.port!);
+    bad.http.routes[0].backend_name = "missing";
+    writeFileSync(k.configFile, JSON.stringify(bad));
+    await waitFor(() => k.proc.stderr().includes("config rejected"), "the rejection", k.proc);
+    k.proc.proc.kill("SIGHUP");
+    await waitFor(() => k.proc.stderr().split("config rejected").length === 3, "the second rejection", k.proc);
+    await Bun.sleep(300);
+    const lines = k.proc.stderr().split("\n").filter((l) => l.includes("config rejected"));
+    // One line per reload (the file change, then SIGHUP), from the supervisor, naming the field.
+    expect(lines.length).toBe(2);
+    for (const line of lines) expect(line).toContain('http.routes[0].backend_name: unknown backend \\"missing\\"');
+    expect(await allAnswer(k, (r) => r.body === "alpha\n")).toBe(true);
+    expect((await workers(k)).workers.map((w) => w.configVersion)).toEqual([1, 1]);
+  });
+
+  it("stays one process with workers: 1", async () => {
+    const a = startBackend("alpha");
+    const k = await startKedge(config("alpha", a.port!, { workers: 1 }), "one.json");
+    expect(await allAnswer(k, (r) => r.body === "alpha\n", 10)).toBe(true);
+    expect((await fetch(`http://127.0.0.1:${k.admin}/debug/workers`)).status).toBe(404);
+    const children = Bun.spawnSync(["pgrep", "-P", String(k.proc.proc.pid)]).stdout.toString().trim();
+    expect(children).toBe("");
+  });
+});
+
+describe("kedge workers: stdout", () => {
+  it("keeps every access log line whole while both workers write to one pipe", async () => {
+    const a = startBackend("alpha");
+    const k = await startKedge(
+      { ...config("alpha", a.port!, { max_request_uri_bytes: 16_000 }), observability: { access_log: { enabled: true } } },
+      "access-log.json",
+    );
+    // 3 KB paths: each worker's batch of lines is past PIPE_BUF (4096), the size a pipe writes whole.
+    const path = `/${"p".repeat(3000)}`;
+    const clients = Array.from({ length: 8 }, async (_, c) => {
+      for (let i = 0; i < 100; i++) await get(k, `${path}?${c}-${i}`);
+    });
+    await Promise.all(clients);
+    await waitFor(() => k.proc.stdout().split("\n").filter((l) => l.startsWith("{")).length >= 800, "800 access lines", k.proc);
+    const lines = k.proc.stdout().split("\n").slice(1, -1);
+    const broken = lines.filter((l) => {
+      try {
+        JSON.parse(l);
+        return false;
+      } catch {
+        return true;
+      }
+    });
+    expect({ lines: lines.length, broken: broken.length }).toEqual({ lines: 800, broken: 0 });
+    expect((await workers(k)).workers.every((w) => w.acceptedConnections > 0)).toBe(true);
+  });
+});
+
