@@ -1,8 +1,9 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "bun:test";
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ensureBinary, healthy, runBinary, waitFor, type Running } from "./helpers/binary.ts";
+import { makeTestPki } from "./helpers/certs.ts";
 import { rawHttp } from "./helpers/raw-http.ts";
 
 // kedge with `workers: 2` (this machine has two cores): one supervisor owning the admin port and
@@ -14,6 +15,9 @@ const dir = mkdtempSync(join(tmpdir(), "kedge-workers-"));
 let backends: Array<ReturnType<typeof Bun.serve>> = [];
 let running: Running | undefined;
 
+/** Requests that reached a backend's /slow. */
+let slowArrivals = 0;
+
 /** A backend answering its name; /slow?ms=N answers after N ms. */
 function startBackend(name: string): ReturnType<typeof Bun.serve> {
   const server = Bun.serve({
@@ -21,6 +25,7 @@ function startBackend(name: string): ReturnType<typeof Bun.serve> {
     port: 0,
     async fetch(req) {
       const url = new URL(req.url);
+      if (url.pathname === "/slow") slowArrivals++;
       if (url.pathname === "/slow") await Bun.sleep(Number(url.searchParams.get("ms") ?? 1000));
       return new Response(`${name}\n`);
     },
@@ -115,6 +120,32 @@ async function allAnswer(k: Kedge, ok: (r: { status: number; body: string }) => 
   return answers.every(ok);
 }
 
+describe("kedge workers: every data port", () => {
+  it("spreads TLS, h2c and plaintext connections across both workers", async () => {
+    const pki = makeTestPki();
+    const a = startBackend("alpha");
+    const k = await startKedge(
+      config("alpha", a.port!, { http_tls_port: 0, h2c_port: 0, tls_cert_file: pki.serverCertFile, tls_key_file: pki.serverKeyFile }),
+      "tls.json",
+    );
+    const port = (n: string) => Number(new RegExp(`${n}=(\\d+)`).exec(k.proc.stdout())![1]);
+    const ss = Bun.spawnSync(["ss", "-tlnpH"]).stdout.toString();
+    const pids = (await workers(k)).workers.map((w) => w.pid);
+    for (const listener of ["tls", "h2c", "http"]) {
+      const lines = ss.split("\n").filter((l) => l.includes(`127.0.0.1:${port(listener)} `));
+      expect(lines.length).toBe(2);
+      for (const pid of pids) expect(lines.some((l) => l.includes(`pid=${pid},`))).toBe(true);
+    }
+    const ca = readFileSync(pki.caFile, "utf8");
+    const answers = await Promise.all(
+      Array.from({ length: 60 }, () => fetch(`https://localhost:${port("tls")}/`, { tls: { ca }, keepalive: false, headers: { connection: "close" } }).then((r) => r.text())),
+    );
+    expect(answers.every((b) => b === "alpha\n")).toBe(true);
+    const accepted = (await workers(k)).workers.map((w) => w.acceptedConnections);
+    for (const n of accepted) expect(n).toBeGreaterThan(0);
+  });
+});
+
 describe("kedge workers: restart, drain and reload", () => {
   it("restarts a killed worker while the other keeps serving, and counts it", async () => {
     const a = startBackend("alpha");
@@ -148,8 +179,11 @@ describe("kedge workers: restart, drain and reload", () => {
   it("drains in-flight requests on every worker on SIGTERM, then exits 0", async () => {
     const a = startBackend("alpha");
     const k = await startKedge(config("alpha", a.port!, { graceful_shutdown: "10s" }));
+    slowArrivals = 0;
     const slow = Array.from({ length: 16 }, () => get(k, "/slow?ms=1500"));
-    await waitFor(async () => (await workers(k)).workers.every((w) => w.acceptedConnections > 0), "slow requests on both workers", k.proc);
+    // All 16 in flight (a connection still in a worker's accept queue is not in flight yet), on both workers.
+    await waitFor(() => slowArrivals === 16, "16 requests at the backend", k.proc);
+    expect((await workers(k)).workers.every((w) => w.acceptedConnections > 0)).toBe(true);
     const started = performance.now();
     k.proc.proc.kill("SIGTERM");
     const answers = await Promise.all(slow);
@@ -168,6 +202,8 @@ describe("kedge workers: restart, drain and reload", () => {
     writeFileSync(k.configFile, JSON.stringify(config("bravo", b.port!)));
     await waitFor(() => allAnswer(k, (r) => r.body === "bravo\n"), "every worker to serve the new route", k.proc);
     expect((await workers(k)).workers.map((w) => w.configVersion)).toEqual([2, 2]);
+    // The ports worker 1 bound for port 0 are no listener change.
+    expect(k.proc.stderr()).not.toContain("listener changes");
     const version = (await (await fetch(`http://127.0.0.1:${k.admin}/_version`)).json()) as { configVersion: number };
     expect(version.configVersion).toBe(2);
   });
@@ -188,6 +224,52 @@ describe("kedge workers: restart, drain and reload", () => {
     for (const line of lines) expect(line).toContain('http.routes[0].backend_name: unknown backend \\"missing\\"');
     expect(await allAnswer(k, (r) => r.body === "alpha\n")).toBe(true);
     expect((await workers(k)).workers.map((w) => w.configVersion)).toEqual([1, 1]);
+  });
+
+  it("reloads once and ends no worker when every kedge process gets SIGHUP (pkill -HUP kedge)", async () => {
+    const a = startBackend("alpha");
+    const k = await startKedge(config("alpha", a.port!), "hup-all.json");
+    const before = (await workers(k)).workers.map((w) => w.pid);
+    for (const pid of [k.proc.proc.pid, ...before]) process.kill(pid, "SIGHUP");
+    // The supervisor's line (a worker's carries "worker" first, and is at debug level).
+    const reloads = () => k.proc.stderr().split('"msg":"config reloaded","version"').length - 1;
+    await waitFor(() => reloads() === 1, "the supervisor's reload", k.proc);
+    await Bun.sleep(300);
+    expect(reloads()).toBe(1);
+    expect((await workers(k)).workers).toMatchObject([{ pid: before[0], configVersion: 2 }, { pid: before[1], configVersion: 2 }]);
+    expect(k.proc.stderr()).not.toContain("worker exited");
+    expect(await allAnswer(k, (r) => r.body === "alpha\n")).toBe(true);
+  });
+
+  it("drains and ends its workers when the supervisor dies", async () => {
+    const a = startBackend("alpha");
+    const k = await startKedge(config("alpha", a.port!), "orphans.json");
+    const pids = (await workers(k)).workers.map((w) => w.pid);
+    k.proc.proc.kill("SIGKILL");
+    const alive = (pid: number) => {
+      try {
+        process.kill(pid, 0);
+        return true;
+      } catch {
+        return false;
+      }
+    };
+    await waitFor(() => !pids.some(alive), "the workers to exit");
+  });
+
+  it("exits 1 naming the worker and the cause when a worker cannot bind", async () => {
+    const taken = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
+    try {
+      const a = startBackend("alpha");
+      const configFile = join(dir, "taken.json");
+      writeFileSync(configFile, JSON.stringify(config("alpha", a.port!, { http_port: taken.port })));
+      const proc = runBinary(["--config", configFile], dir);
+      expect(await proc.proc.exited).toBe(1);
+      expect(proc.stdout()).not.toContain("listening");
+      expect(proc.stderr()).toMatch(/worker 1 \(pid \d+\) did not start: Failed to listen at 127\.0\.0\.1/);
+    } finally {
+      taken.stop(true);
+    }
   });
 
   it("stays one process with workers: 1", async () => {

@@ -16,7 +16,7 @@ import type { AdminState } from "./admin.js";
 import { debugServedWithoutToken } from "./admin-auth.js";
 import { defaultGracefulShutdownMs, drain } from "./drain.js";
 import { startDataListeners, type DataListeners } from "./listeners.js";
-import { nextRuntime, rejected } from "./next-runtime.js";
+import { nextRuntime, rejected, warnAboutListenerChanges } from "./next-runtime.js";
 
 export interface KedgeServer {
   readonly ports: Record<string, number>;
@@ -132,6 +132,8 @@ export async function startKedge(sources: ConfigSources, options: KedgeOptions =
     } catch (e) {
       return rejected(e, current, metrics);
     }
+    // A worker's supervisor has warned already, once for all of them.
+    if (!supervised) warnAboutListenerChanges(current.config, config);
     const next = nextRuntime(config, current, supervised?.version() ?? current.version + 1, metrics, (s) => data.reloadTls(s));
     if (next instanceof ConfigError) return next;
     const previous = current;
@@ -140,7 +142,8 @@ export async function startKedge(sources: ConfigSources, options: KedgeOptions =
     countBackendChanges(metrics, previous, next);
     metrics.observer.configure(next.config.observability);
     metrics.reloads.inc(["success"]);
-    log.info("config reloaded", { version: next.version });
+    // A worker's reload is its supervisor's, which logs it once for all of them.
+    (supervised ? log.debug : log.info)("config reloaded", { version: next.version });
     return undefined;
   };
   reload = () => (reloading = reloading.then(reloadOnce));

@@ -12,7 +12,6 @@ import { buildRuntime, type Runtime } from "../runtime.js";
  */
 export function nextRuntime(config: Config, current: Runtime, version: number, metrics: Metrics, useTls: (server: ServerConfig) => void): Runtime | ConfigError {
   try {
-    warnAboutListenerChanges(current.config, config);
     const next = buildRuntime(config, version, current);
     if (config.server?.httpTlsPort !== undefined || config.server?.grpcTlsPort !== undefined) {
       try {
@@ -36,7 +35,8 @@ export function rejected(e: unknown, current: Runtime, metrics: Metrics): Config
   return err;
 }
 
-function warnAboutListenerChanges(before: Config, after: Config): void {
+/** Listeners are bound once: the one who loaded the config says so when a reload changes them. */
+export function warnAboutListenerChanges(before: Config, after: Config): void {
   const b = before.server;
   const a = after.server;
   const listenerFields = ["httpTlsPort", "httpPort", "grpcTlsPort", "h2cPort", "adminPort", "bindAddress", "workers"] as const;

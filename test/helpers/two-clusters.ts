@@ -76,7 +76,8 @@ async function startKedgeBinary(dir: string, name: string, config: Record<string
 function clusterConfig(pki: TestPki, cluster: string, http: Upstream, grpc: GreeterServer, extra: { server?: object; auth?: object; routeAuth?: object }) {
   const routeAuth = extra.routeAuth ? { auth: extra.routeAuth } : {};
   return {
-    server: { bind_address: "127.0.0.1", http_tls_port: 0, admin_port: 0, log_level: "error", tls_cert_file: pki.serverCertFile, tls_key_file: pki.serverKeyFile, ...extra.server },
+    // One process: tests read the data listeners' connection gauge from this process's /metrics.
+    server: { bind_address: "127.0.0.1", http_tls_port: 0, admin_port: 0, workers: 1, log_level: "error", tls_cert_file: pki.serverCertFile, tls_key_file: pki.serverKeyFile, ...extra.server },
     ...(extra.auth ? { auth: extra.auth } : {}),
     http: {
       backends: [{ name: "echo", static: { addresses: [`127.0.0.1:${http.port}`] } }],

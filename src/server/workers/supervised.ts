@@ -16,7 +16,7 @@ import { adminApp } from "../admin.js";
 import { startAdminListener } from "../admin-listener.js";
 import { defaultGracefulShutdownMs } from "../drain.js";
 import { tlsFiles } from "../tls-files.js";
-import { nextRuntime, rejected } from "../next-runtime.js";
+import { nextRuntime, rejected, warnAboutListenerChanges } from "../next-runtime.js";
 import type { ServeMessage, WorkerStats } from "./worker.js";
 import { WorkerPool } from "./supervisor.js";
 
@@ -69,8 +69,11 @@ export async function startSupervisor(sources: ConfigSources, first: Config, cou
     command: workerCommand(),
     env: process.env,
     start: async (worker, workers) => {
-      const reply = await workers.ask<{ ports: Record<string, number> }>(worker.id, serveMessage("start", current), workerStartTimeoutMs);
+      const sent = current;
+      const reply = await workers.ask<{ ports: Record<string, number> }>(worker.id, serveMessage("start", sent), workerStartTimeoutMs);
       dataPorts ??= reply.ports;
+      // A reload while this worker was starting did not reach it (it was not serving yet).
+      if (current !== sent) await workers.ask(worker.id, serveMessage("reload", current));
     },
     onRestart: () => {
       restartCount++;
@@ -80,7 +83,7 @@ export async function startSupervisor(sources: ConfigSources, first: Config, cou
   try {
     await pool.startAll();
   } catch (e) {
-    await pool.stop(0);
+    await pool.stop(exitMarginMs);
     demo?.stop();
     current.retire(undefined);
     throw e;
@@ -114,6 +117,7 @@ export async function startSupervisor(sources: ConfigSources, first: Config, cou
     } catch (e) {
       return rejected(e, current, metrics);
     }
+    warnAboutListenerChanges(current.config, config);
     const next = nextRuntime(config, current, current.version + 1, metrics, (s) => void tls.createSecureContext(tlsFiles(s)));
     if (next instanceof ConfigError) return next;
     const previous = current;

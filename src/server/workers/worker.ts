@@ -79,6 +79,9 @@ export function runWorker(workerId: number, sources: ConfigSources, onServing: (
   };
   process.once("SIGTERM", () => void stop("SIGTERM"));
   process.once("SIGINT", () => void stop("SIGINT"));
+  // Reloads come from the supervisor, which validated the config; a SIGHUP sent to every kedge
+  // process (pkill -HUP kedge) must not end a worker, whose default action on it is to exit.
+  process.on("SIGHUP", () => {});
   // A supervisor that died must not leave workers holding the ports.
   channel.onDisconnect(() => void stop("supervisor gone"));
 }
