@@ -1,10 +1,12 @@
 /**
  * Turns bench/run.sh's raw measurements into Markdown: a summary against the issue's targets, the
- * resource measurements (start-up, idle RSS, 10k idle connections), then one section per workload.
+ * resource measurements (start-up, idle RSS, 10k idle connections), the scaling from one worker
+ * count to the next when the run had several, then one section per worker count and workload.
  *
  * Usage: bun bench/report.ts RAW_TSV CLK_TCK LAST_RUN_DIR
  *   RAW_TSV: one row per measured run (see run.sh), each naming its wrk / h2load / stream-client
- *   output file. LAST_RUN_DIR holds startup.txt, idle-conns.txt and *.stderr.
+ *   output file and the worker count of its target ("-" for direct, measured once per round and
+ *   shown beside every count). LAST_RUN_DIR holds startup.txt, idle-conns.txt and *.stderr.
  *   Environment: BENCH_META, BENCH_LOAD_<workload>, BENCH_RESOURCES (descriptions),
  *   BENCH_STREAM_MSGS, BENCH_BODY_BYTES, BENCH_IDLE_CONNS, BENCH_TLS13_CIPHERS (the one cipher every
  *   HTTPS run must have negotiated).
@@ -32,7 +34,11 @@ type Load = {
 type Run = Load & {
   workload: string;
   target: string;
+  /** kedge workers, nginx worker_processes, haproxy nbthread; NaN for direct. */
+  workers: number;
   round: number;
+  /** CPU ticks of each of the target's processes in the run, "/"-separated (supervisor or master first). */
+  cpuSplit: string;
   cpuUsPerReq: number;
   upstreamCpuUsPerReq: number;
   rssKb: number;
@@ -273,7 +279,7 @@ const runs: Run[] = readFileSync(rawPath, "utf8")
   .slice(1)
   .filter(Boolean)
   .map((line) => {
-    const [workload, target, round, ticks, upstreamTicks, rssKb, alive, upstreamConns, loadFile] = line.split("\t");
+    const [workload, target, workers, round, ticks, upstreamTicks, rssKb, alive, upstreamConns, loadFile, cpuSplit] = line.split("\t");
     const text = readIf(loadFile);
     const load =
       workload === "stream"
@@ -284,7 +290,9 @@ const runs: Run[] = readFileSync(rawPath, "utf8")
     return {
       workload,
       target,
+      workers: Number(workers),
       round: Number(round),
+      cpuSplit: cpuSplit ?? "-",
       ...load,
       cpuUsPerReq: alive === "yes" ? (Number(ticks) * usPerTick) / load.requests : NaN,
       upstreamCpuUsPerReq: Number(upstreamTicks) >= 0 ? (Number(upstreamTicks) * usPerTick) / load.requests : NaN,
@@ -306,37 +314,40 @@ type Summary = {
   died: boolean;
   rounds: number;
 };
-const summaries = new Map<string, Map<string, Summary>>();
-for (const w of Object.keys(workloads)) {
-  const wruns = runs.filter((r) => r.workload === w);
-  if (wruns.length === 0) continue;
-  summaries.set(
-    w,
-    new Map(
-      TARGETS.map((t) => {
-        const rs = wruns.filter((r) => r.target === t);
-        const rss = rs.map((r) => r.rssKb).filter(Number.isFinite);
-        return [
-          t,
-          {
-            rps: median(rs.map((r) => r.rps)),
-            extra: median(rs.map((r) => r.extra)),
-            p50ms: median(rs.map((r) => r.p50ms)),
-            p99ms: median(rs.map((r) => r.p99ms)),
-            cpuUsPerReq: median(rs.map((r) => r.cpuUsPerReq)),
-            // VmHWM only grows, so the largest reading is the peak of the whole run.
-            rssMb: rss.length ? Math.max(...rss) / 1024 : NaN,
-            upstreamConns: median(rs.map((r) => r.upstreamConns)),
-            errors: rs.reduce((a, r) => a + r.errors, 0),
-            died: rs.some((r) => !r.alive),
-            rounds: rs.length,
-          },
-        ];
-      }),
-    ),
-  );
+function summarize(rs: Run[]): Summary {
+  const rss = rs.map((r) => r.rssKb).filter(Number.isFinite);
+  return {
+    rps: median(rs.map((r) => r.rps)),
+    extra: median(rs.map((r) => r.extra)),
+    p50ms: median(rs.map((r) => r.p50ms)),
+    p99ms: median(rs.map((r) => r.p99ms)),
+    cpuUsPerReq: median(rs.map((r) => r.cpuUsPerReq)),
+    // VmHWM only grows, so the largest reading is the peak of the whole run.
+    rssMb: rss.length ? Math.max(...rss) / 1024 : NaN,
+    upstreamConns: median(rs.map((r) => r.upstreamConns)),
+    errors: rs.reduce((a, r) => a + r.errors, 0),
+    died: rs.some((r) => !r.alive),
+    rounds: rs.length,
+  };
 }
-const stat = (w: string, t: string) => summaries.get(w)?.get(t);
+/** The runs of a target at a worker count; direct's runs belong to every count. */
+const runsOf = (w: string, t: string, n: number) =>
+  runs.filter((r) => r.workload === w && r.target === t && (t === "direct" || r.workers === n));
+const workerCounts = [...new Set(runs.map((r) => r.workers).filter(Number.isFinite))].sort((a, b) => a - b);
+/** worker count → workload → target → summary */
+const summaries = new Map<number, Map<string, Map<string, Summary>>>();
+for (const n of workerCounts) {
+  const byWorkload = new Map<string, Map<string, Summary>>();
+  for (const w of Object.keys(workloads)) {
+    if (!runs.some((r) => r.workload === w && r.workers === n)) continue;
+    byWorkload.set(w, new Map(TARGETS.map((t) => [t, summarize(runsOf(w, t, n))])));
+  }
+  summaries.set(n, byWorkload);
+}
+const stat = (n: number, w: string, t: string) => summaries.get(n)?.get(w)?.get(t);
+const workersLabel = (n: number) => `${n} worker${n === 1 ? "" : "s"}`;
+/** The counts the issue's targets name: one worker, and the largest count above one (2 if none ran). */
+const manyWorkers = workerCounts.filter((n) => n > 1).at(-1) ?? 2;
 
 // --- resource measurements ------------------------------------------------------------------
 const startupText = readIf(join(runDir, "startup.txt"));
@@ -356,23 +367,46 @@ type Check = { target: string; measured: string; met: boolean | undefined };
 const checks: Check[] = [];
 const check = (target: string, value: number, ok: (v: number) => boolean, measured: string, extraOk = true) =>
   checks.push({ target, measured, met: Number.isFinite(value) ? ok(value) && extraOk : undefined });
-const ratioCheck = (target: string, w: string, base: string, field: "rps" | "cpuUsPerReq", ok: (r: number) => boolean) => {
-  const k = stat(w, "kedge");
-  const b = stat(w, base);
+const ratioCheck = (target: string, n: number, w: string, base: string, field: "rps" | "cpuUsPerReq", ok: (r: number) => boolean) => {
+  const k = stat(n, w, "kedge");
+  const b = stat(n, w, base);
   const r = k && b ? ratioOf(k[field], b[field]) : NaN;
   const unit = field === "rps" ? "req/s" : "CPU µs/req";
   const digits = field === "rps" ? 0 : 1;
   const measured = k && b ? `${fmtRatio(r)} (kedge ${fmt(k[field], digits)} vs ${fmt(b[field], digits)} ${unit})` : "not run";
-  check(target, r, ok, measured);
+  check(`${workersLabel(n)}: ${target}`, r, ok, measured);
 };
-ratioCheck("HTTP/1.1 req/s ≥ 0.8× nginx", "http", "nginx", "rps", (r) => r >= 0.8);
-for (const w of Object.keys(workloads)) {
-  if (summaries.has(w) || w === "http") {
-    ratioCheck(`CPU/request ≤ 1.5× nginx (${workloads[w].short})`, w, "nginx", "cpuUsPerReq", (r) => r <= 1.5);
+const cpuChecks = (n: number) => {
+  for (const w of Object.keys(workloads)) {
+    if (summaries.get(n)?.has(w) || w === "http") {
+      ratioCheck(`CPU/request ≤ 1.5× nginx (${workloads[w].short})`, n, w, "nginx", "cpuUsPerReq", (r) => r <= 1.5);
+    }
   }
+};
+ratioCheck("HTTP/1.1 req/s ≥ 0.8× nginx", 1, "http", "nginx", "rps", (r) => r >= 0.8);
+ratioCheck("HTTPS h2 CPU/request ≤ 1.1× nginx", 1, "https", "nginx", "cpuUsPerReq", (r) => r <= 1.1);
+cpuChecks(1);
+ratioCheck("gRPC unary req/s ≥ nginx grpc_pass", 1, "grpc", "nginx", "rps", (r) => r >= 1);
+ratioCheck("gRPC unary req/s ≥ 0.7× haproxy", 1, "grpc", "haproxy", "rps", (r) => r >= 0.7);
+ratioCheck("HTTP/1.1 req/s ≥ 1.0× nginx", manyWorkers, "http", "nginx", "rps", (r) => r >= 1);
+ratioCheck("HTTPS h2 req/s ≥ 1.0× nginx", manyWorkers, "https", "nginx", "rps", (r) => r >= 1);
+ratioCheck("gRPC unary req/s ≥ 1.0× haproxy", manyWorkers, "grpc", "haproxy", "rps", (r) => r >= 1);
+if (summaries.has(manyWorkers)) cpuChecks(manyWorkers);
+
+/** req/s at manyWorkers over req/s at one worker, of one proxy. */
+const scaling = (w: string, t: string) => ratioOf(stat(manyWorkers, w, t)?.rps ?? NaN, stat(1, w, t)?.rps ?? NaN);
+const scaled = summaries.has(1) && summaries.has(manyWorkers);
+for (const w of Object.keys(workloads)) {
+  if (!(summaries.get(1)?.has(w) && summaries.get(manyWorkers)?.has(w)) && (scaled || w !== "http")) continue;
+  const k = scaling(w, "kedge");
+  const x = scaling(w, "nginx");
+  check(
+    `scaling 1 → ${manyWorkers} workers ≥ 0.9× nginx's (${workloads[w].short})`,
+    k / x,
+    (r) => r >= 0.9,
+    Number.isFinite(k / x) ? `${fmtRatio(k / x)} (kedge ${fmtRatio(k)}, nginx ${fmtRatio(x)})` : `not run (WORKERS="1 ${manyWorkers}")`,
+  );
 }
-ratioCheck("gRPC unary req/s ≥ nginx grpc_pass", "grpc", "nginx", "rps", (r) => r >= 1);
-ratioCheck("gRPC unary req/s ≥ 0.7× haproxy", "grpc", "haproxy", "rps", (r) => r >= 0.7);
 check("idle RSS ≤ 60 MB", idleRssMb, (v) => v <= 60, idle ? `${fmt(idleRssMb, 1)} MB` : "not measured");
 check(
   `${idleTarget.toLocaleString("en-US")} idle keep-alive connections: RSS ≤ 300 MB, all still open`,
@@ -430,71 +464,100 @@ else {
 }
 
 // --- workloads ---------------------------------------------------------------------------------
-out.push("", "## Load", "");
-out.push("Median over rounds (targets alternate within each round). CPU and RSS are the measured process only:");
-out.push("kedge, the nginx worker, the haproxy process; for direct, the upstream itself (nginx worker, or the Bun");
-out.push("gRPC server). CPU µs/req = (utime+stime from /proc/<pid>/stat after − before the run) ÷ requests completed.");
-out.push("upstream conns: connections the upstream accepted during a run (median); a proxy that keeps its upstream");
-out.push("connections alive opens none after the warm-up.");
-
-for (const [w, def] of Object.entries(workloads)) {
-  const s = summaries.get(w);
-  if (!s) continue;
-  const wruns = runs.filter((r) => r.workload === w);
-  const perMsg = w === "stream";
-  out.push("", `### ${def.title}`, "", `${process.env[`BENCH_LOAD_${w}`] ?? ""}.`, ...def.notes.map((n) => `${n}`));
-  const extraHead = def.extra ? ` ${def.extra} |` : "";
-  const extraSep = def.extra ? "--:|" : "";
+// --- scaling -----------------------------------------------------------------------------------
+if (scaled) {
+  out.push("", `## Scaling: 1 → ${manyWorkers} workers`, "");
+  out.push(`req/s with ${manyWorkers} workers (kedge workers, nginx worker_processes, haproxy nbthread) over req/s with 1,`);
+  out.push("measured in the same rounds. The load generator and the upstream share the machine's cores, so the");
+  out.push("yardstick is nginx's own scaling, not the worker count.");
   out.push(
     "",
-    `| target | req/s |${extraHead} p50 ms | p99 ms | CPU µs/req |${perMsg ? " CPU µs/msg |" : ""} peak RSS MB | upstream conns | errors |`,
-    `|---|--:|${extraSep}--:|--:|--:|${perMsg ? "--:|" : ""}--:|--:|--:|`,
+    `| workload | kedge req/s 1 → ${manyWorkers} | kedge | nginx | haproxy | kedge / nginx scaling | kedge CPU µs/req 1 → ${manyWorkers} | nginx CPU µs/req 1 → ${manyWorkers} |`,
+    "|---|--:|--:|--:|--:|--:|--:|--:|",
   );
-  for (const t of TARGETS) {
-    const x = s.get(t)!;
-    const errors = `${x.errors}${x.died ? " (process died)" : ""}${x.rounds === 0 ? " (not run)" : ""}`;
-    const extra = def.extra ? ` ${w === "body" ? fmt(x.extra, 0) : fmtInt(x.extra)} |` : "";
+  for (const [w, def] of Object.entries(workloads)) {
+    const one = summaries.get(1)?.get(w);
+    const many = summaries.get(manyWorkers)?.get(w);
+    if (!one || !many) continue;
     out.push(
-      `| ${def.labels[t]} | ${fmtInt(x.rps)} |${extra} ${fmt(x.p50ms)} | ${fmt(x.p99ms)} | ${fmt(x.cpuUsPerReq, 1)} |` +
-        `${perMsg ? ` ${fmt(x.cpuUsPerReq / streamMsgs, 2)} |` : ""} ${fmt(x.rssMb, 1)} | ${fmtInt(x.upstreamConns)} | ${errors} |`,
+      `| ${def.short} | ${fmtInt(one.get("kedge")!.rps)} → ${fmtInt(many.get("kedge")!.rps)} | ${fmtRatio(scaling(w, "kedge"))} | ` +
+        `${fmtRatio(scaling(w, "nginx"))} | ${fmtRatio(scaling(w, "haproxy"))} | ${fmtRatio(scaling(w, "kedge") / scaling(w, "nginx"))} | ` +
+        `${fmt(one.get("kedge")!.cpuUsPerReq, 1)} → ${fmt(many.get("kedge")!.cpuUsPerReq, 1)} | ` +
+        `${fmt(one.get("nginx")!.cpuUsPerReq, 1)} → ${fmt(many.get("nginx")!.cpuUsPerReq, 1)} |`,
     );
   }
-  const k = s.get("kedge")!;
-  out.push("", "| ratio | req/s | p50 | p99 | CPU µs/req | peak RSS |", "|---|--:|--:|--:|--:|--:|");
-  for (const base of ["direct", "nginx", "haproxy"] as const) {
-    const b = s.get(base)!;
-    out.push(
-      `| kedge / ${base} | ${fmtRatio(k.rps / b.rps)} | ${fmtRatio(k.p50ms / b.p50ms)} | ${fmtRatio(k.p99ms / b.p99ms)} | ` +
-        `${fmtRatio(k.cpuUsPerReq / b.cpuUsPerReq)} | ${fmtRatio(k.rssMb / b.rssMb)} |`,
-    );
-  }
+}
 
-  out.push("", "<details><summary>every round</summary>", "");
-  const firstMsg = perMsg ? " first msg p50 ms |" : "";
-  out.push(
-    `| round | target | requests | req/s |${extraHead} p50 ms | p99 ms | mean ms | max ms |${firstMsg} CPU µs/req | upstream CPU µs/req | upstream conns | errors |`,
-    `|--:|---|--:|--:|${extraSep}--:|--:|--:|--:|${perMsg ? "--:|" : ""}--:|--:|--:|--:|`,
-  );
-  for (const r of [...wruns].sort((a, b) => a.round - b.round)) {
-    const extra = def.extra ? ` ${w === "body" ? fmt(r.extra, 0) : fmtInt(r.extra)} |` : "";
-    out.push(
-      `| ${r.round} | ${def.labels[r.target as (typeof TARGETS)[number]] ?? r.target} | ${fmtInt(r.requests)} | ${fmtInt(r.rps)} |${extra} ` +
-        `${fmt(r.p50ms)} | ${fmt(r.p99ms)} | ${fmt(r.meanMs)} | ${fmt(r.maxMs)} |${perMsg ? ` ${fmt(r.firstMsgP50ms)} |` : ""} ` +
-        `${fmt(r.cpuUsPerReq, 1)} | ${fmt(r.upstreamCpuUsPerReq, 1)} | ${fmtInt(r.upstreamConns)} | ${r.errors} |`,
-    );
-  }
-  out.push("", "</details>");
+// --- workloads ---------------------------------------------------------------------------------
+for (const n of workerCounts) {
+  out.push("", workerCounts.length > 1 ? `## Load, ${workersLabel(n)}` : "## Load", "");
+  out.push(`kedge \`workers: ${n}\`, nginx \`worker_processes ${n}\`, haproxy \`nbthread ${n}\`; direct is the same upstream at every count.`);
+  out.push("Median over rounds (targets alternate within each round). CPU and RSS are every process of the target:");
+  out.push("kedge (with workers, its supervisor and every worker), nginx's master and workers, the haproxy process;");
+  out.push("for direct, the upstream itself (nginx master and worker, or the Bun gRPC server). CPU µs/req = (utime+stime");
+  out.push("from /proc/<pid>/stat after − before the run, summed over the processes) ÷ requests completed. Peak RSS is the");
+  out.push("sum of each process's VmHWM. upstream conns: connections the upstream accepted during a run (median); a proxy");
+  out.push("that keeps its upstream connections alive opens none after the warm-up.");
 
-  const failing = wruns.filter((r) => r.errorLines.length > 0 || !r.alive || !Number.isFinite(r.requests));
-  if (failing.length > 0) {
-    out.push("", `Errors reported (${def.short}):`, "");
-    for (const r of failing) {
-      const what = [
-        ...r.errorLines,
-        ...(r.alive ? [] : ["process died"]),
-        ...(Number.isFinite(r.requests) ? [] : [`no ${def.tool} result`]),
-      ];
-      out.push(`- round ${r.round} ${def.labels[r.target as (typeof TARGETS)[number]] ?? r.target}: ${what.join("; ")}`);
+  for (const [w, def] of Object.entries(workloads)) {
+    const s = summaries.get(n)?.get(w);
+    if (!s) continue;
+    const wruns = runs.filter((r) => r.workload === w && (r.target === "direct" || r.workers === n));
+    const perMsg = w === "stream";
+    out.push("", `### ${def.title}${workerCounts.length > 1 ? `, ${workersLabel(n)}` : ""}`, "", `${process.env[`BENCH_LOAD_${w}`] ?? ""}.`, ...def.notes.map((n) => `${n}`));
+    const extraHead = def.extra ? ` ${def.extra} |` : "";
+    const extraSep = def.extra ? "--:|" : "";
+    out.push(
+      "",
+      `| target | req/s |${extraHead} p50 ms | p99 ms | CPU µs/req |${perMsg ? " CPU µs/msg |" : ""} peak RSS MB | upstream conns | errors |`,
+      `|---|--:|${extraSep}--:|--:|--:|${perMsg ? "--:|" : ""}--:|--:|--:|`,
+    );
+    for (const t of TARGETS) {
+      const x = s.get(t)!;
+      const errors = `${x.errors}${x.died ? " (process died)" : ""}${x.rounds === 0 ? " (not run)" : ""}`;
+      const extra = def.extra ? ` ${w === "body" ? fmt(x.extra, 0) : fmtInt(x.extra)} |` : "";
+      out.push(
+        `| ${def.labels[t]} | ${fmtInt(x.rps)} |${extra} ${fmt(x.p50ms)} | ${fmt(x.p99ms)} | ${fmt(x.cpuUsPerReq, 1)} |` +
+          `${perMsg ? ` ${fmt(x.cpuUsPerReq / streamMsgs, 2)} |` : ""} ${fmt(x.rssMb, 1)} | ${fmtInt(x.upstreamConns)} | ${errors} |`,
+      );
+    }
+    const k = s.get("kedge")!;
+    out.push("", "| ratio | req/s | p50 | p99 | CPU µs/req | peak RSS |", "|---|--:|--:|--:|--:|--:|");
+    for (const base of ["direct", "nginx", "haproxy"] as const) {
+      const b = s.get(base)!;
+      out.push(
+        `| kedge / ${base} | ${fmtRatio(k.rps / b.rps)} | ${fmtRatio(k.p50ms / b.p50ms)} | ${fmtRatio(k.p99ms / b.p99ms)} | ` +
+          `${fmtRatio(k.cpuUsPerReq / b.cpuUsPerReq)} | ${fmtRatio(k.rssMb / b.rssMb)} |`,
+      );
+    }
+
+    out.push("", "<details><summary>every round</summary>", "");
+    const firstMsg = perMsg ? " first msg p50 ms |" : "";
+    out.push(
+      `| round | target | requests | req/s |${extraHead} p50 ms | p99 ms | mean ms | max ms |${firstMsg} CPU µs/req | CPU ticks per process | upstream CPU µs/req | upstream conns | errors |`,
+      `|--:|---|--:|--:|${extraSep}--:|--:|--:|--:|${perMsg ? "--:|" : ""}--:|--:|--:|--:|--:|`,
+    );
+    for (const r of [...wruns].sort((a, b) => a.round - b.round)) {
+      const extra = def.extra ? ` ${w === "body" ? fmt(r.extra, 0) : fmtInt(r.extra)} |` : "";
+      out.push(
+        `| ${r.round} | ${def.labels[r.target as (typeof TARGETS)[number]] ?? r.target} | ${fmtInt(r.requests)} | ${fmtInt(r.rps)} |${extra} ` +
+          `${fmt(r.p50ms)} | ${fmt(r.p99ms)} | ${fmt(r.meanMs)} | ${fmt(r.maxMs)} |${perMsg ? ` ${fmt(r.firstMsgP50ms)} |` : ""} ` +
+          `${fmt(r.cpuUsPerReq, 1)} | ${r.cpuSplit} | ${fmt(r.upstreamCpuUsPerReq, 1)} | ${fmtInt(r.upstreamConns)} | ${r.errors} |`,
+      );
+    }
+    out.push("", "</details>");
+
+    const failing = wruns.filter((r) => r.errorLines.length > 0 || !r.alive || !Number.isFinite(r.requests));
+    if (failing.length > 0) {
+      out.push("", `Errors reported (${def.short}):`, "");
+      for (const r of failing) {
+        const what = [
+          ...r.errorLines,
+          ...(r.alive ? [] : ["process died"]),
+          ...(Number.isFinite(r.requests) ? [] : [`no ${def.tool} result`]),
+        ];
+        out.push(`- round ${r.round} ${def.labels[r.target as (typeof TARGETS)[number]] ?? r.target}: ${what.join("; ")}`);
+      }
     }
   }
 }

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Benchmark on loopback: the same load, in alternating rounds, against the upstream directly, kedge,
-# nginx and haproxy (1 worker / 1 thread each), for five workloads:
+# nginx and haproxy (WORKERS workers / threads each, 1 by default), for five workloads:
 #   http    HTTP/1.1 keep-alive (wrk)                  -> upstream nginx (HTTP/1.1)
 #   https   HTTPS, HTTP/2 over TLS (h2load, ALPN h2)   -> upstream nginx (HTTP/1.1)
 #   grpc    gRPC unary, h2c (h2load, framed request)   -> bench/grpc-upstream.ts
@@ -16,6 +16,8 @@
 #   grpc: GRPC_CONNS=10 GRPC_STREAMS=10     stream: STREAM_CONNS=10 STREAM_CALLS=10 STREAM_MSGS=100
 #   body: BODY_CONNS=10 BODY_BYTES=1048576  resources: IDLE_CONNS=10000 IDLE_HOLD=5 STARTS=9 IDLE_SETTLE=2
 #   KEDGE_BIN=path: measure that binary instead of (re)building dist/kedge
+#   WORKERS="1" (kedge workers, nginx worker_processes, haproxy nbthread; "1 2": both, alternating,
+#   and the scaling from one to the other)
 set -euo pipefail
 
 ROUNDS=${ROUNDS:-3} DURATION=${DURATION:-5} WARMUP=${WARMUP:-2}
@@ -29,9 +31,21 @@ IDLE_CONNS=${IDLE_CONNS:-10000} IDLE_HOLD=${IDLE_HOLD:-5} STARTS=${STARTS:-9} ID
 # Every TLS 1.3 handshake negotiates the same cipher, whatever each server prefers (kedge's
 # BoringSSL would pick AES-128-GCM, OpenSSL's nginx and haproxy AES-256-GCM).
 TLS13_CIPHERS=${TLS13_CIPHERS:-TLS_AES_128_GCM_SHA256}
+WORKERS=${WORKERS:-1}
 
 read -ra WL <<<"$WORKLOADS"
-TARGETS=(direct kedge nginx haproxy)
+read -ra WK <<<"$WORKERS"
+for n in "${WK[@]}"; do
+  [[ $n =~ ^[1-9][0-9]?$ ]] || { echo "WORKERS: each count must be a whole number from 1 to 99, got $n" >&2; exit 2; }
+done
+((${#WK[@]} >= 1)) && [[ $(printf '%s\n' "${WK[@]}" | sort -u | wc -l) == "${#WK[@]}" ]] ||
+  { echo "WORKERS: one or more distinct counts, e.g. \"1 2\"" >&2; exit 2; }
+# A target is a proxy at one worker count (kedge2: kedge with 2 workers); direct (the upstream
+# itself) does not depend on the count and runs once per round.
+TARGETS=(direct)
+for n in "${WK[@]}"; do TARGETS+=("kedge$n" "nginx$n" "haproxy$n"); done
+proxy_of() { echo "${1%%[0-9]*}"; }     # kedge2 -> kedge
+workers_in() { echo "${1##*[a-z]}"; }  # kedge2 -> 2
 for w in "${WL[@]}"; do
   case $w in http | https | grpc | stream | body) ;; *) echo "unknown workload $w (http https grpc stream body)" >&2; exit 2 ;; esac
 done
@@ -40,12 +54,12 @@ for v in ROUNDS DURATION WARMUP CONNS THREADS H2_CONNS H2_STREAMS GRPC_CONNS GRP
   [[ ${!v} =~ ^[1-9][0-9]*$ ]] || { echo "$v must be a positive integer" >&2; exit 2; }
 done
 [[ $RESOURCES == [01] ]] || { echo "RESOURCES must be 0 or 1" >&2; exit 2; }
-# Load time is workloads x 4 targets x (rounds x duration + warm-up). Capped so that `npm run bench`
+# Load time is workloads x targets (direct + 3 per worker count) x (rounds x duration + warm-up). Capped so that `npm run bench`
 # stays under ~8 minutes including set-up and the resource measurements; a longer run would also
 # hide a hang.
 LOAD_S=$((${#WL[@]} * ${#TARGETS[@]} * (ROUNDS * DURATION + WARMUP)))
 if ((LOAD_S > 400)); then
-  echo "ROUNDS/DURATION/WARMUP too large: ${LOAD_S}s of load > 400s (keep the run under ~8 minutes; fewer WORKLOADS allow more)" >&2
+  echo "ROUNDS/DURATION/WARMUP too large: ${LOAD_S}s of load > 400s (keep the run under ~8 minutes; fewer WORKLOADS allow more, e.g. WORKERS=\"1 2\" WORKLOADS=\"http https grpc\")" >&2
   exit 2
 fi
 ((IDLE_HOLD <= 30 && STARTS <= 30)) || { echo "IDLE_HOLD and STARTS are capped at 30" >&2; exit 2; }
@@ -143,8 +157,7 @@ retry() {  # description, command...: up to 10s
 declare -A PORT
 for w in http https grpc stream body; do
   PORT[up/$w]=$(free_port)
-  for t in kedge nginx haproxy; do PORT[$w/$t]=$(free_port); done
-  PORT[admin/$w]=$(free_port)
+  for t in "${TARGETS[@]:1}"; do PORT[$w/$t]=$(free_port); PORT[admin/$w/$t]=$(free_port); done
 done
 PORT[https/direct]=$(free_port)  # the upstream's own TLS listener
 for w in http grpc stream body; do PORT[$w/direct]=${PORT[up/$w]}; done
@@ -161,9 +174,10 @@ cat "$TMP/tls.crt" "$TMP/tls.key" >"$TMP/tls.pem"  # haproxy wants both in one f
 # raised everywhere so no target pays for reconnects the others don't (nginx default is 1000).
 # Every upstream nginx answers /_bench/status (stub_status): its accepted-connection counter shows
 # how many upstream connections each run opened.
-nginx_conf() {  # name, http-level lines, server-level lines
+NGINX_WORKERS=1
+nginx_conf() {  # name, http-level lines, server-level lines; worker_processes $NGINX_WORKERS
   cat >"$TMP/$1.conf" <<EOF
-worker_processes 1;
+worker_processes $NGINX_WORKERS;
 daemon off;
 pid $TMP/$1.pid;
 error_log $TMP/$1.err warn;
@@ -193,7 +207,6 @@ start_nginx() {  # name
   nginx -p "$TMP" -e "$TMP/$1.err" -c "$TMP/$1.conf" &
   PIDS+=($!)
 }
-workers_of() { pgrep -P "$1" | tr '\n' ' '; }
 
 UPSTREAM_LOCATIONS='location / { return 200 "hello world\n"; } location = /_bench/status { stub_status; }'
 nginx_conf up-http "" "listen 127.0.0.1:${PORT[up/http]}; $UPSTREAM_LOCATIONS"
@@ -221,21 +234,28 @@ nginx_conf up-body "client_max_body_size 0; client_body_buffer_size $((BODY_BYTE
     location = /_bench/ok { return 200 \"hello world\\n\"; }
     location = /_bench/status { stub_status; }"
 
-nginx_conf nginx-http "$(keepalive_pool "${PORT[up/http]}" "$CONNS")" \
-  "listen 127.0.0.1:${PORT[http/nginx]}; location / { $PROXY_PASS }"
-nginx_conf nginx-https "$(keepalive_pool "${PORT[up/https]}" $((H2_CONNS * H2_STREAMS)))" \
-  "listen 127.0.0.1:${PORT[https/nginx]} ssl http2; location / { $PROXY_PASS }"
-# Streamed to the upstream like kedge and haproxy do, instead of spooled to a temp file first.
-nginx_conf nginx-body "client_max_body_size 0; $(keepalive_pool "${PORT[up/body]}" "$BODY_CONNS")" \
-  "listen 127.0.0.1:${PORT[body/nginx]}; location / { $PROXY_PASS proxy_request_buffering off; }"
-# gRPC: plaintext HTTP/2 (h2c prior knowledge) listener. nginx does not multiplex upstream: one
-# upstream connection per in-flight call, so the keepalive pool covers all the calls in flight.
+# One nginx per workload and worker count. With more than one worker it listens with `reuseport`,
+# so the kernel spreads connections over its workers as it does over kedge's (SO_REUSEPORT), rather
+# than whichever worker epoll wakes first.
 GRPC_INFLIGHT=$((GRPC_CONNS * GRPC_STREAMS)) STREAM_INFLIGHT=$((STREAM_CONNS * STREAM_CALLS))
-for w in grpc stream; do
-  inflight=$GRPC_INFLIGHT; [[ $w == stream ]] && inflight=$STREAM_INFLIGHT
-  nginx_conf "nginx-$w" "$(keepalive_pool "${PORT[up/$w]}" "$inflight")" \
-    "listen 127.0.0.1:${PORT[$w/nginx]} http2; location / { grpc_pass grpc://up; }"
+for n in "${WK[@]}"; do
+  NGINX_WORKERS=$n reuse=""; ((n > 1)) && reuse=" reuseport"
+  nginx_conf "nginx-http-$n" "$(keepalive_pool "${PORT[up/http]}" "$CONNS")" \
+    "listen 127.0.0.1:${PORT[http/nginx$n]}$reuse; location / { $PROXY_PASS }"
+  nginx_conf "nginx-https-$n" "$(keepalive_pool "${PORT[up/https]}" $((H2_CONNS * H2_STREAMS)))" \
+    "listen 127.0.0.1:${PORT[https/nginx$n]} ssl http2$reuse; location / { $PROXY_PASS }"
+  # Streamed to the upstream like kedge and haproxy do, instead of spooled to a temp file first.
+  nginx_conf "nginx-body-$n" "client_max_body_size 0; $(keepalive_pool "${PORT[up/body]}" "$BODY_CONNS")" \
+    "listen 127.0.0.1:${PORT[body/nginx$n]}$reuse; location / { $PROXY_PASS proxy_request_buffering off; }"
+  # gRPC: plaintext HTTP/2 (h2c prior knowledge) listener. nginx does not multiplex upstream: one
+  # upstream connection per in-flight call, so the keepalive pool covers all the calls in flight.
+  for w in grpc stream; do
+    inflight=$GRPC_INFLIGHT; [[ $w == stream ]] && inflight=$STREAM_INFLIGHT
+    nginx_conf "nginx-$w-$n" "$(keepalive_pool "${PORT[up/$w]}" "$inflight")" \
+      "listen 127.0.0.1:${PORT[$w/nginx$n]} http2$reuse; location / { grpc_pass grpc://up; }"
+  done
 done
+NGINX_WORKERS=1
 ((GRPC_STREAMS <= 128 && STREAM_CALLS <= 128)) || { log "GRPC_STREAMS/STREAM_CALLS > 128 (http2_max_concurrent_streams)"; exit 2; }
 ((H2_STREAMS <= 100)) || { log "H2_STREAMS > 100 (haproxy's default h2 stream limit)"; exit 2; }
 
@@ -244,10 +264,10 @@ done
 # server connections reused by any client (`http-reuse always`, like the other two's pools) and
 # kept for 120s like theirs (haproxy's default purges idle ones every 5s, so each round would
 # start by reconnecting after the other targets' runs).
-haproxy_conf() {  # name, bind parameters, server parameters, upstream port, frontend lines
+haproxy_conf() {  # name, bind parameters, server parameters, upstream port, frontend lines, nbthread
   cat >"$TMP/$1.cfg" <<EOF
 global
-  nbthread 1
+  nbthread ${6:-1}
   maxconn 4096
 defaults
   mode http
@@ -277,33 +297,39 @@ haproxy_http() {  # scheme
   http-response set-header X-Request-Id %[unique-id]
   http-response set-header X-Backend-Name %b"
 }
-haproxy_conf haproxy-http "${PORT[http/haproxy]}" "" "${PORT[up/http]}" "$(haproxy_http http)"
-haproxy_conf haproxy-https "${PORT[https/haproxy]} ssl crt $TMP/tls.pem alpn h2,http/1.1" "" "${PORT[up/https]}" "$(haproxy_http https)"
-haproxy_conf haproxy-grpc "${PORT[grpc/haproxy]} proto h2" "proto h2" "${PORT[up/grpc]}"
-haproxy_conf haproxy-stream "${PORT[stream/haproxy]} proto h2" "proto h2" "${PORT[up/stream]}"
-haproxy_conf haproxy-body "${PORT[body/haproxy]}" "" "${PORT[up/body]}" "$(haproxy_http http)"
+for n in "${WK[@]}"; do
+  haproxy_conf "haproxy-http-$n" "${PORT[http/haproxy$n]}" "" "${PORT[up/http]}" "$(haproxy_http http)" "$n"
+  haproxy_conf "haproxy-https-$n" "${PORT[https/haproxy$n]} ssl crt $TMP/tls.pem alpn h2,http/1.1" "" "${PORT[up/https]}" "$(haproxy_http https)" "$n"
+  haproxy_conf "haproxy-grpc-$n" "${PORT[grpc/haproxy$n]} proto h2" "proto h2" "${PORT[up/grpc]}" "" "$n"
+  haproxy_conf "haproxy-stream-$n" "${PORT[stream/haproxy$n]} proto h2" "proto h2" "${PORT[up/stream]}" "" "$n"
+  haproxy_conf "haproxy-body-$n" "${PORT[body/haproxy$n]}" "" "${PORT[up/body]}" "$(haproxy_http http)" "$n"
+done
 start_haproxy() {  # name; -db: foreground, one process (no master): its pid is the one measured
   haproxy -db -f "$TMP/$1.cfg" >"$TMP/$1.out" 2>"$TMP/$1.err" &
   PIDS+=($!)
 }
 
 # --- kedge configs ---------------------------------------------------------------------------
-kedge_conf() {  # name, server fields, route section
+kedge_conf() {  # name, server fields, route section, workers
   cat >"$TMP/$1.json" <<EOF
-{"server":{"bind_address":"127.0.0.1",$2,"log_level":"error"},
+{"server":{"bind_address":"127.0.0.1",$2,"log_level":"error","workers":${4:-1}},
  $3}
 EOF
 }
 http_routes() { echo "\"http\":{\"backends\":[{\"name\":\"bench\",\"static\":{\"addresses\":[\"127.0.0.1:$1\"]}}],\"routes\":[{\"backend_name\":\"bench\",\"path_rules\":[\"/*\"]}]}"; }
 grpc_routes() { echo "\"grpc\":{\"backends\":[{\"name\":\"bench_grpc\",\"static\":{\"addresses\":[\"127.0.0.1:$1\"]}}],\"routes\":[{\"backend_name\":\"bench_grpc\",\"service_name_matcher\":\"*\"}]}"; }
 TLS_FILES="\"tls_cert_file\":\"$TMP/tls.crt\",\"tls_key_file\":\"$TMP/tls.key\""
-# One process per workload, so CPU and peak RSS of each are the workload's own.
-kedge_conf kedge-http "\"http_port\":${PORT[http/kedge]},\"admin_port\":${PORT[admin/http]}" "$(http_routes "${PORT[up/http]}")"
-kedge_conf kedge-https "\"http_tls_port\":${PORT[https/kedge]},$TLS_FILES,\"admin_port\":${PORT[admin/https]}" "$(http_routes "${PORT[up/https]}")"
-kedge_conf kedge-grpc "\"h2c_port\":${PORT[grpc/kedge]},\"admin_port\":${PORT[admin/grpc]}" "$(grpc_routes "${PORT[up/grpc]}")"
-kedge_conf kedge-stream "\"h2c_port\":${PORT[stream/kedge]},\"admin_port\":${PORT[admin/stream]}" "$(grpc_routes "${PORT[up/stream]}")"
-kedge_conf kedge-body "\"http_port\":${PORT[body/kedge]},\"admin_port\":${PORT[admin/body]}" "$(http_routes "${PORT[up/body]}")"
-# Resource measurements: an edge-like config with every listener and both kinds of routes.
+# One process (tree) per workload and worker count, so CPU and peak RSS of each are that target's own.
+for n in "${WK[@]}"; do
+  t=kedge$n
+  kedge_conf "kedge-http-$n" "\"http_port\":${PORT[http/$t]},\"admin_port\":${PORT[admin/http/$t]}" "$(http_routes "${PORT[up/http]}")" "$n"
+  kedge_conf "kedge-https-$n" "\"http_tls_port\":${PORT[https/$t]},$TLS_FILES,\"admin_port\":${PORT[admin/https/$t]}" "$(http_routes "${PORT[up/https]}")" "$n"
+  kedge_conf "kedge-grpc-$n" "\"h2c_port\":${PORT[grpc/$t]},\"admin_port\":${PORT[admin/grpc/$t]}" "$(grpc_routes "${PORT[up/grpc]}")" "$n"
+  kedge_conf "kedge-stream-$n" "\"h2c_port\":${PORT[stream/$t]},\"admin_port\":${PORT[admin/stream/$t]}" "$(grpc_routes "${PORT[up/stream]}")" "$n"
+  kedge_conf "kedge-body-$n" "\"http_port\":${PORT[body/$t]},\"admin_port\":${PORT[admin/body/$t]}" "$(http_routes "${PORT[up/body]}")" "$n"
+done
+# Resource measurements: an edge-like config with every listener and both kinds of routes, one
+# process (workers: 1), so startup.ts and idle-conns.ts read the RSS of the process that serves.
 kedge_conf kedge-res "\"http_port\":${PORT[res/http]},\"http_tls_port\":${PORT[res/tls]},\"h2c_port\":${PORT[res/h2c]},$TLS_FILES,\"admin_port\":${PORT[res/admin]}" \
   "$(http_routes "${PORT[up/http]}"), $(grpc_routes "${PORT[up/grpc]}")"
 start_kedge() {  # name
@@ -312,16 +338,18 @@ start_kedge() {  # name
 }
 
 # --- start everything ------------------------------------------------------------------------
-declare -A PID_OF   # name -> pid (nginx: the master)
+declare -A PID_OF   # upstream name or workload/target -> pid (nginx: the master; kedge: the supervisor)
 for n in up-http up-https up-body; do start_nginx "$n"; PID_OF[$n]=${PIDS[-1]}; done
 for w in grpc stream; do
   "$BUN" bench/grpc-upstream.ts "${PORT[up/$w]}" "$STREAM_MSGS" >"$TMP/up-$w.out" 2>"$TMP/up-$w.err" &
   PIDS+=($!); PID_OF[up-$w]=$!
 done
 for w in "${WL[@]}"; do
-  start_kedge "kedge-$w"; PID_OF[kedge-$w]=${PIDS[-1]}
-  start_nginx "nginx-$w"; PID_OF[nginx-$w]=${PIDS[-1]}
-  start_haproxy "haproxy-$w"; PID_OF[haproxy-$w]=${PIDS[-1]}
+  for n in "${WK[@]}"; do
+    start_kedge "kedge-$w-$n"; PID_OF[$w/kedge$n]=${PIDS[-1]}
+    start_nginx "nginx-$w-$n"; PID_OF[$w/nginx$n]=${PIDS[-1]}
+    start_haproxy "haproxy-$w-$n"; PID_OF[$w/haproxy$n]=${PIDS[-1]}
+  done
 done
 
 # One gRPC call: 5-byte gRPC prefix (uncompressed, big-endian length) + message; the upstream
@@ -346,12 +374,14 @@ for n in up-http up-body; do retry "$n" curl -sf "http://127.0.0.1:${PORT[up/${n
 retry up-https curl -sf "http://127.0.0.1:${PORT[up/https]}/"
 for w in grpc stream; do retry "up-$w" grpc_call "${URL[$w/direct]}" /dev/null; done
 for w in "${WL[@]}"; do
-  retry "kedge-$w" curl -sf "http://127.0.0.1:${PORT[admin/$w]}/_healthz"
-  case $w in
-    https) for t in nginx haproxy; do retry "$t-$w" curl -skf "${URL[$w/$t]}"; done ;;
-    grpc | stream) for t in nginx haproxy; do retry "$t-$w" grpc_call "${URL[$w/$t]}" /dev/null; done ;;
-    *) for t in nginx haproxy; do retry "$t-$w" curl -sf "${URL[$w/$t]}"; done ;;
-  esac
+  for t in "${TARGETS[@]:1}"; do
+    [[ $(proxy_of "$t") == kedge ]] && retry "$t-$w admin" curl -sf "http://127.0.0.1:${PORT[admin/$w/$t]}/_healthz"
+    case $w in
+      https) retry "$t-$w" curl -skf "${URL[$w/$t]}" ;;
+      grpc | stream) retry "$t-$w" grpc_call "${URL[$w/$t]}" /dev/null ;;
+      *) retry "$t-$w" curl -sf "${URL[$w/$t]}" ;;
+    esac
+  done
 done
 
 # --- every target must do the same work ------------------------------------------------------
@@ -364,7 +394,7 @@ for w in "${WL[@]}"; do
         body=$(curl -sf -D "$TMP/head-$t" "$u") || fail_verify "GET $u failed"
         [[ $body == "hello world" ]] || fail_verify "unexpected body from $u: $body"
         # The proxies tag the response with a request id (kedge's x-kedge-request-id; PROXY_PASS).
-        [[ $t == direct || ($t != kedge && $PROXY_HEADERS == 0) ]] || grep -qiE '^x-(kedge-)?request-id: ' "$TMP/head-$t" || fail_verify "$u: no request id in the response" ;;
+        [[ $t == direct || ($(proxy_of "$t") != kedge && $PROXY_HEADERS == 0) ]] || grep -qiE '^x-(kedge-)?request-id: ' "$TMP/head-$t" || fail_verify "$u: no request id in the response" ;;
       https)
         got=$(curl -skf --http2 -w '|%{http_version}' "$u") || fail_verify "GET $u failed"
         [[ $got == $'hello world\n|2' ]] || fail_verify "$u: expected 'hello world' over HTTP/2, got: $got" ;;
@@ -396,40 +426,49 @@ if [[ -f $TMP/grpc-response-stream-direct.bin ]]; then
 fi
 
 # --- what is measured --------------------------------------------------------------------------
-# The process whose cost is attributed to the target: for direct, the upstream itself; for nginx,
-# its worker.
-declare -A MEASURED UPSTREAM_PIDS UPSTREAM_STATUS
-for w in http https body; do
-  UPSTREAM_PIDS[$w]=$(workers_of "${PID_OF[up-$w]}")
+# The processes whose cost is attributed to a target, all of them: kedge's supervisor and its
+# workers, nginx's master and workers, the haproxy process (one, with its threads); for direct, the
+# upstream itself. Looked up again before every run, so a restarted kedge worker is followed.
+declare -A UPSTREAM_PID UPSTREAM_STATUS
+for w in http https body grpc stream; do
+  UPSTREAM_PID[$w]=${PID_OF[up-$w]}
   UPSTREAM_STATUS[$w]="http://127.0.0.1:${PORT[up/$w]}/_bench/status"
 done
-for w in grpc stream; do
-  UPSTREAM_PIDS[$w]=${PID_OF[up-$w]}
-  UPSTREAM_STATUS[$w]="http://127.0.0.1:${PORT[up/$w]}/_bench/status"
-done
+tree_of() { echo "$1 $(pgrep -P "$1" | tr '\n' ' ')"; }  # a process and its children
+measured_pids() {  # workload, target
+  if [[ $2 == direct ]]; then tree_of "${UPSTREAM_PID[$1]}"; else tree_of "${PID_OF[$1/$2]}"; fi
+}
 for w in "${WL[@]}"; do
-  MEASURED[$w/direct]=${UPSTREAM_PIDS[$w]}
-  MEASURED[$w/kedge]=${PID_OF[kedge-$w]}
-  MEASURED[$w/nginx]=$(workers_of "${PID_OF[nginx-$w]}")
-  MEASURED[$w/haproxy]=${PID_OF[haproxy-$w]}
-  for t in "${TARGETS[@]}"; do [[ -n ${MEASURED[$w/$t]// /} ]] || fail_verify "no process to measure for $w $t"; done
+  for t in "${TARGETS[@]}"; do
+    pids=$(measured_pids "$w" "$t") n=1; [[ $t == direct ]] || n=$(workers_in "$t")
+    read -ra ps <<<"$pids"
+    # nginx: master + n workers; kedge: one process, or a supervisor + n workers; haproxy: one.
+    case $(proxy_of "$t") in
+      nginx) want=$((n + 1)) ;; kedge) want=$((n > 1 ? n + 1 : 1)) ;; haproxy) want=1 ;; *) want=0 ;;
+    esac
+    ((want == 0 || ${#ps[@]} == want)) || fail_verify "$w $t: expected $want processes, found ${#ps[@]} ($pids)"
+  done
 done
 
-# utime+stime (fields 14, 15) summed over pids. comm (field 2) may hold spaces: cut after ')'.
-cpu_ticks() {
-  local pid s f total=0
+# utime+stime (fields 14, 15) of each pid, in order. comm (field 2) may hold spaces: cut after ')'.
+cpu_ticks_each() {
+  local pid s f out=()
   for pid in $1; do
     s=$(<"/proc/$pid/stat"); s=${s##*) }; read -ra f <<<"$s"
-    total=$((total + f[11] + f[12]))
+    out+=($((f[11] + f[12])))
+  done
+  echo "${out[*]}"
+}
+sum() { local x t=0; for x in $1; do t=$((t + x)); done; echo "$t"; }
+cpu_ticks() { sum "$(cpu_ticks_each "$1")"; }
+# The sum of each process's peak (VmHWM): what the target as a whole held at most, give or take
+# pages its processes share and peaks that did not coincide.
+peak_rss_kb() {
+  local pid total=0 kb
+  for pid in $1; do
+    kb=$(awk '/^VmHWM:/ {print $2}' "/proc/$pid/status"); total=$((total + kb))
   done
   echo "$total"
-}
-peak_rss_kb() {
-  local pid max=0 kb
-  for pid in $1; do
-    kb=$(awk '/^VmHWM:/ {print $2}' "/proc/$pid/status"); ((kb > max)) && max=$kb
-  done
-  echo "$max"
 }
 # Connections the upstream has accepted so far (nginx stub_status, or the gRPC upstream's count of
 # HTTP/2 sessions), not counting the one asking.
@@ -499,7 +538,7 @@ describe() {  # workload
 
 mkdir -p "$RESULTS/last-run"; rm -f "$RESULTS/last-run/"*
 RAW=$RESULTS/last-run/raw.tsv
-printf 'workload\ttarget\tround\tcpu_ticks\tupstream_ticks\trss_kb\talive\tupstream_conns\tload_file\n' >"$RAW"
+printf 'workload\ttarget\tworkers\tround\tcpu_ticks\tupstream_ticks\trss_kb\talive\tupstream_conns\tload_file\tcpu_split\n' >"$RAW"
 
 # --- resources: idle RSS, start-up, 10k idle connections ---------------------------------------
 if ((RESOURCES)); then
@@ -527,23 +566,29 @@ for w in "${WL[@]}"; do
   log "measuring $(describe "$w"): $ROUNDS rounds x ${TARGETS[*]}"
   for r in $(seq "$ROUNDS"); do
     for t in "${TARGETS[@]}"; do
-      pids=${MEASURED[$w/$t]} ups=${UPSTREAM_PIDS[$w]}
+      pids=$(measured_pids "$w" "$t") ups=$(measured_pids "$w" direct)
       if ! kill -0 $pids 2>/dev/null; then
         log "$w $t: measured process is gone, skipping round $r"; continue
       fi
       out=$RESULTS/last-run/$w-$t-$r.txt
-      before=$(cpu_ticks "$pids") ubefore=$(cpu_ticks "$ups") abefore=$(upstream_accepts "$w")
+      before=$(cpu_ticks_each "$pids") ubefore=$(cpu_ticks "$ups") abefore=$(upstream_accepts "$w")
       run_load "$w" "$DURATION" "${URL[$w/$t]}" "$out"
-      alive=yes; kill -0 $pids 2>/dev/null || alive=no
+      # A process that exited (a kedge worker restarted: a new pid) spoils the count: the run is
+      # reported as one whose target died.
+      alive=yes; kill -0 $pids 2>/dev/null && [[ $(measured_pids "$w" "$t") == "$pids" ]] || alive=no
+      split=-
       if [[ $alive == yes ]]; then
-        ticks=$(($(cpu_ticks "$pids") - before)) rss=$(peak_rss_kb "$pids")
+        read -ra b4 <<<"$before"; read -ra af <<<"$(cpu_ticks_each "$pids")"
+        d=(); for i in "${!af[@]}"; do d+=($((af[i] - b4[i]))); done
+        ticks=$(sum "${d[*]}") rss=$(peak_rss_kb "$pids") split=$(IFS=/; echo "${d[*]}")
       else
-        ticks=0 rss=0; log "$w $t: process died during round $r"
+        ticks=0 rss=0; log "$w $t: a process of it exited during round $r"
       fi
       uticks=-1; kill -0 $ups 2>/dev/null && uticks=$(($(cpu_ticks "$ups") - ubefore))
       aafter=$(upstream_accepts "$w") conns=-1
       ((abefore >= 0 && aafter >= 0)) && conns=$((aafter - abefore - 1))
-      printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$w" "$t" "$r" "$ticks" "$uticks" "$rss" "$alive" "$conns" "$out" >>"$RAW"
+      n=-; [[ $t == direct ]] || n=$(workers_in "$t")
+      printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$w" "$(proxy_of "$t")" "$n" "$r" "$ticks" "$uticks" "$rss" "$alive" "$conns" "$out" "$split" >>"$RAW"
       log "round $r $w $t: $(result_line "$w" "$out")"
     done
   done
@@ -559,6 +604,7 @@ done
 export BENCH_META="$(nproc) CPUs, $(nginx -v 2>&1 | sed 's/.*version: //'), $(haproxy -v | head -1 | cut -d' ' -f1-3), \
 kedge $(git rev-parse --short HEAD 2>/dev/null)$(git diff --quiet -- src 2>/dev/null || echo '+dirty') ($KEDGE_BIN), \
 $ROUNDS rounds of ${DURATION}s per target, ${WARMUP}s warm-up, \
+workers ${WK[*]} (kedge workers, nginx worker_processes$( ((${#WK[@]} > 1 || WK[0] > 1)) && echo " with reuseport above 1"), haproxy nbthread), \
 $( ((PROXY_HEADERS)) && echo "nginx and haproxy add kedge's HTTP headers" || echo "nginx and haproxy proxy HTTP bare (PROXY_HEADERS=0)")"
 # `wrk --version` exits 1: `|| true`, or set -e would end the run here.
 WRK="$(wrk --version 2>&1 | head -1 | cut -d' ' -f1-2 || true)"
