@@ -57,7 +57,7 @@ class RecordingRole extends H2Endpoint<Stream> {
   private close(stream: Stream, how: ClosedHow): void {
     stream.closed = true;
     this.streams.delete(stream.id);
-    this.closedStreams.add(stream.id, how);
+    this.closedStreams.add(stream.id, how, stream.sendWindow);
   }
   /** RST_STREAM codes the engine wrote on its own. */
   resets(): number[] {
@@ -126,14 +126,28 @@ describe("HTTP/2 engine stream states", () => {
 describe("closed-stream memory", () => {
   it("remembers how recent streams closed, forgets old ones as reset locally, and tells skipped ids apart", () => {
     const closed = new ClosedStreams();
-    closed.add(1, ClosedHow.ENDED);
-    closed.add(5, ClosedHow.RESET_BY_PEER);
+    closed.add(1, ClosedHow.ENDED, 65_535);
+    closed.add(5, ClosedHow.RESET_BY_PEER, 65_535);
     expect(closed.how(1)).toBe(ClosedHow.ENDED);
     expect(closed.how(5)).toBe(ClosedHow.RESET_BY_PEER);
     expect(closed.how(3)).toBe(ClosedHow.NEVER_OPENED);
-    for (let id = 7; id < 7 + 2 * 300; id += 2) closed.add(id, ClosedHow.ENDED);
+    for (let id = 7; id < 7 + 2 * 300; id += 2) closed.add(id, ClosedHow.ENDED, 65_535);
     expect(closed.how(1)).toBe(ClosedHow.FORGOTTEN);
     expect(closed.how(3)).toBe(ClosedHow.FORGOTTEN);
     expect(closed.how(7 + 2 * 299)).toBe(ClosedHow.ENDED);
+  });
+
+  it("turns a stream this side reset into one the peer reset too, and keeps its window for late WINDOW_UPDATEs", () => {
+    const closed = new ClosedStreams();
+    closed.add(1, ClosedHow.RESET_LOCALLY, 0x7fffffff - 10);
+    closed.add(3, ClosedHow.ENDED, 100);
+    closed.peerResetToo(1);
+    closed.peerResetToo(3); // ended by both: a later RST_STREAM changes nothing
+    expect(closed.how(1)).toBe(ClosedHow.RESET_BY_PEER);
+    expect(closed.how(3)).toBe(ClosedHow.ENDED);
+    expect(closed.overflows(1, 10)).toBe(false);
+    expect(closed.overflows(1, 1)).toBe(true);
+    expect(closed.overflows(3, 0x7fffffff - 100)).toBe(false);
+    expect(closed.overflows(9, 0x7fffffff)).toBe(false); // never seen: nothing to overflow
   });
 });

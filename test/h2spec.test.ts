@@ -5,6 +5,7 @@ import { join } from "node:path";
 import { makeTestPki } from "./helpers/certs.ts";
 import { root } from "./helpers/binary.ts";
 import { startTestKedge, type TestKedge } from "./helpers/kedge.ts";
+import { bodyFirstBackend } from "./helpers/body-first-backend.ts";
 
 // kedge's HTTP/2 server held to h2spec (RFC 9113 and RFC 7541 conformance), on the h2c port with
 // prior knowledge and on the TLS port with ALPN h2: every test of generic, http2 and hpack passes.
@@ -17,21 +18,15 @@ if (!present && process.env.CI !== "true") console.warn(`h2spec not found at ${h
 /** Any path, 200 and a body longer than the few bytes some h2spec cases need to see split. */
 const backendBody = "kedge h2spec backend: any path answers 200 with this body\n";
 
-let backend: ReturnType<typeof Bun.serve>;
+let backend: ReturnType<typeof bodyFirstBackend>;
 let kedge: TestKedge;
 
 beforeAll(async () => {
   if (!present) return;
-  // The request body is read first: a backend that answers before it would let kedge finish a
-  // stream before a malformed body (content-length unlike its DATA) arrived to be refused.
-  backend = Bun.serve({
-    hostname: "127.0.0.1",
-    port: 0,
-    fetch: async (req) => {
-      await req.arrayBuffer();
-      return new Response(backendBody, { headers: { "content-type": "text/plain" } });
-    },
-  });
+  // The request body is read first, whatever the method: a backend that answers before it would
+  // let kedge finish a stream before a malformed body (content-length unlike its DATA) arrived to
+  // be refused, or before h2spec's frames on the open stream.
+  backend = bodyFirstBackend(backendBody);
   const pki = makeTestPki();
   kedge = await startTestKedge({
     server: { bind_address: "127.0.0.1", h2c_port: 0, http_tls_port: 0, admin_port: 0, log_level: "error", tls_cert_file: pki.serverCertFile, tls_key_file: pki.serverKeyFile },
@@ -41,7 +36,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await kedge?.shutdown();
-  backend?.stop(true);
+  backend?.listener.stop(true);
 });
 
 /** Runs h2spec's generic, http2 and hpack sections against a port; returns the ids of the failed tests. */

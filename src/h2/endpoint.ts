@@ -284,7 +284,12 @@ export abstract class H2Endpoint<S extends H2StreamState> extends H2DataWriter<S
     if (end - start !== 4) throw new ConnectionError(ErrorCode.FRAME_SIZE_ERROR, "RST_STREAM of other than 4 bytes");
     if (id === 0 || (id & 1) === 0 || id > this.lastStreamId) throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, `RST_STREAM on idle stream ${id}`);
     const stream = this.streams.get(id);
-    if (stream === undefined) return this.control();
+    if (stream === undefined) {
+      // Frames the peer sent before this RST_STREAM may still be in flight after this side's own
+      // reset; anything after it is the peer's error (RFC 9113 §5.1, "closed").
+      this.closedStreams.peerResetToo(id);
+      return this.control();
+    }
     this.peerReset(stream, readU32(buf, start));
   }
 
@@ -339,7 +344,12 @@ export abstract class H2Endpoint<S extends H2StreamState> extends H2DataWriter<S
     const stream = this.streams.get(id);
     if (stream === undefined) {
       if ((id & 1) === 0 || id > this.lastStreamId) throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "WINDOW_UPDATE on an idle stream");
-      return; // a closed stream's: the peer may send these for a while (RFC 9113 §5.1)
+      // A closed stream's: the peer may send these for a while (RFC 9113 §5.1), but never one of
+      // 0 (§6.9) nor past the largest window (§6.9.1), which are errors on any stream.
+      const fault = increment === 0 ? ErrorCode.PROTOCOL_ERROR : this.closedStreams.overflows(id, increment) ? ErrorCode.FLOW_CONTROL_ERROR : -1;
+      if (fault < 0) return;
+      this.control();
+      return this.resetFrame(id, fault);
     }
     if (increment === 0) return this.streamError(stream, ErrorCode.PROTOCOL_ERROR, "WINDOW_UPDATE of 0");
     stream.sendWindow += increment;

@@ -153,7 +153,7 @@ export class H2ServerConnection extends H2Endpoint<H2ServerStream> {
   /** A new request. */
   protected openStream(id: number, headers: H2Headers, endStream: boolean, malformed: string | undefined): void {
     this.lastStreamId = id;
-    if (this.goingAway) return this.closedStreams.add(id, ClosedHow.RESET_LOCALLY); // after GOAWAY: ignored, as are its frames in flight
+    if (this.goingAway) return this.closedStreams.add(id, ClosedHow.RESET_LOCALLY, this.peerInitialWindow); // after GOAWAY: ignored, as are its frames in flight
     const { limits } = this.handler;
     const fault = malformed ?? requestFault(headers);
     if (this.streams.size >= this.handler.maxStreams || fault !== undefined) return this.refuseStream(id, fault === undefined ? ErrorCode.REFUSED_STREAM : ErrorCode.PROTOCOL_ERROR);
@@ -177,7 +177,7 @@ export class H2ServerConnection extends H2Endpoint<H2ServerStream> {
   /** A stream kedge never started (a malformed request, or one above max_concurrent_streams). */
   private refuseStream(id: number, code: number): void {
     this.resetFrame(id, code);
-    this.closedStreams.add(id, ClosedHow.RESET_LOCALLY);
+    this.closedStreams.add(id, ClosedHow.RESET_LOCALLY, this.peerInitialWindow);
     this.control();
   }
 
@@ -282,7 +282,7 @@ export class H2ServerConnection extends H2Endpoint<H2ServerStream> {
 
   private closeStream(stream: H2ServerStream, how: ClosedHow): void {
     if (stream.closed) return;
-    this.closedStreams.add(stream.id, how);
+    this.closedStreams.add(stream.id, how, stream.sendWindow);
     stream.markClosed();
     this.streams.delete(stream.id);
     this.blocked.delete(stream);

@@ -369,7 +369,7 @@ export class H2Connection extends H2Endpoint<H2Stream> {
     stream.closed = true;
     if (stream.id !== 0) {
       this.streams.delete(stream.id);
-      this.closedStreams.add(stream.id, how);
+      this.closedStreams.add(stream.id, how, stream.sendWindow);
     } else {
       const i = this.waiting.indexOf(stream);
       if (i >= 0) this.waiting.splice(i, 1);
