@@ -5,7 +5,8 @@
 # Whatever slows the machine slows A and B alike, so B/A (CPU µs per request) is steady to a few
 # per cent: the same binary against itself gives medians of 0.98–1.00.
 # Needs 2 CPUs, taskset (util-linux), and what `npm run bench` installs (nginx, wrk, h2load).
-# Usage: bash bench/ab.sh BIN_A BIN_B [http|grpc|stream] [ROUNDS=5] [SECONDS=4]
+# https1 and https load http_tls_port over TLS 1.3 (wrk, HTTP/1.1 keep-alive; h2load, ALPN h2).
+# Usage: bash bench/ab.sh BIN_A BIN_B [http|https1|https|grpc|stream] [ROUNDS=5] [SECONDS=4]
 set -euo pipefail
 A_BIN=$(realpath "$1") B_BIN=$(realpath "$2") KIND=${3:-grpc} ROUNDS=${4:-5} SECS=${5:-4}
 cd "$(dirname "$0")/.."
@@ -13,7 +14,9 @@ source bench/floor-lib.sh
 UP=$(port) A=$(port) B=$(port)
 
 config() { # $1 listening port: a kedge with one route to the upstream
-  if [[ $KIND == http ]]; then  # (grpc and stream share the gRPC route)
+  if [[ $KIND == https* ]]; then
+    echo "{\"server\":{\"bind_address\":\"127.0.0.1\",\"http_tls_port\":$1,\"tls_cert_file\":\"$TMP/cert.pem\",\"tls_key_file\":\"$TMP/key.pem\",\"log_level\":\"error\"},\"http\":{\"backends\":[{\"name\":\"up\",\"static\":{\"addresses\":[\"127.0.0.1:$UP\"]}}],\"routes\":[{\"backend_name\":\"up\",\"path_rules\":[\"/*\"]}]}}"
+  elif [[ $KIND == http ]]; then  # (grpc and stream share the gRPC route)
     echo "{\"server\":{\"bind_address\":\"127.0.0.1\",\"http_port\":$1,\"log_level\":\"error\"},\"http\":{\"backends\":[{\"name\":\"up\",\"static\":{\"addresses\":[\"127.0.0.1:$UP\"]}}],\"routes\":[{\"backend_name\":\"up\",\"path_rules\":[\"/*\"]}]}}"
   else
     echo "{\"server\":{\"bind_address\":\"127.0.0.1\",\"h2c_port\":$1,\"log_level\":\"error\"},\"grpc\":{\"backends\":[{\"name\":\"up\",\"static\":{\"addresses\":[\"127.0.0.1:$UP\"]}}],\"routes\":[{\"backend_name\":\"up\",\"service_name_matcher\":\"*\"}]}}"
@@ -25,6 +28,15 @@ case $KIND in
     start_nginx upstream "server { listen 127.0.0.1:$UP; location / { return 200 \"hello world\\n\"; } }"
     taskset -p -c 0 "$NGINX_PID" >/dev/null
     load() { taskset -c 0 wrk -t1 -c25 -d"$2"s "http://127.0.0.1:$1/" 2>&1 | awk '/requests in/ {print $1}'; } ;;
+  https1|https) # a throw-away P-256 certificate; TLS 1.3 with the one cipher `npm run bench` offers
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout "$TMP/key.pem" -out "$TMP/cert.pem" -days 1 -subj /CN=localhost 2>/dev/null
+    start_nginx upstream "server { listen 127.0.0.1:$UP; location / { return 200 \"hello world\\n\"; } }"
+    taskset -p -c 0 "$NGINX_PID" >/dev/null
+    if [[ $KIND == https1 ]]; then # wrk offers no ALPN: kedge serves it HTTP/1.1
+      load() { taskset -c 0 wrk -t1 -c25 -d"$2"s "https://127.0.0.1:$1/" 2>&1 | awk '/requests in/ {print $1}'; }
+    else
+      load() { taskset -c 0 h2load -t1 -c5 -m10 -D "$2" --tls13-ciphers=TLS_AES_128_GCM_SHA256 "https://127.0.0.1:$1/" 2>&1 | awk '/^requests:/ {print $8}'; }
+    fi ;;
   grpc)
     taskset -c 0 "$BUN" bench/grpc-upstream.ts "$UP" >"$TMP/up.out" 2>&1 & PIDS+=($!)
     printf '\x00\x00\x00\x00\x05hello' >"$TMP/req.bin"
@@ -32,7 +44,7 @@ case $KIND in
   stream) # server-streaming calls of 100 messages each; "requests" are calls
     taskset -c 0 "$BUN" bench/grpc-upstream.ts "$UP" >"$TMP/up.out" 2>&1 & PIDS+=($!)
     load() { taskset -c 0 "$BUN" bench/grpc-stream-client.ts "$1" /bench.Echo/Stream 5 10 "$2" 100 2>&1 | sed -n 's/^bench-stream: calls=\([0-9]*\).*/\1/p'; } ;;
-  *) echo "kind must be http, grpc or stream" >&2; exit 2 ;;
+  *) echo "kind must be http, https1, https, grpc or stream" >&2; exit 2 ;;
 esac
 config "$A" >"$TMP/a.json"
 config "$B" >"$TMP/b.json"

@@ -34,6 +34,7 @@ beforeAll(async () => {
     server: {
       ...plainServer, log_level: "warn", http_tls_port: 0, grpc_tls_port: 0,
       tls_cert_file: pki.serverCertFile, tls_key_file: pki.serverKeyFile, tls_client_ca_files: [pki.caFile], tls_client_cert_required: true,
+      request_header_timeout: "1s",
     },
     http: { backends: [{ name: "app", static: { addresses: [`127.0.0.1:${upstream.port}`] } }], routes: [{ backend_name: "app" }] },
   });
@@ -132,5 +133,44 @@ describe("failed TLS handshakes", () => {
     const lines = logged.slice(before).filter((l) => l.includes('"peer":"192.0.2.')).map((l) => JSON.parse(l));
     expect(lines.map((l) => [l.peer, l.suppressed])).toEqual([["192.0.2.7", 0], ["192.0.2.8", 3]]);
     expect([...failures.samples()]).toEqual([[["tls", "certificate_expired"], 5]]);
+  });
+
+  it("read Bun's handshake errors (EPROTO, BoringSSL's reason last in the message) as the same reasons", () => {
+    const failures = new TlsHandshakeFailures();
+    const bun = (reason: string) => Object.assign(new Error(`error:100000f0:SSL routines:OPENSSL_internal:${reason}`), { code: "EPROTO" });
+    failures.record("bun", bun("PEER_DID_NOT_RETURN_A_CERTIFICATE"), "192.0.2.9");
+    failures.record("bun", bun("UNSUPPORTED_PROTOCOL"), "192.0.2.9");
+    failures.record("bun", bun("NO_APPLICATION_PROTOCOL"), "192.0.2.9");
+    failures.record("bun", bun("HTTP_REQUEST"), "192.0.2.9");
+    failures.record("bun", bun("SOMETHING_NEW"), "192.0.2.9");
+    expect(Object.fromEntries([...failures.samples()].map(([labels, n]) => [labels[1], n]))).toEqual({
+      no_client_certificate: 1,
+      protocol_version: 1,
+      no_shared_alpn: 1,
+      not_tls: 1,
+      other: 1,
+    });
+  });
+
+  it("close a client that does not finish its handshake within request_header_timeout, counted as a header timeout", async () => {
+    const refused = async () => Number((await (await fetch(`http://127.0.0.1:${kedge.ports.admin}/metrics`)).text()).match(/^kedge_connections_refused_total\{reason="header_timeout"\} (\d+)$/m)?.[1] ?? 0);
+    const before = await refused();
+    const started = performance.now();
+    // Connected, then silent: no ClientHello (or half of one) ever comes.
+    const closed = await new Promise<boolean>((resolve) => {
+      const socket = net.connect(kedge.ports.tls, "127.0.0.1", () => socket.write(Buffer.from([0x16, 0x03, 0x01])));
+      const timer = setTimeout(() => {
+        socket.destroy();
+        resolve(false);
+      }, 6_000);
+      socket.on("error", () => {});
+      socket.on("close", () => {
+        clearTimeout(timer);
+        resolve(true);
+      });
+    });
+    expect(closed).toBe(true);
+    expect(performance.now() - started).toBeGreaterThan(500);
+    expect(await refused()).toBe(before + 1);
   });
 });

@@ -1,4 +1,3 @@
-import tls from "node:tls";
 import type { ServerConfig } from "../gen/kedge/config/v1/server_pb.js";
 import { durationMs } from "../config/duration.js";
 import { defaultBindAddress } from "../config/validate-exposure.js";
@@ -7,7 +6,6 @@ import { inflight } from "../proxy/record.js";
 import { kedgeHttpProxy, type ProxyContext } from "../proxy/http.js";
 import { Tunnels } from "../proxy/tunnel.js";
 import type { Draining } from "./drain.js";
-import { listen } from "./listen.js";
 import { ConnectionGuard } from "./connection-guard.js";
 import type { HeadLimits } from "./h1/request-head.js";
 import { startPlainListener } from "./plain-listener.js";
@@ -16,6 +14,7 @@ import { defaultSendTimeoutMs, H2Connections, type H2Options } from "./h2/connec
 import { serveKedgeStream } from "./ingress-h2.js";
 import { TlsHandshakeFailures } from "./tls-failures.js";
 import { tlsFiles } from "./tls-files.js";
+import { startTlsListener, type TlsListener } from "./tls-listener.js";
 
 export interface DataListeners {
   /** Bound ports, by listener name (tls, http). */
@@ -67,7 +66,7 @@ export async function startDataListeners(server: ServerConfig, ctx: ProxyContext
   const sendTimeoutMs = durationMs(server.h2StreamSendTimeout, defaultSendTimeoutMs);
   const ports: Record<string, number> = {};
   const closers: Array<{ stop: () => void; kill: () => void }> = [];
-  const tlsServers: tls.Server[] = [];
+  const tlsListeners: TlsListener[] = [];
   const tunnels = new Tunnels();
   const proxies: Proxies = { ctx, http: kedgeHttpProxy(ctx, tunnels), tunnels };
   const guard = new ConnectionGuard(server.maxConnections || 16_384);
@@ -95,38 +94,30 @@ export async function startDataListeners(server: ServerConfig, ctx: ProxyContext
     sendTimeoutMs,
   });
 
-  const startTls = async (name: string, port: number, h1: H1Connections | undefined) => {
+  const startTls = (name: string, port: number, h1: H1Connections | undefined) => {
     const h2 = new H2Connections(h2Options(() => ports[name]));
     h2Sets.push(h2);
-    const listener = tls.createServer(
-      // A client may half-close once its request is sent: it still gets its answer.
-      { ...tlsFiles(server), ALPNProtocols: h1 ? ["h2", "http/1.1"] : ["h2"], minVersion: "TLSv1.2", allowHalfOpen: true },
-      (socket: tls.TLSSocket) => {
-        socket.on("error", () => {});
-        if (h1 && socket.alpnProtocol !== "h2") return h1.adoptSocket(socket);
-        h2.adoptSocket(socket);
+    const listener = startTlsListener(
+      {
+        name,
+        hostname: bind,
+        port,
+        material: tlsFiles(server),
+        failures: tlsFailures,
+        handshakeTimeoutMs: headTimeoutMs,
+        onHandshakeTimeout: () => guard.refused.headTimeout++,
       },
+      { h2, http1: h1 },
     );
-    listener.on("tlsClientError", (err: Error, socket: tls.TLSSocket | undefined) => tlsFailures.record(name, err, socket?.remoteAddress));
-    ports[name] = await listen(listener, port, bind, reusePort);
-    tlsServers.push(listener);
-    closers.push({
-      stop: () => {
-        listener.close();
-        h1?.stop();
-        h2.stop();
-      },
-      kill: () => {
-        h1?.kill();
-        h2.kill();
-      },
-    });
+    ports[name] = listener.port;
+    tlsListeners.push(listener);
+    closers.push({ stop: listener.stop, kill: listener.kill });
   };
 
   if (server.httpTlsPort !== undefined) {
-    await startTls("tls", server.httpTlsPort, new H1Connections(h1Options("https"), () => ports.tls));
+    startTls("tls", server.httpTlsPort, new H1Connections(h1Options("https"), () => ports.tls));
   }
-  if (server.grpcTlsPort !== undefined) await startTls("grpc_tls", server.grpcTlsPort, undefined);
+  if (server.grpcTlsPort !== undefined) startTls("grpc_tls", server.grpcTlsPort, undefined);
 
   if (server.h2cPort !== undefined) {
     const h2 = new H2Connections(h2Options(() => ports.h2c));
@@ -145,7 +136,8 @@ export async function startDataListeners(server: ServerConfig, ctx: ProxyContext
   return {
     ports,
     reloadTls: (next) => {
-      for (const listener of tlsServers) listener.setSecureContext({ ...tlsFiles(next), minVersion: "TLSv1.2" });
+      const material = tlsFiles(next);
+      for (const listener of tlsListeners) listener.rotate(material);
     },
     stopAccepting: () => closers.forEach((c) => c.stop()),
     draining: {

@@ -11,8 +11,8 @@ export type TlsFailureReason =
   | "not_tls"
   | "other";
 
-// The codes Bun's node:tls reports on `tlsClientError` (BoringSSL reasons with ERR_SSL_, X509
-// verification results without), as found by experiment with node:tls and curl clients.
+// Failure codes in node:tls's spelling (BoringSSL reasons with ERR_SSL_, X509 verification results
+// without), which the log line shows; found by experiment with node:tls and curl clients.
 const reasonOfCode: Record<string, TlsFailureReason> = {
   ERR_SSL_PEER_DID_NOT_RETURN_A_CERTIFICATE: "no_client_certificate",
   UNABLE_TO_VERIFY_LEAF_SIGNATURE: "unknown_ca",
@@ -35,6 +35,18 @@ const reasonOfCode: Record<string, TlsFailureReason> = {
 // reported as ECONNRESET: routine, not a failed handshake, so neither counted nor logged.
 const notHandshakes = new Set(["ECONNRESET", "EPIPE", "ETIMEDOUT"]);
 
+/**
+ * The failure's code in node:tls's spelling. Bun.listen's handshake handler gets X509 results as
+ * codes, but BoringSSL's reasons as EPROTO with the reason last in the message
+ * ("error:100000f0:SSL routines:OPENSSL_internal:UNSUPPORTED_PROTOCOL": ERR_SSL_UNSUPPORTED_PROTOCOL).
+ */
+function codeOf(err: Error & { code?: string }): string {
+  const code = err.code ?? "";
+  if (code !== "EPROTO") return code;
+  const reason = err.message.slice(err.message.lastIndexOf(":") + 1);
+  return reason ? `ERR_SSL_${reason}` : code;
+}
+
 const defaultLogIntervalMs = 60_000;
 
 interface ReasonState {
@@ -54,7 +66,7 @@ export class TlsHandshakeFailures {
   constructor(private readonly logIntervalMs = defaultLogIntervalMs) {}
 
   record(listener: string, err: Error & { code?: string }, peer: string | undefined): void {
-    const code = err.code ?? "";
+    const code = codeOf(err);
     if (notHandshakes.has(code)) return;
     const reason = reasonOfCode[code] ?? "other";
     const key = `${listener} ${reason}`;

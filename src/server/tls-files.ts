@@ -1,13 +1,22 @@
 import { readFileSync } from "node:fs";
-import type tls from "node:tls";
 import type { ServerConfig } from "../gen/kedge/config/v1/server_pb.js";
+
+export interface TlsMaterial {
+  cert: Buffer;
+  key: Buffer;
+  /** Client CAs; clients are asked for a certificate only when there are some. */
+  ca: Buffer[] | undefined;
+  requestCert: boolean;
+  /** A missing or untrusted client certificate fails the handshake. */
+  rejectUnauthorized: boolean;
+}
 
 /**
  * The listener's TLS material. With client CAs, clients are asked for a certificate; a missing or
  * untrusted one fails the handshake only when required, otherwise the request path refuses an
  * untrusted one and treats a missing one as no identity.
  */
-export function tlsFiles(server: ServerConfig): tls.SecureContextOptions & { requestCert: boolean; rejectUnauthorized: boolean } {
+export function tlsFiles(server: ServerConfig): TlsMaterial {
   const clientCas = server.tlsClientCaFiles.map((f) => readFileSync(f));
   return {
     cert: readFileSync(server.tlsCertFile),

@@ -11,7 +11,6 @@ import type { HeadLimits, RequestHead } from "./request-head.js";
 import type { H1RawResponse } from "./response.js";
 import { NodeTransport, type ClientTransport } from "./transport.js";
 import type { TunnelSocket } from "../../net/tunnel-socket.js";
-import type { Duplex } from "node:stream";
 
 /** What a listener's requests are for: kedge's reverse proxy, or winch's forward proxy on its HTTP port. */
 export interface H1Roles {
@@ -87,11 +86,6 @@ export class H1Connections {
     if (this.opts.guard.admit()) this.conns.add(conn);
     else this.handler.refuse(conn, tooManyConnections);
     return conn;
-  }
-
-  /** A node socket: the TLS listener's connections that chose http/1.1. */
-  adoptSocket(socket: Duplex): void {
-    this.adoptStream(new NodeTransport(socket));
   }
 
   /**

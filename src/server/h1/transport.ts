@@ -2,7 +2,7 @@ import type { Socket } from "bun";
 import type { Duplex } from "node:stream";
 import { scratchCopy, SocketWriter } from "../../net/socket-writer.js";
 
-/** What a client connection is read from and written to: a Bun socket (plaintext) or a node TLS socket. */
+/** What a client connection is read from and written to: a Bun socket (plaintext or TLS) or a node stream. */
 export interface ClientTransport {
   readonly remoteAddress: string;
   /** The TLS socket a client certificate is read from; undefined on plaintext. */
@@ -31,12 +31,15 @@ export interface TransportEvents {
 
 /** A Bun.listen socket; the listener's handlers call `drained()` and the connection's events. */
 export class BunTransport implements ClientTransport {
-  readonly peer = undefined;
   private readonly writer: SocketWriter;
   private endPending = false;
   private address: string | undefined;
 
-  constructor(private readonly socket: Socket<unknown>) {
+  /** `peer`: the TLS connection's certificate and address (server/tls-listener), none on plaintext. */
+  constructor(
+    private readonly socket: Socket<unknown>,
+    readonly peer: object | undefined = undefined,
+  ) {
     this.writer = new SocketWriter(socket);
   }
 
@@ -83,7 +86,7 @@ export class BunTransport implements ClientTransport {
   }
 }
 
-/** A node socket (the TLS listener's, after ALPN chose http/1.1). */
+/** A node stream: a CONNECT tunnel whose bytes a listener serves itself (winch). */
 export class NodeTransport implements ClientTransport {
   /** Read once: a node socket's getter costs ~160 ns a call in Bun. */
   private address: string | undefined;

@@ -70,16 +70,11 @@ export class H2Connections implements H2ServerHandler {
    * A new client connection; over max_connections it is sent GOAWAY at once. `peer` is where its
    * address and certificate are read; `plaintext`: the h2c port, where HTTP/1.1 clients are answered.
    */
-  adopt(transport: ClientTransport, peer: object = transport, plaintext = true): H2ServerConnection {
+  adopt(transport: ClientTransport, peer: object = transport.peer ?? transport, plaintext = transport.peer === undefined): H2ServerConnection {
     const conn = new H2ServerConnection(transport, this, peer, plaintext);
     if (this.opts.guard.admit()) this.conns.add(conn);
     else conn.fail(ErrorCode.REFUSED_STREAM, "too many connections");
     return conn;
-  }
-
-  /** A node socket: the TLS listener's connections that chose h2. */
-  adoptSocket(socket: Duplex): void {
-    this.adoptStream(new NodeTransport(socket), socket);
   }
 
   /**
