@@ -3,7 +3,7 @@ import http from "node:http";
 import type { AddressInfo } from "node:net";
 import { captureAccessLines } from "./helpers/access-lines.ts";
 import { plainServer, startTestKedge, type TestKedge } from "./helpers/kedge.ts";
-import { seriesTotal } from "./helpers/prometheus.ts";
+import { promtool, seriesTotal } from "./helpers/prometheus.ts";
 import { until } from "./helpers/wait.ts";
 
 // A route's retry policy over real sockets: which HTTP requests are sent again (idempotent, body
@@ -113,6 +113,7 @@ describe("http retry policy", () => {
     const text = await metrics(k);
     expect(seriesTotal(text, "kedge_retries_total", 'reason="503"')).toBe(failed);
     expect(seriesTotal(text, "kedge_retries_total", 'backend_name="pair"')).toBe(failed);
+    expect(await promtool(text)).toEqual({ code: 0, out: "" });
     const lines = await Promise.all([0, 1, 2, 3].map((i) => capture.lineFor(`get-${i}`)));
     const retried = lines.filter((l) => l.attempts !== undefined);
     expect(retried.length).toBe(failed);
