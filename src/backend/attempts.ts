@@ -1,5 +1,6 @@
 import type { Backend, EndpointPool } from "./backend.js";
 import type { Endpoint } from "./endpoint.js";
+import { retriesOn, withinBudget, type RetryPolicy, type RetryReason } from "./retry-policy.js";
 import { defaults } from "../config/backend-defaults.js";
 
 /**
@@ -23,6 +24,9 @@ export const maxEndpointAttempts = 3;
 /** Unprocessed sends replayed per request: a GOAWAY race or a stale keep-alive connection needs one. */
 export const maxReplays = 2;
 
+/** What a re-send of an attempt that failed this way is counted as (kedge_retries_total's reason). */
+const failureReason: Record<AttemptFailure, RetryReason> = { dial: "connect-failure", busy: "connect-failure", unprocessed: "refused-stream" };
+
 type AnyBackend = Backend<unknown, EndpointPool<unknown>>;
 type PoolOf<B extends AnyBackend> = ReturnType<B["pick"]>["pool"];
 
@@ -30,8 +34,10 @@ type PoolOf<B extends AnyBackend> = ReturnType<B["pick"]>["pool"];
  * The attempts of one request, call or tunnel at its backend: which endpoint is tried next, when
  * a failed attempt may be retried, the endpoint's health and outstanding count, and the hand-over
  * from a backend a reload retired to its successor. HTTP, gRPC and CONNECT drive it the same way:
- * `next()`, then on a failure `retry(failure, resendable)` and `next()` again while it says yes.
- * A protocol's per-request object extends it, so a request allocates nothing more for it.
+ * `next()`, then on a failure `retry(failure, resendable)` (the backend never processed it) or
+ * `retryAnswered(reason, resendable)` (it did: the route's retry policy decides) and `next()`
+ * again while it says yes. A protocol's per-request object extends it, so a request allocates
+ * nothing more for it.
  */
 export class Attempts<B extends AnyBackend> {
   /** Where the request goes: the routed backend, or the successor that replaced it. */
@@ -40,10 +46,16 @@ export class Attempts<B extends AnyBackend> {
   endpoint: Endpoint | undefined = undefined;
   /** performance.now() ms after which nothing is retried (gRPC's grpc-timeout); undefined: none. */
   deadlineAt: number | undefined = undefined;
+  /** The route's retry policy; undefined: only what the backend never processed is sent again. */
+  retryPolicy: RetryPolicy | undefined = undefined;
   /** The current attempt is counted in its endpoint's outstanding requests. */
   private holding = false;
+  /** The backend whose retriesInFlight counts the current attempt: set while a policy retry holds an endpoint. */
+  private retryHeldOn: AnyBackend | undefined = undefined;
   private failedOn: Set<Endpoint> | undefined = undefined;
   private replays = 0;
+  /** Attempts the retry policy made again (answered, reset, timed out, or past the limits of `retry`). */
+  private policyRetries = 0;
 
   /** Resolves once the backend (after any reload's hand-over) has its first endpoints; undefined when it has. */
   get pendingResolution(): Promise<void> | undefined {
@@ -53,9 +65,20 @@ export class Attempts<B extends AnyBackend> {
   /** Picks the endpoint for the next attempt and counts it outstanding. Throws a KedgeError when none is left. */
   next(): { endpoint: Endpoint; pool: PoolOf<B> } {
     this.release();
-    const picked = this.toLive().pick(this.failedOn) as { endpoint: Endpoint; pool: PoolOf<B> };
+    const live = this.toLive();
+    const skip = this.failedOn;
+    let picked;
+    if (skip === undefined || this.policyRetries === 0) picked = live.pick(skip);
+    else {
+      // A policy retry prefers an endpoint not failed on yet, and goes back to one when none is left.
+      try {
+        picked = live.pick(skip);
+      } catch {
+        picked = live.pick();
+      }
+    }
     this.hold(picked.endpoint);
-    return picked;
+    return picked as { endpoint: Endpoint; pool: PoolOf<B> };
   }
 
   /**
@@ -80,6 +103,11 @@ export class Attempts<B extends AnyBackend> {
     if (!this.holding) return;
     this.holding = false;
     this.endpoint!.outstanding--;
+    const retried = this.retryHeldOn;
+    if (retried !== undefined) {
+      retried.retriesInFlight--;
+      this.retryHeldOn = undefined;
+    }
   }
 
   /**
@@ -87,22 +115,70 @@ export class Attempts<B extends AnyBackend> {
    * made (call `next()`, or `sameEndpoint()` for an HTTP/1.1 replay). `resendable`: kedge still
    * holds all the request the backend would need again, and the client is still there. A dial
    * failure backs its endpoint off and moves on to another, up to maxEndpointAttempts distinct
-   * ones; an unprocessed request is replayed up to maxReplays times; nothing is retried past the
-   * caller's deadline.
+   * ones; an unprocessed request is replayed up to maxReplays times; past those limits, a route's
+   * retry policy that lists the failure may go on. Nothing is retried past the caller's deadline.
    */
   retry(failure: AttemptFailure, resendable: boolean): boolean {
     const endpoint = this.endpoint!;
     this.release();
+    let again: boolean;
     if (failure === "unprocessed") {
-      if (!resendable || this.replays >= maxReplays) return false;
-      this.replays++;
+      again = resendable && this.replays < maxReplays;
+      if (again) this.replays++;
     } else {
       if (failure === "dial") endpoint.markFailed(this.backend.failureBackoffMs, defaults.maxFailureBackoffMs);
       const failedOn = (this.failedOn ??= new Set());
       failedOn.add(endpoint);
-      if (!resendable || failedOn.size >= Math.min(maxEndpointAttempts, this.backend.endpointCount)) return false;
+      again = resendable && failedOn.size < Math.min(maxEndpointAttempts, this.backend.endpointCount);
     }
-    return !this.pastDeadline();
+    if (this.pastDeadline()) return false;
+    const reason = failureReason[failure];
+    if (again) {
+      this.retryCounted(reason, true);
+      return true;
+    }
+    if (!this.policyAllows(reason, resendable)) return false;
+    this.retried(reason, endpoint);
+    return true;
+  }
+
+  /**
+   * The backend saw the request and the attempt failed for `reason` (a 502/503/504 answer, a
+   * reset before any answer, no response head within per_try_timeout): true when the route's
+   * retry policy sends it again now (the attempt is released; call `next()`). `resendable`: the
+   * request may be sent again unchanged (HTTP: an idempotent method, its body held) and nothing of
+   * the answer reached the client. A refused retry leaves the attempt as it was, to pass its
+   * answer on. The policy's attempts, its `on` list, the caller's deadline and the backend's retry
+   * budget all have to agree.
+   */
+  retryAnswered(reason: RetryReason, resendable: boolean): boolean {
+    const endpoint = this.endpoint!;
+    if (!this.policyAllows(reason, resendable)) return false;
+    this.release();
+    this.retried(reason, endpoint);
+    return true;
+  }
+
+  /** Told of each retry made, and of each one the backend's retry budget refused (`made` false): for metrics and the access line. */
+  protected retryCounted(_reason: RetryReason, _made: boolean): void {}
+
+  private policyAllows(reason: RetryReason, resendable: boolean): boolean {
+    const policy = this.retryPolicy;
+    if (policy === undefined || !resendable || !retriesOn(policy, reason) || this.policyRetries + 1 >= policy.attempts || this.pastDeadline()) return false;
+    const backend = this.backend;
+    // This request is in flight whether or not its failed attempt still holds an endpoint, and a
+    // retry that is retried again gives its own place in the budget back first.
+    const retries = backend.retriesInFlight - (this.retryHeldOn === backend ? 1 : 0);
+    if (withinBudget(policy, retries, backend.requestsInFlight + (this.holding ? 0 : 1))) return true;
+    this.retryCounted(reason, false);
+    return false;
+  }
+
+  /** A policy retry is decided: the next attempt counts against the budget and avoids `endpoint` when it can. */
+  private retried(reason: RetryReason, endpoint: Endpoint): void {
+    (this.failedOn ??= new Set()).add(endpoint);
+    this.policyRetries++;
+    this.retryCounted(reason, true);
   }
 
   /** The caller's deadline has passed. */
@@ -114,6 +190,11 @@ export class Attempts<B extends AnyBackend> {
     this.endpoint = endpoint;
     this.holding = true;
     endpoint.outstanding++;
+    if (this.policyRetries > 0) {
+      const backend = this.backend;
+      backend.retriesInFlight++;
+      this.retryHeldOn = backend;
+    }
   }
 
   /** Endpoints failed on belong to the retired backend: its successor starts afresh. */

@@ -30,6 +30,8 @@ export class Backend<Stats, Pool extends EndpointPool<Stats>> {
   private closed = false;
   private successor: this | undefined;
   private firstAnswer: { promise: Promise<void>; resolve: () => void } | undefined = Promise.withResolvers<void>();
+  /** Attempts in flight that are a route policy's retries: what the retry budget bounds. */
+  retriesInFlight = 0;
 
   constructor(
     readonly name: string,
@@ -114,6 +116,13 @@ export class Backend<Stats, Pool extends EndpointPool<Stats>> {
 
   get endpointCount(): number {
     return this.endpoints.length;
+  }
+
+  /** Attempts in flight on its endpoints, retries included; summed when asked, so a request pays nothing for it. */
+  get requestsInFlight(): number {
+    let n = 0;
+    for (const e of this.endpoints) n += e.outstanding;
+    return n;
   }
 
   view(): EndpointView<Stats>[] {

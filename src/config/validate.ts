@@ -5,6 +5,7 @@ import { parseK8sTarget } from "./k8s-target.js";
 import { validateAuth } from "./validate-auth.js";
 import { validateExposure } from "./validate-exposure.js";
 import { validateFiles } from "./validate-files.js";
+import { validateRetries } from "./validate-retry.js";
 import { validateWorkers } from "./workers.js";
 import { validateObservability } from "../observe/validate.js";
 
@@ -124,6 +125,7 @@ export function validateConfig(config: Config): string[] {
   problems.push(...validateExposure(config));
   problems.push(...validateObservability(config));
   problems.push(...validateFiles(config));
+  problems.push(...validateRetries(config));
   problems.push(...validateWorkers(config));
   if (config.kubernetes?.apiUrl && config.kubernetes.kubeconfigPath) problems.push("kubernetes: set api_url or kubeconfig_path, not both");
   if (config.discovery?.enabled && !config.discovery.externalDomainSuffix) {

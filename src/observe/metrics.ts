@@ -44,6 +44,10 @@ export function proxyMetrics(registry: Registry, prefix: "kedge" | "winch") {
     httpRequests: registry.add(new Counter(`${prefix}_http_requests_total`, "HTTP requests handled, by backend, status code and route.", ["backend_name", "code", ...route])),
     httpLatency: registry.add(new Histogram(`${prefix}_http_request_duration_seconds`, "Time from request head to response end, by backend, status code and route.", ["backend_name", "code", ...route], latencyBuckets)),
     proxyErrors: registry.add(new Counter(`${prefix}_proxy_errors_total`, "Requests answered with an error, by backend and error type.", ["backend_name", "type"])),
+    retries: registry.add(
+      new Counter(`${prefix}_retries_total`, "Attempts sent to a backend again, by backend and reason: connect-failure, refused-stream, reset, 502, 503, 504 or timeout.", ["backend_name", "reason"]),
+    ),
+    retryBudgetExceeded: registry.add(new Counter(`${prefix}_retry_budget_exceeded_total`, "Retries a route's policy allowed and the backend's retry budget refused, by backend.", ["backend_name"])),
     grpcRequests: registry.add(new Counter(`${prefix}_grpc_requests_total`, "gRPC calls handled, by backend, method, the grpc-status the client got and route.", ["backend_name", "grpc_method", "grpc_code", ...route])),
     grpcLatency: registry.add(
       new Histogram(`${prefix}_grpc_request_duration_seconds`, "Time from call start to its status, by backend and grpc-status (kedge: and method and route).", ["backend_name", "grpc_code", ...(kedge ? ["grpc_method", "route"] : [])], latencyBuckets),

@@ -23,6 +23,8 @@ export class Observation {
   /** Request and response body bytes: a gRPC call counts them in its RequestReplay and GrpcRelay, an HTTP exchange in its own data path. */
   bytesIn = 0;
   bytesOut = 0;
+  /** Why each attempt after the first was made (kedge_retries_total's reasons), in order; undefined: one attempt. */
+  retryReasons: string[] | undefined = undefined;
   /**
    * Fields a forward proxy (winch) adds to the line, after kedge's so they may fill one kedge
    * leaves open (the host the client asked for, a request id winch made): its route's match, the
@@ -49,6 +51,10 @@ export class Observation {
   sentUpstream(endpoint: string): void {
     this.endpoint = endpoint;
     this.upstreamAt = performance.now();
+  }
+
+  retried(reason: string): void {
+    (this.retryReasons ??= []).push(reason);
   }
 }
 
@@ -190,6 +196,7 @@ export class RequestObserver {
       ];
       if (o.endpoint) attributes.push({ key: "kedge.endpoint", value: { stringValue: o.endpoint } });
       if (o.errorType) attributes.push({ key: "kedge.error_type", value: { stringValue: o.errorType } });
+      if (o.retryReasons) attributes.push(attemptsAttribute(o.retryReasons));
       attributes.push({ key: "kedge.request_id", value: { stringValue: requestId } });
       this.export(o, `${req.method} ${backend}`, endedAt, attributes, status >= 500);
     }
@@ -236,6 +243,7 @@ export class RequestObserver {
         { key: "kedge.backend", value: { stringValue: backend } },
       ];
       if (o.endpoint) attributes.push({ key: "kedge.endpoint", value: { stringValue: o.endpoint } });
+      if (o.retryReasons) attributes.push(attemptsAttribute(o.retryReasons));
       this.export(o, method.slice(1), endedAt, attributes, level === "error");
     }
   }
@@ -244,6 +252,10 @@ export class RequestObserver {
     const origin = performance.timeOrigin;
     this.exporter?.add({ traceId: o.traceId, spanId: o.spanId, parentSpanId: o.parentSpanId, name, startMs: origin + o.startedAt, endMs: origin + endedAt, attributes, error });
   }
+}
+
+function attemptsAttribute(retryReasons: readonly string[]): SpanAttribute {
+  return { key: "kedge.attempts", value: { intValue: String(retryReasons.length + 1) } };
 }
 
 /** The fields every access line ends with: error, who, bytes and durations. */
@@ -256,6 +268,8 @@ function outcomeFields(o: Observation, who: { cert?: string; token?: string }, e
     bytes_out: o.bytesOut,
     duration_ms: millis(endedAt - o.startedAt),
     upstream_ttfb_ms: o.firstByteAt > 0 ? millis(o.firstByteAt - o.upstreamAt) : undefined,
+    attempts: o.retryReasons ? o.retryReasons.length + 1 : undefined,
+    retry_reasons: o.retryReasons,
     forced: o.forced || undefined,
   };
 }

@@ -7,7 +7,8 @@ import { parseHostPort } from "../net/host-port.js";
 import { kedgeRouting, type ProxyContext } from "./http.js";
 import { newRequestId, requestIdFrom, type ParsedRequest } from "./request.js";
 import type { Observation, ObservedRequest } from "../observe/observer.js";
-import { recordError, recordFinished, recordStarted, recordTunnelClosed, type RecordedHttp } from "./record.js";
+import { recordError, recordFinished, recordRetry, recordStarted, recordTunnelClosed, type RecordedHttp } from "./record.js";
+import type { RetryReason } from "../backend/retry-policy.js";
 import { dialTcp, writeRawError, tunnelEstablished, type TunnelEnd, type Tunnels } from "./tunnel.js";
 
 /** A CONNECT request as either HTTP/1.1 listener reads it. */
@@ -108,6 +109,10 @@ class ConnectTunnel extends Attempts<HttpBackend> implements RecordedHttp {
       this.tunnels.splice(client, upstream, { head: this.head, counts: obs, closed, idleMs: this.backend.tunnelIdleMs });
       return;
     }
+  }
+
+  protected override retryCounted(reason: RetryReason, made: boolean): void {
+    recordRetry(this.ctx.metrics, this, reason, made);
   }
 
   refuse(e: unknown): void {

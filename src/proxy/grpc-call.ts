@@ -3,7 +3,8 @@ import type { ClientStream } from "./client-stream.js";
 import type { ProxyMetrics } from "../observe/metrics.js";
 import type { Observation } from "../observe/observer.js";
 import { asKedgeError, type KedgeError } from "../errors.js";
-import { recordError, recordFinished, recordStarted, type Outcome, type RecordedGrpc } from "./record.js";
+import { recordError, recordFinished, recordRetry, recordStarted, type Outcome, type RecordedGrpc } from "./record.js";
+import type { RetryReason } from "../backend/retry-policy.js";
 import { addField, addFieldValues, finishBlock, startBlock } from "../h2/hpack.js";
 
 /** gRPC status codes kedge itself answers with. */
@@ -78,6 +79,11 @@ export class CallRecord implements RecordedGrpc {
   /** kedge, not the backend, refused or failed the call with an error of `type`. */
   error(type: string): void {
     recordError(this.metrics, this, type);
+  }
+
+  /** An attempt of it was sent again (or, `made` false, the backend's retry budget refused one). */
+  retried(reason: RetryReason, made: boolean): void {
+    recordRetry(this.metrics, this, reason, made);
   }
 
   record(code: Outcome): void {

@@ -2,6 +2,7 @@ import type { IncomingHttpHeaders } from "node:http2";
 import type { ClientStream } from "./client-stream.js";
 import { Attempts } from "../backend/attempts.js";
 import type { GrpcBackend } from "../backend/grpc-backend.js";
+import type { RetryPolicy, RetryReason } from "../backend/retry-policy.js";
 import type { RoutePolicy } from "../auth/policy.js";
 import { KedgeError } from "../errors.js";
 import { parseHostPort, type HostPort } from "../net/host-port.js";
@@ -30,6 +31,7 @@ interface Routed {
   route: string;
   /** No route matched: answered once authentication has passed. */
   unrouted?: KedgeError;
+  retry?: RetryPolicy;
 }
 
 const noHost: HostPort = { host: "", port: 0 };
@@ -61,7 +63,7 @@ function routeCall(runtime: Runtime, headers: IncomingHttpHeaders): Routed {
   }
   const backend = runtime.grpcBackends.get(route.backendName);
   if (!backend) throw new KedgeError("no-backend", 502, "unknown backend");
-  return { backend, backendName: route.backendName, policy: route.policy, route: routeLabel(route.index) };
+  return { backend, backendName: route.backendName, policy: route.policy, route: routeLabel(route.index), retry: route.retry };
 }
 
 /** Proxies one gRPC call: authentication, then the backend its route names. */
@@ -83,7 +85,7 @@ export function proxyGrpc(ctx: ProxyContext, stream: ClientStream, headers: Inco
     if (call.obs) call.obs.identity = identity;
     if (routed.unrouted) return refuse(routed.unrouted);
     call.backendName = routed.backendName;
-    forwardCall(stream, headers, call, routed.backend!, undefined);
+    forwardCall(stream, headers, call, routed.backend!, undefined, routed.retry);
   };
   if (decision) decision.then(go, refuse);
   else go();
@@ -91,7 +93,8 @@ export function proxyGrpc(ctx: ProxyContext, stream: ClientStream, headers: Inco
 
 /**
  * Sends the call to one of the backend's endpoints, failing over when an endpoint cannot be
- * reached; `set` replaces the client's metadata of the same names (winch's injected credentials).
+ * reached and retrying as the route's `retry` policy says; `set` replaces the client's metadata
+ * of the same names (winch's injected credentials).
  */
 export function forwardCall(
   stream: ClientStream,
@@ -99,8 +102,10 @@ export function forwardCall(
   call: CallRecord,
   routedTo: GrpcBackend,
   set: Record<string, string> | undefined,
+  retry?: RetryPolicy,
 ): void {
   const forward = new GrpcForward(stream, headers, call, routedTo, set);
+  forward.retryPolicy = retry;
   forward.replay.gather(forward);
 }
 
@@ -147,6 +152,14 @@ class GrpcForward extends Attempts<GrpcBackend> implements RelayOwner {
     const block = upstreamBlock(this.headers, pool.options.tls ? "https" : "http", this.set, obs?.traceparent);
     const relay = new GrpcRelay(stream, call, this);
     relay.start(pool.request(block, relay));
+  }
+
+  resend(): void {
+    this.attempt();
+  }
+
+  protected override retryCounted(reason: RetryReason, made: boolean): void {
+    this.call.retried(reason, made);
   }
 
   /** A stream that never reached the backend's application: sent again while the attempt policy allows. */

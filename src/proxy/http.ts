@@ -18,7 +18,7 @@ export interface ProxyContext {
  * route's access policy decides. A request without a route is answered only after authentication.
  */
 export function kedgeRouting(runtime: Runtime, facts: ParsedRequest, proxyAuthorization: string | undefined, socket: object | undefined): Routing {
-  const routing: Routing = { backend: undefined, label: "none", ready: undefined, unrouted: undefined, setHeaders: undefined, maxBodyBytes: runtime.limits.maxBodyBytes, route: "none" };
+  const routing: Routing = { backend: undefined, label: "none", ready: undefined, unrouted: undefined, setHeaders: undefined, maxBodyBytes: runtime.limits.maxBodyBytes, route: "none", retry: undefined };
   const pathProblem = pathSpellingProblem(facts.path, runtime.limits.allowEncodedSlashes);
   if (pathProblem) throw new KedgeError("bad-request", 400, pathProblem);
   routing.dropUnderscoreNames = screenUnderscoreNames(runtime.limits.headersWithUnderscores, facts.headers);
@@ -29,6 +29,7 @@ export function kedgeRouting(runtime: Runtime, facts: ParsedRequest, proxyAuthor
     routing.label = route.backendName;
     routing.route = routeLabel(route.index);
     if (route.maxBodyBytes > 0) routing.maxBodyBytes = route.maxBodyBytes;
+    routing.retry = route.retry;
   } else {
     const target = runtime.httpAdhoc.match(facts.host, facts.explicitPort ? facts.port : undefined);
     if (target) {
