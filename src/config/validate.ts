@@ -5,6 +5,7 @@ import { parseK8sTarget } from "./k8s-target.js";
 import { validateAuth } from "./validate-auth.js";
 import { validateExposure } from "./validate-exposure.js";
 import { validateFiles } from "./validate-files.js";
+import { validateRateLimits } from "./validate-rate-limits.js";
 import { validateWorkers } from "./workers.js";
 import { validateObservability } from "../observe/validate.js";
 
@@ -125,6 +126,7 @@ export function validateConfig(config: Config): string[] {
   problems.push(...validateObservability(config));
   problems.push(...validateFiles(config));
   problems.push(...validateWorkers(config));
+  problems.push(...validateRateLimits(config));
   if (config.kubernetes?.apiUrl && config.kubernetes.kubeconfigPath) problems.push("kubernetes: set api_url or kubeconfig_path, not both");
   if (config.discovery?.enabled && !config.discovery.externalDomainSuffix) {
     problems.push("discovery.external_domain_suffix: required when discovery is enabled (kedge Go --discovery_external_domain_suffix)");
