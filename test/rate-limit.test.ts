@@ -101,6 +101,8 @@ describe("rate limits", () => {
       const refused = await unary(client, "sayHello", { name: "c" });
       expect(refused.error?.code).toBe(grpc.status.RESOURCE_EXHAUSTED);
       expect(refused.error?.details).toContain("Rate limit exceeded: the route's rate_limit allows 0.001 requests per second (burst 2)");
+      // What a client's retry policy waits before trying again (gRPC A6 server pushback).
+      expect(Number(refused.error?.metadata.get("grpc-retry-pushback-ms")[0])).toBeGreaterThan(990_000);
     } finally {
       client.close();
     }
