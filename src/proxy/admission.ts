@@ -7,14 +7,6 @@ import type { RateLimiter, RouteLimit } from "../ratelimit/rate-limits.js";
 import type { Runtime } from "../runtime.js";
 
 /**
- * Whether a request needs more than the access check: rate limits or the audit log are on. The
- * one test the request path pays when neither is configured.
- */
-export function screened(runtime: Runtime, metrics: Metrics): boolean {
-  return runtime.rateLimits.active || metrics.audit.enabled;
-}
-
-/**
  * The access decision of one request or call, then server.rate_limit and the route's own, with
  * the audit line of the outcome. AccessControl.check's contract: undefined when admitted at
  * once, else a promise of the verified identity; access control's refusals are thrown (or

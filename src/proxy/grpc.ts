@@ -9,10 +9,10 @@ import type { Runtime } from "../runtime.js";
 import { answerStatus, type CallRecord, GrpcStatus, openCall, upstreamBlock } from "./grpc-call.js";
 import { GrpcRelay, RequestReplay, type RelayOwner } from "./grpc-relay.js";
 import type { StreamError } from "../h2/frames.js";
-import type { ProxyContext } from "./http.js";
+import { screened, type ProxyContext } from "./http.js";
 import { routeLabel } from "../observe/metrics.js";
 import type { DecisionSubject } from "../observe/audit-log.js";
-import { admit, screened } from "./admission.js";
+import { admit } from "./admission.js";
 import { screenUnderscoreNames } from "./underscore-names.js";
 
 function statusFor(err: KedgeError): number {

@@ -2,7 +2,7 @@ import { KedgeError, noRoute } from "../errors.js";
 import { routeLabel, type Metrics } from "../observe/metrics.js";
 import type { DecisionSubject } from "../observe/audit-log.js";
 import type { Runtime } from "../runtime.js";
-import { admit, screened } from "./admission.js";
+import { admit } from "./admission.js";
 import type { HttpProxy, Routing } from "./exchange.js";
 import { pathSpellingProblem } from "./path.js";
 import { screenUnderscoreNames } from "./underscore-names.js";
@@ -15,7 +15,16 @@ export interface ProxyContext {
   readonly metrics: Metrics;
 }
 
-/** Who asks, for the rate limits and the audit line; only made when either is on (admission.ts `screened`). */
+/**
+ * Whether a request needs more than the access check: rate limits or the audit log are on. The
+ * one test the request path pays when neither is configured (two property reads: no code of
+ * ratelimit/ or the audit log runs).
+ */
+export function screened(runtime: Runtime, metrics: Metrics): boolean {
+  return runtime.rateLimits.active || metrics.audit.enabled;
+}
+
+/** Who asks, for the rate limits and the audit line; only made when either is on (`screened`). */
 export interface Asker {
   readonly metrics: Metrics;
   readonly requestId: string;
