@@ -6,7 +6,7 @@ import { curl } from "./helpers/curl.ts";
 import { GreeterClient, startGreeter, unary, type GreeterServer } from "./helpers/grpc.ts";
 import { plainServer, startTestKedge, type TestKedge } from "./helpers/kedge.ts";
 import { startTestIssuer, type TestIssuer } from "./helpers/oidc-issuer.ts";
-import { seriesTotal } from "./helpers/prometheus.ts";
+import { promtool, seriesTotal } from "./helpers/prometheus.ts";
 import { startUpstream, type Upstream } from "./helpers/upstream.ts";
 
 // Rate limits through a real kedge: the bursts make refusals deterministic (0.001 requests per
@@ -139,6 +139,7 @@ describe("rate limits", () => {
     expect(metrics).toContain('kedge_rate_limited_total{backend_name="app",route="0",limit="route"} 1');
     expect(metrics).toContain('kedge_rate_limited_total{backend_name="greeter",route="0",limit="route"} 1');
     expect(seriesTotal(metrics, "kedge_proxy_errors_total", 'type="rate-limited"')).toBeGreaterThanOrEqual(1);
+    expect(await promtool(metrics)).toMatchObject({ code: 0 });
     const refused = await curl(["-H", "host: h1.test", kedge.url("/h1")]);
     const line = await access.lineFor(refused.headers["x-kedge-request-id"]);
     expect(line).toMatchObject({ status: 429, error_type: "rate-limited", route: "0", backend: "app" });
