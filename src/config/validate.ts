@@ -6,6 +6,7 @@ import { validateAuth } from "./validate-auth.js";
 import { validateExposure } from "./validate-exposure.js";
 import { validateFiles } from "./validate-files.js";
 import { validateRetries } from "./validate-retry.js";
+import { validateRateLimits } from "./validate-rate-limits.js";
 import { validateWorkers } from "./workers.js";
 import { validateObservability } from "../observe/validate.js";
 
@@ -127,6 +128,7 @@ export function validateConfig(config: Config): string[] {
   problems.push(...validateFiles(config));
   problems.push(...validateRetries(config));
   problems.push(...validateWorkers(config));
+  problems.push(...validateRateLimits(config));
   if (config.kubernetes?.apiUrl && config.kubernetes.kubeconfigPath) problems.push("kubernetes: set api_url or kubeconfig_path, not both");
   if (config.discovery?.enabled && !config.discovery.externalDomainSuffix) {
     problems.push("discovery.external_domain_suffix: required when discovery is enabled (kedge Go --discovery_external_domain_suffix)");

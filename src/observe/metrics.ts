@@ -1,3 +1,4 @@
+import { AuditLog } from "./audit-log.js";
 import { RequestObserver } from "./observer.js";
 import { ProcessMetrics } from "./process.js";
 import { Counter, Gauge, Histogram, Registry, type Sample } from "./prometheus.js";
@@ -95,6 +96,9 @@ export function createMetrics() {
     h1Waiting: registry.add(new Gauge("kedge_http_upstream_requests_waiting", "Requests queued for a free connection to a backend.", ["backend_name"])),
     h2Sessions: registry.add(new Gauge("kedge_grpc_upstream_sessions_connected", "Connected HTTP/2 sessions to a gRPC backend's endpoints.", ["backend_name"])),
     h2Streams: registry.add(new Gauge("kedge_grpc_upstream_active_streams", "Calls in flight on a gRPC backend's sessions.", ["backend_name"])),
+    rateLimited: registry.add(new Counter("kedge_rate_limited_total", "Requests and gRPC calls refused by a rate limit (429, RESOURCE_EXHAUSTED), by backend, route and the limit that refused them: server or route.", ["backend_name", "route", "limit"])),
+    /** Access decisions, one JSON line each; off until configured. */
+    audit: new AuditLog(),
     k8sUpAddresses: registry.add(k8sMetrics.upAddresses),
     k8sWatchErrors: registry.add(k8sMetrics.watchErrors),
     k8sChanges: registry.add(k8sMetrics.changes),

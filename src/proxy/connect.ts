@@ -4,7 +4,7 @@ import { Attempts } from "../backend/attempts.js";
 import type { HttpBackend } from "../backend/http-backend.js";
 import { asKedgeError, KedgeError } from "../errors.js";
 import { parseHostPort } from "../net/host-port.js";
-import { kedgeRouting, type ProxyContext } from "./http.js";
+import { askerOf, kedgeRouting, type ProxyContext } from "./http.js";
 import { newRequestId, requestIdFrom, type ParsedRequest } from "./request.js";
 import type { Observation, ObservedRequest } from "../observe/observer.js";
 import { recordError, recordFinished, recordRetry, recordStarted, recordTunnelClosed, type RecordedHttp } from "./record.js";
@@ -76,7 +76,8 @@ class ConnectTunnel extends Attempts<HttpBackend> implements RecordedHttp {
   async open(): Promise<void> {
     const { ctx, req, client, obs } = this;
     const facts = connectFacts(req);
-    const routing = kedgeRouting(ctx.runtime(), facts, req.headers["proxy-authorization"], req.socket);
+    const runtime = ctx.runtime();
+    const routing = kedgeRouting(runtime, facts, req.headers["proxy-authorization"], req.socket, askerOf(ctx, runtime, this.request, this.requestId));
     this.backendName = routing.label;
     this.route = routing.route ?? "none";
     const identity = await routing.ready;

@@ -41,7 +41,7 @@ export interface Routing {
 export interface HttpProxy {
   readonly metrics: ProxyMetrics;
   /** Throws a KedgeError for a request it must refuse outright. `obs`: its access record, if it has one. */
-  dispatch(req: IngressRequest, facts: ParsedRequest, obs: Observation | undefined): Routing;
+  dispatch(req: IngressRequest, facts: ParsedRequest, obs: Observation | undefined, requestId: string): Routing;
   /** Prefix of the error headers this proxy writes: x-kedge-error or x-winch-error. */
   readonly errorHeader: "x-kedge" | "x-winch";
   /** kedge names its backend on responses; winch passes kedge's answer through as it is. */
@@ -65,13 +65,15 @@ export function sendError(res: IngressResponse, err: KedgeError, requestId: stri
     return;
   }
   const body = Buffer.from(`${err.message}\n`);
-  res.writeHead(err.status, {
+  const headers: OutgoingHttpHeaders = {
     "content-type": "text/plain; charset=utf-8",
     "content-length": body.length,
     [`${prefix}-error`]: err.message.replace(/[\r\n]/g, " "),
     [`${prefix}-error-type`]: err.type,
     "x-kedge-request-id": requestId,
-  });
+  };
+  if (err.retryAfter !== undefined) headers["retry-after"] = String(err.retryAfter);
+  res.writeHead(err.status, headers);
   res.write(body);
   res.end();
 }
@@ -156,7 +158,7 @@ class HttpExchange extends Attempts<HttpBackend> implements RecordedHttp, BodyRe
     this.obs = this.proxy.metrics.observer.start(this.req.headers);
     try {
       this.facts = requestFacts(this.req);
-      this.routing = this.proxy.dispatch(this.req, this.facts, this.obs);
+      this.routing = this.proxy.dispatch(this.req, this.facts, this.obs, this.requestId);
     } catch (e) {
       this.fail(asKedgeError(e));
       return;

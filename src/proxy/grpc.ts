@@ -10,8 +10,10 @@ import type { Runtime } from "../runtime.js";
 import { answerStatus, type CallRecord, GrpcStatus, openCall, upstreamBlock } from "./grpc-call.js";
 import { GrpcRelay, RequestReplay, type RelayOwner } from "./grpc-relay.js";
 import type { StreamError } from "../h2/frames.js";
-import type { ProxyContext } from "./http.js";
+import { screened, type ProxyContext } from "./http.js";
 import { routeLabel } from "../observe/metrics.js";
+import type { DecisionSubject } from "../observe/audit-log.js";
+import { admit } from "./admission.js";
 import { screenUnderscoreNames } from "./underscore-names.js";
 
 function statusFor(err: KedgeError): number {
@@ -20,6 +22,7 @@ function statusFor(err: KedgeError): number {
   if (err.type === "unauthorized") return GrpcStatus.UNAUTHENTICATED;
   // gRPC's mapping of HTTP 400 (doc/http-grpc-status-mapping.md).
   if (err.type === "bad-request") return GrpcStatus.INTERNAL;
+  if (err.type === "rate-limited") return GrpcStatus.RESOURCE_EXHAUSTED;
   return GrpcStatus.UNAVAILABLE;
 }
 
@@ -29,6 +32,8 @@ interface Routed {
   policy: RoutePolicy | undefined;
   /** The route label for metrics and access logs. */
   route: string;
+  /** The route's index in its table; undefined for an adhoc target or no route. */
+  index?: number;
   /** No route matched: answered once authentication has passed. */
   unrouted?: KedgeError;
   retry?: RetryPolicy;
@@ -63,10 +68,25 @@ function routeCall(runtime: Runtime, headers: IncomingHttpHeaders): Routed {
   }
   const backend = runtime.grpcBackends.get(route.backendName);
   if (!backend) throw new KedgeError("no-backend", 502, "unknown backend");
-  return { backend, backendName: route.backendName, policy: route.policy, route: routeLabel(route.index), retry: route.retry };
+  return { backend, backendName: route.backendName, policy: route.policy, route: routeLabel(route.index), index: route.index, retry: route.retry };
 }
 
-/** Proxies one gRPC call: authentication, then the backend its route names. */
+/** A call as its audit line names it. */
+function callSubject(headers: IncomingHttpHeaders, socket: { remoteAddress?: string } | null | undefined, routed: Routed): DecisionSubject {
+  const requestId = headers["x-kedge-request-id"];
+  return {
+    requestId: typeof requestId === "string" ? requestId.slice(0, 128) : undefined,
+    address: socket?.remoteAddress ?? "",
+    protocol: "grpc",
+    method: undefined,
+    authority: (headers[":authority"] ?? headers.host) as string | undefined,
+    path: (headers[":path"] as string | undefined) ?? "",
+    route: routed.route,
+    backend: routed.backendName,
+  };
+}
+
+/** Proxies one gRPC call: authentication and rate limits, then the backend its route names. */
 export function proxyGrpc(ctx: ProxyContext, stream: ClientStream, headers: IncomingHttpHeaders): void {
   const { call, refuse } = openCall(ctx.metrics, stream, headers, statusFor);
   let routed: Routed;
@@ -76,8 +96,12 @@ export function proxyGrpc(ctx: ProxyContext, stream: ClientStream, headers: Inco
     screenUnderscoreNames(runtime.limits.headersWithUnderscores, headers);
     routed = routeCall(runtime, headers);
     call.route = routed.route;
-    const proxyAuthorization = headers["proxy-authorization"];
-    decision = runtime.access.check(routed.policy, typeof proxyAuthorization === "string" ? proxyAuthorization : undefined, stream.session?.socket);
+    const header = headers["proxy-authorization"];
+    const proxyAuthorization = typeof header === "string" ? header : undefined;
+    const socket = stream.session?.socket;
+    decision = screened(runtime, ctx.metrics)
+      ? admit(ctx.metrics, runtime, routed.policy, proxyAuthorization, socket, runtime.rateLimits.grpcRoute(routed.index, routed.route === "adhoc"), callSubject(headers, socket, routed))
+      : runtime.access.check(routed.policy, proxyAuthorization, socket);
   } catch (e) {
     return refuse(e);
   }
