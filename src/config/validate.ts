@@ -5,6 +5,7 @@ import { parseK8sTarget } from "./k8s-target.js";
 import { validateAuth } from "./validate-auth.js";
 import { validateExposure } from "./validate-exposure.js";
 import { validateFiles } from "./validate-files.js";
+import { backendHealthFields } from "./validate-health.js";
 import { validateWorkers } from "./workers.js";
 import { validateObservability } from "../observe/validate.js";
 
@@ -50,7 +51,7 @@ const security = v.optional(
   ),
 );
 
-const backend = v.looseObject({ name: backendName, resolver, security });
+const backend = (kind: "http" | "grpc") => v.looseObject({ name: backendName, resolver, security, ...backendHealthFields(kind) });
 
 const pathRule = v.pipe(
   v.string(),
@@ -94,8 +95,8 @@ const server = v.optional(v.pipe(
 
 const configSchema = v.looseObject({
   server,
-  http: v.optional(v.looseObject({ routes: v.array(httpRoute), backends: v.array(backend), adhocRules: v.array(adhoc) })),
-  grpc: v.optional(v.looseObject({ routes: v.array(grpcRoute), backends: v.array(backend), adhocRules: v.array(adhoc) })),
+  http: v.optional(v.looseObject({ routes: v.array(httpRoute), backends: v.array(backend("http")), adhocRules: v.array(adhoc) })),
+  grpc: v.optional(v.looseObject({ routes: v.array(grpcRoute), backends: v.array(backend("grpc")), adhocRules: v.array(adhoc) })),
 });
 
 /** Semantic checks beyond the schema: patterns, ranges, resolvers and cross references. Returns "path: problem" lines. */
