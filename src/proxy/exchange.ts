@@ -278,6 +278,7 @@ class HttpExchange extends Attempts<HttpBackend> implements RecordedHttp, BodyRe
   onHead(head: ResponseHead): void {
     if (head.status === 101) return this.switchProtocols(head);
     this.status = head.status;
+    if (head.status >= 500) this.answered(true);
     if (this.obs) this.obs.firstByteAt = performance.now();
     const tags = this.proxy.tagsResponses;
     if (this.res.writeHeadLines) {
@@ -307,6 +308,7 @@ class HttpExchange extends Attempts<HttpBackend> implements RecordedHttp, BodyRe
       return this.fail(new KedgeError("backend-transport-closed", 502, `backend ${this.backendName} switched to ${JSON.stringify(offered.slice(0, 50))}, not the ${this.upgrade} asked for`));
     }
     this.succeeded();
+    this.answered(false);
     this.status = 101;
     if (this.obs) this.obs.firstByteAt = performance.now();
     const fields = downstreamHeadLines(head, this.proxy.tagsResponses);
@@ -335,6 +337,7 @@ class HttpExchange extends Attempts<HttpBackend> implements RecordedHttp, BodyRe
 
   onEnd(last?: Uint8Array): void {
     this.succeeded();
+    if (this.status < 500) this.answered(false);
     if (this.obs && last) this.obs.bytesOut += last.length;
     this.res.end(last);
     // The backend may answer before reading the whole request body: discard the rest.
@@ -351,6 +354,8 @@ class HttpExchange extends Attempts<HttpBackend> implements RecordedHttp, BodyRe
     this.conn = undefined;
     if (this.recorded) return;
     const failure = attemptFailure(err);
+    // Reset, timed out or garbled after the request went (a 5xx head was counted already).
+    if (failure === undefined && this.status < 500) this.answered(true);
     if (failure !== undefined) {
       if (this.retry(failure, !this.bodyStarted)) {
         if (failure !== "unprocessed") return this.attempt();

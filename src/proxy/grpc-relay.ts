@@ -5,6 +5,9 @@ import type { StreamError } from "../h2/frames.js";
 import type { H2Stream, StreamHandler } from "../upstream/h2/stream.js";
 import { answerStatus, forwardableInPlace, GrpcStatus, statusTrailers, type CallRecord } from "./grpc-call.js";
 
+/** grpc-status UNAVAILABLE as it arrives: the status outlier detection counts. */
+const unavailable = String(GrpcStatus.UNAVAILABLE);
+
 /** Held response bytes up to this are joined into one write; above it, copying costs more than it saves. */
 const coalesceLimitBytes = 64 * 1024;
 
@@ -142,6 +145,8 @@ export interface RelayOwner {
   retryUnprocessed(err: StreamError): boolean;
   /** The backend answered the attempt. */
   succeeded(): void;
+  /** How the answer went, for outlier detection (Attempts.answered): `failed` for UNAVAILABLE or a reset. */
+  answered(failed: boolean): void;
   /** The attempt is over. */
   release(): void;
 }
@@ -248,6 +253,7 @@ export class GrpcRelay implements StreamHandler {
   response(headers: H2Headers, endStream: boolean): void {
     this.responded = true;
     this.owner.succeeded();
+    if (endStream) this.owner.answered(headers["grpc-status"] === unavailable); // trailers-only
     this.owner.replay.stop();
     const obs = this.call.obs;
     if (obs) obs.firstByteAt = performance.now();
@@ -271,6 +277,7 @@ export class GrpcRelay implements StreamHandler {
   }
 
   trailers(headers: H2Headers): void {
+    this.owner.answered(headers["grpc-status"] === unavailable);
     this.trailersOut = forwardableInPlace(headers, false);
   }
 
@@ -293,7 +300,7 @@ export class GrpcRelay implements StreamHandler {
       }
       const deadlineAt = this.owner.deadlineAt;
       if (deadlineAt !== undefined && performance.now() >= deadlineAt) return this.fail(GrpcStatus.DEADLINE_EXCEEDED, "deadline exceeded");
-    }
+    } else if (!err.unprocessed || err.dialFailed) this.owner.answered(true); // a reset, or an endpoint out of reach (retry() counts those it sees)
     this.fail(GrpcStatus.UNAVAILABLE, `backend ${this.owner.backendName}: ${err.message}`);
   }
 

@@ -1,0 +1,15 @@
+export interface DebugEndpoint {
+  address: string;
+  healthy: boolean;
+  outstanding: number;
+  ejected: boolean;
+  ejections: number;
+  ejectionMs: number;
+  healthCheck?: "passing" | "failing";
+}
+
+/** A backend's endpoints as the admin port's /debug/backends shows them. */
+export async function debugEndpoints(adminPort: number, kind: "http" | "grpc", backend: string): Promise<DebugEndpoint[]> {
+  const view = (await (await fetch(`http://127.0.0.1:${adminPort}/debug/backends`)).json()) as Record<string, Array<{ name: string; endpoints: DebugEndpoint[] }>>;
+  return view[kind].find((b) => b.name === backend)!.endpoints;
+}
