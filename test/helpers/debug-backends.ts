@@ -6,6 +6,8 @@ export interface DebugEndpoint {
   ejections: number;
   ejectionMs: number;
   healthCheck?: "passing" | "failing";
+  /** With workers: each worker's own view of the endpoint. */
+  workers?: Array<Omit<DebugEndpoint, "address" | "workers"> & { worker: string }>;
 }
 
 /** A backend's endpoints as the admin port's /debug/backends shows them. */

@@ -12,6 +12,8 @@ export interface FlakyUpstream {
   /** Requests answered, the health path's apart. */
   served: number;
   healthChecks: number;
+  /** Connections accepted so far. */
+  connections: number;
   close(): Promise<void>;
 }
 
@@ -34,6 +36,7 @@ export async function startFlakyUpstream(name: string, tls?: { cert: string; key
     });
   };
   const server = tls ? https.createServer(tls, handler) : http.createServer(handler);
+  server.on(tls ? "secureConnection" : "connection", () => up.connections++);
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
   const up: FlakyUpstream = {
     port: (server.address() as AddressInfo).port,
@@ -42,6 +45,7 @@ export async function startFlakyUpstream(name: string, tls?: { cert: string; key
     healthStatus: 200,
     served: 0,
     healthChecks: 0,
+    connections: 0,
     close: () =>
       new Promise((resolve) => {
         server.closeAllConnections?.();
