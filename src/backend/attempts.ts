@@ -98,6 +98,18 @@ export class Attempts<B extends AnyBackend> {
     this.endpoint?.markHealthy();
   }
 
+  /**
+   * How the backend's answer to the attempt went, for outlier detection: `failed` for an HTTP
+   * status of 500 or more, gRPC UNAVAILABLE, or a reset or timeout after the request was sent
+   * (any of those in a row eject the endpoint); anything else ends the endpoint's run of failures.
+   */
+  answered(failed: boolean): void {
+    const endpoint = this.endpoint;
+    if (endpoint === undefined) return;
+    if (!failed) endpoint.consecutiveFailures = 0;
+    else this.backend.outlier?.failed(endpoint);
+  }
+
   /** The attempt is over: its endpoint no longer counts it. Idempotent. */
   release(): void {
     if (!this.holding) return;
@@ -126,7 +138,10 @@ export class Attempts<B extends AnyBackend> {
       again = resendable && this.replays < maxReplays;
       if (again) this.replays++;
     } else {
-      if (failure === "dial") endpoint.markFailed(this.backend.failureBackoffMs, defaults.maxFailureBackoffMs);
+      if (failure === "dial") {
+        endpoint.markFailed(this.backend.failureBackoffMs, defaults.maxFailureBackoffMs);
+        this.backend.outlier?.failed(endpoint);
+      }
       const failedOn = (this.failedOn ??= new Set());
       failedOn.add(endpoint);
       again = resendable && failedOn.size < Math.min(maxEndpointAttempts, this.backend.endpointCount);

@@ -3,6 +3,9 @@ import { log } from "../observe/log.js";
 import { formatHostPort } from "../net/host-port.js";
 import type { Balancer } from "./balancer.js";
 import { Endpoint, type ResolvedAddress, type Resolver } from "./endpoint.js";
+import type { HealthCheck, OutlierDetection } from "../gen/kedge/config/v1/health_pb.js";
+import { HealthChecker, type Probe } from "./health-check.js";
+import { OutlierDetector } from "./outlier-detection.js";
 
 /** What a backend keeps per endpoint: a connection pool (HTTP/1.1) or a shared session (HTTP/2). */
 export interface EndpointPool<Stats> {
@@ -15,6 +18,14 @@ export interface EndpointView<Stats> {
   healthy: boolean;
   outstanding: number;
   pool: Stats;
+  /** Outlier detection has it out now. */
+  ejected: boolean;
+  /** Its ejections the next one doubles over. */
+  ejections: number;
+  /** How long its latest ejection lasts (ms); 0: never ejected. */
+  ejectionMs: number;
+  /** Active checks' verdict; undefined when the backend has none. */
+  healthCheck: "passing" | "failing" | undefined;
 }
 
 /**
@@ -32,6 +43,10 @@ export class Backend<Stats, Pool extends EndpointPool<Stats>> {
   private firstAnswer: { promise: Promise<void>; resolve: () => void } | undefined = Promise.withResolvers<void>();
   /** Attempts in flight that are a route policy's retries: what the retry budget bounds. */
   retriesInFlight = 0;
+  /** Passive health (outlier_detection), when configured: told of each failed attempt. */
+  outlier: OutlierDetector | undefined = undefined;
+  /** Active health checks (health_check), when configured: from start() to close(). */
+  private checker: { start(): void; close(): void } | undefined = undefined;
 
   constructor(
     readonly name: string,
@@ -47,7 +62,14 @@ export class Backend<Stats, Pool extends EndpointPool<Stats>> {
     return this.resolver.description;
   }
 
+  /** Outlier detection and active checks as the config asks; the concrete backend's constructor calls it with its protocol's probe. */
+  protected watchHealth(config: { outlierDetection?: OutlierDetection; healthCheck?: HealthCheck }, probe: Probe<Pool> | undefined): void {
+    if (config.outlierDetection) this.outlier = new OutlierDetector(this.name, config.outlierDetection, () => this.endpoints.length);
+    if (config.healthCheck && probe) this.checker = new HealthChecker(this, config.healthCheck, probe);
+  }
+
   start(): void {
+    this.checker?.start();
     this.resolver.start(
       (addresses) => this.update(addresses),
       (message) => {
@@ -91,6 +113,7 @@ export class Backend<Stats, Pool extends EndpointPool<Stats>> {
     for (const gone of byAddress.values()) {
       this.pools.get(gone)?.close();
       this.pools.delete(gone);
+      this.outlier?.forget(gone);
     }
     this.endpoints = next;
     log.debug("backend endpoints updated", { backend: this.name, endpoints: next.map((e) => e.address) });
@@ -125,8 +148,32 @@ export class Backend<Stats, Pool extends EndpointPool<Stats>> {
     return n;
   }
 
+  /** The endpoints now, in resolver order (the health checker walks them). */
+  get endpointList(): readonly Endpoint[] {
+    return this.endpoints;
+  }
+
+  /**
+   * Some endpoint is healthy: not ejected, not failing its checks, not backing off after a failed
+   * dial. Without one the balancer still tries them all, but a failover tier is worth leaving.
+   */
+  hasHealthyEndpoint(): boolean {
+    for (const e of this.endpoints) if (e.healthy) return true;
+    return false;
+  }
+
   view(): EndpointView<Stats>[] {
-    return this.endpoints.map((e) => ({ address: e.address, healthy: e.healthy, outstanding: e.outstanding, pool: this.pools.get(e)!.stats }));
+    const checked = this.checker !== undefined;
+    return this.endpoints.map((e) => ({
+      address: e.address,
+      healthy: e.healthy,
+      outstanding: e.outstanding,
+      pool: this.pools.get(e)!.stats,
+      ejected: e.ejected,
+      ejections: e.ejections,
+      ejectionMs: e.ejectionMs,
+      healthCheck: checked ? (e.failingChecks ? "failing" : "passing") : undefined,
+    }));
   }
 
   /** A reload replaced it (or kedge is stopping): calls still to be sent go to its successor. */
@@ -150,6 +197,8 @@ export class Backend<Stats, Pool extends EndpointPool<Stats>> {
     if (successor !== this) this.successor = successor;
     this.closed = true;
     this.resolver.stop();
+    this.checker?.close();
+    this.outlier?.close();
     this.settleFirstAnswer();
     for (const pool of this.pools.values()) pool.close();
     this.pools.clear();

@@ -4,7 +4,8 @@ import { Backend } from "./backend.js";
 import { balancerFor } from "./balancer.js";
 import { defaults } from "../config/backend-defaults.js";
 import { durationMs } from "../config/duration.js";
-import { sniName, tlsMaterial, type TlsMaterial } from "./http-backend.js";
+import { checkAuthority, sniName, tlsMaterial, type TlsMaterial } from "./http-backend.js";
+import { grpcProbe } from "./grpc-probe.js";
 import { resolverFor } from "./resolvers.js";
 
 function grpcTls(config: GrpcBackendConfig, host: string, material: TlsMaterial | undefined): H2SessionOptions["tls"] {
@@ -27,5 +28,7 @@ export class GrpcBackend extends Backend<H2SessionStats, H2Session> {
       defaults.failureBackoffMs,
     );
     this.connectTimeoutMs = connectTimeoutMs;
+    const check = config.healthCheck?.check;
+    this.watchHealth(config, check?.case === "grpc" ? grpcProbe(check.value.service, checkAuthority(config)) : undefined);
   }
 }

@@ -7,6 +7,9 @@ import { balancerFor } from "./balancer.js";
 import { resolverFor } from "./resolvers.js";
 import { defaults } from "../config/backend-defaults.js";
 import { durationMs } from "../config/duration.js";
+import { formatHostPort } from "../net/host-port.js";
+import type { Endpoint } from "./endpoint.js";
+import { httpProbe } from "./http-probe.js";
 
 /** PEM material given directly instead of as files (winch: system plus extra roots, a kubeconfig user's cert). */
 export interface TlsMaterial {
@@ -37,6 +40,11 @@ export function sniName(config: { resolver: HttpBackendConfig["resolver"] }, hos
   return r.case === "host" || r.case === "srv" ? r.value.dnsName : host;
 }
 
+/** What a health check names as the endpoint's host: the configured DNS name, as a request would. */
+export function checkAuthority(config: { resolver: HttpBackendConfig["resolver"] }): (endpoint: Endpoint) => string {
+  return (e) => formatHostPort(sniName(config, e.host), e.port);
+}
+
 /** A named HTTP/1.1 backend: endpoints from its resolver, each with a warm keep-alive pool. */
 export class HttpBackend extends Backend<PoolStats, H1Pool> {
   readonly poolOptions: Omit<PoolOptions, "host" | "port">;
@@ -65,5 +73,7 @@ export class HttpBackend extends Backend<PoolStats, H1Pool> {
     );
     this.poolOptions = poolOptions;
     this.tunnelIdleMs = durationMs(t?.tunnelIdle, defaults.tunnelIdleMs);
+    const check = config.healthCheck?.check;
+    this.watchHealth(config, check?.case === "http" ? httpProbe(check.value.path, checkAuthority(config)) : undefined);
   }
 }

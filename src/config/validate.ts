@@ -7,6 +7,7 @@ import { validateExposure } from "./validate-exposure.js";
 import { validateFiles } from "./validate-files.js";
 import { validateRetries } from "./validate-retry.js";
 import { validateRateLimits } from "./validate-rate-limits.js";
+import { backendHealthFields } from "./validate-health.js";
 import { validateWorkers } from "./workers.js";
 import { validateObservability } from "../observe/validate.js";
 
@@ -52,7 +53,7 @@ const security = v.optional(
   ),
 );
 
-const backend = v.looseObject({ name: backendName, resolver, security });
+const backend = (kind: "http" | "grpc") => v.looseObject({ name: backendName, resolver, security, ...backendHealthFields(kind) });
 
 const pathRule = v.pipe(
   v.string(),
@@ -96,8 +97,8 @@ const server = v.optional(v.pipe(
 
 const configSchema = v.looseObject({
   server,
-  http: v.optional(v.looseObject({ routes: v.array(httpRoute), backends: v.array(backend), adhocRules: v.array(adhoc) })),
-  grpc: v.optional(v.looseObject({ routes: v.array(grpcRoute), backends: v.array(backend), adhocRules: v.array(adhoc) })),
+  http: v.optional(v.looseObject({ routes: v.array(httpRoute), backends: v.array(backend("http")), adhocRules: v.array(adhoc) })),
+  grpc: v.optional(v.looseObject({ routes: v.array(grpcRoute), backends: v.array(backend("grpc")), adhocRules: v.array(adhoc) })),
 });
 
 /** Semantic checks beyond the schema: patterns, ranges, resolvers and cross references. Returns "path: problem" lines. */

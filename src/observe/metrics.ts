@@ -16,6 +16,11 @@ export const k8sMetrics = {
   changes: new Counter("kedge_k8sresolver_watcher_changes_total", "Endpoint changes received from the API server, by target.", ["target"]),
 };
 
+/** Outlier detection's ejections. Process-wide, as k8sMetrics: the backends that count them know no registry. */
+export const backendHealthMetrics = {
+  ejections: new Counter("kedge_backend_ejections_total", "Endpoints ejected by outlier detection, by backend.", ["backend_name"]),
+};
+
 const routeLabels: string[] = [];
 /** Distinct grpc_method label values kept; a wildcard route lets clients name any method. */
 const maxMethodLabels = 500;
@@ -99,6 +104,9 @@ export function createMetrics() {
     rateLimited: registry.add(new Counter("kedge_rate_limited_total", "Requests and gRPC calls refused by a rate limit (429, RESOURCE_EXHAUSTED), by backend, route and the limit that refused them: server or route.", ["backend_name", "route", "limit"])),
     /** Access decisions, one JSON line each; off until configured. */
     audit: new AuditLog(),
+    // Each worker judges its endpoints for itself: a sum would count an endpoint once per worker.
+    backendEndpoints: registry.add(new Gauge("kedge_backend_endpoints", "A backend's endpoints by state: healthy, ejected (outlier detection), failing_checks (active health checks) or backing_off (after a failed dial).", ["backend_name", "state"], undefined, "worker")),
+    backendEjections: registry.add(backendHealthMetrics.ejections),
     k8sUpAddresses: registry.add(k8sMetrics.upAddresses),
     k8sWatchErrors: registry.add(k8sMetrics.watchErrors),
     k8sChanges: registry.add(k8sMetrics.changes),
@@ -109,8 +117,18 @@ export function createMetrics() {
 
 export type Metrics = ReturnType<typeof createMetrics>;
 
-/** What the backend gauges read of a runtime: each backend's per-endpoint pool stats. */
-type PoolView<P> = { view(): ReadonlyArray<{ pool: P }> };
+/** What the backend gauges read of a runtime: each backend's per-endpoint pool stats and health. */
+type PoolView<P> = { view(): ReadonlyArray<{ pool: P } & EndpointHealth> };
+type EndpointHealth = { healthy: boolean; ejected: boolean; healthCheck: "passing" | "failing" | undefined };
+
+const endpointStates = ["healthy", "ejected", "failing_checks", "backing_off"] as const;
+
+/** Where an endpoint counts in kedge_backend_endpoints: the first reason it is out, or healthy. */
+function stateIndex(e: EndpointHealth): number {
+  if (e.ejected) return 1;
+  if (e.healthCheck === "failing") return 2;
+  return e.healthy ? 0 : 3;
+}
 type HttpPool = { open: number; idle: number; waiting: number };
 type GrpcPool = { connected: boolean; activeStreams: number };
 
@@ -149,6 +167,21 @@ export function watchBackends(metrics: Metrics, live: () => LiveBackends): void 
   metrics.h1Waiting.collect = perBackend(http, adhocHttp, (p) => p.waiting);
   metrics.h2Sessions.collect = perBackend(grpc, adhocGrpc, (p) => (p.connected ? 1 : 0));
   metrics.h2Streams.collect = perBackend(grpc, adhocGrpc, (p) => p.activeStreams);
+  metrics.backendEndpoints.collect = () => {
+    const l = live();
+    // An HTTP and a gRPC backend may share a name (kedge Go's configs do): one series set for both.
+    const byName = new Map<string, number[]>();
+    for (const backends of [l.httpBackends, l.grpcBackends] as ReadonlyArray<ReadonlyMap<string, PoolView<unknown>>>) {
+      for (const [name, backend] of backends) {
+        let counts = byName.get(name);
+        if (counts === undefined) byName.set(name, (counts = [0, 0, 0, 0]));
+        for (const e of backend.view()) counts[stateIndex(e)]++;
+      }
+    }
+    const out: Sample[] = [];
+    for (const [name, counts] of byName) endpointStates.forEach((state, i) => out.push([[name, state], counts[i]]));
+    return out;
+  };
 }
 
 /**

@@ -99,6 +99,7 @@ class ConnectTunnel extends Attempts<HttpBackend> implements RecordedHttp {
         return recordFinished(ctx.metrics, this, 499);
       }
       this.succeeded();
+      this.answered(false);
       if (obs) {
         obs.sentUpstream(endpoint.address);
         obs.firstByteAt = performance.now();

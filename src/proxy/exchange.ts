@@ -338,6 +338,7 @@ class HttpExchange extends Attempts<HttpBackend> implements RecordedHttp, BodyRe
       this.kept = undefined; // the answer goes to the client: nothing is sent again now
     }
     this.status = head.status;
+    if (head.status >= 500) this.answered(true);
     if (this.obs) this.obs.firstByteAt = performance.now();
     const tags = this.proxy.tagsResponses;
     if (this.res.writeHeadLines) {
@@ -367,6 +368,7 @@ class HttpExchange extends Attempts<HttpBackend> implements RecordedHttp, BodyRe
       return this.fail(new KedgeError("backend-transport-closed", 502, `backend ${this.backendName} switched to ${JSON.stringify(offered.slice(0, 50))}, not the ${this.upgrade} asked for`));
     }
     this.succeeded();
+    this.answered(false);
     this.status = 101;
     if (this.obs) this.obs.firstByteAt = performance.now();
     const fields = downstreamHeadLines(head, this.proxy.tagsResponses);
@@ -395,6 +397,7 @@ class HttpExchange extends Attempts<HttpBackend> implements RecordedHttp, BodyRe
 
   onEnd(last?: Uint8Array): void {
     this.succeeded();
+    if (this.status < 500) this.answered(false);
     if (this.obs && last) this.obs.bytesOut += last.length;
     this.res.end(last);
     // The backend may answer before reading the whole request body: discard the rest.
@@ -411,6 +414,8 @@ class HttpExchange extends Attempts<HttpBackend> implements RecordedHttp, BodyRe
     this.conn = undefined;
     if (this.recorded) return;
     const failure = attemptFailure(err);
+    // Reset, timed out or garbled after the request went (a 5xx head was counted already).
+    if (failure === undefined && this.status < 500) this.answered(true);
     if (failure !== undefined) {
       if (this.retry(failure, !this.bodyStarted || this.kept !== undefined)) {
         this.pauseBody();

@@ -6,6 +6,9 @@ import type { H2Stream, StreamHandler } from "../upstream/h2/stream.js";
 import { answerStatus, forwardableInPlace, GrpcStatus, statusTrailers, type CallRecord } from "./grpc-call.js";
 import { resendLimitBytes, type RetryPolicy, type RetryReason } from "../backend/retry-policy.js";
 
+/** grpc-status UNAVAILABLE as it arrives: the status outlier detection counts. */
+const unavailable = String(GrpcStatus.UNAVAILABLE);
+
 /** Held response bytes up to this are joined into one write; above it, copying costs more than it saves. */
 const coalesceLimitBytes = 64 * 1024;
 
@@ -146,6 +149,8 @@ export interface RelayOwner {
   resend(): void;
   /** The backend answered the attempt. */
   succeeded(): void;
+  /** How the answer went, for outlier detection (Attempts.answered): `failed` for UNAVAILABLE or a reset. */
+  answered(failed: boolean): void;
   /** The attempt is over. */
   release(): void;
 }
@@ -280,6 +285,7 @@ export class GrpcRelay implements StreamHandler {
     this.responded = true;
     clearTimeout(this.perTry);
     this.owner.succeeded();
+    if (endStream) this.owner.answered(headers["grpc-status"] === unavailable); // trailers-only
     if (endStream && this.owner.retryPolicy !== undefined) {
       const reason = answerRetryReason(headers[":status"], headers["grpc-status"]);
       if (reason !== undefined && this.retryAnswer(reason)) return;
@@ -307,6 +313,7 @@ export class GrpcRelay implements StreamHandler {
   }
 
   trailers(headers: H2Headers): void {
+    this.owner.answered(headers["grpc-status"] === unavailable);
     this.trailersOut = forwardableInPlace(headers, false);
   }
 
@@ -333,7 +340,10 @@ export class GrpcRelay implements StreamHandler {
         this.replayed = true;
         return;
       }
-    } else if (!this.responded && this.owner.retryPolicy !== undefined && this.retryAnswer("reset")) return;
+    } else {
+      if (!err.unprocessed || err.dialFailed) this.owner.answered(true); // a reset, or an endpoint out of reach (retry() counts those it sees)
+      if (!this.responded && this.owner.retryPolicy !== undefined && this.retryAnswer("reset")) return;
+    }
     this.failAttempt(`backend ${this.owner.backendName}: ${err.message}`);
   }
 

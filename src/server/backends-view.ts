@@ -1,13 +1,32 @@
 import type { Runtime } from "../runtime.js";
 
+/** An endpoint's health beyond `healthy`: outlier detection's and the active checks' verdicts. */
+export interface EndpointHealthState {
+  /** Outlier detection has it out now. */
+  readonly ejected: boolean;
+  /** Its ejections the next one doubles over. */
+  readonly ejections: number;
+  /** How long its latest ejection lasts (ms); 0: never ejected. */
+  readonly ejectionMs: number;
+  /** "passing" or "failing" its active health checks; absent without any. */
+  readonly healthCheck?: "passing" | "failing";
+}
+
 /** One endpoint as /debug/backends and the AdminService show it; `pool` is its connection pool's stats. */
-export interface EndpointState {
+export interface EndpointState extends EndpointHealthState {
   readonly address: string;
   readonly healthy: boolean;
   readonly outstanding: number;
   readonly pool: Readonly<Record<string, number | boolean>>;
   /** Merged views only: each worker's own state of this endpoint. */
-  readonly workers?: ReadonlyArray<{ readonly worker: string; readonly healthy: boolean; readonly outstanding: number; readonly pool: Readonly<Record<string, number | boolean>> }>;
+  readonly workers?: ReadonlyArray<WorkerEndpointState>;
+}
+
+interface WorkerEndpointState extends EndpointHealthState {
+  readonly worker: string;
+  readonly healthy: boolean;
+  readonly outstanding: number;
+  readonly pool: Readonly<Record<string, number | boolean>>;
 }
 
 export interface BackendState {
@@ -22,13 +41,23 @@ export interface BackendsView {
   readonly grpc: readonly BackendState[];
 }
 
-type LiveBackend = { name: string; resolverDescription: string; view(): ReadonlyArray<{ address: string; healthy: boolean; outstanding: number; pool: object }> };
+type LiveBackend = {
+  name: string;
+  resolverDescription: string;
+  view(): ReadonlyArray<{ address: string; healthy: boolean; outstanding: number; pool: object; ejected: boolean; ejections: number; ejectionMs: number; healthCheck: "passing" | "failing" | undefined }>;
+};
 
 function backendState(b: LiveBackend): BackendState {
   return {
     name: b.name,
     resolver: b.resolverDescription,
-    endpoints: b.view().map((e) => ({ address: e.address, healthy: e.healthy, outstanding: e.outstanding, pool: { ...(e.pool as Record<string, number | boolean>) } })),
+    endpoints: b.view().map((e) => ({
+      address: e.address,
+      healthy: e.healthy,
+      outstanding: e.outstanding,
+      pool: { ...(e.pool as Record<string, number | boolean>) },
+      ...healthOf(e),
+    })),
   };
 }
 
@@ -46,6 +75,16 @@ function mergePools(a: Readonly<Record<string, number | boolean>>, b: Readonly<R
   return out;
 }
 
+function healthOf(e: EndpointHealthState): EndpointHealthState {
+  return { ejected: e.ejected, ejections: e.ejections, ejectionMs: e.ejectionMs, ...(e.healthCheck && { healthCheck: e.healthCheck }) };
+}
+
+/** Out in any worker is out (as `healthy` holds only where it holds in every worker). */
+function mergeHealth(a: EndpointHealthState, b: EndpointHealthState): EndpointHealthState {
+  const check = a.healthCheck === "failing" || b.healthCheck === "failing" ? "failing" : (a.healthCheck ?? b.healthCheck);
+  return { ejected: a.ejected || b.ejected, ejections: Math.max(a.ejections, b.ejections), ejectionMs: Math.max(a.ejectionMs, b.ejectionMs), ...(check && { healthCheck: check }) };
+}
+
 function mergeBackends(views: ReadonlyArray<{ worker: string; backends: readonly BackendState[] }>): BackendState[] {
   const byName = new Map<string, { name: string; resolver: string; endpoints: Map<string, EndpointState> }>();
   for (const { worker, backends } of views) {
@@ -53,13 +92,13 @@ function mergeBackends(views: ReadonlyArray<{ worker: string; backends: readonly
       let merged = byName.get(b.name);
       if (merged === undefined) byName.set(b.name, (merged = { name: b.name, resolver: b.resolver, endpoints: new Map() }));
       for (const e of b.endpoints) {
-        const mine = { worker, healthy: e.healthy, outstanding: e.outstanding, pool: e.pool };
+        const mine = { worker, healthy: e.healthy, outstanding: e.outstanding, pool: e.pool, ...healthOf(e) };
         const seen = merged.endpoints.get(e.address);
         merged.endpoints.set(
           e.address,
           seen === undefined
-            ? { address: e.address, healthy: e.healthy, outstanding: e.outstanding, pool: e.pool, workers: [mine] }
-            : { address: e.address, healthy: seen.healthy && e.healthy, outstanding: seen.outstanding + e.outstanding, pool: mergePools(seen.pool, e.pool), workers: [...seen.workers!, mine] },
+            ? { address: e.address, healthy: e.healthy, outstanding: e.outstanding, pool: e.pool, ...healthOf(e), workers: [mine] }
+            : { address: e.address, healthy: seen.healthy && e.healthy, outstanding: seen.outstanding + e.outstanding, pool: mergePools(seen.pool, e.pool), ...mergeHealth(seen, e), workers: [...seen.workers!, mine] },
         );
       }
     }
@@ -69,8 +108,9 @@ function mergeBackends(views: ReadonlyArray<{ worker: string; backends: readonly
 
 /**
  * The workers' backends as one process's: an endpoint's requests in flight and pool counts summed,
- * healthy only where every worker finds it healthy (each worker keeps its own passive health), and
- * each worker's own numbers under `workers`.
+ * healthy only where every worker finds it healthy, ejected or failing checks where any worker
+ * finds it so (each worker keeps its own passive and active health), and each worker's own numbers
+ * under `workers`.
  */
 export function mergeBackendsViews(views: ReadonlyArray<{ worker: string; view: BackendsView }>): BackendsView {
   return {

@@ -9,6 +9,7 @@ import { watchConfigFiles, watchedFiles } from "../../config/watch.js";
 import { defaultBindAddress, unguardedListeners } from "../../config/validate-exposure.js";
 import { startDiscoveredRouting } from "../../k8s/discovery.js";
 import { k8sEndpoints } from "../../k8s/endpoint-sets.js";
+import { runNoHealthChecks } from "../../backend/health-check.js";
 import { startDemoBackend } from "../../demo/backend.js";
 import { log, setLogLevel } from "../../observe/log.js";
 import { countBackendChanges, createMetrics } from "../../observe/metrics.js";
@@ -62,6 +63,8 @@ export async function startSupervisor(sources: ConfigSources, first: Config, cou
   let restartCount = 0;
   let reload: () => Promise<ConfigError | undefined> = async () => undefined;
   const discovery = await startDiscoveredRouting(first, () => void reload());
+  // Each worker checks its backends' endpoints itself; the admin views show theirs.
+  runNoHealthChecks();
   let current: Runtime;
   try {
     current = buildRuntime(discovery.compose(first), 1);

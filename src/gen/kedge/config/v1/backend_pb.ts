@@ -6,6 +6,8 @@ import type { GenEnum, GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2"
 import { enumDesc, fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
 import type { Duration } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_duration } from "@bufbuild/protobuf/wkt";
+import type { HealthCheck, OutlierDetection } from "./health_pb.js";
+import { file_kedge_config_v1_health } from "./health_pb.js";
 import type { HostResolver, K8sResolver, SrvResolver, StaticResolver } from "./resolvers_pb.js";
 import { file_kedge_config_v1_resolvers } from "./resolvers_pb.js";
 import type { Message } from "@bufbuild/protobuf";
@@ -14,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file kedge/config/v1/backend.proto.
  */
 export const file_kedge_config_v1_backend: GenFile = /*@__PURE__*/
-  fileDesc("Ch1rZWRnZS9jb25maWcvdjEvYmFja2VuZC5wcm90bxIPa2VkZ2UuY29uZmlnLnYxIpcBCghTZWN1cml0eRIcChRpbnNlY3VyZV9za2lwX3ZlcmlmeRgBIAEoCBITCgtjb25maWdfbmFtZRgCIAEoCRIQCghjYV9maWxlcxgDIAMoCRITCgtzZXJ2ZXJfbmFtZRgEIAEoCRIYChBjbGllbnRfY2VydF9maWxlGAUgASgJEhcKD2NsaWVudF9rZXlfZmlsZRgGIAEoCSLxAQoIVGltZW91dHMSKgoHY29ubmVjdBgBIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIyCg9yZXNwb25zZV9oZWFkZXIYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SJwoEaWRsZRgDIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIsCglrZWVwYWxpdmUYBCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SLgoLdHVubmVsX2lkbGUYBSABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24i+QMKC0h0dHBCYWNrZW5kEgwKBG5hbWUYASABKAkSKwoIYmFsYW5jZXIYAiABKA4yGS5rZWRnZS5jb25maWcudjEuQmFsYW5jZXISHAoUZGlzYWJsZV9jb25udHJhY2tpbmcYAyABKAgSKwoIc2VjdXJpdHkYBCABKAsyGS5rZWRnZS5jb25maWcudjEuU2VjdXJpdHkSFQoNYXV0b2dlbmVyYXRlZBgGIAEoCBIrCgh0aW1lb3V0cxgHIAEoCzIZLmtlZGdlLmNvbmZpZy52MS5UaW1lb3V0cxIkChxtYXhfY29ubmVjdGlvbnNfcGVyX2VuZHBvaW50GAggASgNEjIKD2ZhaWx1cmVfYmFja29mZhgJIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIrCgNzcnYYCiABKAsyHC5rZWRnZS5jb25maWcudjEuU3J2UmVzb2x2ZXJIABIrCgNrOHMYCyABKAsyHC5rZWRnZS5jb25maWcudjEuSzhzUmVzb2x2ZXJIABItCgRob3N0GAwgASgLMh0ua2VkZ2UuY29uZmlnLnYxLkhvc3RSZXNvbHZlckgAEjEKBnN0YXRpYxgNIAEoCzIfLmtlZGdlLmNvbmZpZy52MS5TdGF0aWNSZXNvbHZlckgAQgoKCHJlc29sdmVyItMDCgtHcnBjQmFja2VuZBIMCgRuYW1lGAEgASgJEisKCGJhbGFuY2VyGAIgASgOMhkua2VkZ2UuY29uZmlnLnYxLkJhbGFuY2VyEhwKFGRpc2FibGVfY29ubnRyYWNraW5nGAMgASgIEisKCHNlY3VyaXR5GAQgASgLMhkua2VkZ2UuY29uZmlnLnYxLlNlY3VyaXR5EjIKDGludGVyY2VwdG9ycxgFIAMoCzIcLmtlZGdlLmNvbmZpZy52MS5JbnRlcmNlcHRvchIVCg1hdXRvZ2VuZXJhdGVkGAYgASgIEisKCHRpbWVvdXRzGAcgASgLMhkua2VkZ2UuY29uZmlnLnYxLlRpbWVvdXRzEisKA3NydhgKIAEoCzIcLmtlZGdlLmNvbmZpZy52MS5TcnZSZXNvbHZlckgAEisKA2s4cxgLIAEoCzIcLmtlZGdlLmNvbmZpZy52MS5LOHNSZXNvbHZlckgAEi0KBGhvc3QYDCABKAsyHS5rZWRnZS5jb25maWcudjEuSG9zdFJlc29sdmVySAASMQoGc3RhdGljGA0gASgLMh8ua2VkZ2UuY29uZmlnLnYxLlN0YXRpY1Jlc29sdmVySABCCgoIcmVzb2x2ZXIiMgoLSW50ZXJjZXB0b3ISFAoKcHJvbWV0aGV1cxgBIAEoCEgAQg0KC2ludGVyY2VwdG9yKjsKCEJhbGFuY2VyEg8KC1JPVU5EX1JPQklOEAASHgoaTEVBU1RfT1VUU1RBTkRJTkdfUkVRVUVTVFMQAWIGcHJvdG8z", [file_google_protobuf_duration, file_kedge_config_v1_resolvers]);
+  fileDesc("Ch1rZWRnZS9jb25maWcvdjEvYmFja2VuZC5wcm90bxIPa2VkZ2UuY29uZmlnLnYxIpcBCghTZWN1cml0eRIcChRpbnNlY3VyZV9za2lwX3ZlcmlmeRgBIAEoCBITCgtjb25maWdfbmFtZRgCIAEoCRIQCghjYV9maWxlcxgDIAMoCRITCgtzZXJ2ZXJfbmFtZRgEIAEoCRIYChBjbGllbnRfY2VydF9maWxlGAUgASgJEhcKD2NsaWVudF9rZXlfZmlsZRgGIAEoCSLxAQoIVGltZW91dHMSKgoHY29ubmVjdBgBIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIyCg9yZXNwb25zZV9oZWFkZXIYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SJwoEaWRsZRgDIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIsCglrZWVwYWxpdmUYBCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SLgoLdHVubmVsX2lkbGUYBSABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24i6wQKC0h0dHBCYWNrZW5kEgwKBG5hbWUYASABKAkSKwoIYmFsYW5jZXIYAiABKA4yGS5rZWRnZS5jb25maWcudjEuQmFsYW5jZXISHAoUZGlzYWJsZV9jb25udHJhY2tpbmcYAyABKAgSKwoIc2VjdXJpdHkYBCABKAsyGS5rZWRnZS5jb25maWcudjEuU2VjdXJpdHkSFQoNYXV0b2dlbmVyYXRlZBgGIAEoCBIrCgh0aW1lb3V0cxgHIAEoCzIZLmtlZGdlLmNvbmZpZy52MS5UaW1lb3V0cxIkChxtYXhfY29ubmVjdGlvbnNfcGVyX2VuZHBvaW50GAggASgNEjIKD2ZhaWx1cmVfYmFja29mZhgJIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIrCgNzcnYYCiABKAsyHC5rZWRnZS5jb25maWcudjEuU3J2UmVzb2x2ZXJIABIrCgNrOHMYCyABKAsyHC5rZWRnZS5jb25maWcudjEuSzhzUmVzb2x2ZXJIABItCgRob3N0GAwgASgLMh0ua2VkZ2UuY29uZmlnLnYxLkhvc3RSZXNvbHZlckgAEjEKBnN0YXRpYxgNIAEoCzIfLmtlZGdlLmNvbmZpZy52MS5TdGF0aWNSZXNvbHZlckgAEjwKEW91dGxpZXJfZGV0ZWN0aW9uGBQgASgLMiEua2VkZ2UuY29uZmlnLnYxLk91dGxpZXJEZXRlY3Rpb24SMgoMaGVhbHRoX2NoZWNrGBUgASgLMhwua2VkZ2UuY29uZmlnLnYxLkhlYWx0aENoZWNrQgoKCHJlc29sdmVyIsUECgtHcnBjQmFja2VuZBIMCgRuYW1lGAEgASgJEisKCGJhbGFuY2VyGAIgASgOMhkua2VkZ2UuY29uZmlnLnYxLkJhbGFuY2VyEhwKFGRpc2FibGVfY29ubnRyYWNraW5nGAMgASgIEisKCHNlY3VyaXR5GAQgASgLMhkua2VkZ2UuY29uZmlnLnYxLlNlY3VyaXR5EjIKDGludGVyY2VwdG9ycxgFIAMoCzIcLmtlZGdlLmNvbmZpZy52MS5JbnRlcmNlcHRvchIVCg1hdXRvZ2VuZXJhdGVkGAYgASgIEisKCHRpbWVvdXRzGAcgASgLMhkua2VkZ2UuY29uZmlnLnYxLlRpbWVvdXRzEisKA3NydhgKIAEoCzIcLmtlZGdlLmNvbmZpZy52MS5TcnZSZXNvbHZlckgAEisKA2s4cxgLIAEoCzIcLmtlZGdlLmNvbmZpZy52MS5LOHNSZXNvbHZlckgAEi0KBGhvc3QYDCABKAsyHS5rZWRnZS5jb25maWcudjEuSG9zdFJlc29sdmVySAASMQoGc3RhdGljGA0gASgLMh8ua2VkZ2UuY29uZmlnLnYxLlN0YXRpY1Jlc29sdmVySAASPAoRb3V0bGllcl9kZXRlY3Rpb24YFCABKAsyIS5rZWRnZS5jb25maWcudjEuT3V0bGllckRldGVjdGlvbhIyCgxoZWFsdGhfY2hlY2sYFSABKAsyHC5rZWRnZS5jb25maWcudjEuSGVhbHRoQ2hlY2tCCgoIcmVzb2x2ZXIiMgoLSW50ZXJjZXB0b3ISFAoKcHJvbWV0aGV1cxgBIAEoCEgAQg0KC2ludGVyY2VwdG9yKjsKCEJhbGFuY2VyEg8KC1JPVU5EX1JPQklOEAASHgoaTEVBU1RfT1VUU1RBTkRJTkdfUkVRVUVTVFMQAWIGcHJvdG8z", [file_google_protobuf_duration, file_kedge_config_v1_health, file_kedge_config_v1_resolvers]);
 
 /**
  * Security is the TLS setup towards a backend. Absent: plaintext.
@@ -200,6 +202,20 @@ export type HttpBackend = Message<"kedge.config.v1.HttpBackend"> & {
     value: StaticResolver;
     case: "static";
   } | { case: undefined; value?: undefined };
+
+  /**
+   * outlier_detection ejects endpoints that keep failing requests; absent: none.
+   *
+   * @generated from field: kedge.config.v1.OutlierDetection outlier_detection = 20;
+   */
+  outlierDetection?: OutlierDetection | undefined;
+
+  /**
+   * health_check probes endpoints on a timer (http); absent: none.
+   *
+   * @generated from field: kedge.config.v1.HealthCheck health_check = 21;
+   */
+  healthCheck?: HealthCheck | undefined;
 };
 
 /**
@@ -280,6 +296,20 @@ export type GrpcBackend = Message<"kedge.config.v1.GrpcBackend"> & {
     value: StaticResolver;
     case: "static";
   } | { case: undefined; value?: undefined };
+
+  /**
+   * outlier_detection ejects endpoints that keep failing calls; absent: none.
+   *
+   * @generated from field: kedge.config.v1.OutlierDetection outlier_detection = 20;
+   */
+  outlierDetection?: OutlierDetection | undefined;
+
+  /**
+   * health_check probes endpoints on a timer (grpc); absent: none.
+   *
+   * @generated from field: kedge.config.v1.HealthCheck health_check = 21;
+   */
+  healthCheck?: HealthCheck | undefined;
 };
 
 /**
