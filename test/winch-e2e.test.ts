@@ -40,7 +40,10 @@ function startHttpBackend(): Promise<http.Server> {
 
 /** kedge on the reference ports, client certificates required; `bearer` adds kedge Go's static proxy token. */
 async function startKedge(bearer: boolean): Promise<void> {
-  kedge?.proc.kill("SIGKILL");
+  // SIGTERM, not SIGKILL: the supervisor exits only once its workers have. Killed, it would leave
+  // them draining on these ports (SO_REUSEPORT) while the next kedge starts, and a call winch sent
+  // one of them would be served on the previous config.
+  kedge?.proc.kill("SIGTERM");
   await kedge?.proc.exited;
   kedge = runBinary([
     "--kedge_config_director_config_path", join(referenceConfigs, "director.json"),
@@ -73,8 +76,9 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  kedge?.proc.kill("SIGKILL");
   winch?.proc.kill("SIGKILL");
+  kedge?.proc.kill("SIGTERM");
+  await kedge?.proc.exited;
   httpBackend?.closeAllConnections();
   httpBackend?.close();
   await greeter?.close();

@@ -350,7 +350,11 @@ export class H2ServerConnection extends H2Endpoint<H2ServerStream> {
   shutdown(message: string): void {
     if (this.closed || this.goingAway || this.drainingSince > 0) return;
     this.shutdownMessage = message;
-    if (!this.settled) return this.finalGoaway();
+    if (!this.settled) {
+      // Before the client's preface: nothing was taken yet, so the final GOAWAY at once, after the server's own preface (RFC 9113 §3.4).
+      this.greet();
+      return this.finalGoaway();
+    }
     this.drainingSince = performance.now();
     this.goawayFrame(maxStreamId, ErrorCode.NO_ERROR, message);
     this.out.frame(FrameType.PING, 0, 0, shutdownPing);

@@ -47,6 +47,8 @@ export class H2Connections implements H2ServerHandler {
   readonly maxStreams: number;
   readonly errorPrefix: "x-kedge" | "x-winch";
   private readonly shuttingDown: KedgeError;
+  /** stop() was called: a connection adopted since is told GOAWAY at once. */
+  private stopped = false;
 
   constructor(private readonly opts: H2Options) {
     this.shuttingDown = new KedgeError("shutting-down", 503, `${opts.errorPrefix.slice(2)} is shutting down`);
@@ -72,8 +74,13 @@ export class H2Connections implements H2ServerHandler {
    */
   adopt(transport: ClientTransport, peer: object = transport.peer ?? transport, plaintext = transport.peer === undefined): H2ServerConnection {
     const conn = new H2ServerConnection(transport, this, peer, plaintext);
-    if (this.opts.guard.admit()) this.conns.add(conn);
-    else conn.fail(ErrorCode.REFUSED_STREAM, "too many connections");
+    if (!this.opts.guard.admit()) conn.fail(ErrorCode.REFUSED_STREAM, "too many connections");
+    else {
+      this.conns.add(conn);
+      // A TLS connection is adopted when its handshake is done, which may be after stop() told the
+      // others to go away; served as they were, it would take new requests until the drain ends.
+      if (this.stopped) conn.shutdown(this.shuttingDown.message);
+    }
     return conn;
   }
 
@@ -108,6 +115,7 @@ export class H2Connections implements H2ServerHandler {
 
   /** GOAWAY to every connection: in-flight streams finish, no new ones start. */
   stop(): void {
+    this.stopped = true;
     for (const conn of this.conns) conn.shutdown(this.shuttingDown.message);
   }
 
