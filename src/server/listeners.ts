@@ -14,6 +14,7 @@ import { defaultSendTimeoutMs, H2Connections, type H2Options } from "./h2/connec
 import { serveKedgeStream } from "./ingress-h2.js";
 import { TlsHandshakeFailures } from "./tls-failures.js";
 import { tlsFiles } from "./tls-files.js";
+import { claimDataPorts } from "./port-claim.js";
 import { startTlsListener, type TlsListener } from "./tls-listener.js";
 
 export interface DataListeners {
@@ -54,6 +55,9 @@ interface Proxies {
  * `reusePort`: each kedge worker binds the same ports (SO_REUSEPORT).
  */
 export async function startDataListeners(server: ServerConfig, ctx: ProxyContext, reusePort = false): Promise<DataListeners> {
+  // One process: its TLS listeners still bind with SO_REUSEPORT (for rotation), so a port another
+  // process holds must be found now. Workers are claimed for by their supervisor.
+  if (!reusePort) claimDataPorts(server);
   const bind = server.bindAddress || defaultBindAddress;
   const idleMs = durationMs(server.clientIdleTimeout, defaultClientIdleMs);
   const limits: HeadLimits = {

@@ -19,6 +19,7 @@ import { adminApp } from "../admin.js";
 import { startAdminListener } from "../admin-listener.js";
 import { defaultGracefulShutdownMs } from "../drain.js";
 import { tlsFiles } from "../tls-files.js";
+import { claimDataPorts } from "../port-claim.js";
 import { nextRuntime, rejected, warnAboutListenerChanges } from "../next-runtime.js";
 import type { ServeMessage, WorkerStats } from "./worker.js";
 import { reopenLogsMessage } from "./channel.js";
@@ -110,6 +111,8 @@ export async function startSupervisor(sources: ConfigSources, first: Config, cou
   // Changes while a worker was starting were not broadcast to it (it was not serving yet).
   pool.onWorkerStart((worker) => void pool.ask(worker.id, k8sEndpoints.snapshot()).catch(() => undefined));
   try {
+    // Workers bind with SO_REUSEPORT: only a port no other process holds may be shared by them.
+    claimDataPorts(server);
     await pool.startAll();
   } catch (e) {
     await pool.stop(exitMarginMs);
