@@ -257,7 +257,7 @@ describe("kedge workers: restart, drain and reload", () => {
     await waitFor(() => !pids.some(alive), "the workers to exit");
   });
 
-  it("exits 1 naming the worker and the cause when a worker cannot bind", async () => {
+  it("exits 1 naming the port when another process holds it, before any worker binds it with SO_REUSEPORT", async () => {
     const taken = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
     try {
       const a = startBackend("alpha");
@@ -266,10 +266,23 @@ describe("kedge workers: restart, drain and reload", () => {
       const proc = runBinary(["--config", configFile], dir);
       expect(await proc.proc.exited).toBe(1);
       expect(proc.stdout()).not.toContain("listening");
-      expect(proc.stderr()).toMatch(/worker 1 \(pid \d+\) did not start: Failed to listen at 127\.0\.0\.1/);
+      expect(proc.stderr()).toContain(`server.http_port 127.0.0.1:${taken.port} is in use by another process`);
+      expect(proc.stderr()).not.toMatch(/worker \d+ \(pid/);
     } finally {
       taken.stop(true);
     }
+  });
+
+  it("exits 1 naming the worker and the cause when a worker cannot bind", async () => {
+    // 192.0.2.1 (TEST-NET-1) is no address of this host: the claim leaves that to the worker's bind.
+    const a = startBackend("alpha");
+    const configFile = join(dir, "unbindable.json");
+    const unbindable = config("alpha", a.port!, { bind_address: "192.0.2.1", http_port: 41_899 });
+    writeFileSync(configFile, JSON.stringify({ ...unbindable, auth: { allow_unauthenticated: true } }));
+    const proc = runBinary(["--config", configFile], dir);
+    expect(await proc.proc.exited).toBe(1);
+    expect(proc.stdout()).not.toContain("listening");
+    expect(proc.stderr()).toMatch(/worker 1 \(pid \d+\) did not start: Failed to listen at 192\.0\.2\.1/);
   });
 
   it("stays one process with workers: 1", async () => {

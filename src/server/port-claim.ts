@@ -23,7 +23,8 @@ export function claimDataPorts(server: ServerConfig): void {
     try {
       probe = Bun.listen({ hostname: host, port, socket: { data() {} } });
     } catch (e) {
-      throw new Error(`server.${field} ${host}:${port} is in use by another process (another kedge still running?): ${(e as Error).message}`);
+      // Any other failure (an address not on this host, a privileged port) is the real bind's to report.
+      if ((e as { code?: string }).code === "EADDRINUSE") throw new Error(`server.${field} ${host}:${port} is in use by another process (another kedge still running?)`);
     } finally {
       probe?.stop(true);
     }
