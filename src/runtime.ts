@@ -6,6 +6,7 @@ import { GrpcBackendSchema, HttpBackendSchema } from "./gen/kedge/config/v1/back
 import { ServerConfig_HeadersWithUnderscores as Underscores } from "./gen/kedge/config/v1/server_pb.js";
 import { GrpcBackend } from "./backend/grpc-backend.js";
 import { HttpBackend } from "./backend/http-backend.js";
+import { defaultMaxHops } from "./backend/kedge-tier.js";
 import { ConfigError } from "./config/error.js";
 import { messageSecrets, redactedJson, scrubSecrets } from "./config/secrets.js";
 import { compileAdhocRules, type AdhocTable } from "./router/adhoc.js";
@@ -70,7 +71,7 @@ export class Runtime {
   readonly grpcRoutes: GrpcRouteTable;
   readonly grpcAdhoc: AdhocTable;
   /** Per-request limits from the server section that a reload may change. */
-  readonly limits: { maxBodyBytes: number; allowEncodedSlashes: boolean; headersWithUnderscores: Underscores };
+  readonly limits: { maxBodyBytes: number; allowEncodedSlashes: boolean; headersWithUnderscores: Underscores; maxHops: number };
 
   constructor(
     readonly version: number,
@@ -86,6 +87,7 @@ export class Runtime {
     this.grpcAdhoc = compileAdhocRules(config.grpc?.adhocRules ?? []);
     this.limits = { maxBodyBytes: Number(config.server?.maxRequestBodyBytes ?? 0), allowEncodedSlashes: config.server?.allowEncodedSlashes ?? false,
       headersWithUnderscores: config.server?.headersWithUnderscores ?? Underscores.REJECT,
+      maxHops: config.server?.maxHops || defaultMaxHops,
     };
   }
 

@@ -18,8 +18,7 @@ export type AttemptFailure =
    */
   | "unprocessed";
 
-/** Distinct endpoints a request tries when they cannot be reached. */
-export const maxEndpointAttempts = 3;
+export { maxEndpointAttempts } from "./tier.js";
 /** Unprocessed sends replayed per request: a GOAWAY race or a stale keep-alive connection needs one. */
 export const maxReplays = 2;
 
@@ -70,9 +69,12 @@ export class Attempts<B extends AnyBackend> {
     return pool;
   }
 
-  /** The backend answered: its endpoint is reachable again. */
+  /** The backend answered: its endpoint is reachable again, and its tier is where the backend's traffic goes. */
   succeeded(): void {
-    this.endpoint?.markHealthy();
+    const endpoint = this.endpoint;
+    if (endpoint === undefined) return;
+    endpoint.markHealthy();
+    if (endpoint.tier !== this.backend.activeTier) this.backend.answeredFrom(endpoint.tier);
   }
 
   /** The attempt is over: its endpoint no longer counts it. Idempotent. */
@@ -87,7 +89,7 @@ export class Attempts<B extends AnyBackend> {
    * made (call `next()`, or `sameEndpoint()` for an HTTP/1.1 replay). `resendable`: kedge still
    * holds all the request the backend would need again, and the client is still there. A dial
    * failure backs its endpoint off and moves on to another, up to maxEndpointAttempts distinct
-   * ones; an unprocessed request is replayed up to maxReplays times; nothing is retried past the
+   * ones per tier; an unprocessed request is replayed up to maxReplays times; nothing is retried past the
    * caller's deadline.
    */
   retry(failure: AttemptFailure, resendable: boolean): boolean {
@@ -100,7 +102,8 @@ export class Attempts<B extends AnyBackend> {
       if (failure === "dial") endpoint.markFailed(this.backend.failureBackoffMs, defaults.maxFailureBackoffMs);
       const failedOn = (this.failedOn ??= new Set());
       failedOn.add(endpoint);
-      if (!resendable || failedOn.size >= Math.min(maxEndpointAttempts, this.backend.endpointCount)) return false;
+      // Each tier gets its own tries: a whole cluster's endpoints refusing at once still leaves its failover tiers.
+      if (!resendable || !this.backend.hasUntried(failedOn)) return false;
     }
     return !this.pastDeadline();
   }

@@ -1,4 +1,5 @@
 import { formatHostPort } from "../net/host-port.js";
+import type { KedgeHop } from "./kedge-tier.js";
 
 /** One address of a backend, with the health state the balancer reads. */
 export class Endpoint {
@@ -12,6 +13,10 @@ export class Endpoint {
   constructor(
     readonly host: string,
     readonly port: number,
+    /** The backend's tier it belongs to: 0 for its own resolver, 1… for its failover tiers in order. */
+    readonly tier = 0,
+    /** Set when the endpoint is another cluster's kedge: what requests sent there carry. */
+    readonly hop: KedgeHop | undefined = undefined,
   ) {
     this.address = formatHostPort(host, port);
   }

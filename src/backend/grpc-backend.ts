@@ -4,13 +4,13 @@ import { Backend } from "./backend.js";
 import { balancerFor } from "./balancer.js";
 import { defaults } from "../config/backend-defaults.js";
 import { durationMs } from "../config/duration.js";
-import { sniName, tlsMaterial, type TlsMaterial } from "./http-backend.js";
-import { resolverFor } from "./resolvers.js";
+import { sniName, tierSources, tlsMaterial, type TlsMaterial } from "./http-backend.js";
+import type { TierConfig } from "./kedge-tier.js";
 
-function grpcTls(config: GrpcBackendConfig, host: string, material: TlsMaterial | undefined): H2SessionOptions["tls"] {
-  const s = config.security;
+function grpcTls(tier: TierConfig, host: string, material: TlsMaterial | undefined): H2SessionOptions["tls"] {
+  const s = tier.security;
   if (!s) return undefined;
-  return { rejectUnauthorized: !s.insecureSkipVerify, serverName: s.serverName || sniName(config, host), ...tlsMaterial(s, material) };
+  return { rejectUnauthorized: !s.insecureSkipVerify, serverName: s.serverName || sniName(tier, host), ...tlsMaterial(s, tier.hop ? undefined : material) };
 }
 
 /** A named gRPC backend: endpoints from its resolver, each with one warm HTTP/2 session. */
@@ -21,9 +21,8 @@ export class GrpcBackend extends Backend<H2SessionStats, H2Session> {
     const connectTimeoutMs = durationMs(config.timeouts?.connect, defaults.connectTimeoutMs);
     super(
       config.name,
-      resolverFor(config),
-      balancerFor(config.balancer),
-      (host, port) => new H2Session({ host, port, tls: grpcTls(config, host, material), connectTimeoutMs }),
+      tierSources(config, (tier) => (host, port) => new H2Session({ host, port, tls: grpcTls(tier, host, material), connectTimeoutMs })),
+      () => balancerFor(config.balancer),
       defaults.failureBackoffMs,
     );
     this.connectTimeoutMs = connectTimeoutMs;

@@ -2,9 +2,10 @@ import { readFileSync } from "node:fs";
 import type { TLSOptions } from "bun";
 import type { HttpBackend as HttpBackendConfig } from "../gen/kedge/config/v1/backend_pb.js";
 import { H1Pool, type PoolOptions, type PoolStats } from "../upstream/h1-pool.js";
-import { Backend } from "./backend.js";
+import { Backend, type TierSource } from "./backend.js";
 import { balancerFor } from "./balancer.js";
 import { resolverFor } from "./resolvers.js";
+import { tierConfigs, type TierConfig } from "./kedge-tier.js";
 import { defaults } from "../config/backend-defaults.js";
 import { durationMs } from "../config/duration.js";
 
@@ -37,6 +38,11 @@ export function sniName(config: { resolver: HttpBackendConfig["resolver"] }, hos
   return r.case === "host" || r.case === "srv" ? r.value.dnsName : host;
 }
 
+/** The tiers of a backend's config (its own resolver, then its failover list), each with pools made by `pool`. */
+export function tierSources<Pool>(config: Parameters<typeof tierConfigs>[0], pool: (tier: TierConfig) => (host: string, port: number) => Pool): TierSource<Pool>[] {
+  return tierConfigs(config).map((tier) => ({ resolver: resolverFor(tier), makePool: pool(tier), hop: tier.hop }));
+}
+
 /** A named HTTP/1.1 backend: endpoints from its resolver, each with a warm keep-alive pool. */
 export class HttpBackend extends Backend<PoolStats, H1Pool> {
   readonly poolOptions: Omit<PoolOptions, "host" | "port">;
@@ -55,12 +61,14 @@ export class HttpBackend extends Backend<PoolStats, H1Pool> {
     };
     super(
       config.name,
-      resolverFor(config),
-      balancerFor(config.balancer),
-      (host, port) => {
-        const tls = poolOptions.tls && !poolOptions.tls.serverName ? { ...poolOptions.tls, serverName: sniName(config, host) } : poolOptions.tls;
-        return new H1Pool({ ...poolOptions, host, port, tls });
-      },
+      tierSources(config, (tier) => {
+        const tierTls = tier.security === config.security ? poolOptions.tls : backendTls(tier.security, tier.hop ? undefined : material);
+        return (host, port) => {
+          const tls = tierTls && !tierTls.serverName ? { ...tierTls, serverName: sniName(tier, host) } : tierTls;
+          return new H1Pool({ ...poolOptions, host, port, tls });
+        };
+      }),
+      () => balancerFor(config.balancer),
       durationMs(config.failureBackoff, defaults.failureBackoffMs),
     );
     this.poolOptions = poolOptions;

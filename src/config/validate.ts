@@ -1,6 +1,7 @@
 import * as v from "valibot";
 import type { Config } from "../gen/kedge/config/v1/config_pb.js";
 import { parseHostPort } from "../net/host-port.js";
+import { parseKedgeUrl } from "./kedge-url.js";
 import { parseK8sTarget } from "./k8s-target.js";
 import { validateAuth } from "./validate-auth.js";
 import { validateExposure } from "./validate-exposure.js";
@@ -19,7 +20,7 @@ const regexpSource = v.pipe(
   v.check((s) => compiles(s), "is not a valid regular expression"),
 );
 
-const resolver = v.variant("case", [
+const resolvers = [
   v.looseObject({ case: v.literal("host"), value: v.looseObject({ dnsName: v.pipe(v.string(), v.nonEmpty("dns_name is required")), port }) }),
   v.looseObject({ case: v.literal("srv"), value: v.looseObject({ dnsName: v.pipe(v.string(), v.nonEmpty("dns_name is required")), portOverride: optionalPort }) }),
   v.looseObject({
@@ -41,16 +42,29 @@ const resolver = v.variant("case", [
       ),
     }),
   }),
-], "missing resolver: set one of host, srv, k8s, static");
+] as const;
+const resolver = v.variant("case", resolvers, "missing resolver: set one of host, srv, k8s, static");
 
-const security = v.optional(
-  v.pipe(
-    v.looseObject({ clientCertFile: v.string(), clientKeyFile: v.string() }),
-    v.check((s) => (s.clientCertFile === "") === (s.clientKeyFile === ""), "client_cert_file and client_key_file go together"),
+const keyPairTogether = (s: { clientCertFile: string; clientKeyFile: string }) => (s.clientCertFile === "") === (s.clientKeyFile === "");
+const keyPairMessage = "client_cert_file and client_key_file go together";
+
+const kedgeTier = v.looseObject({
+  case: v.literal("kedge"),
+  value: v.pipe(
+    v.looseObject({
+      url: v.pipe(v.string(), v.check((u) => typeof parseKedgeUrl(u) !== "string", (issue) => `${parseKedgeUrl(issue.input as string)}`)),
+      clientCertFile: v.string(),
+      clientKeyFile: v.string(),
+    }),
+    v.check((s) => keyPairTogether(s), keyPairMessage),
   ),
-);
+});
 
-const backend = v.looseObject({ name: backendName, resolver, security });
+const failoverTier = v.looseObject({ resolver: v.variant("case", [...resolvers, kedgeTier], "missing tier: set one of host, srv, k8s, static, kedge") });
+
+const security = v.optional(v.pipe(v.looseObject({ clientCertFile: v.string(), clientKeyFile: v.string() }), v.check((s) => keyPairTogether(s), keyPairMessage)));
+
+const backend = v.looseObject({ name: backendName, resolver, security, failover: v.array(failoverTier) });
 
 const pathRule = v.pipe(
   v.string(),

@@ -91,6 +91,8 @@ export function createMetrics() {
     h1Waiting: registry.add(new Gauge("kedge_http_upstream_requests_waiting", "Requests queued for a free connection to a backend.", ["backend_name"])),
     h2Sessions: registry.add(new Gauge("kedge_grpc_upstream_sessions_connected", "Connected HTTP/2 sessions to a gRPC backend's endpoints.", ["backend_name"])),
     h2Streams: registry.add(new Gauge("kedge_grpc_upstream_active_streams", "Calls in flight on a gRPC backend's sessions.", ["backend_name"])),
+    // Workers keep their own health: the furthest tier any of them sends to is the one to see.
+    activeTier: registry.add(new Gauge("kedge_backend_active_tier", "The tier a backend with failover tiers sends requests to: 0 its own resolver, 1… its failover tiers in order.", ["backend_name"], undefined, "max")),
     k8sUpAddresses: registry.add(k8sMetrics.upAddresses),
     k8sWatchErrors: registry.add(k8sMetrics.watchErrors),
     k8sChanges: registry.add(k8sMetrics.changes),
@@ -101,8 +103,8 @@ export function createMetrics() {
 
 export type Metrics = ReturnType<typeof createMetrics>;
 
-/** What the backend gauges read of a runtime: each backend's per-endpoint pool stats. */
-type PoolView<P> = { view(): ReadonlyArray<{ pool: P }> };
+/** What the backend gauges read of a runtime: each backend's per-endpoint pool stats, and its tiers. */
+type PoolView<P> = { view(): ReadonlyArray<{ pool: P }>; readonly tiers: { readonly length: number }; readonly activeTier: number };
 type HttpPool = { open: number; idle: number; waiting: number };
 type GrpcPool = { connected: boolean; activeStreams: number };
 
@@ -141,6 +143,15 @@ export function watchBackends(metrics: Metrics, live: () => LiveBackends): void 
   metrics.h1Waiting.collect = perBackend(http, adhocHttp, (p) => p.waiting);
   metrics.h2Sessions.collect = perBackend(grpc, adhocGrpc, (p) => (p.connected ? 1 : 0));
   metrics.h2Streams.collect = perBackend(grpc, adhocGrpc, (p) => p.activeStreams);
+  metrics.activeTier.collect = () => {
+    // An HTTP and a gRPC backend may share a name: one series, the further tier.
+    const byName = new Map<string, number>();
+    const l = live();
+    for (const backends of [l.httpBackends, l.grpcBackends]) {
+      for (const [name, backend] of backends) if (backend.tiers.length > 1) byName.set(name, Math.max(byName.get(name) ?? 0, backend.activeTier));
+    }
+    return [...byName].map(([name, tier]): Sample => [[name], tier]);
+  };
 }
 
 /**
