@@ -44,7 +44,28 @@ function backOff(b: HttpBackend, tier: number): void {
   for (const e of b.tiers[tier].endpoints) e.markFailed(60_000, 60_000);
 }
 
+/** kedge's log lines (JSON on stderr) until stopped. */
+function captureLog() {
+  const lines: Array<Record<string, unknown>> = [];
+  const write = process.stderr.write;
+  process.stderr.write = ((chunk: string | Uint8Array) => {
+    for (const line of String(chunk).split("\n")) if (line.startsWith("{")) lines.push(JSON.parse(line));
+    return true;
+  }) as typeof process.stderr.write;
+  return {
+    /** Restores stderr (again is harmless) and returns the lines. */
+    stop() {
+      process.stderr.write = write;
+      return lines;
+    },
+  };
+}
+
+/** Clean-ups that must run even when a test fails. */
+const afterDone: Array<() => void> = [];
+
 afterEach(() => {
+  for (const done of afterDone.splice(0)) done();
   for (const b of made.splice(0)) b.close();
 });
 
@@ -87,7 +108,9 @@ describe("failover tiers", () => {
     expect(a.retry("dial", true)).toBe(false);
   });
 
-  it("moves the active tier on answers where new requests go, not on failed probes or late answers", () => {
+  it("moves the active tier on answers where new requests go, not on failed probes or late answers, and logs each move", () => {
+    const logged = captureLog();
+    afterDone.push(() => logged.stop());
     const b = backend([1001], [2001]);
     const failingOver = attemptsAt(b);
     failingOver.next();
@@ -114,6 +137,11 @@ describe("failover tiers", () => {
     expect(b.activeTier).toBe(0);
     late.succeeded();
     expect(b.activeTier).toBe(0);
+    const changes = logged.stop().filter((l) => l.msg === "backend tier changed");
+    expect(changes).toEqual([
+      expect.objectContaining({ level: "warn", backend: "tiered", from: 0, to: 1, resolver: "static 127.0.0.1:2001" }),
+      expect.objectContaining({ level: "info", backend: "tiered", from: 1, to: 0, resolver: "static 127.0.0.1:1001" }),
+    ]);
   });
 
   it("shows every tier's endpoints, with their tier", () => {
@@ -159,7 +187,7 @@ describe("kedge_backend_active_tier across workers", () => {
       (m.activeTier as Gauge).set(["web"], tier);
       return JSON.parse(JSON.stringify(m.registry.families()));
     };
-    const text = renderFamilies(mergeFamilies([{ worker: "1", families: worker(0) }, { worker: "2", families: worker(1) }, { worker: "3", families: worker(0) }]));
-    expect(text).toContain('kedge_backend_active_tier{backend_name="web"} 1\n');
+    const text = renderFamilies(mergeFamilies([{ worker: "1", families: worker(1) }, { worker: "2", families: worker(2) }, { worker: "3", families: worker(1) }]));
+    expect(text).toContain('kedge_backend_active_tier{backend_name="web"} 2\n');
   });
 });

@@ -9,7 +9,7 @@ import { makeTestPki, type TestPki } from "./helpers/certs.ts";
 import { cluster1Config, cluster2Config, echoHost, kedgeTier } from "./helpers/failover-clusters.ts";
 import { GreeterClient, openChat, startGreeter, unary, type GreeterServer } from "./helpers/grpc.ts";
 import { startTestKedge, type TestKedge } from "./helpers/kedge.ts";
-import { seriesTotal } from "./helpers/prometheus.ts";
+import { promtool, seriesTotal } from "./helpers/prometheus.ts";
 import { startUpstream, type Upstream } from "./helpers/upstream.ts";
 import { until } from "./helpers/wait.ts";
 
@@ -148,6 +148,15 @@ describe("HTTP failover to another cluster's kedge", () => {
     expect(echo.failover).toEqual([`kedge https://localhost:${kedge2.ports.tls}`]);
     expect(echo.activeTier).toBe(0);
     expect(echo.endpoints.some((e) => e.tier === 1 && e.address.endsWith(`:${kedge2.ports.tls}`))).toBe(true);
+  });
+
+  it("exposes kedge_backend_active_tier for the backends with tiers, and /metrics passes promtool", async () => {
+    const text = await (await fetch(`http://127.0.0.1:${kedge1.ports.admin}/metrics`)).text();
+    expect(text).toContain('kedge_backend_active_tier{backend_name="echo"} 0\n');
+    expect(text).toContain('kedge_backend_active_tier{backend_name="greeter"} 0\n');
+    const { code, out } = await promtool(text);
+    expect(out).toBe("");
+    expect(code).toBe(0);
   });
 });
 
