@@ -144,6 +144,18 @@ describe("failover tiers", () => {
     ]);
   });
 
+  it("backs a dead endpoint off once per try, not once per request that was under way", () => {
+    const e = backend([1001], [2001]).tiers[0].endpoints[0];
+    e.markFailed(1000, 30_000);
+    const first = e.badUntil;
+    for (let i = 0; i < 20; i++) e.markFailed(1000, 30_000);
+    expect(e.badUntil).toBe(first);
+    e.badUntil = performance.now() - 1; // that backoff ran out; the next try fails too
+    e.markFailed(1000, 30_000);
+    expect(e.badUntil - performance.now()).toBeGreaterThan(1500);
+    expect(e.badUntil - performance.now()).toBeLessThanOrEqual(2000);
+  });
+
   it("shows every tier's endpoints, with their tier", () => {
     const b = backend([1001], [2001, 2002]);
     expect(b.view().map((e) => [e.address, e.tier])).toEqual([["127.0.0.1:1001", 0], ["127.0.0.1:2001", 1], ["127.0.0.1:2002", 1]]);

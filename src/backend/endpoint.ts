@@ -25,8 +25,14 @@ export class Endpoint {
     return this.badUntil === 0 || this.badUntil <= performance.now();
   }
 
-  /** Backoff doubles per consecutive failure: base, 2×base, … up to max. */
+  /**
+   * Backoff doubles per consecutive failure: base, 2×base, … up to max. Attempts already under
+   * way when an earlier one failed fail with it (a burst of gRPC calls on one dial): they belong
+   * to that failure and neither extend nor double the backoff, or one try of a dead endpoint
+   * would push its next try, and traffic's return to it, out to max.
+   */
   markFailed(baseMs: number, maxMs: number): void {
+    if (this.badUntil > performance.now()) return;
     const backoff = Math.min(maxMs, baseMs * 2 ** Math.min(this.failures, 16));
     this.failures++;
     this.badUntil = performance.now() + backoff;
