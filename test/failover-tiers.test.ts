@@ -7,6 +7,7 @@ import { Attempts, maxEndpointAttempts } from "../src/backend/attempts.ts";
 import { HttpBackend } from "../src/backend/http-backend.ts";
 import { checkHops, hopCount, KedgeHop } from "../src/backend/kedge-tier.ts";
 import { HttpBackendSchema } from "../src/gen/kedge/config/v1/backend_pb.ts";
+import { setLogLevel } from "../src/observe/log.ts";
 import { renderFamilies } from "../src/observe/metric-families.ts";
 import { createMetrics } from "../src/observe/metrics.ts";
 import { mergeFamilies } from "../src/observe/metrics-merge.ts";
@@ -109,6 +110,7 @@ describe("failover tiers", () => {
   });
 
   it("moves the active tier on answers where new requests go, not on failed probes or late answers, and logs each move", () => {
+    setLogLevel("info"); // the level is process-wide: a kedge another test started may have left it at error
     const logged = captureLog();
     afterDone.push(() => logged.stop());
     const b = backend([1001], [2001]);
