@@ -64,13 +64,27 @@ function newAdhocPools(): AdhocPools {
   };
 }
 
+/**
+ * server.max_hops, or its default where this kedge can send a request on to another kedge. A loop
+ * needs every kedge in it to have a kedge tier, so one without any need not read x-kedge-hops.
+ */
+function hopLimit(config: Config): number {
+  const set = config.server?.maxHops ?? 0;
+  if (set > 0) return set;
+  const toKedge = (b: { failover: readonly { resolver: { case?: string } }[] }) => b.failover.some((t) => t.resolver.case === "kedge");
+  return (config.http?.backends ?? []).some(toKedge) || (config.grpc?.backends ?? []).some(toKedge) ? defaultMaxHops : 0;
+}
+
 /** The compiled, immutable form of one config version; the hot path reads only this. */
 export class Runtime {
   readonly httpRoutes: HttpRouteTable;
   readonly httpAdhoc: AdhocTable;
   readonly grpcRoutes: GrpcRouteTable;
   readonly grpcAdhoc: AdhocTable;
-  /** Per-request limits from the server section that a reload may change. */
+  /**
+   * Per-request limits from the server section that a reload may change. maxHops 0: no hop check,
+   * since this kedge sends nothing on to another (it has no kedge tier) and max_hops is unset.
+   */
   readonly limits: { maxBodyBytes: number; allowEncodedSlashes: boolean; headersWithUnderscores: Underscores; maxHops: number };
 
   constructor(
@@ -87,7 +101,7 @@ export class Runtime {
     this.grpcAdhoc = compileAdhocRules(config.grpc?.adhocRules ?? []);
     this.limits = { maxBodyBytes: Number(config.server?.maxRequestBodyBytes ?? 0), allowEncodedSlashes: config.server?.allowEncodedSlashes ?? false,
       headersWithUnderscores: config.server?.headersWithUnderscores ?? Underscores.REJECT,
-      maxHops: config.server?.maxHops || defaultMaxHops,
+      maxHops: hopLimit(config),
     };
   }
 

@@ -68,11 +68,14 @@ grpc:
     expect(config.grpc!.backends[0].failover.map((t) => t.resolver.case)).toEqual(["srv", "kedge"]);
   });
 
-  it("builds a backend per tier set and a max_hops of 2 when unset", () => {
+  it("builds a backend per tier set, and checks hops (2 unless set) only where a kedge tier can send a request on", () => {
     const config = loadConfig({ configFile: file("built.json", JSON.stringify(withTiers([{ kedge: { url: "https://localhost:9443", proxy_auth_token_file: tokenFile } }]))) });
     const runtime = buildRuntime(config, 1);
     try {
       expect(runtime.limits.maxHops).toBe(2);
+      const noKedgeTier = buildRuntime(loadConfig({ configFile: file("plain.json", JSON.stringify(withTiers([{ static: { addresses: ["127.0.0.1:9"] } }]))) }), 1);
+      expect(noKedgeTier.limits.maxHops).toBe(0);
+      noKedgeTier.retire(undefined);
       expect(runtime.httpBackends.get("web")!.tiers.map((t) => t.description)).toEqual(["static 127.0.0.1:8080", "kedge https://localhost:9443"]);
     } finally {
       runtime.retire(undefined);

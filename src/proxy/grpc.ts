@@ -72,7 +72,7 @@ export function proxyGrpc(ctx: ProxyContext, stream: ClientStream, headers: Inco
   let decision: Promise<unknown> | undefined;
   try {
     const runtime = ctx.runtime();
-    checkHops(headers[hopsHeader], runtime.limits.maxHops);
+    if (runtime.limits.maxHops > 0) checkHops(headers[hopsHeader], runtime.limits.maxHops);
     screenUnderscoreNames(runtime.limits.headersWithUnderscores, headers);
     routed = routeCall(runtime, headers);
     call.route = routed.route;

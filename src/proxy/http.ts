@@ -20,7 +20,7 @@ export interface ProxyContext {
  */
 export function kedgeRouting(runtime: Runtime, facts: ParsedRequest, proxyAuthorization: string | undefined, socket: object | undefined): Routing {
   const routing: Routing = { backend: undefined, label: "none", ready: undefined, unrouted: undefined, setHeaders: undefined, maxBodyBytes: runtime.limits.maxBodyBytes, route: "none" };
-  checkHops(facts.headers[hopsHeader], runtime.limits.maxHops);
+  if (runtime.limits.maxHops > 0) checkHops(facts.headers[hopsHeader], runtime.limits.maxHops);
   const pathProblem = pathSpellingProblem(facts.path, runtime.limits.allowEncodedSlashes);
   if (pathProblem) throw new KedgeError("bad-request", 400, pathProblem);
   routing.dropUnderscoreNames = screenUnderscoreNames(runtime.limits.headersWithUnderscores, facts.headers);

@@ -205,7 +205,8 @@ export type ServerConfig = Message<"kedge.config.v1.ServerConfig"> & {
    * the ones it was sent on to by a backend's kedge failover tier (the `x-kedge-hops` header, which
    * each such kedge sets one higher). A request arriving with x-kedge-hops at or above it is
    * refused with 508 Loop Detected (gRPC UNAVAILABLE). Default 2: a request another cluster's kedge
-   * failed over to this one is served here, and a third kedge it is sent on to refuses it.
+   * failed over to this one is served here, and a third kedge it is sent on to refuses it. Unset,
+   * a kedge without any kedge tier does not check: it sends nothing on, so it closes no loop.
    *
    * @generated from field: uint32 max_hops = 27;
    */
