@@ -15,6 +15,7 @@ export type KedgeErrorType =
   | "internal"
   | "overloaded"
   | "loop-detected"
+  | "rate-limited"
   // winch's own refusals, in x-winch-error-type
   | "unknown-host"
   | "ip-literal"
@@ -26,6 +27,8 @@ export class KedgeError extends Error {
     readonly type: KedgeErrorType,
     readonly status: number,
     message: string,
+    /** Whole seconds a refused caller should wait before it tries again (Retry-After; gRPC grpc-retry-pushback-ms). */
+    readonly retryAfter?: number,
   ) {
     super(message);
     this.name = "KedgeError";
@@ -43,6 +46,9 @@ export const unauthorized = (message: string) => new KedgeError("unauthorized", 
 export const authUnavailable = (message: string) => new KedgeError("auth-unavailable", 503, message);
 /** A valid identity without the permission a route needs: 403 (gRPC PERMISSION_DENIED). */
 export const forbidden = (message: string) => new KedgeError("forbidden", 403, message);
+
+/** Over a rate limit: 429 with Retry-After (gRPC RESOURCE_EXHAUSTED). */
+export const rateLimited = (message: string, retryAfter: number) => new KedgeError("rate-limited", 429, message, retryAfter);
 
 /** Anything thrown on the request path, as the error a client may see (never an internal message). */
 export function asKedgeError(e: unknown): KedgeError {

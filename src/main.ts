@@ -134,6 +134,7 @@ async function main(argv: string[]): Promise<number> {
         interactive();
         announce(kedge.ports, kedge.runtime().version, sources, { workers: kedge.pool.workers() });
         process.on("SIGHUP", () => void kedge.reload());
+        process.on("SIGUSR1", () => void kedge.reopenLogs());
         keepServingOnErrors();
         onStop(async () => {
           log.info("shutting down: draining every worker");
@@ -146,6 +147,8 @@ async function main(argv: string[]): Promise<number> {
       interactive();
       announce(kedge.ports, kedge.runtime().version, sources, {});
       process.on("SIGHUP", () => void kedge.reload());
+      // A log rotator renamed the audit log: write to a new file at its path.
+      process.on("SIGUSR1", () => kedge.reopenLogs());
       keepServingOnErrors();
       onStop(async () => {
         log.info("shutting down: draining in-flight requests");

@@ -13,6 +13,7 @@ import { compileAdhocRules, type AdhocTable } from "./router/adhoc.js";
 import { compileGrpcRoutes, type GrpcRouteTable } from "./router/grpc.js";
 import { compileHttpRoutes, type HttpRouteTable } from "./router/http.js";
 import { formatHostPort } from "./net/host-port.js";
+import { RateLimits } from "./ratelimit/rate-limits.js";
 
 const maxAdhocBackends = 1024;
 
@@ -94,6 +95,8 @@ export class Runtime {
     readonly grpcBackends: ReadonlyMap<string, GrpcBackend>,
     readonly adhoc: AdhocPools,
     readonly access: AccessControl,
+    /** The server's and the routes' rate limits, with their buckets. */
+    readonly rateLimits: RateLimits,
   ) {
     this.httpRoutes = compileHttpRoutes(config.http?.routes ?? []);
     this.httpAdhoc = compileAdhocRules(config.http?.adhocRules ?? []);
@@ -177,7 +180,7 @@ export function buildRuntime(config: Config, version: number, previous?: Runtime
     throw new ConfigError(problems.map((p) => scrubSecrets(p, secrets)));
   }
   for (const b of created) b.start();
-  return new Runtime(version, config, http, grpc, previous?.adhoc ?? newAdhocPools(), access);
+  return new Runtime(version, config, http, grpc, previous?.adhoc ?? newAdhocPools(), access, new RateLimits(config, previous?.rateLimits));
 }
 
 /** The config as the admin surfaces show it: protobuf JSON with every secret redacted. */

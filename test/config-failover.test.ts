@@ -92,6 +92,12 @@ grpc:
     ["a client certificate without its key", [{ kedge: { url: "https://k.example.com", client_cert_file: pki.clientCertFile } }], "http.backends[0].failover[0].kedge: client_cert_file and client_key_file go together"],
     ["a token file that is not there", [{ kedge: { url: "https://k.example.com", proxy_auth_token_file: join(dir, "missing") } }], "http.backends[0].failover[0].kedge.proxy_auth_token_file: cannot read"],
     ["a CA file that holds no certificate", [{ kedge: { url: "https://k.example.com", ca_files: [tokenFile] } }], "http.backends[0].failover[0].kedge.ca_files[0]:"],
+    ["a health check Host with a path", [{ kedge: { url: "https://k.example.com", health_check_host: "shop.example.com/healthz" } }], 'http.backends[0].failover[0].kedge.health_check_host: must be "host" or "host:port"'],
+    [
+      "a health check Host on a backend without health_check",
+      [{ kedge: { url: "https://k.example.com", health_check_host: "shop.example.com" } }],
+      "http.backends[0].failover[0].kedge.health_check_host: only health checks send it, and the backend has no health_check",
+    ],
   ];
   for (const [what, failover, expected] of rejected) {
     it(`rejects ${what}`, () => {

@@ -137,6 +137,13 @@ describe("config validation names the field path", () => {
     ["a bad k8s target", { http: { backends: [{ name: "web", k8s: { dns_port_name: "http://web" } }] } }, "http.backends[0].k8s.dns_port_name: Bad targetEntry name"],
     ["discovery without a domain suffix", { discovery: { enabled: true } }, "discovery.external_domain_suffix: required when discovery is enabled"],
     ["admin auth without a token authenticator", { auth: { admin: { enabled: true } } }, "auth.admin.enabled: needs a token authenticator"],
+    ["a negative rate limit", { http: { backends: [okBackend], routes: [{ backend_name: "web", rate_limit: { requests_per_second: -1 } }] } }, "http.routes[0].rate_limit.requests_per_second: must be a number greater than 0, got -1"],
+    ["a rate limit without a rate", { grpc: { backends: [okBackend], routes: [{ backend_name: "web", rate_limit: { burst: 5 } }] } }, "grpc.routes[0].rate_limit.requests_per_second: must be a number greater than 0, got 0"],
+    ["a zero server rate limit", { server: { rate_limit: { requests_per_second: 0, key: "IDENTITY" } } }, "server.rate_limit.requests_per_second: must be a number greater than 0, got 0"],
+    ["an infinite rate limit", { server: { rate_limit: { requests_per_second: "Infinity" } } }, "server.rate_limit.requests_per_second: must be a number greater than 0, got Infinity"],
+    ["a negative burst", { server: { rate_limit: { requests_per_second: 1, burst: -1 } } }, "server.rate_limit.burst:"],
+    ["an unknown rate limit key", { server: { rate_limit: { requests_per_second: 1, key: "USER" } } }, 'server.rate_limit.key: "USER" is not one of ROUTE, IDENTITY, CLIENT_ADDRESS'],
+    ["an audit sample rate above 1", { observability: { audit_log: { enabled: true, allowed_sample_rate: 2 } } }, "observability.audit_log.allowed_sample_rate: must be between 0 and 1, got 2"],
     ["bad adhoc regexp", { http: { adhoc_rules: [{ dns_name_matcher: "*.x", dns_name_replace: { pattern: "(" } }] } }, "http.adhoc_rules[0].dns_name_replace.pattern: is not a valid regular expression"],
   ];
   for (const [what, config, expected] of cases) {

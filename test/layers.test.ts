@@ -13,7 +13,7 @@ const floors: readonly (readonly string[])[] = [
   ["server/"],
   ["proxy/"],
   ["runtime.ts"],
-  ["router/", "auth/", "backend/", "k8s/", "demo/"],
+  ["router/", "auth/", "backend/", "k8s/", "demo/", "ratelimit/"],
   ["upstream/"],
   ["h2/"],
   ["observe/", "config/"],

@@ -1,9 +1,9 @@
 import { readFileSync } from "node:fs";
 import { create, toJsonString } from "@bufbuild/protobuf";
 import { OidcAuthSchema, RouteAuthSchema, type AdminAuth, type AuthConfig } from "../gen/kedge/config/v1/auth_pb.js";
-import { unauthorized } from "../errors.js";
+import { unauthorized, type KedgeError } from "../errors.js";
 import { peerCertOf } from "../net/peer-cert.js";
-import type { Identity, TokenIdentity } from "./identity.js";
+import { CallerRefused, type Identity, type TokenIdentity } from "./identity.js";
 import { OidcVerifier } from "./oidc.js";
 import { authorizeRoute, compileRoutePolicy, requirePermissions, type RoutePolicy } from "./policy.js";
 import { StaticToken } from "./static-token.js";
@@ -79,8 +79,12 @@ export class AccessControl {
     }
     return this.verifyToken(proxyAuthorization.slice(7).trim()).then((token) => {
       const identity: Identity = { cert, token };
-      if (policy) authorizeRoute(identity, policy);
-      else if (token.kind === "jwt") requirePermissions(token.permissions, this.whitelist, []);
+      try {
+        if (policy) authorizeRoute(identity, policy);
+        else if (token.kind === "jwt") requirePermissions(token.permissions, this.whitelist, []);
+      } catch (e) {
+        throw new CallerRefused(e as KedgeError, identity);
+      }
       return identity;
     });
   }

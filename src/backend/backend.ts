@@ -2,7 +2,10 @@ import { KedgeError } from "../errors.js";
 import { log } from "../observe/log.js";
 import type { Balancer } from "./balancer.js";
 import type { Endpoint, Resolver } from "./endpoint.js";
+import type { HealthCheck, OutlierDetection } from "../gen/kedge/config/v1/health_pb.js";
+import { HealthChecker, type Probe } from "./health-check.js";
 import type { KedgeHop } from "./kedge-tier.js";
+import { OutlierDetector } from "./outlier-detection.js";
 import { Tier } from "./tier.js";
 
 /** What a backend keeps per endpoint: a connection pool (HTTP/1.1) or a shared session (HTTP/2). */
@@ -18,6 +21,14 @@ export interface EndpointView<Stats> {
   healthy: boolean;
   outstanding: number;
   pool: Stats;
+  /** Outlier detection has it out now. */
+  ejected: boolean;
+  /** Its ejections the next one doubles over. */
+  ejections: number;
+  /** How long its latest ejection lasts (ms); 0: never ejected. */
+  ejectionMs: number;
+  /** Active checks' verdict; undefined when nothing checks it. */
+  healthCheck: "passing" | "failing" | undefined;
 }
 
 /** Where one tier's endpoints come from and how each is reached. */
@@ -45,6 +56,10 @@ export class Backend<Stats, Pool extends EndpointPool<Stats>> {
    * and failing there again changes nothing.
    */
   activeTier = 0;
+  /** Attempts in flight that are a route policy's retries: what the retry budget bounds. */
+  retriesInFlight = 0;
+  /** Active health checks (health_check), when configured: from start() to close(). */
+  private checker: { start(): void; close(): void } | undefined = undefined;
   private closed = false;
   private successor: this | undefined;
   private firstAnswer: { promise: Promise<void>; resolve: () => void } | undefined = Promise.withResolvers<void>();
@@ -64,7 +79,21 @@ export class Backend<Stats, Pool extends EndpointPool<Stats>> {
     return this.tiers[0].description;
   }
 
+  /**
+   * Outlier detection and active checks as the config asks, over every tier; the concrete
+   * backend's constructor calls it with its protocol's probe. Each tier has its own detector, so
+   * max_ejection_percent bounds the share of that tier's endpoints out at once: with 100 a whole
+   * tier may go and its requests fail over, and a flaky failover tier never takes room from the
+   * backend's own endpoints.
+   */
+  protected watchHealth(config: { outlierDetection?: OutlierDetection; healthCheck?: HealthCheck }, probe: Probe<Pool> | undefined): void {
+    const outlier = config.outlierDetection;
+    if (outlier) for (const tier of this.tiers) tier.outlier = new OutlierDetector(this.name, outlier, () => tier.endpoints.length);
+    if (config.healthCheck && probe) this.checker = new HealthChecker(this, config.healthCheck, probe);
+  }
+
   start(): void {
+    this.checker?.start();
     const tiers = this.tiers;
     tiers[0].start(() => this.settleFirstAnswer());
     for (let i = 1; i < tiers.length; i++) tiers[i].start(noop);
@@ -87,7 +116,7 @@ export class Backend<Stats, Pool extends EndpointPool<Stats>> {
   /**
    * Picks an endpoint, skipping ones this request already failed on (and tiers it used up its
    * tries in): from the first tier with a healthy endpoint; when no tier has one, from the first
-   * tier with any, as a backend without tiers tries its backing-off endpoints anyway (the earliest
+   * tier with any, as a backend without tiers tries its unhealthy endpoints anyway (the earliest
    * tier is where traffic should return first). Throws KedgeError when none is left.
    */
   pick(skip?: ReadonlySet<Endpoint>): { endpoint: Endpoint; pool: Pool } {
@@ -148,6 +177,11 @@ export class Backend<Stats, Pool extends EndpointPool<Stats>> {
     return -1;
   }
 
+  /** An attempt at `endpoint` failed (a dial, a reset, a 5xx, UNAVAILABLE): its tier's outlier detection hears of it. */
+  failedAt(endpoint: Endpoint): void {
+    this.tiers[endpoint.tier]?.outlier?.failed(endpoint);
+  }
+
   /** The pool of an endpoint still in the set; undefined once re-resolution dropped it. */
   poolFor(endpoint: Endpoint): Pool | undefined {
     return this.tiers[endpoint.tier]?.pools.get(endpoint);
@@ -160,10 +194,48 @@ export class Backend<Stats, Pool extends EndpointPool<Stats>> {
     return n;
   }
 
+  /** Attempts in flight on the endpoints of every tier, retries included; summed when asked, so a request pays nothing for it. */
+  get requestsInFlight(): number {
+    let n = 0;
+    for (const tier of this.tiers) for (const e of tier.endpoints) n += e.outstanding;
+    return n;
+  }
+
+  /**
+   * The endpoints active health checks probe, tier by tier: every tier's but a kedge tier's
+   * without `health_check_host` (its kedge routes a check by a Host kedge cannot guess).
+   */
+  get checkedEndpoints(): readonly Endpoint[] {
+    const tiers = this.tiers;
+    return tiers.length === 1 ? tiers[0].endpoints : tiers.flatMap((t) => (t.checked ? t.endpoints : []));
+  }
+
+  /**
+   * Some endpoint of some tier is healthy: not ejected, not failing its checks, not backing off
+   * after a failed dial. Without one the balancer still tries them all.
+   */
+  hasHealthyEndpoint(): boolean {
+    return this.preferredTier() >= 0;
+  }
+
   view(): EndpointView<Stats>[] {
     const out: EndpointView<Stats>[] = [];
+    const checked = this.checker !== undefined;
     for (const tier of this.tiers) {
-      for (const e of tier.endpoints) out.push({ address: e.address, tier: tier.index, healthy: e.healthy, outstanding: e.outstanding, pool: tier.pools.get(e)!.stats });
+      const tierChecked = checked && tier.checked;
+      for (const e of tier.endpoints) {
+        out.push({
+          address: e.address,
+          tier: tier.index,
+          healthy: e.healthy,
+          outstanding: e.outstanding,
+          pool: tier.pools.get(e)!.stats,
+          ejected: e.ejected,
+          ejections: e.ejections,
+          ejectionMs: e.ejectionMs,
+          healthCheck: tierChecked ? (e.failingChecks ? "failing" : "passing") : undefined,
+        });
+      }
     }
     return out;
   }
@@ -188,6 +260,7 @@ export class Backend<Stats, Pool extends EndpointPool<Stats>> {
   close(successor?: this): void {
     if (successor !== this) this.successor = successor;
     this.closed = true;
+    this.checker?.close();
     this.settleFirstAnswer();
     for (const tier of this.tiers) tier.close();
   }

@@ -9,6 +9,18 @@ export class Endpoint {
   /** Until this time (ms) the endpoint is skipped after a failed dial. */
   badUntil = 0;
   private failures = 0;
+  /** Failed attempts in a row on real traffic (outlier detection): a dial, a reset, a 5xx, UNAVAILABLE. */
+  consecutiveFailures = 0;
+  /** Outlier detection took it out until its ejection ends. */
+  ejected = false;
+  /** Ejections its next one doubles over (outlier detection forgets them after a good spell). */
+  ejections = 0;
+  /** How long its latest ejection lasts (ms). */
+  ejectionMs = 0;
+  /** performance.now() when its last ejection ended. */
+  returnedAt = 0;
+  /** Active health checks find it down. */
+  failingChecks = false;
 
   constructor(
     readonly host: string,
@@ -21,8 +33,9 @@ export class Endpoint {
     this.address = formatHostPort(host, port);
   }
 
+  /** Neither ejected, failing its health checks, nor backing off after a failed dial. */
   get healthy(): boolean {
-    return this.badUntil === 0 || this.badUntil <= performance.now();
+    return !this.ejected && !this.failingChecks && (this.badUntil === 0 || this.badUntil <= performance.now());
   }
 
   /**

@@ -4,8 +4,9 @@ import { Backend } from "./backend.js";
 import { balancerFor } from "./balancer.js";
 import { defaults } from "../config/backend-defaults.js";
 import { durationMs } from "../config/duration.js";
-import { sniName, tierSources, tlsMaterial, type TlsMaterial } from "./http-backend.js";
-import type { TierConfig } from "./kedge-tier.js";
+import { checkAuthority, sniName, tierSources, tlsMaterial, type TlsMaterial } from "./http-backend.js";
+import { grpcProbe } from "./grpc-probe.js";
+import { tierConfigs, type TierConfig } from "./kedge-tier.js";
 
 function grpcTls(tier: TierConfig, host: string, material: TlsMaterial | undefined): H2SessionOptions["tls"] {
   const s = tier.security;
@@ -19,12 +20,15 @@ export class GrpcBackend extends Backend<H2SessionStats, H2Session> {
 
   constructor(readonly config: GrpcBackendConfig, material?: TlsMaterial) {
     const connectTimeoutMs = durationMs(config.timeouts?.connect, defaults.connectTimeoutMs);
+    const tiers = tierConfigs(config);
     super(
       config.name,
-      tierSources(config, (tier) => (host, port) => new H2Session({ host, port, tls: grpcTls(tier, host, material), connectTimeoutMs })),
+      tierSources(tiers, (tier) => (host, port) => new H2Session({ host, port, tls: grpcTls(tier, host, material), connectTimeoutMs })),
       () => balancerFor(config.balancer),
       defaults.failureBackoffMs,
     );
     this.connectTimeoutMs = connectTimeoutMs;
+    const check = config.healthCheck?.check;
+    this.watchHealth(config, check?.case === "grpc" ? grpcProbe(check.value.service, checkAuthority(tiers)) : undefined);
   }
 }

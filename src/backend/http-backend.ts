@@ -8,6 +8,9 @@ import { resolverFor } from "./resolvers.js";
 import { tierConfigs, type TierConfig } from "./kedge-tier.js";
 import { defaults } from "../config/backend-defaults.js";
 import { durationMs } from "../config/duration.js";
+import { formatHostPort } from "../net/host-port.js";
+import type { Endpoint } from "./endpoint.js";
+import { httpProbe } from "./http-probe.js";
 
 /** PEM material given directly instead of as files (winch: system plus extra roots, a kubeconfig user's cert). */
 export interface TlsMaterial {
@@ -38,9 +41,17 @@ export function sniName(config: { resolver: HttpBackendConfig["resolver"] }, hos
   return r.case === "host" || r.case === "srv" ? r.value.dnsName : host;
 }
 
-/** The tiers of a backend's config (its own resolver, then its failover list), each with pools made by `pool`. */
-export function tierSources<Pool>(config: Parameters<typeof tierConfigs>[0], pool: (tier: TierConfig) => (host: string, port: number) => Pool): TierSource<Pool>[] {
-  return tierConfigs(config).map((tier) => ({ resolver: resolverFor(tier), makePool: pool(tier), hop: tier.hop }));
+/** A backend's tiers (its own resolver, then its failover list), each with pools made by `pool`. */
+export function tierSources<Pool>(tiers: readonly TierConfig[], pool: (tier: TierConfig) => (host: string, port: number) => Pool): TierSource<Pool>[] {
+  return tiers.map((tier) => ({ resolver: resolverFor(tier), makePool: pool(tier), hop: tier.hop }));
+}
+
+/**
+ * What a health check names as an endpoint's host: its tier's DNS name, as a request would, or
+ * for another cluster's kedge the Host its routes take to the backend (health_check_host).
+ */
+export function checkAuthority(tiers: readonly TierConfig[]): (endpoint: Endpoint) => string {
+  return (e) => e.hop?.checkHost || formatHostPort(sniName(tiers[e.tier], e.host), e.port);
 }
 
 /** A named HTTP/1.1 backend: endpoints from its resolver, each with a warm keep-alive pool. */
@@ -59,9 +70,10 @@ export class HttpBackend extends Backend<PoolStats, H1Pool> {
       idleTimeoutMs: durationMs(t?.idle, defaults.idleTimeoutMs),
       keepAliveMs: durationMs(t?.keepalive, defaults.keepAliveMs),
     };
+    const tiers = tierConfigs(config);
     super(
       config.name,
-      tierSources(config, (tier) => {
+      tierSources(tiers, (tier) => {
         const tierTls = tier.security === config.security ? poolOptions.tls : backendTls(tier.security, tier.hop ? undefined : material);
         return (host, port) => {
           const tls = tierTls && !tierTls.serverName ? { ...tierTls, serverName: sniName(tier, host) } : tierTls;
@@ -73,5 +85,7 @@ export class HttpBackend extends Backend<PoolStats, H1Pool> {
     );
     this.poolOptions = poolOptions;
     this.tunnelIdleMs = durationMs(t?.tunnelIdle, defaults.tunnelIdleMs);
+    const check = config.healthCheck?.check;
+    this.watchHealth(config, check?.case === "http" ? httpProbe(check.value.path, checkAuthority(tiers)) : undefined);
   }
 }

@@ -47,7 +47,12 @@ export class KedgeHop {
   private readonly tokenFile: WatchedFile | undefined;
   private lastToken = "";
 
-  constructor(readonly url: string, tokenFile: string) {
+  constructor(
+    readonly url: string,
+    tokenFile: string,
+    /** The Host (gRPC :authority) of health checks sent there; "": none are. */
+    readonly checkHost = "",
+  ) {
     this.tokenFile = tokenFile ? new WatchedFile(tokenFile) : undefined;
   }
 
@@ -88,7 +93,7 @@ export function kedgeTierConfig(tier: KedgeTier): TierConfig {
   return {
     resolver: { case: "host", value: create(HostResolverSchema, { dnsName: target.host, port: target.port }) },
     security,
-    hop: new KedgeHop(url.origin, tier.proxyAuthTokenFile),
+    hop: new KedgeHop(url.origin, tier.proxyAuthTokenFile, tier.healthCheckHost),
   };
 }
 

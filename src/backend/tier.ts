@@ -3,6 +3,7 @@ import { log } from "../observe/log.js";
 import type { Balancer } from "./balancer.js";
 import { Endpoint, type ResolvedAddress, type Resolver } from "./endpoint.js";
 import type { KedgeHop } from "./kedge-tier.js";
+import type { OutlierDetector } from "./outlier-detection.js";
 
 /** Distinct endpoints of one tier a request tries when they cannot be reached. */
 export const maxEndpointAttempts = 3;
@@ -17,6 +18,8 @@ export class Tier<Pool extends { close(): void }> {
   readonly pools = new Map<Endpoint, Pool>();
   resolveError: string | undefined = undefined;
   resolved = false;
+  /** Passive health (the backend's outlier_detection), when configured: max_ejection_percent counts this tier's endpoints. */
+  outlier: OutlierDetector | undefined = undefined;
 
   constructor(
     readonly backendName: string,
@@ -26,6 +29,11 @@ export class Tier<Pool extends { close(): void }> {
     private readonly makePool: (host: string, port: number) => Pool,
     readonly hop: KedgeHop | undefined,
   ) {}
+
+  /** The backend's active health checks probe its endpoints: a kedge tier's only with a Host to send its kedge. */
+  get checked(): boolean {
+    return this.hop === undefined || this.hop.checkHost !== "";
+  }
 
   /** What it follows, for the admin API: "host web.internal:8080", "static …", "kedge https://…". */
   get description(): string {
@@ -89,6 +97,7 @@ export class Tier<Pool extends { close(): void }> {
     for (const gone of byAddress.values()) {
       this.pools.get(gone)?.close();
       this.pools.delete(gone);
+      this.outlier?.forget(gone);
     }
     this.endpoints = next;
     log.debug("backend endpoints updated", { backend: this.backendName, tier: this.index, endpoints: next.map((e) => e.address) });
@@ -96,6 +105,7 @@ export class Tier<Pool extends { close(): void }> {
 
   close(): void {
     this.resolver.stop();
+    this.outlier?.close();
     for (const pool of this.pools.values()) pool.close();
     this.pools.clear();
     this.endpoints = [];

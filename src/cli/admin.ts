@@ -22,6 +22,13 @@ export async function runAdmin(what: string | undefined, adminAddress: string, t
   }
 }
 
+/** "yes", or "no" with the reason when it is more than a failed dial's backoff. */
+function healthyColumn(e: { healthy: boolean; ejected: boolean; healthCheck: string }): string {
+  if (e.healthy) return "yes";
+  if (e.ejected) return "no (ejected)";
+  return e.healthCheck === "failing" ? "no (failing checks)" : "no";
+}
+
 async function query(what: string | undefined, adminAddress: string, token: string | undefined): Promise<string> {
   const interceptors: Interceptor[] = token
     ? [(next) => (req) => {
@@ -36,7 +43,8 @@ async function query(what: string | undefined, adminAddress: string, token: stri
       const rows = [["KIND", "BACKEND", "RESOLVER", "ENDPOINT", "HEALTHY", "IN FLIGHT", "OPEN"]];
       for (const b of backends) {
         if (b.endpoints.length === 0) rows.push([b.kind, b.name, b.resolver, "-", "-", "-", "-"]);
-        for (const e of b.endpoints) rows.push([b.kind, b.name, b.resolver, e.address, e.healthy ? "yes" : "no", String(e.outstanding), String(e.open)]);
+        // A failover tier's endpoint names the tier it came from.
+        for (const e of b.endpoints) rows.push([b.kind, b.name, e.tier > 0 ? `${b.failover[e.tier - 1]} (tier ${e.tier})` : b.resolver, e.address, healthyColumn(e), String(e.outstanding), String(e.open)]);
       }
       return table(rows);
     }

@@ -6,6 +6,9 @@ import { parseK8sTarget } from "./k8s-target.js";
 import { validateAuth } from "./validate-auth.js";
 import { validateExposure } from "./validate-exposure.js";
 import { validateFiles } from "./validate-files.js";
+import { validateRetries } from "./validate-retry.js";
+import { validateRateLimits } from "./validate-rate-limits.js";
+import { backendHealthFields } from "./validate-health.js";
 import { validateWorkers } from "./workers.js";
 import { validateObservability } from "../observe/validate.js";
 
@@ -55,6 +58,7 @@ const kedgeTier = v.looseObject({
       url: v.pipe(v.string(), v.check((u) => typeof parseKedgeUrl(u) !== "string", (issue) => `${parseKedgeUrl(issue.input as string)}`)),
       clientCertFile: v.string(),
       clientKeyFile: v.string(),
+      healthCheckHost: v.pipe(v.string(), v.check((h) => h === "" || (/^[^\s/]+$/.test(h) && parseHostPort(h, 0) !== undefined), 'must be "host" or "host:port"')),
     }),
     v.check((s) => keyPairTogether(s), keyPairMessage),
   ),
@@ -64,7 +68,7 @@ const failoverTier = v.looseObject({ resolver: v.variant("case", [...resolvers, 
 
 const security = v.optional(v.pipe(v.looseObject({ clientCertFile: v.string(), clientKeyFile: v.string() }), v.check((s) => keyPairTogether(s), keyPairMessage)));
 
-const backend = v.looseObject({ name: backendName, resolver, security, failover: v.array(failoverTier) });
+const backend = (kind: "http" | "grpc") => v.looseObject({ name: backendName, resolver, security, failover: v.array(failoverTier), ...backendHealthFields(kind) });
 
 const pathRule = v.pipe(
   v.string(),
@@ -108,8 +112,8 @@ const server = v.optional(v.pipe(
 
 const configSchema = v.looseObject({
   server,
-  http: v.optional(v.looseObject({ routes: v.array(httpRoute), backends: v.array(backend), adhocRules: v.array(adhoc) })),
-  grpc: v.optional(v.looseObject({ routes: v.array(grpcRoute), backends: v.array(backend), adhocRules: v.array(adhoc) })),
+  http: v.optional(v.looseObject({ routes: v.array(httpRoute), backends: v.array(backend("http")), adhocRules: v.array(adhoc) })),
+  grpc: v.optional(v.looseObject({ routes: v.array(grpcRoute), backends: v.array(backend("grpc")), adhocRules: v.array(adhoc) })),
 });
 
 /** Semantic checks beyond the schema: patterns, ranges, resolvers and cross references. Returns "path: problem" lines. */
@@ -127,6 +131,11 @@ export function validateConfig(config: Config): string[] {
       const first = names.get(b.name);
       if (first !== undefined) problems.push(`${kind}.backends[${i}].name: duplicate backend name "${b.name}" (also ${kind}.backends[${first}])`);
       else names.set(b.name, i);
+      b.failover.forEach((t, j) => {
+        if (t.resolver.case === "kedge" && t.resolver.value.healthCheckHost && !b.healthCheck) {
+          problems.push(`${kind}.backends[${i}].failover[${j}].kedge.health_check_host: only health checks send it, and the backend has no health_check`);
+        }
+      });
     });
     section.routes.forEach((r, i) => {
       if (namePattern.test(r.backendName) && !names.has(r.backendName)) {
@@ -138,7 +147,9 @@ export function validateConfig(config: Config): string[] {
   problems.push(...validateExposure(config));
   problems.push(...validateObservability(config));
   problems.push(...validateFiles(config));
+  problems.push(...validateRetries(config));
   problems.push(...validateWorkers(config));
+  problems.push(...validateRateLimits(config));
   if (config.kubernetes?.apiUrl && config.kubernetes.kubeconfigPath) problems.push("kubernetes: set api_url or kubeconfig_path, not both");
   if (config.discovery?.enabled && !config.discovery.externalDomainSuffix) {
     problems.push("discovery.external_domain_suffix: required when discovery is enabled (kedge Go --discovery_external_domain_suffix)");

@@ -66,7 +66,7 @@ export function millis(ms: number): number {
 }
 
 /**
- * Access lines go to stdout (or a file), gathered into one write per turn of the event loop:
+ * Access lines (and audit lines) go to stdout (or a file), gathered into one write per turn of the event loop:
  * under load many requests finish in the same turn, and one write is cheaper than one per line.
  * Every write holds whole lines, so lines of concurrent requests never interleave.
  */
@@ -74,6 +74,9 @@ export class AccessLogWriter {
   private pending = "";
   private file: WriteStream | undefined;
   private filePath = "";
+
+  /** `what`: the stream's name in the log line saying its file failed. */
+  constructor(private readonly what = "access log") {}
 
   /** Appends lines to `path` from now on (created 0600: lines name hosts and users); "" is stdout. */
   to(path: string): void {
@@ -83,10 +86,23 @@ export class AccessLogWriter {
     this.file = path ? this.open(path) : undefined;
   }
 
+  /**
+   * Opens the file again by its path (after a log rotator renamed it): lines written so far go to
+   * the old file, the next ones to a new file at the path. Stdout has nothing to reopen: false.
+   */
+  reopen(): boolean {
+    if (!this.filePath) return false;
+    this.flush();
+    const old = this.file;
+    this.file = this.open(this.filePath);
+    old?.end();
+    return true;
+  }
+
   private open(path: string): WriteStream {
     const file = createWriteStream(path, { flags: "a", mode: 0o600 });
     file.on("error", (e) => {
-      log.error("access log file failed; access lines go to stdout", { path, error: e.message });
+      log.error(`${this.what} file failed; its lines go to stdout`, { path, error: e.message });
       if (this.file === file) this.file = undefined;
     });
     return file;

@@ -10,6 +10,11 @@ export function setLogProcessFields(fields: Record<string, unknown>): void {
   processFields = fields;
 }
 
+/** This process's own fields (a worker's id), for other line streams (the audit log) to carry too. */
+export function logProcessFields(): Readonly<Record<string, unknown>> {
+  return processFields;
+}
+
 export function setLogLevel(level: string): void {
   const normalised = (level === "warning" ? "warn" : level) as LogLevel;
   threshold = order[normalised] ?? order.info;

@@ -1,3 +1,4 @@
+import { AuditLog } from "./audit-log.js";
 import { RequestObserver } from "./observer.js";
 import { ProcessMetrics } from "./process.js";
 import { Counter, Gauge, Histogram, Registry, type Sample } from "./prometheus.js";
@@ -13,6 +14,11 @@ export const k8sMetrics = {
   upAddresses: new Gauge("kedge_k8sresolver_up_addresses", "Addresses the Kubernetes resolver currently serves, by target.", ["target"]), // the watches run once (in the supervisor under workers), so a sum is that one value
   watchErrors: new Counter("kedge_k8sresolver_watcher_errors_total", "List or watch failures against the API server, by target.", ["target"]),
   changes: new Counter("kedge_k8sresolver_watcher_changes_total", "Endpoint changes received from the API server, by target.", ["target"]),
+};
+
+/** Outlier detection's ejections. Process-wide, as k8sMetrics: the backends that count them know no registry. */
+export const backendHealthMetrics = {
+  ejections: new Counter("kedge_backend_ejections_total", "Endpoints ejected by outlier detection, by backend.", ["backend_name"]),
 };
 
 const routeLabels: string[] = [];
@@ -44,6 +50,10 @@ export function proxyMetrics(registry: Registry, prefix: "kedge" | "winch") {
     httpRequests: registry.add(new Counter(`${prefix}_http_requests_total`, "HTTP requests handled, by backend, status code and route.", ["backend_name", "code", ...route])),
     httpLatency: registry.add(new Histogram(`${prefix}_http_request_duration_seconds`, "Time from request head to response end, by backend, status code and route.", ["backend_name", "code", ...route], latencyBuckets)),
     proxyErrors: registry.add(new Counter(`${prefix}_proxy_errors_total`, "Requests answered with an error, by backend and error type.", ["backend_name", "type"])),
+    retries: registry.add(
+      new Counter(`${prefix}_retries_total`, "Attempts sent to a backend again, by backend and reason: connect-failure, refused-stream, reset, 502, 503, 504 or timeout.", ["backend_name", "reason"]),
+    ),
+    retryBudgetExceeded: registry.add(new Counter(`${prefix}_retry_budget_exceeded_total`, "Retries a route's policy allowed and the backend's retry budget refused, by backend.", ["backend_name"])),
     grpcRequests: registry.add(new Counter(`${prefix}_grpc_requests_total`, "gRPC calls handled, by backend, method, the grpc-status the client got and route.", ["backend_name", "grpc_method", "grpc_code", ...route])),
     grpcLatency: registry.add(
       new Histogram(`${prefix}_grpc_request_duration_seconds`, "Time from call start to its status, by backend and grpc-status (kedge: and method and route).", ["backend_name", "grpc_code", ...(kedge ? ["grpc_method", "route"] : [])], latencyBuckets),
@@ -91,6 +101,12 @@ export function createMetrics() {
     h1Waiting: registry.add(new Gauge("kedge_http_upstream_requests_waiting", "Requests queued for a free connection to a backend.", ["backend_name"])),
     h2Sessions: registry.add(new Gauge("kedge_grpc_upstream_sessions_connected", "Connected HTTP/2 sessions to a gRPC backend's endpoints.", ["backend_name"])),
     h2Streams: registry.add(new Gauge("kedge_grpc_upstream_active_streams", "Calls in flight on a gRPC backend's sessions.", ["backend_name"])),
+    rateLimited: registry.add(new Counter("kedge_rate_limited_total", "Requests and gRPC calls refused by a rate limit (429, RESOURCE_EXHAUSTED), by backend, route and the limit that refused them: server or route.", ["backend_name", "route", "limit"])),
+    /** Access decisions, one JSON line each; off until configured. */
+    audit: new AuditLog(),
+    // Each worker judges its endpoints for itself: a sum would count an endpoint once per worker.
+    backendEndpoints: registry.add(new Gauge("kedge_backend_endpoints", "A backend's endpoints by state: healthy, ejected (outlier detection), failing_checks (active health checks) or backing_off (after a failed dial).", ["backend_name", "state"], undefined, "worker")),
+    backendEjections: registry.add(backendHealthMetrics.ejections),
     // Workers keep their own health: the furthest tier any of them sends to is the one to see.
     activeTier: registry.add(new Gauge("kedge_backend_active_tier", "The tier a backend with failover tiers sends requests to: 0 its own resolver, 1… its failover tiers in order.", ["backend_name"], undefined, "max")),
     k8sUpAddresses: registry.add(k8sMetrics.upAddresses),
@@ -103,8 +119,19 @@ export function createMetrics() {
 
 export type Metrics = ReturnType<typeof createMetrics>;
 
-/** What the backend gauges read of a runtime: each backend's per-endpoint pool stats, and its tiers. */
-type PoolView<P> = { view(): ReadonlyArray<{ pool: P }>; readonly tiers: { readonly length: number }; readonly activeTier: number };
+/** What the backend gauges read of a runtime: each backend's per-endpoint pool stats and health, and its tiers. */
+type PoolView<P> = { view(): ReadonlyArray<{ pool: P } & EndpointHealth>; readonly tiers: { readonly length: number }; readonly activeTier: number };
+type EndpointHealth = { healthy: boolean; ejected: boolean; healthCheck: "passing" | "failing" | undefined };
+
+const endpointStates = ["healthy", "ejected", "failing_checks", "backing_off"] as const;
+
+/** Where an endpoint counts in kedge_backend_endpoints: the first reason it is out, or healthy. */
+function stateIndex(e: EndpointHealth): number {
+  if (e.ejected) return 1;
+  if (e.healthCheck === "failing") return 2;
+  return e.healthy ? 0 : 3;
+}
+
 type HttpPool = { open: number; idle: number; waiting: number };
 type GrpcPool = { connected: boolean; activeStreams: number };
 
@@ -151,6 +178,21 @@ export function watchBackends(metrics: Metrics, live: () => LiveBackends): void 
       for (const [name, backend] of backends) if (backend.tiers.length > 1) byName.set(name, Math.max(byName.get(name) ?? 0, backend.activeTier));
     }
     return [...byName].map(([name, tier]): Sample => [[name], tier]);
+  };
+  metrics.backendEndpoints.collect = () => {
+    const l = live();
+    // An HTTP and a gRPC backend may share a name (kedge Go's configs do): one series set for both.
+    const byName = new Map<string, number[]>();
+    for (const backends of [l.httpBackends, l.grpcBackends] as ReadonlyArray<ReadonlyMap<string, PoolView<unknown>>>) {
+      for (const [name, backend] of backends) {
+        let counts = byName.get(name);
+        if (counts === undefined) byName.set(name, (counts = [0, 0, 0, 0]));
+        for (const e of backend.view()) counts[stateIndex(e)]++;
+      }
+    }
+    const out: Sample[] = [];
+    for (const [name, counts] of byName) endpointStates.forEach((state, i) => out.push([[name, state], counts[i]]));
+    return out;
   };
 }
 

@@ -25,6 +25,8 @@ export class Observation {
   /** Request and response body bytes: a gRPC call counts them in its RequestReplay and GrpcRelay, an HTTP exchange in its own data path. */
   bytesIn = 0;
   bytesOut = 0;
+  /** Why each attempt after the first was made (kedge_retries_total's reasons), in order; undefined: one attempt. */
+  retryReasons: string[] | undefined = undefined;
   /**
    * Fields a forward proxy (winch) adds to the line, after kedge's so they may fill one kedge
    * leaves open (the host the client asked for, a request id winch made): its route's match, the
@@ -52,6 +54,10 @@ export class Observation {
     this.endpoint = endpoint;
     this.tier = tier;
     this.upstreamAt = performance.now();
+  }
+
+  retried(reason: string): void {
+    (this.retryReasons ??= []).push(reason);
   }
 }
 
@@ -195,6 +201,7 @@ export class RequestObserver {
       if (o.endpoint) attributes.push({ key: "kedge.endpoint", value: { stringValue: o.endpoint } });
       if (o.tier) attributes.push({ key: "kedge.tier", value: { intValue: String(o.tier) } });
       if (o.errorType) attributes.push({ key: "kedge.error_type", value: { stringValue: o.errorType } });
+      if (o.retryReasons) attributes.push(attemptsAttribute(o.retryReasons));
       attributes.push({ key: "kedge.request_id", value: { stringValue: requestId } });
       this.export(o, `${req.method} ${backend}`, endedAt, attributes, status >= 500);
     }
@@ -243,6 +250,7 @@ export class RequestObserver {
       ];
       if (o.endpoint) attributes.push({ key: "kedge.endpoint", value: { stringValue: o.endpoint } });
       if (o.tier) attributes.push({ key: "kedge.tier", value: { intValue: String(o.tier) } });
+      if (o.retryReasons) attributes.push(attemptsAttribute(o.retryReasons));
       this.export(o, method.slice(1), endedAt, attributes, level === "error");
     }
   }
@@ -251,6 +259,10 @@ export class RequestObserver {
     const origin = performance.timeOrigin;
     this.exporter?.add({ traceId: o.traceId, spanId: o.spanId, parentSpanId: o.parentSpanId, name, startMs: origin + o.startedAt, endMs: origin + endedAt, attributes, error });
   }
+}
+
+function attemptsAttribute(retryReasons: readonly string[]): SpanAttribute {
+  return { key: "kedge.attempts", value: { intValue: String(retryReasons.length + 1) } };
 }
 
 /** The fields every access line ends with: error, who, bytes and durations. */
@@ -263,6 +275,8 @@ function outcomeFields(o: Observation, who: { cert?: string; token?: string }, e
     bytes_out: o.bytesOut,
     duration_ms: millis(endedAt - o.startedAt),
     upstream_ttfb_ms: o.firstByteAt > 0 ? millis(o.firstByteAt - o.upstreamAt) : undefined,
+    attempts: o.retryReasons ? o.retryReasons.length + 1 : undefined,
+    retry_reasons: o.retryReasons,
     forced: o.forced || undefined,
   };
 }

@@ -15,6 +15,8 @@ export function validateObservability(config: Config): string[] {
   if (o.accessLog && parseLineLevel(o.accessLog.level) === undefined) {
     problems.push(`observability.access_log.level: must be info, warn or error, got ${JSON.stringify(o.accessLog.level)}`);
   }
+  const auditRate = rateProblem(o.auditLog?.allowedSampleRate);
+  if (auditRate) problems.push(`observability.audit_log.allowed_sample_rate: ${auditRate}`);
   const traceRate = rateProblem(o.tracing?.sampleRate);
   if (traceRate) problems.push(`observability.tracing.sample_rate: ${traceRate}`);
   const otlp = o.tracing?.otlp;

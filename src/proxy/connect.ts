@@ -4,10 +4,11 @@ import { Attempts } from "../backend/attempts.js";
 import type { HttpBackend } from "../backend/http-backend.js";
 import { asKedgeError, KedgeError } from "../errors.js";
 import { parseHostPort } from "../net/host-port.js";
-import { kedgeRouting, type ProxyContext } from "./http.js";
+import { askerOf, kedgeRouting, type ProxyContext } from "./http.js";
 import { newRequestId, requestIdFrom, type ParsedRequest } from "./request.js";
 import type { Observation, ObservedRequest } from "../observe/observer.js";
-import { recordError, recordFinished, recordStarted, recordTunnelClosed, type RecordedHttp } from "./record.js";
+import { recordError, recordFinished, recordRetry, recordStarted, recordTunnelClosed, type RecordedHttp } from "./record.js";
+import type { RetryReason } from "../backend/retry-policy.js";
 import { dialTcp, writeRawError, tunnelEstablished, type TunnelEnd, type Tunnels } from "./tunnel.js";
 
 /** A CONNECT request as either HTTP/1.1 listener reads it. */
@@ -75,7 +76,8 @@ class ConnectTunnel extends Attempts<HttpBackend> implements RecordedHttp {
   async open(): Promise<void> {
     const { ctx, req, client, obs } = this;
     const facts = connectFacts(req);
-    const routing = kedgeRouting(ctx.runtime(), facts, req.headers["proxy-authorization"], req.socket);
+    const runtime = ctx.runtime();
+    const routing = kedgeRouting(runtime, facts, req.headers["proxy-authorization"], req.socket, askerOf(ctx, runtime, this.request, this.requestId));
     this.backendName = routing.label;
     this.route = routing.route ?? "none";
     const identity = await routing.ready;
@@ -99,6 +101,7 @@ class ConnectTunnel extends Attempts<HttpBackend> implements RecordedHttp {
         return recordFinished(ctx.metrics, this, 499);
       }
       this.succeeded();
+      this.answered(false);
       if (obs) {
         obs.sentUpstream(endpoint.address, endpoint.tier);
         obs.firstByteAt = performance.now();
@@ -110,6 +113,10 @@ class ConnectTunnel extends Attempts<HttpBackend> implements RecordedHttp {
       this.tunnels.splice(client, upstream, { head: this.head, counts: obs, closed, idleMs: this.backend.tunnelIdleMs });
       return;
     }
+  }
+
+  protected override retryCounted(reason: RetryReason, made: boolean): void {
+    recordRetry(this.ctx.metrics, this, reason, made);
   }
 
   refuse(e: unknown): void {

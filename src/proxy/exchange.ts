@@ -2,6 +2,7 @@ import type { OutgoingHttpHeaders } from "node:http";
 import { Attempts, type AttemptFailure } from "../backend/attempts.js";
 import type { HttpBackend } from "../backend/http-backend.js";
 import { hopsHeader } from "../backend/kedge-tier.js";
+import { isIdempotent, resendLimitBytes, type RetryPolicy, type RetryReason } from "../backend/retry-policy.js";
 import { asKedgeError, KedgeError } from "../errors.js";
 import type { ProxyMetrics } from "../observe/metrics.js";
 import type { Observation } from "../observe/observer.js";
@@ -11,7 +12,7 @@ import { headWriter } from "../net/head-writer.js";
 import { downstreamHeadLines, downstreamHeaders, writeUpstreamHead, type UpstreamHeadInput } from "../net/hop-headers.js";
 import type { BodyReader, IngressRequest, IngressResponse } from "./ingress.js";
 import { requestFacts, requestIdFrom, type ParsedRequest } from "./request.js";
-import { recordError, recordFinished, recordStarted, recordTunnelClosed, type RecordedHttp } from "./record.js";
+import { recordError, recordFinished, recordRetry, recordStarted, recordTunnelClosed, type RecordedHttp } from "./record.js";
 import type { TunnelEnd, Tunnels } from "./tunnel.js";
 
 /** Where one request goes. kedge fills it from its routes; winch from its mapper. */
@@ -33,13 +34,15 @@ export interface Routing {
   route?: string;
   /** The backend is a forward proxy (winch's kedge): send it the client's absolute URI, not origin-form. */
   absoluteForm?: boolean;
+  /** The route's retry policy: when a request the backend saw is sent again. */
+  retry?: RetryPolicy;
 }
 
 /** What differs between kedge's reverse proxy and winch's forward proxy; the exchange itself is shared. */
 export interface HttpProxy {
   readonly metrics: ProxyMetrics;
   /** Throws a KedgeError for a request it must refuse outright. `obs`: its access record, if it has one. */
-  dispatch(req: IngressRequest, facts: ParsedRequest, obs: Observation | undefined): Routing;
+  dispatch(req: IngressRequest, facts: ParsedRequest, obs: Observation | undefined, requestId: string): Routing;
   /** Prefix of the error headers this proxy writes: x-kedge-error or x-winch-error. */
   readonly errorHeader: "x-kedge" | "x-winch";
   /** kedge names its backend on responses; winch passes kedge's answer through as it is. */
@@ -51,6 +54,8 @@ export interface HttpProxy {
 
 const crlf = Buffer.from("\r\n");
 const lastChunk = Buffer.from("0\r\n\r\n");
+/** The retry reason of a 502, 503 or 504 answer, by status - 502. */
+const statusReasons: readonly RetryReason[] = ["502", "503", "504"];
 
 const bodyTooLarge = (max: number) => new KedgeError("bad-request", 413, `request body larger than ${max} bytes`);
 
@@ -61,13 +66,15 @@ export function sendError(res: IngressResponse, err: KedgeError, requestId: stri
     return;
   }
   const body = Buffer.from(`${err.message}\n`);
-  res.writeHead(err.status, {
+  const headers: OutgoingHttpHeaders = {
     "content-type": "text/plain; charset=utf-8",
     "content-length": body.length,
     [`${prefix}-error`]: err.message.replace(/[\r\n]/g, " "),
     [`${prefix}-error-type`]: err.type,
     "x-kedge-request-id": requestId,
-  });
+  };
+  if (err.retryAfter !== undefined) headers["retry-after"] = String(err.retryAfter);
+  res.writeHead(err.status, headers);
   res.write(body);
   res.end();
 }
@@ -105,6 +112,16 @@ class HttpExchange extends Attempts<HttpBackend> implements RecordedHttp, BodyRe
   private bodyTo: H1Connection | undefined;
   private bodyStarted = false;
   private bodyBytes = 0;
+  /** The client's body has all arrived. */
+  private bodyDone = false;
+  /**
+   * The body so far, kept while a policy retry could send it again (an idempotent request, the
+   * body within resendLimitBytes); undefined when it is not kept.
+   */
+  private kept: Buffer[] | undefined = undefined;
+  private keptBytes = 0;
+  /** The method is idempotent and the route has a retry policy: an answer may be retried. */
+  private idempotent = false;
   private status = 0;
   obs: Observation | undefined;
 
@@ -142,7 +159,7 @@ class HttpExchange extends Attempts<HttpBackend> implements RecordedHttp, BodyRe
     this.obs = this.proxy.metrics.observer.start(this.req.headers);
     try {
       this.facts = requestFacts(this.req);
-      this.routing = this.proxy.dispatch(this.req, this.facts, this.obs);
+      this.routing = this.proxy.dispatch(this.req, this.facts, this.obs, this.requestId);
     } catch (e) {
       this.fail(asKedgeError(e));
       return;
@@ -169,6 +186,7 @@ class HttpExchange extends Attempts<HttpBackend> implements RecordedHttp, BodyRe
     this.res.sendContinue?.();
     this.buildHead(routing);
     this.backend = routing.backend;
+    if (routing.retry !== undefined) this.applyRetryPolicy(routing.retry);
     const pending = this.pendingResolution;
     if (!pending) return this.attempt();
     let waited = false;
@@ -202,6 +220,13 @@ class HttpExchange extends Attempts<HttpBackend> implements RecordedHttp, BodyRe
       dropUnderscoreNames: routing.dropUnderscoreNames,
       upgrade: this.upgrade,
     };
+  }
+
+  private applyRetryPolicy(policy: RetryPolicy): void {
+    this.retryPolicy = policy;
+    this.idempotent = isIdempotent(this.req.method);
+    // bodyLength < 0: a length not known yet, kept until it outgrows the limit.
+    if (this.idempotent && this.bodyLength !== 0 && this.bodyLength <= resendLimitBytes) this.kept = [];
   }
 
   private attempt(): void {
@@ -238,8 +263,19 @@ class HttpExchange extends Attempts<HttpBackend> implements RecordedHttp, BodyRe
     const set = this.routing!.setHeaders;
     head.set = endpoint.hop === undefined ? set : endpoint.hop.fields(this.req.headers[hopsHeader], set);
     const bodyless = this.bodyLength === 0;
-    conn.begin(writeUpstreamHead(headWriter.start(), head), this.req.method === "HEAD", this, bodyless, this.upgrade !== undefined);
-    if (!bodyless) this.pipeBody(conn);
+    conn.begin(writeUpstreamHead(headWriter.start(), head), this.req.method === "HEAD", this, bodyless, this.upgrade !== undefined, this.retryPolicy?.perTryTimeoutMs);
+    if (!bodyless) this.sendBody(conn);
+  }
+
+  /** The body to this attempt: what an earlier attempt sent (kept), then the rest as it arrives. */
+  private sendBody(conn: H1Connection): void {
+    const kept = this.kept;
+    if (kept !== undefined && kept.length > 0) {
+      this.bodyStarted = true;
+      for (const chunk of kept) this.writeChunk(conn, chunk);
+    }
+    if (this.bodyDone) return this.endBody(conn);
+    this.pipeBody(conn);
   }
 
   private pipeBody(conn: H1Connection): void {
@@ -249,24 +285,31 @@ class HttpExchange extends Attempts<HttpBackend> implements RecordedHttp, BodyRe
     else this.req.body.resume();
   }
 
+  /** Between attempts the client's body waits, so none of it arrives with nowhere to go. */
+  private pauseBody(): void {
+    if (this.bodyTo !== undefined && !this.bodyDone) this.req.body.pause();
+  }
+
   // BodyReader, called by the request body.
   bodyData(chunk: Buffer): void {
-    const conn = this.bodyTo!;
-    if (this.conn !== conn) return;
-    this.bodyStarted = true;
+    if (this.recorded) return;
     if (this.obs) this.obs.bytesIn += chunk.length;
     // A body of unknown length (chunked, HTTP/2) is counted as it streams.
     const max = this.routing!.maxBodyBytes;
     if (max > 0 && (this.bodyBytes += chunk.length) > max) {
-      conn.abort();
+      this.conn?.abort();
       this.conn = undefined;
       return this.fail(bodyTooLarge(max));
     }
-    const chunked = this.bodyLength < 0;
-    if (chunked) conn.write(Buffer.from(`${chunk.length.toString(16)}\r\n`));
-    let ok = conn.write(chunk);
-    if (chunked) ok = conn.write(crlf) && ok;
-    if (!ok) {
+    const kept = this.kept;
+    if (kept !== undefined) {
+      if ((this.keptBytes += chunk.length) <= resendLimitBytes) kept.push(chunk);
+      else this.kept = undefined;
+    }
+    const conn = this.conn;
+    if (conn === undefined || conn !== this.bodyTo) return;
+    this.bodyStarted = true;
+    if (!this.writeChunk(conn, chunk)) {
       const body = this.req.body;
       body.pause();
       conn.onWritable(() => body.resume());
@@ -274,8 +317,21 @@ class HttpExchange extends Attempts<HttpBackend> implements RecordedHttp, BodyRe
   }
 
   bodyEnd(): void {
-    const conn = this.bodyTo!;
-    if (this.conn !== conn) return;
+    this.bodyDone = true;
+    const conn = this.conn;
+    if (conn === undefined || conn !== this.bodyTo) return;
+    this.endBody(conn);
+  }
+
+  /** Writes one piece of the body, framed as a chunk when its length is not known; false: wait for onWritable. */
+  private writeChunk(conn: H1Connection, chunk: Buffer): boolean {
+    if (this.bodyLength >= 0) return conn.write(chunk);
+    conn.write(Buffer.from(`${chunk.length.toString(16)}\r\n`));
+    const ok = conn.write(chunk);
+    return conn.write(crlf) && ok;
+  }
+
+  private endBody(conn: H1Connection): void {
     if (this.bodyLength < 0) conn.write(lastChunk);
     conn.endRequest();
   }
@@ -283,7 +339,12 @@ class HttpExchange extends Attempts<HttpBackend> implements RecordedHttp, BodyRe
   // ExchangeHandlers, called by the connection.
   onHead(head: ResponseHead): void {
     if (head.status === 101) return this.switchProtocols(head);
+    if (this.retryPolicy !== undefined) {
+      if (head.status >= 502 && head.status <= 504 && this.retryAnswer(statusReasons[head.status - 502])) return;
+      this.kept = undefined; // the answer goes to the client: nothing is sent again now
+    }
     this.status = head.status;
+    if (head.status >= 500) this.answered(true);
     if (this.obs) this.obs.firstByteAt = performance.now();
     const tags = this.proxy.tagsResponses;
     if (this.res.writeHeadLines) {
@@ -313,6 +374,7 @@ class HttpExchange extends Attempts<HttpBackend> implements RecordedHttp, BodyRe
       return this.fail(new KedgeError("backend-transport-closed", 502, `backend ${this.backendName} switched to ${JSON.stringify(offered.slice(0, 50))}, not the ${this.upgrade} asked for`));
     }
     this.succeeded();
+    this.answered(false);
     this.status = 101;
     if (this.obs) this.obs.firstByteAt = performance.now();
     const fields = downstreamHeadLines(head, this.proxy.tagsResponses);
@@ -341,6 +403,7 @@ class HttpExchange extends Attempts<HttpBackend> implements RecordedHttp, BodyRe
 
   onEnd(last?: Uint8Array): void {
     this.succeeded();
+    if (this.status < 500) this.answered(false);
     if (this.obs && last) this.obs.bytesOut += last.length;
     this.res.end(last);
     // The backend may answer before reading the whole request body: discard the rest.
@@ -357,17 +420,38 @@ class HttpExchange extends Attempts<HttpBackend> implements RecordedHttp, BodyRe
     this.conn = undefined;
     if (this.recorded) return;
     const failure = attemptFailure(err);
+    // Reset, timed out or garbled after the request went (a 5xx head was counted already).
+    if (failure === undefined && this.status < 500) this.answered(true);
     if (failure !== undefined) {
-      if (this.retry(failure, !this.bodyStarted)) {
+      if (this.retry(failure, !this.bodyStarted || this.kept !== undefined)) {
+        this.pauseBody();
         if (failure !== "unprocessed") return this.attempt();
         const pool = this.sameEndpoint();
         if (pool) return pool.dial(this);
       } else if (failure !== "unprocessed") {
         return this.fail(new KedgeError("no-connection-to-all-resolved-addresses", 502, `backend ${this.backendName}: ${err.message}`));
       }
+    } else if (this.retryPolicy !== undefined && !err.responseStarted) {
+      const reason = err.failure === "closed" ? "reset" : err.failure === "response-timeout" ? "timeout" : undefined;
+      if (reason !== undefined && this.retryAnswer(reason)) return;
     }
     if (err.failure === "response-timeout") return this.fail(new KedgeError("backend-timeout", 504, `backend ${this.backendName}: ${err.message}`));
     this.fail(new KedgeError("backend-transport-closed", 502, `backend ${this.backendName}: ${err.message}`));
+  }
+
+  /** The backend saw the request and this attempt failed: true when the route's policy sent it again. */
+  private retryAnswer(reason: RetryReason): boolean {
+    if (!this.retryAnswered(reason, this.idempotent && (this.bodyLength === 0 || this.kept !== undefined))) return false;
+    // What is left of a failed answer is not worth reading: its connection goes.
+    this.conn?.abort();
+    this.conn = undefined;
+    this.pauseBody();
+    this.attempt();
+    return true;
+  }
+
+  protected override retryCounted(reason: RetryReason, made: boolean): void {
+    recordRetry(this.proxy.metrics, this, reason, made);
   }
 
   private clientGone(): void {

@@ -3,11 +3,12 @@ import type { ClientStream } from "./client-stream.js";
 import type { ProxyMetrics } from "../observe/metrics.js";
 import type { Observation } from "../observe/observer.js";
 import { asKedgeError, type KedgeError } from "../errors.js";
-import { recordError, recordFinished, recordStarted, type Outcome, type RecordedGrpc } from "./record.js";
+import { recordError, recordFinished, recordRetry, recordStarted, type Outcome, type RecordedGrpc } from "./record.js";
+import type { RetryReason } from "../backend/retry-policy.js";
 import { addField, addFieldValues, finishBlock, startBlock } from "../h2/hpack.js";
 
 /** gRPC status codes kedge itself answers with. */
-export const GrpcStatus = { UNIMPLEMENTED: 12, UNAVAILABLE: 14, INTERNAL: 13, DEADLINE_EXCEEDED: 4, PERMISSION_DENIED: 7, UNAUTHENTICATED: 16 } as const;
+export const GrpcStatus = { UNIMPLEMENTED: 12, UNAVAILABLE: 14, INTERNAL: 13, DEADLINE_EXCEEDED: 4, PERMISSION_DENIED: 7, UNAUTHENTICATED: 16, RESOURCE_EXHAUSTED: 8 } as const;
 
 // Connection-specific fields never cross an HTTP/2 hop (RFC 9113 §8.2.2); Proxy-Authorization is kedge's own.
 const notForwarded = new Set(["connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "host", "proxy-authorization", "http2-settings"]);
@@ -80,19 +81,27 @@ export class CallRecord implements RecordedGrpc {
     recordError(this.metrics, this, type);
   }
 
+  /** An attempt of it was sent again (or, `made` false, the backend's retry budget refused one). */
+  retried(reason: RetryReason, made: boolean): void {
+    recordRetry(this.metrics, this, reason, made);
+  }
+
   record(code: Outcome): void {
     recordFinished(this.metrics, this, code);
   }
 }
 
-/** A trailers-only response: the whole answer in one HEADERS frame with END_STREAM (gRPC over HTTP/2 spec). */
-export function answerStatus(stream: ClientStream, code: number, message: string, call: CallRecord): void {
+/**
+ * A trailers-only response: the whole answer in one HEADERS frame with END_STREAM (gRPC over HTTP/2
+ * spec). `retryAfter` (seconds) becomes grpc-retry-pushback-ms, the delay a client's retry policy
+ * waits before trying again (gRPC A6).
+ */
+export function answerStatus(stream: ClientStream, code: number, message: string, call: CallRecord, retryAfter?: number): void {
   call.record(code);
   if (stream.destroyed || stream.closed || stream.headersSent) return;
-  stream.respond(
-    { ":status": 200, "content-type": "application/grpc", "grpc-status": String(code), "grpc-message": grpcMessage(message) },
-    { endStream: true },
-  );
+  const headers: OutgoingHttpHeaders = { ":status": 200, "content-type": "application/grpc", "grpc-status": String(code), "grpc-message": grpcMessage(message) };
+  if (retryAfter !== undefined) headers["grpc-retry-pushback-ms"] = String(retryAfter * 1000);
+  stream.respond(headers, { endStream: true });
 }
 
 export function statusTrailers(code: number, message: string): OutgoingHttpHeaders {
@@ -123,7 +132,7 @@ export function openCall(metrics: ProxyMetrics, stream: ClientStream, headers: I
   const refuse = (e: unknown) => {
     const err = asKedgeError(e);
     call.error(err.type);
-    answerStatus(stream, statusFor(err), err.message, call);
+    answerStatus(stream, statusFor(err), err.message, call, err.retryAfter);
   };
   return { call, refuse };
 }

@@ -4,12 +4,13 @@ import type { H2Headers } from "../h2/hpack.js";
 import type { StreamError } from "../h2/frames.js";
 import type { H2Stream, StreamHandler } from "../upstream/h2/stream.js";
 import { answerStatus, forwardableInPlace, GrpcStatus, statusTrailers, type CallRecord } from "./grpc-call.js";
+import { resendLimitBytes, type RetryPolicy, type RetryReason } from "../backend/retry-policy.js";
+
+/** grpc-status UNAVAILABLE as it arrives: the status outlier detection counts. */
+const unavailable = String(GrpcStatus.UNAVAILABLE);
 
 /** Held response bytes up to this are joined into one write; above it, copying costs more than it saves. */
 const coalesceLimitBytes = 64 * 1024;
-
-/** A call whose body outgrows this is never replayed; it fails as UNAVAILABLE if refused. */
-const replayLimitBytes = 64 * 1024;
 
 /**
  * The client's request bytes sent upstream before the backend answered. A backend that refuses
@@ -46,7 +47,7 @@ export class RequestReplay implements ClientStreamHandler {
     if (this.counted) this.counted.bytesIn += chunk.length;
     if (this.chunks) {
       this.size += chunk.length;
-      if (this.size <= replayLimitBytes) this.chunks.push(chunk);
+      if (this.size <= resendLimitBytes) this.chunks.push(chunk);
       else if (this.attached) this.stop();
       else {
         this.chunks.push(chunk);
@@ -95,7 +96,7 @@ export class RequestReplay implements ClientStreamHandler {
     ready.gathered();
   }
 
-  /** The backend answered, or the body outgrew the limit: nothing is kept any more. */
+  /** The backend's answer went to the client, or the body outgrew the limit: nothing is kept any more. */
   stop(): void {
     this.chunks = undefined;
   }
@@ -135,13 +136,21 @@ export interface RelayOwner {
   /** Absolute deadline (performance.now() ms) from grpc-timeout. */
   readonly deadlineAt: number | undefined;
   readonly replay: RequestReplay;
+  /** The route's retry policy, if it has one. */
+  readonly retryPolicy: RetryPolicy | undefined;
   /**
    * The stream never reached the backend's application (refused, or the endpoint unreachable);
    * returns true when the call was started again elsewhere.
    */
   retryUnprocessed(err: StreamError): boolean;
+  /** The backend saw the call and the attempt failed before any answer reached the client: true when the policy retries it (the attempt is released; call resend()). */
+  retryAnswered(reason: RetryReason, resendable: boolean): boolean;
+  /** Starts the next attempt. */
+  resend(): void;
   /** The backend answered the attempt. */
   succeeded(): void;
+  /** How the answer went, for outlier detection (Attempts.answered): `failed` for UNAVAILABLE or a reset. */
+  answered(failed: boolean): void;
   /** The attempt is over. */
   release(): void;
 }
@@ -157,6 +166,20 @@ function turnOver(): void {
 
 function deadlinePassed(relay: GrpcRelay): void {
   relay.expire();
+}
+
+function perTryPassed(relay: GrpcRelay): void {
+  relay.perTryExpired();
+}
+
+/**
+ * The retry reason of an answer that carries no message: grpc-status UNAVAILABLE is gRPC's 503
+ * (doc/http-grpc-status-mapping.md); without a grpc-status, the HTTP status of what answered
+ * (a proxy in front of the backend).
+ */
+function answerRetryReason(status: string | string[] | undefined, grpcStatus: string | string[] | undefined): RetryReason | undefined {
+  if (grpcStatus !== undefined) return grpcStatus === "14" ? "503" : undefined;
+  return status === "502" || status === "503" || status === "504" ? status : undefined;
 }
 
 /** Relays with bytes held, flushed together once the current socket read has been handled. */
@@ -188,6 +211,8 @@ export class GrpcRelay implements StreamHandler {
   private replayed = false;
   private finished = false;
   private deadline: Timer | undefined;
+  /** Fires when the backend has sent no response headers within the retry policy's per_try_timeout. */
+  private perTry: Timer | undefined;
 
   constructor(
     private readonly client: ClientStream,
@@ -210,6 +235,8 @@ export class GrpcRelay implements StreamHandler {
     // kedge enforces the deadline itself too: a client that does not (or a backend that ignores
     // grpc-timeout) must not hold a call open forever.
     if (owner.deadlineAt !== undefined) this.deadline = setTimeout(deadlinePassed, Math.max(0, owner.deadlineAt - performance.now()), this);
+    const perTryMs = owner.retryPolicy?.perTryTimeoutMs;
+    if (perTryMs) this.perTry = setTimeout(perTryPassed, perTryMs, this);
     owner.replay.relay = this;
     owner.replay.attach(upstream);
   }
@@ -219,6 +246,15 @@ export class GrpcRelay implements StreamHandler {
     this.upstream?.cancel();
     this.finish();
     this.fail(GrpcStatus.DEADLINE_EXCEEDED, "deadline exceeded");
+  }
+
+  /** No response headers within per_try_timeout: the attempt is given up, and retried as a 504 where the policy allows. */
+  perTryExpired(): void {
+    if (this.finished || this.responded) return;
+    this.upstream?.cancel();
+    if (this.retryAnswer("timeout")) return;
+    this.finish();
+    this.failAttempt(`backend ${this.owner.backendName} sent no response headers within per_try_timeout`);
   }
 
   clientClosed(): void {
@@ -247,8 +283,13 @@ export class GrpcRelay implements StreamHandler {
 
   response(headers: H2Headers, endStream: boolean): void {
     this.responded = true;
+    clearTimeout(this.perTry);
     this.owner.succeeded();
-    this.owner.replay.stop();
+    if (endStream) this.owner.answered(headers["grpc-status"] === unavailable); // trailers-only
+    if (endStream && this.owner.retryPolicy !== undefined) {
+      const reason = answerRetryReason(headers[":status"], headers["grpc-status"]);
+      if (reason !== undefined && this.retryAnswer(reason)) return;
+    }
     const obs = this.call.obs;
     if (obs) obs.firstByteAt = performance.now();
     const client = this.client;
@@ -256,6 +297,7 @@ export class GrpcRelay implements StreamHandler {
     const out: OutgoingHttpHeaders = forwardableInPlace(headers, true);
     out["x-kedge-backend-name"] = this.owner.backendName;
     if (endStream) {
+      this.owner.replay.stop();
       this.call.record(headers["grpc-status"]);
       this.respond(out, { endStream: true }); // trailers-only: status in the headers
       return;
@@ -271,12 +313,19 @@ export class GrpcRelay implements StreamHandler {
   }
 
   trailers(headers: H2Headers): void {
+    this.owner.answered(headers["grpc-status"] === unavailable);
     this.trailersOut = forwardableInPlace(headers, false);
   }
 
   /** The backend's side ended: everything held goes now, then the trailers (wantTrailers). */
   end(): void {
-    if (!this.headers && !this.client.headersSent) return; // trailers-only, already answered
+    const headers = this.headers;
+    if (!headers && !this.client.headersSent) return; // trailers-only, already answered
+    // Headers and trailers and no message, none of it passed on yet: as good as trailers-only.
+    if (headers !== undefined && this.held.count === 0 && this.owner.retryPolicy !== undefined && !this.client.headersSent) {
+      const reason = answerRetryReason(headers[":status"] as string | undefined, this.trailersOut?.["grpc-status"] as string | undefined);
+      if (reason !== undefined && this.retryAnswer(reason)) return;
+    }
     this.ended = true;
     this.flush();
   }
@@ -291,10 +340,34 @@ export class GrpcRelay implements StreamHandler {
         this.replayed = true;
         return;
       }
-      const deadlineAt = this.owner.deadlineAt;
-      if (deadlineAt !== undefined && performance.now() >= deadlineAt) return this.fail(GrpcStatus.DEADLINE_EXCEEDED, "deadline exceeded");
+    } else {
+      if (!err.unprocessed || err.dialFailed) this.owner.answered(true); // a reset, or an endpoint out of reach (retry() counts those it sees)
+      if (!this.responded && this.owner.retryPolicy !== undefined && this.retryAnswer("reset")) return;
     }
-    this.fail(GrpcStatus.UNAVAILABLE, `backend ${this.owner.backendName}: ${err.message}`);
+    this.failAttempt(`backend ${this.owner.backendName}: ${err.message}`);
+  }
+
+  /** The attempt failed and is not retried: DEADLINE_EXCEEDED once the caller's deadline has passed, else UNAVAILABLE. */
+  private failAttempt(message: string): void {
+    const deadlineAt = this.owner.deadlineAt;
+    if (deadlineAt !== undefined && performance.now() >= deadlineAt) return this.fail(GrpcStatus.DEADLINE_EXCEEDED, "deadline exceeded");
+    this.fail(GrpcStatus.UNAVAILABLE, message);
+  }
+
+  /**
+   * The backend saw the call and this attempt failed before anything of it reached the client:
+   * true when the route's policy sent the call again (a new relay carries it); false leaves this
+   * attempt as it was.
+   */
+  private retryAnswer(reason: RetryReason): boolean {
+    const { client, owner } = this;
+    if (!owner.retryAnswered(reason, owner.replay.replayable && !client.closed && !client.destroyed)) return false;
+    this.finish(); // its endpoint is released already
+    this.headers = undefined;
+    this.held.clear();
+    this.replayed = true;
+    owner.resend();
+    return true;
   }
 
   drain(): void {
@@ -330,6 +403,7 @@ export class GrpcRelay implements StreamHandler {
     if (this.finished) return;
     this.finished = true;
     clearTimeout(this.deadline);
+    clearTimeout(this.perTry);
     this.owner.release();
   }
 
@@ -351,6 +425,7 @@ export class GrpcRelay implements StreamHandler {
     if (this.headers) {
       const headers = this.headers;
       this.headers = undefined;
+      this.owner.replay.stop(); // the answer is the client's now: the call is never sent again
       if (!this.respond(headers, { waitForTrailers: true })) return;
     }
     if (!client.headersSent) return;

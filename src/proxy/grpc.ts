@@ -3,6 +3,7 @@ import type { ClientStream } from "./client-stream.js";
 import { Attempts } from "../backend/attempts.js";
 import type { GrpcBackend } from "../backend/grpc-backend.js";
 import { checkHops, hopsHeader } from "../backend/kedge-tier.js";
+import type { RetryPolicy, RetryReason } from "../backend/retry-policy.js";
 import type { RoutePolicy } from "../auth/policy.js";
 import { KedgeError } from "../errors.js";
 import { parseHostPort, type HostPort } from "../net/host-port.js";
@@ -10,8 +11,10 @@ import type { Runtime } from "../runtime.js";
 import { answerStatus, type CallRecord, GrpcStatus, openCall, upstreamBlock } from "./grpc-call.js";
 import { GrpcRelay, RequestReplay, type RelayOwner } from "./grpc-relay.js";
 import type { StreamError } from "../h2/frames.js";
-import type { ProxyContext } from "./http.js";
+import { screened, type ProxyContext } from "./http.js";
 import { routeLabel } from "../observe/metrics.js";
+import type { DecisionSubject } from "../observe/audit-log.js";
+import { admit } from "./admission.js";
 import { screenUnderscoreNames } from "./underscore-names.js";
 
 function statusFor(err: KedgeError): number {
@@ -20,6 +23,7 @@ function statusFor(err: KedgeError): number {
   if (err.type === "unauthorized") return GrpcStatus.UNAUTHENTICATED;
   // gRPC's mapping of HTTP 400 (doc/http-grpc-status-mapping.md).
   if (err.type === "bad-request") return GrpcStatus.INTERNAL;
+  if (err.type === "rate-limited") return GrpcStatus.RESOURCE_EXHAUSTED;
   return GrpcStatus.UNAVAILABLE;
 }
 
@@ -29,8 +33,11 @@ interface Routed {
   policy: RoutePolicy | undefined;
   /** The route label for metrics and access logs. */
   route: string;
+  /** The route's index in its table; undefined for an adhoc target or no route. */
+  index?: number;
   /** No route matched: answered once authentication has passed. */
   unrouted?: KedgeError;
+  retry?: RetryPolicy;
 }
 
 const noHost: HostPort = { host: "", port: 0 };
@@ -62,10 +69,25 @@ function routeCall(runtime: Runtime, headers: IncomingHttpHeaders): Routed {
   }
   const backend = runtime.grpcBackends.get(route.backendName);
   if (!backend) throw new KedgeError("no-backend", 502, "unknown backend");
-  return { backend, backendName: route.backendName, policy: route.policy, route: routeLabel(route.index) };
+  return { backend, backendName: route.backendName, policy: route.policy, route: routeLabel(route.index), index: route.index, retry: route.retry };
 }
 
-/** Proxies one gRPC call: authentication, then the backend its route names. */
+/** A call as its audit line names it. */
+function callSubject(headers: IncomingHttpHeaders, socket: { remoteAddress?: string } | null | undefined, routed: Routed): DecisionSubject {
+  const requestId = headers["x-kedge-request-id"];
+  return {
+    requestId: typeof requestId === "string" ? requestId.slice(0, 128) : undefined,
+    address: socket?.remoteAddress ?? "",
+    protocol: "grpc",
+    method: undefined,
+    authority: (headers[":authority"] ?? headers.host) as string | undefined,
+    path: (headers[":path"] as string | undefined) ?? "",
+    route: routed.route,
+    backend: routed.backendName,
+  };
+}
+
+/** Proxies one gRPC call: authentication and rate limits, then the backend its route names. */
 export function proxyGrpc(ctx: ProxyContext, stream: ClientStream, headers: IncomingHttpHeaders): void {
   const { call, refuse } = openCall(ctx.metrics, stream, headers, statusFor);
   let routed: Routed;
@@ -76,8 +98,12 @@ export function proxyGrpc(ctx: ProxyContext, stream: ClientStream, headers: Inco
     screenUnderscoreNames(runtime.limits.headersWithUnderscores, headers);
     routed = routeCall(runtime, headers);
     call.route = routed.route;
-    const proxyAuthorization = headers["proxy-authorization"];
-    decision = runtime.access.check(routed.policy, typeof proxyAuthorization === "string" ? proxyAuthorization : undefined, stream.session?.socket);
+    const header = headers["proxy-authorization"];
+    const proxyAuthorization = typeof header === "string" ? header : undefined;
+    const socket = stream.session?.socket;
+    decision = screened(runtime, ctx.metrics)
+      ? admit(ctx.metrics, runtime, routed.policy, proxyAuthorization, socket, runtime.rateLimits.grpcRoute(routed.index, routed.route === "adhoc"), callSubject(headers, socket, routed))
+      : runtime.access.check(routed.policy, proxyAuthorization, socket);
   } catch (e) {
     return refuse(e);
   }
@@ -85,7 +111,7 @@ export function proxyGrpc(ctx: ProxyContext, stream: ClientStream, headers: Inco
     if (call.obs) call.obs.identity = identity;
     if (routed.unrouted) return refuse(routed.unrouted);
     call.backendName = routed.backendName;
-    forwardCall(stream, headers, call, routed.backend!, undefined);
+    forwardCall(stream, headers, call, routed.backend!, undefined, routed.retry);
   };
   if (decision) decision.then(go, refuse);
   else go();
@@ -93,7 +119,8 @@ export function proxyGrpc(ctx: ProxyContext, stream: ClientStream, headers: Inco
 
 /**
  * Sends the call to one of the backend's endpoints, failing over when an endpoint cannot be
- * reached; `set` replaces the client's metadata of the same names (winch's injected credentials).
+ * reached and retrying as the route's `retry` policy says; `set` replaces the client's metadata
+ * of the same names (winch's injected credentials).
  */
 export function forwardCall(
   stream: ClientStream,
@@ -101,8 +128,10 @@ export function forwardCall(
   call: CallRecord,
   routedTo: GrpcBackend,
   set: Record<string, string> | undefined,
+  retry?: RetryPolicy,
 ): void {
   const forward = new GrpcForward(stream, headers, call, routedTo, set);
+  forward.retryPolicy = retry;
   forward.replay.gather(forward);
 }
 
@@ -151,6 +180,14 @@ class GrpcForward extends Attempts<GrpcBackend> implements RelayOwner {
     const block = upstreamBlock(this.headers, pool.options.tls ? "https" : "http", set, obs?.traceparent);
     const relay = new GrpcRelay(stream, call, this);
     relay.start(pool.request(block, relay));
+  }
+
+  resend(): void {
+    this.attempt();
+  }
+
+  protected override retryCounted(reason: RetryReason, made: boolean): void {
+    this.call.retried(reason, made);
   }
 
   /** A stream that never reached the backend's application: sent again while the attempt policy allows. */

@@ -2,6 +2,7 @@ import type { IncomingHttpHeaders } from "node:http";
 import type { ProxyMetrics } from "../observe/metrics.js";
 import type { Observation, ObservedRequest } from "../observe/observer.js";
 import type { TunnelEnd } from "./tunnel.js";
+import type { RetryReason } from "../backend/retry-policy.js";
 
 /** HTTP requests and CONNECT tunnels not yet answered, for graceful shutdown. */
 export const inflight = { count: 0 };
@@ -65,6 +66,16 @@ export function recordStarted(metrics: ProxyMetrics, r: Recorded): void {
 export function recordError(metrics: ProxyMetrics, r: Recorded, type: string): void {
   metrics.proxyErrors.inc([r.backendName, type]);
   if (r.obs) r.obs.errorType = type;
+}
+
+/**
+ * An attempt of it was sent again for `reason` (counted by backend and reason, named on its access
+ * line), or (`made` false) its route's policy would have and the backend's retry budget refused.
+ */
+export function recordRetry(metrics: ProxyMetrics, r: Recorded, reason: RetryReason, made: boolean): void {
+  if (!made) return metrics.retryBudgetExceeded.inc([r.backendName]);
+  metrics.retries.inc([r.backendName, reason]);
+  r.obs?.retried(reason);
 }
 
 /**

@@ -109,7 +109,9 @@ export function rawErrorResponse(err: KedgeError, requestId: string, prefix: "x-
   return (
     `HTTP/1.1 ${err.status} ${STATUS_CODES[err.status] ?? "Error"}\r\n` +
       `content-type: text/plain; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\n` +
-      `${prefix}-error: ${oneLine}\r\n${prefix}-error-type: ${err.type}\r\nx-kedge-request-id: ${requestId}\r\nconnection: close\r\n\r\n${body}`
+      `${prefix}-error: ${oneLine}\r\n${prefix}-error-type: ${err.type}\r\nx-kedge-request-id: ${requestId}\r\n` +
+      (err.retryAfter !== undefined ? `retry-after: ${err.retryAfter}\r\n` : "") +
+      `connection: close\r\n\r\n${body}`
   );
 }
 

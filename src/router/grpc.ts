@@ -1,6 +1,7 @@
 import type { GrpcRoute } from "../gen/kedge/config/v1/routes_pb.js";
 import { compileRoutePolicy, type RoutePolicy } from "../auth/policy.js";
 import { compileHeaderMatcher, type RequestFacts } from "./match.js";
+import { compileRetryPolicy, type RetryPolicy } from "../backend/retry-policy.js";
 
 /** What a gRPC call is routed on: its method path, :authority and metadata. */
 export interface GrpcCallFacts {
@@ -19,6 +20,8 @@ export interface CompiledGrpcRoute {
   readonly backendName: string;
   /** The route's own access rules; undefined: the global policy. */
   readonly policy: RoutePolicy | undefined;
+  /** When a failed call is sent again; undefined: only what the backend never processed. */
+  readonly retry: RetryPolicy | undefined;
   matches(call: GrpcCallFacts): boolean;
 }
 
@@ -64,6 +67,7 @@ export function compileGrpcRoutes(routes: readonly GrpcRoute[]): GrpcRouteTable 
       index,
       backendName: route.backendName,
       policy: compileRoutePolicy(route.auth),
+      retry: compileRetryPolicy(route.retry),
       matches(call) {
         if (serviceMatches && !serviceMatches(call)) return false;
         if (host !== "" && call.host !== host) return false;

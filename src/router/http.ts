@@ -2,6 +2,7 @@ import type { HttpRoute } from "../gen/kedge/config/v1/routes_pb.js";
 import { HttpRoute_ProxyMode } from "../gen/kedge/config/v1/routes_pb.js";
 import { compileRoutePolicy, type RoutePolicy } from "../auth/policy.js";
 import { compileHeaderMatcher, type RequestFacts } from "./match.js";
+import { compileRetryPolicy, type RetryPolicy } from "../backend/retry-policy.js";
 
 export interface CompiledHttpRoute {
   readonly index: number;
@@ -10,6 +11,8 @@ export interface CompiledHttpRoute {
   readonly policy: RoutePolicy | undefined;
   /** The route's request body limit; 0: the server's default. */
   readonly maxBodyBytes: number;
+  /** When a failed request is sent again; undefined: only what the backend never processed. */
+  readonly retry: RetryPolicy | undefined;
   matches(facts: RequestFacts): boolean;
 }
 
@@ -47,6 +50,7 @@ export function compileHttpRoute(route: HttpRoute, index: number): CompiledHttpR
     backendName: route.backendName,
     policy: compileRoutePolicy(route.auth),
     maxBodyBytes: Number(route.maxRequestBodyBytes),
+    retry: compileRetryPolicy(route.retry),
     matches(facts) {
       if (host !== "" && facts.host !== host) return false;
       if (port !== 0 && facts.port !== port) return false;

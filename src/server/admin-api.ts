@@ -44,7 +44,14 @@ function backendMessage(kind: string, b: BackendState): BackendMessage {
       outstanding: e.outstanding,
       // Merged across workers: each worker's connections count.
       open: e.workers ? e.workers.reduce((sum, w) => sum + openOf(w.pool), 0) : openOf(e.pool),
+      ejected: e.ejected,
+      ejections: e.ejections,
+      ejectionMs: e.ejectionMs,
+      healthCheck: e.healthCheck ?? "",
+      tier: e.tier ?? 0,
     })),
+    failover: b.failover ? [...b.failover] : [],
+    activeTier: b.activeTier ?? 0,
   });
 }
 

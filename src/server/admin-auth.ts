@@ -2,6 +2,7 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Http2ServerRequest, Http2ServerResponse } from "node:http2";
 import { isLoopback } from "../config/validate-exposure.js";
 import { asKedgeError, forbidden } from "../errors.js";
+import type { AuditLog, DecisionSubject } from "../observe/audit-log.js";
 import type { Runtime } from "../runtime.js";
 
 type Request = IncomingMessage | Http2ServerRequest;
@@ -36,13 +37,19 @@ function refusedOffLoopback(adminHost: string) {
  * it needs a token, without one it is refused off loopback. Admin callers talk to kedge itself,
  * so an `Authorization` header is accepted as well as `Proxy-Authorization`.
  */
-export function guardAdmin(runtime: () => Runtime, adminHost: string, next: Handler): Handler {
+export function guardAdmin(runtime: () => Runtime, adminHost: string, next: Handler, audit?: AuditLog): Handler {
   return (req, res) => {
     const rt = runtime();
     const admin = rt.access.admin;
     const path = (req.url ?? "/").split("?")[0];
+    const subject = audit?.enabled ? adminSubject(req, path) : undefined;
+    const allow = (reason: string) => {
+      if (subject && audit!.sampleAllow()) audit!.decision(subject, "allow", reason, undefined, undefined, undefined);
+      next(req, res);
+    };
     const deny = (e: unknown) => {
       const err = asKedgeError(e);
+      if (subject) audit!.decision(subject, "deny", err.type, err.message, (err as { identity?: unknown }).identity, undefined);
       const body = `${err.message}\n`;
       (res as ServerResponse).writeHead(err.status, {
         "content-type": "text/plain; charset=utf-8",
@@ -55,7 +62,7 @@ export function guardAdmin(runtime: () => Runtime, adminHost: string, next: Hand
     const probe = path === "/_healthz" || path === "/_version" || path === "/metrics";
     if (probe && (!admin || (path === "/_healthz" && !admin.protectHealthz) || (path === "/metrics" && !admin.protectMetrics))) return next(req, res);
     if (!probe && !rt.access.requiresToken) {
-      if (debugServedWithoutToken(rt, adminHost)) return next(req, res);
+      if (debugServedWithoutToken(rt, adminHost)) return allow("open");
       return deny(refusedOffLoopback(adminHost));
     }
     let decision: Promise<unknown> | undefined;
@@ -65,7 +72,21 @@ export function guardAdmin(runtime: () => Runtime, adminHost: string, next: Hand
     } catch (e) {
       return deny(e);
     }
-    if (decision) decision.then(() => next(req, res), deny);
-    else next(req, res);
+    if (decision) decision.then(() => allow("authorized"), deny);
+    else allow("authorized");
+  };
+}
+
+/** An admin request as its audit line names it: route and backend "admin". */
+function adminSubject(req: Request, path: string): DecisionSubject {
+  return {
+    requestId: undefined,
+    address: req.socket?.remoteAddress ?? "",
+    protocol: req.httpVersion === "2.0" ? "h2" : "http/1.1",
+    method: req.method,
+    authority: headerOf(req, "host") ?? headerOf(req, ":authority"),
+    path,
+    route: "admin",
+    backend: "admin",
   };
 }

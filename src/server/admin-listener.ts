@@ -33,7 +33,7 @@ function honoHandler(app: Hono) {
  * The admin port: kedge.admin.v1.AdminService over Connect, gRPC and gRPC-web (HTTP/1.1 and
  * h2c, since gRPC needs HTTP/2), and everything else (/_healthz, /metrics, …) by the Hono app.
  */
-export async function startAdminListener(app: Hono, state: Pick<AdminState, "runtime" | "backends">, host: string, port: number): Promise<{ port: number; close: () => void }> {
+export async function startAdminListener(app: Hono, state: Pick<AdminState, "runtime" | "backends" | "audit">, host: string, port: number): Promise<{ port: number; close: () => void }> {
   const fallback = honoHandler(app);
   const runtime = () => state.runtime();
   // The AdminService handler is loaded on its first call: Connect, its Node adapter (with
@@ -51,7 +51,7 @@ export async function startAdminListener(app: Hono, state: Pick<AdminState, "run
         res.end(`admin service unavailable: ${e.message}\n`);
       },
     );
-  });
+  }, state.audit);
   const h1 = http.createServer(handler as never);
   const h2 = http2.createServer(handler as never);
   // node:http2 offers allowHTTP1 only with TLS: tell h2c from HTTP/1.1 by the client preface.

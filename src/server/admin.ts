@@ -1,6 +1,7 @@
 import { Hono } from "hono";
 import { configToJson, type Runtime } from "../runtime.js";
 import { version } from "../version.js";
+import type { AuditLog } from "../observe/audit-log.js";
 import type { BackendsView } from "./backends-view.js";
 
 /**
@@ -13,6 +14,8 @@ export interface AdminState {
   /** The /metrics exposition. */
   metricsText(): string | Promise<string>;
   backends(): BackendsView | Promise<BackendsView>;
+  /** Where the admin port's access decisions are written, when the audit log is on. */
+  readonly audit?: AuditLog;
 }
 
 /** The admin app: health, version, Prometheus metrics and the live config. Plaintext, meant for the pod network. */

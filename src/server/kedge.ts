@@ -30,6 +30,8 @@ export interface KedgeServer {
   acceptedConnections(): number;
   /** This process's metrics (a worker hands them to the supervisor's /metrics). */
   readonly registry: Registry;
+  /** SIGUSR1: the audit log's file is opened again by its path (a log rotator renamed it). */
+  reopenLogs(): void;
 }
 
 export interface KedgeOptions {
@@ -72,6 +74,7 @@ export async function startKedge(sources: ConfigSources, options: KedgeOptions =
   let draining = false;
   const server = first.server!;
   metrics.observer.configure(first.observability);
+  metrics.audit.configure(first.observability?.auditLog);
   if (!supervised) countBackendChanges(metrics, undefined, current);
   watchBackends(metrics, () => current);
   metrics.configVersion.collect = () => [[[], current.version]];
@@ -107,7 +110,7 @@ export async function startKedge(sources: ConfigSources, options: KedgeOptions =
   const adminHost = server.bindAddress || defaultBindAddress;
   const admin = server.adminPort !== undefined && !supervised
     ? await startAdmin(
-        { runtime: () => current, draining: () => draining, metricsText: () => metrics.registry.render(), backends: () => backendsView(current) },
+        { runtime: () => current, draining: () => draining, metricsText: () => metrics.registry.render(), backends: () => backendsView(current), audit: metrics.audit },
         adminHost,
         server.adminPort,
       )
@@ -136,6 +139,7 @@ export async function startKedge(sources: ConfigSources, options: KedgeOptions =
     current = next; // one reference swap: new requests see the new runtime, in-flight ones keep theirs
     previous.retire(next);
     metrics.observer.configure(next.config.observability);
+    metrics.audit.configure(next.config.observability?.auditLog);
     // Under a supervisor, config changes are counted and logged once, by the supervisor, not once per worker.
     if (!supervised) {
       countBackendChanges(metrics, previous, next);
@@ -155,6 +159,10 @@ export async function startKedge(sources: ConfigSources, options: KedgeOptions =
     runtime: () => current,
     reload,
     acceptedConnections: () => data.acceptedConnections(),
+    reopenLogs() {
+      // A worker's supervisor says so once, when every worker has.
+      if (metrics.audit.reopen() && !supervised) log.info("audit log file reopened");
+    },
     async shutdown() {
       if (draining) return;
       draining = true;
@@ -166,6 +174,7 @@ export async function startKedge(sources: ConfigSources, options: KedgeOptions =
       admin?.close();
       demo?.stop();
       current.retire(undefined);
+      metrics.audit.close();
       await metrics.observer.close(); // sends the spans still queued
     },
   };

@@ -97,6 +97,8 @@ export class H1Connection implements TunnelOutput {
    * last request byte sent, so a slow upload is not the backend's delay. Infinity until then.
    */
   private headDeadline = Infinity;
+  /** This exchange's wait for its response head: the pool's response_header, or a route's shorter per_try_timeout. */
+  private headTimeoutMs = 0;
   private responseStarted = false;
   private responseBytes = 0;
   private requestEnded = false;
@@ -126,9 +128,15 @@ export class H1Connection implements TunnelOutput {
     waiter?.(rejected ? (authorizationError ?? new Error("TLS handshake failed")) : undefined);
   }
 
-  /** Starts an exchange: writes the request head `head` holds. The body follows with write()/end(). */
-  begin(head: HeadWriter, noResponseBody: boolean, handlers: ExchangeHandlers, bodyless: boolean, upgrade = false): void {
+  /**
+   * Starts an exchange: writes the request head `head` holds. The body follows with write()/end().
+   * `perTryTimeoutMs` (a route's retry policy), when shorter, bounds the wait for the response head
+   * in place of the pool's response_header.
+   */
+  begin(head: HeadWriter, noResponseBody: boolean, handlers: ExchangeHandlers, bodyless: boolean, upgrade = false, perTryTimeoutMs = 0): void {
     this.uses++;
+    const headTimeoutMs = this.pool.options.responseHeaderTimeoutMs;
+    this.headTimeoutMs = perTryTimeoutMs > 0 && perTryTimeoutMs < headTimeoutMs ? perTryTimeoutMs : headTimeoutMs;
     this.handlers = handlers;
     this.responseStarted = false;
     this.responseBytes = 0;
@@ -144,7 +152,7 @@ export class H1Connection implements TunnelOutput {
   }
 
   private startHeadClock(): void {
-    this.headDeadline = performance.now() + this.pool.options.responseHeaderTimeoutMs;
+    this.headDeadline = performance.now() + this.headTimeoutMs;
   }
 
   /** The connection waits in its pool: the sweeper closes it once it has been idle for keepAliveMs. */

@@ -32,7 +32,7 @@ const askTimeoutMs = 1000;
 export function supervisorAdminState(
   workers: WorkerAsker,
   registry: Registry,
-  own: Pick<AdminState, "runtime" | "draining">,
+  own: Pick<AdminState, "runtime" | "draining" | "audit">,
   timeoutMs = askTimeoutMs,
 ): AdminState {
   const scrapeErrors = registry.add(new Counter("kedge_worker_scrape_errors_total", "Admin views (metrics, backends) a worker did not answer within 1 s or answered with an error, by worker; the view was served without it.", ["worker"]));

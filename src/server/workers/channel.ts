@@ -31,6 +31,9 @@ export type Envelope =
   | { kind: "post"; message: WorkerMessage }
   | { kind: "reply"; id: number; reply?: unknown; error?: string };
 
+/** Supervisor → every worker: open the audit log's file again (the supervisor got SIGUSR1). */
+export const reopenLogsMessage = "reopen-logs";
+
 /** The env var that marks a worker process and carries its id (1…N, kept across restarts). */
 export const workerIdEnv = "KEDGE_WORKER_ID";
 

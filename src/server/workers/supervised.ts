@@ -9,6 +9,7 @@ import { watchConfigFiles, watchedFiles } from "../../config/watch.js";
 import { defaultBindAddress, unguardedListeners } from "../../config/validate-exposure.js";
 import { startDiscoveredRouting } from "../../k8s/discovery.js";
 import { k8sEndpoints } from "../../k8s/endpoint-sets.js";
+import { runNoHealthChecks } from "../../backend/health-check.js";
 import { startDemoBackend } from "../../demo/backend.js";
 import { log, setLogLevel } from "../../observe/log.js";
 import { countBackendChanges, createMetrics } from "../../observe/metrics.js";
@@ -20,6 +21,7 @@ import { defaultGracefulShutdownMs } from "../drain.js";
 import { tlsFiles } from "../tls-files.js";
 import { nextRuntime, rejected, warnAboutListenerChanges } from "../next-runtime.js";
 import type { ServeMessage, WorkerStats } from "./worker.js";
+import { reopenLogsMessage } from "./channel.js";
 import { supervisorAdminState } from "./admin-views.js";
 import { WorkerPool } from "./supervisor.js";
 
@@ -31,6 +33,8 @@ export interface SupervisedKedge {
   reload(): Promise<ConfigError | undefined>;
   /** Drains every worker (SIGTERM), then closes the admin port. */
   shutdown(): Promise<void>;
+  /** SIGUSR1: the audit log's file is opened again, here and in every worker; settles once they all have. */
+  reopenLogs(): Promise<void>;
 }
 
 /** Workers get the grace period, then this long to exit, before they are killed. */
@@ -59,6 +63,8 @@ export async function startSupervisor(sources: ConfigSources, first: Config, cou
   let restartCount = 0;
   let reload: () => Promise<ConfigError | undefined> = async () => undefined;
   const discovery = await startDiscoveredRouting(first, () => void reload());
+  // Each worker checks its backends' endpoints itself; the admin views show theirs.
+  runNoHealthChecks();
   let current: Runtime;
   try {
     current = buildRuntime(discovery.compose(first), 1);
@@ -67,6 +73,8 @@ export async function startSupervisor(sources: ConfigSources, first: Config, cou
     throw e;
   }
   countBackendChanges(metrics, undefined, current);
+  // The admin port's decisions are this process's to write; the workers write those of the data ports.
+  metrics.audit.configure(current.config.observability?.auditLog);
   metrics.configVersion.collect = () => [[[], current.version]];
   let draining = false;
   const ports: Record<string, number> = {};
@@ -118,7 +126,7 @@ export async function startSupervisor(sources: ConfigSources, first: Config, cou
     log.warn("data listeners are reachable beyond loopback without authentication (auth.allow_unauthenticated)", { listeners: unguarded.map((l) => l.address) });
   }
 
-  const adminState = supervisorAdminState(pool, metrics.registry, { runtime: () => current, draining: () => draining });
+  const adminState = supervisorAdminState(pool, metrics.registry, { runtime: () => current, draining: () => draining, audit: metrics.audit });
   const app = adminApp(adminState);
   app.get("/debug/workers", async (c) => {
     const stats = await pool.askAll<WorkerStats>({ type: "stats" });
@@ -147,6 +155,7 @@ export async function startSupervisor(sources: ConfigSources, first: Config, cou
     current = next;
     previous.retire(next);
     countBackendChanges(metrics, previous, next);
+    metrics.audit.configure(next.config.observability?.auditLog);
     const replies = await pool.askAll<{ problems?: string[] }>(serveMessage("reload", next));
     const refused = replies.filter((r) => r.error !== undefined || r.reply?.problems);
     if (refused.length > 0) {
@@ -174,6 +183,16 @@ export async function startSupervisor(sources: ConfigSources, first: Config, cou
       admin?.close();
       demo?.stop();
       current.retire(undefined);
+      metrics.audit.close();
+    },
+    async reopenLogs() {
+      if (!metrics.audit.reopen()) return;
+      // A message, not the signal: a worker still starting has no handler yet, and SIGUSR1's
+      // default action ends a process. One that starts later opens the file at its path anyway.
+      const replies = await pool.askAll({ type: reopenLogsMessage });
+      const failed = replies.filter((r) => r.error !== undefined).map((r) => ({ worker: r.workerId, error: r.error }));
+      if (failed.length > 0) log.warn("workers did not reopen the audit log file", { workers: failed });
+      log.info("audit log file reopened", { workers: replies.length - failed.length });
     },
   };
 }

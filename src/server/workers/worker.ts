@@ -5,7 +5,7 @@ import { endpointSetsMessageType, k8sEndpoints, type EndpointSetsMessage } from 
 import { log, setLogProcessFields } from "../../observe/log.js";
 import { startKedge, type KedgeServer } from "../kedge.js";
 import { answerAdminAsks } from "./admin-views.js";
-import { WorkerChannel, type WorkerMessage } from "./channel.js";
+import { reopenLogsMessage, WorkerChannel, type WorkerMessage } from "./channel.js";
 
 /** The listener names kedge reports ports under, and the server fields that set them. */
 const portFields = { tls: "httpTlsPort", grpc_tls: "grpcTlsPort", h2c: "h2cPort", http: "httpPort" } as const;
@@ -69,6 +69,7 @@ export function runWorker(workerId: number, sources: ConfigSources, onServing: (
     const error = await kedge?.reload();
     return error ? { problems: error.problems } : { version };
   });
+  channel.handle(reopenLogsMessage, () => kedge?.reopenLogs());
   channel.handle("stats", (): WorkerStats => ({
     pid: process.pid,
     configVersion: kedge?.runtime().version ?? 0,
@@ -88,6 +89,8 @@ export function runWorker(workerId: number, sources: ConfigSources, onServing: (
   // Reloads come from the supervisor, which validated the config; a SIGHUP sent to every kedge
   // process (pkill -HUP kedge) must not end a worker, whose default action on it is to exit.
   process.on("SIGHUP", () => {});
+  // The supervisor forwards its SIGUSR1 as a message; one sent to every kedge process lands here too.
+  process.on("SIGUSR1", () => kedge?.reopenLogs());
   // A supervisor that died must not leave workers holding the ports.
   channel.onDisconnect(() => void stop("supervisor gone"));
 }

@@ -8,6 +8,8 @@ import type { Duration } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_duration } from "@bufbuild/protobuf/wkt";
 import type { FailoverTier } from "./failover_pb.js";
 import { file_kedge_config_v1_failover } from "./failover_pb.js";
+import type { HealthCheck, OutlierDetection } from "./health_pb.js";
+import { file_kedge_config_v1_health } from "./health_pb.js";
 import type { HostResolver, K8sResolver, SrvResolver, StaticResolver } from "./resolvers_pb.js";
 import { file_kedge_config_v1_resolvers } from "./resolvers_pb.js";
 import type { Message } from "@bufbuild/protobuf";
@@ -16,7 +18,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file kedge/config/v1/backend.proto.
  */
 export const file_kedge_config_v1_backend: GenFile = /*@__PURE__*/
-  fileDesc("Ch1rZWRnZS9jb25maWcvdjEvYmFja2VuZC5wcm90bxIPa2VkZ2UuY29uZmlnLnYxIpcBCghTZWN1cml0eRIcChRpbnNlY3VyZV9za2lwX3ZlcmlmeRgBIAEoCBITCgtjb25maWdfbmFtZRgCIAEoCRIQCghjYV9maWxlcxgDIAMoCRITCgtzZXJ2ZXJfbmFtZRgEIAEoCRIYChBjbGllbnRfY2VydF9maWxlGAUgASgJEhcKD2NsaWVudF9rZXlfZmlsZRgGIAEoCSLxAQoIVGltZW91dHMSKgoHY29ubmVjdBgBIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIyCg9yZXNwb25zZV9oZWFkZXIYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SJwoEaWRsZRgDIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIsCglrZWVwYWxpdmUYBCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SLgoLdHVubmVsX2lkbGUYBSABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24iqgQKC0h0dHBCYWNrZW5kEgwKBG5hbWUYASABKAkSKwoIYmFsYW5jZXIYAiABKA4yGS5rZWRnZS5jb25maWcudjEuQmFsYW5jZXISHAoUZGlzYWJsZV9jb25udHJhY2tpbmcYAyABKAgSKwoIc2VjdXJpdHkYBCABKAsyGS5rZWRnZS5jb25maWcudjEuU2VjdXJpdHkSFQoNYXV0b2dlbmVyYXRlZBgGIAEoCBIrCgh0aW1lb3V0cxgHIAEoCzIZLmtlZGdlLmNvbmZpZy52MS5UaW1lb3V0cxIkChxtYXhfY29ubmVjdGlvbnNfcGVyX2VuZHBvaW50GAggASgNEjIKD2ZhaWx1cmVfYmFja29mZhgJIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIrCgNzcnYYCiABKAsyHC5rZWRnZS5jb25maWcudjEuU3J2UmVzb2x2ZXJIABIrCgNrOHMYCyABKAsyHC5rZWRnZS5jb25maWcudjEuSzhzUmVzb2x2ZXJIABItCgRob3N0GAwgASgLMh0ua2VkZ2UuY29uZmlnLnYxLkhvc3RSZXNvbHZlckgAEjEKBnN0YXRpYxgNIAEoCzIfLmtlZGdlLmNvbmZpZy52MS5TdGF0aWNSZXNvbHZlckgAEi8KCGZhaWxvdmVyGBYgAygLMh0ua2VkZ2UuY29uZmlnLnYxLkZhaWxvdmVyVGllckIKCghyZXNvbHZlciKEBAoLR3JwY0JhY2tlbmQSDAoEbmFtZRgBIAEoCRIrCghiYWxhbmNlchgCIAEoDjIZLmtlZGdlLmNvbmZpZy52MS5CYWxhbmNlchIcChRkaXNhYmxlX2Nvbm50cmFja2luZxgDIAEoCBIrCghzZWN1cml0eRgEIAEoCzIZLmtlZGdlLmNvbmZpZy52MS5TZWN1cml0eRIyCgxpbnRlcmNlcHRvcnMYBSADKAsyHC5rZWRnZS5jb25maWcudjEuSW50ZXJjZXB0b3ISFQoNYXV0b2dlbmVyYXRlZBgGIAEoCBIrCgh0aW1lb3V0cxgHIAEoCzIZLmtlZGdlLmNvbmZpZy52MS5UaW1lb3V0cxIrCgNzcnYYCiABKAsyHC5rZWRnZS5jb25maWcudjEuU3J2UmVzb2x2ZXJIABIrCgNrOHMYCyABKAsyHC5rZWRnZS5jb25maWcudjEuSzhzUmVzb2x2ZXJIABItCgRob3N0GAwgASgLMh0ua2VkZ2UuY29uZmlnLnYxLkhvc3RSZXNvbHZlckgAEjEKBnN0YXRpYxgNIAEoCzIfLmtlZGdlLmNvbmZpZy52MS5TdGF0aWNSZXNvbHZlckgAEi8KCGZhaWxvdmVyGBYgAygLMh0ua2VkZ2UuY29uZmlnLnYxLkZhaWxvdmVyVGllckIKCghyZXNvbHZlciIyCgtJbnRlcmNlcHRvchIUCgpwcm9tZXRoZXVzGAEgASgISABCDQoLaW50ZXJjZXB0b3IqOwoIQmFsYW5jZXISDwoLUk9VTkRfUk9CSU4QABIeChpMRUFTVF9PVVRTVEFORElOR19SRVFVRVNUUxABYgZwcm90bzM", [file_google_protobuf_duration, file_kedge_config_v1_failover, file_kedge_config_v1_resolvers]);
+  fileDesc("Ch1rZWRnZS9jb25maWcvdjEvYmFja2VuZC5wcm90bxIPa2VkZ2UuY29uZmlnLnYxIpcBCghTZWN1cml0eRIcChRpbnNlY3VyZV9za2lwX3ZlcmlmeRgBIAEoCBITCgtjb25maWdfbmFtZRgCIAEoCRIQCghjYV9maWxlcxgDIAMoCRITCgtzZXJ2ZXJfbmFtZRgEIAEoCRIYChBjbGllbnRfY2VydF9maWxlGAUgASgJEhcKD2NsaWVudF9rZXlfZmlsZRgGIAEoCSLxAQoIVGltZW91dHMSKgoHY29ubmVjdBgBIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIyCg9yZXNwb25zZV9oZWFkZXIYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SJwoEaWRsZRgDIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIsCglrZWVwYWxpdmUYBCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SLgoLdHVubmVsX2lkbGUYBSABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24inAUKC0h0dHBCYWNrZW5kEgwKBG5hbWUYASABKAkSKwoIYmFsYW5jZXIYAiABKA4yGS5rZWRnZS5jb25maWcudjEuQmFsYW5jZXISHAoUZGlzYWJsZV9jb25udHJhY2tpbmcYAyABKAgSKwoIc2VjdXJpdHkYBCABKAsyGS5rZWRnZS5jb25maWcudjEuU2VjdXJpdHkSFQoNYXV0b2dlbmVyYXRlZBgGIAEoCBIrCgh0aW1lb3V0cxgHIAEoCzIZLmtlZGdlLmNvbmZpZy52MS5UaW1lb3V0cxIkChxtYXhfY29ubmVjdGlvbnNfcGVyX2VuZHBvaW50GAggASgNEjIKD2ZhaWx1cmVfYmFja29mZhgJIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIrCgNzcnYYCiABKAsyHC5rZWRnZS5jb25maWcudjEuU3J2UmVzb2x2ZXJIABIrCgNrOHMYCyABKAsyHC5rZWRnZS5jb25maWcudjEuSzhzUmVzb2x2ZXJIABItCgRob3N0GAwgASgLMh0ua2VkZ2UuY29uZmlnLnYxLkhvc3RSZXNvbHZlckgAEjEKBnN0YXRpYxgNIAEoCzIfLmtlZGdlLmNvbmZpZy52MS5TdGF0aWNSZXNvbHZlckgAEjwKEW91dGxpZXJfZGV0ZWN0aW9uGBQgASgLMiEua2VkZ2UuY29uZmlnLnYxLk91dGxpZXJEZXRlY3Rpb24SMgoMaGVhbHRoX2NoZWNrGBUgASgLMhwua2VkZ2UuY29uZmlnLnYxLkhlYWx0aENoZWNrEi8KCGZhaWxvdmVyGBYgAygLMh0ua2VkZ2UuY29uZmlnLnYxLkZhaWxvdmVyVGllckIKCghyZXNvbHZlciL2BAoLR3JwY0JhY2tlbmQSDAoEbmFtZRgBIAEoCRIrCghiYWxhbmNlchgCIAEoDjIZLmtlZGdlLmNvbmZpZy52MS5CYWxhbmNlchIcChRkaXNhYmxlX2Nvbm50cmFja2luZxgDIAEoCBIrCghzZWN1cml0eRgEIAEoCzIZLmtlZGdlLmNvbmZpZy52MS5TZWN1cml0eRIyCgxpbnRlcmNlcHRvcnMYBSADKAsyHC5rZWRnZS5jb25maWcudjEuSW50ZXJjZXB0b3ISFQoNYXV0b2dlbmVyYXRlZBgGIAEoCBIrCgh0aW1lb3V0cxgHIAEoCzIZLmtlZGdlLmNvbmZpZy52MS5UaW1lb3V0cxIrCgNzcnYYCiABKAsyHC5rZWRnZS5jb25maWcudjEuU3J2UmVzb2x2ZXJIABIrCgNrOHMYCyABKAsyHC5rZWRnZS5jb25maWcudjEuSzhzUmVzb2x2ZXJIABItCgRob3N0GAwgASgLMh0ua2VkZ2UuY29uZmlnLnYxLkhvc3RSZXNvbHZlckgAEjEKBnN0YXRpYxgNIAEoCzIfLmtlZGdlLmNvbmZpZy52MS5TdGF0aWNSZXNvbHZlckgAEjwKEW91dGxpZXJfZGV0ZWN0aW9uGBQgASgLMiEua2VkZ2UuY29uZmlnLnYxLk91dGxpZXJEZXRlY3Rpb24SMgoMaGVhbHRoX2NoZWNrGBUgASgLMhwua2VkZ2UuY29uZmlnLnYxLkhlYWx0aENoZWNrEi8KCGZhaWxvdmVyGBYgAygLMh0ua2VkZ2UuY29uZmlnLnYxLkZhaWxvdmVyVGllckIKCghyZXNvbHZlciIyCgtJbnRlcmNlcHRvchIUCgpwcm9tZXRoZXVzGAEgASgISABCDQoLaW50ZXJjZXB0b3IqOwoIQmFsYW5jZXISDwoLUk9VTkRfUk9CSU4QABIeChpMRUFTVF9PVVRTVEFORElOR19SRVFVRVNUUxABYgZwcm90bzM", [file_google_protobuf_duration, file_kedge_config_v1_failover, file_kedge_config_v1_health, file_kedge_config_v1_resolvers]);
 
 /**
  * Security is the TLS setup towards a backend. Absent: plaintext.
@@ -204,6 +206,20 @@ export type HttpBackend = Message<"kedge.config.v1.HttpBackend"> & {
   } | { case: undefined; value?: undefined };
 
   /**
+   * outlier_detection ejects endpoints that keep failing requests; absent: none.
+   *
+   * @generated from field: kedge.config.v1.OutlierDetection outlier_detection = 20;
+   */
+  outlierDetection?: OutlierDetection | undefined;
+
+  /**
+   * health_check probes endpoints on a timer (http); absent: none.
+   *
+   * @generated from field: kedge.config.v1.HealthCheck health_check = 21;
+   */
+  healthCheck?: HealthCheck | undefined;
+
+  /**
    * failover lists tiers tried in order once every endpoint of the resolver above (and of the
    * tiers before) is unhealthy or absent; see FailoverTier.
    *
@@ -290,6 +306,20 @@ export type GrpcBackend = Message<"kedge.config.v1.GrpcBackend"> & {
     value: StaticResolver;
     case: "static";
   } | { case: undefined; value?: undefined };
+
+  /**
+   * outlier_detection ejects endpoints that keep failing calls; absent: none.
+   *
+   * @generated from field: kedge.config.v1.OutlierDetection outlier_detection = 20;
+   */
+  outlierDetection?: OutlierDetection | undefined;
+
+  /**
+   * health_check probes endpoints on a timer (grpc); absent: none.
+   *
+   * @generated from field: kedge.config.v1.HealthCheck health_check = 21;
+   */
+  healthCheck?: HealthCheck | undefined;
 
   /**
    * failover lists tiers tried in order once every endpoint of the resolver above (and of the

@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file kedge/config/v1/failover.proto.
  */
 export const file_kedge_config_v1_failover: GenFile = /*@__PURE__*/
-  fileDesc("Ch5rZWRnZS9jb25maWcvdjEvZmFpbG92ZXIucHJvdG8SD2tlZGdlLmNvbmZpZy52MSKDAgoMRmFpbG92ZXJUaWVyEisKA3NydhgKIAEoCzIcLmtlZGdlLmNvbmZpZy52MS5TcnZSZXNvbHZlckgAEisKA2s4cxgLIAEoCzIcLmtlZGdlLmNvbmZpZy52MS5LOHNSZXNvbHZlckgAEi0KBGhvc3QYDCABKAsyHS5rZWRnZS5jb25maWcudjEuSG9zdFJlc29sdmVySAASMQoGc3RhdGljGA0gASgLMh8ua2VkZ2UuY29uZmlnLnYxLlN0YXRpY1Jlc29sdmVySAASKwoFa2VkZ2UYDiABKAsyGi5rZWRnZS5jb25maWcudjEuS2VkZ2VUaWVySABCCgoIcmVzb2x2ZXIifAoJS2VkZ2VUaWVyEgsKA3VybBgBIAEoCRIQCghjYV9maWxlcxgCIAMoCRIYChBjbGllbnRfY2VydF9maWxlGAMgASgJEhcKD2NsaWVudF9rZXlfZmlsZRgEIAEoCRIdChVwcm94eV9hdXRoX3Rva2VuX2ZpbGUYBSABKAliBnByb3RvMw", [file_kedge_config_v1_resolvers]);
+  fileDesc("Ch5rZWRnZS9jb25maWcvdjEvZmFpbG92ZXIucHJvdG8SD2tlZGdlLmNvbmZpZy52MSKDAgoMRmFpbG92ZXJUaWVyEisKA3NydhgKIAEoCzIcLmtlZGdlLmNvbmZpZy52MS5TcnZSZXNvbHZlckgAEisKA2s4cxgLIAEoCzIcLmtlZGdlLmNvbmZpZy52MS5LOHNSZXNvbHZlckgAEi0KBGhvc3QYDCABKAsyHS5rZWRnZS5jb25maWcudjEuSG9zdFJlc29sdmVySAASMQoGc3RhdGljGA0gASgLMh8ua2VkZ2UuY29uZmlnLnYxLlN0YXRpY1Jlc29sdmVySAASKwoFa2VkZ2UYDiABKAsyGi5rZWRnZS5jb25maWcudjEuS2VkZ2VUaWVySABCCgoIcmVzb2x2ZXIilwEKCUtlZGdlVGllchILCgN1cmwYASABKAkSEAoIY2FfZmlsZXMYAiADKAkSGAoQY2xpZW50X2NlcnRfZmlsZRgDIAEoCRIXCg9jbGllbnRfa2V5X2ZpbGUYBCABKAkSHQoVcHJveHlfYXV0aF90b2tlbl9maWxlGAUgASgJEhkKEWhlYWx0aF9jaGVja19ob3N0GAYgASgJYgZwcm90bzM", [file_kedge_config_v1_resolvers]);
 
 /**
  * FailoverTier is one more place a backend's requests may go, after its own resolver: a tier is
@@ -111,6 +111,17 @@ export type KedgeTier = Message<"kedge.config.v1.KedgeTier"> & {
    * @generated from field: string proxy_auth_token_file = 5;
    */
   proxyAuthTokenFile: string;
+
+  /**
+   * health_check_host is the Host (gRPC :authority) the backend's health_check sends this kedge,
+   * one its routes take to the backend's counterpart in its cluster (the Host clients use, say),
+   * with x-kedge-hops and the token as requests carry them. Unset: the backend's health_check
+   * leaves this tier alone, since a check with a Host the other kedge does not route would fail
+   * and keep the tier out of use; its failed dials and outlier detection still count.
+   *
+   * @generated from field: string health_check_host = 6;
+   */
+  healthCheckHost: string;
 };
 
 /**

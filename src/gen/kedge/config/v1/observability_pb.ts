@@ -13,10 +13,10 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file kedge/config/v1/observability.proto.
  */
 export const file_kedge_config_v1_observability: GenFile = /*@__PURE__*/
-  fileDesc("CiNrZWRnZS9jb25maWcvdjEvb2JzZXJ2YWJpbGl0eS5wcm90bxIPa2VkZ2UuY29uZmlnLnYxInwKE09ic2VydmFiaWxpdHlDb25maWcSNAoKYWNjZXNzX2xvZxgBIAEoCzIgLmtlZGdlLmNvbmZpZy52MS5BY2Nlc3NMb2dDb25maWcSLwoHdHJhY2luZxgCIAEoCzIeLmtlZGdlLmNvbmZpZy52MS5UcmFjaW5nQ29uZmlnIlsKD0FjY2Vzc0xvZ0NvbmZpZxIPCgdlbmFibGVkGAEgASgIEhgKC3NhbXBsZV9yYXRlGAIgASgBSACIAQESDQoFbGV2ZWwYAyABKAlCDgoMX3NhbXBsZV9yYXRlInsKDVRyYWNpbmdDb25maWcSDwoHZW5hYmxlZBgBIAEoCBIYCgtzYW1wbGVfcmF0ZRgCIAEoAUgAiAEBEi8KBG90bHAYAyABKAsyIS5rZWRnZS5jb25maWcudjEuT3RscEV4cG9ydENvbmZpZ0IOCgxfc2FtcGxlX3JhdGUiwAIKEE90bHBFeHBvcnRDb25maWcSEAoIZW5kcG9pbnQYASABKAkSRQoHaGVhZGVycxgCIAMoCzIuLmtlZGdlLmNvbmZpZy52MS5PdGxwRXhwb3J0Q29uZmlnLkhlYWRlcnNFbnRyeUIEkIIZARIxCg5mbHVzaF9pbnRlcnZhbBgDIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIWCg5tYXhfcXVldWVfc2l6ZRgEIAEoDRIWCg5tYXhfYmF0Y2hfc2l6ZRgFIAEoDRIqCgd0aW1lb3V0GAYgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEhQKDHNlcnZpY2VfbmFtZRgHIAEoCRouCgxIZWFkZXJzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4AWIGcHJvdG8z", [file_google_protobuf_duration, file_kedge_options_v1_secret]);
+  fileDesc("CiNrZWRnZS9jb25maWcvdjEvb2JzZXJ2YWJpbGl0eS5wcm90bxIPa2VkZ2UuY29uZmlnLnYxIrABChNPYnNlcnZhYmlsaXR5Q29uZmlnEjQKCmFjY2Vzc19sb2cYASABKAsyIC5rZWRnZS5jb25maWcudjEuQWNjZXNzTG9nQ29uZmlnEi8KB3RyYWNpbmcYAiABKAsyHi5rZWRnZS5jb25maWcudjEuVHJhY2luZ0NvbmZpZxIyCglhdWRpdF9sb2cYAyABKAsyHy5rZWRnZS5jb25maWcudjEuQXVkaXRMb2dDb25maWciaQoOQXVkaXRMb2dDb25maWcSDwoHZW5hYmxlZBgBIAEoCBIMCgRwYXRoGAIgASgJEiAKE2FsbG93ZWRfc2FtcGxlX3JhdGUYAyABKAFIAIgBAUIWChRfYWxsb3dlZF9zYW1wbGVfcmF0ZSJbCg9BY2Nlc3NMb2dDb25maWcSDwoHZW5hYmxlZBgBIAEoCBIYCgtzYW1wbGVfcmF0ZRgCIAEoAUgAiAEBEg0KBWxldmVsGAMgASgJQg4KDF9zYW1wbGVfcmF0ZSJ7Cg1UcmFjaW5nQ29uZmlnEg8KB2VuYWJsZWQYASABKAgSGAoLc2FtcGxlX3JhdGUYAiABKAFIAIgBARIvCgRvdGxwGAMgASgLMiEua2VkZ2UuY29uZmlnLnYxLk90bHBFeHBvcnRDb25maWdCDgoMX3NhbXBsZV9yYXRlIsACChBPdGxwRXhwb3J0Q29uZmlnEhAKCGVuZHBvaW50GAEgASgJEkUKB2hlYWRlcnMYAiADKAsyLi5rZWRnZS5jb25maWcudjEuT3RscEV4cG9ydENvbmZpZy5IZWFkZXJzRW50cnlCBJCCGQESMQoOZmx1c2hfaW50ZXJ2YWwYAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SFgoObWF4X3F1ZXVlX3NpemUYBCABKA0SFgoObWF4X2JhdGNoX3NpemUYBSABKA0SKgoHdGltZW91dBgGIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIUCgxzZXJ2aWNlX25hbWUYByABKAkaLgoMSGVhZGVyc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAFiBnByb3RvMw", [file_google_protobuf_duration, file_kedge_options_v1_secret]);
 
 /**
- * ObservabilityConfig: access logs and tracing. Prometheus metrics need no config: they are
+ * ObservabilityConfig: access logs, tracing and the audit log. Prometheus metrics need no config: they are
  * always served on the admin port's /metrics.
  *
  * @generated from message kedge.config.v1.ObservabilityConfig
@@ -31,6 +31,11 @@ export type ObservabilityConfig = Message<"kedge.config.v1.ObservabilityConfig">
    * @generated from field: kedge.config.v1.TracingConfig tracing = 2;
    */
   tracing?: TracingConfig | undefined;
+
+  /**
+   * @generated from field: kedge.config.v1.AuditLogConfig audit_log = 3;
+   */
+  auditLog?: AuditLogConfig | undefined;
 };
 
 /**
@@ -39,6 +44,47 @@ export type ObservabilityConfig = Message<"kedge.config.v1.ObservabilityConfig">
  */
 export const ObservabilityConfigSchema: GenMessage<ObservabilityConfig> = /*@__PURE__*/
   messageDesc(file_kedge_config_v1_observability, 0);
+
+/**
+ * AuditLogConfig: one JSON line per access decision, apart from the access log: `"audit": true`,
+ * the time, the request id, `decision` ("allow" or "deny"), `reason` (for a deny the error type:
+ * unauthorized, forbidden, rate-limited, auth-unavailable; for an allow what allowed it: public,
+ * open, authorized), the caller's identity (certificate and token subjects, never a credential),
+ * the client address, the request, route and backend. Decisions are those of the data ports'
+ * access control and rate limits and of the admin port's guard. Every deny is written; allows
+ * are sampled.
+ *
+ * @generated from message kedge.config.v1.AuditLogConfig
+ */
+export type AuditLogConfig = Message<"kedge.config.v1.AuditLogConfig"> & {
+  /**
+   * @generated from field: bool enabled = 1;
+   */
+  enabled: boolean;
+
+  /**
+   * path: lines are appended to this file (created 0600), reopened on SIGUSR1 so that a log
+   * rotator can rename it first; with workers every process appends whole lines to it. Empty:
+   * stdout, beside the access log.
+   *
+   * @generated from field: string path = 2;
+   */
+  path: string;
+
+  /**
+   * allowed_sample_rate: the fraction of allow decisions written, 0 to 1. Default 1.
+   *
+   * @generated from field: optional double allowed_sample_rate = 3;
+   */
+  allowedSampleRate?: number | undefined;
+};
+
+/**
+ * Describes the message kedge.config.v1.AuditLogConfig.
+ * Use `create(AuditLogConfigSchema)` to create a new message.
+ */
+export const AuditLogConfigSchema: GenMessage<AuditLogConfig> = /*@__PURE__*/
+  messageDesc(file_kedge_config_v1_observability, 1);
 
 /**
  * AccessLogConfig writes one JSON line per proxied request or gRPC call to stdout. Lines never
@@ -76,7 +122,7 @@ export type AccessLogConfig = Message<"kedge.config.v1.AccessLogConfig"> & {
  * Use `create(AccessLogConfigSchema)` to create a new message.
  */
 export const AccessLogConfigSchema: GenMessage<AccessLogConfig> = /*@__PURE__*/
-  messageDesc(file_kedge_config_v1_observability, 1);
+  messageDesc(file_kedge_config_v1_observability, 2);
 
 /**
  * TracingConfig: W3C Trace Context. Enabled, kedge is one span of the caller's trace: the
@@ -113,7 +159,7 @@ export type TracingConfig = Message<"kedge.config.v1.TracingConfig"> & {
  * Use `create(TracingConfigSchema)` to create a new message.
  */
 export const TracingConfigSchema: GenMessage<TracingConfig> = /*@__PURE__*/
-  messageDesc(file_kedge_config_v1_observability, 2);
+  messageDesc(file_kedge_config_v1_observability, 3);
 
 /**
  * OtlpExportConfig: OTLP/HTTP with JSON encoding, spans batched in the background.
@@ -178,5 +224,5 @@ export type OtlpExportConfig = Message<"kedge.config.v1.OtlpExportConfig"> & {
  * Use `create(OtlpExportConfigSchema)` to create a new message.
  */
 export const OtlpExportConfigSchema: GenMessage<OtlpExportConfig> = /*@__PURE__*/
-  messageDesc(file_kedge_config_v1_observability, 3);
+  messageDesc(file_kedge_config_v1_observability, 4);
 

@@ -6,13 +6,17 @@ import type { GenEnum, GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2"
 import { enumDesc, fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
 import type { RouteAuth } from "./auth_pb.js";
 import { file_kedge_config_v1_auth } from "./auth_pb.js";
+import type { RetryPolicy } from "./retry_pb.js";
+import { file_kedge_config_v1_retry } from "./retry_pb.js";
+import type { RateLimit } from "./rate_limit_pb.js";
+import { file_kedge_config_v1_rate_limit } from "./rate_limit_pb.js";
 import type { Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file kedge/config/v1/routes.proto.
  */
 export const file_kedge_config_v1_routes: GenFile = /*@__PURE__*/
-  fileDesc("ChxrZWRnZS9jb25maWcvdjEvcm91dGVzLnByb3RvEg9rZWRnZS5jb25maWcudjEitQMKCUh0dHBSb3V0ZRIUCgxiYWNrZW5kX25hbWUYASABKAkSEgoKcGF0aF9ydWxlcxgCIAMoCRIUCgxob3N0X21hdGNoZXIYAyABKAkSRQoOaGVhZGVyX21hdGNoZXIYBCADKAsyLS5rZWRnZS5jb25maWcudjEuSHR0cFJvdXRlLkhlYWRlck1hdGNoZXJFbnRyeRI4Cgpwcm94eV9tb2RlGAUgASgOMiQua2VkZ2UuY29uZmlnLnYxLkh0dHBSb3V0ZS5Qcm94eU1vZGUSFAoMcG9ydF9tYXRjaGVyGAYgASgNEhUKDWF1dG9nZW5lcmF0ZWQYByABKAgSKAoEYXV0aBgIIAEoCzIaLmtlZGdlLmNvbmZpZy52MS5Sb3V0ZUF1dGgSHgoWbWF4X3JlcXVlc3RfYm9keV9ieXRlcxgJIAEoBBo0ChJIZWFkZXJNYXRjaGVyRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASI6CglQcm94eU1vZGUSBwoDQU5ZEAASEQoNUkVWRVJTRV9QUk9YWRABEhEKDUZPUldBUkRfUFJPWFkQAiLDAgoJR3JwY1JvdXRlEhQKDGJhY2tlbmRfbmFtZRgBIAEoCRIcChRzZXJ2aWNlX25hbWVfbWF0Y2hlchgCIAEoCRIeChZhdXRob3JpdHlfaG9zdF9tYXRjaGVyGAMgASgJEkkKEG1ldGFkYXRhX21hdGNoZXIYBCADKAsyLy5rZWRnZS5jb25maWcudjEuR3JwY1JvdXRlLk1ldGFkYXRhTWF0Y2hlckVudHJ5Eh4KFmF1dGhvcml0eV9wb3J0X21hdGNoZXIYBSABKA0SFQoNYXV0b2dlbmVyYXRlZBgGIAEoCBIoCgRhdXRoGAcgASgLMhoua2VkZ2UuY29uZmlnLnYxLlJvdXRlQXV0aBo2ChRNZXRhZGF0YU1hdGNoZXJFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBItECCglBZGhvY1J1bGUSGAoQZG5zX25hbWVfbWF0Y2hlchgBIAEoCRItCgRwb3J0GAIgASgLMh8ua2VkZ2UuY29uZmlnLnYxLkFkaG9jUnVsZS5Qb3J0EjwKEGRuc19uYW1lX3JlcGxhY2UYAyABKAsyIi5rZWRnZS5jb25maWcudjEuQWRob2NSdWxlLlJlcGxhY2UaigEKBFBvcnQSDwoHZGVmYXVsdBgBIAEoDRIPCgdhbGxvd2VkGAMgAygNEj0KDmFsbG93ZWRfcmFuZ2VzGAQgAygLMiUua2VkZ2UuY29uZmlnLnYxLkFkaG9jUnVsZS5Qb3J0LlJhbmdlGiEKBVJhbmdlEgwKBGZyb20YASABKA0SCgoCdG8YAiABKA0aMAoHUmVwbGFjZRIPCgdwYXR0ZXJuGAEgASgJEhQKDHN1YnN0aXR1dGlvbhgCIAEoCWIGcHJvdG8z", [file_kedge_config_v1_auth]);
+  fileDesc("ChxrZWRnZS9jb25maWcvdjEvcm91dGVzLnByb3RvEg9rZWRnZS5jb25maWcudjEikgQKCUh0dHBSb3V0ZRIUCgxiYWNrZW5kX25hbWUYASABKAkSEgoKcGF0aF9ydWxlcxgCIAMoCRIUCgxob3N0X21hdGNoZXIYAyABKAkSRQoOaGVhZGVyX21hdGNoZXIYBCADKAsyLS5rZWRnZS5jb25maWcudjEuSHR0cFJvdXRlLkhlYWRlck1hdGNoZXJFbnRyeRI4Cgpwcm94eV9tb2RlGAUgASgOMiQua2VkZ2UuY29uZmlnLnYxLkh0dHBSb3V0ZS5Qcm94eU1vZGUSFAoMcG9ydF9tYXRjaGVyGAYgASgNEhUKDWF1dG9nZW5lcmF0ZWQYByABKAgSKAoEYXV0aBgIIAEoCzIaLmtlZGdlLmNvbmZpZy52MS5Sb3V0ZUF1dGgSHgoWbWF4X3JlcXVlc3RfYm9keV9ieXRlcxgJIAEoBBIrCgVyZXRyeRgKIAEoCzIcLmtlZGdlLmNvbmZpZy52MS5SZXRyeVBvbGljeRIuCgpyYXRlX2xpbWl0GAsgASgLMhoua2VkZ2UuY29uZmlnLnYxLlJhdGVMaW1pdBo0ChJIZWFkZXJNYXRjaGVyRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASI6CglQcm94eU1vZGUSBwoDQU5ZEAASEQoNUkVWRVJTRV9QUk9YWRABEhEKDUZPUldBUkRfUFJPWFkQAiKgAwoJR3JwY1JvdXRlEhQKDGJhY2tlbmRfbmFtZRgBIAEoCRIcChRzZXJ2aWNlX25hbWVfbWF0Y2hlchgCIAEoCRIeChZhdXRob3JpdHlfaG9zdF9tYXRjaGVyGAMgASgJEkkKEG1ldGFkYXRhX21hdGNoZXIYBCADKAsyLy5rZWRnZS5jb25maWcudjEuR3JwY1JvdXRlLk1ldGFkYXRhTWF0Y2hlckVudHJ5Eh4KFmF1dGhvcml0eV9wb3J0X21hdGNoZXIYBSABKA0SFQoNYXV0b2dlbmVyYXRlZBgGIAEoCBIoCgRhdXRoGAcgASgLMhoua2VkZ2UuY29uZmlnLnYxLlJvdXRlQXV0aBIrCgVyZXRyeRgIIAEoCzIcLmtlZGdlLmNvbmZpZy52MS5SZXRyeVBvbGljeRIuCgpyYXRlX2xpbWl0GAkgASgLMhoua2VkZ2UuY29uZmlnLnYxLlJhdGVMaW1pdBo2ChRNZXRhZGF0YU1hdGNoZXJFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBItECCglBZGhvY1J1bGUSGAoQZG5zX25hbWVfbWF0Y2hlchgBIAEoCRItCgRwb3J0GAIgASgLMh8ua2VkZ2UuY29uZmlnLnYxLkFkaG9jUnVsZS5Qb3J0EjwKEGRuc19uYW1lX3JlcGxhY2UYAyABKAsyIi5rZWRnZS5jb25maWcudjEuQWRob2NSdWxlLlJlcGxhY2UaigEKBFBvcnQSDwoHZGVmYXVsdBgBIAEoDRIPCgdhbGxvd2VkGAMgAygNEj0KDmFsbG93ZWRfcmFuZ2VzGAQgAygLMiUua2VkZ2UuY29uZmlnLnYxLkFkaG9jUnVsZS5Qb3J0LlJhbmdlGiEKBVJhbmdlEgwKBGZyb20YASABKA0SCgoCdG8YAiABKA0aMAoHUmVwbGFjZRIPCgdwYXR0ZXJuGAEgASgJEhQKDHN1YnN0aXR1dGlvbhgCIAEoCWIGcHJvdG8z", [file_kedge_config_v1_auth, file_kedge_config_v1_retry, file_kedge_config_v1_rate_limit]);
 
 /**
  * HttpRoute maps requests to a backend; the first route that matches wins (kedge Go: http.routes.Route).
@@ -76,6 +80,20 @@ export type HttpRoute = Message<"kedge.config.v1.HttpRoute"> & {
    * @generated from field: uint64 max_request_body_bytes = 9;
    */
   maxRequestBodyBytes: bigint;
+
+  /**
+   * retry sends a failed request again (see RetryPolicy); unset: only what the backend never processed.
+   *
+   * @generated from field: kedge.config.v1.RetryPolicy retry = 10;
+   */
+  retry?: RetryPolicy | undefined;
+
+  /**
+   * rate_limit for this route's requests, after server.rate_limit (which applies first).
+   *
+   * @generated from field: kedge.config.v1.RateLimit rate_limit = 11;
+   */
+  rateLimit?: RateLimit | undefined;
 };
 
 /**
@@ -161,6 +179,20 @@ export type GrpcRoute = Message<"kedge.config.v1.GrpcRoute"> & {
    * @generated from field: kedge.config.v1.RouteAuth auth = 7;
    */
   auth?: RouteAuth | undefined;
+
+  /**
+   * retry sends a failed call again (see RetryPolicy); unset: only what the backend never processed.
+   *
+   * @generated from field: kedge.config.v1.RetryPolicy retry = 8;
+   */
+  retry?: RetryPolicy | undefined;
+
+  /**
+   * rate_limit for this route's calls, after server.rate_limit (which applies first).
+   *
+   * @generated from field: kedge.config.v1.RateLimit rate_limit = 9;
+   */
+  rateLimit?: RateLimit | undefined;
 };
 
 /**
