@@ -11,8 +11,10 @@
  * the kill to the first answer from cluster-2 and from the restart to the first answer from
  * cluster-1, p50/p99 latency in each phase, and kedge-1's "backend tier changed" lines.
  *
- * Usage: bun bench/failover.ts       PROTOCOLS="http grpc" RATE=500 CONNS=16 WARM=3 HOLD=5 ROUNDS=3 LIMIT=40 WORKERS=1
- * (WORKERS: cluster-1's kedge's `workers`, a number or auto; each worker fails over on its own.)
+ * Usage: bun bench/failover.ts       PROTOCOLS="http grpc" RATE=500 CONNS=16 WARM=3 HOLD=5 ROUNDS=3 LIMIT=40 WORKERS=1 CHECK=
+ * (WORKERS: cluster-1's kedge's `workers`, a number or auto; each worker fails over on its own.
+ * CHECK: a duration, e.g. 0.1s: cluster-1's HTTP backend gets an active health check of every
+ * tier at that interval, thresholds 1, its kedge tier checked by echoHost; HTTP only.)
  * Runs dist/kedge (rebuilt if older than src/). Loopback only. Writes bench/results/failover.md.
  */
 import * as grpc from "@grpc/grpc-js";
@@ -35,6 +37,7 @@ const holdS = env("HOLD", 5);
 const rounds = env("ROUNDS", 3);
 const limitS = env("LIMIT", 40);
 const workers = process.env.WORKERS ?? "1";
+const checkInterval = process.env.CHECK ?? "";
 ensureBinary();
 
 const dir = mkdtempSync(join(tmpdir(), "kedge-bench-failover-"));
@@ -148,7 +151,13 @@ async function round(protocol: "http" | "grpc"): Promise<RoundResult> {
   let up1: Upstream | GreeterServer = protocol === "http" ? http1 : grpc1;
   const two = await startKedge("cluster-2", cluster2Config(pki, tokenFile, http2.port, grpc2.port, { workers: 1 }));
   const tier = kedgeTier(pki, tokenFile, `https://localhost:${two.ports.tls}`);
-  const one = await startKedge("cluster-1", cluster1Config(http1.port, grpc1.port, tier, { server: { log_level: "info", workers: workers === "auto" ? "auto" : Number(workers) } }));
+  const config1 = cluster1Config(http1.port, grpc1.port, tier, { server: { log_level: "info", workers: workers === "auto" ? "auto" : Number(workers) } });
+  if (checkInterval) {
+    const echo = config1.http.backends[0] as Record<string, unknown>;
+    echo.health_check = { http: { path: "/healthz" }, interval: checkInterval, healthy_threshold: 1, unhealthy_threshold: 1 };
+    echo.failover = [{ kedge: { ...tier.kedge, health_check_host: echoHost } }];
+  }
+  const one = await startKedge("cluster-1", config1);
   const sender = protocol === "http" ? httpSender(one.ports.http) : grpcSender(one.ports.h2c);
   try {
     const load = fixedRate(sender.send);
@@ -215,7 +224,7 @@ for (const protocol of protocols) {
 }
 
 const table = [
-  `Failover under load: ${rate}/s${protocols.includes("http") ? `, HTTP/1.1 over ${conns} keep-alive connections` : ""}, ${warmS} s before the kill, ${holdS} s on cluster-2, ${holdS} s after the return; cluster-1's kedge with workers: ${workers}.`,
+  `Failover under load: ${rate}/s${protocols.includes("http") ? `, HTTP/1.1 over ${conns} keep-alive connections` : ""}, ${warmS} s before the kill, ${holdS} s on cluster-2, ${holdS} s after the return; cluster-1's kedge with workers: ${workers}${checkInterval ? `, HTTP health checks every ${checkInterval}` : ""}.`,
   "",
   "| protocol | requests | failed | in flight at the kill | failed beyond those | kill → first cluster-2 answer | restart → first cluster-1 answer | p50 / p99 ms before · failed over · after | tier changes logged |",
   "|---|---|---|---|---|---|---|---|---|",
