@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from "bun:test";
 import * as grpc from "@grpc/grpc-js";
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { makeTestPki, type TestPki } from "./helpers/certs.ts";
@@ -16,9 +16,11 @@ let pki: TestPki;
 let tokenFile: string;
 let a: TestKedge;
 let b: TestKedge;
+/** a's audit log. */
+let auditFile: string;
 
-/** A kedge on plaintext, h2c and TLS whose only backends are down and fail over to the kedge at `peer`. */
-function loopingConfig(peer: string, server: Record<string, unknown> = {}) {
+/** A kedge on plaintext, h2c and TLS whose only backends are down and fail over to the kedge at `peer`; `audit`: its audit log's file. */
+function loopingConfig(peer: string, server: Record<string, unknown> = {}, audit?: string) {
   const tier = kedgeTier(pki, tokenFile, peer);
   const dead = { static: { addresses: ["127.0.0.1:1"] }, failover: [tier] };
   return {
@@ -28,17 +30,20 @@ function loopingConfig(peer: string, server: Record<string, unknown> = {}) {
     },
     http: { backends: [{ name: "echo", ...dead }], routes: [{ backend_name: "echo", host_matcher: echoHost }] },
     grpc: { backends: [{ name: "greeter", ...dead }], routes: [{ backend_name: "greeter", service_name_matcher: greeterService }] },
+    ...(audit ? { observability: { audit_log: { enabled: true, path: audit } } } : {}),
   };
 }
 
 beforeAll(async () => {
   pki = makeTestPki();
-  tokenFile = join(mkdtempSync(join(tmpdir(), "kedge-hops-")), "token");
+  const dir = mkdtempSync(join(tmpdir(), "kedge-hops-"));
+  tokenFile = join(dir, "token");
+  auditFile = join(dir, "audit.jsonl");
   writeFileSync(tokenFile, "unused-by-these-kedges\n");
   // Each names the other: a starts towards a port nothing listens on, then is pointed at b.
-  a = await startTestKedge(loopingConfig("https://localhost:1"));
+  a = await startTestKedge(loopingConfig("https://localhost:1", {}, auditFile));
   b = await startTestKedge(loopingConfig(`https://localhost:${a.ports.tls}`));
-  a.writeConfig(loopingConfig(`https://localhost:${b.ports.tls}`));
+  a.writeConfig(loopingConfig(`https://localhost:${b.ports.tls}`, {}, auditFile));
   expect(await a.reload()).toBeUndefined();
 });
 
@@ -67,6 +72,15 @@ describe("the hop marker between kedges", () => {
     expect(res.headers.get("x-kedge-backend-name")).toBeNull();
   });
 
+  it("writes no audit line for a 508: it is refused before routing and access control, as a malformed request is", async () => {
+    const res = await fetch(a.url("/audited"), { headers: { host: echoHost, "x-kedge-hops": "2" } });
+    expect(res.status).toBe(508);
+    const lines = readFileSync(auditFile, "utf8").trim().split("\n").map((l) => JSON.parse(l));
+    // The requests bounced to a were allowed there on their first pass; the refusals left no line.
+    expect(lines.some((l) => l.decision === "allow" && l.backend === "echo")).toBe(true);
+    expect(lines.filter((l) => l.decision === "deny" || l.path === "/audited")).toEqual([]);
+  });
+
   it("refuses a looping gRPC call with UNAVAILABLE", async () => {
     const client = new GreeterClient(`127.0.0.1:${a.ports.h2c}`, grpc.credentials.createInsecure());
     try {
@@ -82,7 +96,7 @@ describe("the hop marker between kedges", () => {
     b.writeConfig(loopingConfig(`https://localhost:${a.ports.tls}`, { max_hops: 3 }));
     expect(await b.reload()).toBeUndefined();
     // a → b (1) → a (2: a refuses at its default 2); with a at 3 too it goes a → b → a → b (3), refused by b.
-    a.writeConfig(loopingConfig(`https://localhost:${b.ports.tls}`, { max_hops: 3 }));
+    a.writeConfig(loopingConfig(`https://localhost:${b.ports.tls}`, { max_hops: 3 }, auditFile));
     expect(await a.reload()).toBeUndefined();
     const res = await fetch(a.url("/loop"), { headers: { host: echoHost } });
     expect(res.status).toBe(508);
