@@ -14,6 +14,7 @@ export type KedgeErrorType =
   | "forbidden"
   | "internal"
   | "overloaded"
+  | "loop-detected"
   | "rate-limited"
   // winch's own refusals, in x-winch-error-type
   | "unknown-host"

@@ -6,6 +6,7 @@ import { GrpcBackendSchema, HttpBackendSchema } from "./gen/kedge/config/v1/back
 import { ServerConfig_HeadersWithUnderscores as Underscores } from "./gen/kedge/config/v1/server_pb.js";
 import { GrpcBackend } from "./backend/grpc-backend.js";
 import { HttpBackend } from "./backend/http-backend.js";
+import { defaultMaxHops } from "./backend/kedge-tier.js";
 import { ConfigError } from "./config/error.js";
 import { messageSecrets, redactedJson, scrubSecrets } from "./config/secrets.js";
 import { compileAdhocRules, type AdhocTable } from "./router/adhoc.js";
@@ -64,14 +65,28 @@ function newAdhocPools(): AdhocPools {
   };
 }
 
+/**
+ * server.max_hops, or its default where this kedge can send a request on to another kedge. A loop
+ * needs every kedge in it to have a kedge tier, so one without any need not read x-kedge-hops.
+ */
+function hopLimit(config: Config): number {
+  const set = config.server?.maxHops ?? 0;
+  if (set > 0) return set;
+  const toKedge = (b: { failover: readonly { resolver: { case?: string } }[] }) => b.failover.some((t) => t.resolver.case === "kedge");
+  return (config.http?.backends ?? []).some(toKedge) || (config.grpc?.backends ?? []).some(toKedge) ? defaultMaxHops : 0;
+}
+
 /** The compiled, immutable form of one config version; the hot path reads only this. */
 export class Runtime {
   readonly httpRoutes: HttpRouteTable;
   readonly httpAdhoc: AdhocTable;
   readonly grpcRoutes: GrpcRouteTable;
   readonly grpcAdhoc: AdhocTable;
-  /** Per-request limits from the server section that a reload may change. */
-  readonly limits: { maxBodyBytes: number; allowEncodedSlashes: boolean; headersWithUnderscores: Underscores };
+  /**
+   * Per-request limits from the server section that a reload may change. maxHops 0: no hop check,
+   * since this kedge sends nothing on to another (it has no kedge tier) and max_hops is unset.
+   */
+  readonly limits: { maxBodyBytes: number; allowEncodedSlashes: boolean; headersWithUnderscores: Underscores; maxHops: number };
 
   constructor(
     readonly version: number,
@@ -89,6 +104,7 @@ export class Runtime {
     this.grpcAdhoc = compileAdhocRules(config.grpc?.adhocRules ?? []);
     this.limits = { maxBodyBytes: Number(config.server?.maxRequestBodyBytes ?? 0), allowEncodedSlashes: config.server?.allowEncodedSlashes ?? false,
       headersWithUnderscores: config.server?.headersWithUnderscores ?? Underscores.REJECT,
+      maxHops: hopLimit(config),
     };
   }
 

@@ -19,8 +19,7 @@ export type AttemptFailure =
    */
   | "unprocessed";
 
-/** Distinct endpoints a request tries when they cannot be reached. */
-export const maxEndpointAttempts = 3;
+export { maxEndpointAttempts } from "./tier.js";
 /** Unprocessed sends replayed per request: a GOAWAY race or a stale keep-alive connection needs one. */
 export const maxReplays = 2;
 
@@ -70,7 +69,8 @@ export class Attempts<B extends AnyBackend> {
     let picked;
     if (skip === undefined || this.policyRetries === 0) picked = live.pick(skip);
     else {
-      // A policy retry prefers an endpoint not failed on yet, and goes back to one when none is left.
+      // A policy retry prefers an endpoint not failed on yet, by the rule of a refused dial (the
+      // tier's others, then the next tier's once it tried them all), and goes back to one when none is left.
       try {
         picked = live.pick(skip);
       } catch {
@@ -93,9 +93,12 @@ export class Attempts<B extends AnyBackend> {
     return pool;
   }
 
-  /** The backend answered: its endpoint is reachable again. */
+  /** The backend answered: its endpoint is reachable again, and its tier is where the backend's traffic goes. */
   succeeded(): void {
-    this.endpoint?.markHealthy();
+    const endpoint = this.endpoint;
+    if (endpoint === undefined) return;
+    endpoint.markHealthy();
+    if (endpoint.tier !== this.backend.activeTier) this.backend.answeredFrom(endpoint.tier);
   }
 
   /**
@@ -107,7 +110,7 @@ export class Attempts<B extends AnyBackend> {
     const endpoint = this.endpoint;
     if (endpoint === undefined) return;
     if (!failed) endpoint.consecutiveFailures = 0;
-    else this.backend.outlier?.failed(endpoint);
+    else this.backend.failedAt(endpoint);
   }
 
   /** The attempt is over: its endpoint no longer counts it. Idempotent. */
@@ -127,8 +130,9 @@ export class Attempts<B extends AnyBackend> {
    * made (call `next()`, or `sameEndpoint()` for an HTTP/1.1 replay). `resendable`: kedge still
    * holds all the request the backend would need again, and the client is still there. A dial
    * failure backs its endpoint off and moves on to another, up to maxEndpointAttempts distinct
-   * ones; an unprocessed request is replayed up to maxReplays times; past those limits, a route's
-   * retry policy that lists the failure may go on. Nothing is retried past the caller's deadline.
+   * ones per tier, then to the next tier; an unprocessed request is replayed up to maxReplays
+   * times; past those limits, a route's retry policy that lists the failure may go on. Nothing is
+   * retried past the caller's deadline.
    */
   retry(failure: AttemptFailure, resendable: boolean): boolean {
     const endpoint = this.endpoint!;
@@ -140,11 +144,12 @@ export class Attempts<B extends AnyBackend> {
     } else {
       if (failure === "dial") {
         endpoint.markFailed(this.backend.failureBackoffMs, defaults.maxFailureBackoffMs);
-        this.backend.outlier?.failed(endpoint);
+        this.backend.failedAt(endpoint);
       }
       const failedOn = (this.failedOn ??= new Set());
       failedOn.add(endpoint);
-      again = resendable && failedOn.size < Math.min(maxEndpointAttempts, this.backend.endpointCount);
+      // Each tier gets its own tries: a whole cluster's endpoints refusing at once still leaves its failover tiers.
+      again = resendable && this.backend.hasUntried(failedOn);
     }
     if (this.pastDeadline()) return false;
     const reason = failureReason[failure];

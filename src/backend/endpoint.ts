@@ -1,4 +1,5 @@
 import { formatHostPort } from "../net/host-port.js";
+import type { KedgeHop } from "./kedge-tier.js";
 
 /** One address of a backend, with the health state the balancer reads. */
 export class Endpoint {
@@ -24,6 +25,10 @@ export class Endpoint {
   constructor(
     readonly host: string,
     readonly port: number,
+    /** The backend's tier it belongs to: 0 for its own resolver, 1… for its failover tiers in order. */
+    readonly tier = 0,
+    /** Set when the endpoint is another cluster's kedge: what requests sent there carry. */
+    readonly hop: KedgeHop | undefined = undefined,
   ) {
     this.address = formatHostPort(host, port);
   }
@@ -33,8 +38,14 @@ export class Endpoint {
     return !this.ejected && !this.failingChecks && (this.badUntil === 0 || this.badUntil <= performance.now());
   }
 
-  /** Backoff doubles per consecutive failure: base, 2×base, … up to max. */
+  /**
+   * Backoff doubles per consecutive failure: base, 2×base, … up to max. Attempts already under
+   * way when an earlier one failed fail with it (a burst of gRPC calls on one dial): they belong
+   * to that failure and neither extend nor double the backoff, or one try of a dead endpoint
+   * would push its next try, and traffic's return to it, out to max.
+   */
   markFailed(baseMs: number, maxMs: number): void {
+    if (this.badUntil > performance.now()) return;
     const backoff = Math.min(maxMs, baseMs * 2 ** Math.min(this.failures, 16));
     this.failures++;
     this.badUntil = performance.now() + backoff;

@@ -4,14 +4,14 @@ import { Backend } from "./backend.js";
 import { balancerFor } from "./balancer.js";
 import { defaults } from "../config/backend-defaults.js";
 import { durationMs } from "../config/duration.js";
-import { checkAuthority, sniName, tlsMaterial, type TlsMaterial } from "./http-backend.js";
+import { checkAuthority, sniName, tierSources, tlsMaterial, type TlsMaterial } from "./http-backend.js";
 import { grpcProbe } from "./grpc-probe.js";
-import { resolverFor } from "./resolvers.js";
+import { tierConfigs, type TierConfig } from "./kedge-tier.js";
 
-function grpcTls(config: GrpcBackendConfig, host: string, material: TlsMaterial | undefined): H2SessionOptions["tls"] {
-  const s = config.security;
+function grpcTls(tier: TierConfig, host: string, material: TlsMaterial | undefined): H2SessionOptions["tls"] {
+  const s = tier.security;
   if (!s) return undefined;
-  return { rejectUnauthorized: !s.insecureSkipVerify, serverName: s.serverName || sniName(config, host), ...tlsMaterial(s, material) };
+  return { rejectUnauthorized: !s.insecureSkipVerify, serverName: s.serverName || sniName(tier, host), ...tlsMaterial(s, tier.hop ? undefined : material) };
 }
 
 /** A named gRPC backend: endpoints from its resolver, each with one warm HTTP/2 session. */
@@ -20,15 +20,15 @@ export class GrpcBackend extends Backend<H2SessionStats, H2Session> {
 
   constructor(readonly config: GrpcBackendConfig, material?: TlsMaterial) {
     const connectTimeoutMs = durationMs(config.timeouts?.connect, defaults.connectTimeoutMs);
+    const tiers = tierConfigs(config);
     super(
       config.name,
-      resolverFor(config),
-      balancerFor(config.balancer),
-      (host, port) => new H2Session({ host, port, tls: grpcTls(config, host, material), connectTimeoutMs }),
+      tierSources(tiers, (tier) => (host, port) => new H2Session({ host, port, tls: grpcTls(tier, host, material), connectTimeoutMs })),
+      () => balancerFor(config.balancer),
       defaults.failureBackoffMs,
     );
     this.connectTimeoutMs = connectTimeoutMs;
     const check = config.healthCheck?.check;
-    this.watchHealth(config, check?.case === "grpc" ? grpcProbe(check.value.service, checkAuthority(config)) : undefined);
+    this.watchHealth(config, check?.case === "grpc" ? grpcProbe(check.value.service, checkAuthority(tiers)) : undefined);
   }
 }

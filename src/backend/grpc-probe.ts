@@ -47,6 +47,8 @@ class GrpcCheck implements StreamHandler {
   constructor(
     session: H2Session,
     authority: string,
+    /** What a call to another cluster's kedge carries (x-kedge-hops, its token); undefined elsewhere. */
+    fields: Readonly<Record<string, string>> | undefined,
     request: Uint8Array,
     timeoutMs: number,
     private readonly done: (problem: string | undefined) => void,
@@ -64,6 +66,7 @@ class GrpcCheck implements StreamHandler {
     addField("te", "trailers");
     addField("grpc-timeout", `${Math.min(timeoutMs, 99_999_999)}m`); // at most 8 digits
     addField("user-agent", "kedge-health-check");
+    if (fields) for (const name in fields) addField(name, fields[name]);
     this.stream = session.request(finishBlock(), this);
     this.stream.end(request);
   }
@@ -108,5 +111,5 @@ class GrpcCheck implements StreamHandler {
 /** The probe of a gRPC backend's health_check.grpc; `authority` names the :authority for an endpoint. */
 export function grpcProbe(service: string, authority: (endpoint: Endpoint) => string): Probe<H2Session> {
   const request = checkRequest(service);
-  return (endpoint, session, timeoutMs) => new Promise((resolve) => new GrpcCheck(session, authority(endpoint), request, timeoutMs, resolve));
+  return (endpoint, session, timeoutMs) => new Promise((resolve) => new GrpcCheck(session, authority(endpoint), endpoint.hop?.fields(undefined, undefined), request, timeoutMs, resolve));
 }

@@ -17,7 +17,8 @@ export type Probe<Pool> = (endpoint: Endpoint, pool: Pool, timeoutMs: number) =>
 /** What a checker reads of its backend. */
 export interface Checked<Pool> {
   readonly name: string;
-  readonly endpointList: readonly Endpoint[];
+  /** The endpoints to probe now (every tier's but a kedge tier's without a Host to send it). */
+  readonly checkedEndpoints: readonly Endpoint[];
   poolFor(endpoint: Endpoint): Pool | undefined;
 }
 
@@ -81,7 +82,7 @@ export class HealthChecker<Pool> {
 
   private round(): void {
     if (this.closed) return;
-    const endpoints = this.backend.endpointList;
+    const endpoints = this.backend.checkedEndpoints;
     if (this.streaks.size > endpoints.length) {
       const current = new Set(endpoints);
       for (const e of this.streaks.keys()) if (!current.has(e)) this.streaks.delete(e);
@@ -104,6 +105,9 @@ export class HealthChecker<Pool> {
     const fields = { backend: this.backend.name, endpoint: endpoint.address };
     if (problem === undefined) {
       streak.failures = 0;
+      // It was reached: a failed dial's backoff ends here, so traffic comes back (to its tier too)
+      // once the checks say so, not at the backoff's end.
+      endpoint.markHealthy();
       if (++streak.passes >= this.healthyThreshold && endpoint.failingChecks) {
         endpoint.failingChecks = false;
         log.info("endpoint passes its health checks again", fields);

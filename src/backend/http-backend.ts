@@ -2,9 +2,10 @@ import { readFileSync } from "node:fs";
 import type { TLSOptions } from "bun";
 import type { HttpBackend as HttpBackendConfig } from "../gen/kedge/config/v1/backend_pb.js";
 import { H1Pool, type PoolOptions, type PoolStats } from "../upstream/h1-pool.js";
-import { Backend } from "./backend.js";
+import { Backend, type TierSource } from "./backend.js";
 import { balancerFor } from "./balancer.js";
 import { resolverFor } from "./resolvers.js";
+import { tierConfigs, type TierConfig } from "./kedge-tier.js";
 import { defaults } from "../config/backend-defaults.js";
 import { durationMs } from "../config/duration.js";
 import { formatHostPort } from "../net/host-port.js";
@@ -40,9 +41,17 @@ export function sniName(config: { resolver: HttpBackendConfig["resolver"] }, hos
   return r.case === "host" || r.case === "srv" ? r.value.dnsName : host;
 }
 
-/** What a health check names as the endpoint's host: the configured DNS name, as a request would. */
-export function checkAuthority(config: { resolver: HttpBackendConfig["resolver"] }): (endpoint: Endpoint) => string {
-  return (e) => formatHostPort(sniName(config, e.host), e.port);
+/** A backend's tiers (its own resolver, then its failover list), each with pools made by `pool`. */
+export function tierSources<Pool>(tiers: readonly TierConfig[], pool: (tier: TierConfig) => (host: string, port: number) => Pool): TierSource<Pool>[] {
+  return tiers.map((tier) => ({ resolver: resolverFor(tier), makePool: pool(tier), hop: tier.hop }));
+}
+
+/**
+ * What a health check names as an endpoint's host: its tier's DNS name, as a request would, or
+ * for another cluster's kedge the Host its routes take to the backend (health_check_host).
+ */
+export function checkAuthority(tiers: readonly TierConfig[]): (endpoint: Endpoint) => string {
+  return (e) => e.hop?.checkHost || formatHostPort(sniName(tiers[e.tier], e.host), e.port);
 }
 
 /** A named HTTP/1.1 backend: endpoints from its resolver, each with a warm keep-alive pool. */
@@ -61,19 +70,22 @@ export class HttpBackend extends Backend<PoolStats, H1Pool> {
       idleTimeoutMs: durationMs(t?.idle, defaults.idleTimeoutMs),
       keepAliveMs: durationMs(t?.keepalive, defaults.keepAliveMs),
     };
+    const tiers = tierConfigs(config);
     super(
       config.name,
-      resolverFor(config),
-      balancerFor(config.balancer),
-      (host, port) => {
-        const tls = poolOptions.tls && !poolOptions.tls.serverName ? { ...poolOptions.tls, serverName: sniName(config, host) } : poolOptions.tls;
-        return new H1Pool({ ...poolOptions, host, port, tls });
-      },
+      tierSources(tiers, (tier) => {
+        const tierTls = tier.security === config.security ? poolOptions.tls : backendTls(tier.security, tier.hop ? undefined : material);
+        return (host, port) => {
+          const tls = tierTls && !tierTls.serverName ? { ...tierTls, serverName: sniName(tier, host) } : tierTls;
+          return new H1Pool({ ...poolOptions, host, port, tls });
+        };
+      }),
+      () => balancerFor(config.balancer),
       durationMs(config.failureBackoff, defaults.failureBackoffMs),
     );
     this.poolOptions = poolOptions;
     this.tunnelIdleMs = durationMs(t?.tunnelIdle, defaults.tunnelIdleMs);
     const check = config.healthCheck?.check;
-    this.watchHealth(config, check?.case === "http" ? httpProbe(check.value.path, checkAuthority(config)) : undefined);
+    this.watchHealth(config, check?.case === "http" ? httpProbe(check.value.path, checkAuthority(tiers)) : undefined);
   }
 }

@@ -20,6 +20,8 @@ class HttpCheck implements PoolClient, ExchangeHandlers {
     private readonly pool: H1Pool,
     private readonly path: string,
     private readonly host: string,
+    /** What a request to another cluster's kedge carries (x-kedge-hops, its token); undefined elsewhere. */
+    private readonly fields: Readonly<Record<string, string>> | undefined,
     timeoutMs: number,
     private readonly done: (problem: string | undefined) => void,
   ) {
@@ -36,6 +38,8 @@ class HttpCheck implements PoolClient, ExchangeHandlers {
     w.text(" HTTP/1.1\r\n");
     w.line("host", this.host);
     w.line("user-agent", "kedge-health-check");
+    const fields = this.fields;
+    if (fields) for (const name in fields) w.line(name, fields[name]);
     w.crlf();
     conn.begin(w, false, this, true);
   }
@@ -79,5 +83,5 @@ class HttpCheck implements PoolClient, ExchangeHandlers {
 
 /** The probe of an HTTP backend's health_check.http; `host` names the Host field for an endpoint. */
 export function httpProbe(path: string, host: (endpoint: Endpoint) => string): Probe<H1Pool> {
-  return (endpoint, pool, timeoutMs) => new Promise((resolve) => new HttpCheck(pool, path, host(endpoint), timeoutMs, resolve));
+  return (endpoint, pool, timeoutMs) => new Promise((resolve) => new HttpCheck(pool, path, host(endpoint), endpoint.hop?.fields(undefined, undefined), timeoutMs, resolve));
 }

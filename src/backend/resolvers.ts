@@ -124,7 +124,7 @@ async function ttlOf(name: string): Promise<number> {
  * included: a DNS answer is local and cheap (the node's cache). A `k8s` watch costs the API
  * server a stream and memory per watcher, so a process (or a supervisor for all its workers) holds one per target.
  */
-export function resolverFor(backend: HttpBackend | GrpcBackend): Resolver {
+export function resolverFor(backend: { resolver: HttpBackend["resolver"] | GrpcBackend["resolver"] }): Resolver {
   const r = backend.resolver;
   switch (r.case) {
     case "host":

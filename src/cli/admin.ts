@@ -43,7 +43,8 @@ async function query(what: string | undefined, adminAddress: string, token: stri
       const rows = [["KIND", "BACKEND", "RESOLVER", "ENDPOINT", "HEALTHY", "IN FLIGHT", "OPEN"]];
       for (const b of backends) {
         if (b.endpoints.length === 0) rows.push([b.kind, b.name, b.resolver, "-", "-", "-", "-"]);
-        for (const e of b.endpoints) rows.push([b.kind, b.name, b.resolver, e.address, healthyColumn(e), String(e.outstanding), String(e.open)]);
+        // A failover tier's endpoint names the tier it came from.
+        for (const e of b.endpoints) rows.push([b.kind, b.name, e.tier > 0 ? `${b.failover[e.tier - 1]} (tier ${e.tier})` : b.resolver, e.address, healthyColumn(e), String(e.outstanding), String(e.open)]);
       }
       return table(rows);
     }

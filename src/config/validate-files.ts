@@ -11,7 +11,17 @@ export function validateFiles(config: Config): string[] {
   if (config.auth?.bearerTokenFile) problems.push(fileProblem("auth.bearer_token_file", config.auth.bearerTokenFile, "text"));
   if (config.auth?.oidc?.jwksFile) problems.push(fileProblem("auth.oidc.jwks_file", config.auth.oidc.jwksFile, "json"));
   for (const kind of ["http", "grpc"] as const) {
-    config[kind]?.backends.forEach((b, i) => problems.push(...securityProblems(`${kind}.backends[${i}].security`, b.security)));
+    config[kind]?.backends.forEach((b, i) => {
+      problems.push(...securityProblems(`${kind}.backends[${i}].security`, b.security));
+      b.failover.forEach((t, j) => {
+        if (t.resolver.case !== "kedge") return;
+        const tier = t.resolver.value;
+        const at = `${kind}.backends[${i}].failover[${j}].kedge`;
+        problems.push(...tier.caFiles.map((f, k) => fileProblem(`${at}.ca_files[${k}]`, f, "certificate")));
+        problems.push(...keyPairProblems(at, "client_cert_file", tier.clientCertFile, "client_key_file", tier.clientKeyFile));
+        if (tier.proxyAuthTokenFile) problems.push(fileProblem(`${at}.proxy_auth_token_file`, tier.proxyAuthTokenFile, "text"));
+      });
+    });
   }
   const kube = config.kubernetes;
   if (kube?.caFile) problems.push(fileProblem("kubernetes.ca_file", kube.caFile, "certificate"));

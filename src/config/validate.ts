@@ -1,6 +1,7 @@
 import * as v from "valibot";
 import type { Config } from "../gen/kedge/config/v1/config_pb.js";
 import { parseHostPort } from "../net/host-port.js";
+import { parseKedgeUrl } from "./kedge-url.js";
 import { parseK8sTarget } from "./k8s-target.js";
 import { validateAuth } from "./validate-auth.js";
 import { validateExposure } from "./validate-exposure.js";
@@ -22,7 +23,7 @@ const regexpSource = v.pipe(
   v.check((s) => compiles(s), "is not a valid regular expression"),
 );
 
-const resolver = v.variant("case", [
+const resolvers = [
   v.looseObject({ case: v.literal("host"), value: v.looseObject({ dnsName: v.pipe(v.string(), v.nonEmpty("dns_name is required")), port }) }),
   v.looseObject({ case: v.literal("srv"), value: v.looseObject({ dnsName: v.pipe(v.string(), v.nonEmpty("dns_name is required")), portOverride: optionalPort }) }),
   v.looseObject({
@@ -44,16 +45,30 @@ const resolver = v.variant("case", [
       ),
     }),
   }),
-], "missing resolver: set one of host, srv, k8s, static");
+] as const;
+const resolver = v.variant("case", resolvers, "missing resolver: set one of host, srv, k8s, static");
 
-const security = v.optional(
-  v.pipe(
-    v.looseObject({ clientCertFile: v.string(), clientKeyFile: v.string() }),
-    v.check((s) => (s.clientCertFile === "") === (s.clientKeyFile === ""), "client_cert_file and client_key_file go together"),
+const keyPairTogether = (s: { clientCertFile: string; clientKeyFile: string }) => (s.clientCertFile === "") === (s.clientKeyFile === "");
+const keyPairMessage = "client_cert_file and client_key_file go together";
+
+const kedgeTier = v.looseObject({
+  case: v.literal("kedge"),
+  value: v.pipe(
+    v.looseObject({
+      url: v.pipe(v.string(), v.check((u) => typeof parseKedgeUrl(u) !== "string", (issue) => `${parseKedgeUrl(issue.input as string)}`)),
+      clientCertFile: v.string(),
+      clientKeyFile: v.string(),
+      healthCheckHost: v.pipe(v.string(), v.check((h) => h === "" || (/^[^\s/]+$/.test(h) && parseHostPort(h, 0) !== undefined), 'must be "host" or "host:port"')),
+    }),
+    v.check((s) => keyPairTogether(s), keyPairMessage),
   ),
-);
+});
 
-const backend = (kind: "http" | "grpc") => v.looseObject({ name: backendName, resolver, security, ...backendHealthFields(kind) });
+const failoverTier = v.looseObject({ resolver: v.variant("case", [...resolvers, kedgeTier], "missing tier: set one of host, srv, k8s, static, kedge") });
+
+const security = v.optional(v.pipe(v.looseObject({ clientCertFile: v.string(), clientKeyFile: v.string() }), v.check((s) => keyPairTogether(s), keyPairMessage)));
+
+const backend = (kind: "http" | "grpc") => v.looseObject({ name: backendName, resolver, security, failover: v.array(failoverTier), ...backendHealthFields(kind) });
 
 const pathRule = v.pipe(
   v.string(),
@@ -116,6 +131,11 @@ export function validateConfig(config: Config): string[] {
       const first = names.get(b.name);
       if (first !== undefined) problems.push(`${kind}.backends[${i}].name: duplicate backend name "${b.name}" (also ${kind}.backends[${first}])`);
       else names.set(b.name, i);
+      b.failover.forEach((t, j) => {
+        if (t.resolver.case === "kedge" && t.resolver.value.healthCheckHost && !b.healthCheck) {
+          problems.push(`${kind}.backends[${i}].failover[${j}].kedge.health_check_host: only health checks send it, and the backend has no health_check`);
+        }
+      });
     });
     section.routes.forEach((r, i) => {
       if (namePattern.test(r.backendName) && !names.has(r.backendName)) {

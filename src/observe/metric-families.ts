@@ -8,9 +8,11 @@
  * How a family's series from several processes make one: `sum` adds values label set by label set
  * (counters, histograms bucket by bucket, gauges that count things: connections, streams in
  * flight); `worker` keeps each process's series apart under a `worker` label (gauges a sum would
- * make meaningless: the config version, memory of one process, start time).
+ * make meaningless: the config version, memory of one process, start time); `max` keeps the
+ * highest value of any process per label set (a state where the worst one matters: the failover
+ * tier any worker sends to).
  */
-export type MergeRule = "sum" | "worker";
+export type MergeRule = "sum" | "worker" | "max";
 
 export interface ValueFamily {
   readonly name: string;

@@ -12,10 +12,10 @@ type Histo = [values: readonly string[], counts: number[], sum: number, count: n
 
 /**
  * The families of several processes as one process's, by each family's merge rule: `sum` adds the
- * series of equal label sets (histograms bucket by bucket), `worker` keeps each process's series
- * apart under a `worker` label. A family is shaped by the first process that has it; another
- * process's family of the same name with another type, label names or buckets (a worker of an
- * older binary) is left out rather than mixed in.
+ * series of equal label sets (histograms bucket by bucket), `max` keeps their highest value,
+ * `worker` keeps each process's series apart under a `worker` label. A family is shaped by the
+ * first process that has it; another process's family of the same name with another type, label
+ * names or buckets (a worker of an older binary) is left out rather than mixed in.
  */
 export function mergeFamilies(sources: readonly ProcessFamilies[]): MetricFamily[] {
   const merged = new Map<string, { family: MetricFamily; values: Map<string, [readonly string[], number]>; histos: Map<string, Histo>; byWorker: Array<readonly [readonly string[], number]> }>();
@@ -44,7 +44,7 @@ export function mergeFamilies(sources: readonly ProcessFamilies[]): MetricFamily
           const key = JSON.stringify(values);
           const s = m.values.get(key);
           if (s === undefined) m.values.set(key, [values, v]);
-          else s[1] += v;
+          else s[1] = f.merge === "max" ? Math.max(s[1], v) : s[1] + v;
         }
       }
     }

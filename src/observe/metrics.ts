@@ -107,6 +107,8 @@ export function createMetrics() {
     // Each worker judges its endpoints for itself: a sum would count an endpoint once per worker.
     backendEndpoints: registry.add(new Gauge("kedge_backend_endpoints", "A backend's endpoints by state: healthy, ejected (outlier detection), failing_checks (active health checks) or backing_off (after a failed dial).", ["backend_name", "state"], undefined, "worker")),
     backendEjections: registry.add(backendHealthMetrics.ejections),
+    // Workers keep their own health: the furthest tier any of them sends to is the one to see.
+    activeTier: registry.add(new Gauge("kedge_backend_active_tier", "The tier a backend with failover tiers sends requests to: 0 its own resolver, 1… its failover tiers in order.", ["backend_name"], undefined, "max")),
     k8sUpAddresses: registry.add(k8sMetrics.upAddresses),
     k8sWatchErrors: registry.add(k8sMetrics.watchErrors),
     k8sChanges: registry.add(k8sMetrics.changes),
@@ -117,8 +119,8 @@ export function createMetrics() {
 
 export type Metrics = ReturnType<typeof createMetrics>;
 
-/** What the backend gauges read of a runtime: each backend's per-endpoint pool stats and health. */
-type PoolView<P> = { view(): ReadonlyArray<{ pool: P } & EndpointHealth> };
+/** What the backend gauges read of a runtime: each backend's per-endpoint pool stats and health, and its tiers. */
+type PoolView<P> = { view(): ReadonlyArray<{ pool: P } & EndpointHealth>; readonly tiers: { readonly length: number }; readonly activeTier: number };
 type EndpointHealth = { healthy: boolean; ejected: boolean; healthCheck: "passing" | "failing" | undefined };
 
 const endpointStates = ["healthy", "ejected", "failing_checks", "backing_off"] as const;
@@ -129,6 +131,7 @@ function stateIndex(e: EndpointHealth): number {
   if (e.healthCheck === "failing") return 2;
   return e.healthy ? 0 : 3;
 }
+
 type HttpPool = { open: number; idle: number; waiting: number };
 type GrpcPool = { connected: boolean; activeStreams: number };
 
@@ -167,6 +170,15 @@ export function watchBackends(metrics: Metrics, live: () => LiveBackends): void 
   metrics.h1Waiting.collect = perBackend(http, adhocHttp, (p) => p.waiting);
   metrics.h2Sessions.collect = perBackend(grpc, adhocGrpc, (p) => (p.connected ? 1 : 0));
   metrics.h2Streams.collect = perBackend(grpc, adhocGrpc, (p) => p.activeStreams);
+  metrics.activeTier.collect = () => {
+    // An HTTP and a gRPC backend may share a name: one series, the further tier.
+    const byName = new Map<string, number>();
+    const l = live();
+    for (const backends of [l.httpBackends, l.grpcBackends]) {
+      for (const [name, backend] of backends) if (backend.tiers.length > 1) byName.set(name, Math.max(byName.get(name) ?? 0, backend.activeTier));
+    }
+    return [...byName].map(([name, tier]): Sample => [[name], tier]);
+  };
   metrics.backendEndpoints.collect = () => {
     const l = live();
     // An HTTP and a gRPC backend may share a name (kedge Go's configs do): one series set for both.

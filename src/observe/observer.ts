@@ -15,6 +15,8 @@ export class Observation {
   identity: unknown = undefined;
   /** host:port of the endpoint the request went to last. */
   endpoint = "";
+  /** That endpoint's tier in its backend: 0 its own resolver, 1… its failover tiers. */
+  tier = 0;
   /** kedge's error type when kedge answered instead of the backend. */
   errorType = "";
   /** performance.now() when the request went upstream, and when the response head came back. */
@@ -48,8 +50,9 @@ export class Observation {
     readonly traceparent: string | undefined,
   ) {}
 
-  sentUpstream(endpoint: string): void {
+  sentUpstream(endpoint: string, tier = 0): void {
     this.endpoint = endpoint;
+    this.tier = tier;
     this.upstreamAt = performance.now();
   }
 
@@ -181,6 +184,7 @@ export class RequestObserver {
           route,
           backend,
           endpoint: o.endpoint || undefined,
+          tier: o.tier || undefined,
           ...o.fields,
           status,
           ...outcomeFields(o, who, endedAt),
@@ -195,6 +199,7 @@ export class RequestObserver {
         { key: "kedge.backend", value: { stringValue: backend } },
       ];
       if (o.endpoint) attributes.push({ key: "kedge.endpoint", value: { stringValue: o.endpoint } });
+      if (o.tier) attributes.push({ key: "kedge.tier", value: { intValue: String(o.tier) } });
       if (o.errorType) attributes.push({ key: "kedge.error_type", value: { stringValue: o.errorType } });
       if (o.retryReasons) attributes.push(attemptsAttribute(o.retryReasons));
       attributes.push({ key: "kedge.request_id", value: { stringValue: requestId } });
@@ -225,6 +230,7 @@ export class RequestObserver {
           route,
           backend,
           endpoint: o.endpoint || undefined,
+          tier: o.tier || undefined,
           ...o.fields,
           grpc_status: numeric ? Number(code) : code,
           ...outcomeFields(o, who, endedAt),
@@ -243,6 +249,7 @@ export class RequestObserver {
         { key: "kedge.backend", value: { stringValue: backend } },
       ];
       if (o.endpoint) attributes.push({ key: "kedge.endpoint", value: { stringValue: o.endpoint } });
+      if (o.tier) attributes.push({ key: "kedge.tier", value: { intValue: String(o.tier) } });
       if (o.retryReasons) attributes.push(attemptsAttribute(o.retryReasons));
       this.export(o, method.slice(1), endedAt, attributes, level === "error");
     }

@@ -87,6 +87,8 @@ class ConnectTunnel extends Attempts<HttpBackend> implements RecordedHttp {
     await this.pendingResolution;
     for (;;) {
       const { endpoint } = this.next();
+      // A tunnel's bytes are the client's own TLS: another kedge would need a CONNECT of its own, which tiers do not send.
+      if (endpoint.hop) throw new KedgeError("no-connection-to-all-resolved-addresses", 502, `backend ${this.backendName}: no endpoint reachable, and CONNECT does not fail over to another kedge`);
       let upstream;
       try {
         upstream = await dialTcp(endpoint.host, endpoint.port, this.backend.poolOptions.connectTimeoutMs);
@@ -101,7 +103,7 @@ class ConnectTunnel extends Attempts<HttpBackend> implements RecordedHttp {
       this.succeeded();
       this.answered(false);
       if (obs) {
-        obs.sentUpstream(endpoint.address);
+        obs.sentUpstream(endpoint.address, endpoint.tier);
         obs.firstByteAt = performance.now();
       }
       client.write(tunnelEstablished({ "x-kedge-backend-name": this.backendName, "x-kedge-request-id": this.requestId }));

@@ -1,6 +1,7 @@
 import type { OutgoingHttpHeaders } from "node:http";
 import { Attempts, type AttemptFailure } from "../backend/attempts.js";
 import type { HttpBackend } from "../backend/http-backend.js";
+import { hopsHeader } from "../backend/kedge-tier.js";
 import { isIdempotent, resendLimitBytes, type RetryPolicy, type RetryReason } from "../backend/retry-policy.js";
 import { asKedgeError, KedgeError } from "../errors.js";
 import type { ProxyMetrics } from "../observe/metrics.js";
@@ -255,9 +256,14 @@ class HttpExchange extends Attempts<HttpBackend> implements RecordedHttp, BodyRe
       return;
     }
     this.conn = conn;
-    if (this.obs) this.obs.sentUpstream(this.endpoint!.address);
+    const endpoint = this.endpoint!;
+    if (this.obs) this.obs.sentUpstream(endpoint.address, endpoint.tier);
+    const head = this.head!;
+    // Another cluster's kedge gets the hop count and kedge's credential there; an attempt elsewhere does not.
+    const set = this.routing!.setHeaders;
+    head.set = endpoint.hop === undefined ? set : endpoint.hop.fields(this.req.headers[hopsHeader], set);
     const bodyless = this.bodyLength === 0;
-    conn.begin(writeUpstreamHead(headWriter.start(), this.head!), this.req.method === "HEAD", this, bodyless, this.upgrade !== undefined, this.retryPolicy?.perTryTimeoutMs);
+    conn.begin(writeUpstreamHead(headWriter.start(), head), this.req.method === "HEAD", this, bodyless, this.upgrade !== undefined, this.retryPolicy?.perTryTimeoutMs);
     if (!bodyless) this.sendBody(conn);
   }
 

@@ -2,6 +2,7 @@ import type { IncomingHttpHeaders } from "node:http2";
 import type { ClientStream } from "./client-stream.js";
 import { Attempts } from "../backend/attempts.js";
 import type { GrpcBackend } from "../backend/grpc-backend.js";
+import { checkHops, hopsHeader } from "../backend/kedge-tier.js";
 import type { RetryPolicy, RetryReason } from "../backend/retry-policy.js";
 import type { RoutePolicy } from "../auth/policy.js";
 import { KedgeError } from "../errors.js";
@@ -93,6 +94,7 @@ export function proxyGrpc(ctx: ProxyContext, stream: ClientStream, headers: Inco
   let decision: Promise<unknown> | undefined;
   try {
     const runtime = ctx.runtime();
+    if (runtime.limits.maxHops > 0) checkHops(headers[hopsHeader], runtime.limits.maxHops);
     screenUnderscoreNames(runtime.limits.headersWithUnderscores, headers);
     routed = routeCall(runtime, headers);
     call.route = routed.route;
@@ -172,8 +174,10 @@ class GrpcForward extends Attempts<GrpcBackend> implements RelayOwner {
     }
     const { endpoint, pool } = picked;
     const obs = call.obs;
-    if (obs) obs.sentUpstream(endpoint.address);
-    const block = upstreamBlock(this.headers, pool.options.tls ? "https" : "http", this.set, obs?.traceparent);
+    if (obs) obs.sentUpstream(endpoint.address, endpoint.tier);
+    // Another cluster's kedge gets the hop count and kedge's credential there; an attempt elsewhere does not.
+    const set = endpoint.hop === undefined ? this.set : endpoint.hop.fields(this.headers[hopsHeader], this.set);
+    const block = upstreamBlock(this.headers, pool.options.tls ? "https" : "http", set, obs?.traceparent);
     const relay = new GrpcRelay(stream, call, this);
     relay.start(pool.request(block, relay));
   }

@@ -1,3 +1,4 @@
+import { checkHops, hopsHeader } from "../backend/kedge-tier.js";
 import { KedgeError, noRoute } from "../errors.js";
 import { routeLabel, type Metrics } from "../observe/metrics.js";
 import type { DecisionSubject } from "../observe/audit-log.js";
@@ -40,6 +41,7 @@ export interface Asker {
  */
 export function kedgeRouting(runtime: Runtime, facts: ParsedRequest, proxyAuthorization: string | undefined, socket: object | undefined, asker?: Asker): Routing {
   const routing: Routing = { backend: undefined, label: "none", ready: undefined, unrouted: undefined, setHeaders: undefined, maxBodyBytes: runtime.limits.maxBodyBytes, route: "none", retry: undefined };
+  if (runtime.limits.maxHops > 0) checkHops(facts.headers[hopsHeader], runtime.limits.maxHops);
   const pathProblem = pathSpellingProblem(facts.path, runtime.limits.allowEncodedSlashes);
   if (pathProblem) throw new KedgeError("bad-request", 400, pathProblem);
   routing.dropUnderscoreNames = screenUnderscoreNames(runtime.limits.headersWithUnderscores, facts.headers);

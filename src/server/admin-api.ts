@@ -48,7 +48,10 @@ function backendMessage(kind: string, b: BackendState): BackendMessage {
       ejections: e.ejections,
       ejectionMs: e.ejectionMs,
       healthCheck: e.healthCheck ?? "",
+      tier: e.tier ?? 0,
     })),
+    failover: b.failover ? [...b.failover] : [],
+    activeTier: b.activeTier ?? 0,
   });
 }
 

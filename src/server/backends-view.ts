@@ -15,6 +15,8 @@ export interface EndpointHealthState {
 /** One endpoint as /debug/backends and the AdminService show it; `pool` is its connection pool's stats. */
 export interface EndpointState extends EndpointHealthState {
   readonly address: string;
+  /** Its failover tier (1…); absent for the backend's own resolver's endpoints. */
+  readonly tier?: number;
   readonly healthy: boolean;
   readonly outstanding: number;
   readonly pool: Readonly<Record<string, number | boolean>>;
@@ -33,6 +35,9 @@ export interface BackendState {
   readonly name: string;
   readonly resolver: string;
   readonly endpoints: readonly EndpointState[];
+  /** Backends with failover tiers: what tiers 1… follow, and the tier requests go to now (merged: the furthest any worker uses). */
+  readonly failover?: readonly string[];
+  readonly activeTier?: number;
 }
 
 /** The live backends of one process, JSON-able: what a worker hands its supervisor. */
@@ -44,21 +49,22 @@ export interface BackendsView {
 type LiveBackend = {
   name: string;
   resolverDescription: string;
-  view(): ReadonlyArray<{ address: string; healthy: boolean; outstanding: number; pool: object; ejected: boolean; ejections: number; ejectionMs: number; healthCheck: "passing" | "failing" | undefined }>;
+  tiers: ReadonlyArray<{ description: string }>;
+  activeTier: number;
+  view(): ReadonlyArray<{ address: string; tier: number; healthy: boolean; outstanding: number; pool: object; ejected: boolean; ejections: number; ejectionMs: number; healthCheck: "passing" | "failing" | undefined }>;
 };
 
 function backendState(b: LiveBackend): BackendState {
-  return {
-    name: b.name,
-    resolver: b.resolverDescription,
-    endpoints: b.view().map((e) => ({
-      address: e.address,
-      healthy: e.healthy,
-      outstanding: e.outstanding,
-      pool: { ...(e.pool as Record<string, number | boolean>) },
-      ...healthOf(e),
-    })),
-  };
+  const endpoints = b.view().map((e) => ({
+    address: e.address,
+    ...(e.tier > 0 ? { tier: e.tier } : {}),
+    healthy: e.healthy,
+    outstanding: e.outstanding,
+    pool: { ...(e.pool as Record<string, number | boolean>) },
+    ...healthOf(e),
+  }));
+  if (b.tiers.length === 1) return { name: b.name, resolver: b.resolverDescription, endpoints };
+  return { name: b.name, resolver: b.resolverDescription, endpoints, failover: b.tiers.slice(1).map((t) => t.description), activeTier: b.activeTier };
 }
 
 export function backendsView(runtime: Runtime): BackendsView {
@@ -86,24 +92,33 @@ function mergeHealth(a: EndpointHealthState, b: EndpointHealthState): EndpointHe
 }
 
 function mergeBackends(views: ReadonlyArray<{ worker: string; backends: readonly BackendState[] }>): BackendState[] {
-  const byName = new Map<string, { name: string; resolver: string; endpoints: Map<string, EndpointState> }>();
+  const byName = new Map<string, { name: string; resolver: string; endpoints: Map<string, EndpointState>; failover?: readonly string[]; activeTier?: number }>();
   for (const { worker, backends } of views) {
     for (const b of backends) {
       let merged = byName.get(b.name);
-      if (merged === undefined) byName.set(b.name, (merged = { name: b.name, resolver: b.resolver, endpoints: new Map() }));
+      if (merged === undefined) byName.set(b.name, (merged = { name: b.name, resolver: b.resolver, endpoints: new Map(), failover: b.failover }));
+      if (b.activeTier !== undefined) merged.activeTier = Math.max(merged.activeTier ?? 0, b.activeTier);
       for (const e of b.endpoints) {
         const mine = { worker, healthy: e.healthy, outstanding: e.outstanding, pool: e.pool, ...healthOf(e) };
-        const seen = merged.endpoints.get(e.address);
+        // One address may serve two tiers (a static list and a kedge's): they stay apart.
+        const key = e.tier ? `${e.tier} ${e.address}` : e.address;
+        const tier = e.tier ? { tier: e.tier } : {};
+        const seen = merged.endpoints.get(key);
         merged.endpoints.set(
-          e.address,
+          key,
           seen === undefined
-            ? { address: e.address, healthy: e.healthy, outstanding: e.outstanding, pool: e.pool, ...healthOf(e), workers: [mine] }
-            : { address: e.address, healthy: seen.healthy && e.healthy, outstanding: seen.outstanding + e.outstanding, pool: mergePools(seen.pool, e.pool), ...mergeHealth(seen, e), workers: [...seen.workers!, mine] },
+            ? { address: e.address, ...tier, healthy: e.healthy, outstanding: e.outstanding, pool: e.pool, ...healthOf(e), workers: [mine] }
+            : { address: e.address, ...tier, healthy: seen.healthy && e.healthy, outstanding: seen.outstanding + e.outstanding, pool: mergePools(seen.pool, e.pool), ...mergeHealth(seen, e), workers: [...seen.workers!, mine] },
         );
       }
     }
   }
-  return [...byName.values()].map((b) => ({ name: b.name, resolver: b.resolver, endpoints: [...b.endpoints.values()] }));
+  return [...byName.values()].map((b) => ({
+    name: b.name,
+    resolver: b.resolver,
+    endpoints: [...b.endpoints.values()],
+    ...(b.failover ? { failover: b.failover, activeTier: b.activeTier ?? 0 } : {}),
+  }));
 }
 
 /**

@@ -3,7 +3,7 @@ import { keyPairProblems } from "../config/files.js";
 import { KedgeError } from "../errors.js";
 import { log } from "../observe/log.js";
 import type { Credential } from "./auth/source.js";
-import { WatchedFile } from "./auth/watched-file.js";
+import { WatchedFile } from "../config/watched-file.js";
 import type { ClientTlsFiles } from "./mapper.js";
 
 type ClientCert = NonNullable<Credential["clientCert"]>;

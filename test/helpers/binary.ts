@@ -54,4 +54,11 @@ export async function waitFor(cond: () => boolean | Promise<boolean>, what: stri
   throw new Error(`timed out waiting for ${what}${proc ? `\nstdout: ${proc.stdout()}\nstderr: ${proc.stderr()}` : ""}`);
 }
 
+/** The ports a kedge binary reports on its "listening: http=… tls=… admin=…" line; undefined until it has. */
+export function listeningPorts(stdout: string): Record<string, number> | undefined {
+  const line = /listening: (.*)/.exec(stdout)?.[1];
+  if (!line) return undefined;
+  return Object.fromEntries(line.trim().split(" ").map((kv) => kv.split("=")).map(([k, v]) => [k, Number(v)]));
+}
+
 export const healthy = (port: number) => async () => (await fetch(`http://127.0.0.1:${port}/_healthz`).catch(() => undefined))?.status === 200;

@@ -1,5 +1,7 @@
 export interface DebugEndpoint {
   address: string;
+  /** A failover tier's endpoint: its tier (1…); absent for the backend's own. */
+  tier?: number;
   healthy: boolean;
   outstanding: number;
   ejected: boolean;

@@ -2,7 +2,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { KedgeClientOptions } from "../../src/client/routing.ts";
-import { ensureBinary, runBinary, waitFor, type Running } from "./binary.ts";
+import { ensureBinary, listeningPorts, runBinary, waitFor, type Running } from "./binary.ts";
 import { makeTestPki, type TestPki } from "./certs.ts";
 import { startGreeter, type GreeterServer } from "./grpc.ts";
 import { startOidcProvider, type OidcProviderIssuer } from "./oidc-provider.ts";
@@ -56,12 +56,6 @@ export interface TwoClusters {
   /** Logs in at the provider again and stores its tokens in the cache with an expiry in the past, so the source's next use refreshes. */
   seedOidcCache(): Promise<void>;
   stop(): Promise<void>;
-}
-
-function listeningPorts(stdout: string): Record<string, number> | undefined {
-  const line = /listening: (.*)/.exec(stdout)?.[1];
-  if (!line) return undefined;
-  return Object.fromEntries(line.trim().split(" ").map((kv) => kv.split("=")).map(([k, v]) => [k, Number(v)]));
 }
 
 async function startKedgeBinary(dir: string, name: string, config: Record<string, unknown>): Promise<{ kedge: Running; port: number; adminPort: number }> {

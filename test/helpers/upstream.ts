@@ -25,8 +25,9 @@ export interface Upstream {
  * /echo streams the request body back, /slow-chunks writes chunks with pauses, /big?bytes=N
  * streams N bytes, /status/N answers N, /redirect?to=URL&status=N redirects (302 by default),
  * /gzip?text=T answers T gzip-encoded, /hang never answers, /die sends half a body then resets.
+ * `port`: listen there (a backend restarted where it was), else on a free one.
  */
-export async function startUpstream(name: string, options: { tls?: { cert: string; key: string; ca?: string; requestCert?: boolean } } = {}): Promise<Upstream> {
+export async function startUpstream(name: string, options: { tls?: { cert: string; key: string; ca?: string; requestCert?: boolean }; port?: number } = {}): Promise<Upstream> {
   const seen: SeenRequest[] = [];
   const handler = (req: http.IncomingMessage, res: http.ServerResponse) => {
     const url = new URL(req.url ?? "/", "http://x");
@@ -96,7 +97,7 @@ export async function startUpstream(name: string, options: { tls?: { cert: strin
   const server = options.tls ? https.createServer({ ...options.tls }, handler) : http.createServer(handler);
   let connections = 0;
   server.on(options.tls ? "secureConnection" : "connection", () => connections++);
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  await new Promise<void>((resolve) => server.listen(options.port ?? 0, "127.0.0.1", resolve));
   return {
     port: (server.address() as AddressInfo).port,
     name,

@@ -4,7 +4,7 @@ import { AuthSourceError, messageOf } from "./errors.js";
 import { ExecCredentialPlugin } from "./exec-plugin.js";
 import { kubeconfigPath, readKubeconfigUser, type KubeconfigUser } from "./kubeconfig-user.js";
 import type { AuthSource, Credential } from "./source.js";
-import { WatchedFile } from "./watched-file.js";
+import { WatchedFile } from "../../config/watched-file.js";
 
 type Text = () => string;
 

@@ -11,7 +11,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file kedge/admin/v1/admin.proto.
  */
 export const file_kedge_admin_v1_admin: GenFile = /*@__PURE__*/
-  fileDesc("ChprZWRnZS9hZG1pbi92MS9hZG1pbi5wcm90bxIOa2VkZ2UuYWRtaW4udjEiEwoRTGlzdFJvdXRlc1JlcXVlc3QiSwoFUm91dGUSDAoEa2luZBgBIAEoCRINCgVpbmRleBgCIAEoDRIUCgxiYWNrZW5kX25hbWUYAyABKAkSDwoHbWF0Y2hlchgEIAEoCSI7ChJMaXN0Um91dGVzUmVzcG9uc2USJQoGcm91dGVzGAEgAygLMhUua2VkZ2UuYWRtaW4udjEuUm91dGUiFQoTTGlzdEJhY2tlbmRzUmVxdWVzdCKeAQoIRW5kcG9pbnQSDwoHYWRkcmVzcxgBIAEoCRIPCgdoZWFsdGh5GAIgASgIEhMKC291dHN0YW5kaW5nGAMgASgNEgwKBG9wZW4YBCABKA0SDwoHZWplY3RlZBgFIAEoCBIRCgllamVjdGlvbnMYBiABKA0SFAoMaGVhbHRoX2NoZWNrGAcgASgJEhMKC2VqZWN0aW9uX21zGAggASgNImQKB0JhY2tlbmQSDAoEa2luZBgBIAEoCRIMCgRuYW1lGAIgASgJEhAKCHJlc29sdmVyGAMgASgJEisKCWVuZHBvaW50cxgEIAMoCzIYLmtlZGdlLmFkbWluLnYxLkVuZHBvaW50IkEKFExpc3RCYWNrZW5kc1Jlc3BvbnNlEikKCGJhY2tlbmRzGAEgAygLMhcua2VkZ2UuYWRtaW4udjEuQmFja2VuZCISChBHZXRDb25maWdSZXF1ZXN0Ik0KEUdldENvbmZpZ1Jlc3BvbnNlEg8KB3ZlcnNpb24YASABKAQSJwoGY29uZmlnGAIgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdDKQAgoMQWRtaW5TZXJ2aWNlElMKCkxpc3RSb3V0ZXMSIS5rZWRnZS5hZG1pbi52MS5MaXN0Um91dGVzUmVxdWVzdBoiLmtlZGdlLmFkbWluLnYxLkxpc3RSb3V0ZXNSZXNwb25zZRJZCgxMaXN0QmFja2VuZHMSIy5rZWRnZS5hZG1pbi52MS5MaXN0QmFja2VuZHNSZXF1ZXN0GiQua2VkZ2UuYWRtaW4udjEuTGlzdEJhY2tlbmRzUmVzcG9uc2USUAoJR2V0Q29uZmlnEiAua2VkZ2UuYWRtaW4udjEuR2V0Q29uZmlnUmVxdWVzdBohLmtlZGdlLmFkbWluLnYxLkdldENvbmZpZ1Jlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_struct]);
+  fileDesc("ChprZWRnZS9hZG1pbi92MS9hZG1pbi5wcm90bxIOa2VkZ2UuYWRtaW4udjEiEwoRTGlzdFJvdXRlc1JlcXVlc3QiSwoFUm91dGUSDAoEa2luZBgBIAEoCRINCgVpbmRleBgCIAEoDRIUCgxiYWNrZW5kX25hbWUYAyABKAkSDwoHbWF0Y2hlchgEIAEoCSI7ChJMaXN0Um91dGVzUmVzcG9uc2USJQoGcm91dGVzGAEgAygLMhUua2VkZ2UuYWRtaW4udjEuUm91dGUiFQoTTGlzdEJhY2tlbmRzUmVxdWVzdCKsAQoIRW5kcG9pbnQSDwoHYWRkcmVzcxgBIAEoCRIPCgdoZWFsdGh5GAIgASgIEhMKC291dHN0YW5kaW5nGAMgASgNEgwKBG9wZW4YBCABKA0SDwoHZWplY3RlZBgFIAEoCBIRCgllamVjdGlvbnMYBiABKA0SFAoMaGVhbHRoX2NoZWNrGAcgASgJEhMKC2VqZWN0aW9uX21zGAggASgNEgwKBHRpZXIYCSABKA0iiwEKB0JhY2tlbmQSDAoEa2luZBgBIAEoCRIMCgRuYW1lGAIgASgJEhAKCHJlc29sdmVyGAMgASgJEisKCWVuZHBvaW50cxgEIAMoCzIYLmtlZGdlLmFkbWluLnYxLkVuZHBvaW50EhAKCGZhaWxvdmVyGAUgAygJEhMKC2FjdGl2ZV90aWVyGAYgASgNIkEKFExpc3RCYWNrZW5kc1Jlc3BvbnNlEikKCGJhY2tlbmRzGAEgAygLMhcua2VkZ2UuYWRtaW4udjEuQmFja2VuZCISChBHZXRDb25maWdSZXF1ZXN0Ik0KEUdldENvbmZpZ1Jlc3BvbnNlEg8KB3ZlcnNpb24YASABKAQSJwoGY29uZmlnGAIgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdDKQAgoMQWRtaW5TZXJ2aWNlElMKCkxpc3RSb3V0ZXMSIS5rZWRnZS5hZG1pbi52MS5MaXN0Um91dGVzUmVxdWVzdBoiLmtlZGdlLmFkbWluLnYxLkxpc3RSb3V0ZXNSZXNwb25zZRJZCgxMaXN0QmFja2VuZHMSIy5rZWRnZS5hZG1pbi52MS5MaXN0QmFja2VuZHNSZXF1ZXN0GiQua2VkZ2UuYWRtaW4udjEuTGlzdEJhY2tlbmRzUmVzcG9uc2USUAoJR2V0Q29uZmlnEiAua2VkZ2UuYWRtaW4udjEuR2V0Q29uZmlnUmVxdWVzdBohLmtlZGdlLmFkbWluLnYxLkdldENvbmZpZ1Jlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_struct]);
 
 /**
  * @generated from message kedge.admin.v1.ListRoutesRequest
@@ -145,6 +145,13 @@ export type Endpoint = Message<"kedge.admin.v1.Endpoint"> & {
    * @generated from field: uint32 ejection_ms = 8;
    */
   ejectionMs: number;
+
+  /**
+   * tier is the backend's failover tier the endpoint belongs to: 0 its own resolver, 1… its failover tiers.
+   *
+   * @generated from field: uint32 tier = 9;
+   */
+  tier: number;
 };
 
 /**
@@ -177,6 +184,20 @@ export type Backend = Message<"kedge.admin.v1.Backend"> & {
    * @generated from field: repeated kedge.admin.v1.Endpoint endpoints = 4;
    */
   endpoints: Endpoint[];
+
+  /**
+   * failover describes the backend's failover tiers 1…, in order; empty without any.
+   *
+   * @generated from field: repeated string failover = 5;
+   */
+  failover: string[];
+
+  /**
+   * active_tier is the tier requests go to now (with workers, the furthest any worker uses).
+   *
+   * @generated from field: uint32 active_tier = 6;
+   */
+  activeTier: number;
 };
 
 /**
