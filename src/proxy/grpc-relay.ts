@@ -1,134 +1,16 @@
 import type { OutgoingHttpHeaders } from "node:http2";
-import type { ClientStream, ClientStreamHandler } from "./client-stream.js";
+import type { ClientStream } from "./client-stream.js";
 import type { H2Headers } from "../h2/hpack.js";
 import type { StreamError } from "../h2/frames.js";
 import type { H2Stream, StreamHandler } from "../upstream/h2/stream.js";
 import { answerStatus, forwardableInPlace, GrpcStatus, statusTrailers, type CallRecord } from "./grpc-call.js";
-import { resendLimitBytes, type RetryPolicy, type RetryReason } from "../backend/retry-policy.js";
+import type { RetryPolicy, RetryReason } from "../backend/retry-policy.js";
+import { HeldRanges } from "./held-ranges.js";
+import type { AttemptRelay, RequestReplay } from "./request-replay.js";
+import { grpcAnswerReason } from "./retry-reasons.js";
 
 /** grpc-status UNAVAILABLE as it arrives: the status outlier detection counts. */
 const unavailable = String(GrpcStatus.UNAVAILABLE);
-
-/** Held response bytes up to this are joined into one write; above it, copying costs more than it saves. */
-const coalesceLimitBytes = 64 * 1024;
-
-/**
- * The client's request bytes sent upstream before the backend answered. A backend that refuses
- * a stream it never processed (REFUSED_STREAM, or streams above a GOAWAY's last-stream-id:
- * RFC 9113 §8.7), or an endpoint that cannot be reached, leaves the call safe to retry; with
- * these bytes kedge replays it instead of failing it, as gRPC clients do with transparent retry.
- *
- * It also gathers what the client sends in the same event-loop turn as its headers before the
- * upstream stream opens, so a unary call's HEADERS and DATA go upstream in one write.
- *
- * It is the client stream's handler for the whole call: body bytes are recorded, gathered and
- * forwarded here; the stream's close, drain and trailer request go to the current attempt's relay
- * (a replayed call's new relay takes the old one's place).
- */
-export class RequestReplay implements ClientStreamHandler {
-  /** The relay of the current attempt, from its start. */
-  relay: GrpcRelay | undefined;
-  private chunks: Buffer[] | undefined = [];
-  private size = 0;
-  private attached: H2Stream | undefined;
-  /** Over the replay limit before the first upstream took the bytes: they are sent once, never replayed. */
-  private oversize = false;
-  private ready: Gatherer | undefined;
-
-  constructor(
-    private readonly client: ClientStream,
-    /** Where the client's bytes are counted from the first one (a logged call's observation). */
-    private readonly counted: { bytesIn: number } | undefined,
-  ) {
-    client.handle(this);
-  }
-
-  data(chunk: Buffer): void {
-    if (this.counted) this.counted.bytesIn += chunk.length;
-    if (this.chunks) {
-      this.size += chunk.length;
-      if (this.size <= resendLimitBytes) this.chunks.push(chunk);
-      else if (this.attached) this.stop();
-      else {
-        this.chunks.push(chunk);
-        this.oversize = true;
-      }
-    }
-    if (this.attached && !this.attached.write(chunk)) this.client.pause();
-  }
-
-  end(): void {
-    if (this.ready) this.go();
-    else this.attached?.end();
-  }
-
-  close(): void {
-    this.relay?.clientClosed();
-  }
-
-  drain(): void {
-    this.relay?.clientDrained();
-  }
-
-  wantTrailers(): void {
-    this.relay?.wantTrailers();
-  }
-
-  get replayable(): boolean {
-    return this.chunks !== undefined && !this.oversize;
-  }
-
-  /**
-   * Calls `ready` once the client's body has ended or this event-loop turn is over, whichever is
-   * first; the client is then paused until an upstream takes its bytes (flow control holds the rest).
-   */
-  gather(ready: Gatherer): void {
-    if (this.client.readableEnded) return ready.gathered();
-    this.ready = ready;
-    if (gathering.push(this) === 1) setImmediate(turnOver);
-  }
-
-  go(): void {
-    const ready = this.ready;
-    if (!ready) return;
-    this.ready = undefined;
-    if (!this.attached && !this.client.readableEnded) this.client.pause();
-    ready.gathered();
-  }
-
-  /** The backend's answer went to the client, or the body outgrew the limit: nothing is kept any more. */
-  stop(): void {
-    this.chunks = undefined;
-  }
-
-  /** Sends the client's body to this upstream: what arrived so far, then the rest as it arrives. */
-  attach(upstream: H2Stream): void {
-    this.attached = upstream;
-    const chunks = this.chunks ?? [];
-    const ended = this.client.readableEnded;
-    const n = ended ? chunks.length - 1 : chunks.length;
-    for (let i = 0; i < n; i++) upstream.write(chunks[i]);
-    if (this.oversize) this.stop();
-    if (ended) return upstream.end(chunks.length > 0 ? chunks[chunks.length - 1] : undefined);
-    this.client.resume();
-  }
-
-  /** The upstream can take more of the body. */
-  drained(): void {
-    if (!this.client.readableEnded) this.client.resume();
-  }
-
-  /** Stops the flow into a refused upstream; the client's further bytes wait in its stream. */
-  detach(): void {
-    this.attached = undefined;
-    this.client.pause();
-  }
-}
-
-/** Told when a call's body so far is in hand (RequestReplay.gather). */
-export interface Gatherer {
-  gathered(): void;
-}
 
 /** The call a relay carries one attempt of: it holds the attempt's endpoint and decides on retries. */
 export interface RelayOwner {
@@ -155,31 +37,12 @@ export interface RelayOwner {
   release(): void;
 }
 
-/** Calls gathering their body until this event-loop turn is over: one immediate for all of them. */
-let gathering: RequestReplay[] = [];
-
-function turnOver(): void {
-  const replays = gathering;
-  gathering = [];
-  for (const replay of replays) replay.go(); // a no-op for those whose body ended first
-}
-
 function deadlinePassed(relay: GrpcRelay): void {
   relay.expire();
 }
 
 function perTryPassed(relay: GrpcRelay): void {
   relay.perTryExpired();
-}
-
-/**
- * The retry reason of an answer that carries no message: grpc-status UNAVAILABLE is gRPC's 503
- * (doc/http-grpc-status-mapping.md); without a grpc-status, the HTTP status of what answered
- * (a proxy in front of the backend).
- */
-function answerRetryReason(status: string | string[] | undefined, grpcStatus: string | string[] | undefined): RetryReason | undefined {
-  if (grpcStatus !== undefined) return grpcStatus === "14" ? "503" : undefined;
-  return status === "502" || status === "503" || status === "504" ? status : undefined;
 }
 
 /** Relays with bytes held, flushed together once the current socket read has been handled. */
@@ -199,7 +62,7 @@ function flushHeld(): void {
  * write, a stream's messages that arrived together in one write. Bun cannot
  * send RST_STREAM from a server stream, so every failure is answered with a grpc-status instead.
  */
-export class GrpcRelay implements StreamHandler {
+export class GrpcRelay implements StreamHandler, AttemptRelay {
   upstream: H2Stream | undefined;
   private headers: OutgoingHttpHeaders | undefined;
   /** The backend's body bytes held for the next flush: ranges [start, end) of socket reads. */
@@ -287,7 +150,7 @@ export class GrpcRelay implements StreamHandler {
     this.owner.succeeded();
     if (endStream) this.owner.answered(headers["grpc-status"] === unavailable); // trailers-only
     if (endStream && this.owner.retryPolicy !== undefined) {
-      const reason = answerRetryReason(headers[":status"], headers["grpc-status"]);
+      const reason = grpcAnswerReason(headers[":status"], headers["grpc-status"]);
       if (reason !== undefined && this.retryAnswer(reason)) return;
     }
     const obs = this.call.obs;
@@ -323,7 +186,7 @@ export class GrpcRelay implements StreamHandler {
     if (!headers && !this.client.headersSent) return; // trailers-only, already answered
     // Headers and trailers and no message, none of it passed on yet: as good as trailers-only.
     if (headers !== undefined && this.held.count === 0 && this.owner.retryPolicy !== undefined && !this.client.headersSent) {
-      const reason = answerRetryReason(headers[":status"] as string | undefined, this.trailersOut?.["grpc-status"] as string | undefined);
+      const reason = grpcAnswerReason(headers[":status"] as string | undefined, this.trailersOut?.["grpc-status"] as string | undefined);
       if (reason !== undefined && this.retryAnswer(reason)) return;
     }
     this.ended = true;
@@ -429,64 +292,9 @@ export class GrpcRelay implements StreamHandler {
       if (!this.respond(headers, { waitForTrailers: true })) return;
     }
     if (!client.headersSent) return;
-    // Held messages as one buffer while that is cheap: one DATA frame, one pass through the
-    // client stream's machinery. Message boundaries are not frame boundaries in gRPC: the client reads the
-    // same messages. An ended answer's last bytes (a unary call's message) go with the end.
-    const joined = held.count > 0 && held.bytes <= coalesceLimitBytes ? held.join() : undefined;
+    // An ended answer's last bytes (a unary call's message) go with the end.
     const ending = this.ended && !client.writableEnded;
-    let ok = true;
-    if (joined === undefined) ok = held.writeEach(client);
-    else if (!ending) ok = client.write(joined);
-    held.clear();
-    if (ending) client.end(joined);
-    else if (!ok && this.upstream && !this.upstream.paused) this.upstream.pause(); // until clientDrained
-  }
-}
-
-/** Byte ranges of socket reads, kept without a view per range until they are written. */
-class HeldRanges {
-  private readonly sources: Uint8Array[] = [];
-  /** start, end of each source's range. */
-  private readonly bounds: number[] = [];
-  bytes = 0;
-
-  get count(): number {
-    return this.sources.length;
-  }
-
-  add(source: Uint8Array, start: number, end: number): void {
-    this.sources.push(source);
-    this.bounds.push(start, end);
-    this.bytes += end - start;
-  }
-
-  /** The ranges as one array: a view when there is one, else a copy (short ranges byte by byte, cheaper than a native call each). */
-  join(): Uint8Array {
-    const { sources, bounds } = this;
-    if (sources.length === 1) return sources[0].subarray(bounds[0], bounds[1]);
-    const out = Buffer.allocUnsafe(this.bytes);
-    let at = 0;
-    for (let i = 0; i < sources.length; i++) {
-      const source = sources[i];
-      const start = bounds[2 * i];
-      const end = bounds[2 * i + 1];
-      if (end - start > 64) out.set(source.subarray(start, end), at);
-      else for (let j = start; j < end; j++) out[at + j - start] = source[j];
-      at += end - start;
-    }
-    return out;
-  }
-
-  /** Writes each range as it is (too much to copy into one); false when the stream asks to wait. */
-  writeEach(client: ClientStream): boolean {
-    let ok = true;
-    for (let i = 0; i < this.sources.length; i++) ok = client.write(this.sources[i].subarray(this.bounds[2 * i], this.bounds[2 * i + 1]));
-    return ok;
-  }
-
-  clear(): void {
-    this.sources.length = 0;
-    this.bounds.length = 0;
-    this.bytes = 0;
+    const ok = held.writeTo(client, ending);
+    if (!ending && !ok && this.upstream && !this.upstream.paused) this.upstream.pause(); // until clientDrained
   }
 }

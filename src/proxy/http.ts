@@ -4,7 +4,7 @@ import { routeLabel, type Metrics } from "../observe/metrics.js";
 import type { DecisionSubject } from "../observe/audit-log.js";
 import type { Runtime } from "../runtime.js";
 import { admit } from "./admission.js";
-import type { HttpProxy, Routing } from "./exchange.js";
+import type { HttpProxy, Routing } from "./http-proxy.js";
 import { pathSpellingProblem } from "./path.js";
 import { screenUnderscoreNames } from "./underscore-names.js";
 import { newRequestId, type ParsedRequest } from "./request.js";

@@ -3,9 +3,11 @@ import type { IncomingHttpHeaders } from "node:http2";
 import { KedgeError } from "../errors.js";
 import { ErrorCode } from "../h2/frames.js";
 import type { ClientStream, ClientStreamHandler } from "../proxy/client-stream.js";
-import { exchange, sendError, type HttpProxy } from "../proxy/exchange.js";
+import { sendError } from "../proxy/error-response.js";
+import { exchange } from "../proxy/exchange.js";
 import { proxyGrpc } from "../proxy/grpc.js";
 import type { ProxyContext } from "../proxy/http.js";
+import type { HttpProxy } from "../proxy/http-proxy.js";
 import type { BodyReader, IngressRequest, IngressResponse, RequestBody } from "../proxy/ingress.js";
 import { isGrpc } from "./listen.js";
 

@@ -1,7 +1,7 @@
 import type { ServerConfig } from "../gen/kedge/config/v1/server_pb.js";
 import { durationMs } from "../config/duration.js";
 import { defaultBindAddress } from "../config/validate-exposure.js";
-import type { HttpProxy } from "../proxy/exchange.js";
+import type { HttpProxy } from "../proxy/http-proxy.js";
 import { inflight } from "../proxy/record.js";
 import { kedgeHttpProxy, type ProxyContext } from "../proxy/http.js";
 import { Tunnels } from "../proxy/tunnel.js";

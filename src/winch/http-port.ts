@@ -1,5 +1,6 @@
 import { KedgeError } from "../errors.js";
-import { exchange, sendError } from "../proxy/exchange.js";
+import { sendError } from "../proxy/error-response.js";
+import { exchange } from "../proxy/exchange.js";
 import type { IngressRequest, IngressResponse } from "../proxy/ingress.js";
 import { requestIdFrom } from "../proxy/request.js";
 import type { Tunnels } from "../proxy/tunnel.js";

@@ -1,4 +1,4 @@
-import type { Routing, HttpProxy } from "../proxy/exchange.js";
+import type { Routing, HttpProxy } from "../proxy/http-proxy.js";
 import type { Tunnels } from "../proxy/tunnel.js";
 import { KedgeError } from "../errors.js";
 import { hasToken } from "../net/fields.js";

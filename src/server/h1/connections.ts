@@ -1,7 +1,8 @@
 import type { KedgeError } from "../../errors.js";
 import { proxyConnect } from "../../proxy/connect.js";
-import { exchange, type HttpProxy } from "../../proxy/exchange.js";
+import { exchange } from "../../proxy/exchange.js";
 import type { ProxyContext } from "../../proxy/http.js";
+import type { HttpProxy } from "../../proxy/http-proxy.js";
 import type { IngressRequest } from "../../proxy/ingress.js";
 import { newRequestId } from "../../proxy/request.js";
 import { rawErrorResponse, type Tunnels } from "../../proxy/tunnel.js";

@@ -1,7 +1,7 @@
 import type { Duplex } from "node:stream";
 import type { IncomingHttpHeaders } from "node:http2";
 import { KedgeError } from "../../errors.js";
-import { sendError } from "../../proxy/exchange.js";
+import { sendError } from "../../proxy/error-response.js";
 import { ErrorCode } from "../../h2/frames.js";
 import type { H2Headers } from "../../h2/hpack.js";
 import { GrpcStatus, statusTrailers } from "../../proxy/grpc-call.js";

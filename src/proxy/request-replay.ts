@@ -1,0 +1,137 @@
+import type { ClientStream, ClientStreamHandler } from "./client-stream.js";
+import type { H2Stream } from "../upstream/h2/stream.js";
+import { resendLimitBytes } from "../backend/retry-policy.js";
+
+/**
+ * The client's request bytes sent upstream before the backend answered. A backend that refuses
+ * a stream it never processed (REFUSED_STREAM, or streams above a GOAWAY's last-stream-id:
+ * RFC 9113 §8.7), or an endpoint that cannot be reached, leaves the call safe to retry; with
+ * these bytes kedge replays it instead of failing it, as gRPC clients do with transparent retry.
+ *
+ * It also gathers what the client sends in the same event-loop turn as its headers before the
+ * upstream stream opens, so a unary call's HEADERS and DATA go upstream in one write.
+ *
+ * It is the client stream's handler for the whole call: body bytes are recorded, gathered and
+ * forwarded here; the stream's close, drain and trailer request go to the current attempt's relay
+ * (a replayed call's new relay takes the old one's place).
+ */
+export class RequestReplay implements ClientStreamHandler {
+  /** The relay of the current attempt, from its start. */
+  relay: AttemptRelay | undefined;
+  private chunks: Buffer[] | undefined = [];
+  private size = 0;
+  private attached: H2Stream | undefined;
+  /** Over the replay limit before the first upstream took the bytes: they are sent once, never replayed. */
+  private oversize = false;
+  private ready: Gatherer | undefined;
+
+  constructor(
+    private readonly client: ClientStream,
+    /** Where the client's bytes are counted from the first one (a logged call's observation). */
+    private readonly counted: { bytesIn: number } | undefined,
+  ) {
+    client.handle(this);
+  }
+
+  data(chunk: Buffer): void {
+    if (this.counted) this.counted.bytesIn += chunk.length;
+    if (this.chunks) {
+      this.size += chunk.length;
+      if (this.size <= resendLimitBytes) this.chunks.push(chunk);
+      else if (this.attached) this.stop();
+      else {
+        this.chunks.push(chunk);
+        this.oversize = true;
+      }
+    }
+    if (this.attached && !this.attached.write(chunk)) this.client.pause();
+  }
+
+  end(): void {
+    if (this.ready) this.go();
+    else this.attached?.end();
+  }
+
+  close(): void {
+    this.relay?.clientClosed();
+  }
+
+  drain(): void {
+    this.relay?.clientDrained();
+  }
+
+  wantTrailers(): void {
+    this.relay?.wantTrailers();
+  }
+
+  get replayable(): boolean {
+    return this.chunks !== undefined && !this.oversize;
+  }
+
+  /**
+   * Calls `ready` once the client's body has ended or this event-loop turn is over, whichever is
+   * first; the client is then paused until an upstream takes its bytes (flow control holds the rest).
+   */
+  gather(ready: Gatherer): void {
+    if (this.client.readableEnded) return ready.gathered();
+    this.ready = ready;
+    if (gathering.push(this) === 1) setImmediate(turnOver);
+  }
+
+  go(): void {
+    const ready = this.ready;
+    if (!ready) return;
+    this.ready = undefined;
+    if (!this.attached && !this.client.readableEnded) this.client.pause();
+    ready.gathered();
+  }
+
+  /** The backend's answer went to the client, or the body outgrew the limit: nothing is kept any more. */
+  stop(): void {
+    this.chunks = undefined;
+  }
+
+  /** Sends the client's body to this upstream: what arrived so far, then the rest as it arrives. */
+  attach(upstream: H2Stream): void {
+    this.attached = upstream;
+    const chunks = this.chunks ?? [];
+    const ended = this.client.readableEnded;
+    const n = ended ? chunks.length - 1 : chunks.length;
+    for (let i = 0; i < n; i++) upstream.write(chunks[i]);
+    if (this.oversize) this.stop();
+    if (ended) return upstream.end(chunks.length > 0 ? chunks[chunks.length - 1] : undefined);
+    this.client.resume();
+  }
+
+  /** The upstream can take more of the body. */
+  drained(): void {
+    if (!this.client.readableEnded) this.client.resume();
+  }
+
+  /** Stops the flow into a refused upstream; the client's further bytes wait in its stream. */
+  detach(): void {
+    this.attached = undefined;
+    this.client.pause();
+  }
+}
+
+/** Told when a call's body so far is in hand (RequestReplay.gather). */
+export interface Gatherer {
+  gathered(): void;
+}
+
+/** Where the client stream's close, drain and trailer request go: the current attempt's GrpcRelay. */
+export interface AttemptRelay {
+  clientClosed(): void;
+  clientDrained(): void;
+  wantTrailers(): void;
+}
+
+/** Calls gathering their body until this event-loop turn is over: one immediate for all of them. */
+let gathering: RequestReplay[] = [];
+
+function turnOver(): void {
+  const replays = gathering;
+  gathering = [];
+  for (const replay of replays) replay.go(); // a no-op for those whose body ended first
+}
