@@ -4,7 +4,7 @@ import { log } from "../observe/log.js";
 import type { Endpoint } from "./endpoint.js";
 
 /** What unset health_check fields mean. */
-export const checkDefaults = {
+const checkDefaults = {
   intervalMs: 5_000,
   timeoutMs: 1_000,
   healthyThreshold: 2,

@@ -7,7 +7,7 @@ import { peerCertOf } from "../net/peer-cert.js";
 import { BucketLimit, KeyedBuckets, type TokenBucket } from "./token-bucket.js";
 
 /** Buckets one caller-keyed limit holds at most, per process (about 100 bytes each). */
-export const maxKeysPerLimit = 65_536;
+const maxKeysPerLimit = 65_536;
 
 /** Which limit refused a request: server.rate_limit or the route's own (the metric's `limit` label). */
 export type LimitScope = "server" | "route";
