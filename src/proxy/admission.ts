@@ -1,4 +1,4 @@
-import type { Identity } from "../auth/identity.js";
+import { CallerRefused, type Identity } from "../auth/identity.js";
 import type { RoutePolicy } from "../auth/policy.js";
 import { asKedgeError, rateLimited, type KedgeError } from "../errors.js";
 import type { AuditLog, DecisionSubject } from "../observe/audit-log.js";
@@ -51,7 +51,7 @@ export function admit(
 /** Access control refused: the deny line, with the caller's identity when its token was verified. */
 function refused(audit: AuditLog, e: unknown, socket: object | null | undefined, subject: DecisionSubject): KedgeError {
   const err = asKedgeError(e);
-  if (audit.enabled) audit.decision(subject, "deny", err.type, err.message, (err as { identity?: unknown }).identity, socket);
+  if (audit.enabled) audit.decision(subject, "deny", err.type, err.message, err instanceof CallerRefused ? err.identity : undefined, socket);
   return err;
 }
 
