@@ -10,8 +10,8 @@ import type { Runtime } from "../runtime.js";
  * The access decision of one request or call, then server.rate_limit and the route's own, with
  * the audit line of the outcome. AccessControl.check's contract: undefined when admitted at
  * once, else a promise of the verified identity; access control's refusals are thrown (or
- * rejected) as KedgeErrors, the rate limits' rejected. Only requests access control admitted take tokens, so refused callers cannot
- * drain a bucket that others share.
+ * rejected) as KedgeErrors, the rate limits' rejected. Only requests access control admitted
+ * take tokens, so refused callers cannot drain a bucket that others share.
  */
 export function admit(
   metrics: Metrics,
