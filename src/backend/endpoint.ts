@@ -21,6 +21,10 @@ export class Endpoint {
   returnedAt = 0;
   /** Active health checks find it down. */
   failingChecks = false;
+  /** Active health checks' passes and failures in a row, and whether one is in flight (the next round skips it). */
+  checkPasses = 0;
+  checkFailures = 0;
+  checking = false;
 
   constructor(
     readonly host: string,

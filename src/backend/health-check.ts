@@ -4,7 +4,7 @@ import { log } from "../observe/log.js";
 import type { Endpoint } from "./endpoint.js";
 
 /** What unset health_check fields mean. */
-export const checkDefaults = {
+const checkDefaults = {
   intervalMs: 5_000,
   timeoutMs: 1_000,
   healthyThreshold: 2,
@@ -22,14 +22,6 @@ export interface Checked<Pool> {
   poolFor(endpoint: Endpoint): Pool | undefined;
 }
 
-/** An endpoint's checks in a row. */
-interface Streak {
-  passes: number;
-  failures: number;
-  /** A check is in flight: the next round leaves the endpoint alone. */
-  checking: boolean;
-}
-
 let checksRun = true;
 
 /**
@@ -43,15 +35,16 @@ export function runNoHealthChecks(): void {
 /**
  * Active health checks of one backend: one timer, and at each tick a probe of every endpoint not
  * still being checked. unhealthy_threshold failures in a row mark an endpoint down
- * (`failingChecks`), healthy_threshold passes bring it back; endpoints start up. Runs from the
- * backend's start() to its close(), so a reload that replaces the backend stops its checks.
+ * (`failingChecks`), healthy_threshold passes bring it back; endpoints start up. The runs are
+ * counted on the endpoints, as outlier detection's are, so an endpoint re-resolution drops takes
+ * its count with it. Runs from the backend's start() to its close(), so a reload that replaces the
+ * backend stops its checks.
  */
 export class HealthChecker<Pool> {
   private readonly intervalMs: number;
   private readonly timeoutMs: number;
   private readonly healthyThreshold: number;
   private readonly unhealthyThreshold: number;
-  private readonly streaks = new Map<Endpoint, Streak>();
   private timer: Timer | undefined;
   private closed = false;
 
@@ -77,47 +70,40 @@ export class HealthChecker<Pool> {
   close(): void {
     this.closed = true;
     clearInterval(this.timer);
-    this.streaks.clear();
   }
 
   private round(): void {
     if (this.closed) return;
-    const endpoints = this.backend.checkedEndpoints;
-    if (this.streaks.size > endpoints.length) {
-      const current = new Set(endpoints);
-      for (const e of this.streaks.keys()) if (!current.has(e)) this.streaks.delete(e);
-    }
-    for (const endpoint of endpoints) {
-      let streak = this.streaks.get(endpoint);
-      if (streak === undefined) this.streaks.set(endpoint, (streak = { passes: 0, failures: 0, checking: false }));
-      if (streak.checking) continue;
+    for (const endpoint of this.backend.checkedEndpoints) {
+      if (endpoint.checking) continue;
       const pool = this.backend.poolFor(endpoint);
       if (pool === undefined) continue;
-      streak.checking = true;
-      const checked = (problem: string | undefined) => this.checked(endpoint, streak, problem);
+      endpoint.checking = true;
+      const checked = (problem: string | undefined) => this.checked(endpoint, problem);
       this.probe(endpoint, pool, this.timeoutMs).then(checked, (e: Error) => checked(e.message));
     }
   }
 
-  private checked(endpoint: Endpoint, streak: Streak, problem: string | undefined): void {
-    streak.checking = false;
-    if (this.closed || this.streaks.get(endpoint) !== streak) return;
+  private checked(endpoint: Endpoint, problem: string | undefined): void {
+    endpoint.checking = false;
+    // Re-resolution dropped the endpoint while it was checked: its verdict no longer matters.
+    if (this.closed || this.backend.poolFor(endpoint) === undefined) return;
     const fields = { backend: this.backend.name, endpoint: endpoint.address };
     if (problem === undefined) {
-      streak.failures = 0;
+      endpoint.checkFailures = 0;
       // It was reached: a failed dial's backoff ends here, so traffic comes back (to its tier too)
       // once the checks say so, not at the backoff's end.
       endpoint.markHealthy();
-      if (++streak.passes >= this.healthyThreshold && endpoint.failingChecks) {
+      if (++endpoint.checkPasses >= this.healthyThreshold && endpoint.failingChecks) {
         endpoint.failingChecks = false;
         log.info("endpoint passes its health checks again", fields);
       }
       return;
     }
-    streak.passes = 0;
-    if (++streak.failures >= this.unhealthyThreshold && !endpoint.failingChecks) {
+    endpoint.checkPasses = 0;
+    if (++endpoint.checkFailures >= this.unhealthyThreshold && !endpoint.failingChecks) {
       endpoint.failingChecks = true;
-      log.warn("endpoint fails its health checks", { ...fields, error: problem, failures: streak.failures });
+      log.warn("endpoint fails its health checks", { ...fields, error: problem, failures: endpoint.checkFailures });
     }
   }
 }

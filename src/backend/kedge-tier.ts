@@ -85,7 +85,7 @@ export interface TierConfig {
 }
 
 /** A kedge tier as a host resolver on its URL's host (verified by that name) with its TLS files and hop. */
-export function kedgeTierConfig(tier: KedgeTier): TierConfig {
+function kedgeTierConfig(tier: KedgeTier): TierConfig {
   const url = parseKedgeUrl(tier.url);
   if (typeof url === "string") throw new Error(`kedge tier url ${url}`);
   const target = kedgeHostPort(url);

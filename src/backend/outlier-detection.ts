@@ -5,7 +5,7 @@ import { backendHealthMetrics } from "../observe/metrics.js";
 import type { Endpoint } from "./endpoint.js";
 
 /** What unset outlier_detection fields mean (Envoy's defaults, but for the percentage: see health.proto). */
-export const outlierDefaults = {
+const outlierDefaults = {
   consecutiveFailures: 5,
   baseEjectionMs: 30_000,
   maxEjectionPercent: 50,

@@ -2,8 +2,6 @@ import type { RetryPolicy as RetryPolicyConfig } from "../gen/kedge/config/v1/re
 import { durationMs } from "../config/duration.js";
 import { conditionName, isRetryCondition, type RetryCondition } from "../config/retry-conditions.js";
 
-export type { RetryCondition } from "../config/retry-conditions.js";
-
 /**
  * Why an attempt was made again (the `reason` of kedge_retries_total, the access line's
  * `retry_reasons`): a condition of `on`, or `timeout`, an attempt without a response head within

@@ -12,7 +12,7 @@ export function parseKedgeUrl(text: string): URL | string {
   return url;
 }
 
-/** The host a kedge URL names, without an IPv6 literal's brackets, and its port (https's 443 by default). */
+/** The host a kedge URL names, without an IPv6 literal's brackets, and its port (its scheme's default when unset). */
 export function kedgeHostPort(url: URL): { host: string; port: number } {
-  return { host: url.hostname.replace(/^\[|\]$/g, ""), port: url.port ? Number(url.port) : 443 };
+  return { host: url.hostname.replace(/^\[|\]$/g, ""), port: url.port ? Number(url.port) : url.protocol === "https:" ? 443 : 80 };
 }

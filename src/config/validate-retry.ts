@@ -1,27 +1,25 @@
-import type { Config } from "../gen/kedge/config/v1/config_pb.js";
-import type { RetryPolicy } from "../gen/kedge/config/v1/retry_pb.js";
+import * as v from "valibot";
+import type { Value } from "@bufbuild/protobuf/wkt";
 import { durationMs } from "./duration.js";
 import { conditionName, isRetryCondition, retryConditions } from "./retry-conditions.js";
 
-function policyProblems(retry: RetryPolicy, path: string): string[] {
-  const problems: string[] = [];
-  if (retry.attempts !== undefined && (retry.attempts < 1 || retry.attempts > 10)) problems.push(`${path}.attempts: must be 1-10, got ${retry.attempts}`);
-  retry.on.forEach((value, i) => {
-    const name = conditionName(value);
-    if (!isRetryCondition(name)) problems.push(`${path}.on[${i}]: must be one of ${retryConditions.join(", ")}, got ${name === undefined ? JSON.stringify(value.kind.case === "nullValue" ? null : value.kind.value) : JSON.stringify(name)}`);
-  });
-  if (retry.perTryTimeout && durationMs(retry.perTryTimeout, 0) <= 0) problems.push(`${path}.per_try_timeout: must be at least 1ms`);
-  if (retry.budgetPercent !== undefined && retry.budgetPercent > 100) problems.push(`${path}.budget_percent: must be 0-100, got ${retry.budgetPercent}`);
-  return problems;
+/** An `on` entry as the user wrote it, for the message refusing it. */
+function written(value: Value): string {
+  const name = conditionName(value);
+  return JSON.stringify(name ?? (value.kind.case === "nullValue" ? null : value.kind.value));
 }
 
-/** The routes' retry policies' problems, each with its field path. */
-export function validateRetries(config: Config): string[] {
-  const problems: string[] = [];
-  for (const kind of ["http", "grpc"] as const) {
-    config[kind]?.routes.forEach((route, i) => {
-      if (route.retry) problems.push(...policyProblems(route.retry, `${kind}.routes[${i}].retry`));
-    });
-  }
-  return problems;
-}
+/** A route's `retry`, for the routes' valibot schemas. */
+export const retryPolicy = v.optional(
+  v.looseObject({
+    attempts: v.optional(v.pipe(v.number(), v.check((n) => n >= 1 && n <= 10, (issue) => `must be 1-10, got ${issue.input}`))),
+    on: v.array(
+      v.pipe(
+        v.any(),
+        v.check((value: Value) => isRetryCondition(conditionName(value)), (issue) => `must be one of ${retryConditions.join(", ")}, got ${written(issue.input as Value)}`),
+      ),
+    ),
+    perTryTimeout: v.optional(v.pipe(v.any(), v.check((d) => durationMs(d, 0) > 0, "must be at least 1ms"))),
+    budgetPercent: v.optional(v.pipe(v.number(), v.check((n) => n <= 100, (issue) => `must be 0-100, got ${issue.input}`))),
+  }),
+);

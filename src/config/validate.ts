@@ -6,8 +6,8 @@ import { parseK8sTarget } from "./k8s-target.js";
 import { validateAuth } from "./validate-auth.js";
 import { validateExposure } from "./validate-exposure.js";
 import { validateFiles } from "./validate-files.js";
-import { validateRetries } from "./validate-retry.js";
-import { validateRateLimits } from "./validate-rate-limits.js";
+import { retryPolicy } from "./validate-retry.js";
+import { rateLimit } from "./validate-rate-limits.js";
 import { backendHealthFields } from "./validate-health.js";
 import { validateWorkers } from "./workers.js";
 import { validateObservability } from "../observe/validate.js";
@@ -76,8 +76,15 @@ const pathRule = v.pipe(
   v.check((p) => !p.slice(0, -1).includes("*"), '"*" may only end a path rule'),
 );
 
-const httpRoute = v.looseObject({ backendName, pathRules: v.array(pathRule), portMatcher: optionalPort, hostMatcher: v.pipe(v.string(), v.regex(/^\S*$/, "must not contain spaces")) });
-const grpcRoute = v.looseObject({ backendName, authorityPortMatcher: optionalPort });
+const httpRoute = v.looseObject({
+  backendName,
+  pathRules: v.array(pathRule),
+  portMatcher: optionalPort,
+  hostMatcher: v.pipe(v.string(), v.regex(/^\S*$/, "must not contain spaces")),
+  retry: retryPolicy,
+  rateLimit,
+});
+const grpcRoute = v.looseObject({ backendName, authorityPortMatcher: optionalPort, retry: retryPolicy, rateLimit });
 
 const adhoc = v.looseObject({
   dnsNameMatcher: v.pipe(v.string(), v.nonEmpty("dns_name_matcher is required")),
@@ -103,6 +110,7 @@ const server = v.optional(v.pipe(
     logLevel: v.picklist(["", "debug", "info", "warn", "warning", "error"], "must be debug, info, warn or error"),
     tlsCertFile: v.string(),
     tlsKeyFile: v.string(),
+    rateLimit,
   }),
   v.check(
     (s) => (s.httpTlsPort === undefined && s.grpcTlsPort === undefined) || (s.tlsCertFile !== "" && s.tlsKeyFile !== ""),
@@ -147,9 +155,7 @@ export function validateConfig(config: Config): string[] {
   problems.push(...validateExposure(config));
   problems.push(...validateObservability(config));
   problems.push(...validateFiles(config));
-  problems.push(...validateRetries(config));
   problems.push(...validateWorkers(config));
-  problems.push(...validateRateLimits(config));
   if (config.kubernetes?.apiUrl && config.kubernetes.kubeconfigPath) problems.push("kubernetes: set api_url or kubeconfig_path, not both");
   if (config.discovery?.enabled && !config.discovery.externalDomainSuffix) {
     problems.push("discovery.external_domain_suffix: required when discovery is enabled (kedge Go --discovery_external_domain_suffix)");

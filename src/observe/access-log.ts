@@ -66,9 +66,9 @@ export function millis(ms: number): number {
 }
 
 /**
- * Access lines (and audit lines) go to stdout (or a file), gathered into one write per turn of the event loop:
- * under load many requests finish in the same turn, and one write is cheaper than one per line.
- * Every write holds whole lines, so lines of concurrent requests never interleave.
+ * Access lines (and audit lines) go to stdout (or a file), gathered into one write per turn of
+ * the event loop: under load many requests finish in the same turn, and one write is cheaper than
+ * one per line. Every write holds whole lines, so lines of concurrent requests never interleave.
  */
 export class AccessLogWriter {
   private pending = "";

@@ -1,4 +1,4 @@
-import type { Identity } from "../auth/identity.js";
+import { CallerRefused, type Identity } from "../auth/identity.js";
 import type { RoutePolicy } from "../auth/policy.js";
 import { asKedgeError, rateLimited, type KedgeError } from "../errors.js";
 import type { AuditLog, DecisionSubject } from "../observe/audit-log.js";
@@ -10,8 +10,8 @@ import type { Runtime } from "../runtime.js";
  * The access decision of one request or call, then server.rate_limit and the route's own, with
  * the audit line of the outcome. AccessControl.check's contract: undefined when admitted at
  * once, else a promise of the verified identity; access control's refusals are thrown (or
- * rejected) as KedgeErrors, the rate limits' rejected. Only requests access control admitted take tokens, so refused callers cannot
- * drain a bucket that others share.
+ * rejected) as KedgeErrors, the rate limits' rejected. Only requests access control admitted
+ * take tokens, so refused callers cannot drain a bucket that others share.
  */
 export function admit(
   metrics: Metrics,
@@ -51,7 +51,7 @@ export function admit(
 /** Access control refused: the deny line, with the caller's identity when its token was verified. */
 function refused(audit: AuditLog, e: unknown, socket: object | null | undefined, subject: DecisionSubject): KedgeError {
   const err = asKedgeError(e);
-  if (audit.enabled) audit.decision(subject, "deny", err.type, err.message, (err as { identity?: unknown }).identity, socket);
+  if (audit.enabled) audit.decision(subject, "deny", err.type, err.message, err instanceof CallerRefused ? err.identity : undefined, socket);
   return err;
 }
 

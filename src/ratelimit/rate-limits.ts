@@ -3,27 +3,25 @@ import type { Config } from "../gen/kedge/config/v1/config_pb.js";
 import { RateLimit_Key as Key, RateLimitSchema, type RateLimit } from "../gen/kedge/config/v1/rate_limit_pb.js";
 import { GrpcRouteSchema, HttpRouteSchema } from "../gen/kedge/config/v1/routes_pb.js";
 import type { Identity } from "../auth/identity.js";
-import { peerCertOf } from "../net/peer-cert.js";
+import { identityOf } from "../observe/access-log.js";
 import { BucketLimit, KeyedBuckets, type TokenBucket } from "./token-bucket.js";
 
 /** Buckets one caller-keyed limit holds at most, per process (about 100 bytes each). */
-export const maxKeysPerLimit = 65_536;
+const maxKeysPerLimit = 65_536;
 
 /** Which limit refused a request: server.rate_limit or the route's own (the metric's `limit` label). */
 export type LimitScope = "server" | "route";
 
 const keyNames: Record<Key, string> = { [Key.ROUTE]: "route", [Key.IDENTITY]: "caller identity", [Key.CLIENT_ADDRESS]: "client address" };
 
-/** The bucket of the caller the limit is keyed by: its verified token's subject, else its verified certificate's, else its address. */
+/**
+ * The bucket of the caller the limit is keyed by: its verified token's subject, else its verified
+ * certificate's (the caller its access and audit lines name), else its address.
+ */
 function identityKey(identity: Identity | undefined, socket: object | null | undefined, address: string): string {
-  const token = identity?.token;
-  if (token) return `token ${token.subject}`;
-  let cert = identity?.cert;
-  if (!cert) {
-    const peer = peerCertOf(socket);
-    if (peer?.verified) cert = peer.identity;
-  }
-  return cert ? `cert ${cert.subject}` : `address ${address}`;
+  const who = identityOf(identity, socket);
+  if (who.token !== undefined) return `token ${who.token}`;
+  return who.cert !== undefined ? `cert ${who.cert}` : `address ${address}`;
 }
 
 /** One configured limit and its buckets. */

@@ -1,5 +1,6 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Http2ServerRequest, Http2ServerResponse } from "node:http2";
+import { CallerRefused } from "../auth/identity.js";
 import { isLoopback } from "../config/validate-exposure.js";
 import { asKedgeError, forbidden } from "../errors.js";
 import type { AuditLog, DecisionSubject } from "../observe/audit-log.js";
@@ -49,7 +50,7 @@ export function guardAdmin(runtime: () => Runtime, adminHost: string, next: Hand
     };
     const deny = (e: unknown) => {
       const err = asKedgeError(e);
-      if (subject) audit!.decision(subject, "deny", err.type, err.message, (err as { identity?: unknown }).identity, undefined);
+      if (subject) audit!.decision(subject, "deny", err.type, err.message, err instanceof CallerRefused ? err.identity : undefined, undefined);
       const body = `${err.message}\n`;
       (res as ServerResponse).writeHead(err.status, {
         "content-type": "text/plain; charset=utf-8",

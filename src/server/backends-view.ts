@@ -1,3 +1,4 @@
+import type { Backend, EndpointPool } from "../backend/backend.js";
 import type { Runtime } from "../runtime.js";
 
 /** An endpoint's health beyond `healthy`: outlier detection's and the active checks' verdicts. */
@@ -46,13 +47,7 @@ export interface BackendsView {
   readonly grpc: readonly BackendState[];
 }
 
-type LiveBackend = {
-  name: string;
-  resolverDescription: string;
-  tiers: ReadonlyArray<{ description: string }>;
-  activeTier: number;
-  view(): ReadonlyArray<{ address: string; tier: number; healthy: boolean; outstanding: number; pool: object; ejected: boolean; ejections: number; ejectionMs: number; healthCheck: "passing" | "failing" | undefined }>;
-};
+type LiveBackend = Pick<Backend<object, EndpointPool<object>>, "name" | "resolverDescription" | "tiers" | "activeTier" | "view">;
 
 function backendState(b: LiveBackend): BackendState {
   const endpoints = b.view().map((e) => ({

@@ -6,15 +6,11 @@ import { GrpcBackendSchema, HttpBackendSchema } from "../gen/kedge/config/v1/bac
 import type { WinchServer } from "../gen/kedge/winch/v1/winch_pb.js";
 import { GrpcBackend } from "../backend/grpc-backend.js";
 import { HttpBackend, type TlsMaterial } from "../backend/http-backend.js";
+import { kedgeHostPort } from "../config/kedge-url.js";
 import { AdhocBackends } from "../runtime.js";
 import type { Credential } from "./auth/source.js";
 
 type ClientCert = Credential["clientCert"];
-
-/** The port a kedge URL names, or its scheme's default. */
-function urlPort(url: URL): number {
-  return url.port ? Number(url.port) : url.protocol === "https:" ? 443 : 80;
-}
 
 /**
  * winch's connections to kedges, kept warm and reused: one HTTP/1.1 pool and one HTTP/2 session
@@ -48,7 +44,8 @@ export class KedgeUpstreams {
 
   private config(kedge: URL) {
     const tls = kedge.protocol === "https:";
-    return { name: kedge.host, resolver: { case: "host" as const, value: { dnsName: kedge.hostname.replace(/^\[|\]$/g, ""), port: urlPort(kedge) } }, security: tls ? {} : undefined };
+    const { host, port } = kedgeHostPort(kedge);
+    return { name: kedge.host, resolver: { case: "host" as const, value: { dnsName: host, port } }, security: tls ? {} : undefined };
   }
 
   private cached<B extends { start(): void }>(map: Map<string, B>, kedge: URL, cert: ClientCert, make: () => B): B {
@@ -77,8 +74,8 @@ export class KedgeUpstreams {
 
   /** node:tls options for a tunnel to the kedge (CONNECT). */
   tlsOptions(kedge: URL, cert: ClientCert): ConnectionOptions & { host: string; port: number } {
-    const host = kedge.hostname.replace(/^\[|\]$/g, "");
-    return { host, port: urlPort(kedge), servername: isIP(host) ? undefined : host, ...this.material(cert), ALPNProtocols: ["http/1.1"] };
+    const { host, port } = kedgeHostPort(kedge);
+    return { host, port, servername: isIP(host) ? undefined : host, ...this.material(cert), ALPNProtocols: ["http/1.1"] };
   }
 
   close(): void {
