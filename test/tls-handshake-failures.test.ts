@@ -170,7 +170,8 @@ describe("failed TLS handshakes", () => {
       });
     });
     expect(closed).toBe(true);
-    expect(performance.now() - started).toBeGreaterThan(500);
+    // Never before the whole timeout (1 s), though Bun's socket timer can fire from 0.5 s on.
+    expect(performance.now() - started).toBeGreaterThanOrEqual(1000);
     expect(await refused()).toBe(before + 1);
   });
 });

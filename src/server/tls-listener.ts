@@ -135,14 +135,23 @@ type Handlers = Omit<SocketHandler<SocketState | undefined>, "handshake"> & {
 
 function socketHandlers<H1 extends PlainConnection, H2 extends PlainConnection>(options: TlsListenOptions, protocols: TlsProtocols<H1, H2>): Handlers {
   const { name, failures, onHandshakeTimeout } = options;
-  // Bun's socket timeouts count whole seconds (and fire on a ~4 s tick); 0 would turn the deadline off.
-  const handshakeTimeoutS = Math.max(1, Math.ceil(options.handshakeTimeoutMs / 1000));
+  const { handshakeTimeoutMs } = options;
+  // Bun's socket timeouts count whole seconds on a coarse tick: timeout(1) fires anywhere from
+  // 0.5 s to 4 s after it is set (0 would turn the deadline off). A client is never cut before its
+  // whole request_header_timeout: a timeout that fires early is set again for what is left.
+  const rearm = (socket: Socket<SocketState | undefined>, leftMs: number) => socket.timeout(Math.max(1, Math.ceil(leftMs / 1000)));
+  const openedAt = new WeakMap<Socket<SocketState | undefined>, number>();
   return {
     // A client that connects and never finishes its handshake would hold the socket forever, unseen
     // by max_connections: the connection sets count it only once it has a protocol.
-    open: (socket) => socket.timeout(handshakeTimeoutS),
+    open: (socket) => {
+      openedAt.set(socket, performance.now());
+      rearm(socket, handshakeTimeoutMs);
+    },
     timeout(socket) {
       if (socket.data) return;
+      const left = handshakeTimeoutMs - (performance.now() - (openedAt.get(socket) ?? 0));
+      if (left > 0) return rearm(socket, left);
       onHandshakeTimeout();
       socket.terminate();
     },
