@@ -1,9 +1,9 @@
 import { describe, expect, it } from "bun:test";
+import { configProblems } from "./helpers/config-problems.ts";
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { loadConfig } from "../src/config/load.ts";
-import { ConfigError } from "../src/config/error.ts";
 import { buildRuntime } from "../src/runtime.ts";
 import { makeTestPki } from "./helpers/certs.ts";
 
@@ -21,15 +21,7 @@ function file(name: string, text: string): string {
   return path;
 }
 
-function problemsOf(config: unknown): string[] {
-  try {
-    loadConfig({ configFile: file("c.json", JSON.stringify(config)) });
-  } catch (e) {
-    if (e instanceof ConfigError) return [...e.problems];
-    throw e;
-  }
-  return [];
-}
+const problemsOf = configProblems;
 
 const withTiers = (failover: unknown[]) => ({
   http: { backends: [{ name: "web", static: { addresses: ["127.0.0.1:8080"] }, failover }], routes: [{ backend_name: "web" }] },

@@ -1,9 +1,9 @@
 import { describe, expect, it } from "bun:test";
+import { configProblems } from "./helpers/config-problems.ts";
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { loadConfig } from "../src/config/load.ts";
-import { ConfigError } from "../src/config/error.ts";
 import { compileRetryPolicy } from "../src/backend/retry-policy.ts";
 
 // Routes' `retry` in the config file: how it loads, and every bad value named by its field path.
@@ -11,15 +11,7 @@ import { compileRetryPolicy } from "../src/backend/retry-policy.ts";
 const dir = mkdtempSync(join(tmpdir(), "kedge-retry-config-"));
 
 function problemsOf(retry: unknown, kind: "http" | "grpc" = "http"): string[] {
-  const path = join(dir, `${kind}.json`);
-  writeFileSync(path, JSON.stringify({ [kind]: { backends: [{ name: "web", static: { addresses: ["127.0.0.1:80"] } }], routes: [{ backend_name: "web", retry }] } }));
-  try {
-    loadConfig({ configFile: path });
-  } catch (e) {
-    if (e instanceof ConfigError) return [...e.problems];
-    throw e;
-  }
-  return [];
+  return configProblems({ [kind]: { backends: [{ name: "web", static: { addresses: ["127.0.0.1:80"] } }], routes: [{ backend_name: "web", retry }] } });
 }
 
 describe("retry config", () => {

@@ -1,23 +1,8 @@
 import { describe, expect, it } from "bun:test";
-import { mkdtempSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { loadConfig } from "../src/config/load.ts";
-import { ConfigError } from "../src/config/error.ts";
+import { configProblems } from "./helpers/config-problems.ts";
 
-const dir = mkdtempSync(join(tmpdir(), "kedge-health-config-"));
 
-function problemsOf(config: unknown): string[] {
-  const path = join(dir, "c.json");
-  writeFileSync(path, JSON.stringify(config));
-  try {
-    loadConfig({ configFile: path });
-  } catch (e) {
-    if (e instanceof ConfigError) return [...e.problems];
-    throw e;
-  }
-  return [];
-}
+const problemsOf = configProblems;
 
 const http = (backend: object) => ({ http: { backends: [{ name: "web", host: { dns_name: "localhost", port: 8080 }, ...backend }] } });
 const grpc = (backend: object) => ({ grpc: { backends: [{ name: "g1", host: { dns_name: "localhost", port: 8080 }, ...backend }] } });
