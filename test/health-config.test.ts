@@ -1,7 +1,6 @@
 import { describe, expect, it } from "bun:test";
 import { configProblems } from "./helpers/config-problems.ts";
 
-
 const problemsOf = configProblems;
 
 const http = (backend: object) => ({ http: { backends: [{ name: "web", host: { dns_name: "localhost", port: 8080 }, ...backend }] } });
