@@ -108,6 +108,9 @@ fi
 
 # --- temp dir and cleanup ----------------------------------------------------------------------
 TMP=$(mktemp -d /tmp/kedge-bench.XXXXXX)
+# h2load's per-request log gets a directory of its own: kedge watches the directory of its config
+# and certificate files ($TMP), and a write there per request woke it (inotify) thousands of times a second.
+mkdir -p "$TMP/load"
 PIDS=()   # everything we started; killed in reverse order on exit
 stop_pid() {  # pid: TERM, up to 3s, then KILL
   kill -TERM "$1" 2>/dev/null || return 0
@@ -503,13 +506,13 @@ run_load() {  # workload, seconds, url, outfile; timeout guards against the load
       echo "bench: request body bytes $BODY_BYTES" >>"$4" ;;
     https)
       timeout $lim h2load -t1 -c"$H2_CONNS" -m"$H2_STREAMS" -D "$2" --tls13-ciphers="$TLS13_CIPHERS" \
-        --log-file="$TMP/h2load.log" "$3" >"$4" 2>&1 || true
-      latency_summary "$TMP/h2load.log" >>"$4"
+        --log-file="$TMP/load/h2load.log" "$3" >"$4" 2>&1 || true
+      latency_summary "$TMP/load/h2load.log" >>"$4"
       echo "bench: expected response data bytes 12" >>"$4" ;;  # "hello world\n"
     grpc)
       timeout $lim h2load -t1 -c"$GRPC_CONNS" -m"$GRPC_STREAMS" -D "$2" -d "$TMP/grpc-request.bin" \
-        -H 'content-type: application/grpc' -H 'te: trailers' --log-file="$TMP/h2load.log" "$3" >"$4" 2>&1 || true
-      latency_summary "$TMP/h2load.log" >>"$4"
+        -H 'content-type: application/grpc' -H 'te: trailers' --log-file="$TMP/load/h2load.log" "$3" >"$4" 2>&1 || true
+      latency_summary "$TMP/load/h2load.log" >>"$4"
       # An OK call carries exactly this many DATA bytes; report.ts checks the total against it.
       echo "bench: expected response data bytes $GRPC_MESSAGE_BYTES" >>"$4" ;;
     stream)
