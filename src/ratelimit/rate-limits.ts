@@ -4,6 +4,7 @@ import { RateLimit_Key as Key, RateLimitSchema, type RateLimit } from "../gen/ke
 import { GrpcRouteSchema, HttpRouteSchema } from "../gen/kedge/config/v1/routes_pb.js";
 import type { Identity } from "../auth/identity.js";
 import { identityOf } from "../observe/access-log.js";
+import { addressKey } from "./address-key.js";
 import { BucketLimit, KeyedBuckets, type TokenBucket } from "./token-bucket.js";
 
 /** Buckets one caller-keyed limit holds at most, per process (about 100 bytes each). */
@@ -21,7 +22,7 @@ const keyNames: Record<Key, string> = { [Key.ROUTE]: "route", [Key.IDENTITY]: "c
 function identityKey(identity: Identity | undefined, socket: object | null | undefined, address: string): string {
   const who = identityOf(identity, socket);
   if (who.token !== undefined) return `token ${who.token}`;
-  return who.cert !== undefined ? `cert ${who.cert}` : `address ${address}`;
+  return who.cert !== undefined ? `cert ${who.cert}` : `address ${addressKey(address)}`;
 }
 
 /** One configured limit and its buckets. */
@@ -55,7 +56,7 @@ export class RateLimiter {
    */
   take(identity: Identity | undefined, socket: object | null | undefined, address: string, routeId: string, now: number): number {
     if (this.shared !== undefined) return this.limit.take(this.shared, now);
-    const key = this.key === Key.CLIENT_ADDRESS ? address : this.key === Key.IDENTITY ? identityKey(identity, socket, address) : routeId;
+    const key = this.key === Key.CLIENT_ADDRESS ? addressKey(address) : this.key === Key.IDENTITY ? identityKey(identity, socket, address) : routeId;
     return this.keyed!.take(key, now);
   }
 }

@@ -72,7 +72,8 @@ export enum RateLimit_Key {
   IDENTITY = 1,
 
   /**
-   * CLIENT_ADDRESS: one bucket per client IP address (the TCP peer; no header is trusted).
+   * CLIENT_ADDRESS: one bucket per client IP address (the TCP peer; no header is trusted); an
+   * IPv6 client's bucket is its /64's.
    *
    * @generated from enum value: CLIENT_ADDRESS = 2;
    */
