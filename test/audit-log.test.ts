@@ -231,3 +231,32 @@ describe("audit log on stdout", () => {
     }
   });
 });
+
+describe("audit log of refused client certificates", () => {
+  it("writes a deny line when the TLS handshake refuses a client certificate, and none for one it accepts", async () => {
+    const file = join(mkdtempSync(join(tmpdir(), "kedge-audit-tls-")), "audit.jsonl");
+    const server = await startTestKedge({
+      server: { ...plainServer, http_tls_port: 0, tls_cert_file: pki.serverCertFile, tls_key_file: pki.serverKeyFile, tls_client_ca_files: [pki.caFile], tls_client_cert_required: true },
+      observability: { audit_log: { enabled: true, path: file } },
+      http: { backends: [{ name: "app", static: { addresses: [`127.0.0.1:${upstream.port}`] } }], routes: [{ backend_name: "app" }] },
+    });
+    const lines = () => (existsSync(file) ? readFileSync(file, "utf8").split("\n").filter(Boolean).map((l) => JSON.parse(l) as AuditLine) : []);
+    const get = (cert?: ClientCert) =>
+      curl(["--cacert", pki.caFile, ...(cert ? ["--cert", cert.certFile, "--key", cert.keyFile] : []), `https://localhost:${server.ports.tls}/`]);
+    try {
+      expect((await get()).status).not.toBe(200);
+      await until("the line of the missing certificate", () => lines().length === 1);
+      expect((await get(mallory)).status).not.toBe(200);
+      await until("the line of the untrusted certificate", () => lines().length === 2);
+      expect((await get(alice)).status).toBe(200);
+      await until("alice's allow line", () => lines().some((l) => l.decision === "allow"));
+      const tls = lines().filter((l) => l.protocol === "tls");
+      expect(tls.map((l) => l.detail)).toEqual(["TLS handshake refused: no_client_certificate", "TLS handshake refused: unknown_ca"]);
+      for (const l of tls) {
+        expect(l).toMatchObject({ audit: true, decision: "deny", reason: "unauthorized", client: "127.0.0.1", listener: "tls", route: "none", identity: {} });
+      }
+    } finally {
+      await server.shutdown();
+    }
+  });
+});

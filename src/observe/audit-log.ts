@@ -71,6 +71,30 @@ export class AuditLog {
     );
   }
 
+  /**
+   * A client certificate refused in the TLS handshake (tls_client_cert_required): no request was
+   * read, so the line names the listener and the reason instead of a route.
+   */
+  handshakeRefused(listener: string, reason: string, address: string | undefined): void {
+    if (!this.enabled) return;
+    this.writer.write(
+      JSON.stringify({
+        audit: true,
+        time: new Date().toISOString(),
+        ...logProcessFields(),
+        decision: "deny",
+        reason: "unauthorized",
+        detail: `TLS handshake refused: ${reason}`,
+        identity: {},
+        client: address ?? "",
+        protocol: "tls",
+        listener,
+        route: "none",
+        backend: "none",
+      }),
+    );
+  }
+
   /** After a log rotator renamed the file: the next lines go to a new one at the path. False: no file (stdout, or off). */
   reopen(): boolean {
     return this.writer.reopen();

@@ -110,6 +110,7 @@ export async function startDataListeners(server: ServerConfig, ctx: ProxyContext
         failures: tlsFailures,
         handshakeTimeoutMs: headTimeoutMs,
         onHandshakeTimeout: () => guard.refused.headTimeout++,
+        onCertificateRefused: (reason, address) => ctx.metrics.audit.handshakeRefused(name, reason, address),
       },
       { h2, http1: h1 },
     );

@@ -47,6 +47,14 @@ function codeOf(err: Error & { code?: string }): string {
   return reason ? `ERR_SSL_${reason}` : code;
 }
 
+/** The failures that are kedge refusing a caller's certificate: access decisions, for the audit log. */
+export const certificateRefusals: ReadonlySet<TlsFailureReason> = new Set<TlsFailureReason>([
+  "no_client_certificate",
+  "unknown_ca",
+  "certificate_expired",
+  "certificate_not_yet_valid",
+]);
+
 const defaultLogIntervalMs = 60_000;
 
 interface ReasonState {
@@ -65,9 +73,10 @@ export class TlsHandshakeFailures {
 
   constructor(private readonly logIntervalMs = defaultLogIntervalMs) {}
 
-  record(listener: string, err: Error & { code?: string }, peer: string | undefined): void {
+  /** Counts and logs one failure; its reason, or undefined when it was no handshake at all. */
+  record(listener: string, err: Error & { code?: string }, peer: string | undefined): TlsFailureReason | undefined {
     const code = codeOf(err);
-    if (notHandshakes.has(code)) return;
+    if (notHandshakes.has(code)) return undefined;
     const reason = reasonOfCode[code] ?? "other";
     const key = `${listener} ${reason}`;
     let state = this.byKey.get(key);
@@ -76,11 +85,12 @@ export class TlsHandshakeFailures {
     const now = performance.now();
     if (now - state.loggedAt < this.logIntervalMs) {
       state.suppressed++;
-      return;
+      return reason;
     }
     log.warn("TLS handshake failed", { listener, reason, peer: peer ?? "", error: code || err.message, suppressed: state.suppressed });
     state.loggedAt = now;
     state.suppressed = 0;
+    return reason;
   }
 
   /** [listener, reason] → failures so far, for the metric. */

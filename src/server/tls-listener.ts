@@ -2,7 +2,7 @@ import type { TlsMaterial } from "./tls-files.js";
 import type { Socket, SocketHandler, TCPSocketListener, TCPSocketListenOptions } from "bun";
 import { BunTransport } from "./h1/transport.js";
 import type { PlainConnection, PlainConnections, PlainListener } from "./plain-listener.js";
-import type { TlsHandshakeFailures } from "./tls-failures.js";
+import { certificateRefusals, type TlsFailureReason, type TlsHandshakeFailures } from "./tls-failures.js";
 
 /** Where the connections of each negotiated protocol go; no `http1` on a port that speaks h2 only. */
 export interface TlsProtocols<H1 extends PlainConnection, H2 extends PlainConnection> {
@@ -53,6 +53,8 @@ export interface TlsListenOptions {
   /** A client that has not finished its handshake by then is closed (request_header_timeout). */
   handshakeTimeoutMs: number;
   onHandshakeTimeout(): void;
+  /** A client certificate was refused in the handshake (the audit log's deny). */
+  onCertificateRefused(reason: TlsFailureReason, address: string | undefined): void;
 }
 
 export interface TlsListener extends PlainListener {
@@ -134,7 +136,7 @@ type Handlers = Omit<SocketHandler<SocketState | undefined>, "handshake"> & {
 };
 
 function socketHandlers<H1 extends PlainConnection, H2 extends PlainConnection>(options: TlsListenOptions, protocols: TlsProtocols<H1, H2>): Handlers {
-  const { name, failures, onHandshakeTimeout } = options;
+  const { name, failures, onHandshakeTimeout, onCertificateRefused } = options;
   const { handshakeTimeoutMs } = options;
   // Bun's socket timeouts count whole seconds on a coarse tick: timeout(1) fires anywhere from
   // 0.5 s to 4 s after it is set (0 would turn the deadline off). A client is never cut before its
@@ -158,7 +160,8 @@ function socketHandlers<H1 extends PlainConnection, H2 extends PlainConnection>(
     handshake(socket, success, authorizationError, certRequired) {
       if (!success || (authorizationError !== null && certRequired)) {
         // Bun closes the socket itself after a failed handshake or a refused certificate.
-        failures.record(name, authorizationError ?? new Error("TLS handshake failed"), socket.remoteAddress);
+        const reason = failures.record(name, authorizationError ?? new Error("TLS handshake failed"), socket.remoteAddress);
+        if (reason !== undefined && certificateRefusals.has(reason)) onCertificateRefused(reason, socket.remoteAddress);
         return;
       }
       socket.timeout(0);
