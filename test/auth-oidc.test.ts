@@ -298,7 +298,9 @@ describe("issuer outages", () => {
       expect(call.error?.details).toStartWith("Cannot verify the token now");
       const metrics = await (await fetch(`http://127.0.0.1:${k.ports.admin}/metrics`)).text();
       expect(metrics).toMatch(/^kedge_proxy_errors_total\{backend_name="app",type="auth-unavailable"\} 1$/m);
-      expect(metrics).toMatch(/^kedge_proxy_errors_total\{backend_name="none",type="auth-unavailable"\} 1$/m);
+      // Refused after routing: counted against the route's backend, gRPC as HTTP.
+      expect(metrics).toMatch(/^kedge_proxy_errors_total\{backend_name="greeter",type="auth-unavailable"\} 1$/m);
+      expect(metrics).toMatch(/^kedge_grpc_requests_total\{backend_name="greeter",grpc_method="\/e2e.helloworld.Greeter\/SayHello",grpc_code="14",route="0"\} 1$/m);
     });
   });
 

@@ -99,6 +99,8 @@ export function proxyGrpc(ctx: ProxyContext, stream: ClientStream, headers: Inco
     screenUnderscoreNames(runtime.limits.headersWithUnderscores, headers);
     routed = routeCall(runtime, headers);
     call.route = routed.route;
+    // A call refused from here on (401, 403, 429) is recorded against its backend, as HTTP's are.
+    call.backendName = routed.backendName;
     const header = headers["proxy-authorization"];
     const proxyAuthorization = typeof header === "string" ? header : undefined;
     const socket = stream.session?.socket;
@@ -111,7 +113,6 @@ export function proxyGrpc(ctx: ProxyContext, stream: ClientStream, headers: Inco
   const go = (identity?: unknown) => {
     if (call.obs) call.obs.identity = identity;
     if (routed.unrouted) return refuse(routed.unrouted);
-    call.backendName = routed.backendName;
     forwardCall(stream, headers, call, routed.backend!, undefined, routed.retry);
   };
   if (decision) decision.then(go, refuse);
