@@ -353,6 +353,8 @@ const manyWorkers = workerCounts.filter((n) => n > 1).at(-1) ?? 2;
 const startupText = readIf(join(runDir, "startup.txt"));
 const idle = keyValues(startupText, "bench-idle:");
 const ready = keyValues(startupText, "bench-ready:");
+const workersText = readIf(join(runDir, "idle-workers.txt"));
+const idleWorkers = keyValues(workersText, "bench-idle-workers:");
 const connsText = readIf(join(runDir, "idle-conns.txt"));
 const conns = keyValues(connsText, "bench-idle-conns:");
 const kb = (kv: Record<string, string> | undefined, k: string) => Number(kv?.[k] ?? NaN);
@@ -408,6 +410,16 @@ for (const w of Object.keys(workloads)) {
   );
 }
 check("idle RSS ≤ 60 MB", idleRssMb, (v) => v <= 60, idle ? `${fmt(idleRssMb, 1)} MB` : "not measured");
+const workerRssMb = kb(idleWorkers, "max_worker_rss_kb") / 1024;
+check(
+  "idle RSS per worker ≤ 50 MB (workers: 2)",
+  workerRssMb,
+  (v) => v <= 50,
+  idleWorkers?.max_worker_rss_kb
+    ? `${fmt(workerRssMb, 1)} MB (supervisor ${fmt(kb(idleWorkers, "supervisor_rss_kb") / 1024, 1)} MB; total RSS ` +
+        `${fmt(kb(idleWorkers, "total_rss_kb") / 1024, 1)} MB, PSS ${fmt(kb(idleWorkers, "total_pss_kb") / 1024, 1)} MB)`
+    : "not measured",
+);
 check(
   `${idleTarget.toLocaleString("en-US")} idle keep-alive connections: RSS ≤ 300 MB, all still open`,
   connsHeldMb,
@@ -440,7 +452,7 @@ out.push(
 // --- resources section -----------------------------------------------------------------------
 out.push("", "## kedge start-up, idle RSS, idle connections", "");
 if (process.env.BENCH_RESOURCES) out.push(`${process.env.BENCH_RESOURCES}.`, "");
-if (!idle && !ready && !conns) out.push("Not measured (RESOURCES=0).");
+if (!idle && !ready && !conns && !idleWorkers) out.push("Not measured (RESOURCES=0).");
 else {
   out.push("| measurement | value |", "|---|--:|");
   if (idle?.rss_kb) {
@@ -448,6 +460,12 @@ else {
     out.push(`| idle peak RSS (VmHWM) | ${fmt(kb(idle, "hwm_kb") / 1024, 1)} MB |`);
     if (idle.listen_ms) out.push(`| port listening after spawn (that start) | ${idle.listen_ms} ms |`);
   } else if (idle) out.push(`| idle RSS | failed: ${idle.error ?? "?"} |`);
+  if (idleWorkers?.max_worker_rss_kb) {
+    const mb = (list: string) => list.split(",").map((v) => fmt(Number(v) / 1024, 1)).join(" / ");
+    out.push(`| ${idleWorkers.workers} workers, idle: RSS supervisor / each worker | ${mb(idleWorkers.supervisor_rss_kb)} / ${mb(idleWorkers.worker_rss_kb)} MB |`);
+    out.push(`| ${idleWorkers.workers} workers, idle: PSS supervisor / each worker | ${mb(idleWorkers.supervisor_pss_kb)} / ${mb(idleWorkers.worker_pss_kb)} MB |`);
+    out.push(`| ${idleWorkers.workers} workers, idle: total RSS / total PSS (memory used) | ${mb(idleWorkers.total_rss_kb)} / ${mb(idleWorkers.total_pss_kb)} MB |`);
+  } else if (idleWorkers) out.push(`| ${idleWorkers.workers ?? 2} workers, idle RSS | failed: ${idleWorkers.error ?? "?"} |`);
   if (ready) {
     out.push(`| ready: spawn → first proxied 200, median | ${ready.median_ms} ms |`);
     out.push(`| ready: min / max | ${ready.min_ms} / ${ready.max_ms} ms |`);
@@ -459,7 +477,7 @@ else {
     out.push(`| idle conns: peak RSS (VmHWM) | ${fmt(kb(conns, "hwm_kb") / 1024, 1)} MB |`);
     out.push(`| idle conns: still open after ${conns.hold_s} s / answered a second request | ${conns.still_open} / ${conns.second_request_ok} |`);
   } else if (conns) out.push(`| idle conns | failed: ${connsText.trim().split("\n").join("; ")} |`);
-  const resErrors = [startupText, connsText].flatMap((t) => t.split("\n").filter((l) => /^bench-[\w-]+-error:/.test(l) || /error=/.test(l)));
+  const resErrors = [startupText, workersText, connsText].flatMap((t) => t.split("\n").filter((l) => /^bench-[\w-]+-error:/.test(l) || /error=/.test(l)));
   if (resErrors.length) out.push("", ...resErrors.map((l) => `- ${l}`));
 }
 

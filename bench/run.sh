@@ -6,8 +6,9 @@
 #   grpc    gRPC unary, h2c (h2load, framed request)   -> bench/grpc-upstream.ts
 #   stream  gRPC server-streaming, h2c (bench/grpc-stream-client.ts) -> bench/grpc-upstream.ts
 #   body    HTTP/1.1 POST of a 1 MB body (wrk + bench/post-body.lua) -> upstream nginx
-# plus kedge's idle RSS, its RSS with 10,000 idle keep-alive connections held, and its start-up time
-# (bench/startup.ts, bench/idle-conns.ts). Markdown report: bench/results/latest.md (bench/report.ts).
+# plus kedge's idle RSS (one process, and the supervisor and each worker of `workers: 2`), its RSS
+# with 10,000 idle keep-alive connections held, and its start-up time (bench/startup.ts,
+# bench/idle-workers.ts, bench/idle-conns.ts). Markdown report: bench/results/latest.md (bench/report.ts).
 # See bench/README.md for what each number means.
 #
 # Knobs (env): ROUNDS=3 DURATION=5 (s per measured run) WARMUP=2 (s, per target, unmeasured)
@@ -335,6 +336,10 @@ done
 # process (workers: 1), so startup.ts and idle-conns.ts read the RSS of the process that serves.
 kedge_conf kedge-res "\"http_port\":${PORT[res/http]},\"http_tls_port\":${PORT[res/tls]},\"h2c_port\":${PORT[res/h2c]},$TLS_FILES,\"admin_port\":${PORT[res/admin]}" \
   "$(http_routes "${PORT[up/http]}"), $(grpc_routes "${PORT[up/grpc]}")"
+# The same with 2 workers, for the issue's per-worker target: bench/idle-workers.ts reads the RSS and
+# PSS of the supervisor and of each worker.
+kedge_conf kedge-res-2 "\"http_port\":${PORT[res/http]},\"http_tls_port\":${PORT[res/tls]},\"h2c_port\":${PORT[res/h2c]},$TLS_FILES,\"admin_port\":${PORT[res/admin]}" \
+  "$(http_routes "${PORT[up/http]}"), $(grpc_routes "${PORT[up/grpc]}")" 2
 start_kedge() {  # name
   "$KEDGE_BIN" --config "$TMP/$1.json" >"$TMP/$1.out" 2>"$TMP/$1.err" &
   PIDS+=($!)
@@ -549,6 +554,10 @@ if ((RESOURCES)); then
   timeout 120 "$BUN" bench/startup.ts "$KEDGE_BIN" "$TMP/kedge-res.json" "${PORT[res/http]}" "$STARTS" "$IDLE_SETTLE" \
     >"$RESULTS/last-run/startup.txt" 2>"$TMP/kedge-startup.err" || log "bench/startup.ts failed"
   grep -h '^bench-' "$RESULTS/last-run/startup.txt" >&2 || true
+  log "kedge idle RSS with 2 workers"
+  timeout 60 "$BUN" bench/idle-workers.ts "$KEDGE_BIN" "$TMP/kedge-res-2.json" "${PORT[res/http]}" 2 "$IDLE_SETTLE" \
+    >"$RESULTS/last-run/idle-workers.txt" 2>"$TMP/kedge-idle-workers.err" || log "bench/idle-workers.ts failed"
+  grep -h '^bench-' "$RESULTS/last-run/idle-workers.txt" >&2 || true
 
   log "kedge with $IDLE_CONNS idle keep-alive connections held for ${IDLE_HOLD}s"
   start_kedge kedge-res; KRES=${PIDS[-1]}

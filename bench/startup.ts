@@ -14,9 +14,11 @@
  */
 import { readFileSync } from "node:fs";
 import net from "node:net";
+import { listening as listeningOn } from "./listening.ts";
 
 const [kedge, config, portArg, startsArg, idleArg] = process.argv.slice(2);
 const port = Number(portArg);
+const listening = () => listeningOn(port);
 const starts = Number(startsArg);
 const idle = Number(idleArg);
 if (!kedge || !config || !(port > 0) || !(starts > 0) || !(idle >= 0)) {
@@ -33,23 +35,6 @@ function spawn() {
 async function stop(proc: ReturnType<typeof spawn>) {
   proc.kill("SIGKILL");
   await proc.exited;
-}
-
-function listening(): boolean {
-  const hex = port.toString(16).toUpperCase().padStart(4, "0");
-  for (const file of ["/proc/net/tcp", "/proc/net/tcp6"]) {
-    let text = "";
-    try {
-      text = readFileSync(file, "utf8");
-    } catch {
-      continue;
-    }
-    for (const line of text.split("\n").slice(1)) {
-      const f = line.trim().split(/\s+/);
-      if (f[1]?.endsWith(`:${hex}`) && f[3] === "0A") return true;
-    }
-  }
-  return false;
 }
 
 /** One attempt: true if a GET is answered with a 200 status line. */
