@@ -62,7 +62,7 @@ function startRecordCountingRelay(port: number): TCPSocketListener<RelayState> {
               }
               client.write(chunk);
             },
-            close: () => client.end(),
+            close: () => void client.end(),
           },
         }).then((up) => {
           client.data.kedge = up;
@@ -73,7 +73,7 @@ function startRecordCountingRelay(port: number): TCPSocketListener<RelayState> {
         if (client.data.kedge) client.data.kedge.write(chunk);
         else client.data.early.push(Buffer.from(chunk));
       },
-      close: (client) => client.data.kedge?.end(),
+      close: (client) => void client.data.kedge?.end(),
     },
   });
 }

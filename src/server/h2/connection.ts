@@ -3,6 +3,7 @@ import { ClosedHow } from "../../h2/closed-streams.js";
 import { H2Endpoint } from "../../h2/endpoint.js";
 import { defaultWindow, ErrorCode, Flag, FrameType, preface, Setting } from "../../h2/frames.js";
 import type { H2Headers } from "../../h2/hpack.js";
+import type { HeadLines } from "../../net/hop-headers.js";
 import { bytesIn } from "../../net/bytes.js";
 import { KedgeError } from "../../errors.js";
 import { log } from "../../observe/log.js";
@@ -11,7 +12,7 @@ import { rawErrorResponse } from "../../proxy/tunnel.js";
 import type { ClientTransport } from "../h1/transport.js";
 import type { HeadLimits } from "../h1/request-head.js";
 import { requestFault } from "./request-check.js";
-import { responseBlock } from "./response-block.js";
+import { headLinesBlock, responseBlock } from "./response-block.js";
 import { H2ServerStream } from "./stream.js";
 
 export interface H2ServerHandler {
@@ -208,6 +209,12 @@ export class H2ServerConnection extends H2Endpoint<H2ServerStream> {
   /** HEADERS (and CONTINUATIONs) for a response or trailers; throws, as node:http2 does, on a field HTTP/2 forbids. */
   sendHeaders(stream: H2ServerStream, headers: OutgoingHttpHeaders, endStream: boolean): void {
     this.out.headerBlock(stream.id, endStream ? Flag.END_STREAM : 0, responseBlock(headers), this.peerMaxFrame);
+    this.schedule();
+  }
+
+  /** A response's HEADERS from field lines (see headLinesBlock); the body follows. */
+  sendHeadLines(stream: H2ServerStream, status: number, head: HeadLines): void {
+    this.out.headerBlock(stream.id, 0, headLinesBlock(status, head), this.peerMaxFrame);
     this.schedule();
   }
 
