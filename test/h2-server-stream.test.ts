@@ -14,6 +14,7 @@ function carrier() {
     streamWindow: 65_535,
     peerInitialWindow: 65_535,
     sendHeaders: (_s, h, end) => void calls.push(`headers ${h[":status"] ?? h["grpc-status"]}${end ? " end" : ""}`),
+    sendHeadLines: (_s, status) => void calls.push(`head lines ${status}`),
     sendData: (_s, c) => (calls.push(`data ${c.length}`), true),
     endData: (_s, c) => void calls.push(`end ${c?.length ?? 0}`),
     localEnd: () => void calls.push("localEnd"),

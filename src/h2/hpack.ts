@@ -1,3 +1,4 @@
+import { nameIs } from "../net/fields.js";
 import { huffmanDecode, huffmanOutput } from "./huffman.js";
 
 /** Header fields as node:http2 hands them out: a repeated name collects its values in order. */
@@ -299,6 +300,55 @@ export function addField(name: string, value: string): void {
     str(name);
   }
   str(value);
+}
+
+/**
+ * Adds the field line text[from..eol) ("Name: value" as an HTTP/1.1 peer sent it, colon at `colon`)
+ * as a literal with a literal name, lower-cased on the way: no string is made of the name or the
+ * value. Returns a hash of the lower-case name, for a caller that looks for repeated names.
+ */
+export function addFieldLine(text: string, from: number, colon: number, eol: number): number {
+  const nameLength = colon - from;
+  int(isNeverIndexed(text, from, nameLength) ? 0x10 : 0, 4, 0);
+  int(0, 7, nameLength);
+  room(nameLength);
+  let hash = nameLength;
+  for (let i = 0; i < nameLength; i++) {
+    let c = text.charCodeAt(from + i);
+    if (c >= 65 && c <= 90) c += 32;
+    buf[at + i] = c;
+    hash = (Math.imul(hash, 31) + c) | 0;
+  }
+  at += nameLength;
+  let start = colon + 1;
+  let end = eol;
+  while (start < end && isBlank(text.charCodeAt(start))) start++;
+  while (end > start && isBlank(text.charCodeAt(end - 1))) end--;
+  const n = end - start;
+  int(0, 7, n);
+  room(n);
+  if (n <= shortString) {
+    for (let i = 0; i < n; i++) buf[at + i] = text.charCodeAt(start + i);
+    at += n;
+  } else at += buf.write(text.slice(start, end), at, n, "latin1");
+  return hash;
+}
+
+const isBlank = (c: number) => c === 32 || c === 9;
+
+/** neverIndexed's names, told from text[at..at+length) without cutting the name out. */
+function isNeverIndexed(text: string, at: number, length: number): boolean {
+  switch (length) {
+    case 6:
+      return nameIs(text, at, "cookie");
+    case 10:
+      return nameIs(text, at, "set-cookie");
+    case 13:
+      return nameIs(text, at, "authorization");
+    case 19:
+      return nameIs(text, at, "proxy-authorization");
+  }
+  return false;
 }
 
 /** Adds a field's values as node:http2 holds them: one string, a number, or a repeated field's list. */

@@ -1,4 +1,5 @@
 import type { OutgoingHttpHeaders } from "node:http2";
+import type { HeadLines } from "../net/hop-headers.js";
 
 /**
  * What a client's HTTP/2 stream tells the proxy, each synchronously: the mirror of the upstream
@@ -33,6 +34,8 @@ export interface ClientStream {
   /** The request's HEADERS frame ended the stream: no body. */
   readonly endAfterHeaders: boolean;
   respond(headers: OutgoingHttpHeaders, options?: { endStream?: boolean; waitForTrailers?: boolean }): void;
+  /** respond() with a head made of field lines (an HTTP/1.1 backend's, passed on); the body follows. */
+  respondHead(status: number, head: HeadLines): void;
   sendTrailers(headers: OutgoingHttpHeaders): void;
   /** False when the bytes wait: the handler's drain() follows. */
   write(chunk: Uint8Array): boolean;

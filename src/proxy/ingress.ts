@@ -55,7 +55,7 @@ export interface IngressResponse {
   /** The client went away (reset, closed, timed out). */
   readonly gone: boolean;
   writeHead(status: number, headers: OutgoingHttpHeaders): void;
-  /** HTTP/1.1 only: a head from ready-made field lines (the backend's, passed through), saving the headers object. */
+  /** A head from ready-made field lines (the backend's, passed through), saving the headers object; HTTP/2 lower-cases the names. */
   writeHeadLines?(status: number, head: HeadLines): void;
   write(chunk: Uint8Array): boolean;
   onceDrain(cb: () => void): void;

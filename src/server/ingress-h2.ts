@@ -9,6 +9,7 @@ import { proxyGrpc } from "../proxy/grpc.js";
 import type { ProxyContext } from "../proxy/http.js";
 import type { HttpProxy } from "../proxy/http-proxy.js";
 import type { BodyReader, IngressRequest, IngressResponse, RequestBody } from "../proxy/ingress.js";
+import type { HeadLines } from "../net/hop-headers.js";
 import { isGrpc } from "./listen.js";
 
 const addressOf = new WeakMap<object, string>();
@@ -119,6 +120,12 @@ export class H2Response implements IngressResponse {
     this.sent = true;
     headers[":status"] = status;
     this.stream.respond(headers);
+  }
+
+  writeHeadLines(status: number, head: HeadLines): void {
+    if (this.gone) return;
+    this.sent = true;
+    this.stream.respondHead(status, head);
   }
 
   write(chunk: Uint8Array): boolean {

@@ -1,5 +1,7 @@
 import type { OutgoingHttpHeaders } from "node:http2";
-import { addFieldValues, finishBlock, startBlock } from "../../h2/hpack.js";
+import { addField, addFieldLine, addFieldValues, finishBlock, startBlock } from "../../h2/hpack.js";
+import { lowerFieldName, type LineDrops } from "../../net/fields.js";
+import type { HeadLines } from "../../net/hop-headers.js";
 import { connectionSpecific } from "./request-check.js";
 
 /** Fields that take one value (node:http2's list): two of them in an answer is an error, not something to pass on. */
@@ -39,4 +41,64 @@ function lowerCase(name: string): string {
     if (c >= 65 && c <= 90) return name.toLowerCase();
   }
   return name;
+}
+
+/**
+ * responseBlock for a head made of field lines (an HTTP/1.1 backend's, less its drops: the same
+ * fields downstreamHeaders would give, in the order they came): encoded straight from the lines'
+ * text, without the strings, the headers object and the walk over it responseBlock needs.
+ */
+export function headLinesBlock(status: number, head: HeadLines): Uint8Array {
+  startBlock();
+  addFieldValues(":status", status);
+  const from = head.backend;
+  if (from) addLines(from.text, from.fieldsAt, from.drops, head.keptKinds);
+  if (head.lines) addLines(head.lines, 0, undefined, 0);
+  if (head.backendName !== undefined) addField("x-kedge-backend-name", head.backendName);
+  if (head.requestId !== undefined) addField("x-kedge-request-id", head.requestId);
+  return finishBlock();
+}
+
+/** The hashes of the names addLines added, and where each line starts: to find a single-value field given twice. */
+let seenHashes = new Int32Array(32);
+let seenAt = new Int32Array(32);
+
+/** text's field lines from `at` to its end, each with its CRLF, less the drops whose kind is not kept. */
+function addLines(text: string, at: number, drops: LineDrops | undefined, keptKinds: number): void {
+  let seen = 0;
+  let d = 0;
+  while (at < text.length) {
+    if (drops !== undefined && d < drops.length && drops[d] === at) {
+      const kept = (keptKinds & (1 << drops[d + 2])) !== 0;
+      const end = drops[d + 1];
+      d += 3;
+      if (!kept) {
+        at = end;
+        continue;
+      }
+    }
+    const eol = text.indexOf("\r\n", at);
+    const colon = text.indexOf(":", at);
+    const hash = addFieldLine(text, at, colon, eol);
+    for (let i = 0; i < seen; i++) if (seenHashes[i] === hash) repeated(text, seenAt[i], at);
+    if (seen === seenHashes.length) {
+      seenHashes = grown(seenHashes);
+      seenAt = grown(seenAt);
+    }
+    seenHashes[seen] = hash;
+    seenAt[seen++] = at;
+    at = eol + 2;
+  }
+}
+
+function grown(a: Int32Array<ArrayBuffer>): Int32Array<ArrayBuffer> {
+  const bigger = new Int32Array(a.length * 2);
+  bigger.set(a);
+  return bigger;
+}
+
+/** Two lines whose names hash alike: an error, as in responseBlock, when they name the same single-value field. */
+function repeated(text: string, first: number, second: number): void {
+  const name = lowerFieldName(text.slice(second, text.indexOf(":", second)));
+  if (singleValue.has(name) && lowerFieldName(text.slice(first, text.indexOf(":", first))) === name) throw new Error(`${name} given more than one value`);
 }

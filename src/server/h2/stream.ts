@@ -1,6 +1,7 @@
 import type { OutgoingHttpHeaders } from "node:http2";
 import type { ClientStream, ClientStreamHandler } from "../../proxy/client-stream.js";
 import { ErrorCode } from "../../h2/frames.js";
+import type { HeadLines } from "../../net/hop-headers.js";
 
 /** What a stream asks of the connection that carries it. */
 export interface StreamCarrier {
@@ -8,6 +9,7 @@ export interface StreamCarrier {
   readonly streamWindow: number;
   readonly peerInitialWindow: number;
   sendHeaders(stream: H2ServerStream, headers: OutgoingHttpHeaders, endStream: boolean): void;
+  sendHeadLines(stream: H2ServerStream, status: number, head: HeadLines): void;
   sendData(stream: H2ServerStream, chunk: Uint8Array): boolean;
   endData(stream: H2ServerStream, chunk: Uint8Array | undefined): void;
   localEnd(stream: H2ServerStream): void;
@@ -180,6 +182,13 @@ export class H2ServerStream implements ClientStream {
       this.ending = true;
       this.conn.localEnd(this);
     }
+  }
+
+  respondHead(status: number, head: HeadLines): void {
+    if (this.closed) throw new Error("the stream is closed");
+    if (this.headersSent) throw new Error("response already sent");
+    this.conn.sendHeadLines(this, status, head); // throws on a single-value field given twice: nothing was sent then
+    this.headersSent = true;
   }
 
   write(chunk: Uint8Array): boolean {
