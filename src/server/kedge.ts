@@ -53,6 +53,8 @@ export interface SupervisedConfig {
 /** Starts kedge serve from config sources; throws ConfigError before binding anything when the config is bad. */
 export async function startKedge(sources: ConfigSources, options: KedgeOptions = {}): Promise<KedgeServer> {
   const supervised = options.supervised;
+  // A worker's supervisor loads, validates and composes the config: the loader, the schemas,
+  // discovery and the watches are imported only by a kedge that reads its own files.
   const own = supervised ? undefined : await import("./self-loaded.js");
   const load = own ? () => own.loadConfig(sources) : supervised!.config;
   const secretsOf: SecretsOf = own ? own.configSecrets : supervised!.secrets;
