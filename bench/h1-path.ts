@@ -11,6 +11,7 @@ import { createMetrics } from "../src/observe/metrics.ts";
 import { setLogLevel } from "../src/observe/log.ts";
 import { exchange } from "../src/proxy/exchange.ts";
 import { kedgeHttpProxy } from "../src/proxy/http.ts";
+import { configSecrets } from "../src/config/secrets.ts";
 import { buildRuntime } from "../src/runtime.ts";
 import { H1ServerConnection, type H1Handler } from "../src/server/h1/connection.ts";
 import type { ClientTransport } from "../src/server/h1/transport.ts";
@@ -26,7 +27,7 @@ const config = loadConfig({
     http: { backends: [{ name: "bench", static: { addresses: ["127.0.0.1:9"] } }], routes: [{ backend_name: "bench", path_rules: ["/*"] }] },
   },
 });
-const runtime = buildRuntime(config, 1);
+const runtime = buildRuntime(config, 1, configSecrets);
 const proxy = kedgeHttpProxy({ runtime: () => runtime, metrics: createMetrics() });
 const backend = runtime.httpBackends.get("bench")!;
 await backend.pendingResolution;

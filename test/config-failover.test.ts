@@ -5,6 +5,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { loadConfig } from "../src/config/load.ts";
 import { buildRuntime } from "../src/runtime.ts";
+import { configSecrets } from "../src/config/secrets.ts";
 import { makeTestPki } from "./helpers/certs.ts";
 
 // Failover tiers and server.max_hops in the config: loaded from YAML, and a bad tier rejected
@@ -62,10 +63,10 @@ grpc:
 
   it("builds a backend per tier set, and checks hops (2 unless set) only where a kedge tier can send a request on", () => {
     const config = loadConfig({ configFile: file("built.json", JSON.stringify(withTiers([{ kedge: { url: "https://localhost:9443", proxy_auth_token_file: tokenFile } }]))) });
-    const runtime = buildRuntime(config, 1);
+    const runtime = buildRuntime(config, 1, configSecrets);
     try {
       expect(runtime.limits.maxHops).toBe(2);
-      const noKedgeTier = buildRuntime(loadConfig({ configFile: file("plain.json", JSON.stringify(withTiers([{ static: { addresses: ["127.0.0.1:9"] } }]))) }), 1);
+      const noKedgeTier = buildRuntime(loadConfig({ configFile: file("plain.json", JSON.stringify(withTiers([{ static: { addresses: ["127.0.0.1:9"] } }]))) }), 1, configSecrets);
       expect(noKedgeTier.limits.maxHops).toBe(0);
       noKedgeTier.retire(undefined);
       expect(runtime.httpBackends.get("web")!.tiers.map((t) => t.description)).toEqual(["static 127.0.0.1:8080", "kedge https://localhost:9443"]);

@@ -1,6 +1,6 @@
 import { readFileSync } from "node:fs";
-import { create, toJsonString } from "@bufbuild/protobuf";
-import { OidcAuthSchema, RouteAuthSchema, type AdminAuth, type AuthConfig } from "../gen/kedge/config/v1/auth_pb.js";
+import type { AdminAuth, AuthConfig, RouteAuth } from "../gen/kedge/config/v1/auth_pb.js";
+import { messageKey } from "../config/message-key.js";
 import { unauthorized, type KedgeError } from "../errors.js";
 import { peerCertOf } from "../net/peer-cert.js";
 import { CallerRefused, type Identity, type TokenIdentity } from "./identity.js";
@@ -9,6 +9,11 @@ import { authorizeRoute, compileRoutePolicy, requirePermissions, type RoutePolic
 import { StaticToken } from "./static-token.js";
 
 const bearerPrefix = /^bearer /i;
+
+/** The admin port's permissions as a route's rules (a typed literal: a worker loads no message schemas). */
+function adminRouteAuth(permissions: string[]): RouteAuth {
+  return { $typeName: "kedge.config.v1.RouteAuth", public: false, anyOfPermissions: permissions, allOfPermissions: [], allowedClientSubjects: [], allowedClientSans: [] };
+}
 
 /**
  * Authentication and authorization for one config: the authenticators it names (static token,
@@ -37,14 +42,14 @@ export class AccessControl {
     this.staticToken = token ? new StaticToken(token) : undefined;
     const oidc = config?.oidc;
     if (oidc && (oidc.providerUrl || oidc.jwksFile || oidc.jwksUrl)) {
-      const same = previous?.oidc && !oidc.jwksFile && toJsonString(OidcAuthSchema, previous.oidc.config) === toJsonString(OidcAuthSchema, oidc);
+      const same = previous?.oidc && !oidc.jwksFile && messageKey(previous.oidc.config) === messageKey(oidc);
       this.oidc = same ? previous.oidc : new OidcVerifier(oidc);
     }
     this.whitelist = config?.whitelistPermissions ?? [];
     this.requiresToken = !!this.staticToken || !!this.oidc;
     this.open = !this.requiresToken && !clientCerts;
     this.admin = config?.admin?.enabled ? config.admin : undefined;
-    this.adminPolicy = compileRoutePolicy(create(RouteAuthSchema, { anyOfPermissions: this.admin?.permissions ?? [] }));
+    this.adminPolicy = compileRoutePolicy(adminRouteAuth(this.admin?.permissions ?? []));
   }
 
   /**

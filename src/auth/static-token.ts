@@ -1,4 +1,3 @@
-import { createHash, timingSafeEqual } from "node:crypto";
 
 /**
  * A static bearer token (kedge Go --unsafe_bearer_token_proxy_auth). Both sides are hashed first
@@ -7,11 +6,16 @@ import { createHash, timingSafeEqual } from "node:crypto";
 export class StaticToken {
   private readonly digest: Buffer;
 
+  // Bun's own hasher and its crypto global, not node:crypto, whose module set-up every process would pay.
   constructor(token: string) {
-    this.digest = createHash("sha256").update(token).digest();
+    this.digest = sha256(token);
   }
 
   matches(candidate: string): boolean {
-    return timingSafeEqual(this.digest, createHash("sha256").update(candidate).digest());
+    return crypto.timingSafeEqual(this.digest, sha256(candidate));
   }
+}
+
+function sha256(text: string): Buffer {
+  return new Bun.CryptoHasher("sha256").update(text).digest();
 }

@@ -1,4 +1,5 @@
-import { Balancer as BalancerKind } from "../gen/kedge/config/v1/backend_pb.js";
+import type { Balancer as BalancerKind } from "../gen/kedge/config/v1/backend_pb.js";
+import { Balancer as BalancerKinds } from "../config/enums.js";
 import type { Endpoint } from "./endpoint.js";
 
 /** Picks one endpoint; `skip` holds endpoints this request already failed on. */
@@ -47,5 +48,5 @@ export class LeastOutstanding implements Balancer {
 }
 
 export function balancerFor(kind: BalancerKind): Balancer {
-  return kind === BalancerKind.LEAST_OUTSTANDING_REQUESTS ? new LeastOutstanding() : new RoundRobin();
+  return kind === BalancerKinds.LEAST_OUTSTANDING_REQUESTS ? new LeastOutstanding() : new RoundRobin();
 }

@@ -1,7 +1,5 @@
-import { create } from "@bufbuild/protobuf";
-import { SecuritySchema, type HttpBackend as HttpBackendConfig, type Security } from "../gen/kedge/config/v1/backend_pb.js";
+import type { HttpBackend as HttpBackendConfig, Security } from "../gen/kedge/config/v1/backend_pb.js";
 import type { KedgeTier } from "../gen/kedge/config/v1/failover_pb.js";
-import { HostResolverSchema } from "../gen/kedge/config/v1/resolvers_pb.js";
 import { kedgeHostPort, parseKedgeUrl } from "../config/kedge-url.js";
 import { WatchedFile } from "../config/watched-file.js";
 import { KedgeError } from "../errors.js";
@@ -89,9 +87,18 @@ function kedgeTierConfig(tier: KedgeTier): TierConfig {
   const url = parseKedgeUrl(tier.url);
   if (typeof url === "string") throw new Error(`kedge tier url ${url}`);
   const target = kedgeHostPort(url);
-  const security = create(SecuritySchema, { caFiles: tier.caFiles, clientCertFile: tier.clientCertFile, clientKeyFile: tier.clientKeyFile });
+  // Typed literals, not create(): a worker loads no message schemas.
+  const security: Security = {
+    $typeName: "kedge.config.v1.Security",
+    insecureSkipVerify: false,
+    configName: "",
+    caFiles: tier.caFiles,
+    serverName: "",
+    clientCertFile: tier.clientCertFile,
+    clientKeyFile: tier.clientKeyFile,
+  };
   return {
-    resolver: { case: "host", value: create(HostResolverSchema, { dnsName: target.host, port: target.port }) },
+    resolver: { case: "host", value: { $typeName: "kedge.config.v1.HostResolver", dnsName: target.host, port: target.port } },
     security,
     hop: new KedgeHop(url.origin, tier.proxyAuthTokenFile, tier.healthCheckHost),
   };

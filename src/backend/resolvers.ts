@@ -1,5 +1,5 @@
 import { promises as dns } from "node:dns";
-import { isIP } from "node:net";
+import { isIP } from "../net/ip.js";
 import type { HttpBackend, GrpcBackend } from "../gen/kedge/config/v1/backend_pb.js";
 import { parseHostPort } from "../net/host-port.js";
 import { k8sEndpoints } from "../k8s/endpoint-sets.js";

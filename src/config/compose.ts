@@ -1,7 +1,8 @@
 import { clone, mergeFromJson } from "@bufbuild/protobuf";
 import { ConfigSchema, type Config } from "../gen/kedge/config/v1/config_pb.js";
 import { ConfigError } from "./error.js";
-import { messageSecrets, scrubSecrets } from "./secrets.js";
+import { messageSecrets } from "./secrets.js";
+import { scrubSecrets } from "./scrub.js";
 import { validateConfig } from "./validate.js";
 
 /** Routes and backends in the config file's JSON shape, merged after the static ones. */

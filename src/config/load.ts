@@ -4,7 +4,8 @@ import { ConfigSchema, type Config } from "../gen/kedge/config/v1/config_pb.js";
 import { decodeMessage } from "./decode.js";
 import { ConfigError } from "./error.js";
 import { parseConfigText } from "./parse.js";
-import { scrubSecrets, secretValues } from "./secrets.js";
+import { secretValues } from "./secrets.js";
+import { scrubSecrets } from "./scrub.js";
 import { validateConfig } from "./validate.js";
 
 /** Where the config comes from: one kedge file, and/or kedge Go's two files. */

@@ -1,8 +1,8 @@
 import { getOption, toJson, type DescField, type DescMessage, type JsonObject, type MessageShape } from "@bufbuild/protobuf";
+import { ConfigSchema, type Config } from "../gen/kedge/config/v1/config_pb.js";
 import { secret } from "../gen/kedge/options/v1/secret_pb.js";
+import { redactUrl, urlPassword } from "./scrub.js";
 
-/** What a secret becomes in text (errors, logs). */
-export const redacted = "<redacted>";
 /** What a secret written in the config itself becomes in structured output; a secret file's path stays visible. */
 export const redactedInline = "<redacted: inline>";
 
@@ -14,9 +14,6 @@ export const redactedInline = "<redacted: inline>";
 const minScrubbedLength = 4;
 
 const privateKeyBegin = /-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----/;
-// Up to the END line, or, when a value was cut short, the end of the quoted string or of the text.
-const privateKeyBlock = /-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----[\s\S]*?(?:-----END [A-Z0-9 ]*PRIVATE KEY-----|(?=")|$)/g;
-const urlPassword = /^([a-z][a-z0-9+.-]*:\/\/[^/?#@:]*):[^/?#@]*@/i;
 
 /** A field marked `(kedge.options.v1.secret) = true` in proto/: its value is a credential. */
 export function isSecretField(field: DescField): boolean {
@@ -52,21 +49,19 @@ export function secretValues(schema: DescMessage, json: unknown): string[] {
   return [...found].filter((v) => v.length >= minScrubbedLength).sort((a, b) => b.length - a.length);
 }
 
+/** The secret values of a decoded config, found by its schema's secret options. */
+export function configSecrets(config: Config): string[] {
+  return messageSecrets(ConfigSchema, config);
+}
+
+/** The config as the admin surfaces show it: protobuf JSON with every secret redacted. */
+export function configToJson(config: Config): JsonObject {
+  return redactedJson(ConfigSchema, config);
+}
+
 /** The secret values of a decoded config message. */
 export function messageSecrets<Desc extends DescMessage>(schema: Desc, message: MessageShape<Desc>): string[] {
   return secretValues(schema, toJson(schema, message, { useProtoFieldName: true }));
-}
-
-/** Text (a config problem, a log line) with each of the secrets and any private key block replaced. */
-export function scrubSecrets(text: string, secrets: readonly string[]): string {
-  let out = text.replace(privateKeyBlock, redacted);
-  for (const s of secrets) out = out.replaceAll(s, redacted);
-  return out;
-}
-
-/** A URL for logs: its password, if any, replaced. */
-export function redactUrl(url: string): string {
-  return url.replace(urlPassword, `$1:${redacted}@`);
 }
 
 /** A plain (not secret) string value as shown: whole if harmless, redacted if it holds a private key. */

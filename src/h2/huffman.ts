@@ -24,16 +24,28 @@ export function huffmanCodes(): { code: number; bits: number }[] {
   return codes;
 }
 
-// Trie of the code: internal nodes 0..255 (0 is the root); a child below 0 is the leaf -(symbol+1).
-const child = new Int32Array(512);
-// Per (node, nibble): next node (bits 0–7), "emits a symbol" (bit 8), "invalid" (bit 9), symbol << 10.
-const machine = new Int32Array(256 * 16);
-// Nodes where the input may end: padding is at most 7 one-bits, a prefix of EOS (RFC 7541 §5.2).
-const accepting = new Uint8Array(256);
 const EMIT = 1 << 8;
 const FAIL = 1 << 9;
 
-(function build() {
+interface Machine {
+  /** Per (node, nibble): next node (bits 0–7), "emits a symbol" (bit 8), "invalid" (bit 9), symbol << 10. */
+  readonly transitions: Int32Array;
+  /** Nodes where the input may end: padding is at most 7 one-bits, a prefix of EOS (RFC 7541 §5.2). */
+  readonly accepting: Uint8Array;
+}
+
+/**
+ * Built by the first Huffman-coded string, not at load: a process that never reads one (no HTTP/2
+ * peer, or a worker at idle) does not run the build, which pages in interpreter code and keeps
+ * ~1 MB resident for nothing.
+ */
+let built: Machine | undefined;
+
+function build(): Machine {
+  // Trie of the code: internal nodes 0..255 (0 is the root); a child below 0 is the leaf -(symbol+1).
+  const child = new Int32Array(512);
+  const machine = new Int32Array(256 * 16);
+  const accepting = new Uint8Array(256);
   let nodes = 1;
   const codes = huffmanCodes();
   for (let sym = 0; sym <= EOS; sym++) {
@@ -71,7 +83,8 @@ const FAIL = 1 << 9;
       machine[node * 16 + nibble] = out | at;
     }
   }
-})();
+  return { transitions: machine, accepting };
+}
 
 let scratch = Buffer.allocUnsafe(256);
 
@@ -86,6 +99,7 @@ export function huffmanDecode(src: Uint8Array, start: number, end: number): numb
   const most = Math.ceil(((end - start) * 8) / 5);
   if (scratch.length < most) scratch = Buffer.allocUnsafe(most * 2);
   const out = scratch;
+  const { transitions: machine, accepting } = (built ??= build());
   let n = 0;
   let state = 0;
   for (let i = start; i < end; i++) {

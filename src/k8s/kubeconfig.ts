@@ -1,6 +1,5 @@
 import { readFileSync } from "node:fs";
 import { dirname, resolve } from "node:path";
-import { parse } from "yaml";
 import type { KubeClientOptions } from "./client.js";
 
 interface KubeconfigFile {
@@ -16,7 +15,8 @@ interface KubeconfigFile {
  * relative to the kubeconfig's directory, as kubectl reads them.
  */
 export function fromKubeconfig(path: string, options: { context?: string; user?: string } = {}): KubeClientOptions {
-  const doc = parse(readFileSync(path, "utf8")) as KubeconfigFile;
+  // Bun's YAML parser: the yaml package would load in every process for a file only some read.
+  const doc = Bun.YAML.parse(readFileSync(path, "utf8")) as KubeconfigFile;
   const base = dirname(path);
   const contextName = options.context || doc["current-context"];
   const context = doc.contexts?.find((c) => c.name === contextName)?.context;

@@ -1,6 +1,6 @@
 import { readFileSync } from "node:fs";
-import { toJsonString } from "@bufbuild/protobuf";
-import { KubernetesConfigSchema, type KubernetesConfig } from "../gen/kedge/config/v1/config_pb.js";
+import type { KubernetesConfig } from "../gen/kedge/config/v1/config_pb.js";
+import { messageKey } from "../config/message-key.js";
 import { KubeClient, type KubeClientOptions } from "./client.js";
 import { fromKubeconfig } from "./kubeconfig.js";
 
@@ -32,7 +32,7 @@ export function clientOptions(config: KubernetesConfig | undefined, env: NodeJS.
 export function kubeClient(): KubeClient {
   const env = process.env;
   // In-cluster settings come from the environment, so they are part of what the client was built from.
-  const key = `${configured ? toJsonString(KubernetesConfigSchema, configured) : ""}|${env.KUBERNETES_SERVICE_HOST}|${env.KUBERNETES_SERVICE_PORT}|${env.KEDGE_SERVICEACCOUNT_DIR}`;
+  const key = `${configured ? messageKey(configured) : ""}|${env.KUBERNETES_SERVICE_HOST}|${env.KUBERNETES_SERVICE_PORT}|${env.KEDGE_SERVICEACCOUNT_DIR}`;
   if (current?.key !== key) current = { key, client: new KubeClient(clientOptions(configured)) };
   return current.client;
 }

@@ -1,6 +1,6 @@
 import type { IncomingHttpHeaders } from "node:http";
-import { toJsonString } from "@bufbuild/protobuf";
-import { OtlpExportConfigSchema, type ObservabilityConfig } from "../gen/kedge/config/v1/observability_pb.js";
+import type { ObservabilityConfig } from "../gen/kedge/config/v1/observability_pb.js";
+import { messageKey } from "../config/message-key.js";
 import { AccessLogWriter, grpcLineLevel, httpLineLevel, identityOf, levelRank, loggedHost, loggedPath, millis, parseLineLevel, type LineLevel } from "./access-log.js";
 import { OtlpExporter, type ExportCounters, type SpanAttribute } from "./otlp.js";
 import { formatTraceparent, newSpanId, newTraceId, parseTraceparent } from "./trace-context.js";
@@ -107,7 +107,7 @@ export class RequestObserver {
     this.traceSampleRate = tracing?.enabled ? (tracing.sampleRate ?? 1) : undefined;
     const otlp = tracing?.enabled && tracing.otlp?.endpoint ? tracing.otlp : undefined;
     const current = this.exporter?.config;
-    const same = current && otlp ? toJsonString(OtlpExportConfigSchema, current) === toJsonString(OtlpExportConfigSchema, otlp) : current === otlp;
+    const same = current && otlp ? messageKey(current) === messageKey(otlp) : current === otlp;
     if (!same) {
       void this.exporter?.close();
       this.exporter = otlp ? new OtlpExporter(otlp, this.counters) : undefined;

@@ -2,7 +2,7 @@ import type { OtlpExportConfig } from "../gen/kedge/config/v1/observability_pb.j
 import { version } from "../version.js";
 import { log } from "./log.js";
 import type { Counter } from "./prometheus.js";
-import { redactUrl } from "../config/secrets.js";
+import { redactUrl } from "../config/scrub.js";
 import { durationMs } from "../config/duration.js";
 
 /** An OTLP attribute in the JSON encoding: string values, or integers as decimal strings (int64). */

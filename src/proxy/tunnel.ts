@@ -1,6 +1,6 @@
-import net from "node:net";
+import type { Socket } from "node:net";
 import type { Duplex } from "node:stream";
-import { STATUS_CODES } from "node:http";
+import { statusText } from "../net/status-text.js";
 import type { KedgeError } from "../errors.js";
 
 /** How a tunnel ended: one side closed or failed, or both were silent for the idle timeout. */
@@ -75,10 +75,14 @@ export class Tunnels {
   }
 }
 
+/** node:net, loaded by the first tunnel: a kedge that serves no CONNECT never sets it up. */
+let net: Promise<typeof import("node:net")> | undefined;
+
 /** A TCP connection, or a rejection after timeoutMs. */
-export function dialTcp(host: string, port: number, timeoutMs: number): Promise<net.Socket> {
+export async function dialTcp(host: string, port: number, timeoutMs: number): Promise<Socket> {
+  const { connect } = await (net ??= import("node:net"));
   return new Promise((resolve, reject) => {
-    const socket = net.connect({ host, port });
+    const socket = connect({ host, port });
     const timer = setTimeout(() => {
       socket.destroy();
       reject(new Error(`dial ${host}:${port} timed out`));
@@ -107,7 +111,7 @@ export function rawErrorResponse(err: KedgeError, requestId: string, prefix: "x-
   const body = `${err.message}\n`;
   const oneLine = err.message.replace(/[\r\n]/g, " ");
   return (
-    `HTTP/1.1 ${err.status} ${STATUS_CODES[err.status] ?? "Error"}\r\n` +
+    `HTTP/1.1 ${err.status} ${statusText[err.status] ?? "Error"}\r\n` +
       `content-type: text/plain; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\n` +
       `${prefix}-error: ${oneLine}\r\n${prefix}-error-type: ${err.type}\r\nx-kedge-request-id: ${requestId}\r\n` +
       (err.retryAfter !== undefined ? `retry-after: ${err.retryAfter}\r\n` : "") +

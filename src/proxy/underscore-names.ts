@@ -1,6 +1,7 @@
 import type { IncomingHttpHeaders } from "node:http";
 import { KedgeError } from "../errors.js";
-import { ServerConfig_HeadersWithUnderscores as Underscores } from "../gen/kedge/config/v1/server_pb.js";
+import type { ServerConfig_HeadersWithUnderscores as Underscores } from "../gen/kedge/config/v1/server_pb.js";
+import { HeadersWithUnderscores } from "../config/enums.js";
 
 /**
  * Applies server.headers_with_underscores to a request's fields (HTTP/1.1, HTTP/2 and gRPC alike):
@@ -9,11 +10,11 @@ import { ServerConfig_HeadersWithUnderscores as Underscores } from "../gen/kedge
  * hold "_" (the HTTP/2 decoder has refused unknown ones).
  */
 export function screenUnderscoreNames(policy: Underscores, headers: IncomingHttpHeaders): boolean {
-  if (policy === Underscores.ALLOW) return false;
+  if (policy === HeadersWithUnderscores.ALLOW) return false;
   let dropped = false;
   for (const name in headers) {
     if (name.indexOf("_") < 0) continue;
-    if (policy === Underscores.REJECT) throw new KedgeError("bad-request", 400, `header name ${JSON.stringify(name.slice(0, 50))} holds an underscore (server.headers_with_underscores: REJECT)`);
+    if (policy === HeadersWithUnderscores.REJECT) throw new KedgeError("bad-request", 400, `header name ${JSON.stringify(name.slice(0, 50))} holds an underscore (server.headers_with_underscores: REJECT)`);
     delete headers[name];
     dropped = true;
   }

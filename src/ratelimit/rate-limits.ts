@@ -1,7 +1,7 @@
-import { toJsonString, type DescMessage, type MessageShape } from "@bufbuild/protobuf";
 import type { Config } from "../gen/kedge/config/v1/config_pb.js";
-import { RateLimit_Key as Key, RateLimitSchema, type RateLimit } from "../gen/kedge/config/v1/rate_limit_pb.js";
-import { GrpcRouteSchema, HttpRouteSchema } from "../gen/kedge/config/v1/routes_pb.js";
+import type { RateLimit_Key, RateLimit } from "../gen/kedge/config/v1/rate_limit_pb.js";
+import { RateLimitKey as Key } from "../config/enums.js";
+import { messageKey } from "../config/message-key.js";
 import type { Identity } from "../auth/identity.js";
 import { identityOf } from "../observe/access-log.js";
 import { addressKey } from "./address-key.js";
@@ -13,7 +13,7 @@ const maxKeysPerLimit = 65_536;
 /** Which limit refused a request: server.rate_limit or the route's own (the metric's `limit` label). */
 export type LimitScope = "server" | "route";
 
-const keyNames: Record<Key, string> = { [Key.ROUTE]: "route", [Key.IDENTITY]: "caller identity", [Key.CLIENT_ADDRESS]: "client address" };
+const keyNames: Record<RateLimit_Key, string> = { [Key.ROUTE]: "route", [Key.IDENTITY]: "caller identity", [Key.CLIENT_ADDRESS]: "client address" };
 
 /**
  * The bucket of the caller the limit is keyed by: its verified token's subject, else its verified
@@ -28,7 +28,7 @@ function identityKey(identity: Identity | undefined, socket: object | null | und
 /** One configured limit and its buckets. */
 export class RateLimiter {
   readonly limit: BucketLimit;
-  readonly key: Key;
+  readonly key: RateLimit_Key;
   /** Key ROUTE on a route: one bucket for every caller. */
   private readonly shared: TokenBucket | undefined;
   /** Every other case: buckets by caller, or by route for server.rate_limit keyed by ROUTE. */
@@ -68,7 +68,6 @@ export interface RouteLimit {
   readonly limiter: RateLimiter | undefined;
 }
 
-const limitKey = (limit: RateLimit) => toJsonString(RateLimitSchema, limit);
 const unlimited = (id: string): RouteLimit => ({ id, limiter: undefined });
 const httpUnrouted = unlimited("http none");
 const httpAdhoc = unlimited("http adhoc");
@@ -90,13 +89,13 @@ export class RateLimits {
   constructor(config: Config, previous: RateLimits | undefined) {
     const serverConfig = config.server?.rateLimit;
     const old = previous?.server;
-    if (serverConfig) this.server = old && limitKey(old.config) === limitKey(serverConfig) ? old : new RateLimiter(serverConfig, "server");
+    if (serverConfig) this.server = old && messageKey(old.config) === messageKey(serverConfig) ? old : new RateLimiter(serverConfig, "server");
     const routeKeys = this.server?.key === Key.ROUTE;
     const kept = new Map<string, RateLimiter>();
     // A route's id is its whole config, its limit included: the same id, the same limit.
     for (const r of [...(previous?.http ?? []), ...(previous?.grpc ?? [])]) if (r.limiter) kept.set(r.id, r.limiter);
-    this.http = compileRoutes("http", HttpRouteSchema, config.http?.routes ?? [], routeKeys, kept);
-    this.grpc = compileRoutes("grpc", GrpcRouteSchema, config.grpc?.routes ?? [], routeKeys, kept);
+    this.http = compileRoutes("http", config.http?.routes ?? [], routeKeys, kept);
+    this.grpc = compileRoutes("grpc", config.grpc?.routes ?? [], routeKeys, kept);
     this.active = this.server !== undefined || this.http.some((r) => r.limiter) || this.grpc.some((r) => r.limiter);
   }
 
@@ -111,16 +110,15 @@ export class RateLimits {
 }
 
 /** Routes by index; ids (the route's JSON) only where a limit needs one, so a config without limits costs nothing. */
-function compileRoutes<Desc extends DescMessage>(
+function compileRoutes(
   kind: string,
-  schema: Desc,
-  routes: readonly (MessageShape<Desc> & { rateLimit?: RateLimit })[],
+  routes: readonly { rateLimit?: RateLimit }[],
   routeKeys: boolean,
   kept: ReadonlyMap<string, RateLimiter>,
 ): RouteLimit[] {
   if (!routeKeys && !routes.some((r) => r.rateLimit)) return [];
   return routes.map((route) => {
-    const id = `${kind} ${toJsonString(schema, route)}`;
+    const id = `${kind} ${messageKey(route)}`;
     const config = route.rateLimit;
     if (!config) return unlimited(id);
     return { id, limiter: kept.get(id) ?? new RateLimiter(config, "route") };

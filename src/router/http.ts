@@ -1,5 +1,5 @@
 import type { HttpRoute } from "../gen/kedge/config/v1/routes_pb.js";
-import { HttpRoute_ProxyMode } from "../gen/kedge/config/v1/routes_pb.js";
+import { ProxyMode } from "../config/enums.js";
 import { compileRoutePolicy, type RoutePolicy } from "../auth/policy.js";
 import { compileHeaderMatcher, type RequestFacts } from "./match.js";
 import { compileRetryPolicy, type RetryPolicy } from "../backend/retry-policy.js";
@@ -54,8 +54,8 @@ export function compileHttpRoute(route: HttpRoute, index: number): CompiledHttpR
     matches(facts) {
       if (host !== "" && facts.host !== host) return false;
       if (port !== 0 && facts.port !== port) return false;
-      if (mode === HttpRoute_ProxyMode.REVERSE_PROXY && facts.forwardProxy) return false;
-      if (mode === HttpRoute_ProxyMode.FORWARD_PROXY && !facts.forwardProxy) return false;
+      if (mode === ProxyMode.REVERSE_PROXY && facts.forwardProxy) return false;
+      if (mode === ProxyMode.FORWARD_PROXY && !facts.forwardProxy) return false;
       if (pathMatches && !pathMatches(facts.path)) return false;
       if (headersMatch && !headersMatch(facts.headers)) return false;
       return true;

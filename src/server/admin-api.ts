@@ -6,7 +6,7 @@ import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { AdminService, BackendSchema, RouteSchema, type Backend as BackendMessage, type Route } from "../gen/kedge/admin/v1/admin_pb.js";
 import type { GrpcRoute, HttpRoute } from "../gen/kedge/config/v1/routes_pb.js";
 import { HttpRoute_ProxyMode } from "../gen/kedge/config/v1/routes_pb.js";
-import { configToJson } from "../runtime.js";
+import { configToJson } from "../config/secrets.js";
 import type { AdminState } from "./admin.js";
 import type { BackendState, EndpointState } from "./backends-view.js";
 

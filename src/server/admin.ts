@@ -1,5 +1,6 @@
 import { Hono } from "hono";
-import { configToJson, type Runtime } from "../runtime.js";
+import { configToJson } from "../config/secrets.js";
+import type { Runtime } from "../runtime.js";
 import { version } from "../version.js";
 import type { AuditLog } from "../observe/audit-log.js";
 import type { BackendsView } from "./backends-view.js";

@@ -2,15 +2,12 @@ import type { FSWatcher } from "node:fs";
 import type { Config } from "../gen/kedge/config/v1/config_pb.js";
 import { durationMs } from "../config/duration.js";
 import { ConfigError } from "../config/error.js";
-import { loadConfig, type ConfigSources } from "../config/load.js";
-import { watchConfigFiles, watchedFiles } from "../config/watch.js";
+import type { ConfigSources } from "../config/load.js";
 import { defaultBindAddress, unguardedListeners } from "../config/validate-exposure.js";
-import { noDiscoveredRouting, startDiscoveredRouting } from "../k8s/discovery.js";
-import { startDemoBackend } from "../demo/backend.js";
 import { log, setLogLevel } from "../observe/log.js";
 import { countBackendChanges, createMetrics, watchBackends } from "../observe/metrics.js";
 import type { Registry } from "../observe/prometheus.js";
-import { buildRuntime, type Runtime } from "../runtime.js";
+import { buildRuntime, type Runtime, type SecretsOf } from "../runtime.js";
 import type { AdminState } from "./admin.js";
 import { debugServedWithoutToken } from "./admin-auth.js";
 import { backendsView } from "./backends-view.js";
@@ -49,26 +46,32 @@ export interface SupervisedConfig {
   config(): Config;
   /** Its version number, the supervisor's. */
   version(): number;
+  /** The secret values the supervisor found in it (a worker loads no schema to find them by). */
+  secrets(): readonly string[];
 }
 
 /** Starts kedge serve from config sources; throws ConfigError before binding anything when the config is bad. */
 export async function startKedge(sources: ConfigSources, options: KedgeOptions = {}): Promise<KedgeServer> {
   const supervised = options.supervised;
-  const load = supervised ? supervised.config : () => loadConfig(sources);
+  // A worker's supervisor loads, validates and composes the config: the loader, the schemas,
+  // discovery and the watches are imported only by a kedge that reads its own files.
+  const own = supervised ? undefined : await import("./self-loaded.js");
+  const load = own ? () => own.loadConfig(sources) : supervised!.config;
+  const secretsOf: SecretsOf = own ? own.configSecrets : supervised!.secrets;
   const base = load();
   setLogLevel(base.server?.logLevel || "info");
   const metrics = createMetrics();
   let reload: () => Promise<ConfigError | undefined> = async () => undefined;
   // A worker's config comes composed: the supervisor runs discovery for all of them.
-  const discovery = supervised ? noDiscoveredRouting : await startDiscoveredRouting(base, () => void reload());
-  const compose = (config: Config) => discovery.compose(config);
+  const discovery = own ? await own.startDiscoveredRouting(base, () => void reload()) : undefined;
+  const compose = (config: Config) => (discovery ? discovery.compose(config) : config);
   let first: Config;
   let current: Runtime;
   try {
     first = compose(base);
-    current = buildRuntime(first, supervised?.version() ?? 1);
+    current = buildRuntime(first, supervised?.version() ?? 1, secretsOf);
   } catch (e) {
-    discovery.stop();
+    discovery?.stop();
     throw e;
   }
   let draining = false;
@@ -80,7 +83,7 @@ export async function startKedge(sources: ConfigSources, options: KedgeOptions =
   metrics.configVersion.collect = () => [[[], current.version]];
   const ports: Record<string, number> = {};
 
-  const demo = server.demoBackendPort !== undefined && !supervised ? startDemoBackend(server.demoBackendPort) : undefined;
+  const demo = server.demoBackendPort !== undefined && own ? own.startDemoBackend(server.demoBackendPort) : undefined;
   if (demo) ports.demo = demo.port;
   const ctx = { runtime: () => current, metrics };
   let data: DataListeners;
@@ -88,7 +91,7 @@ export async function startKedge(sources: ConfigSources, options: KedgeOptions =
     data = await startDataListeners(server, ctx, !!supervised);
   } catch (e) {
     demo?.stop();
-    discovery.stop();
+    discovery?.stop();
     current.retire(undefined);
     throw e;
   }
@@ -151,7 +154,7 @@ export async function startKedge(sources: ConfigSources, options: KedgeOptions =
   reload = () => (reloading = reloading.then(reloadOnce));
 
   const watchers: FSWatcher[] = [];
-  if (options.watchFiles) watchers.push(...watchConfigFiles(watchedFiles(sources, first), () => void reload()));
+  if (options.watchFiles && own) watchers.push(...own.watchConfigFiles(own.watchedFiles(sources, first), () => void reload()));
 
   return {
     ports,
@@ -167,7 +170,7 @@ export async function startKedge(sources: ConfigSources, options: KedgeOptions =
       if (draining) return;
       draining = true;
       for (const w of watchers) w.close();
-      discovery.stop();
+      discovery?.stop();
       data.stopAccepting();
       await drain(data.draining, durationMs(server.gracefulShutdown, defaultGracefulShutdownMs));
       data.closeAll();

@@ -12,7 +12,7 @@ import { buildRuntime, type Runtime } from "../runtime.js";
  */
 export function nextRuntime(config: Config, current: Runtime, version: number, metrics: Metrics, useTls: (server: ServerConfig) => void): Runtime | ConfigError {
   try {
-    const next = buildRuntime(config, version, current);
+    const next = buildRuntime(config, version, current.secretsOf, current);
     if (config.server?.httpTlsPort !== undefined || config.server?.grpcTlsPort !== undefined) {
       try {
         useTls(config.server);

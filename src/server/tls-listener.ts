@@ -91,7 +91,10 @@ export function startTlsListener<H1 extends PlainConnection, H2 extends PlainCon
       tls: {
         cert: material.cert,
         key: material.key,
-        ca: material.ca,
+        // Without client CAs no client is asked for a certificate, so no trust list is ever read;
+        // but a context given no `ca` gets Bun's default, Mozilla's root list, parsed into every
+        // process (~2 MB resident). The listener's own certificate stands in for it, unused.
+        ca: material.ca ?? material.cert,
         requestCert: material.requestCert,
         rejectUnauthorized: material.rejectUnauthorized,
         ALPNProtocols: alpn,

@@ -1,4 +1,5 @@
-import { STATUS_CODES, type OutgoingHttpHeaders } from "node:http";
+import type { OutgoingHttpHeaders } from "node:http";
+import { statusText } from "../../net/status-text.js";
 import { headWriter, type HeadWriter } from "../../net/head-writer.js";
 import { writeFieldLines, type HeadLines } from "../../net/hop-headers.js";
 import type { IngressResponse, SwitchedConnection } from "../../proxy/ingress.js";
@@ -43,7 +44,7 @@ function date(): string {
 const statusLines: string[] = [];
 /** "HTTP/1.1 200 OK\r\n", made once per status. */
 function statusLine(status: number): string {
-  return (statusLines[status] ??= `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? "Unknown"}\r\n`);
+  return (statusLines[status] ??= `HTTP/1.1 ${status} ${statusText[status] ?? "Unknown"}\r\n`);
 }
 
 /**

@@ -1,9 +1,10 @@
 /**
- * The IPC channel between kedge's supervisor and its worker processes (Bun's `ipc` with JSON
- * serialization over the inherited channel fd). Other parts of kedge build on it: merged metrics
+ * The IPC channel between kedge's supervisor and its worker processes (Bun's `ipc` with
+ * structured-clone ("advanced") serialization over the inherited channel fd). Other parts of kedge build on it: merged metrics
  * and debug views ask every worker, the Kubernetes watches push endpoint sets to every worker.
  *
- * Messages are plain JSON-able objects with a `type` string: `{ type: "reload", config }`.
+ * Messages are plain data objects (structured-clonable: no functions, no class instances to keep)
+ * with a `type` string: `{ type: "reload", config }`.
  *
  * Supervisor side (WorkerPool, supervisor.ts):
  *   - `ask(workerId, message)` → Promise of the worker's reply (rejects if the worker dies or

@@ -1,10 +1,10 @@
 import type { FSWatcher } from "node:fs";
 import tls from "node:tls";
-import { toJson } from "@bufbuild/protobuf";
-import { ConfigSchema, type Config } from "../../gen/kedge/config/v1/config_pb.js";
+import type { Config } from "../../gen/kedge/config/v1/config_pb.js";
 import { durationMs } from "../../config/duration.js";
 import { ConfigError } from "../../config/error.js";
 import { loadConfig, type ConfigSources } from "../../config/load.js";
+import { configSecrets } from "../../config/secrets.js";
 import { watchConfigFiles, watchedFiles } from "../../config/watch.js";
 import { defaultBindAddress, unguardedListeners } from "../../config/validate-exposure.js";
 import { startDiscoveredRouting } from "../../k8s/discovery.js";
@@ -68,7 +68,7 @@ export async function startSupervisor(sources: ConfigSources, first: Config, cou
   runNoHealthChecks();
   let current: Runtime;
   try {
-    current = buildRuntime(discovery.compose(first), 1);
+    current = buildRuntime(discovery.compose(first), 1, configSecrets);
   } catch (e) {
     discovery.stop();
     throw e;
@@ -85,7 +85,8 @@ export async function startSupervisor(sources: ConfigSources, first: Config, cou
   let dataPorts: Record<string, number> | undefined;
   const serveMessage = (type: string, runtime: Runtime): ServeMessage => ({
     type,
-    config: toJson(ConfigSchema, runtime.config),
+    config: runtime.config,
+    secrets: configSecrets(runtime.config),
     version: runtime.version,
     ports: dataPorts,
   });

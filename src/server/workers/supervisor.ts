@@ -185,7 +185,9 @@ export class WorkerPool {
       // time (observe/line-relay.ts): workers sharing an inherited pipe would tear long lines
       // whenever the pipe is full (a write is atomic only up to PIPE_BUF, 4096 bytes).
       stdio: ["ignore", "pipe", "pipe"],
-      serialization: "json",
+      // Structured clone: the config goes as the decoded message (bigint fields and all), so a
+      // worker needs none of the config's schemas to read it.
+      serialization: "advanced",
       ipc: (envelope: Envelope) => this.receive(slot, envelope),
     });
     slot.output = Promise.all([relayLines(proc.stdout, process.stdout), relayLines(proc.stderr, process.stderr)]);

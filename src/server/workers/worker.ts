@@ -1,5 +1,4 @@
-import { fromJson, type JsonValue } from "@bufbuild/protobuf";
-import { ConfigSchema, type Config } from "../../gen/kedge/config/v1/config_pb.js";
+import type { Config } from "../../gen/kedge/config/v1/config_pb.js";
 import type { ConfigSources } from "../../config/load.js";
 import { endpointSetsMessageType, k8sEndpoints, type EndpointSetsMessage } from "../../k8s/endpoint-sets.js";
 import { log, setLogProcessFields } from "../../observe/log.js";
@@ -12,8 +11,10 @@ const portFields = { tls: "httpTlsPort", grpc_tls: "grpcTlsPort", h2c: "h2cPort"
 
 /** What the supervisor sends a worker to serve (`start`) and to swap to (`reload`). */
 export interface ServeMessage extends WorkerMessage {
-  /** The validated config as protobuf JSON. */
-  config: JsonValue;
+  /** The validated, composed config, the decoded message itself (structured clone). */
+  config: Config;
+  /** Its secret values, for the worker to keep out of the problems it reports. */
+  secrets: readonly string[];
   version: number;
   /** The ports worker 1 bound (absent for worker 1 itself): every worker binds the same ones. */
   ports?: Record<string, number>;
@@ -43,17 +44,19 @@ export function runWorker(workerId: number, sources: ConfigSources, onServing: (
   setLogProcessFields({ worker: workerId });
   const channel = new WorkerChannel(workerId);
   let config: Config | undefined;
+  let secrets: readonly string[] = [];
   let version = 0;
   let ports: Record<string, number> | undefined;
   let kedge: KedgeServer | undefined;
-  const supervised = { config: () => withPorts(config!, ports), version: () => version };
+  const supervised = { config: () => withPorts(config!, ports), version: () => version, secrets: () => secrets };
   // The supervisor watches the API server for every worker: k8s backends here follow its sets.
   k8sEndpoints.receiveFromSupervisor();
   channel.handle(endpointSetsMessageType, (message) => k8sEndpoints.receive(message as EndpointSetsMessage));
 
   channel.handle("start", async (message) => {
     const serve = message as ServeMessage;
-    config = fromJson(ConfigSchema, serve.config);
+    config = serve.config;
+    secrets = serve.secrets;
     version = serve.version;
     ports = serve.ports;
     kedge = await startKedge(sources, { supervised });
@@ -64,7 +67,8 @@ export function runWorker(workerId: number, sources: ConfigSources, onServing: (
   });
   channel.handle("reload", async (message) => {
     const serve = message as ServeMessage;
-    config = fromJson(ConfigSchema, serve.config);
+    config = serve.config;
+    secrets = serve.secrets;
     version = serve.version;
     const error = await kedge?.reload();
     return error ? { problems: error.problems } : { version };
