@@ -137,6 +137,19 @@ describe("kedge's HTTP/1.1 listener", () => {
     expect(got).not.toContain("/never");
   });
 
+  it("dates the answers it makes itself with the current second, not one kept from earlier", async () => {
+    const dateOf = async () => {
+      const res = await fetch(kedge.url("/a%2Fb")); // refused by kedge: its own answer, its own Date
+      expect(res.status).toBe(400);
+      const date = Date.parse(res.headers.get("date") ?? "");
+      expect(Math.abs(date - Date.now())).toBeLessThan(1500);
+      return date;
+    };
+    const first = await dateOf();
+    await Bun.sleep(1100);
+    expect(await dateOf()).toBeGreaterThan(first);
+  });
+
   it("closes a keep-alive connection left idle past client_idle_timeout", async () => {
     const w = await wire();
     w.write("GET /idle HTTP/1.1\r\nHost: a\r\n\r\n");

@@ -60,7 +60,8 @@ export const socketHandlers: SocketHandler<H1Connection> = {
  * head, for backend silence mid-body, and for an idle keep-alive past its time. Bun's socket
  * timeouts fire seconds late (uSockets checks them at a 4 s granularity), and arming a timer or a
  * socket timeout per request costs more on the hot path than this sweep, which fires a deadline at
- * most sweepMs late. It runs while any connection is open.
+ * most sweepMs late (a silence at most twice that: the sweep also keeps the time of the last read).
+ * It runs while any connection is open.
  */
 const watched = new Set<H1Connection>();
 let sweeper: ReturnType<typeof setInterval> | undefined;
@@ -107,8 +108,10 @@ export class H1Connection implements TunnelOutput {
   private feeding = false;
   private finishAfterRead = false;
   private paused = false;
-  /** When the backend last sent bytes (performance.now()), for the mid-body silence check. */
+  /** When the backend last sent bytes (performance.now(), as of the sweep after them), for the silence checks. */
   private lastActivity = 0;
+  /** Bytes came since the last sweep, which stamps lastActivity: a read costs no clock read, a silence check fires at most one sweep later. */
+  private active = false;
   /** In the sweeper's set (see `watch`). */
   private inSweep = false;
   closed = false;
@@ -236,7 +239,7 @@ export class H1Connection implements TunnelOutput {
   onHead(head: ResponseHead): void {
     this.responseStarted = true;
     this.mustClose = head.close;
-    this.handlers?.onHead(head); // lastActivity was set by the read (onData) that carried the head
+    this.handlers?.onHead(head); // the read (onData) that carried the head marked the connection active
   }
 
   /**
@@ -245,6 +248,10 @@ export class H1Connection implements TunnelOutput {
    */
   sweep(now: number): void {
     if (this.closed || this.tunnel) return this.unwatch();
+    if (this.active) {
+      this.active = false;
+      this.lastActivity = now;
+    }
     if (!this.handlers) {
       // The last read of the previous response is when the connection went idle.
       if (now - this.lastActivity > this.pool.options.keepAliveMs) this.destroy();
@@ -283,7 +290,7 @@ export class H1Connection implements TunnelOutput {
     // Bytes nobody asked for (on an idle connection): whatever they are, the next answer cannot be trusted.
     if (!this.handlers) return this.destroy();
     this.responseBytes += data.length;
-    this.lastActivity = performance.now();
+    this.active = true;
     this.feeding = true;
     try {
       const used = this.parser.feed(data);

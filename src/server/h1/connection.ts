@@ -25,6 +25,13 @@ export interface H1Handler {
   draining: boolean;
 }
 
+/**
+ * A `deadline` meaning: the keep-alive wait for the next request began. The listener's sweep makes
+ * it a time (now + client_idle_timeout) when it next runs, so that a response costs no clock read;
+ * an idle connection is closed at most one sweep later than it would be counting from the response.
+ */
+export const keepAliveStarted = -1;
+
 const continueLine = Buffer.from("HTTP/1.1 100 Continue\r\n\r\n");
 // Pipelined bytes kept while a response is in flight before the client is made to wait.
 const maxBufferedAhead = 65_536;
@@ -40,7 +47,7 @@ const dropMs = 5_000;
  */
 export class H1ServerConnection implements ResponseOutput, TunnelOutput, TransportEvents, BodySource {
   closed = false;
-  /** When the head in progress, or the next one on an idle connection, must have arrived (performance.now()); 0: none. */
+  /** When the head in progress, or the next one on an idle connection, must have arrived (performance.now()); 0: none; or keepAliveStarted. */
   deadline = 0;
   /** What a missed deadline means: 408 for a head begun and not finished, a quiet close for an idle keep-alive. */
   headStarted = false;
@@ -282,7 +289,7 @@ export class H1ServerConnection implements ResponseOutput, TunnelOutput, Transpo
     if (!reuse || this.handler.draining) return this.closeWhenFlushed();
     if (this.peerEnded && !this.input) return this.closeWhenFlushed();
     if (this.body && !this.body.done) return this.dropBody();
-    this.deadline = performance.now() + this.handler.idleMs;
+    this.deadline = keepAliveStarted;
     if (!this.body) this.resume();
     if (this.input) queueMicrotask(() => this.process());
   }

@@ -7,7 +7,7 @@ import type { IngressRequest } from "../../proxy/ingress.js";
 import { newRequestId } from "../../proxy/request.js";
 import { rawErrorResponse, type Tunnels } from "../../proxy/tunnel.js";
 import { headTimeout, tooManyConnections, type ConnectionGuard } from "../connection-guard.js";
-import { H1ServerConnection, type H1Handler } from "./connection.js";
+import { H1ServerConnection, keepAliveStarted, type H1Handler } from "./connection.js";
 import type { HeadLimits, RequestHead } from "./request-head.js";
 import type { H1RawResponse } from "./response.js";
 import { NodeTransport, type ClientTransport } from "./transport.js";
@@ -130,7 +130,12 @@ export class H1Connections {
   private sweep(): void {
     const now = performance.now();
     for (const conn of this.conns) {
-      if (conn.deadline === 0 || conn.deadline > now) continue;
+      const deadline = conn.deadline;
+      if (deadline === 0 || deadline > now) continue;
+      if (deadline === keepAliveStarted) {
+        conn.deadline = now + this.opts.idleMs;
+        continue;
+      }
       if (conn.expired()) {
         this.opts.guard.refused.headTimeout++;
         this.handler.refuse(conn, headTimeout);

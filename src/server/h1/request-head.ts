@@ -102,6 +102,30 @@ export function findHeadEnd(buf: Uint8Array, end: number, limits: HeadLimits): n
   return new KedgeError("bad-request", 431, `request head larger than ${limits.maxHeaderBytes} bytes`);
 }
 
+/** Methods clients send on nearly every request, by length: recognised by their char codes, not cut out of the head. */
+const commonMethods: string[][] = [];
+for (const m of ["GET", "PUT", "HEAD", "POST", "PATCH", "DELETE", "OPTIONS"]) (commonMethods[m.length] ??= []).push(m);
+
+/** The method text[0..end) when it is a common one (case-sensitive, RFC 9110 §9.1), else undefined. */
+function knownMethod(text: string, end: number): string | undefined {
+  const candidates = commonMethods[end];
+  if (candidates !== undefined) for (const m of candidates) if (spells(text, 0, m)) return m;
+  return undefined;
+}
+
+/** text[at..at+word.length) is `word`, exactly. */
+function spells(text: string, at: number, word: string): boolean {
+  for (let i = 0; i < word.length; i++) if (text.charCodeAt(at + i) !== word.charCodeAt(i)) return false;
+  return true;
+}
+
+/** The minor version of "HTTP/1.x" at text[at..end): 1 or 0; -1 for anything else. */
+function httpVersionMinor(text: string, at: number, end: number): number {
+  if (end - at !== 8 || !spells(text, at, "HTTP/1.")) return -1;
+  const minor = text.charCodeAt(at + 7);
+  return minor === 49 ? 1 : minor === 48 ? 0 : -1;
+}
+
 /**
  * Parses a complete head (as found by findHeadEnd) by RFC 9112's rules, strictly: anything a
  * backend could frame differently from kedge (request smuggling) is refused, never repaired.
@@ -110,21 +134,24 @@ export function findHeadEnd(buf: Uint8Array, end: number, limits: HeadLimits): n
 export function parseRequestHead(text: string, limits: HeadLimits, bytes?: Uint8Array): RequestHead | KedgeError {
   if (badHeadByte.test(text)) return bad("invalid byte in the request head");
   const lineEnd = text.indexOf("\r\n");
-  const requestLine = text.slice(0, lineEnd);
-  const firstSpace = requestLine.indexOf(" ");
-  const lastSpace = requestLine.lastIndexOf(" ");
-  if (firstSpace <= 0 || lastSpace === firstSpace) return bad("malformed request line");
-  const method = requestLine.slice(0, firstSpace);
-  const target = requestLine.slice(firstSpace + 1, lastSpace);
-  const version = requestLine.slice(lastSpace + 1);
-  if (!token.test(method)) return bad("malformed request method");
+  // The request line is read in place: no substring for it, its method or its version.
+  const firstSpace = text.indexOf(" ");
+  const lastSpace = text.lastIndexOf(" ", lineEnd);
+  if (firstSpace <= 0 || firstSpace > lineEnd || lastSpace === firstSpace) return bad("malformed request line");
+  let method = knownMethod(text, firstSpace);
+  if (method === undefined) {
+    method = text.slice(0, firstSpace);
+    if (!token.test(method)) return bad("malformed request method");
+  }
+  const target = text.slice(firstSpace + 1, lastSpace);
   if (target.length === 0 || target.includes(" ") || target.includes("\t")) return bad("malformed request target");
   if (target.length > limits.maxUriBytes) return tooLong(limits.maxUriBytes);
-  let versionMinor: number;
-  if (version === "HTTP/1.1") versionMinor = 1;
-  else if (version === "HTTP/1.0") versionMinor = 0;
-  else if (/^HTTP\/\d\.\d$/.test(version)) return new KedgeError("bad-request", 505, `${version} is not supported on this port`);
-  else return bad("malformed HTTP version");
+  const versionMinor = httpVersionMinor(text, lastSpace + 1, lineEnd);
+  if (versionMinor < 0) {
+    const version = text.slice(lastSpace + 1, lineEnd);
+    if (/^HTTP\/\d\.\d$/.test(version)) return new KedgeError("bad-request", 505, `${version} is not supported on this port`);
+    return bad("malformed HTTP version");
+  }
 
   const headers: IncomingHttpHeaders = {};
   let fields = 0;

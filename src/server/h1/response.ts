@@ -28,17 +28,23 @@ export interface ResponseOutput {
 
 const lastChunk = Buffer.from("0\r\n\r\n");
 let dateLine = "";
-let dateSecond = 0;
 
-/** `date: …\r\n`, formatted once a second rather than once a response. */
+/**
+ * `date: …\r\n`, formatted once a second rather than once a response, and without a clock read
+ * per response either: a timer forgets the line when its second is over (armed only while
+ * responses ask for it), as nginx keeps its time per turn of its event loop.
+ */
 function date(): string {
-  const now = Date.now();
-  const second = Math.floor(now / 1000);
-  if (second !== dateSecond) {
-    dateSecond = second;
+  if (dateLine === "") {
+    const now = Date.now();
     dateLine = `date: ${new Date(now).toUTCString()}\r\n`;
+    setTimeout(forgetDate, 1000 - (now % 1000)).unref();
   }
   return dateLine;
+}
+
+function forgetDate(): void {
+  dateLine = "";
 }
 
 const statusLines: string[] = [];
