@@ -16,7 +16,7 @@ UP=$(port) KEDGE=$(port) ADMIN=$(port) FLOOR=$(port) NODEH2=$(port) NGINX=$(port
 "$BUN" bench/grpc-upstream.ts "$UP" >"$TMP/up.out" 2>&1 & PIDS+=($!)
 sleep 0.5
 echo "{\"server\":{\"bind_address\":\"127.0.0.1\",\"h2c_port\":$KEDGE,\"admin_port\":$ADMIN,\"log_level\":\"error\"},\"grpc\":{\"backends\":[{\"name\":\"up\",\"static\":{\"addresses\":[\"127.0.0.1:$UP\"]}}],\"routes\":[{\"backend_name\":\"up\",\"service_name_matcher\":\"*\"}]}}" >"$TMP/kedge.json"
-dist/kedge --config "$TMP/kedge.json" >"$TMP/kedge.out" 2>&1 & PIDS+=($!); KEDGE_PID=$!
+dist/kedge --workers 1 --config "$TMP/kedge.json" >"$TMP/kedge.out" 2>&1 & PIDS+=($!); KEDGE_PID=$!
 "$BUN" bench/socket-floor.ts "$FLOOR" "$UP" >"$TMP/floor.out" 2>&1 & PIDS+=($!); FLOOR_PID=$!
 "$BUN" bench/h2-ingress-floor.ts "$NODEH2" >"$TMP/nodeh2.out" 2>&1 & PIDS+=($!); NODEH2_PID=$!
 start_nginx nginx "upstream up { server 127.0.0.1:$UP; keepalive 128; keepalive_requests 1000000; }

@@ -13,7 +13,7 @@ UP=$(port) KEDGE=$(port) ADMIN=$(port) FLOOR=$(port) NGINX=$(port)
 
 start_nginx upstream "server { listen 127.0.0.1:$UP; location / { return 200 \"hello world\\n\"; } }"
 echo "{\"server\":{\"bind_address\":\"127.0.0.1\",\"http_port\":$KEDGE,\"admin_port\":$ADMIN,\"log_level\":\"error\"},\"http\":{\"backends\":[{\"name\":\"up\",\"static\":{\"addresses\":[\"127.0.0.1:$UP\"]}}],\"routes\":[{\"backend_name\":\"up\",\"path_rules\":[\"/*\"]}]}}" >"$TMP/kedge.json"
-dist/kedge --config "$TMP/kedge.json" >"$TMP/kedge.out" 2>&1 & PIDS+=($!); KEDGE_PID=$!
+dist/kedge --workers 1 --config "$TMP/kedge.json" >"$TMP/kedge.out" 2>&1 & PIDS+=($!); KEDGE_PID=$!
 "$BUN" bench/socket-floor.ts "$FLOOR" "$UP" >"$TMP/floor.out" 2>&1 & PIDS+=($!); FLOOR_PID=$!
 start_nginx proxy "upstream up { server 127.0.0.1:$UP; keepalive 64; }
   server { listen 127.0.0.1:$NGINX; location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection \"\"; } }"
