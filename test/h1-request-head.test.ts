@@ -113,6 +113,20 @@ describe("HTTP/1.1 request heads", () => {
     const huge = Buffer.from(`GET / HTTP/1.1\r\nX: ${"a".repeat(2000)}`);
     expect((findHeadEnd(huge, huge.length, limits) as KedgeError).status).toBe(431);
   });
+
+  it("refuses a control byte, a bare CR or an over-long request line as soon as it arrives, before the head is complete", () => {
+    const refusal = (partial: string) => {
+      const bytes = Buffer.from(partial, "latin1");
+      const got = findHeadEnd(bytes, bytes.length, limits);
+      return got instanceof KedgeError ? [got.status, got.message] : got;
+    };
+    expect(refusal("GET / HTTP/1.1\r\nX: a\0")).toEqual([400, "invalid byte in the request head"]);
+    expect(refusal("GET / HTTP/1.1\r\nX: a\x7f")).toEqual([400, "invalid byte in the request head"]);
+    expect(refusal("GET / HTTP/1.1\r\nX: a\rb")).toEqual([400, "invalid byte in the request head"]);
+    expect(refusal(`GET /${"a".repeat(200)}`)).toEqual([414, "request target longer than 100 bytes"]);
+    // What may still become a good head waits: a CR whose LF has not come, a tab, obs-text.
+    expect(refusal("GET / HTTP/1.1\r\nX: a\tb\xe9\r")).toBe(-1);
+  });
 });
 
 describe("request bodies", () => {

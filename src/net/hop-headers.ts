@@ -189,7 +189,7 @@ export interface HeadLines {
 /** Lays out `head`'s field lines, each with its CRLF. */
 export function writeFieldLines(w: HeadWriter, head: HeadLines): void {
   const from = head.backend;
-  if (from) w.linesWithout(from.text, from.bytes, from.bytesAt, from.fieldsAt, from.text.length, from.drops, head.keptKinds);
+  if (from) w.bytesWithout(from.bytes, from.bytesAt, from.fieldsAt, from.fieldsEnd, from.drops, head.keptKinds);
   if (head.lines) w.text(head.lines);
   if (head.backendName !== undefined) w.line("x-kedge-backend-name", head.backendName);
   if (head.requestId !== undefined) w.line("x-kedge-request-id", head.requestId);
@@ -208,12 +208,13 @@ export const enum Drop {
 /** A backend's response head as text, with the lines no client gets marked (the response parser's ResponseHead). */
 export interface ResponseText {
   readonly text: string;
-  /** Where the field lines start in `text`; they run to its end, each with its CRLF. */
+  /** Where the field lines start in `text`, and where they end (its length), each with its CRLF. */
   readonly fieldsAt: number;
+  readonly fieldsEnd: number;
   /** The lines a client may not get, of the kinds in Drop; undefined: none. */
   readonly drops: LineDrops | undefined;
-  /** The bytes `text` was read from (text[i] is bytes[bytesAt + i]), copied to the client as they are; undefined: from `text`. */
-  readonly bytes: Uint8Array | undefined;
+  /** The bytes `text` is read from (text[i] is bytes[bytesAt + i]), copied to the client as they are. */
+  readonly bytes: Uint8Array;
   readonly bytesAt: number;
   readonly chunked: boolean;
   readonly hasLength: boolean;

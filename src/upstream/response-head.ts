@@ -1,5 +1,7 @@
-import { decimalIn, fieldValue, hasToken, lowerFieldName, nameIs, type LineDrops } from "../net/fields.js";
+import { bytesDecimal, bytesNameIs, valueEnd, valueStart } from "../net/field-bytes.js";
+import { fieldValue, hasToken, lowerFieldName, type LineDrops } from "../net/fields.js";
 import { Drop, type ResponseFields, type ResponseText } from "../net/hop-headers.js";
+import { latin1Text } from "../net/latin1.js";
 
 export class ParseError extends Error {}
 
@@ -7,40 +9,41 @@ export class ParseError extends Error {}
 export const enum Field { Other, ContentLength, TransferEncoding, Connection, Date, HopByHop, KedgeTag, RequestId }
 
 /**
- * The field named by text[at..at+length), without cutting the name out: a switch on its length,
+ * The field named by bytes[at..at+length), without cutting the name out: a switch on its length,
  * then a compare against the few names that length can be. Hop-by-hop fields are RFC 9110 §7.6.1's;
  * the kedge tags are replaced by kedge's own.
  */
-export function classifyField(text: string, at: number, length: number): Field {
+export function classifyField(bytes: Uint8Array, at: number, length: number): Field {
   switch (length) {
     case 2:
-      return nameIs(text, at, "te") ? Field.HopByHop : Field.Other;
+      return bytesNameIs(bytes, at, "te") ? Field.HopByHop : Field.Other;
     case 4:
-      return nameIs(text, at, "date") ? Field.Date : Field.Other;
+      return bytesNameIs(bytes, at, "date") ? Field.Date : Field.Other;
     case 7:
-      return nameIs(text, at, "trailer") || nameIs(text, at, "upgrade") ? Field.HopByHop : Field.Other;
+      return bytesNameIs(bytes, at, "trailer") || bytesNameIs(bytes, at, "upgrade") ? Field.HopByHop : Field.Other;
     case 10:
-      if (nameIs(text, at, "connection")) return Field.Connection;
-      return nameIs(text, at, "keep-alive") ? Field.HopByHop : Field.Other;
+      if (bytesNameIs(bytes, at, "connection")) return Field.Connection;
+      return bytesNameIs(bytes, at, "keep-alive") ? Field.HopByHop : Field.Other;
     case 14:
-      return nameIs(text, at, "content-length") ? Field.ContentLength : Field.Other;
+      return bytesNameIs(bytes, at, "content-length") ? Field.ContentLength : Field.Other;
     case 16:
-      return nameIs(text, at, "proxy-connection") ? Field.HopByHop : Field.Other;
+      return bytesNameIs(bytes, at, "proxy-connection") ? Field.HopByHop : Field.Other;
     case 17:
-      return nameIs(text, at, "transfer-encoding") ? Field.TransferEncoding : Field.Other;
+      return bytesNameIs(bytes, at, "transfer-encoding") ? Field.TransferEncoding : Field.Other;
     case 18:
-      if (nameIs(text, at, "x-kedge-request-id")) return Field.RequestId;
-      return nameIs(text, at, "proxy-authenticate") ? Field.HopByHop : Field.Other;
+      if (bytesNameIs(bytes, at, "x-kedge-request-id")) return Field.RequestId;
+      return bytesNameIs(bytes, at, "proxy-authenticate") ? Field.HopByHop : Field.Other;
     case 20:
-      return nameIs(text, at, "x-kedge-backend-name") ? Field.KedgeTag : Field.Other;
+      return bytesNameIs(bytes, at, "x-kedge-backend-name") ? Field.KedgeTag : Field.Other;
   }
   return Field.Other;
 }
 
 /**
- * A backend's response head, kept as the text it arrived as. HTTP/1.1 clients get its field lines
- * copied through minus the `drops` (no string per field); the fields as name/value pairs are cut
- * out only when asked for (HTTP/2 clients, winch).
+ * A backend's response head, kept as the bytes it arrived as. HTTP/1.1 clients get its field lines
+ * copied through minus the `drops` (no string per field, and no string of the head); the head as
+ * text, and the fields as name/value pairs, are made only when asked for (HTTP/2 clients, winch).
+ * The bytes are a socket read's own buffer (a fresh one per read), which nothing else writes to.
  */
 export class ResponseHead implements ResponseText, ResponseFields {
   /** The connection must close after this response (Connection: close, HTTP/1.0, close-delimited body). */
@@ -51,22 +54,28 @@ export class ResponseHead implements ResponseText, ResponseFields {
   hasDate = false;
   hasLength = false;
   hasRequestId = false;
-  /** Lines a client may not get, of the kinds in Drop; undefined: none. */
+  /** Lines a client may not get, of the kinds in Drop, at offsets from bytesAt; undefined: none. */
   drops: LineDrops | undefined;
   private fields: { rawHeaders: string[]; names: string[] } | undefined;
+  private asText: string | undefined;
 
   /**
-   * @param text the head from the status line to the last field's CRLF (the blank line excluded)
-   * @param fieldsAt where the first field line starts in `text`
-   * @param bytes what `text` was read from, at `bytesAt`: the field lines are copied from there
+   * @param bytes what the head was read from: it starts at `bytesAt`
+   * @param fieldsAt where the first field line starts, from bytesAt
+   * @param fieldsEnd where the blank line ending the head starts, from bytesAt
    */
   constructor(
-    readonly text: string,
+    readonly bytes: Uint8Array,
+    readonly bytesAt: number,
     readonly fieldsAt: number,
+    readonly fieldsEnd: number,
     readonly status: number,
-    readonly bytes: Uint8Array | undefined = undefined,
-    readonly bytesAt = 0,
   ) {}
+
+  /** The head from the status line to the last field's CRLF (the blank line excluded). */
+  get text(): string {
+    return (this.asText ??= latin1Text(this.bytes, this.bytesAt, this.bytesAt + this.fieldsEnd));
+  }
 
   get reason(): string {
     return this.fieldsAt - 2 > 13 ? this.text.slice(13, this.fieldsAt - 2) : "";
@@ -98,85 +107,147 @@ export class ResponseHead implements ResponseText, ResponseFields {
   }
 }
 
-/** "HTTP/1.x NNN[ reason]" at the start of text → [minor version, status], or undefined; read by char codes. */
-export function parseStatusLine(text: string, lineEnd: number): [minor: number, status: number] | undefined {
-  if (lineEnd < 12 || !text.startsWith("HTTP/1.") || text.charCodeAt(8) !== 32) return undefined;
-  const minor = text.charCodeAt(7) - 48;
-  if (minor !== 0 && minor !== 1) return undefined;
-  let status = 0;
-  for (let i = 9; i < 12; i++) {
-    const d = text.charCodeAt(i) - 48;
-    if (d < 0 || d > 9) return undefined;
-    status = status * 10 + d;
-  }
-  if (lineEnd > 12 && text.charCodeAt(12) !== 32) return undefined;
-  return [minor, status];
+/** What scanResponseHead returns when it has no head. */
+export const enum NoHead {
+  /** More bytes are needed (or the head is larger than the limit given). */
+  Incomplete = -1,
+  /** A line ends in a bare LF, which RFC 9112 §2.2 lets a recipient take as CRLF: see response-parser's crlfHead. */
+  BareLf = -2,
+}
+
+const CR = 13;
+const LF = 10;
+const COLON = 58;
+
+/** "HTTP/1." at bytes[at..]: the protocol name is case-sensitive (RFC 9112 §2.3). */
+function startsWithHttp1(bytes: Uint8Array, at: number): boolean {
+  return bytes[at] === 72 && bytes[at + 1] === 84 && bytes[at + 2] === 84 && bytes[at + 3] === 80 && bytes[at + 4] === 47 && bytes[at + 5] === 49 && bytes[at + 6] === 46;
+}
+
+function badStatusLine(bytes: Uint8Array, start: number, end: number): ParseError {
+  return new ParseError(`malformed status line ${JSON.stringify(latin1Text(bytes, start, Math.min(end, start + 64)))}`);
 }
 
 /**
- * Reads a head (text, and the bytes it was read from, as ResponseHead takes them). Field lines must end in CRLF with no bare CR or LF
- * inside (what a client would split differently), and name a field before their colon.
+ * Reads a response head from bytes[start..limit) in one pass over its bytes: the status line, then
+ * field lines up to the blank line; the head ends at `bytesAt + fieldsEnd + 2`. Lines must end in
+ * CRLF with no bare CR inside (what a client would split differently), and field lines name a field
+ * before their colon and do not fold. Throws ParseError.
  */
-export function parseResponseHead(text: string, bytes?: Uint8Array, bytesAt = 0): ResponseHead {
-  const firstLf = text.indexOf("\n");
-  if (firstLf < 1 || text.charCodeAt(firstLf - 1) !== 13) throw new ParseError("malformed status line");
-  const parsed = parseStatusLine(text, firstLf - 1);
-  if (!parsed) throw new ParseError(`malformed status line ${JSON.stringify(text.slice(0, Math.min(firstLf - 1, 64)))}`);
-  const [minor, status] = parsed;
-  const head = new ResponseHead(text, firstLf + 1, status, bytes, bytesAt);
-  head.close = minor === 0;
+export function scanResponseHead(bytes: Uint8Array, start: number, limit: number): ResponseHead | NoHead {
+  let i = start;
+  let c = 0;
+  while (i < limit && (c = bytes[i]) !== CR && c !== LF) i++;
+  if (i >= limit) return NoHead.Incomplete;
+  if (c === LF) return NoHead.BareLf;
+  if (i + 1 >= limit) return NoHead.Incomplete;
+  if (bytes[i + 1] !== LF) throw badStatusLine(bytes, start, i);
+  // "HTTP/1.x NNN[ reason]"
+  const lineLength = i - start;
+  if (lineLength < 12 || !startsWithHttp1(bytes, start) || bytes[start + 8] !== 32 || (lineLength > 12 && bytes[start + 12] !== 32)) throw badStatusLine(bytes, start, i);
+  const minor = bytes[start + 7] - 48;
+  if (minor !== 0 && minor !== 1) throw badStatusLine(bytes, start, i);
+  let status = 0;
+  for (let d = start + 9; d < start + 12; d++) {
+    const digit = bytes[d] - 48;
+    if (digit < 0 || digit > 9) throw badStatusLine(bytes, start, i);
+    status = status * 10 + digit;
+  }
+  let at = i + 2;
+  let close = minor === 0;
   let contentLength = -1;
+  let hasLength = false;
+  let chunked = false;
+  let hasDate = false;
+  let hasRequestId = false;
   let drops: number[] | undefined;
-  for (let at = firstLf + 1; at < text.length; ) {
-    const lf = text.indexOf("\n", at);
-    const eol = lf - 1;
-    const colon = text.indexOf(":", at);
-    const first = text.charCodeAt(at);
-    if (lf < 0 || text.charCodeAt(eol) !== 13 || text.indexOf("\r", at) !== eol) throw new ParseError("malformed response header line (bare CR or LF)");
-    if (colon <= at || colon > eol || first === 32 || first === 9) throw new ParseError("malformed response header line");
-    const field = classifyField(text, at, colon - at);
+  for (;;) {
+    if (at >= limit) return NoHead.Incomplete;
+    c = bytes[at];
+    if (c === CR) {
+      if (at + 1 >= limit) return NoHead.Incomplete;
+      if (bytes[at + 1] !== LF) throw new ParseError("malformed response header line (bare CR or LF)");
+      break;
+    }
+    let colon = -1;
+    let eol = at;
+    for (; eol < limit; eol++) {
+      c = bytes[eol];
+      if (c <= CR) {
+        if (c === CR || c === LF) break;
+      } else if (c === COLON && colon < 0) colon = eol;
+    }
+    if (eol >= limit) return NoHead.Incomplete;
+    if (c === LF) return NoHead.BareLf;
+    if (eol + 1 >= limit) return NoHead.Incomplete;
+    if (bytes[eol + 1] !== LF) throw new ParseError("malformed response header line (bare CR or LF)");
+    const first = bytes[at];
+    if (colon <= at || first === 32 || first === 9) throw new ParseError("malformed response header line");
+    const field = classifyField(bytes, at, colon - at);
     if (field !== Field.Other) {
       let drop: Drop | -1 = Drop.Always;
       switch (field) {
         case Field.ContentLength: {
-          const value = decimalIn(text, colon + 1, eol);
+          const value = bytesDecimal(bytes, colon + 1, eol);
           if (value < 0 || (contentLength >= 0 && contentLength !== value)) throw new ParseError("invalid content-length from backend");
           contentLength = value;
-          head.hasLength = true;
+          hasLength = true;
           drop = Drop.WhenChunked;
           break;
         }
         case Field.TransferEncoding: {
-          const codings = fieldValue(text, colon + 1, eol).toLowerCase().split(",");
-          head.chunked = codings[codings.length - 1].trim() === "chunked";
-          if (!head.chunked) head.close = true; // a non-chunked transfer coding is delimited by close
+          const codings = fieldValue(latin1Text(bytes, colon + 1, eol), 0, eol - colon - 1).toLowerCase().split(",");
+          chunked = codings[codings.length - 1].trim() === "chunked";
+          if (!chunked) close = true; // a non-chunked transfer coding is delimited by close
           break;
         }
         case Field.Connection: {
-          const value = fieldValue(text, colon + 1, eol);
-          if (hasToken(value, "close")) head.close = true;
-          else if (minor === 0 && hasToken(value, "keep-alive")) head.close = false;
+          const from = valueStart(bytes, colon + 1, eol);
+          const to = valueEnd(bytes, from, eol);
+          // One token nearly always: no string for it.
+          if (to - from === 5 && bytesNameIs(bytes, from, "close")) close = true;
+          else if (to - from === 10 && bytesNameIs(bytes, from, "keep-alive")) {
+            if (minor === 0) close = false;
+          } else {
+            const value = latin1Text(bytes, from, to);
+            if (hasToken(value, "close")) close = true;
+            else if (minor === 0 && hasToken(value, "keep-alive")) close = false;
+          }
           break;
         }
         case Field.Date:
-          head.hasDate = true;
+          hasDate = true;
           drop = -1;
           break;
         case Field.RequestId:
-          head.hasRequestId = true;
+          hasRequestId = true;
           drop = Drop.WhenRetagged;
           break;
         case Field.KedgeTag:
           drop = Drop.WhenRetagged;
           break;
       }
-      if (drop >= 0) (drops ??= []).push(at, lf + 1, drop);
+      if (drop >= 0) (drops ??= []).push(at - start, eol + 2 - start, drop);
     }
-    at = lf + 1;
+    at = eol + 2;
   }
+  const head = new ResponseHead(bytes, start, i + 2 - start, at - start, status);
   // RFC 9112 §6.3: Transfer-Encoding overrides Content-Length, whose lines then do not travel on.
-  if (head.chunked) head.hasLength = false;
-  head.contentLength = head.chunked ? -1 : contentLength;
+  head.close = close;
+  head.chunked = chunked;
+  head.hasLength = hasLength && !chunked;
+  head.contentLength = chunked ? -1 : contentLength;
+  head.hasDate = hasDate;
+  head.hasRequestId = hasRequestId;
   head.drops = drops;
+  return head;
+}
+
+/** A head given as text, from the status line to the last field's CRLF (the blank line excluded), read as scanResponseHead reads bytes. */
+export function parseResponseHead(text: string): ResponseHead {
+  const bytes = Buffer.from(`${text}\r\n`, "latin1");
+  const head = scanResponseHead(bytes, 0, bytes.length);
+  if (head === NoHead.BareLf) throw new ParseError("malformed response header line (bare CR or LF)");
+  if (head === NoHead.Incomplete) throw new ParseError("incomplete response head");
   return head;
 }

@@ -1,6 +1,6 @@
 import { bytesIn } from "../net/bytes.js";
 import { latin1Text } from "../net/latin1.js";
-import { ParseError, parseResponseHead, type ResponseHead } from "./response-head.js";
+import { NoHead, ParseError, scanResponseHead, type ResponseHead } from "./response-head.js";
 
 
 export interface ResponseSink {
@@ -18,7 +18,7 @@ const enum State { Head, Fixed, ChunkSize, ChunkData, ChunkDataEnd, Trailers, Un
 
 const CR = 13;
 const LF = 10;
-const headEnd = Buffer.from("\r\n\r\n");
+const indexOf = Buffer.prototype.indexOf;
 const maxHeadBytes = 64 * 1024;
 
 /**
@@ -137,36 +137,31 @@ export class ResponseParser {
 
   /** Returns the offset in `data` just past the head, or -1 when more bytes are needed. */
   private findHeadEnd(data: Uint8Array, offset: number): number {
-    // Offsets in buf are offsets in data shifted by `shift` when pending bytes were prepended.
     const pending = this.pending;
+    if (pending && indexOf.call(data, LF, offset) < 0) {
+      // A head ends only with a line: wait for one without reading it all again.
+      if (pending.length + data.length - offset > maxHeadBytes) throw new ParseError("response head too large");
+      this.pending = this.joinPending(pending, data, offset);
+      return -1;
+    }
+    // Offsets in buf are offsets in data shifted by `shift` when pending bytes were prepended.
     const shift = pending ? offset - pending.length : 0;
     const buf = pending ? this.joinPending(pending, data, offset) : data;
     const start = pending ? 0 : offset;
-    const blank = Buffer.prototype.indexOf.call(buf, headEnd, start);
-    let end = blank < 0 ? -1 : blank + 4;
-    let head: ResponseHead | undefined;
-    if (end >= 0) {
-      // Also when the whole head came at once: the limit must not depend on how the bytes were split.
-      if (end - start > maxHeadBytes) throw new ParseError("response head too large");
-      try {
-        head = parseResponseHead(latin1Text(buf, start, end - 2), buf, start);
-      } catch (e) {
-        // A bare LF ends the head earlier than the CRLFCRLF found, or sits inside it.
-        end = lfHeadEnd(buf, start);
-        if (!(e instanceof ParseError) || end < 0) throw e;
-        head = crlfHead(buf, start, end);
+    const head = scanResponseHead(buf, start, Math.min(buf.length, start + maxHeadBytes));
+    if (head === NoHead.BareLf) {
+      const end = lfHeadEnd(buf, start);
+      if (end >= 0) {
+        this.onHead(crlfHead(buf, start, end));
+        return end + shift;
       }
-    } else {
-      end = lfHeadEnd(buf, start);
-      if (end < 0) {
-        if (buf.length - start > maxHeadBytes) throw new ParseError("response head too large");
-        this.pending = buf.slice(start);
-        return -1;
-      }
-      head = crlfHead(buf, start, end);
+    } else if (head !== NoHead.Incomplete) {
+      this.onHead(head);
+      return head.bytesAt + head.fieldsEnd + 2 + shift;
     }
-    this.onHead(head);
-    return end + shift;
+    if (buf.length - start > maxHeadBytes) throw new ParseError("response head too large");
+    this.pending = buf.slice(start);
+    return -1;
   }
 
   private onHead(head: ResponseHead): void {
@@ -273,5 +268,8 @@ function crlfHead(buf: Uint8Array, start: number, end: number): ResponseHead {
     if (buf[i] === LF && (i === start || buf[i - 1] !== CR)) out[at++] = CR;
     out[at++] = buf[i];
   }
-  return parseResponseHead(latin1Text(out, 0, out.length - 2), out, 0);
+  const head = scanResponseHead(out, 0, out.length);
+  // Every line now ends in CRLF, and `out` holds the whole head.
+  if (typeof head === "number") throw new ParseError("malformed response head");
+  return head;
 }

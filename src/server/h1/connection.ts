@@ -1,9 +1,8 @@
 import { asKedgeError, type KedgeError } from "../../errors.js";
 import type { IngressRequest, RequestBody as ProxyRequestBody, SwitchedConnection } from "../../proxy/ingress.js";
-import { latin1Text } from "../../net/latin1.js";
 import { bodyTimeout } from "../connection-guard.js";
 import { RequestBody, type BodySource } from "./request-body.js";
-import { findHeadEnd, parseRequestHead, type HeadLimits, type RequestHead } from "./request-head.js";
+import { readRequestHead, type HeadLimits, type RequestHead } from "./request-head.js";
 import { H1RawResponse, type ResponseOutput } from "./response.js";
 import { TunnelSocket, type TunnelOutput } from "../../net/tunnel-socket.js";
 import type { ClientTransport, TransportEvents } from "./transport.js";
@@ -127,18 +126,16 @@ export class H1ServerConnection implements ResponseOutput, TunnelOutput, Transpo
       input = this.input;
     }
     const limits = this.handler.limits;
-    const end = findHeadEnd(input, input.length, limits);
-    if (typeof end !== "number") return this.refuse(end), false;
-    if (end < 0) {
+    const head = readRequestHead(input, input.length, limits);
+    if (head === -1) {
       if (!this.headStarted) {
         this.headStarted = true;
         this.deadline = performance.now() + this.handler.headTimeoutMs;
       }
       return false;
     }
-    const head = parseRequestHead(latin1Text(input, 0, end), limits, input);
     if (!("method" in head)) return this.refuse(head), false;
-    this.consume(end);
+    this.consume(head.length);
     this.fresh = false;
     this.headStarted = false;
     this.deadline = 0;

@@ -1,6 +1,7 @@
 import type { IncomingHttpHeaders } from "node:http";
 import { KedgeError } from "../../errors.js";
 import { decimalIn, fieldValue, hasToken, nameIs } from "../../net/fields.js";
+import { latin1Text } from "../../net/latin1.js";
 import { notForwardedUpstream, RequestDrop, switchable, type ForwardLines } from "../../net/hop-headers.js";
 
 /** The request-head limits of the server section, with defaults applied. */
@@ -44,8 +45,6 @@ const tooLong = (max: number) => new KedgeError("bad-request", 414, `request tar
 // RFC 9110 §5.6.2 token characters. Field values may hold HTAB, SP, VCHAR and obs-text (RFC 9110
 // §5.5): any other control byte, and a CR or LF outside a line end, anywhere in a head is refused.
 const token = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
-const badHeadByte = /[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]|[^\r]\n|\r[^\n]/;
-const headEnd = Buffer.from("\r\n\r\n");
 
 // node:http keeps the first of these when repeated; kedge refuses the framing ones outright.
 const singleValued = new Set([
@@ -82,24 +81,74 @@ function fieldName(text: string, at: number, end: number): string | undefined {
 }
 
 /**
+ * What findHeadEnd saw of the head it found: lineEnds[k] is where line k's CRLF starts (line 0 is
+ * the request line), colons[k] where its first colon is (-1: none). Read by parseScanned right
+ * after, so the lines are not searched again (a native indexOf per search, in a profile).
+ */
+let lineEnds = new Int32Array(64);
+let colons = new Int32Array(64);
+let lineCount = 0;
+
+function grownTable(): void {
+  const ends = new Int32Array(lineEnds.length * 2);
+  ends.set(lineEnds);
+  lineEnds = ends;
+  const cs = new Int32Array(colons.length * 2);
+  cs.set(colons);
+  colons = cs;
+}
+
+const invalidByte = () => bad("invalid byte in the request head");
+
+/**
  * Where the head in buf[0..end) ends (the index after its blank line), -1 when more bytes are
- * needed, or an error. Every LF must follow a CR (RFC 9112 §2.2: a bare LF is how one hop's
- * framing differs from the next one's), and the head must fit the limits.
+ * needed, or an error. One pass over its bytes: every line must end in CRLF (RFC 9112 §2.2: a bare
+ * LF or CR is how one hop's framing differs from the next one's), field values may hold HTAB, SP,
+ * VCHAR and obs-text only (RFC 9110 §5.5), and the head must fit the limits.
  */
 export function findHeadEnd(buf: Uint8Array, end: number, limits: HeadLimits): number | KedgeError {
-  // The common case, a whole head in hand: one search. Bare LFs in it are refused by parseRequestHead.
-  const blank = (buf as Buffer).indexOf(headEnd);
-  if (blank >= 0 && blank + 4 <= end && blank + 4 <= limits.maxHeaderBytes) return blank + 4;
-  const firstLf = buf.indexOf(10);
-  for (let i = firstLf; i >= 0 && i < end; i = buf.indexOf(10, i + 1)) {
-    if (i === 0 || buf[i - 1] !== 13) return bad("bare LF in the request head");
-    if (i === firstLf && i > limits.maxUriBytes + 16) return tooLong(limits.maxUriBytes);
-    if (i + 1 > limits.maxHeaderBytes) break;
+  const max = end < limits.maxHeaderBytes ? end : limits.maxHeaderBytes;
+  let lines = 0;
+  let lineStart = 0;
+  let colon = -1;
+  for (let i = 0; i < max; i++) {
+    const c = buf[i];
+    if (c > 58) {
+      if (c === 127) return invalidByte();
+    } else if (c === 58) {
+      if (colon < 0) colon = i;
+    } else if (c < 32) {
+      if (c === 13) {
+        if (i + 1 >= max) break;
+        if (buf[i + 1] !== 10) return invalidByte();
+        if (lines === 0 && i > limits.maxUriBytes + 16) return tooLong(limits.maxUriBytes);
+        if (i === lineStart && lines > 0) {
+          lineCount = lines;
+          return i + 2;
+        }
+        if (lines === lineEnds.length) grownTable();
+        lineEnds[lines] = i;
+        colons[lines] = colon;
+        lines++;
+        colon = -1;
+        lineStart = ++i + 1;
+      } else if (c === 10) return bad("bare LF in the request head");
+      else if (c !== 9) return invalidByte();
+    }
   }
-  if (end <= limits.maxHeaderBytes) return -1;
+  if (lines === 0 && max > limits.maxUriBytes + 16) return tooLong(limits.maxUriBytes);
+  if (end < limits.maxHeaderBytes) return -1;
   // Over the limit: blame the request line when it alone is longer than a target may be.
-  if (firstLf < 0 || firstLf >= end || firstLf > limits.maxUriBytes) return tooLong(limits.maxUriBytes);
+  if (lines === 0 || lineEnds[0] > limits.maxUriBytes) return tooLong(limits.maxUriBytes);
   return new KedgeError("bad-request", 431, `request head larger than ${limits.maxHeaderBytes} bytes`);
+}
+
+/** Reads the head at the start of buf[0..end) (findHeadEnd, then parseScanned); -1 when more bytes are needed. */
+export function readRequestHead(buf: Uint8Array, end: number, limits: HeadLimits): RequestHead | KedgeError | -1 {
+  const headEnd = findHeadEnd(buf, end, limits);
+  if (typeof headEnd !== "number") return headEnd;
+  if (headEnd < 0) return -1;
+  return parseScanned(latin1Text(buf, 0, headEnd), limits, buf);
 }
 
 /** Methods clients send on nearly every request, by length: recognised by their char codes, not cut out of the head. */
@@ -126,25 +175,43 @@ function httpVersionMinor(text: string, at: number, end: number): number {
   return minor === 49 ? 1 : minor === 48 ? 0 : -1;
 }
 
+/** A complete head given as text (tests, and heads not read from a socket): checked and parsed as readRequestHead does. */
+export function parseRequestHead(text: string, limits: HeadLimits): RequestHead | KedgeError {
+  const bytes = Buffer.from(text, "latin1");
+  const end = findHeadEnd(bytes, bytes.length, limits);
+  if (typeof end !== "number") return end;
+  if (end !== bytes.length) return bad(end < 0 ? "incomplete request head" : "bytes after the request head");
+  return parseScanned(text, limits, bytes);
+}
+
 /**
- * Parses a complete head (as found by findHeadEnd) by RFC 9112's rules, strictly: anything a
- * backend could frame differently from kedge (request smuggling) is refused, never repaired.
- * `bytes`: what `text` was read from (text[i] is bytes[i]), for copying the field lines upstream.
+ * Parses the head findHeadEnd just found, by RFC 9112's rules, strictly: anything a backend could
+ * frame differently from kedge (request smuggling) is refused, never repaired. `text` is the head
+ * as latin1 (text[i] is bytes[i]); the bytes are kept for copying the field lines upstream.
  */
-export function parseRequestHead(text: string, limits: HeadLimits, bytes?: Uint8Array): RequestHead | KedgeError {
-  if (badHeadByte.test(text)) return bad("invalid byte in the request head");
-  const lineEnd = text.indexOf("\r\n");
+function parseScanned(text: string, limits: HeadLimits, bytes: Uint8Array): RequestHead | KedgeError {
+  const lineEnd = lineEnds[0];
   // The request line is read in place: no substring for it, its method or its version.
-  const firstSpace = text.indexOf(" ");
-  const lastSpace = text.lastIndexOf(" ", lineEnd);
-  if (firstSpace <= 0 || firstSpace > lineEnd || lastSpace === firstSpace) return bad("malformed request line");
+  let firstSpace = -1;
+  let lastSpace = -1;
+  let spaces = 0;
+  let tabs = false;
+  for (let i = 0; i < lineEnd; i++) {
+    const c = bytes[i];
+    if (c === 32) {
+      if (firstSpace < 0) firstSpace = i;
+      lastSpace = i;
+      spaces++;
+    } else if (c === 9) tabs = true;
+  }
+  if (firstSpace <= 0 || lastSpace === firstSpace) return bad("malformed request line");
   let method = knownMethod(text, firstSpace);
   if (method === undefined) {
     method = text.slice(0, firstSpace);
     if (!token.test(method)) return bad("malformed request method");
   }
   const target = text.slice(firstSpace + 1, lastSpace);
-  if (target.length === 0 || target.includes(" ") || target.includes("\t")) return bad("malformed request target");
+  if (target.length === 0 || spaces > 2 || (tabs && target.includes("\t"))) return bad("malformed request target");
   if (target.length > limits.maxUriBytes) return tooLong(limits.maxUriBytes);
   const versionMinor = httpVersionMinor(text, lastSpace + 1, lineEnd);
   if (versionMinor < 0) {
@@ -161,12 +228,12 @@ export function parseRequestHead(text: string, limits: HeadLimits, bytes?: Uint8
   let repeated = false;
   let drops: number[] | undefined;
   const last = text.length - 2; // the blank line's CRLF
-  for (let at = lineEnd + 2; at < last; ) {
-    const eol = text.indexOf("\r\n", at);
+  for (let line = 1, at = lineEnd + 2; line < lineCount; line++) {
+    const eol = lineEnds[line];
     if (++fields > limits.maxHeaders) return new KedgeError("bad-request", 431, `more than ${limits.maxHeaders} request header fields`);
-    const colon = text.indexOf(":", at);
+    const colon = colons[line];
     // A line starting with whitespace is obs-fold; a name with whitespace before the colon is refused (RFC 9112 §5.1).
-    if (colon <= at || colon > eol) {
+    if (colon <= at) {
       const first = text.charCodeAt(at);
       return bad(first === 32 || first === 9 ? "obsolete line folding in the request head" : "malformed header line");
     }
