@@ -43,6 +43,14 @@ describe("HTTP/1.1 request heads", () => {
     expect(ok("GET /x HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n\r\n").upgrade).toBeUndefined();
   });
 
+  it("reads each Host as sent, however alike the last one was (the same length, one byte apart, with whitespace)", () => {
+    const hosts = ["a.example", "a.example", "b.example", "a.exampld", " a.example\t", "a.example:80", "x", "a.example"];
+    for (const host of hosts) expect(ok(`GET / HTTP/1.1\r\nHost: ${host}\r\n\r\n`).headers.host).toBe(host.trim());
+    const long = "h".repeat(300);
+    expect(ok(`GET / HTTP/1.1\r\nHost: ${long}\r\n\r\n`).headers.host).toBe(long);
+    expect(ok(`GET / HTTP/1.1\r\nHost: ${long.slice(1)}z\r\n\r\n`).headers.host).toBe(`${long.slice(1)}z`);
+  });
+
   it("reads the request line, lower-cases names and trims values", () => {
     const head = ok("POST /a?b=1 HTTP/1.1\r\nHost: x.example\r\nX-Thing:   spaced value \t\r\nContent-Length: 12\r\n\r\n");
     expect(head.method).toBe("POST");

@@ -1,6 +1,7 @@
 import type { IncomingHttpHeaders } from "node:http";
 import { KedgeError } from "../../errors.js";
 import { decimalIn, fieldValue, hasToken, nameIs } from "../../net/fields.js";
+import { valueEnd, valueStart } from "../../net/field-bytes.js";
 import { latin1Text } from "../../net/latin1.js";
 import { notForwardedUpstream, RequestDrop, switchable, type ForwardLines } from "../../net/hop-headers.js";
 
@@ -96,6 +97,34 @@ function grownTable(): void {
   const cs = new Int32Array(colons.length * 2);
   cs.set(colons);
   colons = cs;
+}
+
+/**
+ * The last Host value read, as bytes and as the string handed out. Clients send the same Host on
+ * request after request; handing out the same string lets the maps keyed by it (the authority and
+ * route caches) find it by the hash it already has, where a new string is read and hashed anew.
+ */
+const lastHostBytes = new Uint8Array(256);
+let lastHostLength = -1;
+let lastHost = "";
+
+/** The Host field's value in bytes[from..eol) (text[i] is bytes[i]), trimmed. */
+function hostValue(text: string, bytes: Uint8Array, from: number, eol: number): string {
+  from = valueStart(bytes, from, eol);
+  const to = valueEnd(bytes, from, eol);
+  const n = to - from;
+  if (n === lastHostLength) {
+    let i = 0;
+    while (i < n && bytes[from + i] === lastHostBytes[i]) i++;
+    if (i === n) return lastHost;
+  }
+  const value = text.slice(from, to);
+  if (n <= lastHostBytes.length) {
+    for (let i = 0; i < n; i++) lastHostBytes[i] = bytes[from + i];
+    lastHostLength = n;
+    lastHost = value;
+  }
+  return value;
 }
 
 const invalidByte = () => bad("invalid byte in the request head");
@@ -239,7 +268,7 @@ function parseScanned(text: string, limits: HeadLimits, bytes: Uint8Array): Requ
     }
     const name = fieldName(text, at, colon);
     if (name === undefined) return bad(`invalid header name ${JSON.stringify(text.slice(at, Math.min(colon, at + 50)))}`);
-    const value = fieldValue(text, colon + 1, eol);
+    const value = name === "host" ? hostValue(text, bytes, colon + 1, eol) : fieldValue(text, colon + 1, eol);
     if (notForwardedUpstream.has(name)) (drops ??= []).push(at, eol + 2, RequestDrop.Always);
     else if (name.indexOf("_") >= 0) (drops ??= []).push(at, eol + 2, RequestDrop.UnderscoreName);
     at = eol + 2;
