@@ -40,10 +40,11 @@ beforeAll(async () => {
         { name: "unresolvable", host: { dns_name: "no-such-host.invalid", port: 80 } },
         { name: "localhost", host: { dns_name: "localhost", port: ups[2].port } },
         { name: "slow", static: { addresses: [at(ups[0])] }, timeouts: { response_header: "1s", idle: "1s" } },
+        { name: "slow_stamped", static: { addresses: [at(ups[0])] }, timeouts: { response_header: "2s" } },
         { name: "mtls", static: { addresses: [at(tlsUp)] }, security: { ca_files: [pki.caFile], server_name: "localhost", client_cert_file: pki.clientCertFile, client_key_file: pki.clientKeyFile } },
         { name: "wrong_ca", static: { addresses: [at(tlsUp)] }, security: { ca_files: [otherPki.caFile], server_name: "localhost", client_cert_file: pki.clientCertFile, client_key_file: pki.clientKeyFile } },
       ],
-      routes: ["rr", "lor", "half_dead", "all_dead", "hang_up", "unresolvable", "localhost", "slow", "mtls", "wrong_ca"].map((b) => ({ backend_name: b, host_matcher: `${b.replace("_", "-")}.test` })),
+      routes: ["rr", "lor", "half_dead", "all_dead", "hang_up", "unresolvable", "localhost", "slow", "slow_stamped", "mtls", "wrong_ca"].map((b) => ({ backend_name: b, host_matcher: `${b.replace("_", "-")}.test` })),
       adhoc_rules: [
         { dns_name_matcher: "*.adhoc.test", dns_name_replace: { pattern: "^.*$", substitution: "127.0.0.1" }, port: { allowed: [ups[1].port] } },
       ],
@@ -128,6 +129,14 @@ describe("backends", () => {
     const res = await get("slow.test", "/hang");
     expect(res.status).toBe(504);
     expect(res.headers.get("x-kedge-error-type")).toBe("backend-timeout");
+  });
+
+  it("answers 504 once a response_header wait timed from a sweep (2s and longer) is over, not before", async () => {
+    const started = performance.now();
+    const res = await get("slow-stamped.test", "/hang");
+    expect(res.status).toBe(504);
+    expect(res.headers.get("x-kedge-error-type")).toBe("backend-timeout");
+    expect(performance.now() - started).toBeGreaterThanOrEqual(2000);
   });
 
   it("cuts the response short when the backend goes silent mid-body past the idle timeout", async () => {
