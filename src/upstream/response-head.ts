@@ -169,13 +169,13 @@ export function scanResponseHead(bytes: Uint8Array, start: number, limit: number
       if (bytes[at + 1] !== LF) throw new ParseError("malformed response header line (bare CR or LF)");
       break;
     }
-    let colon = -1;
+    // The name up to its colon, then the value up to the line's end: a compare or two a byte.
     let eol = at;
-    for (; eol < limit; eol++) {
-      c = bytes[eol];
-      if (c <= CR) {
-        if (c === CR || c === LF) break;
-      } else if (c === COLON && colon < 0) colon = eol;
+    while (eol < limit && ((c = bytes[eol]) > COLON || (c !== COLON && c !== CR && c !== LF))) eol++;
+    let colon = -1;
+    if (eol < limit && c === COLON) {
+      colon = eol;
+      while (++eol < limit && ((c = bytes[eol]) > CR || (c !== CR && c !== LF)));
     }
     if (eol >= limit) return NoHead.Incomplete;
     if (c === LF) return NoHead.BareLf;
