@@ -43,9 +43,11 @@ describe("HTTP/1.1 request heads", () => {
     expect(ok("GET /x HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n\r\n").upgrade).toBeUndefined();
   });
 
-  it("reads each Host as sent, however alike the last one was (the same length, one byte apart, with whitespace)", () => {
+  it("reads each Host and target as sent, however alike the last one was (the same length, one byte apart, with whitespace)", () => {
     const hosts = ["a.example", "a.example", "b.example", "a.exampld", " a.example\t", "a.example:80", "x", "a.example"];
     for (const host of hosts) expect(ok(`GET / HTTP/1.1\r\nHost: ${host}\r\n\r\n`).headers.host).toBe(host.trim());
+    const targets = ["/a", "/a", "/b", "/ab", "/a?x", "/a?y", "*", "/a"];
+    for (const target of targets) expect(ok(`GET ${target} HTTP/1.1\r\nHost: a\r\n\r\n`).target).toBe(target);
     const long = "h".repeat(300);
     expect(ok(`GET / HTTP/1.1\r\nHost: ${long}\r\n\r\n`).headers.host).toBe(long);
     expect(ok(`GET / HTTP/1.1\r\nHost: ${long.slice(1)}z\r\n\r\n`).headers.host).toBe(`${long.slice(1)}z`);

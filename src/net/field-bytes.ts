@@ -39,3 +39,36 @@ export function bytesDecimal(bytes: Uint8Array, start: number, end: number): num
   }
   return value;
 }
+
+/** Where a LastValue cuts a value out when it is not the last one: a string of the bytes it was read from. */
+export interface TextSource {
+  text(): string;
+}
+
+/**
+ * The last value read from a run of bytes, and the string handed out for it: peers send the same
+ * Host (or target) again and again, and the same string is not cut out, read or hashed anew.
+ */
+export class LastValue {
+  private readonly last = new Uint8Array(256);
+  private length = -1;
+  private value = "";
+
+  /** bytes[from..to) as latin1: the last string handed out when the bytes are the same, else `source`'s text[from..to). */
+  read(bytes: Uint8Array, from: number, to: number, source: TextSource): string {
+    const n = to - from;
+    const last = this.last;
+    if (n === this.length) {
+      let i = 0;
+      while (i < n && bytes[from + i] === last[i]) i++;
+      if (i === n) return this.value;
+    }
+    const value = source.text().slice(from, to);
+    if (n <= last.length) {
+      for (let i = 0; i < n; i++) last[i] = bytes[from + i];
+      this.length = n;
+      this.value = value;
+    }
+    return value;
+  }
+}

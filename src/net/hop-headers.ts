@@ -54,15 +54,13 @@ export interface UpstreamHeadInput {
   dropUnderscoreNames?: boolean;
 }
 
-/** A client's HTTP/1.1 field lines as received: text[fieldsAt..fieldsEnd), each with its CRLF. */
+/** A client's HTTP/1.1 field lines as received: bytes[fieldsAt..fieldsEnd), each with its CRLF, copied upstream as they are. */
 export interface ForwardLines {
-  readonly text: string;
+  readonly bytes: Uint8Array;
   readonly fieldsAt: number;
   readonly fieldsEnd: number;
   /** The lines whose names are in notForwardedUpstream, and those named with "_", of the kinds in RequestDrop; undefined: none. */
   readonly drops: LineDrops | undefined;
-  /** The bytes `text` was read from (text[i] is bytes[i]), copied upstream as they are; undefined: from `text`. */
-  readonly bytes: Uint8Array | undefined;
 }
 
 /** What kind of line a request head's drop is (see ForwardLines). */
@@ -106,7 +104,7 @@ export function writeUpstreamHead(w: HeadWriter, input: UpstreamHeadInput): Head
   w.line("host", input.host);
   const pass = input.forwardLines;
   // The client's own lines, unless a field listed in Connection, a credential or a traceparent must go.
-  if (pass && !extra && !input.set && (input.traceparent === undefined || headers.traceparent === undefined)) w.linesWithout(pass.text, pass.bytes, 0, pass.fieldsAt, pass.fieldsEnd, pass.drops, input.dropUnderscoreNames ? 0 : 1 << RequestDrop.UnderscoreName);
+  if (pass && !extra && !input.set && (input.traceparent === undefined || headers.traceparent === undefined)) w.bytesWithout(pass.bytes, 0, pass.fieldsAt, pass.fieldsEnd, pass.drops, input.dropUnderscoreNames ? 0 : 1 << RequestDrop.UnderscoreName);
   else for (const name in headers) {
     if (name.charCodeAt(0) === 58 /* ":" */ || notForwardedUpstream.has(name) || extra?.has(name) || (input.set && name in input.set)) continue;
     if (input.traceparent !== undefined && name === "traceparent") continue;

@@ -1,16 +1,12 @@
 import type { IncomingHttpHeaders } from "node:http";
 import { KedgeError } from "../../errors.js";
-import { decimalIn, fieldValue, hasToken, nameIs } from "../../net/fields.js";
-import { valueEnd, valueStart } from "../../net/field-bytes.js";
+import { bytesNameIs, LastValue, valueEnd, valueStart } from "../../net/field-bytes.js";
+import { decimalIn, fieldValue, hasToken } from "../../net/fields.js";
 import { latin1Text } from "../../net/latin1.js";
 import { notForwardedUpstream, RequestDrop, switchable, type ForwardLines } from "../../net/hop-headers.js";
+import { bad, findHeadEnd, scanned, tooLong, type HeadLimits } from "./head-scan.js";
 
-/** The request-head limits of the server section, with defaults applied. */
-export interface HeadLimits {
-  maxHeaderBytes: number;
-  maxHeaders: number;
-  maxUriBytes: number;
-}
+export { findHeadEnd, type HeadLimits };
 
 /** One parsed HTTP/1.x request head. */
 export interface RequestHead {
@@ -40,9 +36,6 @@ function requestedUpgrade(headers: IncomingHttpHeaders, versionMinor: number, co
   return switchable(upgrade) ? upgrade : undefined;
 }
 
-const bad = (message: string) => new KedgeError("bad-request", 400, message);
-const tooLong = (max: number) => new KedgeError("bad-request", 414, `request target longer than ${max} bytes`);
-
 // RFC 9110 §5.6.2 token characters. Field values may hold HTAB, SP, VCHAR and obs-text (RFC 9110
 // §5.5): any other control byte, and a CR or LF outside a line end, anywhere in a head is refused.
 const token = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
@@ -68,11 +61,11 @@ for (const name of [
 /** Other request field names as sent → lower case, for names already checked to be tokens. */
 const knownNames = new Map<string, string>();
 
-/** The lower-case name of the field named by text[at..end), or undefined when it is not a token (RFC 9110 §5.1). */
-function fieldName(text: string, at: number, end: number): string | undefined {
+/** The lower-case name of the field named by bytes[at..end), or undefined when it is not a token (RFC 9110 §5.1). */
+function fieldName(head: HeadText, at: number, end: number): string | undefined {
   const candidates = commonNames[end - at];
-  if (candidates !== undefined) for (const name of candidates) if (nameIs(text, at, name)) return name;
-  const raw = text.slice(at, end);
+  if (candidates !== undefined) for (const name of candidates) if (bytesNameIs(head.bytes, at, name)) return name;
+  const raw = head.text().slice(at, end);
   const known = knownNames.get(raw);
   if (known !== undefined) return known;
   if (!token.test(raw)) return undefined;
@@ -82,125 +75,63 @@ function fieldName(text: string, at: number, end: number): string | undefined {
 }
 
 /**
- * What findHeadEnd saw of the head it found: lineEnds[k] is where line k's CRLF starts (line 0 is
- * the request line), colons[k] where its first colon is (-1: none). Read by parseScanned right
- * after, so the lines are not searched again (a native indexOf per search, in a profile).
+ * A head's bytes, and its text made only when a value is cut out of it: a request whose only field
+ * is a Host seen before (and whose target was seen before) makes no string at all.
  */
-let lineEnds = new Int32Array(64);
-let colons = new Int32Array(64);
-let lineCount = 0;
+class HeadText {
+  private asText: string | undefined;
 
-function grownTable(): void {
-  const ends = new Int32Array(lineEnds.length * 2);
-  ends.set(lineEnds);
-  lineEnds = ends;
-  const cs = new Int32Array(colons.length * 2);
-  cs.set(colons);
-  colons = cs;
+  constructor(
+    readonly bytes: Uint8Array,
+    readonly end: number,
+    given?: string,
+  ) {
+    this.asText = given;
+  }
+
+  /** The head as latin1 (text[i] is bytes[i]). */
+  text(): string {
+    return (this.asText ??= latin1Text(this.bytes, 0, this.end));
+  }
 }
 
 /**
- * The last Host value read, as bytes and as the string handed out. Clients send the same Host on
- * request after request; handing out the same string lets the maps keyed by it (the authority and
- * route caches) find it by the hash it already has, where a new string is read and hashed anew.
+ * The last Host and target read, and the strings handed out for them. Clients send the same ones
+ * request after request; the same string lets the maps keyed by it (the authority and route
+ * caches) find it by the hash it already has, and is not cut out of the head or read again.
  */
-const lastHostBytes = new Uint8Array(256);
-let lastHostLength = -1;
-let lastHost = "";
-
-/** The Host field's value in bytes[from..eol) (text[i] is bytes[i]), trimmed. */
-function hostValue(text: string, bytes: Uint8Array, from: number, eol: number): string {
-  from = valueStart(bytes, from, eol);
-  const to = valueEnd(bytes, from, eol);
-  const n = to - from;
-  if (n === lastHostLength) {
-    let i = 0;
-    while (i < n && bytes[from + i] === lastHostBytes[i]) i++;
-    if (i === n) return lastHost;
-  }
-  const value = text.slice(from, to);
-  if (n <= lastHostBytes.length) {
-    for (let i = 0; i < n; i++) lastHostBytes[i] = bytes[from + i];
-    lastHostLength = n;
-    lastHost = value;
-  }
-  return value;
-}
-
-const invalidByte = () => bad("invalid byte in the request head");
-
-/**
- * Where the head in buf[0..end) ends (the index after its blank line), -1 when more bytes are
- * needed, or an error. One pass over its bytes: every line must end in CRLF (RFC 9112 §2.2: a bare
- * LF or CR is how one hop's framing differs from the next one's), field values may hold HTAB, SP,
- * VCHAR and obs-text only (RFC 9110 §5.5), and the head must fit the limits.
- */
-export function findHeadEnd(buf: Uint8Array, end: number, limits: HeadLimits): number | KedgeError {
-  const max = end < limits.maxHeaderBytes ? end : limits.maxHeaderBytes;
-  let lines = 0;
-  let lineStart = 0;
-  let colon = -1;
-  for (let i = 0; i < max; i++) {
-    const c = buf[i];
-    if (c > 58) {
-      if (c === 127) return invalidByte();
-    } else if (c === 58) {
-      if (colon < 0) colon = i;
-    } else if (c < 32) {
-      if (c === 13) {
-        if (i + 1 >= max) break;
-        if (buf[i + 1] !== 10) return invalidByte();
-        if (lines === 0 && i > limits.maxUriBytes + 16) return tooLong(limits.maxUriBytes);
-        if (i === lineStart && lines > 0) {
-          lineCount = lines;
-          return i + 2;
-        }
-        if (lines === lineEnds.length) grownTable();
-        lineEnds[lines] = i;
-        colons[lines] = colon;
-        lines++;
-        colon = -1;
-        lineStart = ++i + 1;
-      } else if (c === 10) return bad("bare LF in the request head");
-      else if (c !== 9) return invalidByte();
-    }
-  }
-  if (lines === 0 && max > limits.maxUriBytes + 16) return tooLong(limits.maxUriBytes);
-  if (end < limits.maxHeaderBytes) return -1;
-  // Over the limit: blame the request line when it alone is longer than a target may be.
-  if (lines === 0 || lineEnds[0] > limits.maxUriBytes) return tooLong(limits.maxUriBytes);
-  return new KedgeError("bad-request", 431, `request head larger than ${limits.maxHeaderBytes} bytes`);
-}
+const hostValues = new LastValue();
+const targetValues = new LastValue();
 
 /** Reads the head at the start of buf[0..end) (findHeadEnd, then parseScanned); -1 when more bytes are needed. */
 export function readRequestHead(buf: Uint8Array, end: number, limits: HeadLimits): RequestHead | KedgeError | -1 {
   const headEnd = findHeadEnd(buf, end, limits);
   if (typeof headEnd !== "number") return headEnd;
   if (headEnd < 0) return -1;
-  return parseScanned(latin1Text(buf, 0, headEnd), limits, buf);
+  return parseScanned(new HeadText(buf, headEnd), limits);
 }
 
 /** Methods clients send on nearly every request, by length: recognised by their char codes, not cut out of the head. */
 const commonMethods: string[][] = [];
 for (const m of ["GET", "PUT", "HEAD", "POST", "PATCH", "DELETE", "OPTIONS"]) (commonMethods[m.length] ??= []).push(m);
 
-/** The method text[0..end) when it is a common one (case-sensitive, RFC 9110 §9.1), else undefined. */
-function knownMethod(text: string, end: number): string | undefined {
+/** The method bytes[0..end) when it is a common one (case-sensitive, RFC 9110 §9.1), else undefined. */
+function knownMethod(bytes: Uint8Array, end: number): string | undefined {
   const candidates = commonMethods[end];
-  if (candidates !== undefined) for (const m of candidates) if (spells(text, 0, m)) return m;
+  if (candidates !== undefined) for (const m of candidates) if (spells(bytes, 0, m)) return m;
   return undefined;
 }
 
-/** text[at..at+word.length) is `word`, exactly. */
-function spells(text: string, at: number, word: string): boolean {
-  for (let i = 0; i < word.length; i++) if (text.charCodeAt(at + i) !== word.charCodeAt(i)) return false;
+/** bytes[at..at+word.length) is `word`, exactly. */
+function spells(bytes: Uint8Array, at: number, word: string): boolean {
+  for (let i = 0; i < word.length; i++) if (bytes[at + i] !== word.charCodeAt(i)) return false;
   return true;
 }
 
-/** The minor version of "HTTP/1.x" at text[at..end): 1 or 0; -1 for anything else. */
-function httpVersionMinor(text: string, at: number, end: number): number {
-  if (end - at !== 8 || !spells(text, at, "HTTP/1.")) return -1;
-  const minor = text.charCodeAt(at + 7);
+/** The minor version of "HTTP/1.x" at bytes[at..end): 1 or 0; -1 for anything else. */
+function httpVersionMinor(bytes: Uint8Array, at: number, end: number): number {
+  if (end - at !== 8 || !spells(bytes, at, "HTTP/1.")) return -1;
+  const minor = bytes[at + 7];
   return minor === 49 ? 1 : minor === 48 ? 0 : -1;
 }
 
@@ -210,15 +141,17 @@ export function parseRequestHead(text: string, limits: HeadLimits): RequestHead 
   const end = findHeadEnd(bytes, bytes.length, limits);
   if (typeof end !== "number") return end;
   if (end !== bytes.length) return bad(end < 0 ? "incomplete request head" : "bytes after the request head");
-  return parseScanned(text, limits, bytes);
+  return parseScanned(new HeadText(bytes, end, text), limits);
 }
 
 /**
  * Parses the head findHeadEnd just found, by RFC 9112's rules, strictly: anything a backend could
- * frame differently from kedge (request smuggling) is refused, never repaired. `text` is the head
- * as latin1 (text[i] is bytes[i]); the bytes are kept for copying the field lines upstream.
+ * frame differently from kedge (request smuggling) is refused, never repaired. The bytes are kept
+ * for copying the field lines upstream.
  */
-function parseScanned(text: string, limits: HeadLimits, bytes: Uint8Array): RequestHead | KedgeError {
+function parseScanned(head: HeadText, limits: HeadLimits): RequestHead | KedgeError {
+  const { bytes } = head;
+  const { lineEnds, colons, lineCount } = scanned;
   const lineEnd = lineEnds[0];
   // The request line is read in place: no substring for it, its method or its version.
   let firstSpace = -1;
@@ -234,17 +167,18 @@ function parseScanned(text: string, limits: HeadLimits, bytes: Uint8Array): Requ
     } else if (c === 9) tabs = true;
   }
   if (firstSpace <= 0 || lastSpace === firstSpace) return bad("malformed request line");
-  let method = knownMethod(text, firstSpace);
+  let method = knownMethod(bytes, firstSpace);
   if (method === undefined) {
-    method = text.slice(0, firstSpace);
+    method = head.text().slice(0, firstSpace);
     if (!token.test(method)) return bad("malformed request method");
   }
-  const target = text.slice(firstSpace + 1, lastSpace);
-  if (target.length === 0 || spaces > 2 || (tabs && target.includes("\t"))) return bad("malformed request target");
-  if (target.length > limits.maxUriBytes) return tooLong(limits.maxUriBytes);
-  const versionMinor = httpVersionMinor(text, lastSpace + 1, lineEnd);
+  const targetLength = lastSpace - firstSpace - 1;
+  if (targetLength === 0 || spaces > 2 || (tabs && head.text().slice(firstSpace + 1, lastSpace).includes("\t"))) return bad("malformed request target");
+  if (targetLength > limits.maxUriBytes) return tooLong(limits.maxUriBytes);
+  const target = targetValues.read(bytes, firstSpace + 1, lastSpace, head);
+  const versionMinor = httpVersionMinor(bytes, lastSpace + 1, lineEnd);
   if (versionMinor < 0) {
-    const version = text.slice(lastSpace + 1, lineEnd);
+    const version = head.text().slice(lastSpace + 1, lineEnd);
     if (/^HTTP\/\d\.\d$/.test(version)) return new KedgeError("bad-request", 505, `${version} is not supported on this port`);
     return bad("malformed HTTP version");
   }
@@ -256,19 +190,23 @@ function parseScanned(text: string, limits: HeadLimits, bytes: Uint8Array): Requ
   let encodings = 0;
   let repeated = false;
   let drops: number[] | undefined;
-  const last = text.length - 2; // the blank line's CRLF
+  const last = head.end - 2; // the blank line's CRLF
   for (let line = 1, at = lineEnd + 2; line < lineCount; line++) {
     const eol = lineEnds[line];
     if (++fields > limits.maxHeaders) return new KedgeError("bad-request", 431, `more than ${limits.maxHeaders} request header fields`);
     const colon = colons[line];
     // A line starting with whitespace is obs-fold; a name with whitespace before the colon is refused (RFC 9112 §5.1).
     if (colon <= at) {
-      const first = text.charCodeAt(at);
+      const first = bytes[at];
       return bad(first === 32 || first === 9 ? "obsolete line folding in the request head" : "malformed header line");
     }
-    const name = fieldName(text, at, colon);
-    if (name === undefined) return bad(`invalid header name ${JSON.stringify(text.slice(at, Math.min(colon, at + 50)))}`);
-    const value = name === "host" ? hostValue(text, bytes, colon + 1, eol) : fieldValue(text, colon + 1, eol);
+    const name = fieldName(head, at, colon);
+    if (name === undefined) return bad(`invalid header name ${JSON.stringify(head.text().slice(at, Math.min(colon, at + 50)))}`);
+    let value: string;
+    if (name === "host") {
+      const from = valueStart(bytes, colon + 1, eol);
+      value = hostValues.read(bytes, from, valueEnd(bytes, from, eol), head);
+    } else value = fieldValue(head.text(), colon + 1, eol);
     if (notForwardedUpstream.has(name)) (drops ??= []).push(at, eol + 2, RequestDrop.Always);
     else if (name.indexOf("_") >= 0) (drops ??= []).push(at, eol + 2, RequestDrop.UnderscoreName);
     at = eol + 2;
@@ -308,7 +246,7 @@ function parseScanned(text: string, limits: HeadLimits, bytes: Uint8Array): Requ
   const keepAlive = versionMinor === 1 ? !(connection && hasToken(connection, "close")) : !!connection && hasToken(connection, "keep-alive");
   const expect = headers.expect;
   const expectContinue = versionMinor === 1 && typeof expect === "string" && expect.toLowerCase() === "100-continue";
-  const forwardLines = repeated ? undefined : { text, fieldsAt: lineEnd + 2, fieldsEnd: last, drops, bytes };
+  const forwardLines = repeated ? undefined : { bytes, fieldsAt: lineEnd + 2, fieldsEnd: last, drops };
   const upgrade = connection === undefined ? undefined : requestedUpgrade(headers, versionMinor, contentLength);
-  return { method, target, versionMinor, headers, contentLength, keepAlive, expectContinue, length: text.length, forwardLines, upgrade };
+  return { method, target, versionMinor, headers, contentLength, keepAlive, expectContinue, length: head.end, forwardLines, upgrade };
 }
