@@ -103,7 +103,7 @@ describe("http proxying", () => {
   it("generates a request id, passes it upstream and returns it; keeps one the client sent", async () => {
     const res = await fetch(kedge.url("/id"));
     const seen = (await json(res)).headers;
-    expect(seen["x-kedge-request-id"]).toBeTruthy();
+    expect(seen["x-kedge-request-id"]).toMatch(/^[0-9a-f-]{17}1[0-9a-f]{12}$/); // newRequestId's form, both of its parts written
     expect(res.headers.get("x-kedge-request-id")).toBe(seen["x-kedge-request-id"]);
     const given = await fetch(kedge.url("/id"), { headers: { "x-kedge-request-id": "abc-123" } });
     expect((await json(given)).headers["x-kedge-request-id"]).toBe("abc-123");

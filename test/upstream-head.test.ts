@@ -13,7 +13,7 @@ function fieldSet(head: string): string[] {
 }
 
 function input(head: RequestHead, extra: Partial<UpstreamHeadInput> = {}): UpstreamHeadInput {
-  return { method: head.method, path: head.target, host: "h.example", headers: head.headers, clientIp: "10.0.0.1", scheme: "http", requestId: "rid", bodyLength: 0, forwardLines: head.forwardLines, ...extra };
+  return { method: head.method, path: head.target, host: "h.example", headers: head.headers, clientIp: "10.0.0.1", scheme: "http", requestId: { idHead: "ri", idTail: "d" }, bodyLength: 0, forwardLines: head.forwardLines, ...extra };
 }
 
 describe("the upstream request head", () => {

@@ -26,6 +26,16 @@ export function switchable(upgrade: string): boolean {
   return switchableProtocols.has(upgrade.toLowerCase());
 }
 
+/**
+ * A request id as the two flat strings it is made of: it is idHead + idTail (idTail "" for an id
+ * taken whole, a client's). Joined, they make a rope that costs an allocation and a copy the first
+ * time it is read, ~1% of a proxied request in a profile: the head writers write the two instead.
+ */
+export interface RequestIdParts {
+  idHead: string;
+  idTail: string;
+}
+
 export interface UpstreamHeadInput {
   method: string;
   path: string;
@@ -39,7 +49,8 @@ export interface UpstreamHeadInput {
   headers: IncomingHttpHeaders;
   clientIp: string;
   scheme: string;
-  requestId: string;
+  /** x-kedge-request-id, written as its parts. */
+  requestId: RequestIdParts;
   /** -1: chunked; 0: no body; n: Content-Length. */
   bodyLength: number;
   /** Lower-case names and values sent in place of the client's (winch's injected credentials). */
@@ -124,7 +135,10 @@ export function writeUpstreamHead(w: HeadWriter, input: UpstreamHeadInput): Head
   w.crlf();
   w.line("x-forwarded-proto", input.scheme);
   w.line("x-forwarded-host", input.host);
-  w.line("x-kedge-request-id", input.requestId);
+  w.text("x-kedge-request-id: ");
+  w.text(input.requestId.idHead);
+  w.text(input.requestId.idTail);
+  w.crlf();
   if (input.set) for (const name in input.set) w.line(name, input.set[name]);
   if (input.traceparent !== undefined) w.line("traceparent", input.traceparent);
   if (input.upgrade !== undefined) {
@@ -176,8 +190,8 @@ export interface HeadLines {
   lines: string;
   /** x-kedge-backend-name, when kedge tags the response. */
   backendName: string | undefined;
-  /** x-kedge-request-id, when kedge adds it. */
-  requestId: string | undefined;
+  /** x-kedge-request-id, when kedge adds it, as its parts. */
+  requestId: RequestIdParts | undefined;
   hasLength: boolean;
   hasDate: boolean;
   /** The backend's lines carry an x-kedge-request-id that is passed on (winch). */
@@ -190,7 +204,13 @@ export function writeFieldLines(w: HeadWriter, head: HeadLines): void {
   if (from) w.bytesWithout(from.bytes, from.bytesAt, from.fieldsAt, from.fieldsEnd, from.drops, head.keptKinds);
   if (head.lines) w.text(head.lines);
   if (head.backendName !== undefined) w.line("x-kedge-backend-name", head.backendName);
-  if (head.requestId !== undefined) w.line("x-kedge-request-id", head.requestId);
+  const id = head.requestId;
+  if (id !== undefined) {
+    w.text("x-kedge-request-id: ");
+    w.text(id.idHead);
+    w.text(id.idTail);
+    w.crlf();
+  }
 }
 
 /** What kind of line a response head's drop is (its bit in HeadLines' keptKinds). */

@@ -8,25 +8,27 @@ import type { Observation } from "../observe/observer.js";
 import type { H1Connection, UpstreamError } from "../upstream/h1-connection.js";
 import type { ResponseHead } from "../upstream/response-head.js";
 import { headWriter } from "../net/head-writer.js";
-import { downstreamHeadLines, downstreamHeaders, writeUpstreamHead, type UpstreamHeadInput } from "../net/hop-headers.js";
+import { downstreamHeadLines, downstreamHeaders, writeUpstreamHead, type RequestIdParts, type UpstreamHeadInput } from "../net/hop-headers.js";
 import { sendError } from "./error-response.js";
 import { forwardChunk, forwardEnd, keepBody, sendBody } from "./forwarded-body.js";
 import type { HttpProxy, Routing } from "./http-proxy.js";
 import { retryAnswer, upstreamFailed, type RetryingExchange } from "./http-retry.js";
 import type { IngressRequest, IngressResponse } from "./ingress.js";
 import { recordError, recordFinished, recordRetry, recordStarted, type RecordedHttp } from "./record.js";
-import { requestFacts, requestIdFrom, type ParsedRequest } from "./request.js";
+import { incomingRequestId, requestFacts, type ParsedRequest } from "./request.js";
 import { httpAnswerReason } from "./retry-reasons.js";
 import { switchProtocols, type SwitchingExchange } from "./upgrade.js";
 
 const bodyTooLarge = (max: number) => new KedgeError("bad-request", 413, `request body larger than ${max} bytes`);
 
 /** One proxied request: its attempts at the backend (the policy it extends), streaming both ways. */
-class HttpExchange extends Attempts<HttpBackend> implements RecordedHttp, RetryingExchange, SwitchingExchange {
+class HttpExchange extends Attempts<HttpBackend> implements RecordedHttp, RetryingExchange, SwitchingExchange, RequestIdParts {
   readonly protocol = "http";
   recorded = false;
   readonly startedAt = performance.now();
-  requestId = "";
+  // The request id, as the head writers take it.
+  idHead = "";
+  idTail = "";
   private routing: Routing | undefined;
   private facts: ParsedRequest | undefined;
   /** What the upstream request head is made of, kept for a retry on another connection. */
@@ -57,6 +59,10 @@ class HttpExchange extends Attempts<HttpBackend> implements RecordedHttp, Retryi
     super();
   }
 
+  get requestId(): string {
+    return this.idTail === "" ? this.idHead : this.idHead + this.idTail;
+  }
+
   get backendName(): string {
     return this.routing?.label ?? "none";
   }
@@ -79,7 +85,9 @@ class HttpExchange extends Attempts<HttpBackend> implements RecordedHttp, Retryi
 
   run(): void {
     recordStarted(this.proxy.metrics, this);
-    this.requestId = requestIdFrom(this.req.headers, this.proxy.newRequestId);
+    const incoming = incomingRequestId(this.req.headers);
+    if (incoming !== undefined) this.idHead = incoming;
+    else this.proxy.newRequestId(this);
     this.obs = this.proxy.metrics.observer.start(this.req.headers);
     try {
       this.facts = requestFacts(this.req);
@@ -136,7 +144,7 @@ class HttpExchange extends Attempts<HttpBackend> implements RecordedHttp, Retryi
       headers: this.req.headers,
       clientIp: this.req.remoteAddress,
       scheme: this.req.scheme,
-      requestId: this.requestId,
+      requestId: this,
       bodyLength: this.bodyLength,
       set: routing.setHeaders,
       traceparent: this.obs?.traceparent,
@@ -223,7 +231,7 @@ class HttpExchange extends Attempts<HttpBackend> implements RecordedHttp, Retryi
     if (this.res.writeHeadLines) {
       const fields = downstreamHeadLines(head, tags);
       if (tags) fields.backendName = this.backendName;
-      if (!fields.hasRequestId) fields.requestId = this.requestId;
+      if (!fields.hasRequestId) fields.requestId = this;
       return this.res.writeHeadLines(head.status, fields);
     }
     const headers: OutgoingHttpHeaders = downstreamHeaders(head, this.req.protocol === "h2", tags);

@@ -1,6 +1,7 @@
 import type { HttpBackend } from "../backend/http-backend.js";
 import type { RetryPolicy } from "../backend/retry-policy.js";
 import type { KedgeError } from "../errors.js";
+import type { RequestIdParts } from "../net/hop-headers.js";
 import type { ProxyMetrics } from "../observe/metrics.js";
 import type { Observation } from "../observe/observer.js";
 import type { IngressRequest } from "./ingress.js";
@@ -39,7 +40,8 @@ export interface HttpProxy {
   readonly errorHeader: "x-kedge" | "x-winch";
   /** kedge names its backend on responses; winch passes kedge's answer through as it is. */
   readonly tagsResponses: boolean;
-  newRequestId(): string;
+  /** A new request id, into the exchange's parts (see RequestIdParts). */
+  newRequestId(into: RequestIdParts): void;
   /** Where connections that switched protocols (101) are spliced; without it no upgrade is asked for. */
   readonly tunnels?: Tunnels;
 }

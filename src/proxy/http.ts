@@ -7,7 +7,7 @@ import { admit } from "./admission.js";
 import type { HttpProxy, Routing } from "./http-proxy.js";
 import { pathSpellingProblem } from "./path.js";
 import { screenUnderscoreNames } from "./underscore-names.js";
-import { newRequestId, type ParsedRequest } from "./request.js";
+import { nextRequestId, type ParsedRequest } from "./request.js";
 import type { Tunnels } from "./tunnel.js";
 
 export interface ProxyContext {
@@ -97,6 +97,6 @@ export function kedgeHttpProxy(ctx: ProxyContext, tunnels?: Tunnels): HttpProxy 
     },
     errorHeader: "x-kedge",
     tagsResponses: true,
-    newRequestId,
+    newRequestId: nextRequestId,
   };
 }

@@ -1,7 +1,7 @@
 import type { Attempts } from "../backend/attempts.js";
 import type { HttpBackend } from "../backend/http-backend.js";
 import { KedgeError } from "../errors.js";
-import { downstreamHeadLines } from "../net/hop-headers.js";
+import { downstreamHeadLines, type RequestIdParts } from "../net/hop-headers.js";
 import type { H1Connection } from "../upstream/h1-connection.js";
 import type { ResponseHead } from "../upstream/response-head.js";
 import type { HttpProxy } from "./http-proxy.js";
@@ -10,7 +10,7 @@ import { recordFinished, recordTunnelClosed, type RecordedHttp } from "./record.
 import type { TunnelEnd } from "./tunnel.js";
 
 /** What a protocol switch reads and drives of its exchange (HttpExchange). */
-export interface SwitchingExchange extends Attempts<HttpBackend>, RecordedHttp {
+export interface SwitchingExchange extends Attempts<HttpBackend>, RecordedHttp, RequestIdParts {
   readonly proxy: HttpProxy;
   readonly res: IngressResponse;
   /** The current attempt's upstream connection. */
@@ -47,7 +47,7 @@ export function switchProtocols(exchange: SwitchingExchange, head: ResponseHead)
   const fields = downstreamHeadLines(head, proxy.tagsResponses);
   fields.lines = `connection: upgrade\r\nupgrade: ${offered}\r\n`;
   if (proxy.tagsResponses) fields.backendName = exchange.backendName;
-  fields.requestId = exchange.requestId;
+  fields.requestId = exchange;
   const client = exchange.res.switchProtocols!(fields);
   if (!client) {
     conn.abort();

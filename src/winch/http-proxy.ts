@@ -19,7 +19,10 @@ export function winchHttpProxy(live: () => WinchContext, tunnels: Tunnels): Http
     metrics: live().metrics,
     errorHeader: "x-winch",
     tagsResponses: false,
-    newRequestId: winchRequestId,
+    newRequestId: (into) => {
+      into.idHead = winchRequestId();
+      into.idTail = "";
+    },
     tunnels,
     dispatch: (req, facts, obs): Routing => {
       const ctx = live();

@@ -55,7 +55,7 @@ export function headLinesBlock(status: number, head: HeadLines): Uint8Array {
   if (from) addLines(from.text, from.fieldsAt, from.drops, head.keptKinds);
   if (head.lines) addLines(head.lines, 0, undefined, 0);
   if (head.backendName !== undefined) addField("x-kedge-backend-name", head.backendName);
-  if (head.requestId !== undefined) addField("x-kedge-request-id", head.requestId);
+  if (head.requestId !== undefined) addField("x-kedge-request-id", head.requestId.idHead + head.requestId.idTail);
   return finishBlock();
 }
 
