@@ -58,23 +58,10 @@ export class HeadWriter {
   }
 
   /**
-   * text[from..end) without the lines `drops` marks (see net/fields' LineDrops), unless their
-   * kind's bit is in keptKinds. With `bytes`, the text's own bytes (text[i] is bytes[shift + i])
-   * are copied instead (see bytesWithout).
+   * bytes[shift + from..shift + end) without the lines `drops` marks (see net/fields' LineDrops;
+   * offsets from shift), unless their kind's bit is in keptKinds: the head as the peer sent it, a
+   * copy per run of lines.
    */
-  linesWithout(text: string, bytes: Uint8Array | undefined, shift: number, from: number, end: number, drops: LineDrops | undefined, keptKinds = 0): void {
-    if (bytes) return this.bytesWithout(bytes, shift, from, end, drops, keptKinds);
-    if (drops) {
-      for (let i = 0; i < drops.length; i += 3) {
-        if (keptKinds & (1 << drops[i + 2])) continue;
-        this.range(text, from, drops[i]);
-        from = drops[i + 1];
-      }
-    }
-    this.range(text, from, end);
-  }
-
-  /** bytes[shift + from..shift + end) without the lines `drops` marks (offsets from shift): the head as the peer sent it, a copy per run of lines. */
   bytesWithout(bytes: Uint8Array, shift: number, from: number, end: number, drops: LineDrops | undefined, keptKinds = 0): void {
     if (drops) {
       for (let i = 0; i < drops.length; i += 3) {
