@@ -18,6 +18,8 @@ export interface KedgeAnswer {
 class HeadOnly {
   head: ResponseHead | undefined;
   onHead(head: ResponseHead): void {
+    // The head is read from the socket's chunk after this read: its text is made now, while the chunk is surely this read's.
+    void head.text;
     this.head = head;
   }
   onBody(): boolean {
