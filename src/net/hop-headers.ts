@@ -135,10 +135,7 @@ export function writeUpstreamHead(w: HeadWriter, input: UpstreamHeadInput): Head
   w.crlf();
   w.line("x-forwarded-proto", input.scheme);
   w.line("x-forwarded-host", input.host);
-  w.text("x-kedge-request-id: ");
-  w.text(input.requestId.idHead);
-  w.text(input.requestId.idTail);
-  w.crlf();
+  requestIdLine(w, input.requestId);
   if (input.set) for (const name in input.set) w.line(name, input.set[name]);
   if (input.traceparent !== undefined) w.line("traceparent", input.traceparent);
   if (input.upgrade !== undefined) {
@@ -198,19 +195,21 @@ export interface HeadLines {
   hasRequestId: boolean;
 }
 
+/** "x-kedge-request-id: <id>\r\n", the id from its parts. */
+function requestIdLine(w: HeadWriter, id: RequestIdParts): void {
+  w.text("x-kedge-request-id: ");
+  w.text(id.idHead);
+  w.text(id.idTail);
+  w.crlf();
+}
+
 /** Lays out `head`'s field lines, each with its CRLF. */
 export function writeFieldLines(w: HeadWriter, head: HeadLines): void {
   const from = head.backend;
   if (from) w.bytesWithout(from.bytes, from.bytesAt, from.fieldsAt, from.fieldsEnd, from.drops, head.keptKinds);
   if (head.lines) w.text(head.lines);
   if (head.backendName !== undefined) w.line("x-kedge-backend-name", head.backendName);
-  const id = head.requestId;
-  if (id !== undefined) {
-    w.text("x-kedge-request-id: ");
-    w.text(id.idHead);
-    w.text(id.idTail);
-    w.crlf();
-  }
+  if (head.requestId !== undefined) requestIdLine(w, head.requestId);
 }
 
 /** What kind of line a response head's drop is (its bit in HeadLines' keptKinds). */
