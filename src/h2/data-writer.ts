@@ -1,12 +1,18 @@
 import { defaultMaxFrameSize, defaultWindow, Flag, FrameBuffer, FrameType } from "./frames.js";
 
+/**
+ * A stream's pendingOut while nothing waits: most answers leave at once, so a stream gets its own
+ * array only when bytes must wait. Frozen: a push onto it is a bug, and throws.
+ */
+export const noPendingOut: Uint8Array[] = Object.freeze([]) as unknown as Uint8Array[];
+
 /** What the writer reads and updates on a stream of either role. */
 export interface H2SendingStream {
   readonly id: number;
   /** Window the peer granted for this stream; negative after the peer shrank INITIAL_WINDOW_SIZE. */
   sendWindow: number;
-  /** DATA waiting for window, in order. */
-  readonly pendingOut: Uint8Array[];
+  /** DATA waiting for window, in order; noPendingOut until something waits. */
+  pendingOut: Uint8Array[];
   pendingOutBytes: number;
   /** END_STREAM goes with the last of pendingOut. */
   pendingEnd: boolean;
@@ -72,6 +78,7 @@ export abstract class H2DataWriter<S extends H2SendingStream> {
   /** Queues bytes on a stream that cannot send yet (one still waiting for its id); sendPending sends them. */
   protected queueData(stream: S, chunk: Uint8Array, from: number, end: boolean): void {
     if (chunk.length > from) {
+      if (stream.pendingOut === noPendingOut) stream.pendingOut = [];
       stream.pendingOut.push(from > 0 ? chunk.subarray(from) : chunk);
       stream.pendingOutBytes += chunk.length - from;
     }

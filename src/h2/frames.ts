@@ -61,6 +61,8 @@ export function joinBytes(head: Uint8Array, tail: Uint8Array): Buffer {
  * event-loop turn leaves in one write (one packet for a unary call's HEADERS and DATA).
  */
 const initialBytes = 16 * 1024;
+/** Buffer's copy, applied to any Uint8Array: one native call, no view. */
+const copy = Buffer.prototype.copy as (this: Uint8Array, target: Uint8Array, targetStart: number, sourceStart: number, sourceEnd: number) => number;
 /** A turn that wrote more than this (a large upload) does not keep its buffer for the connection's life. */
 const keepBytes = 1024 * 1024;
 
@@ -85,10 +87,14 @@ export class FrameBuffer {
     b[at++] = n & 0xff;
     b[at++] = type;
     b[at++] = flags;
-    b.writeUInt32BE(streamId, at);
-    at += 4;
+    b[at++] = streamId >>> 24;
+    b[at++] = (streamId >>> 16) & 0xff;
+    b[at++] = (streamId >>> 8) & 0xff;
+    b[at++] = streamId & 0xff;
     if (payload && n > 0) {
-      b.set(n === payload.length ? payload : payload.subarray(start, end), at);
+      // Part of a larger array is copied from it: a subarray view would cost an object and a native call more.
+      if (n === payload.length) b.set(payload, at);
+      else copy.call(payload, b, at, start, end);
       at += n;
     }
     this.length = at;
@@ -123,13 +129,16 @@ export class FrameBuffer {
     }
   }
 
-  /** A header block as HEADERS and, past `maxFrame` bytes, CONTINUATION frames; `flags` are the HEADERS frame's (END_STREAM). */
-  headerBlock(id: number, flags: number, block: Uint8Array, maxFrame: number): void {
-    if (block.length <= maxFrame) return this.frame(FrameType.HEADERS, Flag.END_HEADERS | flags, id, block);
+  /**
+   * A header block, block[0, length), as HEADERS and, past `maxFrame` bytes, CONTINUATION frames;
+   * `flags` are the HEADERS frame's (END_STREAM).
+   */
+  headerBlock(id: number, flags: number, block: Uint8Array, maxFrame: number, length = block.length): void {
+    if (length <= maxFrame) return this.frame(FrameType.HEADERS, Flag.END_HEADERS | flags, id, block, 0, length);
     this.frame(FrameType.HEADERS, flags, id, block, 0, maxFrame);
-    for (let at = maxFrame; at < block.length; at += maxFrame) {
-      const end = Math.min(block.length, at + maxFrame);
-      this.frame(FrameType.CONTINUATION, end === block.length ? Flag.END_HEADERS : 0, id, block, at, end);
+    for (let at = maxFrame; at < length; at += maxFrame) {
+      const end = Math.min(length, at + maxFrame);
+      this.frame(FrameType.CONTINUATION, end === length ? Flag.END_HEADERS : 0, id, block, at, end);
     }
   }
 

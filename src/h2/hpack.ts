@@ -379,6 +379,19 @@ export function finishBlock(): Uint8Array {
 }
 
 /**
+ * The block built since startBlock, in place: the encoder's shared buffer, whose first
+ * currentBlockLength() octets are the block, valid until the next block is started. For a caller
+ * that copies it into its frames at once: no view is made (a native call and an object per block).
+ */
+export function currentBlockBytes(): Buffer {
+  return buf;
+}
+
+export function currentBlockLength(): number {
+  return at;
+}
+
+/**
  * Encodes fields as literals without indexing and without Huffman coding: the peer's dynamic
  * table stays empty, so kedge keeps no encoder state and a peer that decodes only the static
  * table (nginx's grpc_pass does) still reads every request. Pseudo-headers must come first.

@@ -5,7 +5,7 @@ import type { Observation } from "../observe/observer.js";
 import { asKedgeError, type KedgeError } from "../errors.js";
 import { recordError, recordFinished, recordRetry, recordStarted, type Outcome, type RecordedGrpc } from "./record.js";
 import type { RetryReason } from "../backend/retry-policy.js";
-import { addField, addFieldValues, finishBlock, startBlock } from "../h2/hpack.js";
+import { addField, addFieldValues, startBlock } from "../h2/hpack.js";
 
 /** gRPC status codes kedge itself answers with. */
 export const GrpcStatus = { UNIMPLEMENTED: 12, UNAVAILABLE: 14, INTERNAL: 13, DEADLINE_EXCEEDED: 4, PERMISSION_DENIED: 7, UNAUTHENTICATED: 16, RESOURCE_EXHAUSTED: 8 } as const;
@@ -16,10 +16,10 @@ const notForwarded = new Set(["connection", "keep-alive", "proxy-connection", "t
 /**
  * A call's header block for the backend, encoded straight from the client's headers: the
  * pseudo-headers, the client's metadata that may cross the hop, then `set` (in place of the
- * client's fields of those names: winch's injected credentials) and kedge's traceparent. A view
- * of the encoder's shared buffer (finishBlock): hand it to H2Session.request before building another.
+ * client's fields of those names: winch's injected credentials) and kedge's traceparent. Left as
+ * the encoder's current block: start its stream (H2Session.request) before building another.
  */
-export function upstreamBlock(headers: IncomingHttpHeaders, scheme: string, set: Record<string, string> | undefined, traceparent: string | undefined): Uint8Array {
+export function upstreamBlock(headers: IncomingHttpHeaders, scheme: string, set: Record<string, string> | undefined, traceparent: string | undefined): void {
   startBlock();
   addField(":method", "POST");
   addField(":scheme", scheme);
@@ -35,7 +35,6 @@ export function upstreamBlock(headers: IncomingHttpHeaders, scheme: string, set:
   }
   if (set) for (const name in set) addField(name, set[name]);
   if (traceparent !== undefined) addField("traceparent", traceparent);
-  return finishBlock();
 }
 
 /**
@@ -129,10 +128,12 @@ export function grpcMessage(message: string): string {
  */
 export function openCall(metrics: ProxyMetrics, stream: ClientStream, headers: IncomingHttpHeaders, statusFor: (err: KedgeError) => number): { call: CallRecord; refuse: (e: unknown) => void } {
   const call = new CallRecord(metrics, (headers[":path"] as string | undefined) ?? "", headers, stream);
-  const refuse = (e: unknown) => {
-    const err = asKedgeError(e);
-    call.error(err.type);
-    answerStatus(stream, statusFor(err), err.message, call, err.retryAfter);
-  };
-  return { call, refuse };
+  return { call, refuse: (e: unknown) => refuseCall(call, stream, e, statusFor) };
+}
+
+/** Refuses a call kedge will not forward: the error is counted and answered with the status `statusFor` gives it. */
+export function refuseCall(call: CallRecord, stream: ClientStream, e: unknown, statusFor: (err: KedgeError) => number): void {
+  const err = asKedgeError(e);
+  call.error(err.type);
+  answerStatus(stream, statusFor(err), err.message, call, err.retryAfter);
 }

@@ -45,6 +45,10 @@ function perTryPassed(relay: GrpcRelay): void {
   relay.perTryExpired();
 }
 
+// respond()'s options, made once rather than per call.
+const endStreamOption = { endStream: true } as const;
+const waitForTrailersOption = { waitForTrailers: true } as const;
+
 /** Relays with bytes held, flushed together once the current socket read has been handled. */
 let toFlush: GrpcRelay[] = [];
 
@@ -162,7 +166,7 @@ export class GrpcRelay implements StreamHandler, AttemptRelay {
     if (endStream) {
       this.owner.replay.stop();
       this.call.record(headers["grpc-status"]);
-      this.respond(out, { endStream: true }); // trailers-only: status in the headers
+      this.respond(out, endStreamOption); // trailers-only: status in the headers
       return;
     }
     this.headers = out;
@@ -289,7 +293,7 @@ export class GrpcRelay implements StreamHandler, AttemptRelay {
       const headers = this.headers;
       this.headers = undefined;
       this.owner.replay.stop(); // the answer is the client's now: the call is never sent again
-      if (!this.respond(headers, { waitForTrailers: true })) return;
+      if (!this.respond(headers, waitForTrailersOption)) return;
     }
     if (!client.headersSent) return;
     // An ended answer's last bytes (a unary call's message) go with the end.

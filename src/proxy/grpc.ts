@@ -8,7 +8,7 @@ import type { RoutePolicy } from "../auth/policy.js";
 import { KedgeError } from "../errors.js";
 import { parseHostPort, type HostPort } from "../net/host-port.js";
 import type { Runtime } from "../runtime.js";
-import { answerStatus, type CallRecord, GrpcStatus, openCall, upstreamBlock } from "./grpc-call.js";
+import { answerStatus, CallRecord, GrpcStatus, refuseCall, upstreamBlock } from "./grpc-call.js";
 import { GrpcRelay, type RelayOwner } from "./grpc-relay.js";
 import { RequestReplay } from "./request-replay.js";
 import type { StreamError } from "../h2/frames.js";
@@ -88,9 +88,13 @@ function callSubject(headers: IncomingHttpHeaders, socket: { remoteAddress?: str
   };
 }
 
-/** Proxies one gRPC call: authentication and rate limits, then the backend its route names. */
+/**
+ * Proxies one gRPC call: authentication and rate limits, then the backend its route names. A call
+ * decided synchronously (no auth to wait for) makes no closure: those are made only for a
+ * decision that is a promise.
+ */
 export function proxyGrpc(ctx: ProxyContext, stream: ClientStream, headers: IncomingHttpHeaders): void {
-  const { call, refuse } = openCall(ctx.metrics, stream, headers, statusFor);
+  const call = new CallRecord(ctx.metrics, (headers[":path"] as string | undefined) ?? "", headers, stream);
   let routed: Routed;
   let decision: Promise<unknown> | undefined;
   try {
@@ -108,15 +112,20 @@ export function proxyGrpc(ctx: ProxyContext, stream: ClientStream, headers: Inco
       ? admit(ctx.metrics, runtime, routed.policy, proxyAuthorization, socket, runtime.rateLimits.grpcRoute(routed.index, routed.route === "adhoc"), callSubject(headers, socket, routed))
       : runtime.access.check(routed.policy, proxyAuthorization, socket);
   } catch (e) {
-    return refuse(e);
+    return refuseCall(call, stream, e, statusFor);
   }
-  const go = (identity?: unknown) => {
-    if (call.obs) call.obs.identity = identity;
-    if (routed.unrouted) return refuse(routed.unrouted);
-    forwardCall(stream, headers, call, routed.backend!, undefined, routed.retry);
-  };
-  if (decision) decision.then(go, refuse);
-  else go();
+  if (decision === undefined) return admitted(stream, headers, call, routed, undefined);
+  decision.then(
+    (identity) => admitted(stream, headers, call, routed, identity),
+    (e) => refuseCall(call, stream, e, statusFor),
+  );
+}
+
+/** The call passed authentication and its limits: to its backend, or refused when it has no route. */
+function admitted(stream: ClientStream, headers: IncomingHttpHeaders, call: CallRecord, routed: Routed, identity: unknown): void {
+  if (call.obs) call.obs.identity = identity;
+  if (routed.unrouted) return refuseCall(call, stream, routed.unrouted, statusFor);
+  forwardCall(stream, headers, call, routed.backend!, undefined, routed.retry);
 }
 
 /**
@@ -179,9 +188,9 @@ class GrpcForward extends Attempts<GrpcBackend> implements RelayOwner {
     if (obs) obs.sentUpstream(endpoint.address, endpoint.tier);
     // Another cluster's kedge gets the hop count and kedge's credential there; an attempt elsewhere does not.
     const set = endpoint.hop === undefined ? this.set : endpoint.hop.fields(this.headers[hopsHeader], this.set);
-    const block = upstreamBlock(this.headers, pool.options.tls ? "https" : "http", set, obs?.traceparent);
     const relay = new GrpcRelay(stream, call, this);
-    relay.start(pool.request(block, relay));
+    upstreamBlock(this.headers, pool.options.tls ? "https" : "http", set, obs?.traceparent);
+    relay.start(pool.request(undefined, relay));
   }
 
   resend(): void {

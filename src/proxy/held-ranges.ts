@@ -5,22 +5,32 @@ const coalesceLimitBytes = 64 * 1024;
 
 /**
  * A gRPC backend's body bytes held for the next flush to the client: ranges of socket reads, kept
- * without a view per range until they are written.
+ * without a view per range until they are written. The first range is held in fields: a unary
+ * answer's one message makes no array.
  */
 export class HeldRanges {
-  private readonly sources: Uint8Array[] = [];
-  /** start, end of each source's range. */
-  private readonly bounds: number[] = [];
+  private first: Uint8Array | undefined = undefined;
+  private firstStart = 0;
+  private firstEnd = 0;
+  /** The ranges after the first, and the start, end of each. */
+  private more: Uint8Array[] | undefined = undefined;
+  private bounds: number[] | undefined = undefined;
   private bytes = 0;
 
   get count(): number {
-    return this.sources.length;
+    return this.first === undefined ? 0 : 1 + (this.more?.length ?? 0);
   }
 
   add(source: Uint8Array, start: number, end: number): void {
-    this.sources.push(source);
-    this.bounds.push(start, end);
     this.bytes += end - start;
+    if (this.first === undefined) {
+      this.first = source;
+      this.firstStart = start;
+      this.firstEnd = end;
+      return;
+    }
+    (this.more ??= []).push(source);
+    (this.bounds ??= []).push(start, end);
   }
 
   /**
@@ -30,7 +40,7 @@ export class HeldRanges {
    * same messages. False when the stream asks to wait.
    */
   writeTo(client: ClientStream, ending: boolean): boolean {
-    const joined = this.sources.length > 0 && this.bytes <= coalesceLimitBytes ? this.join() : undefined;
+    const joined = this.first !== undefined && this.bytes <= coalesceLimitBytes ? this.join(this.first) : undefined;
     let ok = true;
     if (joined === undefined) ok = this.writeEach(client);
     else if (!ending) ok = client.write(joined);
@@ -40,32 +50,37 @@ export class HeldRanges {
   }
 
   /** The ranges as one array: a view when there is one, else a copy (short ranges byte by byte, cheaper than a native call each). */
-  private join(): Uint8Array {
-    const { sources, bounds } = this;
-    if (sources.length === 1) return sources[0].subarray(bounds[0], bounds[1]);
+  private join(first: Uint8Array): Uint8Array {
+    const { more, bounds } = this;
+    if (more === undefined || more.length === 0) return first.subarray(this.firstStart, this.firstEnd);
     const out = Buffer.allocUnsafe(this.bytes);
-    let at = 0;
-    for (let i = 0; i < sources.length; i++) {
-      const source = sources[i];
-      const start = bounds[2 * i];
-      const end = bounds[2 * i + 1];
-      if (end - start > 64) out.set(source.subarray(start, end), at);
-      else for (let j = start; j < end; j++) out[at + j - start] = source[j];
-      at += end - start;
-    }
+    let at = copyRange(out, 0, first, this.firstStart, this.firstEnd);
+    for (let i = 0; i < more.length; i++) at = copyRange(out, at, more[i], bounds![2 * i], bounds![2 * i + 1]);
     return out;
   }
 
   /** Writes each range as it is (too much to copy into one); false when the stream asks to wait. */
   private writeEach(client: ClientStream): boolean {
-    let ok = true;
-    for (let i = 0; i < this.sources.length; i++) ok = client.write(this.sources[i].subarray(this.bounds[2 * i], this.bounds[2 * i + 1]));
+    if (this.first === undefined) return true;
+    let ok = client.write(this.first.subarray(this.firstStart, this.firstEnd));
+    const { more, bounds } = this;
+    if (more !== undefined) for (let i = 0; i < more.length; i++) ok = client.write(more[i].subarray(bounds![2 * i], bounds![2 * i + 1]));
     return ok;
   }
 
   clear(): void {
-    this.sources.length = 0;
-    this.bounds.length = 0;
+    this.first = undefined;
+    if (this.more !== undefined) {
+      this.more.length = 0;
+      this.bounds!.length = 0;
+    }
     this.bytes = 0;
   }
+}
+
+/** Copies source[start, end) into out at `at`; returns where the next range goes. */
+function copyRange(out: Uint8Array, at: number, source: Uint8Array, start: number, end: number): number {
+  if (end - start > 64) out.set(source.subarray(start, end), at);
+  else for (let j = start; j < end; j++) out[at + j - start] = source[j];
+  return at + end - start;
 }

@@ -18,7 +18,11 @@ import { resendLimitBytes } from "../backend/retry-policy.js";
 export class RequestReplay implements ClientStreamHandler {
   /** The relay of the current attempt, from its start. */
   relay: AttemptRelay | undefined;
-  private chunks: Buffer[] | undefined = [];
+  /** The body so far: `chunks` holds the chunks after the first (a unary call's body is one). */
+  private first: Buffer | undefined = undefined;
+  private chunks: Buffer[] | undefined = undefined;
+  /** The body is kept for a replay (until stop()). */
+  private keeping = true;
   private size = 0;
   private attached: H2Stream | undefined;
   /** Over the replay limit before the first upstream took the bytes: they are sent once, never replayed. */
@@ -35,12 +39,12 @@ export class RequestReplay implements ClientStreamHandler {
 
   data(chunk: Buffer): void {
     if (this.counted) this.counted.bytesIn += chunk.length;
-    if (this.chunks) {
+    if (this.keeping) {
       this.size += chunk.length;
-      if (this.size <= resendLimitBytes) this.chunks.push(chunk);
+      if (this.size <= resendLimitBytes) this.keep(chunk);
       else if (this.attached) this.stop();
       else {
-        this.chunks.push(chunk);
+        this.keep(chunk);
         this.oversize = true;
       }
     }
@@ -64,8 +68,13 @@ export class RequestReplay implements ClientStreamHandler {
     this.relay?.wantTrailers();
   }
 
+  private keep(chunk: Buffer): void {
+    if (this.first === undefined) this.first = chunk;
+    else (this.chunks ??= []).push(chunk);
+  }
+
   get replayable(): boolean {
-    return this.chunks !== undefined && !this.oversize;
+    return this.keeping && !this.oversize;
   }
 
   /**
@@ -88,18 +97,26 @@ export class RequestReplay implements ClientStreamHandler {
 
   /** The backend's answer went to the client, or the body outgrew the limit: nothing is kept any more. */
   stop(): void {
+    this.keeping = false;
+    this.first = undefined;
     this.chunks = undefined;
   }
 
   /** Sends the client's body to this upstream: what arrived so far, then the rest as it arrives. */
   attach(upstream: H2Stream): void {
     this.attached = upstream;
-    const chunks = this.chunks ?? [];
+    const { first, chunks } = this;
     const ended = this.client.readableEnded;
-    const n = ended ? chunks.length - 1 : chunks.length;
-    for (let i = 0; i < n; i++) upstream.write(chunks[i]);
+    // The last chunk goes with END_STREAM when the body has ended: a unary call's one DATA frame.
+    let last = first;
+    if (first !== undefined && chunks !== undefined) {
+      upstream.write(first);
+      for (let i = 0; i < chunks.length - 1; i++) upstream.write(chunks[i]);
+      last = chunks[chunks.length - 1];
+    }
+    if (!ended && last !== undefined) upstream.write(last);
     if (this.oversize) this.stop();
-    if (ended) return upstream.end(chunks.length > 0 ? chunks[chunks.length - 1] : undefined);
+    if (ended) return upstream.end(last);
     this.client.resume();
   }
 

@@ -115,8 +115,9 @@ export class H2Session {
   /**
    * Starts a call on the current connection (dialling one if there is none); the request body
    * follows with write()/end(). A failure to connect reaches `handler.close` with `dialFailed`.
+   * `block` undefined: the header block just encoded (hpack's current block), taken before this returns.
    */
-  request(block: Uint8Array, handler: StreamHandler): H2Stream {
+  request(block: Uint8Array | undefined, handler: StreamHandler): H2Stream {
     const stream = new H2Stream(block, handler);
     if (this.closed) {
       stream.closed = true;

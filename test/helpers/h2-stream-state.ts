@@ -1,3 +1,4 @@
+import { noPendingOut } from "../../src/h2/data-writer.ts";
 import type { H2StreamState } from "../../src/h2/endpoint.ts";
 
 /** A bare stream for in-process tests of the shared HTTP/2 engine. */
@@ -7,7 +8,8 @@ export class TestStream implements H2StreamState {
   remoteEnded = false;
   localEnded = false;
   closed = false;
-  readonly pendingOut: Uint8Array[] = [];
+  /** As kedge's streams start: the shared empty queue, replaced once bytes wait. */
+  pendingOut: Uint8Array[] = noPendingOut;
   pendingOutBytes = 0;
   pendingEnd = false;
   blockedSince = 0;

@@ -2,7 +2,7 @@ import type { OutgoingHttpHeaders } from "node:http2";
 import { ClosedHow } from "../../h2/closed-streams.js";
 import { H2Endpoint } from "../../h2/endpoint.js";
 import { defaultWindow, ErrorCode, Flag, FrameType, preface, Setting } from "../../h2/frames.js";
-import type { H2Headers } from "../../h2/hpack.js";
+import { currentBlockBytes, type H2Headers } from "../../h2/hpack.js";
 import type { HeadLines } from "../../net/hop-headers.js";
 import { bytesIn } from "../../net/bytes.js";
 import { KedgeError } from "../../errors.js";
@@ -208,13 +208,15 @@ export class H2ServerConnection extends H2Endpoint<H2ServerStream> {
 
   /** HEADERS (and CONTINUATIONs) for a response or trailers; throws, as node:http2 does, on a field HTTP/2 forbids. */
   sendHeaders(stream: H2ServerStream, headers: OutgoingHttpHeaders, endStream: boolean): void {
-    this.out.headerBlock(stream.id, endStream ? Flag.END_STREAM : 0, responseBlock(headers), this.peerMaxFrame);
+    const length = responseBlock(headers);
+    this.out.headerBlock(stream.id, endStream ? Flag.END_STREAM : 0, currentBlockBytes(), this.peerMaxFrame, length);
     this.schedule();
   }
 
   /** A response's HEADERS from field lines (see headLinesBlock); the body follows. */
   sendHeadLines(stream: H2ServerStream, status: number, head: HeadLines): void {
-    this.out.headerBlock(stream.id, 0, headLinesBlock(status, head), this.peerMaxFrame);
+    const length = headLinesBlock(status, head);
+    this.out.headerBlock(stream.id, 0, currentBlockBytes(), this.peerMaxFrame, length);
     this.schedule();
   }
 

@@ -1,5 +1,5 @@
 import type { OutgoingHttpHeaders } from "node:http2";
-import { addField, addFieldLine, addFieldValues, finishBlock, startBlock } from "../../h2/hpack.js";
+import { addField, addFieldLine, addFieldValues, currentBlockLength, startBlock } from "../../h2/hpack.js";
 import { lowerFieldName, type LineDrops } from "../../net/fields.js";
 import type { HeadLines } from "../../net/hop-headers.js";
 import { connectionSpecific } from "./request-check.js";
@@ -14,11 +14,11 @@ const singleValue = new Set([
 ]);
 
 /**
- * A response's or trailers' header block, :status first; a view of the encoder's shared buffer,
- * valid until the next block. Throws, as node:http2 does, on what HTTP/2 forbids in an answer
+ * Encodes a response's or trailers' header block, :status first, as the encoder's current block
+ * (currentBlockBytes); returns its length. Throws, as node:http2 does, on what HTTP/2 forbids in an answer
  * (connection-specific fields, a single-value field given twice): nothing is sent then.
  */
-export function responseBlock(headers: OutgoingHttpHeaders): Uint8Array {
+export function responseBlock(headers: OutgoingHttpHeaders): number {
   startBlock();
   const status = headers[":status"];
   if (status !== undefined) addFieldValues(":status", status as number);
@@ -31,7 +31,7 @@ export function responseBlock(headers: OutgoingHttpHeaders): Uint8Array {
     if (typeof v === "object" && singleValue.has(name)) throw new Error(`${name} given more than one value`);
     addFieldValues(name, v as string | number | string[]);
   }
-  return finishBlock();
+  return currentBlockLength();
 }
 
 /** node:http2 lowercases the names it is given; kedge's own are lowercase, so this rarely copies. */
@@ -48,7 +48,7 @@ function lowerCase(name: string): string {
  * fields downstreamHeaders would give, in the order they came): encoded straight from the lines'
  * text, without the strings, the headers object and the walk over it responseBlock needs.
  */
-export function headLinesBlock(status: number, head: HeadLines): Uint8Array {
+export function headLinesBlock(status: number, head: HeadLines): number {
   startBlock();
   addFieldValues(":status", status);
   const from = head.backend;
@@ -56,7 +56,7 @@ export function headLinesBlock(status: number, head: HeadLines): Uint8Array {
   if (head.lines) addLines(head.lines, 0, undefined, 0);
   if (head.backendName !== undefined) addField("x-kedge-backend-name", head.backendName);
   if (head.requestId !== undefined) addField("x-kedge-request-id", head.requestId.idHead + head.requestId.idTail);
-  return finishBlock();
+  return currentBlockLength();
 }
 
 /** The hashes of the names addLines added, and where each line starts: to find a single-value field given twice. */

@@ -1,6 +1,7 @@
 import type { OutgoingHttpHeaders } from "node:http2";
 import type { ClientStream, ClientStreamHandler } from "../../proxy/client-stream.js";
 import { ErrorCode } from "../../h2/frames.js";
+import { noPendingOut } from "../../h2/data-writer.js";
 import type { HeadLines } from "../../net/hop-headers.js";
 
 /** What a stream asks of the connection that carries it. */
@@ -33,7 +34,7 @@ export class H2ServerStream implements ClientStream {
   /** Request body bytes received, for a declared content-length. */
   received = 0;
   /** Response DATA waiting for flow-control window. */
-  readonly pendingOut: Uint8Array[] = [];
+  pendingOut: Uint8Array[] = noPendingOut;
   pendingOutBytes = 0;
   /** END_STREAM goes with the last of pendingOut. */
   pendingEnd = false;
@@ -219,7 +220,7 @@ export class H2ServerStream implements ClientStream {
     this.closed = true;
     this.inbox = undefined;
     this.endQueued = false;
-    this.pendingOut.length = 0;
+    this.pendingOut = noPendingOut;
     this.pendingOutBytes = 0;
   }
 

@@ -146,7 +146,7 @@ export class H2Connection extends H2Endpoint<H2Stream> {
     stream.recvWindow = this.streamWindow;
     this.streams.set(id, stream);
     const endStream = stream.pendingEnd && stream.pendingOutBytes === 0;
-    this.out.headerBlock(id, endStream ? Flag.END_STREAM : 0, stream.block, this.peerMaxFrame);
+    this.out.headerBlock(id, endStream ? Flag.END_STREAM : 0, stream.blockBytes, this.peerMaxFrame, stream.blockLength);
     this.schedule();
     if (endStream) {
       stream.pendingEnd = false;

@@ -1,5 +1,6 @@
-import type { H2Headers } from "../../h2/hpack.js";
+import { currentBlockBytes, currentBlockLength, type H2Headers } from "../../h2/hpack.js";
 import { ErrorCode, type StreamError } from "../../h2/frames.js";
+import { noPendingOut } from "../../h2/data-writer.js";
 
 /** What a stream tells its user, each synchronously as the frames arrive. */
 export interface StreamHandler {
@@ -42,7 +43,7 @@ export class H2Stream {
   unacked = 0;
   paused = false;
   /** Request bytes waiting for the stream's id or for window. */
-  readonly pendingOut: Uint8Array[] = [];
+  pendingOut: Uint8Array[] = noPendingOut;
   pendingOutBytes = 0;
   /** end() was called and END_STREAM waits behind pendingOut. */
   pendingEnd = false;
@@ -57,15 +58,27 @@ export class H2Stream {
   /** Set when a RST_STREAM ended it: the backend's error code. */
   rstCode: number | undefined;
 
+  /** The request's header block; undefined while it is the encoder's current block (currentBlockBytes), until keepBlock(). */
+  block: Uint8Array | undefined;
+  readonly blockLength: number;
+
   constructor(
-    /** The request's header block; possibly a view of the encoder's shared buffer until keepBlock(). */
-    public block: Uint8Array,
+    /** The header block, or undefined for the one just encoded (hpack's current block), read when the stream starts or keeps it. */
+    block: Uint8Array | undefined,
     readonly handler: StreamHandler,
-  ) {}
+  ) {
+    this.block = block;
+    this.blockLength = block === undefined ? currentBlockLength() : block.length;
+  }
+
+  /** The header block's bytes: its first blockLength octets. */
+  get blockBytes(): Uint8Array {
+    return this.block ?? currentBlockBytes();
+  }
 
   /** The stream waits (for its connection or a stream slot): its header block must outlive the encoder's next one. */
   keepBlock(): void {
-    this.block = Uint8Array.prototype.slice.call(this.block); // a copy: Buffer's own slice() is a view
+    this.block ??= Uint8Array.prototype.slice.call(currentBlockBytes(), 0, this.blockLength); // a copy: Buffer's own slice() is a view
   }
 
   /** False when the bytes wait for flow control (or the connection): wait for drain(). */
@@ -86,6 +99,7 @@ export class H2Stream {
   /** Bytes written before the stream was given to a connection. */
   private hold(chunk: Uint8Array): void {
     if (chunk.length === 0) return;
+    if (this.pendingOut === noPendingOut) this.pendingOut = [];
     this.pendingOut.push(chunk);
     this.pendingOutBytes += chunk.length;
   }
