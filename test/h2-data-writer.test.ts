@@ -28,6 +28,19 @@ class WriterRole extends H2Endpoint<Stream> {
   write(stream: Stream, bytes: number, end = false): boolean {
     return this.writeData(stream, new Uint8Array(bytes), end);
   }
+  /** bytes[from, to) of a larger array, ending the stream. */
+  writeRange(stream: Stream, bytes: Uint8Array, from: number, to: number): boolean {
+    return this.writeData(stream, bytes, true, from, to);
+  }
+  /** The payloads of the DATA frames written since the last look. */
+  sentPayloads(): string[] {
+    const bytes = Buffer.from(this.out.take());
+    const payloads: string[] = [];
+    for (let at = 0; at + 9 <= bytes.length; at += 9 + bytes.readUIntBE(at, 3)) {
+      if (bytes[at + 3] === 0) payloads.push(bytes.subarray(at + 9, at + 9 + bytes.readUIntBE(at, 3)).toString());
+    }
+    return payloads;
+  }
   writeEnd(stream: Stream): void {
     this.writeData(stream, new Uint8Array(0), true);
   }
@@ -85,6 +98,21 @@ function writer(pairs: Array<[number, number]> = []): { w: WriterRole; s: Stream
 const piece = (length: number, end = false): DataFrame => ({ id: 1, length, end });
 
 describe("HTTP/2 DATA writer", () => {
+  it("sends a range of a larger array as far as the window allows, then the rest of that range only, with END_STREAM", () => {
+    const { w, s } = writer([[Setting.INITIAL_WINDOW_SIZE, 4]]);
+    const read = Buffer.from("<<abcdefgh>>");
+    expect(w.writeRange(s, read, 2, 10)).toBe(false);
+    expect(w.sentPayloads()).toEqual(["abcd"]);
+    expect(s.pendingOutBytes).toBe(4);
+    w.onData(windowUpdate(1, 100));
+    expect(w.sentPayloads()).toEqual(["efgh"]);
+    expect(w.events).toEqual(["ended 1"]);
+    const open = writer();
+    expect(open.w.writeRange(open.s, read, 2, 10)).toBe(true);
+    expect(open.w.sentPayloads()).toEqual(["abcdefgh"]);
+  });
+
+
   it("sends what the stream window allows, queues the rest, and sends it as WINDOW_UPDATEs grant more", () => {
     const { w, s } = writer([[Setting.INITIAL_WINDOW_SIZE, 100]]);
     expect(w.write(s, 250)).toBe(false);

@@ -58,16 +58,17 @@ export abstract class H2DataWriter<S extends H2SendingStream> {
   }
 
   /**
-   * Sends chunk as far as the windows allow, with END_STREAM on its last frame when `end`, and
-   * queues the rest behind any bytes already waiting. False when bytes wait (for window or the
-   * transport): a drain notice follows, unless this was the end. An empty END_STREAM needs no
-   * window and waits only behind queued bytes.
+   * Sends chunk[from, to) as far as the windows allow, with END_STREAM on its last frame when
+   * `end`, and queues the rest behind any bytes already waiting. False when bytes wait (for window
+   * or the transport): a drain notice follows, unless this was the end. An empty END_STREAM needs
+   * no window and waits only behind queued bytes. A range, not a view: the first view of a socket
+   * read costs more than the rest of its relaying (bytesIn), and one is made only for bytes that wait.
    */
-  protected writeData(stream: S, chunk: Uint8Array, end: boolean): boolean {
-    if (stream.pendingOutBytes > 0 || stream.pendingOut.length > 0) this.hold(stream, chunk, 0, end);
+  protected writeData(stream: S, chunk: Uint8Array, end: boolean, from = 0, to = chunk.length): boolean {
+    if (stream.pendingOutBytes > 0 || stream.pendingOut.length > 0) this.hold(stream, chunk, from, to, end);
     else {
-      const sent = this.dataFrames(stream, chunk, 0, end);
-      if (sent < chunk.length) this.hold(stream, chunk, sent, end);
+      const sent = this.dataFrames(stream, chunk, from, to, end);
+      if (from + sent < to) this.hold(stream, chunk, from + sent, to, end);
       else if (end) this.dataEnded(stream);
     }
     const ok = stream.pendingOutBytes === 0 && !this.congested;
@@ -75,34 +76,34 @@ export abstract class H2DataWriter<S extends H2SendingStream> {
     return ok;
   }
 
-  /** Queues bytes on a stream that cannot send yet (one still waiting for its id); sendPending sends them. */
-  protected queueData(stream: S, chunk: Uint8Array, from: number, end: boolean): void {
-    if (chunk.length > from) {
+  /** Queues chunk[from, to) on a stream that cannot send yet (one still waiting for its id); sendPending sends them. */
+  protected queueData(stream: S, chunk: Uint8Array, from: number, to: number, end: boolean): void {
+    if (to > from) {
       if (stream.pendingOut === noPendingOut) stream.pendingOut = [];
-      stream.pendingOut.push(from > 0 ? chunk.subarray(from) : chunk);
-      stream.pendingOutBytes += chunk.length - from;
+      stream.pendingOut.push(from > 0 || to < chunk.length ? chunk.subarray(from, to) : chunk);
+      stream.pendingOutBytes += to - from;
     }
     if (end) stream.pendingEnd = true;
   }
 
-  private hold(stream: S, chunk: Uint8Array, from: number, end: boolean): void {
-    this.queueData(stream, chunk, from, end);
+  private hold(stream: S, chunk: Uint8Array, from: number, to: number, end: boolean): void {
+    this.queueData(stream, chunk, from, to, end);
     if (this.blocked.has(stream)) return;
     this.blocked.add(stream);
     stream.blockedSince = performance.now();
   }
 
   /**
-   * Frames chunk[from, …) as far as the windows allow, split at the peer's max frame size,
+   * Frames chunk[from, to) as far as the windows allow, split at the peer's max frame size,
    * END_STREAM on the last frame when `end` and all of it went; returns the bytes sent.
    */
-  private dataFrames(stream: S, chunk: Uint8Array, from: number, end: boolean): number {
-    const n = Math.min(chunk.length - from, stream.sendWindow, this.connSend);
-    const rest = chunk.length - from;
+  private dataFrames(stream: S, chunk: Uint8Array, from: number, to: number, end: boolean): number {
+    const rest = to - from;
+    const n = Math.min(rest, stream.sendWindow, this.connSend);
     if (n <= 0 && !(end && rest === 0)) return 0;
     const stop = from + Math.max(n, 0);
     const max = this.peerMaxFrame;
-    const endFlag = end && stop === chunk.length ? Flag.END_STREAM : 0;
+    const endFlag = end && stop === to ? Flag.END_STREAM : 0;
     let at = from;
     do {
       const next = Math.min(stop, at + max);
@@ -123,7 +124,7 @@ export abstract class H2DataWriter<S extends H2SendingStream> {
     while (pending.length > 0) {
       const chunk = pending[0];
       const last = stream.pendingEnd && pending.length === 1;
-      const sent = this.dataFrames(stream, chunk, 0, last);
+      const sent = this.dataFrames(stream, chunk, 0, chunk.length, last);
       stream.pendingOutBytes -= sent;
       if (sent < chunk.length) {
         pending[0] = chunk.subarray(sent);
@@ -145,7 +146,7 @@ export abstract class H2DataWriter<S extends H2SendingStream> {
     this.blocked.delete(stream);
     if (stream.pendingEnd) {
       stream.pendingEnd = false;
-      this.dataFrames(stream, emptyChunk, 0, true);
+      this.dataFrames(stream, emptyChunk, 0, 0, true);
       return this.dataEnded(stream);
     }
     this.pendingSent(stream);

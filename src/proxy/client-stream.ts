@@ -37,9 +37,10 @@ export interface ClientStream {
   /** respond() with a head made of field lines (an HTTP/1.1 backend's, passed on); the body follows. */
   respondHead(status: number, head: HeadLines): void;
   sendTrailers(headers: OutgoingHttpHeaders): void;
-  /** False when the bytes wait: the handler's drain() follows. */
-  write(chunk: Uint8Array): boolean;
-  end(chunk?: Uint8Array): void;
+  /** chunk[from, to) (default: all of it); false when the bytes wait: the handler's drain() follows. */
+  write(chunk: Uint8Array, from?: number, to?: number): boolean;
+  /** Ends the response, after chunk[from, to) when given. */
+  end(chunk?: Uint8Array, from?: number, to?: number): void;
   /** Resets the stream with this HTTP/2 error code. */
   close(code?: number): void;
   /** Gives the stream its one handler; body bytes flow to it from then on unless paused first. */

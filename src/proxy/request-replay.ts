@@ -1,5 +1,6 @@
 import type { ClientStream, ClientStreamHandler } from "./client-stream.js";
 import type { H2Stream } from "../upstream/h2/stream.js";
+import { atTurnEnd } from "../net/turn-end.js";
 import { resendLimitBytes } from "../backend/retry-policy.js";
 
 /**
@@ -84,7 +85,7 @@ export class RequestReplay implements ClientStreamHandler {
   gather(ready: Gatherer): void {
     if (this.client.readableEnded) return ready.gathered();
     this.ready = ready;
-    if (gathering.push(this) === 1) setImmediate(turnOver);
+    if (gathering.push(this) === 1) atTurnEnd(turnOver);
   }
 
   go(): void {
@@ -144,7 +145,7 @@ export interface AttemptRelay {
   wantTrailers(): void;
 }
 
-/** Calls gathering their body until this event-loop turn is over: one immediate for all of them. */
+/** Calls gathering their body until this event-loop turn is over: one task (atTurnEnd) for all of them. */
 let gathering: RequestReplay[] = [];
 
 function turnOver(): void {

@@ -13,6 +13,7 @@ import type { ClientTransport } from "../h1/transport.js";
 import type { HeadLimits } from "../h1/request-head.js";
 import { requestFault } from "./request-check.js";
 import { headLinesBlock, responseBlock } from "./response-block.js";
+import { atTurnEnd } from "../../net/turn-end.js";
 import { H2ServerStream } from "./stream.js";
 
 export interface H2ServerHandler {
@@ -221,14 +222,14 @@ export class H2ServerConnection extends H2Endpoint<H2ServerStream> {
   }
 
   /** Response body bytes; false when they wait (flow control or a full socket): "drain" follows. */
-  sendData(stream: H2ServerStream, chunk: Uint8Array): boolean {
-    return this.writeData(stream, chunk, false);
+  sendData(stream: H2ServerStream, chunk: Uint8Array, from: number, to: number): boolean {
+    return this.writeData(stream, chunk, false, from, to);
   }
 
   /** end(): the last bytes, then END_STREAM, or the trailers the stream's handler sends when asked. */
-  endData(stream: H2ServerStream, chunk: Uint8Array | undefined): void {
+  endData(stream: H2ServerStream, chunk: Uint8Array | undefined, from: number, to: number): void {
     const last = !stream.waitForTrailers;
-    this.writeData(stream, chunk ?? emptyBody, last);
+    this.writeData(stream, chunk ?? emptyBody, last, from, to);
     if (!last && stream.pendingOutBytes === 0) this.finishEnd(stream);
   }
 
@@ -301,7 +302,7 @@ export class H2ServerConnection extends H2Endpoint<H2ServerStream> {
   }
 
   /**
-   * The flush runs once the event loop's turn is over (setImmediate), not after the callback that
+   * The flush runs once the event loop's turn is over (atTurnEnd), not after the callback that
    * queued frames (a microtask): answers from different backend connections read in one poll then
    * leave in one write, one TLS record and one sendto instead of one each (-22% CPU per HTTPS h2
    * request under h2load -m10, bench/README.md).
@@ -309,7 +310,7 @@ export class H2ServerConnection extends H2Endpoint<H2ServerStream> {
   protected schedule(): void {
     if (this.flushQueued) return;
     this.flushQueued = true;
-    setImmediate(this.flush);
+    atTurnEnd(this.flush);
   }
 
   /** Writes the turn's frames in one write, then tells closed streams' handlers. */

@@ -11,8 +11,8 @@ export interface StreamCarrier {
   readonly peerInitialWindow: number;
   sendHeaders(stream: H2ServerStream, headers: OutgoingHttpHeaders, endStream: boolean): void;
   sendHeadLines(stream: H2ServerStream, status: number, head: HeadLines): void;
-  sendData(stream: H2ServerStream, chunk: Uint8Array): boolean;
-  endData(stream: H2ServerStream, chunk: Uint8Array | undefined): void;
+  sendData(stream: H2ServerStream, chunk: Uint8Array, from: number, to: number): boolean;
+  endData(stream: H2ServerStream, chunk: Uint8Array | undefined, from: number, to: number): void;
   localEnd(stream: H2ServerStream): void;
   grant(stream: H2ServerStream): void;
   reset(stream: H2ServerStream, code: number): void;
@@ -192,17 +192,17 @@ export class H2ServerStream implements ClientStream {
     this.headersSent = true;
   }
 
-  write(chunk: Uint8Array): boolean {
+  write(chunk: Uint8Array, from = 0, to = chunk.length): boolean {
     if (this.closed || this.ending) return true;
     if (!this.headersSent) this.respond({ ":status": 200 });
-    return this.conn.sendData(this, chunk);
+    return this.conn.sendData(this, chunk, from, to);
   }
 
-  end(chunk?: Uint8Array): void {
+  end(chunk?: Uint8Array, from = 0, to = chunk?.length ?? 0): void {
     if (this.closed || this.ending) return;
     if (!this.headersSent) this.respond({ ":status": 200 });
     this.ending = true;
-    this.conn.endData(this, chunk);
+    this.conn.endData(this, chunk, from, to);
   }
 
   sendTrailers(headers: OutgoingHttpHeaders): void {

@@ -3,6 +3,7 @@ import { ClosedHow } from "../../h2/closed-streams.js";
 import { H2Endpoint } from "../../h2/endpoint.js";
 import { ConnectionError, defaultWindow, ErrorCode, errorName, Flag, FrameType, preface, Setting, StreamError } from "../../h2/frames.js";
 import type { H2Headers } from "../../h2/hpack.js";
+import { atTurnEnd } from "../../net/turn-end.js";
 import type { H2Stream } from "./stream.js";
 
 export interface H2ConnectionOptions {
@@ -161,7 +162,7 @@ export class H2Connection extends H2Endpoint<H2Stream> {
   /** Request bytes: sent as far as the windows allow, or held until the stream has its id. */
   write(stream: H2Stream, chunk: Uint8Array, end: boolean): boolean {
     if (stream.id !== 0) return this.writeData(stream, chunk, end);
-    this.queueData(stream, chunk, 0, end);
+    this.queueData(stream, chunk, 0, chunk.length, end);
     if (!end) stream.wantsDrain = true;
     return false;
   }
@@ -219,7 +220,7 @@ export class H2Connection extends H2Endpoint<H2Stream> {
   protected schedule(): void {
     if (this.flushQueued) return;
     this.flushQueued = true;
-    setImmediate(this.flush);
+    atTurnEnd(this.flush);
   }
 
   private readonly flush = (): void => {
