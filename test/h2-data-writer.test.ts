@@ -2,7 +2,7 @@ import { describe, expect, it } from "bun:test";
 import { H2Endpoint } from "../src/h2/endpoint.ts";
 import { Setting } from "../src/h2/frames.ts";
 import { TestStream as Stream } from "./helpers/h2-stream-state.ts";
-import { frame, settings } from "./helpers/h2-wire.ts";
+import { frame, settings, writtenFrames } from "./helpers/h2-wire.ts";
 
 // The windowed DATA writer both roles share, in process: a minimal role feeds the engine the
 // peer's SETTINGS and WINDOW_UPDATEs as wire bytes and reads back the DATA frames it wrote.
@@ -34,7 +34,7 @@ class WriterRole extends H2Endpoint<Stream> {
   }
   /** The payloads of the DATA frames written since the last look. */
   sentPayloads(): string[] {
-    const bytes = Buffer.from(this.out.take());
+    const bytes = writtenFrames(this.out);
     const payloads: string[] = [];
     for (let at = 0; at + 9 <= bytes.length; at += 9 + bytes.readUIntBE(at, 3)) {
       if (bytes[at + 3] === 0) payloads.push(bytes.subarray(at + 9, at + 9 + bytes.readUIntBE(at, 3)).toString());
@@ -50,7 +50,7 @@ class WriterRole extends H2Endpoint<Stream> {
   }
   /** DATA frames written since the last look. */
   sentData(): DataFrame[] {
-    const bytes = Buffer.from(this.out.take());
+    const bytes = writtenFrames(this.out);
     const frames: DataFrame[] = [];
     for (let at = 0; at + 9 <= bytes.length; at += 9 + bytes.readUIntBE(at, 3)) {
       if (bytes[at + 3] === 0) frames.push({ id: bytes.readUInt32BE(at + 5), length: bytes.readUIntBE(at, 3), end: (bytes[at + 4] & 1) === 1 });

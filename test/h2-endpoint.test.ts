@@ -3,7 +3,7 @@ import { ClosedHow, ClosedStreams } from "../src/h2/closed-streams.ts";
 import { H2Endpoint } from "../src/h2/endpoint.ts";
 import { ErrorCode } from "../src/h2/frames.ts";
 import { encodeHeaders, type H2Headers } from "../src/h2/hpack.ts";
-import { data, frame, rstStream, settings } from "./helpers/h2-wire.ts";
+import { data, frame, rstStream, settings, writtenFrames } from "./helpers/h2-wire.ts";
 import { TestStream as Stream } from "./helpers/h2-stream-state.ts";
 
 // The shared HTTP/2 engine's stream-state machine, in process: a minimal role records what the
@@ -61,7 +61,7 @@ class RecordingRole extends H2Endpoint<Stream> {
   }
   /** RST_STREAM codes the engine wrote on its own. */
   resets(): number[] {
-    const bytes = Buffer.from(this.out.take());
+    const bytes = writtenFrames(this.out);
     const codes: number[] = [];
     for (let at = 0; at + 9 <= bytes.length; at += 9 + bytes.readUIntBE(at, 3)) if (bytes[at + 3] === 3) codes.push(bytes.readUInt32BE(at + 9));
     return codes;

@@ -1,5 +1,6 @@
 import { describe, expect, it } from "bun:test";
 import { Flag, FrameBuffer, FrameType } from "../src/h2/frames.ts";
+import { writtenFrames } from "./helpers/h2-wire.ts";
 import { addField, currentBlockBytes, currentBlockLength, HpackDecoder, startBlock } from "../src/h2/hpack.ts";
 
 // Frames as FrameBuffer lays them out, read back from its bytes.
@@ -27,7 +28,7 @@ describe("FrameBuffer", () => {
   it("frames part of a larger array: only that range, with a 31-bit stream id", () => {
     const out = new FrameBuffer();
     out.frame(FrameType.DATA, Flag.END_STREAM, 0x7fff_fffe, Buffer.from("--payload--"), 2, 9);
-    const [f] = frames(out.take());
+    const [f] = frames(writtenFrames(out));
     expect(f).toMatchObject({ length: 7, type: FrameType.DATA, flags: Flag.END_STREAM, id: 0x7fff_fffe });
     expect(f.payload.toString()).toBe("payload");
   });
@@ -41,7 +42,7 @@ describe("FrameBuffer", () => {
     expect(bytes.length).toBeGreaterThan(length); // the shared buffer: only its first `length` octets are the block
     const out = new FrameBuffer();
     out.headerBlock(3, Flag.END_STREAM, bytes, 200, length);
-    const sent = frames(out.take());
+    const sent = frames(writtenFrames(out));
     expect(sent.map((f) => f.type)).toEqual([FrameType.HEADERS, ...Array(sent.length - 1).fill(FrameType.CONTINUATION)]);
     expect(sent.every((f) => f.length <= 200 && f.id === 3)).toBe(true);
     expect(sent[0].flags).toBe(Flag.END_STREAM);
@@ -59,7 +60,7 @@ describe("FrameBuffer", () => {
     addField(":status", "204");
     const out = new FrameBuffer();
     out.headerBlock(1, 0, currentBlockBytes(), 16_384, currentBlockLength());
-    const sent = frames(out.take());
+    const sent = frames(writtenFrames(out));
     expect(sent).toHaveLength(1);
     expect(sent[0]).toMatchObject({ type: FrameType.HEADERS, flags: Flag.END_HEADERS, length: 1 });
     expect(new HpackDecoder().decode(sent[0].payload)[":status"]).toBe("204");

@@ -202,6 +202,14 @@ describe("HPACK encoder", () => {
     expect(block[2]).toBe(0x04); // :path, literal without indexing, static name 4
     const auth = block.indexOf(0x1f); // never indexed, name index 23 = 15 + 8
     expect(block[auth + 1]).toBe(23 - 15);
+    // te is not in the static table: a literal name, not indexed.
+    const te = Buffer.from(block).indexOf(Buffer.from([0x00, 0x02, 0x74, 0x65]));
+    expect(te).toBeGreaterThan(auth);
+    const more = encodeHeaders({ cookie: "a=b", "content-type": "application/grpc", "x-id": "1" });
+    expect([...more.subarray(0, 2)]).toEqual([0x1f, 32 - 15]); // cookie: never indexed, static name 32
+    expect(more[2 + 1 + 3]).toBe(0x0f); // content-type: literal without indexing, static name 31 = 15 + 16
+    expect(more[2 + 1 + 3 + 1]).toBe(31 - 15);
+    expect(new HpackDecoder().decode(more)).toEqual({ cookie: "a=b", "content-type": "application/grpc", "x-id": "1" });
     // Nothing was added to a dynamic table: decoding it twice with one decoder gives the same fields.
     const d = new HpackDecoder();
     expect(d.decode(block)).toEqual(d.decode(block));

@@ -130,6 +130,23 @@ describe("kedge's HTTP/2 server", () => {
     expect(urls).toEqual(["/fine-after-bad"]);
   });
 
+  it("checks each stream's body against its own content-length, one after another on a connection", async () => {
+    const before = upstream.seen.length;
+    const withLength = (path: string, length: string) => Buffer.concat([Buffer.from([0x83, 0x86]), lit(":path", path), lit(":authority", "localhost"), lit("content-length", length)]);
+    const frames = [
+      frame(1, 0x4, 1, withLength("/five-sent-three", "5")),
+      frame(0, 0x1, 1, Buffer.from("abc")),
+      frame(1, 0x4, 3, withLength("/three-sent-three", "3")),
+      frame(0, 0x1, 3, Buffer.from("abc")),
+      frame(1, 0x4, 5, withLength("/five-sent-five", "5")),
+      frame(0, 0x1, 5, Buffer.from("abcde")),
+    ];
+    const { frames: got } = await exchangeFrames(frames, (g) => [3, 5].every((id) => g.some((f) => f.id === id && f.flags & 0x1)));
+    expect(resetOf(got, 1)).toBe(1); // PROTOCOL_ERROR
+    expect(headersOn(got, 3) && headersOn(got, 5)).toBe(true);
+    expect(upstream.seen.slice(before).map((s) => s.url).sort()).toEqual(["/five-sent-five", "/three-sent-three"]);
+  });
+
   it("decodes a header block split over HEADERS and CONTINUATION frames", async () => {
     const block = request("/continued", lit("x-one", "1".repeat(40)), lit("x-two", "2".repeat(40)));
     const cut = 30;

@@ -148,11 +148,18 @@ export class FrameBuffer {
     this.length += bytes.length;
   }
 
-  /** The bytes so far, valid until the next frame is added. */
-  take(): Uint8Array {
-    const out = this.buf.subarray(0, this.length);
+  /**
+   * The buffer whose first `length` octets are the frames so far, for a writer that sends them
+   * from it (no view: a native call and an object per write) and then calls clear(). It is reused:
+   * whatever of it must wait is copied first.
+   */
+  get bytes(): Buffer {
+    return this.buf;
+  }
+
+  /** The frames so far were written: the buffer is free for the next ones. */
+  clear(): void {
     this.length = 0;
     if (this.buf.length > keepBytes) this.buf = Buffer.allocUnsafe(initialBytes);
-    return out;
   }
 }

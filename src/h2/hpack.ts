@@ -251,10 +251,15 @@ function indexedField(name: string, value: string): number {
   if (name === ":scheme") return value === "https" ? 7 : value === "http" ? 6 : 0;
   return name === ":path" && value === "/" ? 4 : 0;
 }
-const staticName = new Map<string, number>();
-for (let i = staticCount; i >= 1; i--) staticName.set(staticTable[i][0], i);
 /** Fields an intermediary must never index either (RFC 7541 §7.1.3). */
 const neverIndexed = new Set(["authorization", "proxy-authorization", "cookie", "set-cookie"]);
+/**
+ * How a literal with this name starts: its first octet's flags (never-indexed or not) and the
+ * static table's index of the name (0: a literal name), in one lookup per field: 0x10 << 8 | index.
+ */
+const literalStart = new Map<string, number>();
+for (let i = staticCount; i >= 1; i--) literalStart.set(staticTable[i][0], i);
+for (const name of neverIndexed) literalStart.set(name, (0x10 << 8) | (literalStart.get(name) ?? 0));
 
 // One header block is built at a time, synchronously, in this shared buffer; finishBlock copies it out.
 let buf = Buffer.allocUnsafe(4096);
@@ -304,12 +309,14 @@ export function startBlock(): void {
 export function addField(name: string, value: string): void {
   const whole = name.charCodeAt(0) === 58 /* ":" */ ? indexedField(name, value) : 0;
   if (whole !== 0) return int(0x80, 7, whole);
-  const first = neverIndexed.has(name) ? 0x10 : 0;
-  const index = staticName.get(name);
-  if (index !== undefined) int(first, 4, index);
-  else {
-    int(first, 4, 0);
+  const start = literalStart.get(name);
+  if (start === undefined) {
+    int(0, 4, 0);
     str(name);
+  } else {
+    const index = start & 0xff;
+    int(start >> 8, 4, index);
+    if (index === 0) str(name);
   }
   str(value);
 }

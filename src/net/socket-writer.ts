@@ -41,15 +41,15 @@ export class SocketWriter {
     return false;
   }
 
-  /** Writes bytes that are reused once this returns (a frame buffer): what the socket does not take is copied. */
-  writeTransient(data: Uint8Array): boolean {
+  /** Writes data[0, length), which is reused once this returns (a frame buffer): what the socket does not take is copied. */
+  writeTransient(data: Uint8Array, length = data.length): boolean {
     if (this.queue.length > 0) {
-      this.queue.push(Uint8Array.prototype.slice.call(data));
+      this.queue.push(Uint8Array.prototype.slice.call(data, 0, length));
       return false;
     }
-    const n = this.socket.write(data);
-    if (n >= data.length) return true;
-    this.queue.push(Uint8Array.prototype.slice.call(data, Math.max(n, 0)));
+    const n = this.socket.write(data, 0, length);
+    if (n >= length) return true;
+    this.queue.push(Uint8Array.prototype.slice.call(data, Math.max(n, 0), length));
     return false;
   }
 

@@ -54,12 +54,22 @@ function hostPortOf(authority: string): HostPort {
   return lastHostPort;
 }
 
+let lastPath = "";
+let lastService = "";
+let lastMethod = "";
+
 /** Where a call goes: its backend from the first route that matches service, authority and metadata. */
 function routeCall(runtime: Runtime, headers: IncomingHttpHeaders): Routed {
   const path = (headers[":path"] as string | undefined) ?? "";
-  const slash = path.indexOf("/", 1);
-  const service = slash > 0 ? path.slice(1, slash) : path.slice(1);
-  const method = slash > 0 ? path.slice(slash + 1) : "";
+  // The last path's service and method are kept, as its authority is: a client repeats its calls.
+  if (path !== lastPath) {
+    const slash = path.indexOf("/", 1);
+    lastService = slash > 0 ? path.slice(1, slash) : path.slice(1);
+    lastMethod = slash > 0 ? path.slice(slash + 1) : "";
+    lastPath = path;
+  }
+  const service = lastService;
+  const method = lastMethod;
   const authority = ((headers[":authority"] ?? headers.host) as string | undefined) ?? "";
   const hostPort = hostPortOf(authority);
   const route = runtime.grpcRoutes.match({ service, method, host: hostPort.host, port: hostPort.port, metadata: headers });

@@ -1,3 +1,4 @@
+import type { FrameBuffer } from "../../src/h2/frames.ts";
 import type { Socket, TCPSocketListener } from "bun";
 
 // A scripted HTTP/2 server for tests of kedge's upstream client: it speaks raw frames, written
@@ -99,4 +100,11 @@ export function rawH2Server(script: (f: Frame, conn: RawConnection) => void, gre
     },
   });
   return { listener, port: listener.port, connections };
+}
+
+/** What a FrameBuffer holds, copied out, and the buffer cleared: what a connection's flush writes. */
+export function writtenFrames(out: FrameBuffer): Buffer {
+  const bytes = Buffer.from(out.bytes.subarray(0, out.length));
+  out.clear();
+  return bytes;
 }

@@ -11,8 +11,8 @@ export interface ClientTransport {
   write(bytes: Uint8Array): boolean;
   /** Writes scratch[0..length) (net/socket-writer's `scratch`), which is reused once this returns. */
   writeScratch(length: number): boolean;
-  /** Writes bytes that are reused once this returns. */
-  writeTransient(bytes: Uint8Array): boolean;
+  /** Writes bytes[0, length) (default: all of them), which are reused once this returns. */
+  writeTransient(bytes: Uint8Array, length?: number): boolean;
   /** Closes the write side once queued bytes are out. */
   end(): void;
   /** Closes at once. */
@@ -56,8 +56,8 @@ export class BunTransport implements ClientTransport {
     return this.writer.writeScratch(length);
   }
 
-  writeTransient(bytes: Uint8Array): boolean {
-    return this.writer.writeTransient(bytes);
+  writeTransient(bytes: Uint8Array, length = bytes.length): boolean {
+    return this.writer.writeTransient(bytes, length);
   }
 
   /** The socket's drain event; true when the connection should hear of it. */
@@ -124,8 +124,8 @@ export class NodeTransport implements ClientTransport {
     return this.socket.write(scratchCopy(0, length));
   }
 
-  writeTransient(bytes: Uint8Array): boolean {
-    return this.socket.write(Uint8Array.prototype.slice.call(bytes));
+  writeTransient(bytes: Uint8Array, length = bytes.length): boolean {
+    return this.socket.write(Uint8Array.prototype.slice.call(bytes, 0, length));
   }
 
   end(): void {

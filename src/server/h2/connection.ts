@@ -316,9 +316,11 @@ export class H2ServerConnection extends H2Endpoint<H2ServerStream> {
   /** Writes the turn's frames in one write, then tells closed streams' handlers. */
   private readonly flush = (): void => {
     this.flushQueued = false;
-    if (this.out.length > 0 && !this.closed) {
-      if (!this.transport.writeTransient(this.out.take())) this.transportFull = true;
+    const out = this.out;
+    if (out.length > 0 && !this.closed) {
+      if (!this.transport.writeTransient(out.bytes, out.length)) this.transportFull = true;
     }
+    out.clear();
     if (this.closing.length > 0) {
       const closing = this.closing;
       this.closing = [];
@@ -422,7 +424,19 @@ function isShutdownPing(buf: Uint8Array, start: number): boolean {
 /** A request line as HTTP/1.x clients send it: told in HTTP/1.1 that the h2c port speaks HTTP/2 only. */
 const http1RequestLine = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+ \S+ HTTP\/1\.[01]\r?$/;
 
-/** A content-length requestFault has checked: digits, or absent. */
+let lastLength = "";
+let lastLengthValue = 0;
+
+/**
+ * A content-length requestFault has checked: digits, or absent. The last one is kept: a client's
+ * calls repeat one length (the same string, from its HPACK table), and Number() of a string is a
+ * native call.
+ */
 function contentLength(value: string | string[] | undefined): number {
-  return typeof value === "string" ? Number(value) : -1;
+  if (typeof value !== "string") return -1;
+  if (value !== lastLength) {
+    lastLengthValue = Number(value);
+    lastLength = value;
+  }
+  return lastLengthValue;
 }

@@ -27,6 +27,8 @@ const highWaterBytes = 1024 * 1024;
 const alpnH2 = Buffer.from([2, 0x68, 0x32]);
 const lastStreamId = 2 ** 31 - 1;
 const keepalivePing = Buffer.from("kedge-ka");
+/** bytes[start, end) as an array of its own: Buffer's slice() is a view. */
+const copyOf = (bytes: Uint8Array, start: number, end: number): Uint8Array => Uint8Array.prototype.slice.call(bytes, start, end);
 
 const handlers: SocketHandler<H2Connection> = {
   data: (socket, data) => socket.data.onData(data),
@@ -226,11 +228,17 @@ export class H2Connection extends H2Endpoint<H2Stream> {
   private readonly flush = (): void => {
     this.flushQueued = false;
     const socket = this.socket;
-    if (!socket || this.out.length === 0) return;
-    const bytes = this.out.take();
-    if (this.backlog.length > 0) return this.queue(bytes.slice());
-    const n = socket.write(bytes);
-    if (n < bytes.length) this.queue(bytes.slice(Math.max(n, 0)));
+    const out = this.out;
+    const length = out.length;
+    if (!socket || length === 0) return;
+    const bytes = out.bytes;
+    // What waits is copied: the frame buffer is reused by the next turn's frames.
+    if (this.backlog.length > 0) this.queue(copyOf(bytes, 0, length));
+    else {
+      const n = socket.write(bytes, 0, length);
+      if (n < length) this.queue(copyOf(bytes, Math.max(n, 0), length));
+    }
+    out.clear();
   };
 
   private queue(bytes: Uint8Array): void {
