@@ -2,6 +2,7 @@ import { ClosedHow, ClosedStreams } from "./closed-streams.js";
 import { H2DataWriter, type H2SendingStream } from "./data-writer.js";
 import { ConnectionError, defaultMaxFrameSize, defaultWindow, ErrorCode, Flag, frameHeaderSize, FrameType, joinBytes, maxWindow, Setting } from "./frames.js";
 import { type H2Headers, HpackDecoder, HpackError } from "./hpack.js";
+import { copyOf } from "../net/bytes.js";
 
 /** What the engine reads and updates on a stream of either role. */
 export interface H2StreamState extends H2SendingStream {
@@ -227,7 +228,7 @@ export abstract class H2Endpoint<S extends H2StreamState> extends H2DataWriter<S
       start += 5;
     }
     if (flags & Flag.END_HEADERS) return this.headerBlock(id, flags, selfDependent, buf, start, end);
-    this.block = { id, flags, selfDependent, chunks: [Uint8Array.prototype.slice.call(buf, start, end)], bytes: end - start };
+    this.block = { id, flags, selfDependent, chunks: [copyOf(buf, start, end)], bytes: end - start };
   }
 
   private onContinuation(flags: number, id: number, buf: Uint8Array, start: number, end: number): void {
@@ -236,7 +237,7 @@ export abstract class H2Endpoint<S extends H2StreamState> extends H2DataWriter<S
     block.bytes += end - start;
     if (block.bytes > this.maxBlockBytes) throw new ConnectionError(ErrorCode.ENHANCE_YOUR_CALM, "header block too large");
     if (end === start) this.control();
-    block.chunks.push(Uint8Array.prototype.slice.call(buf, start, end));
+    block.chunks.push(copyOf(buf, start, end));
     if (!(flags & Flag.END_HEADERS)) return;
     this.block = undefined;
     const whole = Buffer.concat(block.chunks);

@@ -1,3 +1,5 @@
+import { copyRange } from "../net/bytes.js";
+
 /** HTTP/2 wire constants (RFC 9113 §6, §7, §11) and the frame writer both roles use. */
 export const FrameType = { DATA: 0, HEADERS: 1, PRIORITY: 2, RST_STREAM: 3, SETTINGS: 4, PUSH_PROMISE: 5, PING: 6, GOAWAY: 7, WINDOW_UPDATE: 8, CONTINUATION: 9 } as const;
 export const Flag = { END_STREAM: 0x1, ACK: 0x1, END_HEADERS: 0x4, PADDED: 0x8, PRIORITY: 0x20 } as const;
@@ -61,8 +63,6 @@ export function joinBytes(head: Uint8Array, tail: Uint8Array): Buffer {
  * event-loop turn leaves in one write (one packet for a unary call's HEADERS and DATA).
  */
 const initialBytes = 16 * 1024;
-/** Buffer's copy, applied to any Uint8Array: one native call, no view. */
-const copy = Buffer.prototype.copy as (this: Uint8Array, target: Uint8Array, targetStart: number, sourceStart: number, sourceEnd: number) => number;
 /** A turn that wrote more than this (a large upload) does not keep its buffer for the connection's life. */
 const keepBytes = 1024 * 1024;
 
@@ -94,7 +94,7 @@ export class FrameBuffer {
     if (payload && n > 0) {
       // Part of a larger array is copied from it: a subarray view would cost an object and a native call more.
       if (n === payload.length) b.set(payload, at);
-      else copy.call(payload, b, at, start, end);
+      else copyRange(payload, start, end, b, at);
       at += n;
     }
     this.length = at;

@@ -1,5 +1,6 @@
 import { nameIs } from "../net/fields.js";
 import { huffmanDecode, huffmanOutput } from "./huffman.js";
+import { copyOf } from "../net/bytes.js";
 
 /** Header fields as node:http2 hands them out: a repeated name collects its values in order. */
 export type H2Headers = Record<string, string | string[]>;
@@ -80,7 +81,7 @@ class LiteralCache {
   add(block: Uint8Array, start: number, end: number, huffman: boolean, text: string): void {
     if (end - start > LiteralCache.maxOctets) return;
     const slot = this.slot(block, start, end, huffman);
-    this.octets[slot] = Uint8Array.prototype.slice.call(block, start, end);
+    this.octets[slot] = copyOf(block, start, end);
     this.texts[slot] = text;
     this.coded[slot] = huffman;
   }
@@ -409,5 +410,5 @@ export function encodeHeaders(fields: OutgoingFields): Uint8Array {
     const v = fields[name];
     if (v !== undefined) addFieldValues(name, v);
   }
-  return Uint8Array.prototype.slice.call(finishBlock()); // a copy: Buffer's own slice() is a view
+  return copyOf(finishBlock());
 }

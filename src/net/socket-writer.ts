@@ -1,3 +1,5 @@
+import { copyOf } from "./bytes.js";
+
 /** The part of a Bun socket a writer needs. */
 interface WritableSocket {
   write(data: Uint8Array, byteOffset?: number, byteLength?: number): number;
@@ -13,7 +15,7 @@ export const scratch = Buffer.allocUnsafe(64 * 1024);
 
 /** scratch[start..end) as bytes of their own, for a queue or a socket that keeps what it is given. */
 export function scratchCopy(start: number, end: number): Uint8Array {
-  return Uint8Array.prototype.slice.call(scratch, start, end);
+  return copyOf(scratch, start, end);
 }
 
 /**
@@ -22,6 +24,8 @@ export function scratchCopy(start: number, end: number): Uint8Array {
  */
 export class SocketWriter {
   private queue: Uint8Array[] = [];
+  /** Bytes queued and not yet taken by the socket: a writer that must bound them reads this. */
+  queuedBytes = 0;
 
   constructor(private readonly socket: WritableSocket) {}
 
@@ -31,37 +35,31 @@ export class SocketWriter {
 
   /** False when the bytes had to be queued: wait for a drain before writing more. */
   write(data: Uint8Array): boolean {
-    if (this.queue.length > 0) {
-      this.queue.push(data);
-      return false;
-    }
+    if (this.queue.length > 0) return this.hold(data);
     const n = this.socket.write(data);
     if (n >= data.length) return true;
-    this.queue.push(n > 0 ? data.subarray(n) : data);
-    return false;
+    return this.hold(n > 0 ? data.subarray(n) : data);
   }
 
-  /** Writes data[0, length), which is reused once this returns (a frame buffer): what the socket does not take is copied. */
+  /**
+   * Writes data[0, length), which is reused once this returns (a frame buffer): what the socket
+   * does not take is copied (copyOf: Buffer's own slice() would be a view, overwritten by the next use).
+   */
   writeTransient(data: Uint8Array, length = data.length): boolean {
-    if (this.queue.length > 0) {
-      this.queue.push(Uint8Array.prototype.slice.call(data, 0, length));
-      return false;
-    }
+    if (this.queue.length > 0) return this.hold(copyOf(data, 0, length));
     const n = this.socket.write(data, 0, length);
     if (n >= length) return true;
-    this.queue.push(Uint8Array.prototype.slice.call(data, Math.max(n, 0), length));
-    return false;
+    return this.hold(copyOf(data, Math.max(n, 0), length));
   }
 
   /** Writes scratch[0..length) (see `scratch`); false when some had to be queued. */
   writeScratch(length: number): boolean {
-    if (this.queue.length > 0) {
-      this.queue.push(scratchCopy(0, length));
-      return false;
-    }
-    const n = this.socket.write(scratch, 0, length);
-    if (n >= length) return true;
-    this.queue.push(scratchCopy(Math.max(n, 0), length));
+    return this.writeTransient(scratch, length);
+  }
+
+  private hold(bytes: Uint8Array): false {
+    this.queue.push(bytes);
+    this.queuedBytes += bytes.length;
     return false;
   }
 
@@ -71,9 +69,12 @@ export class SocketWriter {
       const next = this.queue[0];
       const n = this.socket.write(next);
       if (n < next.length) {
-        this.queue[0] = next.subarray(Math.max(n, 0));
+        const taken = Math.max(n, 0);
+        this.queuedBytes -= taken;
+        this.queue[0] = next.subarray(taken);
         return false;
       }
+      this.queuedBytes -= next.length;
       this.queue.shift();
     }
     return true;
@@ -81,5 +82,6 @@ export class SocketWriter {
 
   clear(): void {
     if (this.queue.length > 0) this.queue.length = 0;
+    this.queuedBytes = 0;
   }
 }

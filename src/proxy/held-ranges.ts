@@ -1,3 +1,4 @@
+import { copyRange } from "../net/bytes.js";
 import type { ClientStream } from "./client-stream.js";
 
 /** Held response bytes up to this are joined into one write; above it, copying costs more than it saves. */
@@ -68,8 +69,8 @@ export class HeldRanges {
     const more = this.more!;
     const bounds = this.bounds!;
     const out = Buffer.allocUnsafe(this.bytes);
-    let at = copyRange(out, 0, first, this.firstStart, this.firstEnd);
-    for (let i = 0; i < more.length; i++) at = copyRange(out, at, more[i], bounds[2 * i], bounds[2 * i + 1]);
+    let at = appendRange(out, 0, first, this.firstStart, this.firstEnd);
+    for (let i = 0; i < more.length; i++) at = appendRange(out, at, more[i], bounds[2 * i], bounds[2 * i + 1]);
     return out;
   }
 
@@ -91,9 +92,9 @@ export class HeldRanges {
   }
 }
 
-/** Copies source[start, end) into out at `at`; returns where the next range goes. */
-function copyRange(out: Uint8Array, at: number, source: Uint8Array, start: number, end: number): number {
-  if (end - start > 64) out.set(source.subarray(start, end), at);
+/** Copies source[start, end) into out at `at` (no view of the read); returns where the next range goes. */
+function appendRange(out: Uint8Array, at: number, source: Uint8Array, start: number, end: number): number {
+  if (end - start > 64) copyRange(source, start, end, out, at);
   else for (let j = start; j < end; j++) out[at + j - start] = source[j];
   return at + end - start;
 }

@@ -1,6 +1,7 @@
 import type { Socket } from "bun";
 import type { Duplex } from "node:stream";
 import { scratchCopy, SocketWriter } from "../../net/socket-writer.js";
+import { copyOf } from "../../net/bytes.js";
 
 /** What a client connection is read from and written to: a Bun socket (plaintext or TLS) or a node stream. */
 export interface ClientTransport {
@@ -125,7 +126,7 @@ export class NodeTransport implements ClientTransport {
   }
 
   writeTransient(bytes: Uint8Array, length = bytes.length): boolean {
-    return this.socket.write(Uint8Array.prototype.slice.call(bytes, 0, length));
+    return this.socket.write(copyOf(bytes, 0, length));
   }
 
   end(): void {

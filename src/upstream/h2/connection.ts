@@ -3,6 +3,7 @@ import { ClosedHow } from "../../h2/closed-streams.js";
 import { H2Endpoint } from "../../h2/endpoint.js";
 import { ConnectionError, defaultWindow, ErrorCode, errorName, Flag, FrameType, preface, Setting, StreamError } from "../../h2/frames.js";
 import type { H2Headers } from "../../h2/hpack.js";
+import { SocketWriter } from "../../net/socket-writer.js";
 import { atTurnEnd } from "../../net/turn-end.js";
 import type { H2Stream } from "./stream.js";
 
@@ -27,8 +28,6 @@ const highWaterBytes = 1024 * 1024;
 const alpnH2 = Buffer.from([2, 0x68, 0x32]);
 const lastStreamId = 2 ** 31 - 1;
 const keepalivePing = Buffer.from("kedge-ka");
-/** bytes[start, end) as an array of its own: Buffer's slice() is a view. */
-const copyOf = (bytes: Uint8Array, start: number, end: number): Uint8Array => Uint8Array.prototype.slice.call(bytes, start, end);
 
 const handlers: SocketHandler<H2Connection> = {
   data: (socket, data) => socket.data.onData(data),
@@ -51,9 +50,9 @@ const handlers: SocketHandler<H2Connection> = {
  */
 export class H2Connection extends H2Endpoint<H2Stream> {
   private socket: Socket<H2Connection> | undefined;
+  /** Writes to the socket in order, queueing what it does not take; set with the socket. */
+  private writer: SocketWriter | undefined;
   private flushQueued = false;
-  private backlog: Uint8Array[] = [];
-  private backlogBytes = 0;
   /** Streams over the backend's MAX_CONCURRENT_STREAMS, or written before the connection was up. */
   private readonly waiting: H2Stream[] = [];
   private nextId = 1;
@@ -88,6 +87,7 @@ export class H2Connection extends H2Endpoint<H2Stream> {
       (socket) => {
         if (this.closed) return void socket.end();
         this.socket = socket;
+        this.writer = new SocketWriter(socket);
         socket.setNoDelay(true);
         if (!tls) this.start();
       },
@@ -170,7 +170,7 @@ export class H2Connection extends H2Endpoint<H2Stream> {
   }
 
   protected get congested(): boolean {
-    return this.backlogBytes >= highWaterBytes;
+    return (this.writer?.queuedBytes ?? 0) >= highWaterBytes;
   }
 
   protected dataEnded(stream: H2Stream): void {
@@ -227,40 +227,14 @@ export class H2Connection extends H2Endpoint<H2Stream> {
 
   private readonly flush = (): void => {
     this.flushQueued = false;
-    const socket = this.socket;
-    const out = this.out;
-    const length = out.length;
-    if (!socket || length === 0) return;
-    const bytes = out.bytes;
-    // What waits is copied: the frame buffer is reused by the next turn's frames.
-    if (this.backlog.length > 0) this.queue(copyOf(bytes, 0, length));
-    else {
-      const n = socket.write(bytes, 0, length);
-      if (n < length) this.queue(copyOf(bytes, Math.max(n, 0), length));
-    }
+    const { writer, out } = this;
+    if (!writer || out.length === 0) return;
+    writer.writeTransient(out.bytes, out.length); // what the socket does not take is copied: the frame buffer is reused
     out.clear();
   };
 
-  private queue(bytes: Uint8Array): void {
-    this.backlog.push(bytes);
-    this.backlogBytes += bytes.length;
-  }
-
   onDrain(): void {
-    const socket = this.socket;
-    if (!socket) return;
-    while (this.backlog.length > 0) {
-      const next = this.backlog[0];
-      const n = socket.write(next);
-      if (n < next.length) {
-        this.backlogBytes -= Math.max(n, 0);
-        this.backlog[0] = next.subarray(Math.max(n, 0));
-        return;
-      }
-      this.backlogBytes -= next.length;
-      this.backlog.shift();
-    }
-    this.transportDrained(this.streams.values());
+    if (this.writer?.flush()) this.transportDrained(this.streams.values());
   }
 
   // --- reading: the engine's rules, then the client role's ---

@@ -1,6 +1,7 @@
 import { currentBlockBytes, currentBlockLength, type H2Headers } from "../../h2/hpack.js";
 import { ErrorCode, type StreamError } from "../../h2/frames.js";
 import { noPendingOut } from "../../h2/data-writer.js";
+import { copyOf } from "../../net/bytes.js";
 
 /** What a stream tells its user, each synchronously as the frames arrive. */
 export interface StreamHandler {
@@ -78,7 +79,7 @@ export class H2Stream {
 
   /** The stream waits (for its connection or a stream slot): its header block must outlive the encoder's next one. */
   keepBlock(): void {
-    this.block ??= Uint8Array.prototype.slice.call(currentBlockBytes(), 0, this.blockLength); // a copy: Buffer's own slice() is a view
+    this.block ??= copyOf(currentBlockBytes(), 0, this.blockLength);
   }
 
   /** False when the bytes wait for flow control (or the connection): wait for drain(). */
