@@ -159,6 +159,61 @@ describe("header names with underscores (server.headers_with_underscores)", () =
     expect(upstream.seen.at(-1)?.headers["x-other"]).toBe("1");
   });
 
+  it("DROP takes them out of every request on one HTTP/2 connection, the same header block sent again included", async () => {
+    const session = http2.connect(`http://127.0.0.1:${dropping.ports.h2c}`);
+    try {
+      const seen = upstream.seen.length;
+      for (let i = 0; i < 3; i++) {
+        const req = session.request({ ":path": "/again", ":authority": "a", x_user: "mallory", "x-other": "1" });
+        const status = await new Promise<unknown>((resolve) => req.once("response", (h) => resolve(h[":status"])));
+        req.resume();
+        await new Promise((resolve) => req.once("end", resolve));
+        expect(status).toBe(200);
+      }
+      const forwarded = upstream.seen.slice(seen);
+      expect(forwarded.map((r) => [r.headers.x_user, r.headers["x-other"]])).toEqual([[undefined, "1"], [undefined, "1"], [undefined, "1"]]);
+    } finally {
+      session.close();
+    }
+  });
+
+  it("DROP takes them out of gRPC metadata, call after call on one connection", async () => {
+    // A backend that writes down what reached it and answers each call with one message.
+    const received: http2.IncomingHttpHeaders[] = [];
+    const backend = http2.createServer();
+    backend.on("stream", (stream: http2.ServerHttp2Stream, headers) => {
+      received.push(headers);
+      stream.resume();
+      stream.on("end", () => {
+        stream.respond({ ":status": 200, "content-type": "application/grpc" }, { waitForTrailers: true });
+        stream.on("wantTrailers", () => stream.sendTrailers({ "grpc-status": "0" }));
+        const message = Buffer.from(JSON.stringify({ message: "ok" }));
+        const prefix = Buffer.alloc(5);
+        prefix.writeUInt32BE(message.length, 1);
+        stream.end(Buffer.concat([prefix, message]));
+      });
+    });
+    await new Promise<void>((resolve) => backend.listen(0, "127.0.0.1", resolve));
+    const kedge = await startTestKedge({
+      server: { ...plainServer, h2c_port: 0, headers_with_underscores: "DROP" },
+      grpc: { backends: [{ name: "rec", static: { addresses: [`127.0.0.1:${(backend.address() as { port: number }).port}`] } }], routes: [{ backend_name: "rec" }] },
+    });
+    const client = new GreeterClient(`127.0.0.1:${kedge.ports.h2c}`, grpc.credentials.createInsecure());
+    try {
+      for (let i = 0; i < 3; i++) {
+        const metadata = new grpc.Metadata();
+        metadata.set("x_user", "mallory");
+        metadata.set("x-other", "1");
+        expect((await unary(client, "sayHello", { name: "u" }, metadata)).response).toEqual({ message: "ok" });
+      }
+      expect(received.map((h) => [h.x_user, h["x-other"]])).toEqual([[undefined, "1"], [undefined, "1"], [undefined, "1"]]);
+    } finally {
+      client.close();
+      await kedge.shutdown();
+      backend.close();
+    }
+  });
+
   it("applies to gRPC metadata too: INTERNAL (HTTP 400's gRPC code) naming the key, or passed with ALLOW", async () => {
     const call = async (kedge: TestKedge) => {
       const client = new GreeterClient(`127.0.0.1:${kedge.ports.h2c}`, grpc.credentials.createInsecure());

@@ -180,6 +180,69 @@ describe("HPACK decoder (RFC 7541 Appendix C)", () => {
   });
 });
 
+describe("HPACK decoder: blocks seen again (RecentBlocks)", () => {
+  it("gives a block seen again the same frozen fields, with its list size, count and pseudo-header order", () => {
+    const d = new HpackDecoder();
+    const request = hex("8286 84"); // :method GET, :scheme http, :path /: the static table only
+    const late = hex("00 01 61 01 62 82"); // a: b, then :method GET: a pseudo-header after a regular field
+    const first = d.decode(request);
+    expect(first).toEqual({ ":method": "GET", ":scheme": "http", ":path": "/" });
+    expect(Object.isFrozen(first)).toBe(true);
+    expect(d.decode(late)).toEqual({ a: "b", ":method": "GET" });
+    expect([d.pseudoAfterRegular, d.fieldCount, d.listSize]).toEqual([true, 2, 2 + 7 + 3 + 2 * 32]);
+    expect(d.decode(request)).toBe(first);
+    expect([d.pseudoAfterRegular, d.fieldCount, d.listSize]).toEqual([false, 3, 7 + 3 + 7 + 4 + 5 + 1 + 3 * 32]);
+    expect(d.decode(late)).toEqual({ a: "b", ":method": "GET" });
+    expect([d.pseudoAfterRegular, d.fieldCount]).toEqual([true, 2]);
+    // The same octets elsewhere in a larger read are the same block.
+    expect(d.decode(Buffer.concat([hex("ffff"), request, hex("ff")]), 2, 5)).toBe(first);
+  });
+
+  it("keeps the last two blocks: a backend's headers and trailers, call after call", () => {
+    const d = new HpackDecoder();
+    const headers = encodeHeaders({ ":status": "200", "content-type": "application/grpc" });
+    const trailers = encodeHeaders({ "grpc-status": "0", "grpc-message": "" });
+    const h = d.decode(headers);
+    const t = d.decode(trailers);
+    for (let call = 0; call < 3; call++) {
+      expect(d.decode(headers)).toBe(h);
+      expect(d.decode(trailers)).toBe(t);
+    }
+    const other = d.decode(encodeHeaders({ ":status": "404" }));
+    expect(d.decode(trailers)).toBe(t); // the older of the two made room
+    expect(d.decode(headers)).not.toBe(h);
+    expect(d.decode(headers)).toEqual(h);
+    expect(other).toEqual({ ":status": "404" });
+  });
+
+  it("decodes again a block that changed the dynamic table, and one whose entries changed since", () => {
+    const d = new HpackDecoder();
+    const insertX1 = hex("40 01 78 01 31"); // x: 1, with incremental indexing
+    expect(d.decode(insertX1)).toEqual({ x: "1" });
+    expect(d.decode(insertX1)).toEqual({ x: "1" }); // inserted again: entries 62 and 63 both hold it
+    expect(d.decode(hex("bf"))).toEqual({ x: "1" }); // index 63
+    const newest = hex("be"); // index 62, the newest entry
+    expect(d.decode(newest)).toEqual({ x: "1" });
+    expect(d.decode(newest)).toEqual({ x: "1" });
+    expect(d.decode(hex("40 01 78 01 32"))).toEqual({ x: "2" }); // x: 2 is the newest now
+    expect(d.decode(newest)).toEqual({ x: "2" });
+    expect(d.decode(hex("20"))).toEqual({}); // a size update to 0: the table empties
+    expect(() => d.decode(newest)).toThrow("index 62 beyond the dynamic table");
+  });
+
+  it("hands out fields that cannot be changed, a repeated field's values included", () => {
+    const fields = new HpackDecoder().decode(encodeHeaders({ ":status": "200", "x-a": ["1", "2"] }));
+    expect(() => {
+      (fields as Record<string, unknown>)["x-b"] = "3";
+    }).toThrow();
+    expect(() => {
+      delete (fields as Record<string, unknown>)[":status"];
+    }).toThrow();
+    expect(() => (fields["x-a"] as string[]).push("3")).toThrow();
+    expect(fields).toEqual({ ":status": "200", "x-a": ["1", "2"] });
+  });
+});
+
 describe("HPACK encoder", () => {
   const token = fc.stringMatching(/^[a-z0-9!#$%&'*+.^_`|~-]{1,40}$/);
   // Any octet but NUL, CR and LF, one char per octet as node:http2 hands values over.

@@ -15,6 +15,7 @@ function carrier() {
     peerInitialWindow: 65_535,
     sendHeaders: (_s, h, end) => void calls.push(`headers ${h[":status"] ?? h["grpc-status"]}${end ? " end" : ""}`),
     sendHeadLines: (_s, status) => void calls.push(`head lines ${status}`),
+    sendForwarded: (_s, h, keepStatus, name, end) => void calls.push(`forwarded ${keepStatus ? h[":status"] : h["grpc-status"]}${name ? ` ${name}` : ""}${end ? " end" : ""}`),
     sendData: (_s, c) => (calls.push(`data ${c.length}`), true),
     endData: (_s, c) => void calls.push(`end ${c?.length ?? 0}`),
     localEnd: () => void calls.push("localEnd"),

@@ -1,6 +1,7 @@
 import { nameIs } from "../net/fields.js";
 import { huffmanDecode, huffmanOutput } from "./huffman.js";
 import { copyOf } from "../net/bytes.js";
+import { RecentBlocks } from "./recent-blocks.js";
 
 /** Header fields as node:http2 hands them out: a repeated name collects its values in order. */
 export type H2Headers = Record<string, string | string[]>;
@@ -118,8 +119,32 @@ export class HpackDecoder {
   private pos = 0;
   private end = 0;
 
-  /** Decodes block[start, end): one whole header block. */
+  /** Changes each time the dynamic table does (an insert, a size update): a kept block's fields hold while it stands still. */
+  private tableVersion = 0;
+  private readonly recent = new RecentBlocks<H2Headers>();
+
+  /**
+   * Decodes block[start, end): one whole header block. The fields are frozen: a block seen again
+   * gives the same object (RecentBlocks), so whoever must change them works on a copy.
+   */
   decode(block: Uint8Array, start = 0, end = block.length): H2Headers {
+    const version = this.tableVersion;
+    const known = this.recent.find(block, start, end, version);
+    if (known !== undefined) {
+      this.listSize = known.listSize;
+      this.fieldCount = known.fieldCount;
+      this.pseudoAfterRegular = known.pseudoAfterRegular;
+      return known.fields;
+    }
+    const fields = frozen(this.decodeFields(block, start, end));
+    // A block that changed the table is never found again (the version moved on): not worth a copy.
+    if (this.tableVersion === version) {
+      this.recent.keep(block, start, end, version, { fields, listSize: this.listSize, fieldCount: this.fieldCount, pseudoAfterRegular: this.pseudoAfterRegular });
+    }
+    return fields;
+  }
+
+  private decodeFields(block: Uint8Array, start: number, end: number): H2Headers {
     this.block = Buffer.isBuffer(block) ? block : Buffer.from(block.buffer, block.byteOffset, block.length);
     this.pos = start;
     this.end = end;
@@ -141,6 +166,7 @@ export class HpackDecoder {
         const size = this.int(5);
         if (size > this.maxCapacity) throw new HpackError(`table size update ${size} above ${this.maxCapacity}`);
         this.capacity = size;
+        this.tableVersion++;
         this.evict(0);
         continue;
       } else {
@@ -219,6 +245,7 @@ export class HpackDecoder {
   }
 
   private insert(name: string, value: string): void {
+    this.tableVersion++;
     const size = name.length + value.length + entryOverhead;
     this.evict(size);
     // An entry larger than the whole table empties it and is not added (RFC 7541 §4.4).
@@ -236,6 +263,15 @@ export class HpackDecoder {
     }
     if (drop > 0) this.table.splice(0, drop);
   }
+}
+
+/** Decoded fields frozen, a repeated field's list too: shared between calls, they must not change. */
+function frozen(fields: H2Headers): H2Headers {
+  for (const name in fields) {
+    const v = fields[name];
+    if (typeof v === "object") Object.freeze(v);
+  }
+  return Object.freeze(fields);
 }
 
 type Latin1 = Buffer & { latin1Slice(start: number, end: number): string };

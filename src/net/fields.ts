@@ -1,3 +1,5 @@
+import type { IncomingHttpHeaders } from "node:http";
+
 /**
  * A header field's value: text[start..end) without the optional whitespace around it (SP and HTAB,
  * RFC 9110 §5.6.3). One substring, where slice().trim() makes two.
@@ -67,3 +69,13 @@ export function hasToken(value: string, wanted: string): boolean {
  * out unless its kind's bit is set in `keptKinds`.
  */
 export type LineDrops = readonly number[];
+
+/** A request's fields as an object of kedge's own, to change; no prototype, as the HTTP/2 decoder's (a field may be named "__proto__"). */
+export function copyFields(headers: IncomingHttpHeaders): IncomingHttpHeaders {
+  const copy: IncomingHttpHeaders = Object.create(null);
+  for (const name in headers) {
+    const v = headers[name];
+    copy[name] = Array.isArray(v) ? [...v] : v;
+  }
+  return copy;
+}

@@ -10,6 +10,12 @@ export const notForwardedUpstream = new Set([
   "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-kedge-request-id", "http2-settings",
 ]);
 
+/**
+ * What never crosses an HTTP/2 hop kedge makes, either way: connection-specific fields (RFC 9113
+ * §8.2.2) and kedge's own credential (Proxy-Authorization).
+ */
+export const notForwardedH2 = new Set(["connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "host", "proxy-authorization", "http2-settings"]);
+
 const hopByHopDownstream = ["connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade", "proxy-authenticate"];
 /** kedge sets its own tags; winch passes kedge's through to its client. */
 const notForwardedDownstream = new Set([...hopByHopDownstream, "x-kedge-backend-name", "x-kedge-request-id"]);

@@ -1,5 +1,6 @@
 import type { OutgoingHttpHeaders } from "node:http2";
 import type { HeadLines } from "../net/hop-headers.js";
+import type { H2Headers } from "../h2/hpack.js";
 
 /**
  * What a client's HTTP/2 stream tells the proxy, each synchronously: the mirror of the upstream
@@ -34,9 +35,16 @@ export interface ClientStream {
   /** The request's HEADERS frame ended the stream: no body. */
   readonly endAfterHeaders: boolean;
   respond(headers: OutgoingHttpHeaders, options?: { endStream?: boolean; waitForTrailers?: boolean }): void;
+  /**
+   * respond() with a backend's gRPC answer as kedge's HPACK decoder gave it (read-only, maybe shared
+   * with other calls): less what may not cross the hop, tagged with x-kedge-backend-name.
+   */
+  respondForwarded(headers: H2Headers, backendName: string, options?: { endStream?: boolean; waitForTrailers?: boolean }): void;
   /** respond() with a head made of field lines (an HTTP/1.1 backend's, passed on); the body follows. */
   respondHead(status: number, head: HeadLines): void;
   sendTrailers(headers: OutgoingHttpHeaders): void;
+  /** sendTrailers() with a backend's trailers as decoded (see respondForwarded), less what may not cross the hop. */
+  sendTrailersForwarded(headers: H2Headers): void;
   /** chunk[from, to) (default: all of it); false when the bytes wait: the handler's drain() follows. */
   write(chunk: Uint8Array, from?: number, to?: number): boolean;
   /** Ends the response, after chunk[from, to) when given. */

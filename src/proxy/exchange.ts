@@ -141,7 +141,7 @@ class HttpExchange extends Attempts<HttpBackend> implements RecordedHttp, Retryi
       path: facts.origin,
       host: facts.authority,
       absoluteScheme: routing.absoluteForm ? facts.uriScheme : undefined,
-      headers: this.req.headers,
+      headers: facts.headers, // the request's, less what routing dropped
       clientIp: this.req.remoteAddress,
       scheme: this.req.scheme,
       requestId: this,

@@ -6,12 +6,10 @@ import { asKedgeError, type KedgeError } from "../errors.js";
 import { recordError, recordFinished, recordRetry, recordStarted, type Outcome, type RecordedGrpc } from "./record.js";
 import type { RetryReason } from "../backend/retry-policy.js";
 import { addField, addFieldValues, startBlock } from "../h2/hpack.js";
+import { notForwardedH2 } from "../net/hop-headers.js";
 
 /** gRPC status codes kedge itself answers with. */
 export const GrpcStatus = { UNIMPLEMENTED: 12, UNAVAILABLE: 14, INTERNAL: 13, DEADLINE_EXCEEDED: 4, PERMISSION_DENIED: 7, UNAUTHENTICATED: 16, RESOURCE_EXHAUSTED: 8 } as const;
-
-// Connection-specific fields never cross an HTTP/2 hop (RFC 9113 §8.2.2); Proxy-Authorization is kedge's own.
-const notForwarded = new Set(["connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "host", "proxy-authorization", "http2-settings"]);
 
 /**
  * A call's header block for the backend, encoded straight from the client's headers: the
@@ -28,26 +26,13 @@ export function upstreamBlock(headers: IncomingHttpHeaders, scheme: string, set:
   const authority = headers[":authority"] ?? headers.host;
   if (authority !== undefined) addFieldValues(":authority", authority);
   for (const name in headers) {
-    if (name.charCodeAt(0) === 58 /* ":" */ || notForwarded.has(name) || (set !== undefined && name in set)) continue;
+    if (name.charCodeAt(0) === 58 /* ":" */ || notForwardedH2.has(name) || (set !== undefined && name in set)) continue;
     if (traceparent !== undefined && name === "traceparent") continue;
     const v = headers[name];
     if (v !== undefined) addFieldValues(name, v);
   }
   if (set) for (const name in set) addField(name, set[name]);
   if (traceparent !== undefined) addField("traceparent", traceparent);
-}
-
-/**
- * The same filter, in place, for a backend's response headers or trailers, objects kedge owns
- * (its HPACK decoder made them): the ":status" of a response stays, and "te" goes too, a request
- * field that node:http2 clients reject in a response. Nothing is copied; a backend rarely sends
- * anything to drop.
- */
-export function forwardableInPlace<T extends Record<string, unknown>>(headers: T, keepStatus: boolean): T {
-  for (const name in headers) {
-    if (name.charCodeAt(0) === 58 /* ":" */ ? !(keepStatus && name === ":status") : notForwarded.has(name) || name === "te") delete headers[name];
-  }
-  return headers;
 }
 
 /** A call's facts for the accounting (record.ts), which counts it once, by backend, method, route and the grpc-status its client got. */
@@ -103,7 +88,7 @@ export function answerStatus(stream: ClientStream, code: number, message: string
   stream.respond(headers, { endStream: true });
 }
 
-export function statusTrailers(code: number, message: string): OutgoingHttpHeaders {
+export function statusTrailers(code: number, message: string): Record<string, string> {
   return { "grpc-status": String(code), "grpc-message": grpcMessage(message) };
 }
 

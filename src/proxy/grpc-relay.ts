@@ -1,9 +1,8 @@
-import type { OutgoingHttpHeaders } from "node:http2";
 import type { ClientStream } from "./client-stream.js";
 import type { H2Headers } from "../h2/hpack.js";
 import type { StreamError } from "../h2/frames.js";
 import type { H2Stream, StreamHandler } from "../upstream/h2/stream.js";
-import { answerStatus, forwardableInPlace, GrpcStatus, statusTrailers, type CallRecord } from "./grpc-call.js";
+import { answerStatus, GrpcStatus, statusTrailers, type CallRecord } from "./grpc-call.js";
 import type { RetryPolicy, RetryReason } from "../backend/retry-policy.js";
 import { HeldRanges } from "./held-ranges.js";
 import type { AttemptRelay, RequestReplay } from "./request-replay.js";
@@ -68,11 +67,13 @@ function flushHeld(): void {
  */
 export class GrpcRelay implements StreamHandler, AttemptRelay {
   upstream: H2Stream | undefined;
-  private headers: OutgoingHttpHeaders | undefined;
+  /** The backend's response headers, not yet passed on: as decoded, read-only (see respondForwarded). */
+  private headers: H2Headers | undefined;
   /** The backend's body bytes held for the next flush: ranges [start, end) of socket reads. */
   private readonly held = new HeldRanges();
   private flushQueued = false;
-  private trailersOut: OutgoingHttpHeaders | undefined;
+  /** The trailers the client gets: the backend's, as decoded, or kedge's own status. */
+  private trailersOut: H2Headers | undefined;
   private ended = false;
   private responded = false;
   private replayed = false;
@@ -140,7 +141,7 @@ export class GrpcRelay implements StreamHandler, AttemptRelay {
     if (this.replayed) return;
     const final = this.trailersOut ?? statusTrailers(GrpcStatus.INTERNAL, "backend sent no trailers");
     try {
-      this.client.sendTrailers(final);
+      this.client.sendTrailersForwarded(final);
       this.call.record(final["grpc-status"] as string);
     } catch (e) {
       this.call.record(GrpcStatus.UNAVAILABLE);
@@ -161,15 +162,13 @@ export class GrpcRelay implements StreamHandler, AttemptRelay {
     if (obs) obs.firstByteAt = performance.now();
     const client = this.client;
     if (client.destroyed || client.closed) return;
-    const out: OutgoingHttpHeaders = forwardableInPlace(headers, true);
-    out["x-kedge-backend-name"] = this.owner.backendName;
     if (endStream) {
       this.owner.replay.stop();
       this.call.record(headers["grpc-status"]);
-      this.respond(out, endStreamOption); // trailers-only: status in the headers
+      this.respond(headers, endStreamOption); // trailers-only: status in the headers
       return;
     }
-    this.headers = out;
+    this.headers = headers;
     this.queueFlush();
   }
 
@@ -181,7 +180,7 @@ export class GrpcRelay implements StreamHandler, AttemptRelay {
 
   trailers(headers: H2Headers): void {
     this.owner.answered(headers["grpc-status"] === unavailable);
-    this.trailersOut = forwardableInPlace(headers, false);
+    this.trailersOut = headers;
   }
 
   /** The backend's side ended: everything held goes now, then the trailers (wantTrailers). */
@@ -190,7 +189,7 @@ export class GrpcRelay implements StreamHandler, AttemptRelay {
     if (!headers && !this.client.headersSent) return; // trailers-only, already answered
     // Headers and trailers and no message, none of it passed on yet: as good as trailers-only.
     if (headers !== undefined && this.held.count === 0 && this.owner.retryPolicy !== undefined && !this.client.headersSent) {
-      const reason = grpcAnswerReason(headers[":status"] as string | undefined, this.trailersOut?.["grpc-status"] as string | undefined);
+      const reason = grpcAnswerReason(headers[":status"], this.trailersOut?.["grpc-status"]);
       if (reason !== undefined && this.retryAnswer(reason)) return;
     }
     this.ended = true;
@@ -242,9 +241,9 @@ export class GrpcRelay implements StreamHandler, AttemptRelay {
   }
 
   /** Sends the backend's headers; false when the client's stream refuses them (fields HTTP/2 forbids: the call is answered UNAVAILABLE instead). */
-  private respond(headers: OutgoingHttpHeaders, options: { endStream?: boolean; waitForTrailers?: boolean }): boolean {
+  private respond(headers: H2Headers, options: { endStream?: boolean; waitForTrailers?: boolean }): boolean {
     try {
-      this.client.respond(headers, options);
+      this.client.respondForwarded(headers, this.owner.backendName, options);
       return true;
     } catch (e) {
       answerStatus(this.client, GrpcStatus.UNAVAILABLE, this.unforwardable(e), this.call);

@@ -110,7 +110,7 @@ export function proxyGrpc(ctx: ProxyContext, stream: ClientStream, headers: Inco
   try {
     const runtime = ctx.runtime();
     if (runtime.limits.maxHops > 0) checkHops(headers[hopsHeader], runtime.limits.maxHops);
-    screenUnderscoreNames(runtime.limits.headersWithUnderscores, headers);
+    headers = screenUnderscoreNames(runtime.limits.headersWithUnderscores, headers) ?? headers;
     routed = routeCall(runtime, headers);
     call.route = routed.route;
     // A call refused from here on (401, 403, 429) is recorded against its backend, as HTTP's are.

@@ -44,7 +44,11 @@ export function kedgeRouting(runtime: Runtime, facts: ParsedRequest, proxyAuthor
   if (runtime.limits.maxHops > 0) checkHops(facts.headers[hopsHeader], runtime.limits.maxHops);
   const pathProblem = pathSpellingProblem(facts.path, runtime.limits.allowEncodedSlashes);
   if (pathProblem) throw new KedgeError("bad-request", 400, pathProblem);
-  routing.dropUnderscoreNames = screenUnderscoreNames(runtime.limits.headersWithUnderscores, facts.headers);
+  const kept = screenUnderscoreNames(runtime.limits.headersWithUnderscores, facts.headers);
+  if (kept !== undefined) {
+    facts.headers = kept; // the request is passed on with these (Exchange.buildHead)
+    routing.dropUnderscoreNames = true;
+  }
   const route = runtime.httpRoutes.match(facts);
   if (route) {
     routing.backend = runtime.httpBackends.get(route.backendName);

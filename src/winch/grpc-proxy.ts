@@ -5,7 +5,8 @@ import { forwardCall } from "../proxy/grpc.js";
 import { answerStatus, GrpcStatus, openCall } from "../proxy/grpc-call.js";
 import { requestIdFrom } from "../proxy/request.js";
 import { isIP } from "node:net";
-import { parseHostPort, type HostPort } from "../net/host-port.js";
+import { parseHostPort } from "../net/host-port.js";
+import { copyFields } from "../net/fields.js";
 import { routeLabel } from "../observe/metrics.js";
 import { noteDestination } from "./access-fields.js";
 import { destination, winchRequestId, type WinchContext } from "./context.js";
@@ -21,12 +22,9 @@ function statusFor(err: KedgeError): number {
  * A call's authority is the CONNECT's target when it names no host winch could map (missing,
  * malformed or an IP literal) and the call came through a tunnel: the client meant that target.
  */
-function tunnelAuthority(stream: ClientStream, headers: IncomingHttpHeaders, tunnelTargets: WeakMap<object, string>): HostPort | undefined {
+function tunnelTarget(stream: ClientStream, tunnelTargets: WeakMap<object, string>): string | undefined {
   const socket = stream.session?.socket;
-  const target = socket ? tunnelTargets.get(socket) : undefined;
-  if (target === undefined) return undefined;
-  headers[":authority"] = target;
-  return parseHostPort(target, 0);
+  return socket ? tunnelTargets.get(socket) : undefined;
 }
 
 /**
@@ -41,7 +39,13 @@ export function winchGrpc(ctx: WinchContext, stream: ClientStream, headers: Inco
     const requestId = requestIdFrom(headers, winchRequestId);
     noteDestination(call.obs, authority, undefined, true, requestId);
     let hostPort = parseHostPort(authority, 0);
-    if (!hostPort || isIP(hostPort.host)) hostPort = tunnelAuthority(stream, headers, tunnelTargets) ?? hostPort;
+    const target = !hostPort || isIP(hostPort.host) ? tunnelTarget(stream, tunnelTargets) : undefined;
+    if (target !== undefined) {
+      // The call goes on with the target as its :authority; its decoded fields are read-only (RecentBlocks).
+      headers = copyFields(headers);
+      headers[":authority"] = target;
+      hostPort = parseHostPort(target, 0) ?? hostPort;
+    }
     if (!hostPort) {
       call.error("unknown-host");
       return answerStatus(stream, GrpcStatus.UNIMPLEMENTED, `${JSON.stringify(authority.slice(0, 100))} is not a kedge destination`, call);

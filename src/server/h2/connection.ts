@@ -12,7 +12,7 @@ import { rawErrorResponse } from "../../proxy/tunnel.js";
 import type { ClientTransport } from "../h1/transport.js";
 import type { HeadLimits } from "../h1/request-head.js";
 import { requestFault } from "./request-check.js";
-import { headLinesBlock, responseBlock } from "./response-block.js";
+import { forwardedBlock, headLinesBlock, responseBlock } from "./response-block.js";
 import { atTurnEnd } from "../../net/turn-end.js";
 import { H2ServerStream } from "./stream.js";
 
@@ -210,6 +210,13 @@ export class H2ServerConnection extends H2Endpoint<H2ServerStream> {
   /** HEADERS (and CONTINUATIONs) for a response or trailers; throws, as node:http2 does, on a field HTTP/2 forbids. */
   sendHeaders(stream: H2ServerStream, headers: OutgoingHttpHeaders, endStream: boolean): void {
     const length = responseBlock(headers);
+    this.out.headerBlock(stream.id, endStream ? Flag.END_STREAM : 0, currentBlockBytes(), this.peerMaxFrame, length);
+    this.schedule();
+  }
+
+  /** HEADERS for a backend's answer or trailers passed on as decoded (see forwardedBlock); throws as sendHeaders does. */
+  sendForwarded(stream: H2ServerStream, headers: H2Headers, keepStatus: boolean, backendName: string | undefined, endStream: boolean): void {
+    const length = forwardedBlock(headers, keepStatus, backendName);
     this.out.headerBlock(stream.id, endStream ? Flag.END_STREAM : 0, currentBlockBytes(), this.peerMaxFrame, length);
     this.schedule();
   }

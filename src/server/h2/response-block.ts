@@ -1,7 +1,8 @@
 import type { OutgoingHttpHeaders } from "node:http2";
 import { addField, addFieldLine, addFieldValues, currentBlockLength, startBlock } from "../../h2/hpack.js";
 import { lowerFieldName, type LineDrops } from "../../net/fields.js";
-import type { HeadLines } from "../../net/hop-headers.js";
+import { notForwardedH2, type HeadLines } from "../../net/hop-headers.js";
+import type { H2Headers } from "../../h2/hpack.js";
 import { connectionSpecific } from "./request-check.js";
 
 /** Fields that take one value (node:http2's list): two of them in an answer is an error, not something to pass on. */
@@ -31,6 +32,30 @@ export function responseBlock(headers: OutgoingHttpHeaders): number {
     if (typeof v === "object" && singleValue.has(name)) throw new Error(`${name} given more than one value`);
     addFieldValues(name, v as string | number | string[]);
   }
+  return currentBlockLength();
+}
+
+/**
+ * responseBlock for a backend's answer passed on as its HPACK decoder gave it (read-only: the same
+ * fields may serve many calls, see RecentBlocks): without the pseudo-headers but a response's
+ * :status (`keepStatus`), what never crosses an HTTP/2 hop, and "te" (a request field that
+ * node:http2 clients reject in an answer); with x-kedge-backend-name, when given, in place of any
+ * the backend sent. Throws as responseBlock does on a single-value field given twice.
+ */
+export function forwardedBlock(headers: H2Headers, keepStatus: boolean, backendName: string | undefined): number {
+  startBlock();
+  if (keepStatus) {
+    const status = headers[":status"];
+    if (status !== undefined) addFieldValues(":status", status);
+  }
+  for (const name in headers) {
+    if (name.charCodeAt(0) === 58 /* ":" */ || notForwardedH2.has(name) || name === "te") continue;
+    if (backendName !== undefined && name === "x-kedge-backend-name") continue;
+    const v = headers[name];
+    if (typeof v === "object" && singleValue.has(name)) throw new Error(`${name} given more than one value`);
+    addFieldValues(name, v);
+  }
+  if (backendName !== undefined) addField("x-kedge-backend-name", backendName);
   return currentBlockLength();
 }
 

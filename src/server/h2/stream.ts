@@ -3,6 +3,7 @@ import type { ClientStream, ClientStreamHandler } from "../../proxy/client-strea
 import { ErrorCode } from "../../h2/frames.js";
 import { noPendingOut } from "../../h2/data-writer.js";
 import type { HeadLines } from "../../net/hop-headers.js";
+import type { H2Headers } from "../../h2/hpack.js";
 
 /** What a stream asks of the connection that carries it. */
 export interface StreamCarrier {
@@ -11,6 +12,7 @@ export interface StreamCarrier {
   readonly peerInitialWindow: number;
   sendHeaders(stream: H2ServerStream, headers: OutgoingHttpHeaders, endStream: boolean): void;
   sendHeadLines(stream: H2ServerStream, status: number, head: HeadLines): void;
+  sendForwarded(stream: H2ServerStream, headers: H2Headers, keepStatus: boolean, backendName: string | undefined, endStream: boolean): void;
   sendData(stream: H2ServerStream, chunk: Uint8Array, from: number, to: number): boolean;
   endData(stream: H2ServerStream, chunk: Uint8Array | undefined, from: number, to: number): void;
   localEnd(stream: H2ServerStream): void;
@@ -185,6 +187,19 @@ export class H2ServerStream implements ClientStream {
     }
   }
 
+  respondForwarded(headers: H2Headers, backendName: string, options?: { endStream?: boolean; waitForTrailers?: boolean }): void {
+    if (this.closed) throw new Error("the stream is closed");
+    if (this.headersSent) throw new Error("response already sent");
+    const endStream = options?.endStream === true;
+    this.conn.sendForwarded(this, headers, true, backendName, endStream); // throws on a field HTTP/2 forbids: nothing was sent then
+    this.headersSent = true;
+    this.waitForTrailers = options?.waitForTrailers === true;
+    if (endStream) {
+      this.ending = true;
+      this.conn.localEnd(this);
+    }
+  }
+
   respondHead(status: number, head: HeadLines): void {
     if (this.closed) throw new Error("the stream is closed");
     if (this.headersSent) throw new Error("response already sent");
@@ -208,6 +223,12 @@ export class H2ServerStream implements ClientStream {
   sendTrailers(headers: OutgoingHttpHeaders): void {
     if (this.closed || this.localEnded) return;
     this.conn.sendHeaders(this, headers, true);
+    this.conn.localEnd(this);
+  }
+
+  sendTrailersForwarded(headers: H2Headers): void {
+    if (this.closed || this.localEnded) return;
+    this.conn.sendForwarded(this, headers, false, undefined, true);
     this.conn.localEnd(this);
   }
 
