@@ -96,7 +96,7 @@ class HttpExchange extends Attempts<HttpBackend> implements RecordedHttp, Retryi
       this.fail(asKedgeError(e));
       return;
     }
-    this.res.onGone(() => this.clientGone());
+    this.res.onGone(this);
     const ready = this.routing.ready;
     if (ready) {
       ready.then(
@@ -267,7 +267,8 @@ class HttpExchange extends Attempts<HttpBackend> implements RecordedHttp, Retryi
     recordRetry(this.proxy.metrics, this, reason, made);
   }
 
-  private clientGone(): void {
+  /** The client went before its response was complete (GoneListener): the backend's request is dropped, counted as 499. */
+  clientGone(): void {
     if (this.recorded) return;
     this.conn?.abort();
     this.conn = undefined;

@@ -49,6 +49,11 @@ export interface SwitchedConnection {
   readonly rest: Buffer | undefined;
 }
 
+/** Told once when the client goes before its response is complete. */
+export interface GoneListener {
+  clientGone(): void;
+}
+
 /** The response side; its methods never throw when the client has gone away. */
 export interface IngressResponse {
   readonly headersSent: boolean;
@@ -63,7 +68,8 @@ export interface IngressResponse {
   end(last?: Uint8Array): void;
   /** Ends the exchange abnormally so the client sees a truncated response, not a complete one. */
   abort(): void;
-  onGone(cb: () => void): void;
+  /** Who hears that the client went before the response was complete: one listener, no closure per request. */
+  onGone(listener: GoneListener): void;
   /** No further requests on this connection after this response (HTTP/1.1; HTTP/2 streams are independent). */
   lastOnConnection(): void;
   /**

@@ -8,7 +8,7 @@ import { exchange } from "../proxy/exchange.js";
 import { proxyGrpc } from "../proxy/grpc.js";
 import type { ProxyContext } from "../proxy/http.js";
 import type { HttpProxy } from "../proxy/http-proxy.js";
-import type { BodyReader, IngressRequest, IngressResponse, RequestBody } from "../proxy/ingress.js";
+import type { BodyReader, GoneListener, IngressRequest, IngressResponse, RequestBody } from "../proxy/ingress.js";
 import type { HeadLines } from "../net/hop-headers.js";
 import { isGrpc } from "./listen.js";
 
@@ -55,7 +55,7 @@ function h2Request(stream: ClientStream, headers: IncomingHttpHeaders, localPort
 class H2RequestBody implements RequestBody, ClientStreamHandler {
   private reader: BodyReader | undefined;
   onDrain: (() => void) | undefined;
-  onGone: (() => void) | undefined;
+  onGone: GoneListener | undefined;
 
   /** Becomes the stream's handler; the body waits until the exchange reads it. */
   constructor(private readonly stream: ClientStream) {
@@ -85,7 +85,7 @@ class H2RequestBody implements RequestBody, ClientStreamHandler {
   }
 
   close(): void {
-    if (this.onGone !== undefined && !this.stream.writableFinished) this.onGone();
+    if (this.onGone !== undefined && !this.stream.writableFinished) this.onGone.clientGone();
   }
 
   drain(): void {
@@ -144,8 +144,8 @@ export class H2Response implements IngressResponse {
     if (!this.gone) this.stream.close(ErrorCode.INTERNAL_ERROR);
   }
 
-  onGone(cb: () => void): void {
-    if (this.body) this.body.onGone = cb;
+  onGone(listener: GoneListener): void {
+    if (this.body) this.body.onGone = listener;
   }
 }
 

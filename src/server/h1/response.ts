@@ -2,7 +2,7 @@ import type { OutgoingHttpHeaders } from "node:http";
 import { statusText } from "../../net/status-text.js";
 import { headWriter, type HeadWriter } from "../../net/head-writer.js";
 import { writeFieldLines, type HeadLines } from "../../net/hop-headers.js";
-import type { IngressResponse, SwitchedConnection } from "../../proxy/ingress.js";
+import type { GoneListener, IngressResponse, SwitchedConnection } from "../../proxy/ingress.js";
 
 /** What a response needs from its connection. */
 export interface ResponseOutput {
@@ -66,7 +66,7 @@ export class H1RawResponse implements IngressResponse {
   private chunked = false;
   private bodyless: boolean;
   private keepAlive: boolean;
-  private goneCallback: (() => void) | undefined;
+  private goneListener: GoneListener | undefined;
 
   constructor(
     private readonly out: ResponseOutput,
@@ -193,15 +193,15 @@ export class H1RawResponse implements IngressResponse {
     this.out.destroy();
   }
 
-  onGone(cb: () => void): void {
-    this.goneCallback = cb;
+  onGone(listener: GoneListener): void {
+    this.goneListener = listener;
   }
 
   /** The connection closed; tells the exchange unless the response was complete. */
   connectionClosed(): void {
     if (!this.ended) {
       this.ended = true;
-      this.goneCallback?.();
+      this.goneListener?.clientGone();
     }
   }
 
