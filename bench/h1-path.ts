@@ -50,8 +50,7 @@ const upstream = {
 };
 const pool = { acquire: (client: { granted(conn: unknown): void }) => client.granted(upstream), release() {} };
 upstream.pool = pool;
-const pick = backend.pick.bind(backend);
-Object.assign(backend, { pick: (failed: never) => ({ endpoint: pick(failed).endpoint, pool }) });
+Object.assign(backend, { poolFor: () => pool });
 
 let written = 0;
 const transport: ClientTransport = {

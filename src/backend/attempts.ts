@@ -27,7 +27,12 @@ export const maxReplays = 2;
 const failureReason: Record<AttemptFailure, RetryReason> = { dial: "connect-failure", busy: "connect-failure", unprocessed: "refused-stream" };
 
 type AnyBackend = Backend<unknown, EndpointPool<unknown>>;
-type PoolOf<B extends AnyBackend> = ReturnType<B["pick"]>["pool"];
+type PoolOf<B extends AnyBackend> = NonNullable<ReturnType<B["poolFor"]>>;
+/** An attempt's endpoint and its pool: the Attempts itself, once next() has set both (no object per attempt). */
+export interface Picked<B extends AnyBackend> {
+  readonly endpoint: Endpoint;
+  readonly pool: PoolOf<B>;
+}
 
 /**
  * The attempts of one request, call or tunnel at its backend: which endpoint is tried next, when
@@ -61,8 +66,14 @@ export class Attempts<B extends AnyBackend> {
     return this.toLive().pendingResolution;
   }
 
-  /** Picks the endpoint for the next attempt and counts it outstanding. Throws a KedgeError when none is left. */
-  next(): { endpoint: Endpoint; pool: PoolOf<B> } {
+  /** The current (or last) attempt's pool, set by next(). */
+  pool: PoolOf<B> | undefined = undefined;
+
+  /**
+   * Picks the endpoint for the next attempt and counts it outstanding; returns this, its endpoint
+   * and pool set (read them before the next attempt). Throws a KedgeError when none is left.
+   */
+  next(): Picked<B> {
     this.release();
     const live = this.toLive();
     const skip = this.failedOn;
@@ -77,8 +88,9 @@ export class Attempts<B extends AnyBackend> {
         picked = live.pick();
       }
     }
-    this.hold(picked.endpoint);
-    return picked as { endpoint: Endpoint; pool: PoolOf<B> };
+    this.hold(picked);
+    this.pool = live.poolFor(picked) as PoolOf<B>;
+    return this as Picked<B>;
   }
 
   /**

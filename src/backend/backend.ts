@@ -119,13 +119,13 @@ export class Backend<Stats, Pool extends EndpointPool<Stats>> {
    * tier with any, as a backend without tiers tries its unhealthy endpoints anyway (the earliest
    * tier is where traffic should return first). Throws KedgeError when none is left.
    */
-  pick(skip?: ReadonlySet<Endpoint>): { endpoint: Endpoint; pool: Pool } {
+  pick(skip?: ReadonlySet<Endpoint>): Endpoint {
     const tiers = this.tiers;
     if (tiers.length === 1) {
       const own = tiers[0];
       const endpoint = own.endpoints.length > 0 ? own.balancer.pick(own.endpoints, skip) : undefined;
       if (!endpoint) throw this.noEndpoint();
-      return { endpoint, pool: own.pools.get(endpoint)! };
+      return endpoint;
     }
     let fallback: Tier<Pool> | undefined;
     for (const tier of tiers) {
@@ -137,9 +137,8 @@ export class Backend<Stats, Pool extends EndpointPool<Stats>> {
     throw this.noEndpoint();
   }
 
-  private pickIn(tier: Tier<Pool>, skip: ReadonlySet<Endpoint> | undefined): { endpoint: Endpoint; pool: Pool } {
-    const endpoint = tier.balancer.pick(tier.endpoints, skip)!;
-    return { endpoint, pool: tier.pools.get(endpoint)! };
+  private pickIn(tier: Tier<Pool>, skip: ReadonlySet<Endpoint> | undefined): Endpoint {
+    return tier.balancer.pick(tier.endpoints, skip)!;
   }
 
   private noEndpoint(): KedgeError {

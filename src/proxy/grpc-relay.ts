@@ -5,6 +5,7 @@ import type { H2Stream, StreamHandler } from "../upstream/h2/stream.js";
 import { answerStatus, GrpcStatus, statusTrailers, type CallRecord } from "./grpc-call.js";
 import type { RetryPolicy, RetryReason } from "../backend/retry-policy.js";
 import { HeldRanges } from "./held-ranges.js";
+import { Batch } from "../net/batch.js";
 import type { AttemptRelay, RequestReplay } from "./request-replay.js";
 import { grpcAnswerReason } from "./retry-reasons.js";
 
@@ -49,12 +50,14 @@ const endStreamOption = { endStream: true } as const;
 const waitForTrailersOption = { waitForTrailers: true } as const;
 
 /** Relays with bytes held, flushed together once the current socket read has been handled. */
-let toFlush: GrpcRelay[] = [];
+const toFlush = new Batch<GrpcRelay>();
+
+function flushOne(relay: GrpcRelay): void {
+  relay.flush();
+}
 
 function flushHeld(): void {
-  const relays = toFlush;
-  toFlush = [];
-  for (const relay of relays) relay.flush();
+  toFlush.drain(flushOne);
 }
 
 /**
@@ -276,7 +279,7 @@ export class GrpcRelay implements StreamHandler, AttemptRelay {
   private queueFlush(): void {
     if (this.flushQueued) return;
     this.flushQueued = true;
-    if (toFlush.push(this) === 1) queueMicrotask(flushHeld);
+    if (toFlush.add(this)) queueMicrotask(flushHeld);
   }
 
   /** Writes what is held now; called before any error path decides between headers and trailers. */

@@ -5,6 +5,7 @@ import type { GrpcBackend } from "../backend/grpc-backend.js";
 import { checkHops, hopsHeader } from "../backend/kedge-tier.js";
 import type { RetryPolicy, RetryReason } from "../backend/retry-policy.js";
 import type { RoutePolicy } from "../auth/policy.js";
+import type { CompiledGrpcRoute, GrpcCallFacts } from "../router/grpc.js";
 import { KedgeError } from "../errors.js";
 import { parseHostPort, type HostPort } from "../net/host-port.js";
 import type { Runtime } from "../runtime.js";
@@ -28,18 +29,25 @@ function statusFor(err: KedgeError): number {
   return GrpcStatus.UNAVAILABLE;
 }
 
+/** Where a call goes; read-only: a route's is made once and shared by its calls (routedBy). */
 interface Routed {
-  backend: GrpcBackend | undefined;
-  backendName: string;
-  policy: RoutePolicy | undefined;
+  readonly backend: GrpcBackend | undefined;
+  readonly backendName: string;
+  readonly policy: RoutePolicy | undefined;
   /** The route label for metrics and access logs. */
-  route: string;
+  readonly route: string;
   /** The route's index in its table; undefined for an adhoc target or no route. */
-  index?: number;
+  readonly index?: number;
   /** No route matched: answered once authentication has passed. */
-  unrouted?: KedgeError;
-  retry?: RetryPolicy;
+  readonly unrouted?: KedgeError;
+  readonly retry?: RetryPolicy;
 }
+
+/** Each route's Routed, made on its first call and kept while the route's backend is the same object (a reload makes new routes). */
+const routedBy = new WeakMap<CompiledGrpcRoute, Routed>();
+const noMetadata: GrpcCallFacts["metadata"] = Object.freeze(Object.create(null));
+/** The facts a call is matched on, filled in place: the match is synchronous and keeps none of them. */
+const callFacts: GrpcCallFacts = { service: "", method: "", host: "", port: 0, metadata: noMetadata };
 
 const noHost: HostPort = { host: "", port: 0 };
 let lastAuthority = "";
@@ -72,7 +80,13 @@ function routeCall(runtime: Runtime, headers: IncomingHttpHeaders): Routed {
   const method = lastMethod;
   const authority = ((headers[":authority"] ?? headers.host) as string | undefined) ?? "";
   const hostPort = hostPortOf(authority);
-  const route = runtime.grpcRoutes.match({ service, method, host: hostPort.host, port: hostPort.port, metadata: headers });
+  callFacts.service = service;
+  callFacts.method = method;
+  callFacts.host = hostPort.host;
+  callFacts.port = hostPort.port;
+  callFacts.metadata = headers;
+  const route = runtime.grpcRoutes.match(callFacts);
+  callFacts.metadata = noMetadata; // the call's headers are not kept alive here
   if (!route) {
     const target = runtime.grpcAdhoc.match(hostPort.host, hostPort.port || undefined);
     if (!target) return { backend: undefined, backendName: "none", policy: undefined, route: "none", unrouted: new KedgeError("no-route", 502, "unknown route to service") };
@@ -80,7 +94,12 @@ function routeCall(runtime: Runtime, headers: IncomingHttpHeaders): Routed {
   }
   const backend = runtime.grpcBackends.get(route.backendName);
   if (!backend) throw new KedgeError("no-backend", 502, "unknown backend");
-  return { backend, backendName: route.backendName, policy: route.policy, route: routeLabel(route.index), index: route.index, retry: route.retry };
+  let routed = routedBy.get(route);
+  if (routed === undefined || routed.backend !== backend) {
+    routed = { backend, backendName: route.backendName, policy: route.policy, route: routeLabel(route.index), index: route.index, retry: route.retry };
+    routedBy.set(route, routed);
+  }
+  return routed;
 }
 
 /** A call as its audit line names it. */

@@ -1,6 +1,7 @@
 import type { ClientStream, ClientStreamHandler } from "./client-stream.js";
 import type { H2Stream } from "../upstream/h2/stream.js";
 import { atTurnEnd } from "../net/turn-end.js";
+import { Batch } from "../net/batch.js";
 import { resendLimitBytes } from "../backend/retry-policy.js";
 
 /**
@@ -85,7 +86,7 @@ export class RequestReplay implements ClientStreamHandler {
   gather(ready: Gatherer): void {
     if (this.client.readableEnded) return ready.gathered();
     this.ready = ready;
-    if (gathering.push(this) === 1) atTurnEnd(turnOver);
+    if (gathering.add(this)) atTurnEnd(turnOver);
   }
 
   go(): void {
@@ -146,10 +147,12 @@ export interface AttemptRelay {
 }
 
 /** Calls gathering their body until this event-loop turn is over: one task (atTurnEnd) for all of them. */
-let gathering: RequestReplay[] = [];
+const gathering = new Batch<RequestReplay>();
+
+function go(replay: RequestReplay): void {
+  replay.go(); // a no-op for those whose body ended first
+}
 
 function turnOver(): void {
-  const replays = gathering;
-  gathering = [];
-  for (const replay of replays) replay.go(); // a no-op for those whose body ended first
+  gathering.drain(go);
 }

@@ -14,6 +14,7 @@ import type { HeadLimits } from "../h1/request-head.js";
 import { requestFault } from "./request-check.js";
 import { forwardedBlock, headLinesBlock, responseBlock } from "./response-block.js";
 import { atTurnEnd } from "../../net/turn-end.js";
+import { Batch } from "../../net/batch.js";
 import { H2ServerStream } from "./stream.js";
 
 export interface H2ServerHandler {
@@ -43,7 +44,7 @@ const maxBlockBytes = 256 * 1024;
  */
 export class H2ServerConnection extends H2Endpoint<H2ServerStream> {
   private greeted = false;
-  private closing: H2ServerStream[] = [];
+  private readonly closing = new Batch<H2ServerStream>();
   private flushQueued = false;
   private transportFull = false;
   /** GOAWAY sent or received: no new streams; the connection ends once its streams are done. */
@@ -303,7 +304,7 @@ export class H2ServerConnection extends H2Endpoint<H2ServerStream> {
     stream.markClosed();
     this.streams.delete(stream.id);
     this.blocked.delete(stream);
-    this.closing.push(stream);
+    this.closing.add(stream);
     this.schedule();
     if (this.goingAway && this.streams.size === 0) this.endSoon();
   }
@@ -328,11 +329,7 @@ export class H2ServerConnection extends H2Endpoint<H2ServerStream> {
       if (!this.transport.writeTransient(out.bytes, out.length)) this.transportFull = true;
     }
     out.clear();
-    if (this.closing.length > 0) {
-      const closing = this.closing;
-      this.closing = [];
-      for (const s of closing) s.tellClosed();
-    }
+    if (this.closing.size > 0) this.closing.drain(tellClosed);
     if (this.stopReading && !this.closed && !this.flushQueued) {
       this.closed = true;
       this.transport.end();
@@ -446,4 +443,8 @@ function contentLength(value: string | string[] | undefined): number {
     lastLength = value;
   }
   return lastLengthValue;
+}
+
+function tellClosed(stream: H2ServerStream): void {
+  stream.tellClosed();
 }
