@@ -44,7 +44,8 @@ beforeAll(async () => {
   writeFileSync(kedgeConfig, JSON.stringify({
     server: { bind_address: "127.0.0.1", http_tls_port: 0, admin_port: 0, log_level: "error", tls_cert_file: pki.serverCertFile, tls_key_file: pki.serverKeyFile, tls_client_ca_files: [pki.caFile] },
     auth: { bearer_token: kedgeToken },
-    grpc: { backends: [{ name: "greeter", static: { addresses: [`127.0.0.1:${greeter.port}`] } }], routes: [{ backend_name: "greeter" }] },
+    // Routed on the authority: a call reaches the greeter only with the name the client meant.
+    grpc: { backends: [{ name: "greeter", static: { addresses: [`127.0.0.1:${greeter.port}`] } }], routes: [{ backend_name: "greeter", authority_host_matcher: `greeter.${cluster}` }] },
     http: {
       backends: [
         { name: "secure", static: { addresses: [`127.0.0.1:${secure.port}`] } },
