@@ -139,6 +139,10 @@ async function outage(backend: string, own: Upstream, between: (load: ReturnType
   const killEnd = performance.now();
   await until("cluster-2 answering", () => load.answeredBy("cluster-2", killEnd));
   await until("the own endpoint failing its checks", async () => (await checkOf(backend, 0)) === "failing");
+  // A request that picked the endpoint before its check failed may still be dialling it: the count
+  // is taken once requests begun after the check failed have been answered.
+  const failingAt = performance.now();
+  await until("answers to requests begun since", () => load.outcomes.filter((o) => o.startedAt > failingAt).length >= 5);
   const retriesWhileDown = dialRetries(backend);
   await between(load);
   const restartAt = performance.now();
