@@ -1,8 +1,7 @@
 import type { OutgoingHttpHeaders } from "node:http2";
-import { addField, addFieldLine, addFieldValues, currentBlockLength, startBlock } from "../../h2/hpack.js";
+import { addField, addFieldLine, addFieldValues, currentBlockLength, startBlock, type H2Headers } from "../../h2/hpack.js";
 import { lowerFieldName, type LineDrops } from "../../net/fields.js";
 import { notForwardedH2, type HeadLines } from "../../net/hop-headers.js";
-import type { H2Headers } from "../../h2/hpack.js";
 import { connectionSpecific } from "./request-check.js";
 
 /** Fields that take one value (node:http2's list): two of them in an answer is an error, not something to pass on. */

@@ -6,6 +6,8 @@ import type { HeadLines } from "../../net/hop-headers.js";
 import type { H2Headers } from "../../h2/hpack.js";
 
 /** What a stream asks of the connection that carries it. */
+type ResponseOptions = { endStream?: boolean; waitForTrailers?: boolean };
+
 export interface StreamCarrier {
   readonly socket: object;
   readonly streamWindow: number;
@@ -174,35 +176,35 @@ export class H2ServerStream implements ClientStream {
 
   // --- the response ---
 
-  respond(headers: OutgoingHttpHeaders, options?: { endStream?: boolean; waitForTrailers?: boolean }): void {
-    if (this.closed) throw new Error("the stream is closed");
-    if (this.headersSent) throw new Error("response already sent");
-    const endStream = options?.endStream === true;
-    this.conn.sendHeaders(this, headers, endStream); // throws on fields HTTP/2 forbids: nothing was sent then
-    this.headersSent = true;
-    this.waitForTrailers = options?.waitForTrailers === true;
-    if (endStream) {
-      this.ending = true;
-      this.conn.localEnd(this);
-    }
+  respond(headers: OutgoingHttpHeaders, options?: ResponseOptions): void {
+    this.mayRespond();
+    this.conn.sendHeaders(this, headers, options?.endStream === true); // throws on fields HTTP/2 forbids: nothing was sent then
+    this.responded(options);
   }
 
-  respondForwarded(headers: H2Headers, backendName: string, options?: { endStream?: boolean; waitForTrailers?: boolean }): void {
+  respondForwarded(headers: H2Headers, backendName: string, options?: ResponseOptions): void {
+    this.mayRespond();
+    this.conn.sendForwarded(this, headers, true, backendName, options?.endStream === true); // throws as respond does
+    this.responded(options);
+  }
+
+  private mayRespond(): void {
     if (this.closed) throw new Error("the stream is closed");
     if (this.headersSent) throw new Error("response already sent");
-    const endStream = options?.endStream === true;
-    this.conn.sendForwarded(this, headers, true, backendName, endStream); // throws on a field HTTP/2 forbids: nothing was sent then
+  }
+
+  /** The response's HEADERS went out: the stream ends with them, or waits for its trailers when asked. */
+  private responded(options: ResponseOptions | undefined): void {
     this.headersSent = true;
     this.waitForTrailers = options?.waitForTrailers === true;
-    if (endStream) {
+    if (options?.endStream === true) {
       this.ending = true;
       this.conn.localEnd(this);
     }
   }
 
   respondHead(status: number, head: HeadLines): void {
-    if (this.closed) throw new Error("the stream is closed");
-    if (this.headersSent) throw new Error("response already sent");
+    this.mayRespond();
     this.conn.sendHeadLines(this, status, head); // throws on a single-value field given twice: nothing was sent then
     this.headersSent = true;
   }
