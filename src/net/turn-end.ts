@@ -1,3 +1,5 @@
+import { Batch } from "./batch.js";
+
 /**
  * Work that waits until the event loop's current turn is over (setImmediate): a connection's frames
  * written once per turn, a call's body gathered until its turn ends. Everything queued in a turn
@@ -6,26 +8,23 @@
  * client connections and one upstream, bench/README.md). Tasks run in the order they were queued;
  * one queued while the tasks run waits for the next turn, as its own setImmediate would.
  */
-let queued: (() => void)[] = [];
-let spare: (() => void)[] = [];
+const queued = new Batch<() => void>();
 
 export function atTurnEnd(task: () => void): void {
-  if (queued.push(task) === 1) setImmediate(runTurnEnd);
+  if (queued.add(task)) setImmediate(runTurnEnd);
 }
 
 function runTurnEnd(): void {
-  const tasks = queued;
-  queued = spare;
-  for (let i = 0; i < tasks.length; i++) {
-    try {
-      tasks[i]();
-    } catch (e) {
-      // One task's failure must not keep the others' connections from writing: it surfaces as its own setImmediate's would.
-      queueMicrotask(() => {
-        throw e;
-      });
-    }
+  queued.drain(runTask);
+}
+
+function runTask(task: () => void): void {
+  try {
+    task();
+  } catch (e) {
+    // One task's failure must not keep the others' connections from writing: it surfaces as its own setImmediate's would.
+    queueMicrotask(() => {
+      throw e;
+    });
   }
-  tasks.length = 0;
-  spare = tasks;
 }

@@ -210,22 +210,22 @@ export class H2ServerConnection extends H2Endpoint<H2ServerStream> {
 
   /** HEADERS (and CONTINUATIONs) for a response or trailers; throws, as node:http2 does, on a field HTTP/2 forbids. */
   sendHeaders(stream: H2ServerStream, headers: OutgoingHttpHeaders, endStream: boolean): void {
-    const length = responseBlock(headers);
-    this.out.headerBlock(stream.id, endStream ? Flag.END_STREAM : 0, currentBlockBytes(), this.peerMaxFrame, length);
-    this.schedule();
+    this.sendBlock(stream, responseBlock(headers), endStream);
   }
 
   /** HEADERS for a backend's answer or trailers passed on as decoded (see forwardedBlock); throws as sendHeaders does. */
   sendForwarded(stream: H2ServerStream, headers: H2Headers, keepStatus: boolean, backendName: string | undefined, endStream: boolean): void {
-    const length = forwardedBlock(headers, keepStatus, backendName);
-    this.out.headerBlock(stream.id, endStream ? Flag.END_STREAM : 0, currentBlockBytes(), this.peerMaxFrame, length);
-    this.schedule();
+    this.sendBlock(stream, forwardedBlock(headers, keepStatus, backendName), endStream);
   }
 
   /** A response's HEADERS from field lines (see headLinesBlock); the body follows. */
   sendHeadLines(stream: H2ServerStream, status: number, head: HeadLines): void {
-    const length = headLinesBlock(status, head);
-    this.out.headerBlock(stream.id, 0, currentBlockBytes(), this.peerMaxFrame, length);
+    this.sendBlock(stream, headLinesBlock(status, head), false);
+  }
+
+  /** Frames the encoder's current block (`length` octets, just built) as the stream's HEADERS. */
+  private sendBlock(stream: H2ServerStream, length: number, endStream: boolean): void {
+    this.out.headerBlock(stream.id, endStream ? Flag.END_STREAM : 0, currentBlockBytes(), this.peerMaxFrame, length);
     this.schedule();
   }
 
