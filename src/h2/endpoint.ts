@@ -1,4 +1,5 @@
 import { ClosedHow, ClosedStreams } from "./closed-streams.js";
+import { StreamTable } from "./stream-table.js";
 import { H2DataWriter, type H2SendingStream } from "./data-writer.js";
 import { ConnectionError, defaultMaxFrameSize, defaultWindow, ErrorCode, Flag, frameHeaderSize, FrameType, joinBytes, maxWindow, Setting } from "./frames.js";
 import { type H2Headers, HpackDecoder, HpackError } from "./hpack.js";
@@ -37,7 +38,7 @@ const maxControlPerSecond = 1000;
  * writing, and how the connection ends.
  */
 export abstract class H2Endpoint<S extends H2StreamState> extends H2DataWriter<S> {
-  readonly streams = new Map<number, S>();
+  readonly streams = new StreamTable<S>();
   protected readonly decoder: HpackDecoder;
   protected readonly closedStreams = new ClosedStreams();
   readonly streamWindow: number;
