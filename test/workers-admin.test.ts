@@ -148,9 +148,13 @@ describe("workers: one view for operators", () => {
     for (const worker of ["1", "2", "supervisor"]) expect(seriesTotal(text, "kedge_config_version", `worker="${worker}"`)).toBe(2);
   });
 
-  it("serves /metrics without a worker that does not answer, and counts it", async () => {
+  it("serves /metrics without waiting for a worker that does not answer, keeps its counters, and counts it", async () => {
     const { workers } = (await (await admin("/debug/workers")).json()) as { workers: Array<{ id: number; pid: number }> };
     const stalled = workers.find((w) => w.id === 2)!;
+    // One request a connection: both workers count some, worker 2 among them.
+    await h2load(["--h1", "-n", "100", "-c", "100", `http://127.0.0.1:${ports.http}/before-stall`]);
+    const counted = seriesTotal(await (await admin("/metrics")).text(), "kedge_http_requests_total");
+    expect(counted).toBeGreaterThanOrEqual(100);
     process.kill(stalled.pid, "SIGSTOP");
     try {
       const started = performance.now();
@@ -161,6 +165,8 @@ describe("workers: one view for operators", () => {
       expect(seriesTotal(text, 'kedge_worker_scrape_errors_total{worker="2"}')).toBe(1);
       expect(seriesTotal(text, "process_resident_memory_bytes", 'worker="1"')).toBeGreaterThan(0);
       expect(seriesTotal(text, "process_resident_memory_bytes", 'worker="2"')).toBe(0);
+      // Its counters as it last reported them stay in the sum: a total that dropped would read as a reset.
+      expect(seriesTotal(text, "kedge_http_requests_total")).toBe(counted);
     } finally {
       process.kill(stalled.pid, "SIGCONT");
     }

@@ -35,7 +35,10 @@ describe("worker IPC channel", () => {
     const p = startPool(3);
     await p.startAll();
     const replies = await p.askAll({ type: "echo", text: "all" });
-    expect(replies).toEqual([1, 2, 3].map((workerId) => ({ workerId, reply: { workerId, text: "all" } })));
+    expect(replies.map(({ workerId, reply }) => ({ workerId, reply }))).toEqual([1, 2, 3].map((workerId) => ({ workerId, reply: { workerId, text: "all" } })));
+    // Each names the process that answered: its pid and when it started.
+    const byId = new Map(p.workers().map((w) => [w.id, `${w.pid}@${w.startedAt}`]));
+    for (const r of replies) expect(r.instance).toBe(byId.get(r.workerId)!);
   });
 
   it("rejects an ask whose handler throws, or that no handler takes", async () => {
@@ -43,7 +46,7 @@ describe("worker IPC channel", () => {
     await p.startAll();
     await expect(p.ask(1, { type: "fail" })).rejects.toThrow("asked to fail");
     await expect(p.ask(1, { type: "nobody" })).rejects.toThrow('worker 1 has no handler for "nobody"');
-    expect(await p.askAll({ type: "fail" })).toEqual([{ workerId: 1, error: "asked to fail" }]);
+    expect((await p.askAll({ type: "fail" })).map(({ workerId, error }) => ({ workerId, error }))).toEqual([{ workerId: 1, error: "asked to fail" }]);
   });
 
   it("broadcasts to every worker, and hears what workers send", async () => {

@@ -12,6 +12,8 @@ import type { BackendsView } from "./backends-view.js";
 export interface AdminState {
   runtime(): Runtime;
   draining(): boolean;
+  /** Why no data port is served now though the process is up (a supervisor whose workers all died and are restarting). */
+  notServing?(): string | undefined;
   /** The /metrics exposition. */
   metricsText(): string | Promise<string>;
   backends(): BackendsView | Promise<BackendsView>;
@@ -22,7 +24,10 @@ export interface AdminState {
 /** The admin app: health, version, Prometheus metrics and the live config. Plaintext, meant for the pod network. */
 export function adminApp(state: AdminState): Hono {
   const app = new Hono();
-  app.get("/_healthz", (c) => (state.draining() ? c.text("draining\n", 503) : c.text("ok\n")));
+  app.get("/_healthz", (c) => {
+    const why = state.draining() ? "draining" : state.notServing?.();
+    return why === undefined ? c.text("ok\n") : c.text(`${why}\n`, 503);
+  });
   app.get("/_version", (c) => c.json({ ...version, configVersion: state.runtime().version }));
   app.get("/metrics", async (c) => c.body(await state.metricsText(), 200, { "content-type": "text/plain; version=0.0.4; charset=utf-8" }));
   app.get("/debug/config", (c) => {

@@ -130,7 +130,13 @@ export async function startSupervisor(sources: ConfigSources, first: Config, cou
     log.warn("data listeners are reachable beyond loopback without authentication (auth.allow_unauthenticated)", { listeners: unguarded.map((l) => l.address) });
   }
 
-  const adminState = supervisorAdminState(pool, metrics.registry, { runtime: () => current, draining: () => draining, audit: metrics.audit });
+  const adminState = supervisorAdminState(pool, metrics.registry, {
+    runtime: () => current,
+    draining: () => draining,
+    // Readiness: with every worker dead and restarting, nothing accepts on the data ports.
+    notServing: () => (pool.workers().length === 0 ? "no worker serving" : undefined),
+    audit: metrics.audit,
+  });
   const app = adminApp(adminState);
   app.get("/debug/workers", async (c) => {
     const stats = await pool.askAll<WorkerStats>({ type: "stats" });

@@ -14,7 +14,8 @@ export interface WorkerProcess {
   readonly restarts: number;
 }
 
-export type WorkerReply<R = unknown> = { workerId: number; reply: R; error?: undefined } | { workerId: number; reply?: undefined; error: string };
+/** A worker's answer to an ask, or why there is none; `instance` names the process (pid@start) that was asked. */
+export type WorkerReply<R = unknown> = { workerId: number; instance: string } & ({ reply: R; error?: undefined } | { reply?: undefined; error: string });
 
 export interface WorkerPoolOptions {
   count: number;
@@ -122,12 +123,13 @@ export class WorkerPool {
 
   askAll<R = unknown>(message: WorkerMessage, timeoutMs = defaultAskTimeoutMs): Promise<WorkerReply<R>[]> {
     return Promise.all(
-      this.slots.filter((s) => s.serving).map((s) =>
-        this.ask<R>(s.id, message, timeoutMs).then(
-          (reply): WorkerReply<R> => ({ workerId: s.id, reply }),
-          (e: Error): WorkerReply<R> => ({ workerId: s.id, error: e.message }),
-        ),
-      ),
+      this.slots.filter((s) => s.serving).map((s) => {
+        const instance = `${s.pid}@${s.startedAt}`;
+        return this.ask<R>(s.id, message, timeoutMs).then(
+          (reply): WorkerReply<R> => ({ workerId: s.id, instance, reply }),
+          (e: Error): WorkerReply<R> => ({ workerId: s.id, instance, error: e.message }),
+        );
+      }),
     );
   }
 
