@@ -9,6 +9,7 @@ import { embeddedDefaultConfig } from "./config/default.js";
 import { log, setLogLevel } from "./observe/log.js";
 import { version } from "./version.js";
 import { workerIdEnv } from "./server/workers/channel.js";
+import { holdStartSignals } from "./server/start-signals.js";
 
 function sourcesFrom(flags: Map<string, string>): ConfigSources {
   return {
@@ -120,6 +121,7 @@ async function main(argv: string[]): Promise<number> {
         keepServingOnErrors();
         return -1;
       }
+      const handOverSignals = holdStartSignals();
       const [{ loadConfig }, { workersSetting }, { availableCpus, readCpuLimitFiles }] = await Promise.all([
         import("./config/load.js"),
         import("./config/workers.js"),
@@ -133,8 +135,7 @@ async function main(argv: string[]): Promise<number> {
         const kedge = await startSupervisor(sources, config, workers);
         interactive();
         announce(kedge.ports, kedge.runtime().version, sources, { workers: kedge.pool.workers() });
-        process.on("SIGHUP", () => void kedge.reload());
-        process.on("SIGUSR1", () => void kedge.reopenLogs());
+        handOverSignals({ SIGHUP: () => void kedge.reload(), SIGUSR1: () => void kedge.reopenLogs() });
         keepServingOnErrors();
         onStop(async () => {
           log.info("shutting down: draining every worker");
@@ -146,9 +147,8 @@ async function main(argv: string[]): Promise<number> {
       const kedge = await startKedge(sources, { watchFiles: true });
       interactive();
       announce(kedge.ports, kedge.runtime().version, sources, {});
-      process.on("SIGHUP", () => void kedge.reload());
-      // A log rotator renamed the audit log: write to a new file at its path.
-      process.on("SIGUSR1", () => kedge.reopenLogs());
+      // SIGUSR1: a log rotator renamed the audit log; write to a new file at its path.
+      handOverSignals({ SIGHUP: () => void kedge.reload(), SIGUSR1: () => kedge.reopenLogs() });
       keepServingOnErrors();
       onStop(async () => {
         log.info("shutting down: draining in-flight requests");

@@ -242,6 +242,26 @@ describe("kedge workers: restart, drain and reload", () => {
     expect(version.configVersion).toBe(2);
   });
 
+  it("lives through a SIGHUP sent while its workers start, and reloads once they serve", async () => {
+    const a = startBackend("alpha");
+    const b = startBackend("bravo");
+    const configFile = join(dir, "early-hup.json");
+    writeFileSync(configFile, JSON.stringify(config("alpha", a.port!)));
+    const proc = runBinary(["--config", configFile], dir);
+    running = proc;
+    // Worker 1 serves before the others start: the supervisor is halfway through starting. The
+    // file changes then, and a reloader signals it (the default action of SIGHUP ends a process).
+    await waitFor(() => proc.stderr().includes('"msg":"worker serving","worker":1'), "worker 1 to serve", proc);
+    writeFileSync(configFile, JSON.stringify(config("bravo", b.port!)));
+    proc.proc.kill("SIGHUP");
+    await waitFor(() => /listening: .*admin=\d+/.test(proc.stdout()), "kedge to listen", proc);
+    const port = (n: string) => Number(new RegExp(`${n}=(\\d+)`).exec(proc.stdout())![1]);
+    const k = { proc, http: port("http"), admin: port("admin"), configFile };
+    await waitFor(() => allAnswer(k, (r) => r.body === "bravo\n"), "every worker to serve the new route", proc);
+    expect(proc.proc.exitCode).toBeNull();
+    expect(proc.stderr().split('"msg":"config reloaded"').length - 1).toBe(1);
+  });
+
   it("rejects a bad config once, with one log line, and every worker keeps the old one", async () => {
     const a = startBackend("alpha");
     const k = await startKedge(config("alpha", a.port!), "bad-reload.json");
