@@ -75,6 +75,21 @@ describe("worker IPC channel", () => {
     expect(await p.ask(1, { type: "echo", text: "again" })).toEqual({ workerId: 1, text: "again" });
   });
 
+  it("replaces a worker on request: SIGTERM to it, a new process in its slot, started like the first", async () => {
+    const p = startPool(2);
+    const started: WorkerProcess[] = [];
+    p.onWorkerStart((w) => started.push(w));
+    await p.startAll();
+    const [one, two] = p.workers();
+    p.replace(1);
+    await until("worker 1's new process to start", () => started.length === 3);
+    expect(() => process.kill(one.pid, 0)).toThrow();
+    expect(started[2]).toMatchObject({ id: 1, restarts: 1 });
+    expect(started[2].pid).not.toBe(one.pid);
+    expect(p.workers().find((w) => w.id === 2)!.pid).toBe(two.pid);
+    expect(await p.ask(1, { type: "echo", text: "new" })).toEqual({ workerId: 1, text: "new" });
+  });
+
   it("stops every worker", async () => {
     const p = startPool();
     await p.startAll();

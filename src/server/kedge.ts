@@ -132,11 +132,11 @@ export async function startKedge(sources: ConfigSources, options: KedgeOptions =
     try {
       config = compose(load());
     } catch (e) {
-      return rejected(e, current, metrics);
+      return rejected(e, current, metrics, !!supervised);
     }
     // A worker's supervisor has warned already, once for all of them.
     if (!supervised) warnAboutListenerChanges(current.config, config);
-    const next = nextRuntime(config, current, supervised?.version() ?? current.version + 1, metrics, (s) => data.reloadTls(s));
+    const next = nextRuntime(config, current, supervised?.version() ?? current.version + 1, metrics, (s) => data.reloadTls(s), !!supervised);
     if (next instanceof ConfigError) return next;
     const previous = current;
     current = next; // one reference swap: new requests see the new runtime, in-flight ones keep theirs

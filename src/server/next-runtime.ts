@@ -10,7 +10,7 @@ import { buildRuntime, type Runtime } from "../runtime.js";
  * previous one left serving. `useTls` takes the new cert and key for the TLS listeners (a worker
  * or a single kedge) or only checks them (the supervisor); throwing refuses the config.
  */
-export function nextRuntime(config: Config, current: Runtime, version: number, metrics: Metrics, useTls: (server: ServerConfig) => void): Runtime | ConfigError {
+export function nextRuntime(config: Config, current: Runtime, version: number, metrics: Metrics, useTls: (server: ServerConfig) => void, supervised = false): Runtime | ConfigError {
   try {
     const next = buildRuntime(config, version, current.secretsOf, current);
     if (config.server?.httpTlsPort !== undefined || config.server?.grpcTlsPort !== undefined) {
@@ -23,13 +23,20 @@ export function nextRuntime(config: Config, current: Runtime, version: number, m
     }
     return next;
   } catch (e) {
-    return rejected(e, current, metrics);
+    return rejected(e, current, metrics, supervised);
   }
 }
 
-/** A config that did not load or build: counted, one error line, the previous config keeps serving. */
-export function rejected(e: unknown, current: Runtime, metrics: Metrics): ConfigError {
+/**
+ * A config that did not load or build: counted, one error line, the previous config keeps serving.
+ * A worker (`supervised`) only hands its problems back: its supervisor counts and logs, once.
+ */
+export function rejected(e: unknown, current: Runtime, metrics: Metrics, supervised = false): ConfigError {
   const err = e instanceof ConfigError ? e : new ConfigError([(e as Error).message]);
+  if (supervised) {
+    log.debug("config refused; the previous config keeps serving", { problems: err.problems, version: current.version });
+    return err;
+  }
   metrics.reloads.inc(["failure"]);
   log.error("config rejected; the previous config keeps serving", { problems: err.problems, version: current.version });
   return err;

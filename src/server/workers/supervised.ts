@@ -169,7 +169,11 @@ export async function startSupervisor(sources: ConfigSources, first: Config, cou
     const replies = await pool.askAll<{ problems?: string[] }>(serveMessage("reload", next));
     const refused = replies.filter((r) => r.error !== undefined || r.reply?.problems);
     if (refused.length > 0) {
-      log.error("workers did not take the new config", { version: next.version, workers: refused.map((r) => ({ worker: r.workerId, problems: r.error ?? r.reply?.problems })) });
+      // This process checked the config, its files included; a worker that refused it read
+      // something else (a certificate rewritten between the two reads). Every worker must serve
+      // one config: a fresh process in its place starts on this one.
+      log.error("workers refused the new config: replacing them", { version: next.version, workers: refused.map((r) => ({ worker: r.workerId, problems: r.error ?? r.reply?.problems })) });
+      for (const r of refused) pool.replace(r.workerId);
     }
     metrics.reloads.inc(["success"]);
     log.info("config reloaded", { version: next.version, workers: replies.length - refused.length });

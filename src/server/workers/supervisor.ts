@@ -133,6 +133,15 @@ export class WorkerPool {
     );
   }
 
+  /**
+   * Ends a worker gently (SIGTERM: it drains what it has in flight) for a fresh process to start in
+   * its place, as after a death: the start hook brings it up on what the supervisor holds now.
+   */
+  replace(workerId: number): void {
+    const slot = this.slots[workerId - 1];
+    if (!this.stopping) slot?.proc?.kill("SIGTERM");
+  }
+
   broadcast(message: WorkerMessage): void {
     for (const slot of this.slots) if (slot.serving) this.post(slot, { kind: "post", message });
   }
