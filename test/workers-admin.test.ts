@@ -105,6 +105,8 @@ describe("workers: one view for operators", () => {
   });
 
   it("answers /debug/config and `kedge admin` for the whole process", async () => {
+    // Requests over many connections: both workers open upstream connections, which `kedge admin backends` sums.
+    await h2load(["--h1", "-n", "100", "-c", "100", `http://127.0.0.1:${ports.http}/admin-view`]);
     const config = (await (await admin("/debug/config")).json()) as any;
     expect(config.config.http.backends[0].name).toBe("up");
     const backends = Bun.spawnSync([binary, "admin", "backends", "--admin-address", `127.0.0.1:${ports.admin}`], { env: { PATH: "/usr/bin:/bin", HOME: dir } });

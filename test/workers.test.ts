@@ -210,18 +210,33 @@ describe("kedge workers: restart, drain and reload", () => {
     expect(await requests()).toBe(40);
   });
 
-  it("drains in-flight requests on every worker on SIGTERM, then exits 0", async () => {
+  it("drains in-flight requests on every worker and every port (HTTP/1.1, h2c, TLS h2) on SIGTERM, then exits 0", async () => {
+    const pki = makeTestPki();
     const a = startBackend("alpha");
-    const k = await startKedge(config("alpha", a.port!, { graceful_shutdown: "10s" }));
+    const k = await startKedge(
+      config("alpha", a.port!, { graceful_shutdown: "10s", h2c_port: 0, http_tls_port: 0, tls_cert_file: pki.serverCertFile, tls_key_file: pki.serverKeyFile }),
+      "drain.json",
+    );
+    const port = (n: string) => Number(new RegExp(`${n}=(\\d+)`).exec(k.proc.stdout())![1]);
+    /** curl over HTTP/2, a connection each: its status code. */
+    const curl = async (args: string[]) => {
+      const p = Bun.spawn(["curl", "-s", "-o", "/dev/null", "-w", "%{http_version} %{http_code}", ...args], { stdout: "pipe", stderr: "pipe" });
+      const out = await new Response(p.stdout).text();
+      await p.exited;
+      return out;
+    };
     slowArrivals = 0;
-    const slow = Array.from({ length: 16 }, () => get(k, "/slow?ms=1500"));
-    // All 16 in flight (a connection still in a worker's accept queue is not in flight yet), on both workers.
-    await waitFor(() => slowArrivals === 16, "16 requests at the backend", k.proc);
+    const h1 = Array.from({ length: 8 }, () => get(k, "/slow?ms=1500"));
+    const h2c = Array.from({ length: 8 }, () => curl(["--http2-prior-knowledge", `http://127.0.0.1:${port("h2c")}/slow?ms=1500`]));
+    const tls = Array.from({ length: 8 }, () => curl(["--http2", "--cacert", pki.caFile, `https://localhost:${port("tls")}/slow?ms=1500`]));
+    // All 24 in flight (a connection still in a worker's accept queue is not in flight yet), on both workers.
+    await waitFor(() => slowArrivals === 24, "24 requests at the backend", k.proc);
     expect((await workers(k)).workers.every((w) => w.acceptedConnections > 0)).toBe(true);
     const started = performance.now();
     k.proc.proc.kill("SIGTERM");
-    const answers = await Promise.all(slow);
-    expect(answers.map((r) => r.status)).toEqual(Array(16).fill(200));
+    const answers = await Promise.all(h1);
+    expect(answers.map((r) => r.status)).toEqual(Array(8).fill(200));
+    expect(await Promise.all([...h2c, ...tls])).toEqual(Array(16).fill("2 200"));
     expect(await k.proc.proc.exited).toBe(0);
     expect(performance.now() - started).toBeLessThan(8000);
     // Both workers drained (each logs its own shutdown).
@@ -260,6 +275,40 @@ describe("kedge workers: restart, drain and reload", () => {
     await waitFor(() => allAnswer(k, (r) => r.body === "bravo\n"), "every worker to serve the new route", proc);
     expect(proc.proc.exitCode).toBeNull();
     expect(proc.stderr().split('"msg":"config reloaded"').length - 1).toBe(1);
+  });
+
+  it("rotates the certificate on every worker when its files are rewritten in place", async () => {
+    const [first, second] = [makeTestPki(), makeTestPki()];
+    const a = startBackend("alpha");
+    const cert = join(dir, "rotating.pem");
+    const key = join(dir, "rotating.key");
+    writeFileSync(cert, readFileSync(first.serverCertFile));
+    writeFileSync(key, readFileSync(first.serverKeyFile));
+    const k = await startKedge(config("alpha", a.port!, { http_tls_port: 0, tls_cert_file: cert, tls_key_file: key }), "rotation.json");
+    const tlsPort = Number(/tls=(\d+)/.exec(k.proc.stdout())![1]);
+    /** 20 handshakes, a connection each, trusting only `ca`: how many succeeded. */
+    const trusted = async (ca: string) => {
+      const answers = await Promise.all(
+        Array.from({ length: 20 }, () =>
+          fetch(`https://localhost:${tlsPort}/`, { tls: { ca }, keepalive: false, headers: { connection: "close" } }).then(
+            (r) => r.status,
+            () => 0,
+          ),
+        ),
+      );
+      return answers.filter((s) => s === 200).length;
+    };
+    const [firstCa, secondCa] = [readFileSync(first.caFile, "utf8"), readFileSync(second.caFile, "utf8")];
+    expect(await trusted(firstCa)).toBe(20);
+    const accepted = (await workers(k)).workers.map((w) => w.acceptedConnections);
+    // cert-manager's way: the same paths, new contents.
+    writeFileSync(key, readFileSync(second.serverKeyFile));
+    writeFileSync(cert, readFileSync(second.serverCertFile));
+    await waitFor(async () => (await trusted(secondCa)) === 20, "every handshake to show the new certificate", k.proc);
+    expect(await trusted(firstCa)).toBe(0);
+    // Both workers took part: each accepted some of the handshakes since.
+    const after = (await workers(k)).workers.map((w) => w.acceptedConnections);
+    for (let i = 0; i < after.length; i++) expect(after[i]).toBeGreaterThan(accepted[i]);
   });
 
   it("rejects a bad config once, with one log line, and every worker keeps the old one", async () => {
