@@ -1,5 +1,6 @@
 import { createWriteStream, type WriteStream } from "node:fs";
 import { peerCertOf } from "../net/peer-cert.js";
+import { atTurnEnd } from "../net/turn-end.js";
 import { log } from "./log.js";
 
 /** How bad an access line is; the config's level is the least severe one written. */
@@ -68,7 +69,7 @@ export function millis(ms: number): number {
 /**
  * Access lines (and audit lines) go to stdout (or a file), gathered into one write per turn of
  * the event loop: under load many requests finish in the same turn, and one write is cheaper than
- * one per line. Every write holds whole lines, so lines of concurrent requests never interleave.
+ * one per line (for a worker, one chunk for its supervisor to relay, not one per connection read). Every write holds whole lines, so lines of concurrent requests never interleave.
  */
 export class AccessLogWriter {
   private pending = "";
@@ -109,7 +110,9 @@ export class AccessLogWriter {
   }
 
   write(line: string): void {
-    if (this.pending === "") queueMicrotask(this.flush);
+    // Once the event loop's turn is over (not after this callback): every connection read in the
+    // turn has finished its requests by then, so their lines leave in one write.
+    if (this.pending === "") atTurnEnd(this.flush);
     this.pending += `${line}\n`;
   }
 
