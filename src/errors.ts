@@ -54,3 +54,14 @@ export const rateLimited = (message: string, retryAfter: number) => new KedgeErr
 export function asKedgeError(e: unknown): KedgeError {
   return e instanceof KedgeError ? e : new KedgeError("internal", 500, "internal error");
 }
+
+/**
+ * kedge cannot start, for a reason outside it (a port another process holds, a worker that could
+ * not bind): the message says all an operator needs, so it is printed alone, without a stack.
+ */
+export class StartError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "StartError";
+  }
+}

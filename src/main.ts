@@ -4,6 +4,7 @@
 // for winch's or the admin client's.
 import { authOverrides, discoveryOverrides, kubernetesOverrides, parseArgs, serverOverrides, usage, UsageError, winchServerOverrides } from "./cli/args.js";
 import { ConfigError } from "./config/error.js";
+import { StartError } from "./errors.js";
 import type { ConfigSources } from "./config/load.js";
 import { embeddedDefaultConfig } from "./config/default.js";
 import { log, setLogLevel } from "./observe/log.js";
@@ -166,6 +167,7 @@ main(process.argv.slice(2)).then(
   (e) => {
     if (e instanceof ConfigError) process.stderr.write(`invalid config:\n  ${e.problems.join("\n  ")}\n`);
     else if (e instanceof UsageError) process.stderr.write(`${e.message}\n`);
+    else if (e instanceof StartError) process.stderr.write(`kedge: ${e.message}\n`);
     else process.stderr.write(`kedge: ${(e as Error).stack ?? e}\n`);
     process.exit(1);
   },

@@ -47,7 +47,7 @@ describe("a second kedge on a TLS port another kedge holds", () => {
       if (exited === "running") second.proc.kill("SIGKILL");
       expect(exited).not.toBe("running");
       expect(exited).not.toBe(0);
-      expect(second.stderr()).toContain(`server.http_tls_port 127.0.0.1:${tlsPort} is in use by another process`);
+      expect(second.stderr()).toBe(`kedge: server.http_tls_port 127.0.0.1:${tlsPort} is in use by another process (another kedge still running?)\n`);
       expect(second.stdout()).not.toContain("listening:");
       expect(first!.proc.exitCode).toBeNull();
     });

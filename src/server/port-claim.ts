@@ -1,5 +1,6 @@
 import type { ServerConfig } from "../gen/kedge/config/v1/server_pb.js";
 import { defaultBindAddress } from "../config/validate-exposure.js";
+import { StartError } from "../errors.js";
 
 /**
  * Fails when another process already listens on one of kedge's data ports. kedge's TLS listeners
@@ -24,7 +25,7 @@ export function claimDataPorts(server: ServerConfig): void {
       probe = Bun.listen({ hostname: host, port, socket: { data() {} } });
     } catch (e) {
       // Any other failure (an address not on this host, a privileged port) is the real bind's to report.
-      if ((e as { code?: string }).code === "EADDRINUSE") throw new Error(`server.${field} ${host}:${port} is in use by another process (another kedge still running?)`);
+      if ((e as { code?: string }).code === "EADDRINUSE") throw new StartError(`server.${field} ${host}:${port} is in use by another process (another kedge still running?)`);
     } finally {
       probe?.stop(true);
     }

@@ -1,4 +1,5 @@
 import type { Subprocess } from "bun";
+import { StartError } from "../../errors.js";
 import { relayLines } from "../../observe/line-relay.js";
 import { log } from "../../observe/log.js";
 import { workerIdEnv, type Envelope, type WorkerMessage } from "./channel.js";
@@ -215,7 +216,7 @@ export class WorkerPool {
       await this.options.start(slot.view(), this);
     } catch (e) {
       proc.kill("SIGKILL");
-      throw new Error(`worker ${slot.id} (pid ${proc.pid}) did not start: ${(e as Error).message}`);
+      throw new StartError(`worker ${slot.id} (pid ${proc.pid}) did not start: ${(e as Error).message}`);
     }
     slot.serving = true;
     log.info("worker serving", { worker: slot.id, pid: proc.pid });
