@@ -1,12 +1,12 @@
 import { describe, expect, it } from "bun:test";
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { parseArgs, serverOverrides, UsageError } from "../src/cli/args.ts";
 import { ConfigError } from "../src/config/error.ts";
 import { loadConfig } from "../src/config/load.ts";
 import { workersSetting } from "../src/config/workers.ts";
-import { availableCpus, countCpuList } from "../src/server/workers/cpus.ts";
+import { availableCpus, countCpuList, readCpuLimitFiles } from "../src/server/workers/cpus.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "kedge-workers-config-"));
 
@@ -76,6 +76,40 @@ describe("workers: auto", () => {
 
   it("honours a cgroup v1 CFS quota", () => {
     expect(availableCpus({ onlineCpus: 32, status: status("0-31"), cfsQuotaUs: "250000\n", cfsPeriodUs: "100000\n" })).toBe(3);
+  });
+
+  /** A host's /proc/self and /sys/fs/cgroup files under a directory of their own. */
+  function host(files: Record<string, string>): string {
+    const root = mkdtempSync(join(tmpdir(), "kedge-cpus-"));
+    for (const [path, content] of Object.entries(files)) {
+      mkdirSync(dirname(join(root, path)), { recursive: true });
+      writeFileSync(join(root, path), content);
+    }
+    return root;
+  }
+
+  it("finds the files of a cgroup v2 host, v1 host and hybrid host where the kernel puts them", () => {
+    const v2 = host({
+      "proc/self/status": status("0-15"),
+      "proc/self/cgroup": "0::/kubepods.slice/pod1.slice/cri-abc.scope\n",
+      "sys/fs/cgroup/kubepods.slice/pod1.slice/cri-abc.scope/cpu.max": "max 100000\n",
+      "sys/fs/cgroup/kubepods.slice/pod1.slice/cpu.max": "300000 100000\n",
+      "sys/fs/cgroup/kubepods.slice/cpu.max": "max 100000\n",
+    });
+    expect(availableCpus(readCpuLimitFiles(16, v2))).toBe(3);
+    // In a container's cgroup namespace its own cgroup is "/", the mount's root.
+    const namespaced = host({ "proc/self/status": status("0-15"), "proc/self/cgroup": "0::/\n", "sys/fs/cgroup/cpu.max": "200000 100000\n" });
+    expect(availableCpus(readCpuLimitFiles(16, namespaced))).toBe(2);
+    /** A v1 host: the process's cgroup lines, and a CFS quota in the cpu controller's directory for it. */
+    const v1Host = (cgroup: string, dir: string, quotaUs: number) =>
+      host({ "proc/self/status": status("0-15"), "proc/self/cgroup": cgroup, [`${dir}/cpu.cfs_quota_us`]: `${quotaUs}\n`, [`${dir}/cpu.cfs_period_us`]: "100000\n" });
+    const v1 = v1Host("12:memory:/kubepods/pod1/abc\n4:cpu,cpuacct:/kubepods/pod1/abc\n", "sys/fs/cgroup/cpu,cpuacct/kubepods/pod1/abc", 150000);
+    expect(availableCpus(readCpuLimitFiles(16, v1))).toBe(2);
+    // A v2 root listed, but its controllers in v1: the v1 quota counts.
+    const hybrid = v1Host("4:cpu,cpuacct:/job\n0::/job\n", "sys/fs/cgroup/cpu/job", 400000);
+    expect(availableCpus(readCpuLimitFiles(16, hybrid))).toBe(4);
+    // No cgroup limit: the affinity mask (taskset, a CPU manager's exclusive CPUs).
+    expect(availableCpus(readCpuLimitFiles(16, host({ "proc/self/status": status("2,5"), "proc/self/cgroup": "0::/\n" })))).toBe(2);
   });
 
   it("is at least 1", () => {

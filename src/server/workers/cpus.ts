@@ -71,19 +71,23 @@ function cgroupDirs(mount: string, path: string): string[] {
   return dirs;
 }
 
-/** Reads this process's limits from /proc and /sys/fs/cgroup (cgroup v2, else v1). */
-export function readCpuLimitFiles(onlineCpus: number): CpuLimitFiles {
-  const files: CpuLimitFiles = { status: read("/proc/self/status"), onlineCpus };
-  const cgroups = read("/proc/self/cgroup") ?? "";
+/**
+ * Reads this process's limits from /proc and /sys/fs/cgroup (cgroup v2, else v1); `root` is where
+ * those trees are (tests lay out a host's files under a directory).
+ */
+export function readCpuLimitFiles(onlineCpus: number, root = ""): CpuLimitFiles {
+  const files: CpuLimitFiles = { status: read(`${root}/proc/self/status`), onlineCpus };
+  const cgroups = read(`${root}/proc/self/cgroup`) ?? "";
   const v2 = /^0::(\S*)$/m.exec(cgroups);
   if (v2) {
     // In a container the cgroup namespace makes the own cgroup the mount's root.
-    const cpuMax = [...cgroupDirs("/sys/fs/cgroup", v2[1]), "/sys/fs/cgroup"].map((d) => read(`${d}/cpu.max`)).filter((c): c is string => c !== undefined);
+    const mount = `${root}/sys/fs/cgroup`;
+    const cpuMax = [...cgroupDirs(mount, v2[1]), mount].map((d) => read(`${d}/cpu.max`)).filter((c): c is string => c !== undefined);
     // A hybrid host lists a v2 root whose controllers live in v1: fall through to v1 then.
     if (cpuMax.length > 0) return { ...files, cpuMax };
   }
   const v1 = /^\d+:[^:]*\bcpu\b[^:]*:(\S*)$/m.exec(cgroups);
-  for (const mount of ["/sys/fs/cgroup/cpu,cpuacct", "/sys/fs/cgroup/cpu"]) {
+  for (const mount of [`${root}/sys/fs/cgroup/cpu,cpuacct`, `${root}/sys/fs/cgroup/cpu`]) {
     for (const dir of [...cgroupDirs(mount, v1?.[1] ?? "").slice(0, 1), mount]) {
       const quota = read(`${dir}/cpu.cfs_quota_us`);
       const period = read(`${dir}/cpu.cfs_period_us`);
