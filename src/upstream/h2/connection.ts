@@ -4,6 +4,7 @@ import { H2Endpoint } from "../../h2/endpoint.js";
 import { ConnectionError, defaultWindow, ErrorCode, errorName, Flag, FrameType, preface, Setting, StreamError } from "../../h2/frames.js";
 import type { H2Headers } from "../../h2/hpack.js";
 import { SocketWriter } from "../../net/socket-writer.js";
+import { atTurnEnd } from "../../net/turn-end.js";
 import type { H2Stream } from "./stream.js";
 
 export interface H2ConnectionOptions {
@@ -218,18 +219,10 @@ export class H2Connection extends H2Endpoint<H2Stream> {
     this.onGoaway?.();
   }
 
-  /**
-   * The flush runs once the callback that queued frames is over (a microtask), not at the end of
-   * the event loop's turn as the server side's does: a call leaves for its backend as soon as its
-   * client's read is handled, not after every other client's read in that poll. Same CPU per call
-   * (pinned A/B 0.99–1.01), and in a closed loop of h2load, kedge and the backend on two cores the
-   * backend gets work sooner instead of in bursts: a mean of 50.5k → 53.8k calls/s over five
-   * alternating runs, and 0.92× haproxy in `npm run bench` (bench/README.md, session 7).
-   */
   protected schedule(): void {
     if (this.flushQueued) return;
     this.flushQueued = true;
-    queueMicrotask(this.flush);
+    atTurnEnd(this.flush);
   }
 
   private readonly flush = (): void => {
