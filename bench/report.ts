@@ -487,11 +487,12 @@ if (scaled) {
   out.push("", `## Scaling: 1 → ${manyWorkers} workers`, "");
   out.push(`req/s with ${manyWorkers} workers (kedge workers, nginx worker_processes, haproxy nbthread) over req/s with 1,`);
   out.push("measured in the same rounds. The load generator and the upstream share the machine's cores, so the");
-  out.push("yardstick is nginx's own scaling, not the worker count.");
+  out.push("yardstick is nginx's own scaling, not the worker count. kedge (1) / direct is how close one worker");
+  out.push("already is to the upstream loaded with no proxy at all: near 1×, no worker count has much left to add.");
   out.push(
     "",
-    `| workload | kedge req/s 1 → ${manyWorkers} | kedge | nginx | haproxy | kedge / nginx scaling | kedge CPU µs/req 1 → ${manyWorkers} | nginx CPU µs/req 1 → ${manyWorkers} |`,
-    "|---|--:|--:|--:|--:|--:|--:|--:|",
+    `| workload | kedge req/s 1 → ${manyWorkers} | kedge | nginx | haproxy | kedge / nginx scaling | kedge (1) / direct | kedge CPU µs/req 1 → ${manyWorkers} | nginx CPU µs/req 1 → ${manyWorkers} |`,
+    "|---|--:|--:|--:|--:|--:|--:|--:|--:|",
   );
   for (const [w, def] of Object.entries(workloads)) {
     const one = summaries.get(1)?.get(w);
@@ -500,6 +501,7 @@ if (scaled) {
     out.push(
       `| ${def.short} | ${fmtInt(one.get("kedge")!.rps)} → ${fmtInt(many.get("kedge")!.rps)} | ${fmtRatio(scaling(w, "kedge"))} | ` +
         `${fmtRatio(scaling(w, "nginx"))} | ${fmtRatio(scaling(w, "haproxy"))} | ${fmtRatio(scaling(w, "kedge") / scaling(w, "nginx"))} | ` +
+        `${fmtRatio(ratioOf(one.get("kedge")!.rps, one.get("direct")?.rps ?? NaN))} | ` +
         `${fmt(one.get("kedge")!.cpuUsPerReq, 1)} → ${fmt(many.get("kedge")!.cpuUsPerReq, 1)} | ` +
         `${fmt(one.get("nginx")!.cpuUsPerReq, 1)} → ${fmt(many.get("nginx")!.cpuUsPerReq, 1)} |`,
     );
