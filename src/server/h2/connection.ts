@@ -36,7 +36,8 @@ const connectionWindow = 16 * 1024 * 1024;
 const maxBlockBytes = 256 * 1024;
 /**
  * Queued bytes that go out at once rather than at the turn's end (see schedule). Cleartext: about
- * four unary gRPC answers, one sendto each time. TLS: a full record, so waiting longer saves nothing.
+ * four unary gRPC answers, one sendto each time. TLS: every write is a record (256 cost HTTPS h2
+ * 17–20% more CPU per request), so only a full one's 16 KB, past which waiting saves no record.
  */
 const cleartextWriteAt = 256;
 const tlsWriteAt = 16 * 1024;
