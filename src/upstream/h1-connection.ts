@@ -4,6 +4,7 @@ import { ResponseParser } from "./response-parser.js";
 import type { HeadWriter } from "../net/head-writer.js";
 import { SocketWriter } from "../net/socket-writer.js";
 import { TunnelSocket, type TunnelOutput } from "../net/tunnel-socket.js";
+import { Members } from "../net/members.js";
 
 /** Why an exchange with a backend failed, and whether the request may be sent elsewhere. */
 export type UpstreamFailure =
@@ -63,7 +64,7 @@ export const socketHandlers: SocketHandler<H1Connection> = {
  * most sweepMs late (a silence at most twice that: the sweep also keeps the time of the last read).
  * It runs while any connection is open.
  */
-const watched = new Set<H1Connection>();
+const watched = new Members<H1Connection>();
 let sweeper: ReturnType<typeof setInterval> | undefined;
 const sweepMs = 250;
 /**
@@ -80,7 +81,7 @@ function watch(conn: H1Connection): void {
   if (sweeper) return;
   sweeper = setInterval(() => {
     const now = performance.now();
-    for (const c of watched) c.sweep(now);
+    for (const c of watched.snapshot()) if (watched.has(c)) c.sweep(now);
     if (watched.size === 0) {
       clearInterval(sweeper);
       sweeper = undefined;
@@ -121,8 +122,8 @@ export class H1Connection implements TunnelOutput {
   private lastActivity = 0;
   /** Bytes came since the last sweep, which stamps lastActivity: a read costs no clock read, a silence check fires at most one sweep later. */
   private active = false;
-  /** In the sweeper's set (see `watch`). */
-  private inSweep = false;
+  /** Its slot among the connections the sweep watches (net/members.ts). */
+  memberSlot = -1;
   closed = false;
   uses = 0;
   /** Set once the backend switched protocols: the connection is a byte stream, out of its pool. */
@@ -174,14 +175,11 @@ export class H1Connection implements TunnelOutput {
   }
 
   private ensureWatched(): void {
-    if (this.inSweep) return;
-    this.inSweep = true;
+    if (watched.has(this)) return;
     watch(this);
   }
 
   private unwatch(): void {
-    if (!this.inSweep) return;
-    this.inSweep = false;
     watched.delete(this);
   }
 

@@ -46,6 +46,8 @@ const dropMs = 5_000;
  */
 export class H1ServerConnection implements ResponseOutput, TunnelOutput, TransportEvents, BodySource {
   closed = false;
+  /** Its slot in its listener's connections (net/members.ts). */
+  memberSlot = -1;
   /** When the head in progress, or the next one on an idle connection, must have arrived (performance.now()); 0: none; or keepAliveStarted. */
   deadline = 0;
   /** What a missed deadline means: 408 for a head begun and not finished, a quiet close for an idle keep-alive. */

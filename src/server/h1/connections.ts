@@ -12,6 +12,7 @@ import type { HeadLimits, RequestHead } from "./request-head.js";
 import type { H1RawResponse } from "./response.js";
 import { NodeTransport, type ClientTransport } from "./transport.js";
 import type { TunnelSocket } from "../../net/tunnel-socket.js";
+import { Members } from "../../net/members.js";
 
 /** What a listener's requests are for: kedge's reverse proxy, or winch's forward proxy on its HTTP port. */
 export interface H1Roles {
@@ -52,7 +53,7 @@ const sweepEveryMs = 500;
  * idle timeout, lingering close) instead of a timer per connection.
  */
 export class H1Connections {
-  private readonly conns = new Set<H1ServerConnection>();
+  private readonly conns = new Members<H1ServerConnection>();
   private readonly handler: H1Handler;
   private readonly sweeper: ReturnType<typeof setInterval>;
 
@@ -119,19 +120,19 @@ export class H1Connections {
   /** Stops taking requests: idle connections close now, busy ones after their response. */
   stop(): void {
     this.handler.draining = true;
-    for (const conn of this.conns) if (conn.idle) conn.closeWhenFlushed();
+    for (const conn of this.conns.snapshot()) if (this.conns.has(conn) && conn.idle) conn.closeWhenFlushed();
   }
 
   kill(): void {
     clearInterval(this.sweeper);
-    for (const conn of [...this.conns]) conn.destroy();
+    for (const conn of this.conns.snapshot()) conn.destroy();
   }
 
   private sweep(): void {
     const now = performance.now();
-    for (const conn of this.conns) {
+    for (const conn of this.conns.snapshot()) {
       const deadline = conn.deadline;
-      if (deadline === 0 || deadline > now) continue;
+      if (deadline === 0 || deadline > now || !this.conns.has(conn)) continue;
       if (deadline === keepAliveStarted) {
         conn.deadline = now + this.opts.idleMs;
         continue;

@@ -50,6 +50,8 @@ const tlsWriteAt = 16 * 1024;
  * this does the same work in ~1–2 µs.
  */
 export class H2ServerConnection extends H2Endpoint<H2ServerStream> {
+  /** Its slot in its listener's connections (net/members.ts). */
+  memberSlot = -1;
   private greeted = false;
   private readonly closing = new Batch<H2ServerStream>();
   private flushQueued = false;

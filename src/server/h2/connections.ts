@@ -12,6 +12,7 @@ import { NodeTransport, type ClientTransport } from "../h1/transport.js";
 import { H2Response } from "../ingress-h2.js";
 import { H2ServerConnection, type H2ServerHandler } from "./connection.js";
 import type { H2ServerStream } from "./stream.js";
+import { Members } from "../../net/members.js";
 
 export interface H2Options {
   /** Serves one request (kedge: the gRPC or HTTP proxy; winch: its gRPC forwarding). */
@@ -41,7 +42,7 @@ export const defaultSendTimeoutMs = 30_000;
  * idle timeout and streams stalled on the client's flow-control window.
  */
 export class H2Connections implements H2ServerHandler {
-  private readonly conns = new Set<H2ServerConnection>();
+  private readonly conns = new Members<H2ServerConnection>();
   private readonly sweeper: ReturnType<typeof setInterval>;
   readonly limits: HeadLimits;
   readonly maxStreams: number;
@@ -116,13 +117,13 @@ export class H2Connections implements H2ServerHandler {
   /** GOAWAY to every connection: in-flight streams finish, no new ones start. */
   stop(): void {
     this.stopped = true;
-    for (const conn of this.conns) conn.shutdown(this.shuttingDown.message);
+    for (const conn of this.conns.snapshot()) if (this.conns.has(conn)) conn.shutdown(this.shuttingDown.message);
   }
 
   /** Requests and calls in flight over every connection. */
   activeStreams(): number {
     let n = 0;
-    for (const conn of this.conns) n += conn.activeStreams;
+    for (const conn of this.conns.snapshot()) n += conn.activeStreams;
     return n;
   }
 
@@ -134,7 +135,8 @@ export class H2Connections implements H2ServerHandler {
    */
   abortInFlight(): void {
     const err = this.shuttingDown;
-    for (const conn of this.conns) {
+    for (const conn of this.conns.snapshot()) {
+      if (!this.conns.has(conn)) continue;
       conn.finalGoaway();
       for (const stream of [...conn.streams.values()]) {
         if (stream.grpc) {
@@ -149,13 +151,14 @@ export class H2Connections implements H2ServerHandler {
 
   kill(): void {
     clearInterval(this.sweeper);
-    for (const conn of [...this.conns]) conn.destroy();
+    for (const conn of this.conns.snapshot()) conn.destroy();
   }
 
   private sweep(): void {
     const now = performance.now();
     const { headTimeoutMs, idleMs, sendTimeoutMs } = this.opts;
-    for (const conn of this.conns) {
+    for (const conn of this.conns.snapshot()) {
+      if (!this.conns.has(conn)) continue;
       conn.resetStalled(now, sendTimeoutMs);
       if (conn.drainingSince > 0 && now - conn.drainingSince > finalGoawayAfterMs) conn.finalGoaway();
       if (!conn.settled) {
