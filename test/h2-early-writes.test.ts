@@ -2,11 +2,13 @@ import { describe, expect, it } from "bun:test";
 import { H2ServerConnection, type H2ServerHandler } from "../src/server/h2/connection.ts";
 import type { H2ServerStream } from "../src/server/h2/stream.ts";
 import type { ClientTransport } from "../src/server/h1/transport.ts";
+import { readBegins } from "../src/net/read-epoch.ts";
 import { frame, settings } from "./helpers/h2-wire.ts";
 
 // kedge writes a client's frames once per event-loop turn (h2-write-batching.test.ts), but a turn
-// that relays one large backend read must not hold every answer to its end: over cleartext the
-// frames go out every few hundred bytes, over TLS every full record.
+// that relays one large backend read must not hold every answer to its end: what one read queues
+// goes out every few hundred bytes. Answers from separate reads (HTTP/1.1 backends) still leave
+// together at the turn's end, in one TLS record.
 
 const answers = 40;
 const body = Buffer.from("hello world\n");
@@ -52,8 +54,12 @@ function parseFrames(bytes: Buffer): Array<{ type: number; flags: number; id: nu
 
 const turnOver = () => new Promise<void>((resolve) => setImmediate(() => setImmediate(resolve)));
 
-/** Opens `answers` streams, answers them all in one synchronous run (as relaying one backend read does), and returns the writes made before and after the turn ended. */
-async function answerAll(plaintext: boolean): Promise<{ duringTurn: Buffer[]; total: Buffer[] }> {
+/**
+ * Opens `answers` streams and answers them all in one synchronous run, as relaying backend reads
+ * does: all from one read, or each from a read of its own. Returns the writes made before and after
+ * the turn ended.
+ */
+async function answerAll(plaintext: boolean, readPerAnswer: boolean): Promise<{ duringTurn: Buffer[]; total: Buffer[] }> {
   const transport = new RecordingTransport();
   const streams: H2ServerStream[] = [];
   const handler: H2ServerHandler = {
@@ -72,7 +78,9 @@ async function answerAll(plaintext: boolean): Promise<{ duringTurn: Buffer[]; to
   expect(streams).toHaveLength(answers);
   transport.writes.length = 0; // the greeting
 
+  readBegins();
   for (const stream of streams) {
+    if (readPerAnswer) readBegins();
     stream.respond({ ":status": 200, "content-type": "text/plain" });
     stream.end(body);
   }
@@ -93,20 +101,25 @@ function expectEveryAnswer(writes: Buffer[]): void {
 }
 
 describe("HTTP/2 writes within a turn", () => {
-  it("over cleartext, answers leave every few hundred bytes, before the turn is over", async () => {
-    const { duringTurn, total } = await answerAll(true);
-    const bytes = Buffer.concat(total).length;
-    expect(bytes).toBeGreaterThan(4 * 256); // enough answers to cross the threshold several times
-    expect(duringTurn.length).toBeGreaterThanOrEqual(Math.floor(bytes / 512)); // at least one write per ~two thresholds
-    for (const w of duringTurn) parseFrames(w);
-    expect(total.length).toBeLessThanOrEqual(duringTurn.length + 1); // the rest at the turn's end, in one write
-    expectEveryAnswer(total);
-  });
+  for (const [transport, plaintext] of [
+    ["cleartext", true],
+    ["TLS", false],
+  ] as const) {
+    it(`${transport}: answers relayed from one read leave every few hundred bytes, before the turn is over`, async () => {
+      const { duringTurn, total } = await answerAll(plaintext, false);
+      const bytes = Buffer.concat(total).length;
+      expect(bytes).toBeGreaterThan(4 * 256); // enough answers to cross the threshold several times
+      expect(duringTurn.length).toBeGreaterThanOrEqual(Math.floor(bytes / 512)); // at least one write per ~two thresholds
+      for (const w of duringTurn) parseFrames(w);
+      expect(total.length).toBeLessThanOrEqual(duringTurn.length + 1); // the rest at the turn's end, in one write
+      expectEveryAnswer(total);
+    });
 
-  it("over TLS, answers below a full record wait for the turn's end and leave in one write", async () => {
-    const { duringTurn, total } = await answerAll(false);
-    expect(duringTurn).toHaveLength(0);
-    expect(total).toHaveLength(1);
-    expectEveryAnswer(total);
-  });
+    it(`${transport}: answers from a read each wait for the turn's end and leave in one write`, async () => {
+      const { duringTurn, total } = await answerAll(plaintext, true);
+      expect(duringTurn).toHaveLength(0);
+      expect(total).toHaveLength(1);
+      expectEveryAnswer(total);
+    });
+  }
 });

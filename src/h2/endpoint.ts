@@ -4,6 +4,7 @@ import { H2DataWriter, type H2SendingStream } from "./data-writer.js";
 import { ConnectionError, defaultMaxFrameSize, defaultWindow, ErrorCode, Flag, frameHeaderSize, FrameType, joinBytes, maxWindow, Setting } from "./frames.js";
 import { type H2Headers, HpackDecoder, HpackError } from "./hpack.js";
 import { copyOf } from "../net/bytes.js";
+import { readBegins } from "../net/read-epoch.js";
 
 /** What the engine reads and updates on a stream of either role. */
 export interface H2StreamState extends H2SendingStream {
@@ -102,6 +103,7 @@ export abstract class H2Endpoint<S extends H2StreamState> extends H2DataWriter<S
 
   onData(data: Uint8Array): void {
     if (this.closed) return;
+    readBegins();
     this.lastActivity = performance.now();
     this.reads++;
     let buf = data;

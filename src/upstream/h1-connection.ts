@@ -5,6 +5,7 @@ import type { HeadWriter } from "../net/head-writer.js";
 import { SocketWriter } from "../net/socket-writer.js";
 import { TunnelSocket, type TunnelOutput } from "../net/tunnel-socket.js";
 import { Members } from "../net/members.js";
+import { readBegins } from "../net/read-epoch.js";
 
 /** Why an exchange with a backend failed, and whether the request may be sent elsewhere. */
 export type UpstreamFailure =
@@ -294,6 +295,7 @@ export class H1Connection implements TunnelOutput {
 
   // Socket events.
   onData(data: Uint8Array): void {
+    readBegins();
     if (this.tunnel) return this.tunnel.received(data);
     // Bytes nobody asked for (on an idle connection): whatever they are, the next answer cannot be trusted.
     if (!this.handlers) return this.destroy();

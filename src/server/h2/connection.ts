@@ -14,6 +14,7 @@ import type { HeadLimits } from "../h1/request-head.js";
 import { requestFault } from "./request-check.js";
 import { forwardedBlock, headLinesBlock, responseBlock } from "./response-block.js";
 import { atTurnEnd } from "../../net/turn-end.js";
+import { currentRead } from "../../net/read-epoch.js";
 import { Batch } from "../../net/batch.js";
 import { H2ServerStream } from "./stream.js";
 
@@ -35,12 +36,12 @@ const connectionWindow = 16 * 1024 * 1024;
 /** A header block (HEADERS and CONTINUATIONs) larger than this ends the connection (CVE-2024-27316). */
 const maxBlockBytes = 256 * 1024;
 /**
- * Queued bytes that go out at once rather than at the turn's end (see schedule). Cleartext: about
- * four unary gRPC answers, one sendto each time. TLS: every write is a record (256 cost HTTPS h2
- * 17–20% more CPU per request), so only a full one's 16 KB, past which waiting saves no record.
+ * Bytes that one read (net/read-epoch.ts) queued for this connection and that go out at once
+ * rather than at the turn's end (see schedule): about four unary gRPC answers.
  */
-const cleartextWriteAt = 256;
-const tlsWriteAt = 16 * 1024;
+const writeAtFromOneRead = 256;
+/** Queued bytes that go out at once whatever read they came from: a full TLS record, past which waiting saves no record. */
+const writeAtBytes = 16 * 1024;
 
 /**
  * One client's HTTP/2 connection on kedge's own server: the server role on the shared engine
@@ -56,7 +57,9 @@ export class H2ServerConnection extends H2Endpoint<H2ServerStream> {
   private readonly closing = new Batch<H2ServerStream>();
   private flushQueued = false;
   private transportFull = false;
-  private readonly writeAt: number;
+  /** The read whose frames are being queued, and how much was queued before it. */
+  private readSeen = -1;
+  private readStart = 0;
   /** GOAWAY sent or received: no new streams; the connection ends once its streams are done. */
   private goingAway = false;
   private shutdownMessage = "";
@@ -75,7 +78,6 @@ export class H2ServerConnection extends H2Endpoint<H2ServerStream> {
   ) {
     super({ streamWindow: defaultWindow, connectionWindow, maxHeaderListSize: Math.max(64 * 1024, 4 * handler.limits.maxHeaderBytes), maxBlockBytes });
     this.awaitingPreface = true;
-    this.writeAt = plaintext ? cleartextWriteAt : tlsWriteAt;
   }
 
   /** kedge's SETTINGS, once the client's preface shows it speaks HTTP/2 (one that does not is answered in HTTP/1.1). */
@@ -326,14 +328,21 @@ export class H2ServerConnection extends H2Endpoint<H2ServerStream> {
    * leave in one write, one TLS record and one sendto instead of one each (-22% CPU per HTTPS h2
    * request under h2load -m10, bench/README.md).
    *
-   * Frames go out sooner once `writeAt` bytes are queued. One read from a multiplexed backend can
-   * carry a hundred answers; held to the turn's end, the client sits idle while kedge relays them
-   * all, then everything moves as one batch. Over cleartext, writing every few answers lets the
-   * client work alongside kedge: the machine idled 8% instead of 22% under a closed gRPC loop
-   * sharing two cores (bench/README.md, "Answers held to the turn's end").
+   * Frames go out sooner once one read has queued `writeAtFromOneRead` bytes of them. One read
+   * from a multiplexed backend can carry a hundred answers; held to the turn's end, the client sits
+   * idle while kedge relays them all, then everything moves as one batch. Writing every few
+   * answers lets the client work alongside kedge: under a closed gRPC loop sharing two cores the
+   * machine idled 8% instead of 22% (bench/README.md, "Answers held to the turn's end"). Answers
+   * that came in separate reads (HTTP/1.1 backends, one each) still leave together: over TLS each
+   * write is a record, and writing every 256 bytes of those cost HTTPS h2 17–20% more CPU.
    */
   protected schedule(): void {
-    if (this.out.length >= this.writeAt) this.writeQueued();
+    const read = currentRead();
+    if (this.readSeen !== read) {
+      this.readSeen = read;
+      this.readStart = this.out.length;
+    }
+    if (this.out.length - this.readStart >= writeAtFromOneRead || this.out.length >= writeAtBytes) this.writeQueued();
     if (this.flushQueued) return;
     this.flushQueued = true;
     atTurnEnd(this.flush);
@@ -345,6 +354,7 @@ export class H2ServerConnection extends H2Endpoint<H2ServerStream> {
       if (!this.transport.writeTransient(out.bytes, out.length)) this.transportFull = true;
     }
     out.clear();
+    this.readStart = 0;
   }
 
   /** Writes the turn's frames in one write, then tells closed streams' handlers. */
