@@ -5,9 +5,9 @@ import { noPendingOut } from "../../h2/data-writer.js";
 import type { HeadLines } from "../../net/hop-headers.js";
 import type { H2Headers } from "../../h2/hpack.js";
 
-/** What a stream asks of the connection that carries it. */
 type ResponseOptions = { endStream?: boolean; waitForTrailers?: boolean };
 
+/** What a stream asks of the connection that carries it. */
 export interface StreamCarrier {
   readonly socket: object;
   readonly streamWindow: number;
